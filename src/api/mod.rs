@@ -1,0 +1,32 @@
+//! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
+
+pub mod correlation;
+mod health;
+pub mod identity;
+pub mod problem;
+mod referrals;
+
+use actix_web::web;
+
+use crate::intake::Intake;
+use crate::store::Store;
+
+pub use referrals::IDEMPOTENCY_KEY;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub intake: Intake,
+    pub store: Store,
+    pub max_body_bytes: usize,
+}
+
+/// Routes of the agency (mTLS) listener.
+pub fn agency_routes(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+    referrals::configure(cfg);
+}
+
+/// Routes of the plain-HTTP operations listener: probes only, no referral data.
+pub fn ops_routes(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+}

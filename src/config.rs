@@ -1,0 +1,645 @@
+//! Typed configuration: a TOML file plus `REFGW_*` environment overrides, checked as a
+//! whole at start-up. Every problem names the key it is about; all problems are reported
+//! together so an operator fixes them in one pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::domain::{
+    Agency, AgencyId, AgencyRegistry, AgencyRole, Area, CertificateIdentity, ServiceType,
+};
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/gateway.db";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Upper bound for `server.max_body_bytes`: referrals are small documents.
+const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    amqp: RawAmqp,
+    tls: RawTls,
+    #[serde(default)]
+    schemas: RawSchemas,
+    #[serde(default)]
+    agencies: Vec<RawAgency>,
+    #[serde(default)]
+    permissions: Vec<RawPermission>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    ops_listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    shutdown_timeout_secs: Option<u64>,
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAmqp {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    #[serde(default)]
+    crl_enforce_expiry: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSchemas {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgency {
+    id: String,
+    name: String,
+    service_type: String,
+    area: String,
+    role: AgencyRole,
+    certificate: RawCertificate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    san_uri: Option<String>,
+    san_dns: Option<String>,
+    sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermission {
+    sender: String,
+    service_types: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for `/healthz`, `/readyz` (and later `/metrics`), for probes
+    /// that hold no client certificate. Bind it to loopback or a private network only.
+    pub ops_listen: Option<SocketAddr>,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crls: Vec<PathBuf>,
+    pub crl_enforce_expiry: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub tls: TlsConfig,
+    pub schemas_dir: PathBuf,
+    pub registry: Arc<AgencyRegistry>,
+}
+
+/// Reads environment variables; injectable so tests never touch the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// No environment overrides at all.
+pub struct NoEnv;
+
+impl Env for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::load_checked(path, env, FileChecks::Required)
+    }
+
+    /// Loads a config whose TLS files may not exist yet (for `certs init`, which makes them).
+    pub fn load_before_certificates(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::load_checked(path, env, FileChecks::SkipTls)
+    }
+
+    fn load_checked(path: &Path, env: &dyn Env, checks: FileChecks) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, env, checks)
+    }
+
+    /// Parses and checks a config. `path` is only used in error messages.
+    pub fn from_toml(text: &str, path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::parse(text, path, env, FileChecks::Required)
+    }
+
+    fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Env,
+        checks: FileChecks,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Problems::default();
+        let config = build(raw, env, checks, &mut problems);
+        match config {
+            Some(config) if problems.0.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: problems.0,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileChecks {
+    Required,
+    SkipTls,
+}
+
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.0.push(format!("{key}: {message}"));
+    }
+}
+
+fn setting(
+    env: &dyn Env,
+    var: &str,
+    key: &str,
+    file: Option<String>,
+    default: &str,
+) -> (String, String) {
+    match env.var(var) {
+        Some(v) => (v, format!("{var} (environment)")),
+        None => (file.unwrap_or_else(|| default.to_owned()), key.to_owned()),
+    }
+}
+
+fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| {
+            problems.push(
+                key,
+                format!("'{value}' is not an IP address and port such as 127.0.0.1:8443"),
+            )
+        })
+        .ok()
+}
+
+fn build(
+    raw: RawConfig,
+    env: &dyn Env,
+    checks: FileChecks,
+    problems: &mut Problems,
+) -> Option<Config> {
+    let (listen, listen_key) = setting(
+        env,
+        "REFGW_LISTEN",
+        "server.listen",
+        raw.server.listen,
+        DEFAULT_LISTEN,
+    );
+    let listen = socket_addr(&listen, &listen_key, problems);
+    let ops_listen = match env.var("REFGW_OPS_LISTEN").or(raw.server.ops_listen) {
+        Some(v) if v == "off" => None,
+        Some(v) => socket_addr(&v, "server.ops_listen", problems),
+        None => None,
+    };
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(256 * 1024);
+    if max_body_bytes == 0 || max_body_bytes > MAX_BODY_LIMIT {
+        problems.push(
+            "server.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_LIMIT} (got {max_body_bytes})"),
+        );
+    }
+    if raw.server.workers == Some(0) {
+        problems.push(
+            "server.workers",
+            "must be at least 1 (leave it out to use one per CPU)",
+        );
+    }
+
+    let (db_url, db_key) = setting(
+        env,
+        "REFGW_DATABASE_URL",
+        "database.url",
+        raw.database.url,
+        DEFAULT_DATABASE_URL,
+    );
+    if !(db_url.starts_with("sqlite:")
+        || db_url.starts_with("postgres://")
+        || db_url.starts_with("postgresql://"))
+    {
+        problems.push(
+            &db_key,
+            "must start with sqlite:, postgres:// or postgresql://",
+        );
+    }
+    let max_connections = raw.database.max_connections.unwrap_or(10);
+    if max_connections == 0 {
+        problems.push("database.max_connections", "must be at least 1");
+    }
+
+    let (amqp_url, amqp_key) = setting(
+        env,
+        "REFGW_AMQP_URL",
+        "amqp.url",
+        raw.amqp.url,
+        DEFAULT_AMQP_URL,
+    );
+    if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+        problems.push(&amqp_key, "must start with amqp:// or amqps://");
+    }
+
+    for (key, path) in [
+        ("tls.ca", &raw.tls.ca),
+        ("tls.cert", &raw.tls.cert),
+        ("tls.key", &raw.tls.key),
+    ]
+    .into_iter()
+    .chain(raw.tls.crls.iter().map(|p| ("tls.crls", p)))
+    {
+        if checks == FileChecks::Required && !path.is_file() {
+            problems.push(key, format!("file '{}' does not exist", path.display()));
+        }
+    }
+
+    let schemas_dir = raw.schemas.dir.unwrap_or_else(|| PathBuf::from("schemas"));
+    if !schemas_dir.is_dir() {
+        problems.push(
+            "schemas.dir",
+            format!("directory '{}' does not exist", schemas_dir.display()),
+        );
+    }
+
+    let registry = build_registry(raw.agencies, raw.permissions, problems);
+
+    Some(Config {
+        server: ServerConfig {
+            listen: listen?,
+            ops_listen,
+            max_body_bytes,
+            shutdown_timeout_secs: raw.server.shutdown_timeout_secs.unwrap_or(30),
+            workers: raw.server.workers,
+        },
+        database: DatabaseConfig {
+            url: db_url,
+            max_connections,
+        },
+        amqp: AmqpConfig { url: amqp_url },
+        tls: TlsConfig {
+            ca: raw.tls.ca,
+            cert: raw.tls.cert,
+            key: raw.tls.key,
+            crls: raw.tls.crls,
+            crl_enforce_expiry: raw.tls.crl_enforce_expiry,
+        },
+        schemas_dir,
+        registry: Arc::new(registry),
+    })
+}
+
+fn build_registry(
+    raw_agencies: Vec<RawAgency>,
+    raw_permissions: Vec<RawPermission>,
+    problems: &mut Problems,
+) -> AgencyRegistry {
+    if raw_agencies.is_empty() {
+        problems.push("agencies", "at least one agency must be configured");
+    }
+    let mut agencies = Vec::new();
+    let mut seen_ids = BTreeSet::new();
+    let mut seen_identities: BTreeMap<CertificateIdentity, String> = BTreeMap::new();
+    for (i, raw) in raw_agencies.into_iter().enumerate() {
+        let key = format!("agencies[{i}]");
+        let id = AgencyId::parse(raw.id.clone())
+            .map_err(|e| problems.push(&format!("{key}.id"), e))
+            .ok();
+        if !seen_ids.insert(raw.id.clone()) {
+            problems.push(
+                &format!("{key}.id"),
+                format!("'{}' is defined more than once", raw.id),
+            );
+        }
+        let key = format!("agencies[{i}] ({})", raw.id);
+        if raw.name.trim().is_empty() {
+            problems.push(&format!("{key}.name"), "must not be empty");
+        }
+        let service_type = ServiceType::parse(raw.service_type)
+            .map_err(|e| problems.push(&format!("{key}.service_type"), e))
+            .ok();
+        let area = Area::parse(raw.area)
+            .map_err(|e| problems.push(&format!("{key}.area"), e))
+            .ok();
+        let certificate = certificate_identity(&raw.certificate)
+            .map_err(|e| problems.push(&format!("{key}.certificate"), e))
+            .ok();
+        if let Some(identity) = &certificate
+            && let Some(other) = seen_identities.insert(identity.clone(), raw.id.clone())
+        {
+            problems.push(
+                &format!("{key}.certificate"),
+                format!("the same certificate identity is already used by agency '{other}'"),
+            );
+        }
+        if let (Some(id), Some(service_type), Some(area), Some(certificate)) =
+            (id, service_type, area, certificate)
+        {
+            agencies.push(Agency {
+                id,
+                name: raw.name,
+                service_type,
+                area,
+                role: raw.role,
+                certificate,
+            });
+        }
+    }
+
+    let mut permissions = Vec::new();
+    for (i, raw) in raw_permissions.into_iter().enumerate() {
+        let key = format!("permissions[{i}]");
+        match agencies.iter().find(|a| a.id.as_str() == raw.sender) {
+            None => problems.push(
+                &format!("{key}.sender"),
+                format!("no agency '{}' is configured", raw.sender),
+            ),
+            Some(agency) if !agency.role.sends() => problems.push(
+                &format!("{key}.sender"),
+                format!(
+                    "agency '{}' has role receiver; give it role sender or both",
+                    raw.sender
+                ),
+            ),
+            Some(agency) => {
+                if raw.service_types.is_empty() {
+                    problems.push(&format!("{key}.service_types"), "must not be empty");
+                }
+                for (j, st) in raw.service_types.into_iter().enumerate() {
+                    match ServiceType::parse(st) {
+                        Ok(st) => permissions.push((agency.id.clone(), st)),
+                        Err(e) => problems.push(&format!("{key}.service_types[{j}]"), e),
+                    }
+                }
+            }
+        }
+    }
+    AgencyRegistry::new(agencies, permissions)
+}
+
+fn certificate_identity(raw: &RawCertificate) -> Result<CertificateIdentity, String> {
+    match (&raw.san_uri, &raw.san_dns, &raw.sha256) {
+        (Some(uri), None, None) if !uri.trim().is_empty() => {
+            Ok(CertificateIdentity::SanUri(uri.clone()))
+        }
+        (None, Some(dns), None) if !dns.trim().is_empty() => {
+            Ok(CertificateIdentity::SanDns(dns.to_ascii_lowercase()))
+        }
+        (None, None, Some(fp)) => parse_fingerprint(fp).map(CertificateIdentity::Sha256),
+        _ => Err("set exactly one non-empty value of san_uri, san_dns or sha256".to_owned()),
+    }
+}
+
+/// Accepts `AB:CD:...`, `ab cd ...` or plain hex, as printed by common tools.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let hex_digits: String = text
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect();
+    let bytes = hex::decode(&hex_digits)
+        .map_err(|_| "sha256 must be 64 hexadecimal digits, optionally separated by ':'")?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        format!(
+            "sha256 must be 32 bytes (64 hex digits); got {} bytes",
+            b.len()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct MapEnv(Vec<(&'static str, &'static str)>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    fn base() -> String {
+        let root = env!("CARGO_MANIFEST_DIR");
+        format!(
+            r#"
+[tls]
+ca = "{root}/certs-example/ca.crt"
+cert = "{root}/certs-example/server.crt"
+key = "{root}/certs-example/server.key"
+
+[schemas]
+dir = "{root}/schemas"
+
+[[agencies]]
+id = "liaison"
+name = "Liaison"
+service_type = "liaison"
+area = "coventry"
+role = "sender"
+certificate = {{ san_uri = "urn:x:liaison" }}
+
+[[agencies]]
+id = "cmht"
+name = "CMHT"
+service_type = "cmht"
+area = "coventry"
+role = "receiver"
+certificate = {{ sha256 = "{pin}" }}
+
+[[permissions]]
+sender = "liaison"
+service_types = ["cmht"]
+"#,
+            pin = "AB:".repeat(31) + "AB"
+        )
+    }
+
+    fn load(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), env)
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = load(&base(), &NoEnv).unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.amqp.url, DEFAULT_AMQP_URL);
+        let env = MapEnv(vec![
+            ("REFGW_LISTEN", "0.0.0.0:9000"),
+            ("REFGW_DATABASE_URL", "postgres://x@h/db"),
+            ("REFGW_AMQP_URL", "amqps://h/v"),
+        ]);
+        let c = load(&base(), &env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.database.url, "postgres://x@h/db");
+        assert_eq!(c.amqp.url, "amqps://h/v");
+        assert!(c.registry.get("cmht").is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = base().replace("[tls]", "[tls]\ncertificate = \"x\"");
+        let err = load(&text, &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let text = base()
+            .replace("id = \"cmht\"", "id = \"CMHT\"")
+            .replace("role = \"sender\"", "role = \"receiver\"")
+            .replace("urn:x:liaison\" }", "urn:x:liaison\", san_dns = \"x\" }");
+        let env = MapEnv(vec![
+            ("REFGW_LISTEN", "localhost"),
+            ("REFGW_AMQP_URL", "http://x"),
+        ]);
+        let err = load(&text, &env).unwrap_err().to_string();
+        for needle in [
+            "REFGW_LISTEN (environment): 'localhost' is not an IP address",
+            "REFGW_AMQP_URL (environment): must start with amqp://",
+            "agencies[1].id: agency id must be",
+            "agencies[0] (liaison).certificate: set exactly one",
+            "permissions[0].sender: no agency 'liaison'",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_and_identities_are_refused() {
+        let text = base().replace("id = \"cmht\"", "id = \"liaison\"").replace(
+            &format!("sha256 = \"{}\"", "AB:".repeat(31) + "AB"),
+            "san_uri = \"urn:x:liaison\"",
+        );
+        let err = load(&text, &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("'liaison' is defined more than once"), "{err}");
+        assert!(err.contains("already used by agency 'liaison'"), "{err}");
+    }
+
+    #[test]
+    fn fingerprints_parse_in_common_spellings() {
+        let hex64 = "ab".repeat(32);
+        assert_eq!(parse_fingerprint(&hex64).unwrap(), [0xab; 32]);
+        assert_eq!(
+            parse_fingerprint(&"AB:".repeat(31).add_last("AB")).unwrap(),
+            [0xab; 32]
+        );
+        assert!(parse_fingerprint("abcd").is_err());
+        assert!(parse_fingerprint("zz").is_err());
+    }
+
+    trait AddLast {
+        fn add_last(self, s: &str) -> String;
+    }
+    impl AddLast for String {
+        fn add_last(mut self, s: &str) -> String {
+            self.push_str(s);
+            self
+        }
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let text = base().replace("certs-example/ca.crt", "certs-example/nope.crt");
+        let err = load(&text, &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("tls.ca: file"), "{err}");
+    }
+}

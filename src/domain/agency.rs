@@ -1,0 +1,325 @@
+//! The agency registry: who the gateway knows, how their certificates map to them,
+//! who may refer to whom, and how a destination resolves to one receiving agency.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{AgencyId, Area, ServiceType};
+use super::referral::Destination;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgencyRole {
+    Sender,
+    Receiver,
+    Both,
+}
+
+impl AgencyRole {
+    pub fn sends(self) -> bool {
+        matches!(self, Self::Sender | Self::Both)
+    }
+    pub fn receives(self) -> bool {
+        matches!(self, Self::Receiver | Self::Both)
+    }
+}
+
+/// How a client certificate is recognised as an agency's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CertificateIdentity {
+    /// A SAN of type URI, e.g. `urn:referral-gateway:agency:coventry-cmht`.
+    SanUri(String),
+    /// A SAN of type DNS name, compared case-insensitively.
+    SanDns(String),
+    /// The SHA-256 of the certificate's DER encoding, pinned.
+    Sha256([u8; 32]),
+}
+
+#[derive(Debug, Clone)]
+pub struct Agency {
+    pub id: AgencyId,
+    pub name: String,
+    pub service_type: ServiceType,
+    pub area: Area,
+    pub role: AgencyRole,
+    pub certificate: CertificateIdentity,
+}
+
+/// What a client certificate presents, extracted once per TLS connection.
+#[derive(Debug, Clone, Default)]
+pub struct PresentedIdentity {
+    pub sha256: [u8; 32],
+    pub san_uris: Vec<String>,
+    pub san_dns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    #[error("no agency with id '{0}' is registered")]
+    UnknownAgency(String),
+    #[error("agency '{0}' does not receive referrals")]
+    NotAReceiver(AgencyId),
+    #[error("no receiving agency provides service type '{service_type}' in area '{area}'")]
+    NoAgency { service_type: String, area: String },
+    #[error(
+        "{count} agencies provide service type '{service_type}' in area '{area}' ({candidates}); name one with destination.agency_id"
+    )]
+    Ambiguous {
+        service_type: String,
+        area: String,
+        count: usize,
+        candidates: String,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct AgencyRegistry {
+    by_id: BTreeMap<String, Arc<Agency>>,
+    /// sender -> service types it may refer to.
+    permissions: BTreeMap<AgencyId, BTreeSet<ServiceType>>,
+}
+
+impl AgencyRegistry {
+    /// Builds the registry. Uniqueness of ids and identities is the config loader's job;
+    /// here a later duplicate simply replaces an earlier one.
+    pub fn new(
+        agencies: impl IntoIterator<Item = Agency>,
+        permissions: impl IntoIterator<Item = (AgencyId, ServiceType)>,
+    ) -> Self {
+        let by_id = agencies
+            .into_iter()
+            .map(|a| (a.id.as_str().to_owned(), Arc::new(a)))
+            .collect();
+        let mut perms: BTreeMap<AgencyId, BTreeSet<ServiceType>> = BTreeMap::new();
+        for (sender, service_type) in permissions {
+            perms.entry(sender).or_default().insert(service_type);
+        }
+        Self {
+            by_id,
+            permissions: perms,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Agency>> {
+        self.by_id.get(id)
+    }
+
+    pub fn agencies(&self) -> impl Iterator<Item = &Arc<Agency>> {
+        self.by_id.values()
+    }
+
+    /// The agency a client certificate belongs to, if exactly one matches.
+    /// A pinned fingerprint wins over SAN names; a certificate whose names match
+    /// several agencies maps to none (it is refused, never guessed).
+    pub fn identify(&self, presented: &PresentedIdentity) -> Option<&Arc<Agency>> {
+        let mut by_pin = None;
+        let mut by_name: Vec<&Arc<Agency>> = Vec::new();
+        for agency in self.by_id.values() {
+            match &agency.certificate {
+                CertificateIdentity::Sha256(pin) if *pin == presented.sha256 => {
+                    by_pin = Some(agency)
+                }
+                CertificateIdentity::SanUri(uri) if presented.san_uris.iter().any(|u| u == uri) => {
+                    by_name.push(agency)
+                }
+                CertificateIdentity::SanDns(dns)
+                    if presented
+                        .san_dns
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(dns)) =>
+                {
+                    by_name.push(agency)
+                }
+                _ => {}
+            }
+        }
+        by_pin.or(match by_name.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        })
+    }
+
+    pub fn may_refer(&self, sender: &Agency, service_type: &ServiceType) -> bool {
+        sender.role.sends()
+            && self
+                .permissions
+                .get(&sender.id)
+                .is_some_and(|types| types.contains(service_type))
+    }
+
+    /// Resolves a referral's destination to exactly one receiving agency.
+    pub fn resolve(&self, destination: &Destination) -> Result<&Arc<Agency>, RoutingError> {
+        match destination {
+            Destination::Agency(id) => {
+                let agency = self
+                    .get(id)
+                    .ok_or_else(|| RoutingError::UnknownAgency(id.clone()))?;
+                if agency.role.receives() {
+                    Ok(agency)
+                } else {
+                    Err(RoutingError::NotAReceiver(agency.id.clone()))
+                }
+            }
+            Destination::Service { service_type, area } => {
+                let matches: Vec<_> = self
+                    .by_id
+                    .values()
+                    .filter(|a| {
+                        a.role.receives()
+                            && a.service_type.as_str() == service_type
+                            && a.area.as_str() == area
+                    })
+                    .collect();
+                match matches.as_slice() {
+                    [only] => Ok(*only),
+                    [] => Err(RoutingError::NoAgency {
+                        service_type: service_type.clone(),
+                        area: area.clone(),
+                    }),
+                    many => Err(RoutingError::Ambiguous {
+                        service_type: service_type.clone(),
+                        area: area.clone(),
+                        count: many.len(),
+                        candidates: many
+                            .iter()
+                            .map(|a| a.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agency(id: &str, st: &str, role: AgencyRole, cert: CertificateIdentity) -> Agency {
+        Agency {
+            id: AgencyId::parse(id).unwrap(),
+            name: id.to_owned(),
+            service_type: ServiceType::parse(st).unwrap(),
+            area: Area::parse("coventry").unwrap(),
+            role,
+            certificate: cert,
+        }
+    }
+
+    fn registry() -> AgencyRegistry {
+        AgencyRegistry::new(
+            [
+                agency(
+                    "liaison",
+                    "liaison",
+                    AgencyRole::Sender,
+                    CertificateIdentity::SanUri("urn:x:liaison".into()),
+                ),
+                agency(
+                    "cmht",
+                    "cmht",
+                    AgencyRole::Receiver,
+                    CertificateIdentity::SanDns("cmht.example".into()),
+                ),
+                agency(
+                    "pinned",
+                    "iapt",
+                    AgencyRole::Receiver,
+                    CertificateIdentity::Sha256([7; 32]),
+                ),
+                agency(
+                    "housing-a",
+                    "housing",
+                    AgencyRole::Receiver,
+                    CertificateIdentity::SanUri("urn:x:ha".into()),
+                ),
+                agency(
+                    "housing-b",
+                    "housing",
+                    AgencyRole::Receiver,
+                    CertificateIdentity::SanUri("urn:x:hb".into()),
+                ),
+            ],
+            [(
+                AgencyId::parse("liaison").unwrap(),
+                ServiceType::parse("cmht").unwrap(),
+            )],
+        )
+    }
+
+    #[test]
+    fn identifies_by_uri_dns_and_pin() {
+        let r = registry();
+        let by_uri = PresentedIdentity {
+            san_uris: vec!["urn:x:liaison".into()],
+            ..Default::default()
+        };
+        assert_eq!(r.identify(&by_uri).unwrap().id.as_str(), "liaison");
+        let by_dns = PresentedIdentity {
+            san_dns: vec!["CMHT.example".into()],
+            ..Default::default()
+        };
+        assert_eq!(r.identify(&by_dns).unwrap().id.as_str(), "cmht");
+        let by_pin = PresentedIdentity {
+            sha256: [7; 32],
+            ..Default::default()
+        };
+        assert_eq!(r.identify(&by_pin).unwrap().id.as_str(), "pinned");
+        assert!(r.identify(&PresentedIdentity::default()).is_none());
+    }
+
+    #[test]
+    fn a_certificate_naming_two_agencies_maps_to_none() {
+        let both = PresentedIdentity {
+            san_uris: vec!["urn:x:ha".into(), "urn:x:hb".into()],
+            ..Default::default()
+        };
+        assert!(registry().identify(&both).is_none());
+    }
+
+    #[test]
+    fn permissions_need_a_sending_role_and_a_grant() {
+        let r = registry();
+        let liaison = r.get("liaison").unwrap().clone();
+        assert!(r.may_refer(&liaison, &ServiceType::parse("cmht").unwrap()));
+        assert!(!r.may_refer(&liaison, &ServiceType::parse("iapt").unwrap()));
+        let cmht = r.get("cmht").unwrap().clone();
+        assert!(!r.may_refer(&cmht, &ServiceType::parse("cmht").unwrap()));
+    }
+
+    #[test]
+    fn resolves_destinations() {
+        let r = registry();
+        let svc = |t: &str| Destination::Service {
+            service_type: t.into(),
+            area: "coventry".into(),
+        };
+        assert_eq!(r.resolve(&svc("cmht")).unwrap().id.as_str(), "cmht");
+        assert!(matches!(
+            r.resolve(&svc("crisis")),
+            Err(RoutingError::NoAgency { .. })
+        ));
+        assert!(matches!(
+            r.resolve(&svc("housing")),
+            Err(RoutingError::Ambiguous { count: 2, .. })
+        ));
+        assert_eq!(
+            r.resolve(&Destination::Agency("housing-b".into()))
+                .unwrap()
+                .id
+                .as_str(),
+            "housing-b"
+        );
+        assert!(matches!(
+            r.resolve(&Destination::Agency("liaison".into())),
+            Err(RoutingError::NotAReceiver(_))
+        ));
+        assert!(matches!(
+            r.resolve(&Destination::Agency("nobody".into())),
+            Err(RoutingError::UnknownAgency(_))
+        ));
+    }
+}

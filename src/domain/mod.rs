@@ -1,0 +1,11 @@
+//! Pure domain types: identifiers, agencies, referral status. No I/O here.
+
+pub mod agency;
+pub mod ids;
+pub mod nhs_number;
+pub mod referral;
+
+pub use agency::{Agency, AgencyRegistry, AgencyRole, CertificateIdentity, RoutingError};
+pub use ids::{AgencyId, Area, IdError, ReferralId, ServiceType};
+pub use nhs_number::NhsNumber;
+pub use referral::{Destination, Priority, ReferralStatus, ValidatedReferral};

@@ -1,0 +1,241 @@
+//! Accepting a referral: who sends it, where it goes, whether the sender may send it
+//! there, whether it is valid, and writing it durably (referral + outbox row) before the
+//! receipt is given. Pure orchestration; HTTP lives in `api`, SQL in `store`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
+    ServiceType,
+};
+use crate::schema::{SchemaRegistry, Violation};
+use crate::store::{Inserted, NewReferral, ReferralRecord, Store, StoreError};
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("agency '{0}' is not registered as a sender")]
+    NotASender(AgencyId),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    #[error("agency '{sender}' may not refer to service type '{service_type}'")]
+    NotPermitted {
+        sender: AgencyId,
+        service_type: ServiceType,
+    },
+    #[error("the referral does not match its schema ({} problem(s))", .0.len())]
+    Invalid(Vec<Violation>),
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the sender gets back: enough to prove what was accepted, and where it goes.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub referral_id: ReferralId,
+    pub status: ReferralStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    pub sender: AgencyRef,
+    pub recipient: AgencyRef,
+    pub priority: crate::domain::Priority,
+    pub schema_id: String,
+    /// SHA-256 (hex) of the stored payload: the request body, byte for byte.
+    pub payload_sha256: String,
+    pub correlation_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgencyRef {
+    pub agency_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    Created(Receipt),
+    /// A retry with an Idempotency-Key already used for the same body.
+    Replayed(Receipt),
+}
+
+#[derive(Clone)]
+pub struct Intake {
+    registry: Arc<AgencyRegistry>,
+    schemas: Arc<SchemaRegistry>,
+    store: Store,
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(tls::sha256(bytes))
+}
+
+impl Intake {
+    pub fn new(registry: Arc<AgencyRegistry>, schemas: Arc<SchemaRegistry>, store: Store) -> Self {
+        Self {
+            registry,
+            schemas,
+            store,
+        }
+    }
+
+    pub fn registry(&self) -> &AgencyRegistry {
+        &self.registry
+    }
+
+    pub async fn submit(
+        &self,
+        sender: &Agency,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+        correlation_id: &str,
+    ) -> Result<Submitted, IntakeError> {
+        if !sender.role.sends() {
+            return Err(IntakeError::NotASender(sender.id.clone()));
+        }
+        let body_sha256 = hex_sha256(body);
+        if let Some(key) = idempotency_key
+            && let Some(previous) = self.store.idempotency_record(&sender.id, key).await?
+        {
+            return self
+                .replay(previous.request_sha256 == body_sha256, previous.referral_id)
+                .await;
+        }
+
+        let text = std::str::from_utf8(body)
+            .map_err(|_| IntakeError::MalformedJson("the body is not UTF-8".into()))?;
+        let document: Value =
+            serde_json::from_str(text).map_err(|e| IntakeError::MalformedJson(e.to_string()))?;
+
+        let Some(destination) = Destination::from_document(&document) else {
+            // No usable destination: the common schema says exactly what is wrong.
+            return Err(match self.schemas.validate_referral(None, document) {
+                Err(violations) => IntakeError::Invalid(violations),
+                Ok(_) => IntakeError::Invalid(vec![Violation {
+                    pointer: "/destination".into(),
+                    keyword: "required".into(),
+                    detail: "a destination is required".into(),
+                }]),
+            });
+        };
+        let recipient = self.registry.resolve(&destination)?.clone();
+        if !self.registry.may_refer(sender, &recipient.service_type) {
+            return Err(IntakeError::NotPermitted {
+                sender: sender.id.clone(),
+                service_type: recipient.service_type.clone(),
+            });
+        }
+        let referral = self
+            .schemas
+            .validate_referral(Some(&recipient.service_type), document)
+            .map_err(IntakeError::Invalid)?;
+
+        let id = ReferralId::new();
+        let received_at = OffsetDateTime::now_utc();
+        let new = NewReferral {
+            id,
+            sender: &sender.id,
+            recipient: &recipient,
+            priority: referral.priority(),
+            schema_id: referral.schema_id(),
+            payload: text,
+            payload_sha256: &body_sha256,
+            correlation_id,
+            received_at,
+            idempotency: idempotency_key.map(|k| (k, body_sha256.as_str())),
+        };
+        match self.store.insert_referral(&new).await? {
+            Inserted::Created => {
+                tracing::info!(referral_id = %id, recipient = %recipient.id, priority = referral.priority().as_str(), "referral accepted");
+                Ok(Submitted::Created(Receipt {
+                    referral_id: id,
+                    status: ReferralStatus::Received,
+                    received_at: crate::store::from_micros(crate::store::to_micros(received_at))?,
+                    sender: AgencyRef::id_only(&sender.id),
+                    recipient: AgencyRef::full(&recipient),
+                    priority: referral.priority(),
+                    schema_id: referral.schema_id().to_owned(),
+                    payload_sha256: body_sha256,
+                    correlation_id: correlation_id.to_owned(),
+                }))
+            }
+            Inserted::KeyTaken(previous) => {
+                self.replay(previous.request_sha256 == body_sha256, previous.referral_id)
+                    .await
+            }
+        }
+    }
+
+    async fn replay(&self, same_body: bool, id: ReferralId) -> Result<Submitted, IntakeError> {
+        if !same_body {
+            return Err(IntakeError::IdempotencyConflict);
+        }
+        let record = self.store.referral(id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("idempotency key points at missing referral {id}"))
+        })?;
+        tracing::info!(referral_id = %id, "idempotent retry answered with the original receipt");
+        Ok(Submitted::Replayed(self.receipt(&record)))
+    }
+
+    /// The receipt for a stored referral, as the sender was first given it (with the
+    /// current status).
+    pub fn receipt(&self, record: &ReferralRecord) -> Receipt {
+        let recipient = match self.registry.get(&record.recipient_agency) {
+            Some(agency) => AgencyRef::full(agency),
+            None => AgencyRef {
+                agency_id: record.recipient_agency.clone(),
+                name: None,
+                service_type: Some(record.service_type.clone()),
+                area: Some(record.area.clone()),
+            },
+        };
+        Receipt {
+            referral_id: record.id,
+            status: record.status,
+            received_at: record.received_at,
+            sender: AgencyRef {
+                agency_id: record.sender_agency.clone(),
+                name: None,
+                service_type: None,
+                area: None,
+            },
+            recipient,
+            priority: record.priority,
+            schema_id: record.schema_id.clone(),
+            payload_sha256: record.payload_sha256.clone(),
+            correlation_id: record.correlation_id.clone(),
+        }
+    }
+}
+
+impl AgencyRef {
+    fn id_only(id: &AgencyId) -> Self {
+        Self {
+            agency_id: id.to_string(),
+            name: None,
+            service_type: None,
+            area: None,
+        }
+    }
+
+    fn full(agency: &Agency) -> Self {
+        Self {
+            agency_id: agency.id.to_string(),
+            name: Some(agency.name.clone()),
+            service_type: Some(agency.service_type.to_string()),
+            area: Some(agency.area.to_string()),
+        }
+    }
+}

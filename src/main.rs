@@ -1,0 +1,218 @@
+//! The `referral-gateway` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use referral_gateway::config::{self, Config, ProcessEnv};
+use referral_gateway::domain::{Destination, ServiceType};
+use referral_gateway::schema::SchemaRegistry;
+use referral_gateway::startup::Application;
+use referral_gateway::store::Store;
+use referral_gateway::telemetry::{self, LogFormat};
+use referral_gateway::{certs, tls};
+
+#[derive(Parser)]
+#[command(
+    name = "referral-gateway",
+    version,
+    about = "Secure inter-agency referral gateway for liaison and diversion services"
+)]
+struct Cli {
+    /// Configuration file (TOML). REFGW_LISTEN, REFGW_DATABASE_URL and REFGW_AMQP_URL override it.
+    #[arg(long, global = true, env = "REFGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REFGW_LOG_FORMAT",
+        default_value = "human"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Certificate helpers for development and testing.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Check a referral file against the schemas, offline, and print every problem.
+    Validate {
+        /// The referral (JSON) to check.
+        file: PathBuf,
+        /// Check against this service type's overlay instead of the one its destination implies.
+        #[arg(long)]
+        service_type: Option<String>,
+        /// Schema directory (default: the config's schemas.dir, else ./schemas).
+        #[arg(long)]
+        schemas: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a fresh CA, a server certificate and a client certificate per configured agency.
+    Init {
+        /// Directory to write the set to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Names for the server certificate (DNS names or IP addresses).
+        #[arg(long = "server-name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        server_names: Vec<String>,
+        /// Validity of every certificate, in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Overwrite an existing set in --out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the SHA-256 fingerprint of a certificate, for `certificate.sha256` in the config.
+    Fingerprint { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path, &ProcessEnv)?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve => {
+            let config = load_config(&cli.config)?;
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(config).await?;
+                app.run_until_stopped().await.context("server failed")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config)?;
+            actix_web::rt::System::new().block_on(async move {
+                let store = Store::connect(&config.database).await?;
+                store.migrate().await?;
+                println!("migrations applied ({:?})", store.backend());
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            command:
+                CertsCommand::Init {
+                    out,
+                    server_names,
+                    days,
+                    force,
+                },
+        } => {
+            if !(1..=3650).contains(&days) {
+                anyhow::bail!("--days must be between 1 and 3650");
+            }
+            let config = Config::load_before_certificates(&cli.config, &ProcessEnv)?;
+            let written = certs::init(&out, &config.registry, &server_names, days, force)?;
+            for w in written {
+                println!("{:<60} {}", w.what, w.path.display());
+                if let Some(note) = w.note {
+                    println!("    note: {note}");
+                }
+            }
+            println!("\nDevelopment use only: keep ca.key offline in any real scheme.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            command: CertsCommand::Fingerprint { file },
+        } => {
+            for cert in tls::load_certs("file", &file)? {
+                println!("{}", tls::fingerprint_hex(&tls::sha256(cert.as_ref())));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate {
+            file,
+            service_type,
+            schemas,
+        } => validate(&cli.config, &file, service_type, schemas),
+    }
+}
+
+fn validate(
+    config_path: &Path,
+    file: &Path,
+    service_type: Option<String>,
+    schemas: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    // The config is optional here: it is only needed to resolve destination.agency_id.
+    let config = load_config(config_path).ok();
+    let dir = schemas
+        .or_else(|| config.as_ref().map(|c| c.schemas_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("schemas"));
+    let registry = SchemaRegistry::load(&dir)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let document: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("{}: not valid JSON: {e}", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let service_type = match service_type {
+        Some(t) => Some(ServiceType::parse(t).context("--service-type")?),
+        None => match Destination::from_document(&document) {
+            Some(Destination::Service { service_type, .. }) => {
+                ServiceType::parse(service_type).ok()
+            }
+            Some(Destination::Agency(id)) => config
+                .as_ref()
+                .and_then(|c| c.registry.get(&id).map(|a| a.service_type.clone())),
+            None => None,
+        },
+    };
+    match registry.validate_referral(service_type.as_ref(), document) {
+        Ok(referral) => {
+            println!(
+                "{}: valid ({}; schema {})",
+                file.display(),
+                service_type
+                    .as_ref()
+                    .map_or("common schema only", ServiceType::as_str),
+                referral.schema_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(violations) => {
+            println!("{}: {} problem(s)", file.display(), violations.len());
+            for v in violations {
+                let pointer = if v.pointer.is_empty() {
+                    "(document)"
+                } else {
+                    &v.pointer
+                };
+                println!("  {pointer}  [{}] {}", v.keyword, v.detail);
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The schema registry: every JSON Schema in `schemas/`, compiled once at start-up.
+//!
+//! `referral.v1.json` is the common referral schema. A service type's overlay is any file
+//! whose top level carries `"x-service-type": "<type>"`; a referral to that service type
+//! must satisfy both (`allOf`). Service types without an overlay use the common schema
+//! alone, so adding a service type is a schema file and a config entry, not code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jsonschema::{Draft, ValidationError, Validator, error::ValidationErrorKind};
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::{Date, OffsetDateTime, format_description::well_known::Iso8601};
+
+use crate::domain::{NhsNumber, ServiceType, ValidatedReferral};
+
+pub const COMMON_SCHEMA_FILE: &str = "referral.v1.json";
+const OVERLAY_KEYWORD: &str = "x-service-type";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaLoadError {
+    #[error("cannot read schema directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read schema {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("schema {path} is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("schema {path} has no string \"$id\"")]
+    MissingId { path: PathBuf },
+    #[error("schema {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("the common referral schema {0} is missing")]
+    MissingCommon(PathBuf),
+    #[error("service type '{service_type}' has two overlays: {first} and {second}")]
+    DuplicateOverlay {
+        service_type: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
+/// One reason a document failed its schema. `pointer` is an RFC 6901 JSON Pointer to the
+/// offending value (for a missing property: to where it should be).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub pointer: String,
+    pub keyword: String,
+    pub detail: String,
+}
+
+struct Compiled {
+    schema_id: String,
+    validator: Validator,
+}
+
+pub struct SchemaRegistry {
+    common: Compiled,
+    overlays: BTreeMap<String, Compiled>,
+}
+
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistry")
+            .field("common", &self.common.schema_id)
+            .field("overlays", &self.overlays.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SchemaRegistry {
+    pub fn load(dir: &Path) -> Result<Self, SchemaLoadError> {
+        let read_dir = std::fs::read_dir(dir).map_err(|source| SchemaLoadError::ReadDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = read_dir
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+
+        let mut documents = Vec::new();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|source| SchemaLoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let value: Value =
+                serde_json::from_str(&text).map_err(|source| SchemaLoadError::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+            let id = value
+                .get("$id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| SchemaLoadError::MissingId { path: path.clone() })?
+                .to_owned();
+            documents.push((path, id, value));
+        }
+
+        let registry = jsonschema::Registry::new()
+            .extend(
+                documents
+                    .iter()
+                    .map(|(_, id, value)| (id.as_str(), value.clone())),
+            )
+            .and_then(|b| b.prepare())
+            .map_err(|e| SchemaLoadError::Invalid {
+                path: dir.to_owned(),
+                message: e.to_string(),
+            })?;
+
+        let common_path = dir.join(COMMON_SCHEMA_FILE);
+        let common_id = documents
+            .iter()
+            .find(|(p, _, _)| *p == common_path)
+            .map(|(_, id, _)| id.clone())
+            .ok_or_else(|| SchemaLoadError::MissingCommon(common_path.clone()))?;
+        let common = compile(&registry, &common_path, &common_id, None)?;
+
+        let mut overlays: BTreeMap<String, (PathBuf, Compiled)> = BTreeMap::new();
+        for (path, id, value) in &documents {
+            let Some(service_type) = value.get(OVERLAY_KEYWORD) else {
+                continue;
+            };
+            let service_type = service_type
+                .as_str()
+                .and_then(|s| ServiceType::parse(s).ok())
+                .ok_or_else(|| SchemaLoadError::Invalid {
+                    path: path.clone(),
+                    message: format!(
+                        "\"{OVERLAY_KEYWORD}\" must be a service type such as \"cmht\""
+                    ),
+                })?;
+            let compiled = compile(&registry, path, &common_id, Some(id))?;
+            if let Some((first, _)) = overlays.get(service_type.as_str()) {
+                return Err(SchemaLoadError::DuplicateOverlay {
+                    service_type: service_type.to_string(),
+                    first: first.clone(),
+                    second: path.clone(),
+                });
+            }
+            overlays.insert(service_type.to_string(), (path.clone(), compiled));
+        }
+        Ok(Self {
+            common,
+            overlays: overlays.into_iter().map(|(k, (_, c))| (k, c)).collect(),
+        })
+    }
+
+    /// Service types that have an overlay schema.
+    pub fn overlay_service_types(&self) -> impl Iterator<Item = &str> {
+        self.overlays.keys().map(String::as_str)
+    }
+
+    /// The `$id` a referral to this service type is checked against.
+    pub fn schema_id_for(&self, service_type: Option<&ServiceType>) -> &str {
+        &self.compiled_for(service_type).schema_id
+    }
+
+    fn compiled_for(&self, service_type: Option<&ServiceType>) -> &Compiled {
+        service_type
+            .and_then(|t| self.overlays.get(t.as_str()))
+            .unwrap_or(&self.common)
+    }
+
+    /// Checks a referral document against the common schema and the overlay of
+    /// `service_type` (the common schema alone when there is none, or when the
+    /// destination is not known). Returns every violation, in document order.
+    pub fn validate_referral(
+        &self,
+        service_type: Option<&ServiceType>,
+        document: Value,
+    ) -> Result<ValidatedReferral, Vec<Violation>> {
+        let compiled = self.compiled_for(service_type);
+        let mut violations: Vec<Violation> = compiled
+            .validator
+            .iter_errors(&document)
+            .flat_map(|e| violations_of(&e))
+            .collect();
+        if violations.is_empty() {
+            ValidatedReferral::after_schema_check(document, compiled.schema_id.clone()).map_err(
+                |_| {
+                    vec![Violation {
+                        pointer: "/priority".into(),
+                        keyword: "enum".into(),
+                        detail: "must be one of emergency, urgent, routine".into(),
+                    }]
+                },
+            )
+        } else {
+            violations.sort_by(|a, b| a.pointer.cmp(&b.pointer));
+            violations.dedup();
+            Err(violations)
+        }
+    }
+}
+
+fn compile(
+    registry: &jsonschema::Registry<'_>,
+    path: &Path,
+    common_id: &str,
+    overlay_id: Option<&str>,
+) -> Result<Compiled, SchemaLoadError> {
+    let (schema, schema_id) = match overlay_id {
+        None => (json!({ "$ref": common_id }), common_id.to_owned()),
+        Some(overlay) => (
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "allOf": [{ "$ref": common_id }, { "$ref": overlay }]
+            }),
+            overlay.to_owned(),
+        ),
+    };
+    let validator = jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .with_registry(registry)
+        .should_validate_formats(true)
+        .with_format("nhs-number", |s: &str| NhsNumber::parse(s).is_ok())
+        .with_format("past-date", is_past_or_present_date)
+        .build(&schema)
+        .map_err(|e| SchemaLoadError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(Compiled {
+        schema_id,
+        validator,
+    })
+}
+
+/// A full date (`YYYY-MM-DD`) that is not after today in the UK. "Today" is taken one
+/// hour ahead of UTC so that a date of birth entered just after midnight during British
+/// Summer Time is not refused.
+fn is_past_or_present_date(value: &str) -> bool {
+    let Ok(date) = Date::parse(value, &Iso8601::DATE) else {
+        return false;
+    };
+    let uk_today = (OffsetDateTime::now_utc() + time::Duration::hours(1)).date();
+    value.len() == 10 && date <= uk_today
+}
+
+fn escape_pointer_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn violations_of(error: &ValidationError<'_>) -> Vec<Violation> {
+    let at = error.instance_path().as_str().to_owned();
+    let keyword = error.kind().keyword().to_owned();
+    let one = |pointer: String, detail: String| Violation {
+        pointer,
+        keyword: keyword.clone(),
+        detail,
+    };
+    match error.kind() {
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            vec![one(
+                format!("{at}/{}", escape_pointer_token(name)),
+                format!("'{name}' is required"),
+            )]
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|name| {
+                one(
+                    format!("{at}/{}", escape_pointer_token(name)),
+                    format!("'{name}' is not a known property here"),
+                )
+            })
+            .collect(),
+        ValidationErrorKind::FalseSchema => {
+            vec![one(at, "this property is not allowed here".into())]
+        }
+        ValidationErrorKind::Format { format } => {
+            let detail = match format.as_str() {
+                "nhs-number" => {
+                    "is not a valid NHS number (ten digits whose last is a modulus-11 check digit)"
+                        .to_owned()
+                }
+                "past-date" => "must be a date (YYYY-MM-DD) that is not in the future".to_owned(),
+                "date" => "must be a date (YYYY-MM-DD)".to_owned(),
+                "date-time" => {
+                    "must be an RFC 3339 date-time such as 2026-11-23T14:05:00Z".to_owned()
+                }
+                other => format!("is not a valid '{other}'"),
+            };
+            vec![one(at, detail)]
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            vec![one(at, format!("must be {expected_value}"))]
+        }
+        ValidationErrorKind::Enum { options } => {
+            vec![one(at, format!("must be one of {options}"))]
+        }
+        _ => vec![one(at, error.masked().to_string())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> SchemaRegistry {
+        SchemaRegistry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
+    }
+
+    fn example(service: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/examples")
+            .join(format!("referral-{service}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn st(s: &str) -> ServiceType {
+        ServiceType::parse(s).unwrap()
+    }
+
+    fn pointers(r: Result<ValidatedReferral, Vec<Violation>>) -> Vec<String> {
+        r.unwrap_err().into_iter().map(|v| v.pointer).collect()
+    }
+
+    #[test]
+    fn every_shipped_example_passes_its_overlay() {
+        let reg = registry();
+        for service in ["cmht", "iapt", "housing", "substance_misuse"] {
+            let doc = example(service);
+            let validated = reg.validate_referral(Some(&st(service)), doc);
+            assert!(validated.is_ok(), "{service}: {:?}", validated.err());
+        }
+        let overlays: Vec<_> = reg.overlay_service_types().collect();
+        assert_eq!(overlays, ["cmht", "housing", "iapt", "substance_misuse"]);
+    }
+
+    #[test]
+    fn missing_field_and_unknown_property_have_pointers() {
+        let reg = registry();
+        let mut doc = example("cmht");
+        doc["person"]
+            .as_object_mut()
+            .unwrap()
+            .remove("date_of_birth");
+        doc["person"]["shoe_size"] = json!(9);
+        doc["surprise"] = json!(true);
+        let ptrs = pointers(reg.validate_referral(Some(&st("cmht")), doc));
+        for p in ["/person/date_of_birth", "/person/shoe_size", "/surprise"] {
+            assert!(ptrs.contains(&p.to_owned()), "{p} not in {ptrs:?}");
+        }
+    }
+
+    #[test]
+    fn bad_nhs_number_and_future_birth_date() {
+        let reg = registry();
+        let mut doc = example("cmht");
+        doc["person"]["nhs_number"] = json!("9434765918");
+        doc["person"]["date_of_birth"] = json!("2999-01-01");
+        let errors = reg.validate_referral(Some(&st("cmht")), doc).unwrap_err();
+        let ptrs: Vec<_> = errors.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(ptrs, ["/person/date_of_birth", "/person/nhs_number"]);
+        assert!(errors.iter().all(|v| v.keyword == "format"));
+        // The offending values are never echoed back.
+        assert!(errors.iter().all(|v| !v.detail.contains("9434765918")));
+    }
+
+    #[test]
+    fn housing_needs_consent_and_chosen_authority() {
+        let reg = registry();
+        let mut doc = example("housing");
+        doc["consent"] = json!({
+            "given": false,
+            "sharing_without_consent": {
+                "justification": "safeguarding",
+                "lawful_basis": "UK GDPR Art. 6(1)(e); Art. 9(2)(g); DPA 2018 Sch. 1 para 18",
+                "authorised_by": "Duty senior practitioner"
+            }
+        });
+        doc["service_details"]
+            .as_object_mut()
+            .unwrap()
+            .remove("local_housing_authority");
+        let ptrs = pointers(reg.validate_referral(Some(&st("housing")), doc));
+        assert!(ptrs.contains(&"/consent/given".to_owned()), "{ptrs:?}");
+        assert!(
+            ptrs.contains(&"/service_details/local_housing_authority".to_owned()),
+            "{ptrs:?}"
+        );
+    }
+
+    #[test]
+    fn iapt_scores_are_range_checked() {
+        let reg = registry();
+        let mut doc = example("iapt");
+        doc["service_details"]["phq9_score"] = json!(28);
+        doc["service_details"]["gad7_score"] = json!(-1);
+        let ptrs = pointers(reg.validate_referral(Some(&st("iapt")), doc));
+        assert_eq!(
+            ptrs,
+            ["/service_details/gad7_score", "/service_details/phq9_score"]
+        );
+    }
+
+    #[test]
+    fn no_consent_needs_a_justification() {
+        let reg = registry();
+        let mut doc = example("cmht");
+        doc["consent"] = json!({
+            "given": false,
+            "recorded_by": "J. Practitioner",
+            "recorded_at": "2026-11-23T10:15:00Z"
+        });
+        let ptrs = pointers(reg.validate_referral(Some(&st("cmht")), doc));
+        assert_eq!(ptrs, ["/consent/sharing_without_consent"]);
+    }
+
+    #[test]
+    fn destination_shapes() {
+        let reg = registry();
+        let mut doc = example("cmht");
+        doc["destination"] = json!({"agency_id": "coventry-cmht", "area": "coventry"});
+        let ptrs = pointers(reg.validate_referral(Some(&st("cmht")), doc.clone()));
+        assert_eq!(ptrs, ["/destination/area"]);
+        doc["destination"] = json!({"service_type": "cmht"});
+        let ptrs = pointers(reg.validate_referral(None, doc));
+        assert_eq!(ptrs, ["/destination/area"]);
+    }
+
+    #[test]
+    fn past_dates() {
+        assert!(is_past_or_present_date("1990-02-28"));
+        assert!(!is_past_or_present_date("1990-02-30"));
+        assert!(!is_past_or_present_date("2999-01-01"));
+        assert!(!is_past_or_present_date("1990-2-3"));
+    }
+}

@@ -1,0 +1,175 @@
+//! `Application::build`: the one way to assemble the gateway, used by `serve` and by the
+//! integration tests (which bind port 0 and talk to it over real mTLS).
+
+use std::any::Any;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_web::dev::{Extensions, Server, ServerHandle};
+use actix_web::rt::net::TcpStream;
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context;
+
+use crate::api::{self, AppState, identity::PeerCertificate};
+use crate::config::Config;
+use crate::domain::AgencyRegistry;
+use crate::intake::Intake;
+use crate::schema::SchemaRegistry;
+use crate::store::Store;
+use crate::tls;
+
+pub struct Application {
+    addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
+    server: Server,
+    ops_server: Option<Server>,
+    store: Store,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let schemas =
+            Arc::new(SchemaRegistry::load(&config.schemas_dir).with_context(|| {
+                format!("loading schemas from {}", config.schemas_dir.display())
+            })?);
+        warn_about_missing_overlays(&config.registry, &schemas);
+        let tls_config =
+            tls::server_config(&config.tls).context("building the TLS configuration")?;
+        let store = Store::connect(&config.database)
+            .await
+            .context("connecting to the database (database.url / REFGW_DATABASE_URL)")?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+
+        let state = web::Data::new(AppState {
+            intake: Intake::new(config.registry.clone(), schemas, store.clone()),
+            store: store.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+        });
+
+        let listener = TcpListener::bind(config.server.listen)
+            .with_context(|| format!("binding the agency listener to {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let registry = config.registry.clone();
+        let app_state = state.clone();
+        let mut http = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(middleware::from_fn(api::correlation::middleware))
+                .configure(api::agency_routes)
+                .default_service(web::to(api::problem::no_such_route))
+        })
+        .on_connect(move |conn: &dyn Any, ext: &mut Extensions| identify_peer(&registry, conn, ext))
+        .shutdown_timeout(config.server.shutdown_timeout_secs);
+        if let Some(workers) = config.server.workers {
+            http = http.workers(workers);
+        }
+        let server = http
+            .listen_rustls_0_23(listener, tls_config)
+            .context("starting the agency listener")?
+            .run();
+
+        let (ops_server, ops_addr) = match config.server.ops_listen {
+            None => (None, None),
+            Some(ops) => {
+                let listener = TcpListener::bind(ops)
+                    .with_context(|| format!("binding the ops listener to {ops}"))?;
+                let ops_addr = listener.local_addr()?;
+                let ops_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(ops_state.clone())
+                        .wrap(middleware::from_fn(api::correlation::middleware))
+                        .configure(api::ops_routes)
+                        .default_service(web::to(api::problem::no_such_route))
+                })
+                .workers(1)
+                .shutdown_timeout(config.server.shutdown_timeout_secs)
+                .listen(listener)
+                .context("starting the ops listener")?
+                .run();
+                (Some(server), Some(ops_addr))
+            }
+        };
+        tracing::info!(%addr, ops = ?ops_addr, backend = ?store.backend(), "gateway listening");
+        Ok(Self {
+            addr,
+            ops_addr,
+            server,
+            ops_server,
+            store,
+        })
+    }
+
+    /// The bound agency (mTLS) address; with port 0 in the config, the port chosen.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles to stop the servers gracefully (what SIGTERM/SIGINT also do).
+    pub fn handles(&self) -> Vec<ServerHandle> {
+        std::iter::once(self.server.handle())
+            .chain(self.ops_server.as_ref().map(Server::handle))
+            .collect()
+    }
+
+    /// Runs until SIGTERM/SIGINT (or a handle's stop): in-flight requests finish first.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let store = self.store.clone();
+        let result = match self.ops_server {
+            Some(ops) => futures_util::future::try_join(self.server, ops)
+                .await
+                .map(|_| ()),
+            None => self.server.await,
+        };
+        store.close().await;
+        tracing::info!("gateway stopped");
+        result
+    }
+}
+
+/// Runs once per TLS connection, after the handshake verified the client certificate.
+fn identify_peer(registry: &AgencyRegistry, conn: &dyn Any, ext: &mut Extensions) {
+    let Some(stream) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
+        return;
+    };
+    let (_, session) = stream.get_ref();
+    // The leaf is the first certificate of the chain the client sent.
+    let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) else {
+        return;
+    };
+    let presented = tls::presented_identity(leaf.as_ref());
+    let fingerprint = tls::fingerprint_hex(&presented.sha256);
+    let agency = registry.identify(&presented).cloned();
+    if agency.is_none() {
+        tracing::warn!(%fingerprint, "client certificate signed by the scheme CA maps to no agency");
+    }
+    ext.insert(PeerCertificate {
+        agency,
+        fingerprint,
+    });
+}
+
+fn warn_about_missing_overlays(registry: &AgencyRegistry, schemas: &SchemaRegistry) {
+    let overlays: Vec<&str> = schemas.overlay_service_types().collect();
+    for agency in registry.agencies().filter(|a| a.role.receives()) {
+        if !overlays.contains(&agency.service_type.as_str()) {
+            tracing::warn!(
+                agency = %agency.id,
+                service_type = %agency.service_type,
+                "no schema overlay for this service type: referrals to it are checked against the common schema only"
+            );
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Referral rows, their idempotency keys and outbox rows.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, from_micros, to_micros};
+use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus};
+
+/// The logical exchange referrals are published to (the relay may prefix a namespace).
+pub const REFERRALS_EXCHANGE: &str = "referrals";
+/// Outbox message type for a new referral.
+pub const MESSAGE_TYPE_REFERRAL: &str = "referral";
+
+/// Everything the intake step writes for one accepted referral.
+pub struct NewReferral<'a> {
+    pub id: ReferralId,
+    pub sender: &'a AgencyId,
+    pub recipient: &'a Agency,
+    pub priority: Priority,
+    pub schema_id: &'a str,
+    /// The document exactly as received (its SHA-256 is `payload_sha256`).
+    pub payload: &'a str,
+    pub payload_sha256: &'a str,
+    pub correlation_id: &'a str,
+    pub received_at: OffsetDateTime,
+    /// `(key, sha256 of the request body)` when the sender sent an `Idempotency-Key`.
+    pub idempotency: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub request_sha256: String,
+    pub referral_id: ReferralId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// The idempotency key was already used (perhaps by a concurrent request);
+    /// nothing was written.
+    KeyTaken(IdempotencyRecord),
+}
+
+/// A stored referral's metadata (the payload is read separately, only where needed).
+#[derive(Debug, Clone)]
+pub struct ReferralRecord {
+    pub id: ReferralId,
+    pub sender_agency: String,
+    pub recipient_agency: String,
+    pub service_type: String,
+    pub area: String,
+    pub priority: Priority,
+    pub status: ReferralStatus,
+    pub schema_id: String,
+    pub payload_sha256: String,
+    pub correlation_id: String,
+    pub received_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl ReferralRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let id: String = row.try_get("id")?;
+        let priority: String = row.try_get("priority")?;
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            id: ReferralId::parse(&id)
+                .map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))?,
+            sender_agency: row.try_get("sender_agency")?,
+            recipient_agency: row.try_get("recipient_agency")?,
+            service_type: row.try_get("service_type")?,
+            area: row.try_get("area")?,
+            priority: priority
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("priority '{priority}'")))?,
+            status: status
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?,
+            schema_id: row.try_get("schema_id")?,
+            payload_sha256: row.try_get("payload_sha256")?,
+            correlation_id: row.try_get("correlation_id")?,
+            received_at: from_micros(row.try_get("received_at")?)?,
+            updated_at: from_micros(row.try_get("updated_at")?)?,
+        })
+    }
+}
+
+/// `<service_type>.<area>.<agency-id>`: the routing key of a referral to this agency.
+/// Built only from registry identifiers, never from personal data.
+pub fn routing_key(recipient: &Agency) -> String {
+    format!(
+        "{}.{}.{}",
+        recipient.service_type, recipient.area, recipient.id
+    )
+}
+
+impl Store {
+    /// Writes the referral and its outbox row (and the idempotency key, if any) in one
+    /// transaction. On `Inserted::KeyTaken` nothing is written.
+    pub async fn insert_referral(&self, new: &NewReferral<'_>) -> Result<Inserted, StoreError> {
+        let id = new.id.to_string();
+        let at = to_micros(new.received_at);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO referrals (id, sender_agency, recipient_agency, service_type, area, \
+             priority, status, schema_id, payload, payload_sha256, correlation_id, received_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+        )
+        .bind(&id)
+        .bind(new.sender.as_str())
+        .bind(new.recipient.id.as_str())
+        .bind(new.recipient.service_type.as_str())
+        .bind(new.recipient.area.as_str())
+        .bind(new.priority.as_str())
+        .bind(ReferralStatus::Received.as_str())
+        .bind(new.schema_id)
+        .bind(new.payload)
+        .bind(new.payload_sha256)
+        .bind(new.correlation_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(&id)
+        .bind(MESSAGE_TYPE_REFERRAL)
+        .bind(REFERRALS_EXCHANGE)
+        .bind(routing_key(new.recipient))
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some((key, request_sha256)) = new.idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sender_agency, idempotency_key) DO NOTHING",
+            )
+            .bind(new.sender.as_str())
+            .bind(key)
+            .bind(request_sha256)
+            .bind(&id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                tx.rollback().await?;
+                let existing =
+                    self.idempotency_record(new.sender, key)
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("idempotency key vanished after a conflict".into())
+                        })?;
+                return Ok(Inserted::KeyTaken(existing));
+            }
+        }
+        tx.commit().await?;
+        Ok(Inserted::Created)
+    }
+
+    pub async fn idempotency_record(
+        &self,
+        sender: &AgencyId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_sha256, referral_id FROM idempotency_keys \
+             WHERE sender_agency = $1 AND idempotency_key = $2",
+        )
+        .bind(sender.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let referral_id: String = row.try_get("referral_id")?;
+            Ok(IdempotencyRecord {
+                request_sha256: row.try_get("request_sha256")?,
+                referral_id: ReferralId::parse(&referral_id)
+                    .map_err(|_| StoreError::Corrupt(format!("referral id '{referral_id}'")))?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn referral(&self, id: ReferralId) -> Result<Option<ReferralRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
+             schema_id, payload_sha256, correlation_id, received_at, updated_at \
+             FROM referrals WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ReferralRecord::from_row).transpose()
+    }
+
+    /// The document as received, for delivery. Holds personal data: never log it.
+    pub async fn referral_payload(&self, id: ReferralId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT payload FROM referrals WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("payload")).transpose()?)
+    }
+}

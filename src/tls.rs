@@ -1,0 +1,166 @@
+//! TLS for the agency listener: rustls with the ring provider only, TLS 1.2 and 1.3,
+//! client certificates mandatory and verified against the scheme CA (and CRLs when
+//! configured), plus reading what a verified client certificate says about its holder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use x509_parser::extensions::GeneralName;
+
+use crate::config::TlsConfig;
+use crate::domain::agency::PresentedIdentity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key}: cannot read PEM from {path}: {message}")]
+    Pem {
+        key: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{key}: {path} holds no {what}")]
+    Empty {
+        key: &'static str,
+        path: PathBuf,
+        what: &'static str,
+    },
+    #[error("tls.ca: certificate in {path} cannot be used as a trust anchor: {message}")]
+    BadCa { path: PathBuf, message: String },
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("server certificate and key: {0}")]
+    ServerCert(String),
+}
+
+/// The ring provider. Every rustls config in the gateway is built from this, so no
+/// other provider (aws-lc) can be picked up by accident.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_error(key: &'static str, path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem {
+        key,
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+pub fn load_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(key, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(key, path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            key,
+            path: path.to_owned(),
+            what: "CERTIFICATE block",
+        });
+    }
+    Ok(certs)
+}
+
+pub fn load_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(key, path, e))
+}
+
+pub fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut crls = Vec::new();
+    for path in paths {
+        let before = crls.len();
+        for crl in CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(|e| pem_error("tls.crls", path, e))?
+        {
+            crls.push(crl.map_err(|e| pem_error("tls.crls", path, e))?);
+        }
+        if crls.len() == before {
+            return Err(TlsError::Empty {
+                key: "tls.crls",
+                path: path.clone(),
+                what: "X509 CRL block",
+            });
+        }
+    }
+    Ok(crls)
+}
+
+/// The server config for the agency (mTLS) listener.
+pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs("tls.ca", &tls.ca)? {
+        roots.add(ca).map_err(|e| TlsError::BadCa {
+            path: tls.ca.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .with_crls(load_crls(&tls.crls)?);
+    if tls.crl_enforce_expiry {
+        verifier = verifier.enforce_revocation_expiration();
+    }
+    let verifier = verifier
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::ServerCert(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            load_certs("tls.cert", &tls.cert)?,
+            load_key("tls.key", &tls.key)?,
+        )
+        .map_err(|e| TlsError::ServerCert(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// What a (verified) client leaf certificate presents: its SHA-256 and SAN names.
+/// A certificate that cannot be parsed presents only its fingerprint.
+pub fn presented_identity(leaf_der: &[u8]) -> PresentedIdentity {
+    let mut presented = PresentedIdentity {
+        sha256: sha256(leaf_der),
+        ..Default::default()
+    };
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf_der)
+        && let Ok(Some(san)) = cert.subject_alternative_name()
+    {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(uri) => presented.san_uris.push((*uri).to_owned()),
+                GeneralName::DNSName(dns) => presented.san_dns.push((*dns).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    presented
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// `AB:CD:...`, the spelling operators paste into `certificate.sha256`.
+pub fn fingerprint_hex(sha256: &[u8; 32]) -> String {
+    sha256
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
