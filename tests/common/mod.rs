@@ -1,0 +1,297 @@
+//! Helpers shared by the integration tests: a gateway on port 0 over real mTLS, backed by
+//! a throw-away SQLite file or a uniquely named PostgreSQL database that is dropped
+//! afterwards.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use referral_gateway::config::{Config, Env};
+use referral_gateway::startup::Application;
+use referral_gateway::store::Store;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn root() -> &'static Path {
+    Path::new(ROOT)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where PostgreSQL tests create their databases (trust auth on the test machines).
+pub fn postgres_admin_url() -> String {
+    std::env::var("REFGW_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let name = format!("refgw_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("PostgreSQL must be running on 127.0.0.1:5432 (see README)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let (base, _) = admin.rsplit_once('/').expect("admin url has a database");
+                Self {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Runs even when the test panicked; a separate thread owns its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Environment overrides for a test gateway.
+pub struct TestEnv(pub Vec<(String, String)>);
+
+impl Env for TestEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+/// The shipped config, with absolute paths so tests do not depend on the working directory.
+pub fn shipped_config_text() -> String {
+    let text = std::fs::read_to_string(root().join("config/gateway.toml")).expect("config");
+    text.replace("\"certs-example/", &format!("\"{ROOT}/certs-example/"))
+        .replace("dir = \"schemas\"", &format!("dir = \"{ROOT}/schemas\""))
+}
+
+pub fn test_config(text: &str, database_url: &str) -> Config {
+    let env = TestEnv(vec![
+        ("REFGW_LISTEN".into(), "127.0.0.1:0".into()),
+        ("REFGW_OPS_LISTEN".into(), "127.0.0.1:0".into()),
+        ("REFGW_DATABASE_URL".into(), database_url.into()),
+    ]);
+    let mut config =
+        Config::from_toml(text, Path::new("test.toml"), &env).expect("test config is valid");
+    config.server.workers = Some(1);
+    config.server.shutdown_timeout_secs = 1;
+    config.database.max_connections = 5;
+    config
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub ops_base: String,
+    pub store: Store,
+    handles: Vec<actix_web::dev::ServerHandle>,
+    pub db: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &shipped_config_text()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, config_text: &str) -> Self {
+        let db = TestDatabase::create(backend).await;
+        let config = test_config(config_text, &db.url);
+        let app = Application::build(config).await.expect("gateway starts");
+        let base = format!("https://localhost:{}", app.addr().port());
+        let ops_base = format!(
+            "http://127.0.0.1:{}",
+            app.ops_addr().expect("ops listener").port()
+        );
+        let store = app.store().clone();
+        let handles = app.handles();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            base,
+            ops_base,
+            store,
+            handles,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the servers and waits, so the database can be dropped cleanly.
+    pub async fn stop(self) {
+        for h in &self.handles {
+            h.stop(true).await;
+        }
+        self.store.close().await;
+    }
+
+    pub async fn count(&self, sql: &'static str, referral_id: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::query(sql)
+            .bind(referral_id.to_owned())
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count query")
+            .try_get::<i64, _>(0)
+            .expect("count")
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn roots(ca: &Path) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+        roots.add(cert.expect("ca pem")).expect("ca cert");
+    }
+    roots
+}
+
+/// A rustls client config trusting `ca`, presenting `identity` = (cert, key) when given.
+pub fn client_tls(
+    ca: &Path,
+    identity: Option<(PathBuf, PathBuf)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots(ca));
+    match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(&cert)
+                .expect("client cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert pem");
+            let key = PrivateKeyDer::from_pem_file(&key).expect("client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    }
+}
+
+pub fn http_client(tls: rustls::ClientConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("reqwest client")
+}
+
+/// A client holding the example certificate of `agency` (e.g. `coventry-liaison`).
+pub fn agency_client(agency: &str) -> reqwest::Client {
+    let dir = root().join("certs-example/agencies");
+    http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        Some((
+            dir.join(format!("{agency}.crt")),
+            dir.join(format!("{agency}.key")),
+        )),
+        rustls::ALL_VERSIONS,
+    ))
+}
+
+pub fn example_text(service_type: &str) -> String {
+    std::fs::read_to_string(
+        root()
+            .join("docs/examples")
+            .join(format!("referral-{service_type}.json")),
+    )
+    .expect("example referral")
+}
+
+pub fn example(service_type: &str) -> Value {
+    serde_json::from_str(&example_text(service_type)).expect("example is JSON")
+}
+
+pub async fn post_referral(
+    client: &reqwest::Client,
+    app: &TestApp,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request reaches the gateway")
+}
+
+/// JSON Pointers listed in a problem+json `errors` array.
+pub fn pointers(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()));
+    body
+}

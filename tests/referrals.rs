@@ -1,0 +1,436 @@
+//! Submitting and reading referrals over real mTLS, on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const SERVICE_TYPES: [(&str, &str); 4] = [
+    ("cmht", "coventry-cmht"),
+    ("iapt", "coventry-iapt"),
+    ("housing", "coventry-housing"),
+    ("substance_misuse", "coventry-substance-misuse"),
+];
+
+async fn each_service_type_is_accepted_and_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let client = agency_client("coventry-liaison");
+    for (service_type, recipient) in SERVICE_TYPES {
+        let body = example_text(service_type);
+        let response = client
+            .post(app.url("/v1/referrals"))
+            .header("content-type", "application/json")
+            .header("x-correlation-id", format!("test-{service_type}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{service_type}");
+        assert_eq!(
+            response.headers()["x-correlation-id"],
+            format!("test-{service_type}").as_str()
+        );
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let receipt: Value = response.json().await.unwrap();
+        let id = receipt["referral_id"].as_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok());
+        assert_eq!(location, format!("/v1/referrals/{id}"));
+        assert_eq!(receipt["status"], "received");
+        assert_eq!(receipt["sender"]["agency_id"], "coventry-liaison");
+        assert_eq!(receipt["recipient"]["agency_id"], recipient);
+        assert_eq!(receipt["recipient"]["service_type"], service_type);
+        assert_eq!(receipt["correlation_id"], format!("test-{service_type}"));
+        assert!(time::OffsetDateTime::parse(
+            receipt["received_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok());
+        let expected_sha = hex::encode(referral_gateway::tls::sha256(body.as_bytes()));
+        assert_eq!(receipt["payload_sha256"], expected_sha.as_str());
+
+        // Durable: the referral row (payload byte for byte) and its pending outbox row.
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT payload, payload_sha256, status, recipient_agency, correlation_id FROM referrals WHERE id = $1",
+        )
+        .bind(id.to_owned())
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(row.get::<String, _>("payload"), body);
+        assert_eq!(row.get::<String, _>("payload_sha256"), expected_sha);
+        assert_eq!(row.get::<String, _>("status"), "received");
+        assert_eq!(row.get::<String, _>("recipient_agency"), recipient);
+        assert_eq!(
+            row.get::<String, _>("correlation_id"),
+            format!("test-{service_type}")
+        );
+        let outbox = sqlx::query(
+            "SELECT routing_key, exchange, message_type, published_at FROM outbox WHERE referral_id = $1",
+        )
+        .bind(id.to_owned())
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(
+            outbox[0].get::<String, _>("routing_key"),
+            format!("{service_type}.coventry.{recipient}")
+        );
+        assert_eq!(outbox[0].get::<String, _>("exchange"), "referrals");
+        assert_eq!(outbox[0].get::<String, _>("message_type"), "referral");
+        assert!(outbox[0].get::<Option<i64>, _>("published_at").is_none());
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_service_type_is_accepted_and_stored_sqlite() {
+    each_service_type_is_accepted_and_stored(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn each_service_type_is_accepted_and_stored_postgres() {
+    each_service_type_is_accepted_and_stored(Backend::Postgres).await;
+}
+
+async fn schema_failures_name_their_pointers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let client = agency_client("coventry-liaison");
+
+    let mut missing = example("cmht");
+    missing["person"].as_object_mut().unwrap().remove("date_of_birth");
+    missing.as_object_mut().unwrap().remove("reason");
+    let body = problem(post_referral(&client, &app, missing.to_string()).await, 422).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:schema-validation");
+    assert_eq!(pointers(&body), ["/person/date_of_birth", "/reason"]);
+    assert!(body["errors"].as_array().unwrap().iter().all(|e| e["keyword"] == "required"));
+
+    let mut bad_nhs = example("iapt");
+    bad_nhs["person"]["nhs_number"] = json!("943 476 5918");
+    let body = problem(post_referral(&client, &app, bad_nhs.to_string()).await, 422).await;
+    assert_eq!(pointers(&body), ["/person/nhs_number"]);
+    assert!(!body.to_string().contains("5918"), "the value is not echoed");
+
+    let mut no_consent = example("housing");
+    no_consent["consent"] = json!({
+        "given": false,
+        "recorded_by": "J. Practitioner",
+        "recorded_at": "2026-11-23T10:15:00Z",
+        "sharing_without_consent": {
+            "justification": "prevention_of_crime",
+            "lawful_basis": "DPA 2018 Sch. 1 para 10",
+            "authorised_by": "Duty inspector"
+        }
+    });
+    let body = problem(post_referral(&client, &app, no_consent.to_string()).await, 422).await;
+    assert_eq!(pointers(&body), ["/consent/given"]);
+
+    let mut unknown = example("substance_misuse");
+    unknown["favourite_colour"] = json!("blue");
+    unknown["person"]["name"]["nickname"] = json!("Al");
+    unknown["service_details"]["shoe_size"] = json!(9);
+    let body = problem(post_referral(&client, &app, unknown.to_string()).await, 422).await;
+    assert_eq!(
+        pointers(&body),
+        ["/favourite_colour", "/person/name/nickname", "/service_details/shoe_size"]
+    );
+
+    // Nothing refused was stored.
+    use sqlx::Row;
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM referrals")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn schema_failures_name_their_pointers_sqlite() {
+    schema_failures_name_their_pointers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn schema_failures_name_their_pointers_postgres() {
+    schema_failures_name_their_pointers(Backend::Postgres).await;
+}
+
+async fn idempotent_retries(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let client = agency_client("coventry-liaison");
+    let body = example_text("cmht");
+    let send = |body: String, key: &'static str| {
+        client
+            .post(app.url("/v1/referrals"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+    };
+    let first = send(body.clone(), "key-1").await.unwrap();
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+
+    let retry = send(body.clone(), "key-1").await.unwrap();
+    assert_eq!(retry.status(), 202);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry, first, "a retry returns the original receipt");
+
+    let mut other = example("cmht");
+    other["priority"] = json!("emergency");
+    let conflict = problem(send(other.to_string(), "key-1").await.unwrap(), 409).await;
+    assert_eq!(conflict["type"], "urn:referral-gateway:problem:idempotency-conflict");
+
+    // Many concurrent retries with one new key: exactly one referral.
+    let results = futures_util::future::join_all((0..8).map(|_| send(body.clone(), "key-2"))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in results {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 202);
+        ids.insert(r.json::<Value>().await.unwrap()["referral_id"].clone().to_string());
+    }
+    assert_eq!(ids.len(), 1, "concurrent retries share one referral");
+
+    use sqlx::Row;
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM referrals")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM outbox")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+
+    // The same key from another sender is another key (none here may send; the scope is per sender).
+    let cmht = agency_client("coventry-cmht");
+    let r = cmht
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "key-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let refused = problem(r, 403).await;
+    assert_eq!(refused["type"], "urn:referral-gateway:problem:not-permitted");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_retries_sqlite() {
+    idempotent_retries(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn idempotent_retries_postgres() {
+    idempotent_retries(Backend::Postgres).await;
+}
+
+async fn visibility(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let liaison = agency_client("coventry-liaison");
+    let receipt: Value = post_referral(&liaison, &app, example_text("cmht"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = receipt["referral_id"].as_str().unwrap();
+    let path = format!("/v1/referrals/{id}");
+
+    for agency in ["coventry-liaison", "coventry-cmht"] {
+        let r = agency_client(agency).get(app.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{agency}");
+        let view: Value = r.json().await.unwrap();
+        assert_eq!(view["referral_id"], id);
+        assert_eq!(view["status"], "received");
+        assert_eq!(view["recipient"]["agency_id"], "coventry-cmht");
+        assert_eq!(view["payload_sha256"], receipt["payload_sha256"]);
+        assert!(view.get("person").is_none(), "status carries no personal data");
+    }
+    let third = problem(
+        agency_client("coventry-iapt").get(app.url(&path)).send().await.unwrap(),
+        404,
+    )
+    .await;
+    let missing = problem(
+        liaison
+            .get(app.url(&format!("/v1/referrals/{}", uuid::Uuid::now_v7())))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_eq!(third, missing, "a third agency cannot tell that the referral exists");
+    problem(liaison.get(app.url("/v1/referrals/not-a-uuid")).send().await.unwrap(), 404).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn visibility_sqlite() {
+    visibility(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn visibility_postgres() {
+    visibility(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn body_limits_media_types_and_malformed_json() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = agency_client("coventry-liaison");
+
+    let huge = format!("{{\"reason\": \"{}\"}}", "x".repeat(300 * 1024));
+    let body = problem(post_referral(&client, &app, huge).await, 413).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:payload-too-large");
+
+    // Chunked (no Content-Length) is cut off at the limit too.
+    let stream = futures_util::stream::iter(
+        (0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8 * 1024])),
+    );
+    let r = client
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 413).await;
+
+    for content_type in [Some("text/plain"), Some("application/xml"), Some("application/json; charset=latin1"), None] {
+        let mut req = client.post(app.url("/v1/referrals")).body(example_text("cmht"));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let body = problem(req.send().await.unwrap(), 415).await;
+        assert_eq!(body["type"], "urn:referral-gateway:problem:unsupported-media-type");
+    }
+    let ok = client
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(example_text("cmht"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+
+    let body = problem(post_referral(&client, &app, "{\"priority\": ").await, 400).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:malformed-json");
+    let body = problem(post_referral(&client, &app, "[1, 2]").await, 422).await;
+    assert_eq!(pointers(&body), [""]);
+
+    let r = client
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "")
+        .body(example_text("cmht"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    let r = client
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .header("x-correlation-id", "has spaces in it")
+        .body(example_text("cmht"))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(r, 400).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:bad-correlation-id");
+
+    let r = client.delete(app.url("/v1/referrals")).send().await.unwrap();
+    problem(r, 405).await;
+    let r = client.get(app.url("/v2/nothing")).send().await.unwrap();
+    problem(r, 404).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn routing_and_permissions() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = agency_client("coventry-liaison");
+
+    let mut nowhere = example("cmht");
+    nowhere["destination"] = json!({"service_type": "cmht", "area": "atlantis"});
+    let body = problem(post_referral(&client, &app, nowhere.to_string()).await, 422).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:unroutable");
+    assert!(body["detail"].as_str().unwrap().contains("'atlantis'"));
+
+    let mut unknown_agency = example("cmht");
+    unknown_agency["destination"] = json!({"agency_id": "nobody-here"});
+    let body = problem(post_referral(&client, &app, unknown_agency.to_string()).await, 422).await;
+    assert!(body["detail"].as_str().unwrap().contains("nobody-here"));
+
+    let mut to_sender = example("cmht");
+    to_sender["destination"] = json!({"agency_id": "coventry-liaison"});
+    problem(post_referral(&client, &app, to_sender.to_string()).await, 422).await;
+
+    // An explicit agency id picks that agency's overlay.
+    let mut explicit = example("iapt");
+    explicit["destination"] = json!({"agency_id": "coventry-iapt"});
+    let r = post_referral(&client, &app, explicit.to_string()).await;
+    assert_eq!(r.status(), 202);
+    let receipt: Value = r.json().await.unwrap();
+    assert_eq!(receipt["schema_id"], "https://referral-gateway.example/schemas/iapt.v1.json");
+
+    // Missing destination: schema errors, not a routing guess.
+    let mut no_dest = example("cmht");
+    no_dest.as_object_mut().unwrap().remove("destination");
+    let body = problem(post_referral(&client, &app, no_dest.to_string()).await, 422).await;
+    assert_eq!(pointers(&body), ["/destination"]);
+
+    // A receiver is not a sender.
+    let body = problem(
+        post_referral(&agency_client("coventry-cmht"), &app, example_text("cmht")).await,
+        403,
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("not registered as a sender"));
+    app.stop().await;
+
+    // A sender limited to CMHT may not refer to IAPT.
+    let limited = shipped_config_text().replace(
+        "service_types = [\"cmht\", \"iapt\", \"housing\", \"substance_misuse\"]",
+        "service_types = [\"cmht\"]",
+    );
+    let app = TestApp::spawn_with(Backend::Sqlite, &limited).await;
+    let body = problem(post_referral(&client, &app, example_text("iapt")).await, 403).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
+    assert!(body["detail"].as_str().unwrap().contains("'iapt'"));
+    assert_eq!(post_referral(&client, &app, example_text("cmht")).await.status(), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let plain = http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        None,
+        rustls::ALL_VERSIONS,
+    ));
+    let r = plain.get(format!("{}/healthz", app.ops_base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = plain.get(format!("{}/readyz", app.ops_base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["checks"]["database"], "ok");
+    // The ops listener serves no referral routes.
+    let r = plain.post(format!("{}/v1/referrals", app.ops_base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // The agency listener answers probes too, to any scheme certificate.
+    let r = agency_client("coventry-iapt").get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-correlation-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "a correlation id is generated when missing");
+    app.stop().await;
+}
