@@ -40,11 +40,13 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
         assert_eq!(receipt["recipient"]["agency_id"], recipient);
         assert_eq!(receipt["recipient"]["service_type"], service_type);
         assert_eq!(receipt["correlation_id"], format!("test-{service_type}"));
-        assert!(time::OffsetDateTime::parse(
-            receipt["received_at"].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339
-        )
-        .is_ok());
+        assert!(
+            time::OffsetDateTime::parse(
+                receipt["received_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok()
+        );
         let expected_sha = hex::encode(referral_gateway::tls::sha256(body.as_bytes()));
         assert_eq!(receipt["payload_sha256"], expected_sha.as_str());
 
@@ -99,18 +101,33 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
     let client = agency_client("coventry-liaison");
 
     let mut missing = example("cmht");
-    missing["person"].as_object_mut().unwrap().remove("date_of_birth");
+    missing["person"]
+        .as_object_mut()
+        .unwrap()
+        .remove("date_of_birth");
     missing.as_object_mut().unwrap().remove("reason");
     let body = problem(post_referral(&client, &app, missing.to_string()).await, 422).await;
-    assert_eq!(body["type"], "urn:referral-gateway:problem:schema-validation");
+    assert_eq!(
+        body["type"],
+        "urn:referral-gateway:problem:schema-validation"
+    );
     assert_eq!(pointers(&body), ["/person/date_of_birth", "/reason"]);
-    assert!(body["errors"].as_array().unwrap().iter().all(|e| e["keyword"] == "required"));
+    assert!(
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["keyword"] == "required")
+    );
 
     let mut bad_nhs = example("iapt");
     bad_nhs["person"]["nhs_number"] = json!("943 476 5918");
     let body = problem(post_referral(&client, &app, bad_nhs.to_string()).await, 422).await;
     assert_eq!(pointers(&body), ["/person/nhs_number"]);
-    assert!(!body.to_string().contains("5918"), "the value is not echoed");
+    assert!(
+        !body.to_string().contains("5918"),
+        "the value is not echoed"
+    );
 
     let mut no_consent = example("housing");
     no_consent["consent"] = json!({
@@ -123,7 +140,11 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
             "authorised_by": "Duty inspector"
         }
     });
-    let body = problem(post_referral(&client, &app, no_consent.to_string()).await, 422).await;
+    let body = problem(
+        post_referral(&client, &app, no_consent.to_string()).await,
+        422,
+    )
+    .await;
     assert_eq!(pointers(&body), ["/consent/given"]);
 
     let mut unknown = example("substance_misuse");
@@ -133,7 +154,11 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
     let body = problem(post_referral(&client, &app, unknown.to_string()).await, 422).await;
     assert_eq!(
         pointers(&body),
-        ["/favourite_colour", "/person/name/nickname", "/service_details/shoe_size"]
+        [
+            "/favourite_colour",
+            "/person/name/nickname",
+            "/service_details/shoe_size"
+        ]
     );
 
     // Nothing refused was stored.
@@ -183,7 +208,10 @@ async fn idempotent_retries(backend: Backend) {
     let mut other = example("cmht");
     other["priority"] = json!("emergency");
     let conflict = problem(send(other.to_string(), "key-1").await.unwrap(), 409).await;
-    assert_eq!(conflict["type"], "urn:referral-gateway:problem:idempotency-conflict");
+    assert_eq!(
+        conflict["type"],
+        "urn:referral-gateway:problem:idempotency-conflict"
+    );
 
     // Many concurrent retries with one new key: exactly one referral.
     let results = futures_util::future::join_all((0..8).map(|_| send(body.clone(), "key-2"))).await;
@@ -191,7 +219,11 @@ async fn idempotent_retries(backend: Backend) {
     for r in results {
         let r = r.unwrap();
         assert_eq!(r.status(), 202);
-        ids.insert(r.json::<Value>().await.unwrap()["referral_id"].clone().to_string());
+        ids.insert(
+            r.json::<Value>().await.unwrap()["referral_id"]
+                .clone()
+                .to_string(),
+        );
     }
     assert_eq!(ids.len(), 1, "concurrent retries share one referral");
 
@@ -220,7 +252,10 @@ async fn idempotent_retries(backend: Backend) {
         .await
         .unwrap();
     let refused = problem(r, 403).await;
-    assert_eq!(refused["type"], "urn:referral-gateway:problem:not-permitted");
+    assert_eq!(
+        refused["type"],
+        "urn:referral-gateway:problem:not-permitted"
+    );
     app.stop().await;
 }
 
@@ -246,17 +281,28 @@ async fn visibility(backend: Backend) {
     let path = format!("/v1/referrals/{id}");
 
     for agency in ["coventry-liaison", "coventry-cmht"] {
-        let r = agency_client(agency).get(app.url(&path)).send().await.unwrap();
+        let r = agency_client(agency)
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{agency}");
         let view: Value = r.json().await.unwrap();
         assert_eq!(view["referral_id"], id);
         assert_eq!(view["status"], "received");
         assert_eq!(view["recipient"]["agency_id"], "coventry-cmht");
         assert_eq!(view["payload_sha256"], receipt["payload_sha256"]);
-        assert!(view.get("person").is_none(), "status carries no personal data");
+        assert!(
+            view.get("person").is_none(),
+            "status carries no personal data"
+        );
     }
     let third = problem(
-        agency_client("coventry-iapt").get(app.url(&path)).send().await.unwrap(),
+        agency_client("coventry-iapt")
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap(),
         404,
     )
     .await;
@@ -269,8 +315,19 @@ async fn visibility(backend: Backend) {
         404,
     )
     .await;
-    assert_eq!(third, missing, "a third agency cannot tell that the referral exists");
-    problem(liaison.get(app.url("/v1/referrals/not-a-uuid")).send().await.unwrap(), 404).await;
+    assert_eq!(
+        third, missing,
+        "a third agency cannot tell that the referral exists"
+    );
+    problem(
+        liaison
+            .get(app.url("/v1/referrals/not-a-uuid"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     app.stop().await;
 }
 
@@ -291,12 +348,14 @@ async fn body_limits_media_types_and_malformed_json() {
 
     let huge = format!("{{\"reason\": \"{}\"}}", "x".repeat(300 * 1024));
     let body = problem(post_referral(&client, &app, huge).await, 413).await;
-    assert_eq!(body["type"], "urn:referral-gateway:problem:payload-too-large");
+    assert_eq!(
+        body["type"],
+        "urn:referral-gateway:problem:payload-too-large"
+    );
 
     // Chunked (no Content-Length) is cut off at the limit too.
-    let stream = futures_util::stream::iter(
-        (0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8 * 1024])),
-    );
+    let stream =
+        futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8 * 1024])));
     let r = client
         .post(app.url("/v1/referrals"))
         .header("content-type", "application/json")
@@ -306,13 +365,23 @@ async fn body_limits_media_types_and_malformed_json() {
         .unwrap();
     problem(r, 413).await;
 
-    for content_type in [Some("text/plain"), Some("application/xml"), Some("application/json; charset=latin1"), None] {
-        let mut req = client.post(app.url("/v1/referrals")).body(example_text("cmht"));
+    for content_type in [
+        Some("text/plain"),
+        Some("application/xml"),
+        Some("application/json; charset=latin1"),
+        None,
+    ] {
+        let mut req = client
+            .post(app.url("/v1/referrals"))
+            .body(example_text("cmht"));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
         let body = problem(req.send().await.unwrap(), 415).await;
-        assert_eq!(body["type"], "urn:referral-gateway:problem:unsupported-media-type");
+        assert_eq!(
+            body["type"],
+            "urn:referral-gateway:problem:unsupported-media-type"
+        );
     }
     let ok = client
         .post(app.url("/v1/referrals"))
@@ -346,9 +415,16 @@ async fn body_limits_media_types_and_malformed_json() {
         .await
         .unwrap();
     let body = problem(r, 400).await;
-    assert_eq!(body["type"], "urn:referral-gateway:problem:bad-correlation-id");
+    assert_eq!(
+        body["type"],
+        "urn:referral-gateway:problem:bad-correlation-id"
+    );
 
-    let r = client.delete(app.url("/v1/referrals")).send().await.unwrap();
+    let r = client
+        .delete(app.url("/v1/referrals"))
+        .send()
+        .await
+        .unwrap();
     problem(r, 405).await;
     let r = client.get(app.url("/v2/nothing")).send().await.unwrap();
     problem(r, 404).await;
@@ -368,12 +444,20 @@ async fn routing_and_permissions() {
 
     let mut unknown_agency = example("cmht");
     unknown_agency["destination"] = json!({"agency_id": "nobody-here"});
-    let body = problem(post_referral(&client, &app, unknown_agency.to_string()).await, 422).await;
+    let body = problem(
+        post_referral(&client, &app, unknown_agency.to_string()).await,
+        422,
+    )
+    .await;
     assert!(body["detail"].as_str().unwrap().contains("nobody-here"));
 
     let mut to_sender = example("cmht");
     to_sender["destination"] = json!({"agency_id": "coventry-liaison"});
-    problem(post_referral(&client, &app, to_sender.to_string()).await, 422).await;
+    problem(
+        post_referral(&client, &app, to_sender.to_string()).await,
+        422,
+    )
+    .await;
 
     // An explicit agency id picks that agency's overlay.
     let mut explicit = example("iapt");
@@ -381,7 +465,10 @@ async fn routing_and_permissions() {
     let r = post_referral(&client, &app, explicit.to_string()).await;
     assert_eq!(r.status(), 202);
     let receipt: Value = r.json().await.unwrap();
-    assert_eq!(receipt["schema_id"], "https://referral-gateway.example/schemas/iapt.v1.json");
+    assert_eq!(
+        receipt["schema_id"],
+        "https://referral-gateway.example/schemas/iapt.v1.json"
+    );
 
     // Missing destination: schema errors, not a routing guess.
     let mut no_dest = example("cmht");
@@ -395,7 +482,12 @@ async fn routing_and_permissions() {
         403,
     )
     .await;
-    assert!(body["detail"].as_str().unwrap().contains("not registered as a sender"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not registered as a sender")
+    );
     app.stop().await;
 
     // A sender limited to CMHT may not refer to IAPT.
@@ -404,10 +496,19 @@ async fn routing_and_permissions() {
         "service_types = [\"cmht\"]",
     );
     let app = TestApp::spawn_with(Backend::Sqlite, &limited).await;
-    let body = problem(post_referral(&client, &app, example_text("iapt")).await, 403).await;
+    let body = problem(
+        post_referral(&client, &app, example_text("iapt")).await,
+        403,
+    )
+    .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
     assert!(body["detail"].as_str().unwrap().contains("'iapt'"));
-    assert_eq!(post_referral(&client, &app, example_text("cmht")).await.status(), 202);
+    assert_eq!(
+        post_referral(&client, &app, example_text("cmht"))
+            .await
+            .status(),
+        202
+    );
     app.stop().await;
 }
 
@@ -419,18 +520,37 @@ async fn health_and_readiness() {
         None,
         rustls::ALL_VERSIONS,
     ));
-    let r = plain.get(format!("{}/healthz", app.ops_base)).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/healthz", app.ops_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = plain.get(format!("{}/readyz", app.ops_base)).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/readyz", app.ops_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["checks"]["database"], "ok");
     // The ops listener serves no referral routes.
-    let r = plain.post(format!("{}/v1/referrals", app.ops_base)).send().await.unwrap();
+    let r = plain
+        .post(format!("{}/v1/referrals", app.ops_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     // The agency listener answers probes too, to any scheme certificate.
-    let r = agency_client("coventry-iapt").get(app.url("/readyz")).send().await.unwrap();
+    let r = agency_client("coventry-iapt")
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-correlation-id"].to_str().unwrap();
-    assert!(uuid::Uuid::parse_str(id).is_ok(), "a correlation id is generated when missing");
+    assert!(
+        uuid::Uuid::parse_str(id).is_ok(),
+        "a correlation id is generated when missing"
+    );
     app.stop().await;
 }

@@ -87,8 +87,8 @@ impl Drop for TestDatabase {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
@@ -101,7 +101,10 @@ pub struct TestEnv(pub Vec<(String, String)>);
 
 impl Env for TestEnv {
     fn var(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 

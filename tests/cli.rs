@@ -1,0 +1,239 @@
+//! The real binary: `validate`, `certs init`, `migrate`, start-up errors, and `serve`
+//! with a graceful stop on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn gateway() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_referral-gateway"));
+    cmd.current_dir(ROOT)
+        .env_remove("REFGW_LISTEN")
+        .env_remove("REFGW_OPS_LISTEN")
+        .env_remove("REFGW_DATABASE_URL")
+        .env_remove("REFGW_AMQP_URL")
+        .env_remove("REFGW_CONFIG");
+    cmd
+}
+
+#[test]
+fn validate_accepts_every_example_and_lists_every_problem() {
+    for service_type in ["cmht", "iapt", "housing", "substance_misuse"] {
+        let out = gateway()
+            .args([
+                "validate",
+                &format!("docs/examples/referral-{service_type}.json"),
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{service_type}: {stdout}");
+        assert!(stdout.contains("valid"), "{stdout}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc = example("housing");
+    doc["consent"]["given"] = serde_json::json!(false);
+    doc["person"]["nhs_number"] = serde_json::json!("1234567890");
+    let file = dir.path().join("bad.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = gateway().arg("validate").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for pointer in [
+        "/consent/given",
+        "/consent/sharing_without_consent",
+        "/person/nhs_number",
+    ] {
+        assert!(stdout.contains(pointer), "{pointer} missing from {stdout}");
+    }
+
+    // --service-type applies another overlay: the housing example is not a CMHT referral.
+    let out = gateway()
+        .args([
+            "validate",
+            "docs/examples/referral-housing.json",
+            "--service-type",
+            "cmht",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("/service_details/"), "{stdout}");
+}
+
+#[test]
+fn certs_init_makes_a_complete_set_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("set");
+    let run = |force: bool| {
+        let mut cmd = gateway();
+        cmd.args(["certs", "init", "--out"]).arg(&out);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let first = run(false);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for file in [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "agencies/coventry-liaison.crt",
+        "agencies/coventry-liaison.key",
+        "agencies/coventry-substance-misuse.crt",
+        "unregistered/client.crt",
+        "rogue/ca.crt",
+        "rogue/client.key",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let again = run(false);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(run(true).status.success());
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let text = shipped_config_text()
+        .replace("listen = \"127.0.0.1:8443\"", "listen = \"everywhere\"")
+        .replace("role = \"sender\"", "role = \"sometimes\"");
+    std::fs::write(&file, &text).unwrap();
+    let out = gateway()
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("role"), "{stderr}");
+    assert!(stderr.contains("sometimes"), "{stderr}");
+
+    std::fs::write(
+        &file,
+        text.replace("role = \"sometimes\"", "role = \"sender\""),
+    )
+    .unwrap();
+    let out = gateway()
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("server.listen: 'everywhere' is not an IP address"),
+        "{stderr}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let migrate = gateway()
+        .arg("migrate")
+        .env("REFGW_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let (port, ops) = (free_port(), free_port());
+    let child = gateway()
+        .args(["--log-format", "json", "serve"])
+        .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
+        .env("REFGW_DATABASE_URL", &db.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let plain = http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        None,
+        rustls::ALL_VERSIONS,
+    ));
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = plain
+            .get(format!("http://127.0.0.1:{ops}/readyz"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = example_text("cmht");
+    let r = agency_client("coventry-liaison")
+        .post(format!("https://localhost:{port}/v1/referrals"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "graceful stop exits 0");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains(&id), "the referral id is logged");
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "--log-format json gives JSON lines"
+    );
+    // No personal data from the example reaches the logs.
+    for personal in [
+        "Alex",
+        "Example Street",
+        "1991-06-14",
+        "943 476 5919",
+        "9434765919",
+        "07700",
+    ] {
+        assert!(!logs.contains(personal), "{personal} leaked into logs");
+    }
+}

@@ -1,0 +1,183 @@
+//! The agency listener's TLS: client certificates are mandatory and must chain to the
+//! scheme CA, revoked ones are refused, and a valid certificate unknown to the registry
+//! gets 403.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use referral_gateway::certs::{Authority, ClientName};
+use serde_json::Value;
+
+fn ca() -> std::path::PathBuf {
+    root().join("certs-example/ca.crt")
+}
+
+async fn healthz(
+    client: &reqwest::Client,
+    app: &TestApp,
+) -> Result<reqwest::Response, reqwest::Error> {
+    client.get(app.url("/healthz")).send().await
+}
+
+#[tokio::test]
+async fn no_client_certificate_fails_the_handshake() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let client = http_client(client_tls(&ca(), None, versions));
+        let result = healthz(&client, &app).await;
+        assert!(
+            result.is_err(),
+            "a request without a client certificate must fail: {result:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_fails_the_handshake() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let rogue = root().join("certs-example/rogue");
+    let client = http_client(client_tls(
+        &ca(),
+        Some((rogue.join("client.crt"), rogue.join("client.key"))),
+        rustls::ALL_VERSIONS,
+    ));
+    assert!(healthz(&client, &app).await.is_err());
+    let r = client
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .body(example_text("cmht"))
+        .send()
+        .await;
+    assert!(
+        r.is_err(),
+        "the rogue certificate carries a real sender's SAN, and still fails"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unregistered_certificate_gets_403() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let dir = root().join("certs-example/unregistered");
+    let client = http_client(client_tls(
+        &ca(),
+        Some((dir.join("client.crt"), dir.join("client.key"))),
+        rustls::ALL_VERSIONS,
+    ));
+    let r = post_referral(&client, &app, example_text("cmht")).await;
+    let body = problem(r, 403).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:unknown-agency");
+    assert!(body["detail"].as_str().unwrap().contains("SHA-256"));
+    let r = client
+        .get(app.url(&format!("/v1/referrals/{}", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_clients_are_both_served() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let dir = root().join("certs-example/agencies");
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let client = http_client(client_tls(
+            &ca(),
+            Some((
+                dir.join("coventry-liaison.crt"),
+                dir.join("coventry-liaison.key"),
+            )),
+            versions,
+        ));
+        let r = post_referral(&client, &app, example_text("housing")).await;
+        assert_eq!(r.status(), 202);
+    }
+    app.stop().await;
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// A fresh CA with a CRL revoking one of two liaison certificates, and an agency pinned
+/// by fingerprint.
+#[tokio::test]
+async fn revoked_certificates_are_refused_and_pins_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Authority::new("Test CA", 30).unwrap();
+    let server = ca.issue_server(&["localhost".into()]).unwrap();
+    let uri = ClientName::Uri("urn:referral-gateway:agency:coventry-liaison".into());
+    let good = ca.issue_client("good", &uri).unwrap();
+    let revoked = ca.issue_client("revoked", &uri).unwrap();
+    let pinned = ca
+        .issue_client("pinned", &ClientName::Dns("anything.example".into()))
+        .unwrap();
+    let crl = ca.crl(&[&revoked.serial], time::Duration::days(7)).unwrap();
+    write(&d.join("ca.crt"), &ca.cert_pem);
+    write(&d.join("server.crt"), &server.cert_pem);
+    write(&d.join("server.key"), &server.key_pem);
+    write(&d.join("crl.pem"), &crl);
+    for (name, issued) in [("good", &good), ("revoked", &revoked), ("pinned", &pinned)] {
+        write(&d.join(format!("{name}.crt")), &issued.cert_pem);
+        write(&d.join(format!("{name}.key")), &issued.key_pem);
+    }
+    let fingerprint = referral_gateway::tls::fingerprint_hex(&pinned.sha256);
+    let config = shipped_config_text()
+        .replace(
+            &format!("{ROOT}/certs-example/ca.crt"),
+            &d.join("ca.crt").display().to_string(),
+        )
+        .replace(
+            &format!("{ROOT}/certs-example/server.crt"),
+            &d.join("server.crt").display().to_string(),
+        )
+        .replace(
+            &format!("{ROOT}/certs-example/server.key"),
+            &d.join("server.key").display().to_string(),
+        )
+        .replace(
+            "crls = []",
+            &format!("crls = [\"{}\"]", d.join("crl.pem").display()),
+        )
+        .replace(
+            "certificate = { san_uri = \"urn:referral-gateway:agency:coventry-cmht\" }",
+            &format!("certificate = {{ sha256 = \"{fingerprint}\" }}"),
+        );
+    let app = TestApp::spawn_with(Backend::Sqlite, &config).await;
+    let client = |name: &str| {
+        http_client(client_tls(
+            &d.join("ca.crt"),
+            Some((d.join(format!("{name}.crt")), d.join(format!("{name}.key")))),
+            rustls::ALL_VERSIONS,
+        ))
+    };
+    let r = post_referral(&client("good"), &app, example_text("cmht")).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        healthz(&client("revoked"), &app).await.is_err(),
+        "revoked certificate is refused"
+    );
+    // The pinned certificate is the CMHT: it can read the referral sent to it.
+    let r = client("pinned")
+        .get(app.url(&format!("/v1/referrals/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
