@@ -101,6 +101,7 @@ impl Store {
     pub async fn insert_referral(&self, new: &NewReferral<'_>) -> Result<Inserted, StoreError> {
         let id = new.id.to_string();
         let at = to_micros(new.received_at);
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO referrals (id, sender_agency, recipient_agency, service_type, area, \
