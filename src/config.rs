@@ -50,6 +50,8 @@ struct RawConfig {
     #[serde(default)]
     schemas: RawSchemas,
     #[serde(default)]
+    relay: RawRelay,
+    #[serde(default)]
     agencies: Vec<RawAgency>,
     #[serde(default)]
     permissions: Vec<RawPermission>,
@@ -76,6 +78,17 @@ struct RawDatabase {
 #[serde(deny_unknown_fields)]
 struct RawAmqp {
     url: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    enabled: Option<bool>,
+    batch_size: Option<u32>,
+    lease_secs: Option<u64>,
+    poll_interval_ms: Option<u64>,
+    max_backoff_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +155,23 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
     pub url: String,
+    /// Prefix for every exchange and queue name (`<namespace>.referrals`, ...); empty
+    /// for none. Lets several deployments or test runs share one broker.
+    pub namespace: String,
+}
+
+/// The outbox relay (delivery to RabbitMQ).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub enabled: bool,
+    /// Rows claimed and published (pipelined, confirms awaited together) per round.
+    pub batch_size: u32,
+    /// How long a claim lasts; a crashed instance's rows are retried after it.
+    pub lease: std::time::Duration,
+    /// How often to look for due rows when nothing wakes the relay.
+    pub poll_interval: std::time::Duration,
+    /// Ceiling of the exponential backoff between attempts (reconnects and retries).
+    pub max_backoff: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +190,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub tls: TlsConfig,
     pub schemas_dir: PathBuf,
+    pub relay: RelayConfig,
     pub registry: Arc<AgencyRegistry>,
 }
 
@@ -349,6 +380,41 @@ fn build(
         }
     }
 
+    let namespace = env
+        .var("REFGW_AMQP_NAMESPACE")
+        .or(raw.amqp.namespace)
+        .unwrap_or_default();
+    if !namespace.is_empty()
+        && (namespace.len() > 100
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        problems.push(
+            "amqp.namespace",
+            "must be at most 100 letters, digits, '-' or '_'",
+        );
+    }
+    let relay = RelayConfig {
+        enabled: raw.relay.enabled.unwrap_or(true),
+        batch_size: raw.relay.batch_size.unwrap_or(200),
+        lease: std::time::Duration::from_secs(raw.relay.lease_secs.unwrap_or(30)),
+        poll_interval: std::time::Duration::from_millis(raw.relay.poll_interval_ms.unwrap_or(500)),
+        max_backoff: std::time::Duration::from_secs(raw.relay.max_backoff_secs.unwrap_or(60)),
+    };
+    if relay.batch_size == 0 || relay.batch_size > 5000 {
+        problems.push("relay.batch_size", "must be between 1 and 5000");
+    }
+    if relay.lease < std::time::Duration::from_secs(5) {
+        problems.push("relay.lease_secs", "must be at least 5");
+    }
+    if relay.poll_interval.is_zero() {
+        problems.push("relay.poll_interval_ms", "must be at least 1");
+    }
+    if relay.max_backoff.is_zero() {
+        problems.push("relay.max_backoff_secs", "must be at least 1");
+    }
+
     let schemas_dir = raw.schemas.dir.unwrap_or_else(|| PathBuf::from("schemas"));
     if !schemas_dir.is_dir() {
         problems.push(
@@ -371,7 +437,10 @@ fn build(
             url: db_url,
             max_connections,
         },
-        amqp: AmqpConfig { url: amqp_url },
+        amqp: AmqpConfig {
+            url: amqp_url,
+            namespace,
+        },
         tls: TlsConfig {
             ca: raw.tls.ca,
             cert: raw.tls.cert,
@@ -380,6 +449,7 @@ fn build(
             crl_enforce_expiry: raw.tls.crl_enforce_expiry,
         },
         schemas_dir,
+        relay,
         registry: Arc::new(registry),
     })
 }

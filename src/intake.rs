@@ -76,6 +76,8 @@ pub struct Intake {
     registry: Arc<AgencyRegistry>,
     schemas: Arc<SchemaRegistry>,
     store: Store,
+    /// Woken after each commit so the relay publishes at once instead of at its next poll.
+    relay_wake: Arc<tokio::sync::Notify>,
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -83,11 +85,17 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 impl Intake {
-    pub fn new(registry: Arc<AgencyRegistry>, schemas: Arc<SchemaRegistry>, store: Store) -> Self {
+    pub fn new(
+        registry: Arc<AgencyRegistry>,
+        schemas: Arc<SchemaRegistry>,
+        store: Store,
+        relay_wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         Self {
             registry,
             schemas,
             store,
+            relay_wake,
         }
     }
 
@@ -158,6 +166,7 @@ impl Intake {
         };
         match self.store.insert_referral(&new).await? {
             Inserted::Created => {
+                self.relay_wake.notify_one();
                 tracing::info!(referral_id = %id, recipient = %recipient.id, priority = referral.priority().as_str(), "referral accepted");
                 Ok(Submitted::Created(Receipt {
                     referral_id: id,

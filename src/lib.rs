@@ -1,11 +1,13 @@
 //! referral-gateway: a secure inter-agency referral messaging gateway for liaison and
 //! diversion services. See docs/architecture.md for how the pieces fit.
 
+pub mod amqp;
 pub mod api;
 pub mod certs;
 pub mod config;
 pub mod domain;
 pub mod intake;
+pub mod relay;
 pub mod schema;
 pub mod startup;
 pub mod store;

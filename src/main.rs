@@ -104,7 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.config)?;
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(config).await?;
-                app.run_until_stopped().await.context("server failed")
+                app.run_until_signalled().await.context("server failed")
             })?;
             Ok(ExitCode::SUCCESS)
         }

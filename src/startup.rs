@@ -4,17 +4,21 @@
 use std::any::Any;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::{Extensions, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
+use tokio::sync::watch;
 
+use crate::amqp::Topology;
 use crate::api::{self, AppState, identity::PeerCertificate};
 use crate::config::Config;
 use crate::domain::AgencyRegistry;
 use crate::intake::Intake;
+use crate::relay::Relay;
 use crate::schema::SchemaRegistry;
 use crate::store::Store;
 use crate::tls;
@@ -25,6 +29,7 @@ pub struct Application {
     server: Server,
     ops_server: Option<Server>,
     store: Store,
+    relay: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Application {
@@ -44,10 +49,27 @@ impl Application {
             .await
             .context("applying database migrations")?;
 
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (relay, relay_status) = if config.relay.enabled {
+            let relay = Relay::new(
+                store.clone(),
+                Topology::new(&config.amqp.namespace, &config.registry),
+                config.amqp.url.clone(),
+                config.relay.clone(),
+                wake.clone(),
+            );
+            let status = relay.status();
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(relay.run(stopped));
+            (Some((task, stop)), Some(status))
+        } else {
+            (None, None)
+        };
         let state = web::Data::new(AppState {
-            intake: Intake::new(config.registry.clone(), schemas, store.clone()),
+            intake: Intake::new(config.registry.clone(), schemas, store.clone(), wake),
             store: store.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            relay: relay_status,
         });
 
         let listener = TcpListener::bind(config.server.listen)
@@ -63,7 +85,8 @@ impl Application {
                 .default_service(web::to(api::problem::no_such_route))
         })
         .on_connect(move |conn: &dyn Any, ext: &mut Extensions| identify_peer(&registry, conn, ext))
-        .shutdown_timeout(config.server.shutdown_timeout_secs);
+        .shutdown_timeout(config.server.shutdown_timeout_secs)
+        .disable_signals();
         if let Some(workers) = config.server.workers {
             http = http.workers(workers);
         }
@@ -87,6 +110,7 @@ impl Application {
                         .default_service(web::to(api::problem::no_such_route))
                 })
                 .workers(1)
+                .disable_signals()
                 .shutdown_timeout(config.server.shutdown_timeout_secs)
                 .listen(listener)
                 .context("starting the ops listener")?
@@ -101,6 +125,7 @@ impl Application {
             server,
             ops_server,
             store,
+            relay,
         })
     }
 
@@ -124,7 +149,8 @@ impl Application {
             .collect()
     }
 
-    /// Runs until SIGTERM/SIGINT (or a handle's stop): in-flight requests finish first.
+    /// Runs until a handle's stop. In-flight requests finish first, then the relay
+    /// finishes its batch, then the database pool closes.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let store = self.store.clone();
         let result = match self.ops_server {
@@ -133,9 +159,56 @@ impl Application {
                 .map(|_| ()),
             None => self.server.await,
         };
+        if let Some((task, stop)) = self.relay {
+            let _ = stop.send(true);
+            if tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("relay did not stop within 30 s");
+            }
+        }
         store.close().await;
         tracing::info!("gateway stopped");
         result
+    }
+
+    /// Like `run_until_stopped`, and SIGTERM or SIGINT stop the gateway gracefully.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let handles = self.handles();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received; finishing in-flight requests");
+            for handle in handles {
+                handle.stop(true).await;
+            }
+        });
+        self.run_until_stopped().await
+    }
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

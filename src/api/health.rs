@@ -16,18 +16,37 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// `ready` (200): database and broker reachable. `degraded` (200): the database works but
+/// the broker does not; referrals are still accepted and wait in the outbox.
+/// `unavailable` (503): the database is unreachable, so nothing can be accepted.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "checks": { "database": "ok" }
-        })),
+    let backlog = match state.store.outbox_backlog().await {
+        Ok(backlog) => backlog,
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
-            HttpResponse::ServiceUnavailable().json(json!({
+            return HttpResponse::ServiceUnavailable().json(json!({
                 "status": "unavailable",
                 "checks": { "database": "unreachable" }
-            }))
+            }));
         }
-    }
+    };
+    let now = crate::store::to_micros(time::OffsetDateTime::now_utc());
+    let oldest_age_seconds = backlog
+        .oldest_created_at
+        .map(|t| (now.saturating_sub(t)).max(0) as f64 / 1e6);
+    let broker = match &state.relay {
+        None => "relay_disabled",
+        Some(relay) if relay.broker_connected() => "ok",
+        Some(_) => "unreachable",
+    };
+    let status = if broker == "unreachable" {
+        "degraded"
+    } else {
+        "ready"
+    };
+    HttpResponse::Ok().json(json!({
+        "status": status,
+        "checks": { "database": "ok", "broker": broker },
+        "outbox": { "pending": backlog.pending, "oldest_age_seconds": oldest_age_seconds }
+    }))
 }

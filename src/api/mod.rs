@@ -18,6 +18,8 @@ pub struct AppState {
     pub intake: Intake,
     pub store: Store,
     pub max_body_bytes: usize,
+    /// `None` when the relay is disabled in this instance.
+    pub relay: Option<std::sync::Arc<crate::relay::RelayStatus>>,
 }
 
 /// Routes of the agency (mTLS) listener.

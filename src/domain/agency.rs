@@ -47,6 +47,24 @@ pub struct Agency {
     pub certificate: CertificateIdentity,
 }
 
+/// `<service_type>.<area>.<agency-id>`: how a referral to an agency is routed. Built only
+/// from registry identifiers, so it can never carry personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingKey(String);
+
+impl RoutingKey {
+    pub fn for_agency(agency: &Agency) -> Self {
+        Self(format!(
+            "{}.{}.{}",
+            agency.service_type, agency.area, agency.id
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a client certificate presents, extracted once per TLS connection.
 #[derive(Debug, Clone, Default)]
 pub struct PresentedIdentity {

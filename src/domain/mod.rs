@@ -5,7 +5,9 @@ pub mod ids;
 pub mod nhs_number;
 pub mod referral;
 
-pub use agency::{Agency, AgencyRegistry, AgencyRole, CertificateIdentity, RoutingError};
+pub use agency::{
+    Agency, AgencyRegistry, AgencyRole, CertificateIdentity, RoutingError, RoutingKey,
+};
 pub use ids::{AgencyId, Area, IdError, ReferralId, ServiceType};
 pub use nhs_number::NhsNumber;
 pub use referral::{Destination, Priority, ReferralStatus, ValidatedReferral};

@@ -12,8 +12,10 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::config::DatabaseConfig;
 use crate::domain::ReferralId;
 
+mod outbox;
 mod referrals;
 
+pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralRecord};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{Store, StoreError, from_micros, to_micros};
-use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus};
+use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus, RoutingKey};
 
 /// The logical exchange referrals are published to (the relay may prefix a namespace).
 pub const REFERRALS_EXCHANGE: &str = "referrals";
@@ -86,15 +86,6 @@ impl ReferralRecord {
     }
 }
 
-/// `<service_type>.<area>.<agency-id>`: the routing key of a referral to this agency.
-/// Built only from registry identifiers, never from personal data.
-pub fn routing_key(recipient: &Agency) -> String {
-    format!(
-        "{}.{}.{}",
-        recipient.service_type, recipient.area, recipient.id
-    )
-}
-
 impl Store {
     /// Writes the referral and its outbox row (and the idempotency key, if any) in one
     /// transaction. On `Inserted::KeyTaken` nothing is written.
@@ -129,7 +120,7 @@ impl Store {
         .bind(&id)
         .bind(MESSAGE_TYPE_REFERRAL)
         .bind(REFERRALS_EXCHANGE)
-        .bind(routing_key(new.recipient))
+        .bind(RoutingKey::for_agency(new.recipient).as_str().to_owned())
         .bind(at)
         .execute(&mut *tx)
         .await?;

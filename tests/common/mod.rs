@@ -126,7 +126,31 @@ pub fn test_config(text: &str, database_url: &str) -> Config {
     config.server.workers = Some(1);
     config.server.shutdown_timeout_secs = 1;
     config.database.max_connections = 5;
+    // Tests that deliver turn the relay on with their own broker namespace.
+    config.relay.enabled = false;
     config
+}
+
+/// The same, delivering to RabbitMQ (at `amqp_url`) under `namespace`.
+pub fn delivering_config(
+    text: &str,
+    database_url: &str,
+    amqp_url: &str,
+    namespace: &str,
+) -> Config {
+    let mut config = test_config(text, database_url);
+    config.relay.enabled = true;
+    config.relay.max_backoff = std::time::Duration::from_secs(1);
+    config.relay.poll_interval = std::time::Duration::from_millis(100);
+    config.amqp.url = amqp_url.to_owned();
+    config.amqp.namespace = namespace.to_owned();
+    config
+}
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn unique_namespace() -> String {
+    format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 pub struct TestApp {
@@ -145,6 +169,17 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, config_text: &str) -> Self {
         let db = TestDatabase::create(backend).await;
         let config = test_config(config_text, &db.url);
+        Self::start(config, db).await
+    }
+
+    /// A gateway whose relay delivers to RabbitMQ at `amqp_url` under `namespace`.
+    pub async fn spawn_delivering(backend: Backend, amqp_url: &str, namespace: &str) -> Self {
+        let db = TestDatabase::create(backend).await;
+        let config = delivering_config(&shipped_config_text(), &db.url, amqp_url, namespace);
+        Self::start(config, db).await
+    }
+
+    pub async fn start(config: Config, db: TestDatabase) -> Self {
         let app = Application::build(config).await.expect("gateway starts");
         let base = format!("https://localhost:{}", app.addr().port());
         let ops_base = format!(
@@ -297,4 +332,140 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["status"], status);
     assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()));
     body
+}
+
+/// A direct connection to the test broker, for declaring, reading and deleting a test
+/// namespace's queues.
+pub struct Broker {
+    pub topology: referral_gateway::amqp::Topology,
+    connection: lapin::Connection,
+    pub channel: lapin::Channel,
+}
+
+impl Broker {
+    pub async fn new(namespace: &str) -> Self {
+        let config = test_config(&shipped_config_text(), "sqlite::memory:");
+        let topology = referral_gateway::amqp::Topology::new(namespace, &config.registry);
+        let (connection, channel) = referral_gateway::amqp::connect_confirming(AMQP_URL)
+            .await
+            .expect("RabbitMQ must be running on 127.0.0.1:5672 (see README)");
+        topology.declare(&channel).await.expect("declare topology");
+        Self {
+            topology,
+            connection,
+            channel,
+        }
+    }
+
+    /// Takes (and acks) messages from `queue` until `expected` have arrived and the queue
+    /// stays empty for a moment, or until `timeout`. Returns everything taken, so a test
+    /// can count duplicates.
+    pub async fn take(
+        &self,
+        queue: &str,
+        expected: usize,
+        timeout: std::time::Duration,
+    ) -> Vec<lapin::message::Delivery> {
+        use lapin::options::{BasicAckOptions, BasicGetOptions};
+        let started = std::time::Instant::now();
+        let mut taken = Vec::new();
+        let mut quiet_since: Option<std::time::Instant> = None;
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .expect("basic.get");
+            match got {
+                Some(message) => {
+                    quiet_since = None;
+                    message
+                        .delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .expect("ack");
+                    taken.push(message.delivery);
+                }
+                None => {
+                    let now = std::time::Instant::now();
+                    if taken.len() >= expected {
+                        let quiet = *quiet_since.get_or_insert(now);
+                        if now.duration_since(quiet) > std::time::Duration::from_millis(300) {
+                            return taken;
+                        }
+                    }
+                    if started.elapsed() > timeout {
+                        return taken;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    pub async fn cleanup(self) {
+        let _ = self.topology.delete(&self.channel).await;
+        let _ = self.connection.close(200, "test done".into()).await;
+    }
+}
+
+/// A TCP proxy in front of RabbitMQ that a test can cut and restore.
+pub struct CuttableProxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: &str, up: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::watch::channel(up);
+        let target = target.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut state = rx.clone();
+                if !*state.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up: tx }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        let _ = self.up.send(up);
+    }
+}
+
+pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned())
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+            _ => None,
+        })
 }

@@ -1,0 +1,321 @@
+//! The outbox relay: publishes stored outbox rows to RabbitMQ with publisher confirms.
+//!
+//! A row is marked published only after the broker's ack; a nack, an unroutable return or
+//! a lost connection leaves it to be retried with capped exponential backoff and jitter.
+//! A whole batch is published before its confirms are awaited (pipelining). The relay
+//! reconnects by itself (its own supervisor loop: lapin does not reconnect on its own),
+//! and redeclares the topology on every connection. Delivery is at least once: after a
+//! crash between publish and commit a message can be sent twice, always with the same
+//! `message_id` (the referral id), which consumers use to deduplicate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation};
+use tokio::sync::{Notify, watch};
+
+use crate::amqp::{self, Topology, short, string};
+use crate::config::RelayConfig;
+use crate::store::{ClaimedMessage, Store, StoreError, to_micros};
+
+/// Shared with `/readyz`: whether the relay holds a working broker connection.
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    connected: AtomicBool,
+}
+
+impl RelayStatus {
+    pub fn broker_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the broker closed the channel")]
+    ChannelClosed,
+}
+
+pub struct Relay {
+    store: Store,
+    topology: Topology,
+    url: String,
+    config: RelayConfig,
+    instance: String,
+    wake: Arc<Notify>,
+    status: Arc<RelayStatus>,
+}
+
+fn now_micros() -> i64 {
+    to_micros(time::OffsetDateTime::now_utc())
+}
+
+/// A random factor in [0.5, 1.0): "equal jitter", so retries of many rows spread out.
+fn jitter() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0
+}
+
+/// Delay before attempt `n + 1` after `n` failures: 500 ms doubling, capped, jittered.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let base =
+        Duration::from_millis(500).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    base.min(cap).mul_f64(jitter())
+}
+
+/// `1` from `https://.../cmht.v1.json`.
+fn schema_version(schema_id: &str) -> &str {
+    schema_id
+        .rsplit('/')
+        .next()
+        .and_then(|file| file.split('.').find(|p| p.starts_with('v')))
+        .map_or("", |v| &v[1..])
+}
+
+fn properties(msg: &ClaimedMessage) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (key, value) in [
+        ("schema_id", msg.schema_id.as_str()),
+        ("schema_version", schema_version(&msg.schema_id)),
+        ("priority", msg.priority.as_str()),
+        ("sender_agency", msg.sender_agency.as_str()),
+        ("recipient_agency", msg.recipient_agency.as_str()),
+        ("service_type", msg.service_type.as_str()),
+    ] {
+        headers.insert(key.into(), string(value));
+    }
+    BasicProperties::default()
+        .with_message_id(short(&msg.referral_id.to_string()))
+        .with_content_type(short("application/json"))
+        .with_delivery_mode(2)
+        .with_timestamp(u64::try_from(msg.created_at / 1_000_000).unwrap_or_default())
+        .with_correlation_id(short(&msg.correlation_id))
+        .with_type(short(&msg.message_type))
+        .with_app_id(short("referral-gateway"))
+        .with_headers(headers)
+}
+
+impl Relay {
+    pub fn new(
+        store: Store,
+        topology: Topology,
+        url: String,
+        config: RelayConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            store,
+            topology,
+            url,
+            config,
+            instance,
+            wake,
+            status: Arc::new(RelayStatus::default()),
+        }
+    }
+
+    pub fn status(&self) -> Arc<RelayStatus> {
+        self.status.clone()
+    }
+
+    /// This relay's instance id (the prefix of `outbox.claimed_by` for rows it publishes).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Runs until `shutdown` turns true; finishes the batch in flight first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        while !*shutdown.borrow() {
+            match amqp::connect_confirming(&self.url).await {
+                Ok((connection, channel)) => match self.topology.declare(&channel).await {
+                    Ok(()) => {
+                        failures = 0;
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        tracing::info!(instance = %self.instance, "relay connected to the broker");
+                        let result = self.pump(&channel, &mut shutdown).await;
+                        self.status.connected.store(false, Ordering::Relaxed);
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "relay lost the broker; reconnecting");
+                        }
+                        let _ = connection.close(200, "relay stopping".into()).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot declare the broker topology");
+                        let _ = connection.close(200, "topology failed".into()).await;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker unreachable; referrals wait in the outbox")
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            failures = failures.saturating_add(1);
+            let delay = backoff(failures, self.config.max_backoff);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+
+    async fn pump(
+        &self,
+        channel: &Channel,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
+        let lease = i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX);
+        while !*shutdown.borrow() {
+            if !channel.status().connected() {
+                return Err(RelayError::ChannelClosed);
+            }
+            let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
+            let now = now_micros();
+            let batch = match self
+                .store
+                .claim_outbox(
+                    &token,
+                    now,
+                    now.saturating_add(lease),
+                    i64::from(self.config.batch_size),
+                )
+                .await
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "relay cannot read the outbox");
+                    tokio::time::sleep(self.config.poll_interval).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            self.publish_batch(channel, &token, &batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_batch(
+        &self,
+        channel: &Channel,
+        token: &str,
+        batch: &[ClaimedMessage],
+    ) -> Result<(), RelayError> {
+        let mut in_flight = Vec::with_capacity(batch.len());
+        let mut lost: Option<lapin::Error> = None;
+        for msg in batch {
+            let published = channel
+                .basic_publish(
+                    self.topology.exchange(&msg.exchange).into(),
+                    msg.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    msg.payload.as_bytes(),
+                    properties(msg),
+                )
+                .await;
+            match published {
+                Ok(confirm) => in_flight.push((msg, confirm)),
+                Err(e) => {
+                    lost = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut failed: Vec<(&ClaimedMessage, String)> = batch[in_flight.len()..]
+            .iter()
+            .map(|m| (m, "not sent: broker connection lost".to_owned()))
+            .collect();
+        for (msg, confirm) in in_flight {
+            match confirm.await {
+                Ok(Confirmation::Ack(None)) => {}
+                Ok(Confirmation::Ack(Some(returned))) => failed.push((
+                    msg,
+                    format!(
+                        "returned by the broker: {} {} (no queue bound for this routing key)",
+                        returned.reply_code, returned.reply_text
+                    ),
+                )),
+                Ok(Confirmation::Nack(_)) => failed.push((msg, "nacked by the broker".into())),
+                Ok(Confirmation::NotRequested) => {
+                    failed.push((msg, "channel is not in confirm mode".into()))
+                }
+                Err(e) => {
+                    failed.push((msg, format!("no confirm: {e}")));
+                    lost.get_or_insert(e);
+                }
+            }
+        }
+        let now = now_micros();
+        for (msg, error) in &failed {
+            let failures = u32::try_from(msg.attempts).unwrap_or(u32::MAX);
+            let delay = backoff(failures, self.config.max_backoff);
+            let at = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+            tracing::warn!(referral_id = %msg.referral_id, attempts = msg.attempts, error = %error, "publish failed; will retry");
+            self.store
+                .release_outbox(msg.outbox_id, token, at, error)
+                .await?;
+        }
+        let published = self.store.mark_claimed_published(token, now).await?;
+        if published > 0 {
+            tracing::debug!(published, "batch confirmed by the broker");
+        }
+        match lost {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let cap = Duration::from_secs(60);
+        let first = backoff(1, cap);
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
+        let fifth = backoff(5, cap);
+        assert!(fifth >= Duration::from_secs(4) && fifth <= Duration::from_secs(8));
+        for n in [20, 100, u32::MAX] {
+            let d = backoff(n, cap);
+            assert!(d >= Duration::from_secs(30) && d <= cap, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn schema_versions_come_from_schema_ids() {
+        assert_eq!(schema_version("https://x/schemas/cmht.v1.json"), "1");
+        assert_eq!(
+            schema_version("https://x/schemas/substance-misuse.v12.json"),
+            "12"
+        );
+        assert_eq!(schema_version("nothing"), "");
+    }
+}

@@ -1,0 +1,203 @@
+//! The transactional outbox: rows written with each referral, claimed by a relay with a
+//! lease, marked published only after the broker's confirm.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError};
+use crate::domain::ReferralId;
+
+/// One claimed outbox row with what the relay needs to publish it.
+#[derive(Clone)]
+pub struct ClaimedMessage {
+    pub outbox_id: i64,
+    pub referral_id: ReferralId,
+    pub message_type: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    /// Holds personal data: never log it.
+    pub payload: String,
+    pub priority: String,
+    pub sender_agency: String,
+    pub recipient_agency: String,
+    pub service_type: String,
+    pub schema_id: String,
+    pub correlation_id: String,
+}
+
+impl std::fmt::Debug for ClaimedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedMessage")
+            .field("outbox_id", &self.outbox_id)
+            .field("referral_id", &self.referral_id)
+            .field("routing_key", &self.routing_key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub pending: i64,
+    /// `created_at` (µs) of the oldest unpublished row.
+    pub oldest_created_at: Option<i64>,
+}
+
+const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+     WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
+     AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)";
+const CLAIM_SQLITE: &str = "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+     WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
+     AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4)";
+
+impl Store {
+    /// Claims up to `limit` due rows for `token` until `lease_until` (µs). Rows claimed by
+    /// a crashed relay become claimable again once their lease has passed. On PostgreSQL
+    /// concurrent relays skip each other's rows (`FOR UPDATE SKIP LOCKED`).
+    pub async fn claim_outbox(
+        &self,
+        token: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let claim = match self.backend {
+            Backend::Postgres => CLAIM_POSTGRES,
+            Backend::Sqlite => CLAIM_SQLITE,
+        };
+        {
+            let _turn = self.write_turn().await;
+            sqlx::query(claim)
+                .bind(token)
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .execute(&self.pool)
+                .await?;
+        }
+        let rows = sqlx::query(
+            "SELECT o.id, o.referral_id, o.message_type, o.exchange, o.routing_key, o.attempts, o.created_at, \
+             r.payload, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
+             FROM outbox o JOIN referrals r ON r.id = o.referral_id \
+             WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
+        )
+        .bind(token)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let referral_id: String = row.try_get("referral_id")?;
+                Ok(ClaimedMessage {
+                    outbox_id: row.try_get("id")?,
+                    referral_id: ReferralId::parse(&referral_id)
+                        .map_err(|_| StoreError::Corrupt(format!("referral id '{referral_id}'")))?,
+                    message_type: row.try_get("message_type")?,
+                    exchange: row.try_get("exchange")?,
+                    routing_key: row.try_get("routing_key")?,
+                    attempts: row.try_get("attempts")?,
+                    created_at: row.try_get("created_at")?,
+                    payload: row.try_get("payload")?,
+                    priority: row.try_get("priority")?,
+                    sender_agency: row.try_get("sender_agency")?,
+                    recipient_agency: row.try_get("recipient_agency")?,
+                    service_type: row.try_get("service_type")?,
+                    schema_id: row.try_get("schema_id")?,
+                    correlation_id: row.try_get("correlation_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Releases a claimed row for a later retry.
+    pub async fn release_outbox(
+        &self,
+        outbox_id: i64,
+        token: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, next_attempt_at = $1, last_error = $2 \
+             WHERE id = $3 AND claimed_by = $4 AND published_at IS NULL",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(outbox_id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks every row still claimed by `token` as published (call after releasing the
+    /// rows that failed), and moves their referrals from `received` to `queued`.
+    /// Returns how many rows were marked.
+    pub async fn mark_claimed_published(&self, token: &str, at: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE referrals SET status = 'queued', updated_at = $1 WHERE status = 'received' AND id IN \
+             (SELECT referral_id FROM outbox WHERE claimed_by = $2 AND published_at IS NULL AND message_type = 'referral')",
+        )
+        .bind(at)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET published_at = $1, claimed_until = NULL, last_error = NULL \
+             WHERE claimed_by = $2 AND published_at IS NULL",
+        )
+        .bind(at)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn outbox_backlog(&self) -> Result<Backlog, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Backlog {
+            pending: row.try_get("pending")?,
+            oldest_created_at: row.try_get("oldest")?,
+        })
+    }
+
+    /// Unpublished rows that have failed at least once, oldest first (for operators).
+    pub async fn failing_outbox(&self, limit: i64) -> Result<Vec<FailingRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, referral_id, routing_key, attempts, next_attempt_at, last_error FROM outbox \
+             WHERE published_at IS NULL AND last_error IS NOT NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FailingRow {
+                    outbox_id: row.try_get("id")?,
+                    referral_id: row.try_get("referral_id")?,
+                    routing_key: row.try_get("routing_key")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    last_error: row.try_get("last_error")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FailingRow {
+    pub outbox_id: i64,
+    pub referral_id: String,
+    pub routing_key: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,292 @@
+//! Delivery through the outbox relay to real RabbitMQ, each test in its own namespace.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SERVICE_TYPES: [(&str, &str); 4] = [
+    ("cmht", "coventry-cmht"),
+    ("iapt", "coventry-iapt"),
+    ("housing", "coventry-housing"),
+    ("substance_misuse", "coventry-substance-misuse"),
+];
+
+async fn submit(app: &TestApp, client: &reqwest::Client, body: String) -> String {
+    let r = post_referral(client, app, body).await;
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn wait_until_drained(app: &TestApp, timeout: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let backlog = app.store.outbox_backlog().await.unwrap();
+        if backlog.pending == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "outbox not drained: {backlog:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_referral_arrives_once_on_its_agencys_queue() {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
+    let client = agency_client("coventry-liaison");
+    let mut sent = BTreeMap::new();
+    for (service_type, agency) in SERVICE_TYPES {
+        let id = submit(&app, &client, example_text(service_type)).await;
+        sent.insert(agency, (id, service_type));
+    }
+    for (agency, (id, service_type)) in &sent {
+        let queue = broker.topology.referral_queue(agency);
+        let messages = broker.take(&queue, 1, Duration::from_secs(20)).await;
+        assert_eq!(messages.len(), 1, "{agency} got exactly one message");
+        let m = &messages[0];
+        let p = &m.properties;
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.to_string()),
+            Some(id.clone())
+        );
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.to_string()).as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(*p.delivery_mode(), Some(2), "persistent");
+        assert!(p.timestamp().is_some());
+        assert_eq!(
+            m.routing_key.as_str(),
+            format!("{service_type}.coventry.{agency}")
+        );
+        assert_eq!(
+            header(m, "sender_agency").as_deref(),
+            Some("coventry-liaison")
+        );
+        assert_eq!(header(m, "service_type").as_deref(), Some(*service_type));
+        assert_eq!(header(m, "schema_version").as_deref(), Some("1"));
+        assert!(header(m, "schema_id").unwrap().ends_with(".v1.json"));
+        assert!(header(m, "priority").is_some());
+        assert_eq!(
+            m.data,
+            example_text(service_type).into_bytes(),
+            "body as submitted"
+        );
+        // No personal data in the routing metadata.
+        let meta = format!("{:?} {}", p.headers(), m.routing_key);
+        for personal in ["Alex", "Example", "1991", "943"] {
+            assert!(!meta.contains(personal), "{personal} in AMQP metadata");
+        }
+        // The sender sees the referral as queued.
+        let view: Value = client
+            .get(app.url(&format!("/v1/referrals/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["status"], "queued");
+    }
+    wait_until_drained(&app, Duration::from_secs(5)).await;
+    let ready: Value = reqwest_plain()
+        .get(format!("{}/readyz", app.ops_base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["broker"], "ok");
+    assert_eq!(ready["outbox"]["pending"], 0);
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+fn reqwest_plain() -> reqwest::Client {
+    http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        None,
+        rustls::ALL_VERSIONS,
+    ))
+}
+
+async fn referrals_wait_out_a_broker_outage(backend: Backend) {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let proxy = CuttableProxy::start("127.0.0.1:5672", false).await;
+    let app = TestApp::spawn_delivering(backend, &proxy.url(), &namespace).await;
+    let client = agency_client("coventry-liaison");
+
+    let mut ids = BTreeSet::new();
+    for _ in 0..25 {
+        ids.insert(submit(&app, &client, example_text("cmht")).await);
+    }
+    let ready: Value = reqwest_plain()
+        .get(format!("{}/readyz", app.ops_base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["checks"]["broker"], "unreachable");
+    assert_eq!(ready["outbox"]["pending"], 25);
+    assert!(ready["outbox"]["oldest_age_seconds"].as_f64().unwrap() >= 0.0);
+    let queue = broker.topology.referral_queue("coventry-cmht");
+    assert!(
+        broker
+            .take(&queue, 0, Duration::from_millis(100))
+            .await
+            .is_empty()
+    );
+
+    proxy.set_up(true);
+    let messages = broker.take(&queue, 25, Duration::from_secs(30)).await;
+    let received: Vec<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    let distinct: BTreeSet<String> = received.iter().cloned().collect();
+    assert_eq!(distinct, ids, "every accepted referral arrived");
+    assert_eq!(received.len(), ids.len(), "none arrived twice");
+
+    wait_until_drained(&app, Duration::from_secs(5)).await;
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS rows, COUNT(published_at) AS published, COUNT(DISTINCT referral_id) AS referrals FROM outbox",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.get::<i64, _>("rows"), 25);
+    assert_eq!(row.get::<i64, _>("published"), 25);
+    assert_eq!(row.get::<i64, _>("referrals"), 25);
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn referrals_wait_out_a_broker_outage_sqlite() {
+    referrals_wait_out_a_broker_outage(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn referrals_wait_out_a_broker_outage_postgres() {
+    referrals_wait_out_a_broker_outage(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_stream_loses_nothing() {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let proxy = CuttableProxy::start("127.0.0.1:5672", true).await;
+    let app = TestApp::spawn_delivering(Backend::Sqlite, &proxy.url(), &namespace).await;
+    let client = agency_client("coventry-liaison");
+    let mut ids = BTreeSet::new();
+    for i in 0..60 {
+        if i == 20 {
+            proxy.set_up(false);
+        }
+        if i == 40 {
+            proxy.set_up(true);
+        }
+        ids.insert(submit(&app, &client, example_text("iapt")).await);
+    }
+    let queue = broker.topology.referral_queue("coventry-iapt");
+    let messages = broker.take(&queue, 60, Duration::from_secs(30)).await;
+    let distinct: BTreeSet<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(distinct, ids, "every accepted referral arrived");
+    println!(
+        "connection cut: {} messages for {} referrals ({} duplicates, same message_id)",
+        messages.len(),
+        ids.len(),
+        messages.len() - ids.len()
+    );
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+/// Two relays (separate connection pools, as two processes would have) drain one
+/// PostgreSQL outbox: every row is published by exactly one of them.
+#[tokio::test]
+async fn two_relays_on_postgres_never_publish_a_row_twice() {
+    use referral_gateway::relay::Relay;
+    use referral_gateway::store::Store;
+
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn(Backend::Postgres).await; // relay off: fill the outbox first
+    let client = agency_client("coventry-liaison");
+    let mut ids = BTreeSet::new();
+    let bodies: Vec<_> = (0..300).map(|_| example_text("substance_misuse")).collect();
+    for chunk in bodies.chunks(20) {
+        let futures = chunk.iter().map(|b| submit(&app, &client, b.clone()));
+        ids.extend(futures_util::future::join_all(futures).await);
+    }
+    assert_eq!(ids.len(), 300);
+
+    let config = delivering_config(&shipped_config_text(), &app.db.url, AMQP_URL, &namespace);
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let store = Store::connect(&config.database).await.unwrap();
+        let mut relay_config = config.relay.clone();
+        relay_config.batch_size = 10;
+        let relay = Relay::new(
+            store,
+            referral_gateway::amqp::Topology::new(&namespace, &config.registry),
+            AMQP_URL.to_owned(),
+            relay_config,
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        );
+        let instance = relay.instance().to_owned();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        relays.push((instance, stop, tokio::spawn(relay.run(stopped))));
+    }
+    let queue = broker.topology.referral_queue("coventry-substance-misuse");
+    let messages = broker.take(&queue, 300, Duration::from_secs(60)).await;
+    for (_, stop, task) in relays {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
+    let received: Vec<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    let distinct: BTreeSet<String> = received.iter().cloned().collect();
+    assert_eq!(distinct, ids, "every referral published");
+    assert_eq!(received.len(), 300, "none published twice");
+
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT claimed_by FROM outbox WHERE published_at IS NOT NULL")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 300);
+    let mut by_instance: BTreeMap<String, usize> = BTreeMap::new();
+    for row in rows {
+        let claimed: String = row.get("claimed_by");
+        let instance = claimed.split(':').next().unwrap().to_owned();
+        *by_instance.entry(instance).or_default() += 1;
+    }
+    println!("rows published per relay instance: {by_instance:?}");
+    assert!(by_instance.len() <= 2);
+    app.stop().await;
+    broker.cleanup().await;
+}
