@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::amqp::{self, Topology, short, string};
 use crate::config::RelayConfig;
-use crate::store::{ClaimedMessage, Store, StoreError, to_micros};
+use crate::store::{Backend, ClaimedMessage, Store, StoreError, to_micros};
 
 /// Shared with `/readyz`: whether the relay holds a working broker connection.
 #[derive(Debug, Default)]
@@ -139,6 +139,16 @@ impl Relay {
 
     /// Runs until `shutdown` turns true; finishes the batch in flight first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.store.backend() == Backend::Sqlite {
+            match self.store.release_stale_claims().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    rows = n,
+                    "released outbox claims left by a previous process"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot release stale outbox claims"),
+            }
+        }
         let mut failures = 0u32;
         while !*shutdown.borrow() {
             match amqp::connect_confirming(&self.url).await {

@@ -152,6 +152,8 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
     let db = TestDatabase::create(Backend::Postgres).await;
     let migrate = gateway()
         .arg("migrate")
@@ -170,6 +172,7 @@ async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
         .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
         .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
         .env("REFGW_DATABASE_URL", &db.url)
+        .env("REFGW_AMQP_NAMESPACE", &namespace)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -236,4 +239,154 @@ async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
     ] {
         assert!(!logs.contains(personal), "{personal} leaked into logs");
     }
+    let delivered = broker
+        .take(
+            &broker.topology.referral_queue("coventry-cmht"),
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        delivered.len(),
+        1,
+        "accepted before the stop, delivered before exit"
+    );
+    broker.cleanup().await;
+}
+
+fn spawn_serve(
+    port: u16,
+    ops: u16,
+    db_url: &str,
+    amqp_url: &str,
+    namespace: &str,
+) -> std::process::Child {
+    gateway()
+        .arg("serve")
+        .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
+        .env("REFGW_DATABASE_URL", db_url)
+        .env("REFGW_AMQP_URL", amqp_url)
+        .env("REFGW_AMQP_NAMESPACE", namespace)
+        .env("REFGW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn readyz(ops: u16) -> Option<serde_json::Value> {
+    let plain = http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        None,
+        rustls::ALL_VERSIONS,
+    ));
+    let r = plain
+        .get(format!("http://127.0.0.1:{ops}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+async fn wait_ready(ops: u16) {
+    let started = Instant::now();
+    while readyz(ops).await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGKILL while the relay drains a backlog of 300 referrals; after a restart every
+/// accepted referral is on its queue, and any duplicate carries the same message_id.
+#[tokio::test]
+async fn sigkill_while_publishing_loses_nothing() {
+    use lapin::options::QueueDeclareOptions;
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let proxy = CuttableProxy::start("127.0.0.1:5672", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let (port, ops) = (free_port(), free_port());
+    let mut first = spawn_serve(port, ops, &db_url, &proxy.url(), &namespace);
+    wait_ready(ops).await;
+
+    let client = agency_client("coventry-liaison");
+    let url = format!("https://localhost:{port}/v1/referrals");
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..15 {
+        let batch = (0..20).map(|_| {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(example_text("housing"))
+                .send()
+        });
+        for r in futures_util::future::join_all(batch).await {
+            let r = r.unwrap();
+            assert_eq!(r.status(), 202);
+            ids.insert(
+                r.json::<serde_json::Value>().await.unwrap()["referral_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    assert_eq!(ids.len(), 300);
+
+    // Let the broker in, and kill the gateway as soon as the first messages land.
+    let queue = broker.topology.referral_queue("coventry-housing");
+    proxy.set_up(true);
+    let started = Instant::now();
+    let on_queue_at_kill = loop {
+        let q = broker
+            .channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        if q.message_count() > 0 {
+            first.kill().unwrap();
+            break q.message_count();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "relay never published"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let _ = first.wait();
+
+    let second = spawn_serve(port, ops, &db_url, &proxy.url(), &namespace);
+    wait_ready(ops).await;
+    let messages = broker.take(&queue, 300, Duration::from_secs(60)).await;
+    let received: Vec<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    let distinct: std::collections::BTreeSet<String> = received.iter().cloned().collect();
+    assert_eq!(distinct, ids, "every accepted referral is on its queue");
+    println!(
+        "SIGKILL with {on_queue_at_kill} of 300 on the queue: {} messages after restart, {} duplicates (same message_id)",
+        received.len(),
+        received.len() - distinct.len()
+    );
+    let ready = readyz(ops).await.unwrap();
+    assert_eq!(ready["outbox"]["pending"], 0);
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::task::spawn_blocking(move || second.wait_with_output()).await;
+    broker.cleanup().await;
 }

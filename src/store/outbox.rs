@@ -108,6 +108,19 @@ impl Store {
             .collect()
     }
 
+    /// Drops every claim at once. Only for SQLite, where one process owns the relay: the
+    /// claims left by a crashed predecessor need not wait for their lease to run out.
+    pub async fn release_stale_claims(&self) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
+             WHERE published_at IS NULL AND claimed_by IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Releases a claimed row for a later retry.
     pub async fn release_outbox(
         &self,
