@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 pub mod domain;
 pub mod intake;
+pub mod metrics;
 pub mod relay;
 pub mod schema;
 pub mod startup;

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::amqp::{self, Topology, short, string};
 use crate::config::RelayConfig;
+use crate::metrics::Metrics;
 use crate::store::{Backend, ClaimedMessage, Store, StoreError, to_micros};
 
 /// Shared with `/readyz`: whether the relay holds a working broker connection.
@@ -51,6 +52,7 @@ pub struct Relay {
     instance: String,
     wake: Arc<Notify>,
     status: Arc<RelayStatus>,
+    metrics: Arc<Metrics>,
 }
 
 fn now_micros() -> i64 {
@@ -125,7 +127,14 @@ impl Relay {
             instance,
             wake,
             status: Arc::new(RelayStatus::default()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Reports confirms, latency and connection state into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn status(&self) -> Arc<RelayStatus> {
@@ -156,9 +165,11 @@ impl Relay {
                     Ok(()) => {
                         failures = 0;
                         self.status.connected.store(true, Ordering::Relaxed);
+                        self.metrics.broker_connected.set(1);
                         tracing::info!(instance = %self.instance, "relay connected to the broker");
                         let result = self.pump(&channel, &mut shutdown).await;
                         self.status.connected.store(false, Ordering::Relaxed);
+                        self.metrics.broker_connected.set(0);
                         if let Err(e) = result {
                             tracing::warn!(error = %e, "relay lost the broker; reconnecting");
                         }
@@ -234,6 +245,7 @@ impl Relay {
         token: &str,
         batch: &[ClaimedMessage],
     ) -> Result<(), RelayError> {
+        let started = std::time::Instant::now();
         let mut in_flight = Vec::with_capacity(batch.len());
         let mut lost: Option<lapin::Error> = None;
         for msg in batch {
@@ -262,7 +274,17 @@ impl Relay {
             .map(|m| (m, "not sent: broker connection lost".to_owned()))
             .collect();
         for (msg, confirm) in in_flight {
-            match confirm.await {
+            let outcome = confirm.await;
+            self.metrics
+                .publish_latency_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.confirm(match &outcome {
+                Ok(Confirmation::Ack(None)) => "ack",
+                Ok(Confirmation::Ack(Some(_))) => "returned",
+                Ok(Confirmation::Nack(_) | Confirmation::NotRequested) => "nack",
+                Err(_) => "lost",
+            });
+            match outcome {
                 Ok(Confirmation::Ack(None)) => {}
                 Ok(Confirmation::Ack(Some(returned))) => failed.push((
                     msg,

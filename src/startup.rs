@@ -18,6 +18,7 @@ use crate::api::{self, AppState, identity::PeerCertificate};
 use crate::config::Config;
 use crate::domain::AgencyRegistry;
 use crate::intake::Intake;
+use crate::metrics::{HttpLabels, Metrics};
 use crate::relay::Relay;
 use crate::schema::SchemaRegistry;
 use crate::store::Store;
@@ -50,6 +51,7 @@ impl Application {
             .context("applying database migrations")?;
 
         let wake = Arc::new(tokio::sync::Notify::new());
+        let metrics = Arc::new(Metrics::new());
         let (relay, relay_status) = if config.relay.enabled {
             let relay = Relay::new(
                 store.clone(),
@@ -57,7 +59,8 @@ impl Application {
                 config.amqp.url.clone(),
                 config.relay.clone(),
                 wake.clone(),
-            );
+            )
+            .with_metrics(metrics.clone());
             let status = relay.status();
             let (stop, stopped) = watch::channel(false);
             let task = tokio::spawn(relay.run(stopped));
@@ -70,6 +73,7 @@ impl Application {
             store: store.clone(),
             max_body_bytes: config.server.max_body_bytes,
             relay: relay_status,
+            metrics: metrics.clone(),
         });
 
         let listener = TcpListener::bind(config.server.listen)
@@ -81,6 +85,7 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(middleware::from_fn(api::correlation::middleware))
+                .wrap(middleware::from_fn(count_requests))
                 .configure(api::agency_routes)
                 .default_service(web::to(api::problem::no_such_route))
         })
@@ -185,6 +190,35 @@ impl Application {
         });
         self.run_until_stopped().await
     }
+}
+
+/// Counts every answer by route pattern (bounded cardinality), method and status.
+async fn count_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().to_string();
+    let result = next.call(req).await;
+    if let Some(metrics) = metrics {
+        // The pattern is known only once the router has run.
+        let (route, status) = match &result {
+            Ok(res) => (res.request().match_pattern(), res.status().as_u16()),
+            Err(e) => (None, e.as_response_error().status_code().as_u16()),
+        };
+        let route = route.unwrap_or_else(|| "unmatched".to_owned());
+        metrics
+            .http_requests
+            .get_or_create(&HttpLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+    }
+    result
 }
 
 async fn wait_for_stop_signal() {

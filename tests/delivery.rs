@@ -111,6 +111,23 @@ async fn each_referral_arrives_once_on_its_agencys_queue() {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["broker"], "ok");
     assert_eq!(ready["outbox"]["pending"], 0);
+    let metrics = reqwest_plain()
+        .get(format!("{}/metrics", app.ops_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "refgw_publish_confirms_total{outcome=\"ack\"} 4",
+        "refgw_http_requests_total{route=\"/v1/referrals\",method=\"POST\",status=\"202\"} 4",
+        "refgw_broker_connected 1",
+        "refgw_outbox_pending 0",
+        "refgw_publish_latency_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} not in /metrics:\n{metrics}");
+    }
     app.stop().await;
     broker.cleanup().await;
 }

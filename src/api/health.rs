@@ -16,6 +16,21 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Prometheus text format. Who may call: whoever reaches the ops listener.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(backlog) = state.store.outbox_backlog().await {
+        state.metrics.outbox_pending.set(backlog.pending);
+        let now = crate::store::to_micros(time::OffsetDateTime::now_utc());
+        let age = backlog
+            .oldest_created_at
+            .map_or(0.0, |t| now.saturating_sub(t).max(0) as f64 / 1e6);
+        state.metrics.outbox_oldest_age_seconds.set(age);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
 /// `ready` (200): database and broker reachable. `degraded` (200): the database works but
 /// the broker does not; referrals are still accepted and wait in the outbox.
 /// `unavailable` (503): the database is unreachable, so nothing can be accepted.

@@ -20,6 +20,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// `None` when the relay is disabled in this instance.
     pub relay: Option<std::sync::Arc<crate::relay::RelayStatus>>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Routes of the agency (mTLS) listener.
@@ -31,4 +32,5 @@ pub fn agency_routes(cfg: &mut web::ServiceConfig) {
 /// Routes of the plain-HTTP operations listener: probes only, no referral data.
 pub fn ops_routes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    cfg.route("/metrics", web::get().to(health::metrics));
 }

@@ -50,7 +50,12 @@ async fn submit(
         .intake
         .submit(&caller.0, &body, key.as_deref(), correlation.as_str())
         .await
-        .map_err(intake_problem)?;
+        .map_err(|e| {
+            if matches!(e, IntakeError::Invalid(_)) {
+                state.metrics.validation_failures.inc();
+            }
+            intake_problem(e)
+        })?;
     let (receipt, replayed) = match submitted {
         Submitted::Created(r) => (r, false),
         Submitted::Replayed(r) => (r, true),
