@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod intake;
 pub mod metrics;
+pub mod ops;
 pub mod relay;
 pub mod schema;
 pub mod startup;

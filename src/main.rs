@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use referral_gateway::amqp::Topology;
 use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::domain::{Destination, ServiceType};
 use referral_gateway::schema::SchemaRegistry;
 use referral_gateway::startup::Application;
 use referral_gateway::store::Store;
 use referral_gateway::telemetry::{self, LogFormat};
-use referral_gateway::{certs, tls};
+use referral_gateway::{certs, ops, tls};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,16 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Inspect the outbox (referrals accepted but not yet confirmed by the broker).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Inspect and replay a receiving agency's dead-lettered messages.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate {
         /// The referral (JSON) to check.
@@ -58,6 +69,29 @@ enum Command {
         /// Schema directory (default: the config's schemas.dir, else ./schemas).
         #[arg(long)]
         schemas: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Backlog size, age of the oldest row, and rows that keep failing.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List (without removing) the agency's dead-lettered messages: ids and routing keys only.
+    List {
+        #[arg(long)]
+        agency: String,
+    },
+    /// Put the agency's dead-lettered messages back on its queue.
+    Replay {
+        #[arg(long)]
+        agency: String,
+        /// Replay at most this many.
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
     },
 }
 
@@ -154,6 +188,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service_type,
             schemas,
         } => validate(&cli.config, &file, service_type, schemas),
+        Command::Outbox {
+            command: OutboxCommand::Status,
+        } => {
+            let config = load_config(&cli.config)?;
+            let report = actix_web::rt::System::new().block_on(async move {
+                let store = Store::connect(&config.database).await?;
+                anyhow::Ok(ops::outbox_status(&store).await?)
+            })?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { command } => {
+            let config = load_config(&cli.config)?;
+            let topology = Topology::new(&config.amqp.namespace, &config.registry);
+            let receivers: Vec<String> = config
+                .registry
+                .agencies()
+                .filter(|a| a.role.receives())
+                .map(|a| a.id.to_string())
+                .collect();
+            let url = config.amqp.url.clone();
+            actix_web::rt::System::new().block_on(async move {
+                match command {
+                    DlqCommand::List { agency } => {
+                        print!(
+                            "{}",
+                            ops::dlq_list(&url, &topology, &receivers, &agency).await?
+                        );
+                    }
+                    DlqCommand::Replay { agency, limit } => {
+                        let n =
+                            ops::dlq_replay(&url, &topology, &receivers, &agency, limit).await?;
+                        println!("replayed {n} message(s) to the {agency} queue");
+                    }
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

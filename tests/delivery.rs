@@ -307,3 +307,126 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
     app.stop().await;
     broker.cleanup().await;
 }
+
+fn gateway_cli(namespace: &str, database_url: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .current_dir(ROOT)
+        .env("REFGW_AMQP_NAMESPACE", namespace)
+        .env("REFGW_DATABASE_URL", database_url)
+        .env("REFGW_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A consumer rejects a referral: it is dead-lettered, listed and replayed by the
+/// operator commands; `outbox status` reports the drained outbox.
+#[tokio::test]
+async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
+    use lapin::options::{BasicGetOptions, BasicRejectOptions};
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
+    let client = agency_client("coventry-liaison");
+    let id = submit(&app, &client, example_text("cmht")).await;
+    let queue = broker.topology.referral_queue("coventry-cmht");
+    let started = std::time::Instant::now();
+    let message = loop {
+        if let Some(m) = broker
+            .channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    message
+        .delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    let dead = broker.topology.dead_letter_queue("coventry-cmht");
+    // Wait until the broker has moved it.
+    let started = std::time::Instant::now();
+    loop {
+        let q = broker
+            .channel
+            .queue_declare(
+                dead.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        if q.message_count() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (ok, out) = gateway_cli(
+        &namespace,
+        &app.db.url,
+        &["dlq", "list", "--agency", "coventry-cmht"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains(&id), "{out}");
+    assert!(out.contains("1 dead-lettered message(s)"), "{out}");
+    assert!(!out.contains("Alex"), "no content is printed");
+    let (ok, out) = gateway_cli(
+        &namespace,
+        &app.db.url,
+        &["dlq", "list", "--agency", "coventry-liaison"],
+    );
+    assert!(!ok && out.contains("not a receiving agency"), "{out}");
+
+    let (ok, out) = gateway_cli(
+        &namespace,
+        &app.db.url,
+        &["dlq", "replay", "--agency", "coventry-cmht"],
+    );
+    assert!(ok && out.contains("replayed 1 message(s)"), "{out}");
+    let back = broker.take(&queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0]
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        id
+    );
+    assert_eq!(back[0].data, example_text("cmht").into_bytes());
+    assert!(
+        broker
+            .take(&dead, 0, Duration::from_millis(200))
+            .await
+            .is_empty()
+    );
+
+    let (ok, out) = gateway_cli(&namespace, &app.db.url, &["outbox", "status"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("pending: 0"), "{out}");
+    app.stop().await;
+    broker.cleanup().await;
+}

@@ -1,0 +1,176 @@
+//! Operator commands that inspect and repair delivery: the outbox and dead-letter queues.
+//! They print identifiers and counts only, never a referral's content.
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::{Channel, Confirmation};
+
+use crate::amqp::{Topology, connect_confirming};
+use crate::store::{Store, from_micros, to_micros};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("agency '{0}' is not a receiving agency in the config")]
+    NotAReceiver(String),
+    #[error(
+        "the broker did not confirm the replayed message {0}; it stays in the dead-letter queue"
+    )]
+    NotConfirmed(String),
+}
+
+/// `outbox status`: backlog and rows that keep failing.
+pub async fn outbox_status(store: &Store) -> Result<String, OpsError> {
+    let backlog = store.outbox_backlog().await?;
+    let now = to_micros(time::OffsetDateTime::now_utc());
+    let mut out = format!("pending: {}\n", backlog.pending);
+    if let Some(oldest) = backlog.oldest_created_at {
+        out.push_str(&format!(
+            "oldest pending: {:.1} s old\n",
+            now.saturating_sub(oldest) as f64 / 1e6
+        ));
+    }
+    let failing = store.failing_outbox(50).await?;
+    if !failing.is_empty() {
+        out.push_str(
+            "failing rows (referral id, routing key, attempts, next attempt, last error):\n",
+        );
+        for row in failing {
+            let next = from_micros(row.next_attempt_at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {}  {}  {}  {}  {}\n",
+                row.referral_id,
+                row.routing_key,
+                row.attempts,
+                next,
+                row.last_error.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn dead_queue(topology: &Topology, receivers: &[String], agency: &str) -> Result<String, OpsError> {
+    if receivers.iter().any(|r| r == agency) {
+        Ok(topology.dead_letter_queue(agency))
+    } else {
+        Err(OpsError::NotAReceiver(agency.to_owned()))
+    }
+}
+
+async fn take(
+    channel: &Channel,
+    queue: &str,
+) -> Result<Option<lapin::message::Delivery>, OpsError> {
+    Ok(channel
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await?
+        .map(|m| m.delivery))
+}
+
+/// `dlq list`: the dead-lettered messages of one agency, left in place.
+pub async fn dlq_list(
+    url: &str,
+    topology: &Topology,
+    receivers: &[String],
+    agency: &str,
+) -> Result<String, OpsError> {
+    let queue = dead_queue(topology, receivers, agency)?;
+    let (connection, channel) = connect_confirming(url).await?;
+    let mut out = String::new();
+    let mut held = Vec::new();
+    while let Some(delivery) = take(&channel, &queue).await? {
+        let p = &delivery.properties;
+        out.push_str(&format!(
+            "{}  {}  correlation {}\n",
+            p.message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            delivery.routing_key,
+            p.correlation_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        ));
+        held.push(delivery);
+    }
+    // Unacknowledged until here, so nothing was counted twice; now put them all back.
+    for delivery in held.iter().rev() {
+        delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+    }
+    let _ = connection.close(200, "dlq list done".into()).await;
+    out.push_str(&format!(
+        "{} dead-lettered message(s) in {queue}\n",
+        held.len()
+    ));
+    Ok(out)
+}
+
+/// `dlq replay`: republish one agency's dead-lettered messages to the referrals exchange
+/// (same routing key, properties and body); each is removed from the dead-letter queue
+/// only after the broker confirms the replay.
+pub async fn dlq_replay(
+    url: &str,
+    topology: &Topology,
+    receivers: &[String],
+    agency: &str,
+    limit: usize,
+) -> Result<usize, OpsError> {
+    let queue = dead_queue(topology, receivers, agency)?;
+    let (connection, channel) = connect_confirming(url).await?;
+    let mut replayed = 0;
+    while replayed < limit {
+        let Some(delivery) = take(&channel, &queue).await? else {
+            break;
+        };
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let confirm = channel
+            .basic_publish(
+                topology.referrals_exchange().into(),
+                delivery.routing_key.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &delivery.data,
+                delivery.properties.clone(),
+            )
+            .await?
+            .await?;
+        if !matches!(confirm, Confirmation::Ack(None)) {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+            return Err(OpsError::NotConfirmed(id));
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        tracing::info!(referral_id = %id, "replayed from the dead-letter queue");
+        replayed += 1;
+    }
+    let _ = connection.close(200, "dlq replay done".into()).await;
+    Ok(replayed)
+}
