@@ -430,3 +430,103 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
     app.stop().await;
     broker.cleanup().await;
 }
+
+fn example_binary(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/delivery-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    if !path.exists() {
+        // `cargo test` builds examples; `cargo test --test delivery` does not.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(ROOT)
+            .args(["build", "--example", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building example {name}");
+    }
+    path
+}
+
+fn python_has_pika() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import pika"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The documented consumers (Rust and Python) receive every referral once, as files
+/// named by referral id, and treat a duplicate publish as already handled.
+#[tokio::test]
+async fn the_example_consumers_receive_referrals() {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
+    let client = agency_client("coventry-liaison");
+
+    let mut consumers: Vec<(&str, std::process::Command)> = Vec::new();
+    let rust = std::process::Command::new(example_binary("consumer"));
+    consumers.push(("rust", rust));
+    if python_has_pika() {
+        let mut python = std::process::Command::new("python3");
+        python.arg(root().join("examples/consumer.py"));
+        consumers.push(("python", python));
+    } else if std::env::var("REFGW_REQUIRE_PYTHON_CONSUMER").is_ok() {
+        panic!("python3 with pika is required (pip install pika)");
+    } else {
+        eprintln!("NOTE: python3 -c 'import pika' failed; the Python consumer was not run");
+    }
+
+    for (name, mut command) in consumers {
+        let mut ids = BTreeSet::new();
+        for _ in 0..5 {
+            ids.insert(submit(&app, &client, example_text("iapt")).await);
+        }
+        wait_until_drained(&app, Duration::from_secs(10)).await;
+        // A duplicate publish of one of them (as after a relay crash): same message_id.
+        let duplicate_of = ids.iter().next().unwrap().clone();
+        broker
+            .channel
+            .basic_publish(
+                broker.topology.referrals_exchange().into(),
+                "iapt.coventry.coventry-iapt".into(),
+                lapin::options::BasicPublishOptions::default(),
+                example_text("iapt").as_bytes(),
+                lapin::BasicProperties::default()
+                    .with_message_id(duplicate_of.as_str().into())
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        command
+            .args(["--agency", "coventry-iapt", "--namespace", &namespace, "--idle-exit", "2", "--out"])
+            .arg(out.path());
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let logs = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{name}: {logs}");
+        let files: BTreeSet<String> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".json")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(files, ids, "{name}: one file per referral");
+        assert!(logs.contains(&format!("duplicate {duplicate_of}")), "{name}: {logs}");
+        let queue = broker.topology.referral_queue("coventry-iapt");
+        assert!(
+            broker.take(&queue, 0, Duration::from_millis(300)).await.is_empty(),
+            "{name}: everything acknowledged"
+        );
+    }
+    app.stop().await;
+    broker.cleanup().await;
+}
