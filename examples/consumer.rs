@@ -68,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let next = match args.idle_exit {
             Some(secs) => {
-                match tokio::time::timeout(std::time::Duration::from_secs(secs), consumer.next()).await {
+                match tokio::time::timeout(std::time::Duration::from_secs(secs), consumer.next())
+                    .await
+                {
                     Ok(next) => next,
                     Err(_) => break, // idle
                 }
@@ -89,9 +91,15 @@ async fn main() -> anyhow::Result<()> {
             .as_ref()
             .is_some_and(|t| t.as_str() == "application/json");
         let valid_id = uuid::Uuid::parse_str(&id).is_ok();
-        if !is_json || !valid_id || serde_json::from_slice::<serde_json::Value>(&delivery.data).is_err() {
+        if !is_json
+            || !valid_id
+            || serde_json::from_slice::<serde_json::Value>(&delivery.data).is_err()
+        {
             eprintln!("rejecting message {id:?}: not a referral; it goes to the dead-letter queue");
-            delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await?;
             continue;
         }
         let target = args.out.join(format!("{id}.json"));

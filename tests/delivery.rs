@@ -434,7 +434,13 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
 fn example_binary(name: &str) -> std::path::PathBuf {
     // target/<profile>/deps/delivery-<hash> -> target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     if !path.exists() {
         // `cargo test` builds examples; `cargo test --test delivery` does not.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -502,7 +508,15 @@ async fn the_example_consumers_receive_referrals() {
             .unwrap();
         let out = tempfile::tempdir().unwrap();
         command
-            .args(["--agency", "coventry-iapt", "--namespace", &namespace, "--idle-exit", "2", "--out"])
+            .args([
+                "--agency",
+                "coventry-iapt",
+                "--namespace",
+                &namespace,
+                "--idle-exit",
+                "2",
+                "--out",
+            ])
             .arg(out.path());
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
@@ -520,10 +534,16 @@ async fn the_example_consumers_receive_referrals() {
             })
             .collect();
         assert_eq!(files, ids, "{name}: one file per referral");
-        assert!(logs.contains(&format!("duplicate {duplicate_of}")), "{name}: {logs}");
+        assert!(
+            logs.contains(&format!("duplicate {duplicate_of}")),
+            "{name}: {logs}"
+        );
         let queue = broker.topology.referral_queue("coventry-iapt");
         assert!(
-            broker.take(&queue, 0, Duration::from_millis(300)).await.is_empty(),
+            broker
+                .take(&queue, 0, Duration::from_millis(300))
+                .await
+                .is_empty(),
             "{name}: everything acknowledged"
         );
     }
