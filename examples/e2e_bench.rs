@@ -10,11 +10,13 @@
 //!
 //! Prints both. Nothing is asserted: the numbers depend on the machine.
 
+mod bench_support;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench_support::{BenchDatabase, liaison_client, percentile_ms, root};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -22,10 +24,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use referral_gateway::amqp::{Topology, connect_confirming};
-use referral_gateway::config::{Config, Env};
 use referral_gateway::startup::Application;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Parser)]
 struct Args {
@@ -44,89 +43,19 @@ struct Args {
     workers: usize,
 }
 
-struct Overrides(Vec<(&'static str, String)>);
-impl Env for Overrides {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    }
-}
-
-fn client(root: &Path) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(root.join("certs-example/ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let dir = root.join("certs-example/agencies");
-    let chain = CertificateDer::pem_file_iter(dir.join("coventry-liaison.crt"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("coventry-liaison.key")).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap()
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir()?;
     let namespace = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let (db_url, pg_name) = match args.database.as_str() {
-        "sqlite" => (
-            format!("sqlite://{}", dir.path().join("bench.db").display()),
-            None,
-        ),
-        "postgres" => {
-            use sqlx::Connection;
-            let name = format!("refgw_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&args.postgres).await?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await?;
-            let (base, _) = args.postgres.rsplit_once('/').unwrap();
-            (format!("{base}/{name}"), Some(name))
-        }
-        other => anyhow::bail!("--database must be sqlite or postgres, not {other}"),
-    };
-    let text = std::fs::read_to_string(root.join("config/gateway.toml"))?
-        .replace(
-            "\"certs-example/",
-            &format!("\"{}/certs-example/", root.display()),
-        )
-        .replace(
-            "dir = \"schemas\"",
-            &format!("dir = \"{}/schemas\"", root.display()),
-        );
-    let env = Overrides(vec![
-        ("REFGW_LISTEN", "127.0.0.1:0".into()),
-        ("REFGW_OPS_LISTEN", "off".into()),
-        ("REFGW_DATABASE_URL", db_url),
-        ("REFGW_AMQP_URL", args.amqp.clone()),
-        ("REFGW_AMQP_NAMESPACE", namespace.clone()),
-    ]);
-    let mut config = Config::from_toml(&text, Path::new("gateway.toml"), &env)?;
-    config.server.workers = Some(args.workers);
+    let db = BenchDatabase::create(&args.database, &args.postgres).await?;
+    let config = bench_support::config(
+        &db.url,
+        args.workers,
+        vec![
+            ("REFGW_AMQP_URL", args.amqp.clone()),
+            ("REFGW_AMQP_NAMESPACE", namespace.clone()),
+        ],
+    )?;
     let batch = config.relay.batch_size as usize;
     let topology = Topology::new(&namespace, &config.registry);
     let (admin_conn, admin) = connect_confirming(&args.amqp).await?;
@@ -168,8 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("https://localhost:{}/v1/referrals", app.addr().port());
     let handles = app.handles();
     tokio::spawn(app.run_until_stopped());
-    let body = std::fs::read_to_string(root.join("docs/examples/referral-cmht.json"))?;
-    let clients: Vec<_> = (0..args.clients).map(|_| client(root)).collect();
+    let body = std::fs::read_to_string(root().join("docs/examples/referral-cmht.json"))?;
+    let clients: Vec<_> = (0..args.clients).map(|_| liaison_client()).collect();
     for c in &clients {
         let _ = c
             .get(url.replace("/v1/referrals", "/healthz"))
@@ -227,9 +156,9 @@ async fn main() -> anyhow::Result<()> {
         accepted.len() as f64 / submit_elapsed.as_secs_f64(),
         all_delivered.as_secs_f64(),
         arrivals.len() as f64 / all_delivered.as_secs_f64(),
-        pct(&latencies, 0.5),
-        pct(&latencies, 0.99),
-        pct(&latencies, 1.0),
+        percentile_ms(&latencies, 0.5),
+        percentile_ms(&latencies, 0.99),
+        percentile_ms(&latencies, 1.0),
         latencies.len(),
         accepted.len(),
     );
@@ -292,12 +221,6 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     topology.delete(&admin).await?;
     let _ = admin_conn.close(200, "bench done".into()).await;
-    if let Some(name) = pg_name {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&args.postgres).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await?;
-    }
+    db.drop().await?;
     Ok(())
 }

@@ -100,25 +100,11 @@ async fn each_referral_arrives_once_on_its_agencys_queue() {
         assert_eq!(view["status"], "queued");
     }
     wait_until_drained(&app, Duration::from_secs(5)).await;
-    let ready: Value = reqwest_plain()
-        .get(format!("{}/readyz", app.ops_base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = ops_get(&app, "/readyz").await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["broker"], "ok");
     assert_eq!(ready["outbox"]["pending"], 0);
-    let metrics = reqwest_plain()
-        .get(format!("{}/metrics", app.ops_base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ops_text(&app, "/metrics").await;
     for line in [
         "refgw_publish_confirms_total{outcome=\"ack\"} 4",
         "refgw_http_requests_total{route=\"/v1/referrals\",method=\"POST\",status=\"202\"} 4",
@@ -132,12 +118,18 @@ async fn each_referral_arrives_once_on_its_agencys_queue() {
     broker.cleanup().await;
 }
 
-fn reqwest_plain() -> reqwest::Client {
-    http_client(client_tls(
+async fn ops_text(app: &TestApp, path: &str) -> String {
+    let plain = http_client(client_tls(
         &root().join("certs-example/ca.crt"),
         None,
         rustls::ALL_VERSIONS,
-    ))
+    ));
+    let response = plain.get(format!("{}{path}", app.ops_base)).send().await;
+    response.unwrap().text().await.unwrap()
+}
+
+async fn ops_get(app: &TestApp, path: &str) -> Value {
+    serde_json::from_str(&ops_text(app, path).await).unwrap()
 }
 
 async fn referrals_wait_out_a_broker_outage(backend: Backend) {
@@ -151,14 +143,7 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
     for _ in 0..25 {
         ids.insert(submit(&app, &client, example_text("cmht")).await);
     }
-    let ready: Value = reqwest_plain()
-        .get(format!("{}/readyz", app.ops_base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = ops_get(&app, "/readyz").await;
     assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["checks"]["broker"], "unreachable");
     assert_eq!(ready["outbox"]["pending"], 25);
