@@ -6,6 +6,7 @@ pub mod api;
 pub mod certs;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod intake;
 pub mod metrics;
 pub mod ops;

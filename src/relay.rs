@@ -85,7 +85,9 @@ fn schema_version(schema_id: &str) -> &str {
 
 fn properties(msg: &ClaimedMessage) -> BasicProperties {
     let mut headers = FieldTable::default();
+    let referral_id = msg.referral_id.to_string();
     for (key, value) in [
+        ("referral_id", referral_id.as_str()),
         ("schema_id", msg.schema_id.as_str()),
         ("schema_version", schema_version(&msg.schema_id)),
         ("priority", msg.priority.as_str()),
@@ -96,7 +98,7 @@ fn properties(msg: &ClaimedMessage) -> BasicProperties {
         headers.insert(key.into(), string(value));
     }
     BasicProperties::default()
-        .with_message_id(short(&msg.referral_id.to_string()))
+        .with_message_id(short(&msg.message_id))
         .with_content_type(short("application/json"))
         .with_delivery_mode(2)
         .with_timestamp(u64::try_from(msg.created_at / 1_000_000).unwrap_or_default())

@@ -16,6 +16,7 @@ use time::{Date, OffsetDateTime, format_description::well_known::Iso8601};
 use crate::domain::{NhsNumber, ServiceType, ValidatedReferral};
 
 pub const COMMON_SCHEMA_FILE: &str = "referral.v1.json";
+pub const EVENT_SCHEMA_FILE: &str = "event.v1.json";
 const OVERLAY_KEYWORD: &str = "x-service-type";
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +40,7 @@ pub enum SchemaLoadError {
     MissingId { path: PathBuf },
     #[error("schema {path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("the common referral schema {0} is missing")]
+    #[error("the schema {0} is missing")]
     MissingCommon(PathBuf),
     #[error("service type '{service_type}' has two overlays: {first} and {second}")]
     DuplicateOverlay {
@@ -66,6 +67,7 @@ struct Compiled {
 pub struct SchemaRegistry {
     common: Compiled,
     overlays: BTreeMap<String, Compiled>,
+    event: Compiled,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -128,6 +130,13 @@ impl SchemaRegistry {
             .map(|(_, id, _)| id.clone())
             .ok_or_else(|| SchemaLoadError::MissingCommon(common_path.clone()))?;
         let common = compile(&registry, &common_path, &common_id, None)?;
+        let event_path = dir.join(EVENT_SCHEMA_FILE);
+        let event_id = documents
+            .iter()
+            .find(|(p, _, _)| *p == event_path)
+            .map(|(_, id, _)| id.clone())
+            .ok_or_else(|| SchemaLoadError::MissingCommon(event_path.clone()))?;
+        let event = compile(&registry, &event_path, &event_id, None)?;
 
         let mut overlays: BTreeMap<String, (PathBuf, Compiled)> = BTreeMap::new();
         for (path, id, value) in &documents {
@@ -156,6 +165,7 @@ impl SchemaRegistry {
         Ok(Self {
             common,
             overlays: overlays.into_iter().map(|(k, (_, c))| (k, c)).collect(),
+            event,
         })
     }
 
@@ -173,6 +183,22 @@ impl SchemaRegistry {
         service_type
             .and_then(|t| self.overlays.get(t.as_str()))
             .unwrap_or(&self.common)
+    }
+
+    /// Checks a lifecycle event document against `event.v1.json`.
+    pub fn validate_event(&self, document: &Value) -> Result<(), Vec<Violation>> {
+        let mut violations: Vec<Violation> = self
+            .event
+            .validator
+            .iter_errors(document)
+            .flat_map(|e| violations_of(&e))
+            .collect();
+        if violations.is_empty() {
+            return Ok(());
+        }
+        violations.sort_by(|a, b| a.pointer.cmp(&b.pointer));
+        violations.dedup();
+        Err(violations)
     }
 
     /// Checks a referral document against the common schema and the overlay of
@@ -207,6 +233,7 @@ impl SchemaRegistry {
     }
 }
 
+/// Compiles `common_id` alone, or `common_id` and `overlay_id` together (`allOf`).
 fn compile(
     registry: &jsonschema::Registry<'_>,
     path: &Path,
@@ -294,6 +321,7 @@ fn violations_of(error: &ValidationError<'_>) -> Vec<Violation> {
                 "date-time" => {
                     "must be an RFC 3339 date-time such as 2026-11-23T14:05:00Z".to_owned()
                 }
+                "uuid" => "must be a UUID".to_owned(),
                 other => format!("is not a valid '{other}'"),
             };
             vec![one(at, detail)]
@@ -433,6 +461,26 @@ mod tests {
         doc["destination"] = json!({"service_type": "cmht"});
         let ptrs = pointers(reg.validate_referral(None, doc));
         assert_eq!(ptrs, ["/destination/area"]);
+    }
+
+    #[test]
+    fn events_are_checked_per_type() {
+        let reg = registry();
+        let id = "0192f7a4-3c4e-7d1e-9b0a-2f4c5d6e7f80";
+        assert!(
+            reg.validate_event(&json!({"event_id": id, "type": "acknowledged"}))
+                .is_ok()
+        );
+        let errs = reg
+            .validate_event(&json!({"event_id": "nope", "type": "declined", "outcome": "other"}))
+            .unwrap_err();
+        let ptrs: Vec<_> = errs.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(ptrs, ["/event_id", "/outcome", "/reason_code"]);
+        assert!(
+            reg.validate_event(&json!({"event_id": id, "type": "first_contact",
+                "contact": {"outcome": "attended", "date": "2026-11-20"}}))
+                .is_ok()
+        );
     }
 
     #[test]

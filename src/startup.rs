@@ -17,6 +17,7 @@ use crate::amqp::Topology;
 use crate::api::{self, AppState, identity::PeerCertificate};
 use crate::config::Config;
 use crate::domain::AgencyRegistry;
+use crate::events::Events;
 use crate::intake::Intake;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::relay::Relay;
@@ -69,6 +70,12 @@ impl Application {
             (None, None)
         };
         let state = web::Data::new(AppState {
+            events: Events::new(
+                config.registry.clone(),
+                schemas.clone(),
+                store.clone(),
+                wake.clone(),
+            ),
             intake: Intake::new(config.registry.clone(), schemas, store.clone(), wake),
             store: store.clone(),
             max_body_bytes: config.server.max_body_bytes,

@@ -1,6 +1,8 @@
 //! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
 
+mod body;
 pub mod correlation;
+mod events;
 mod health;
 pub mod identity;
 pub mod problem;
@@ -16,6 +18,7 @@ pub use referrals::IDEMPOTENCY_KEY;
 /// Shared by every handler.
 pub struct AppState {
     pub intake: Intake,
+    pub events: crate::events::Events,
     pub store: Store,
     pub max_body_bytes: usize,
     /// `None` when the relay is disabled in this instance.
@@ -27,6 +30,7 @@ pub struct AppState {
 pub fn agency_routes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     referrals::configure(cfg);
+    events::configure(cfg);
 }
 
 /// Routes of the plain-HTTP operations listener: probes only, no referral data.

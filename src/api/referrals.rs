@@ -4,11 +4,11 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::AppState;
+use super::body::{read_body, require_json};
 use super::correlation::CorrelationId;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
@@ -75,31 +75,6 @@ fn accepted(receipt: &Receipt, replayed: bool) -> HttpResponse {
     res.json(receipt)
 }
 
-fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
-    let unsupported = || {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "Send the referral as Content-Type: application/json (UTF-8).",
-        )
-    };
-    let mime = req
-        .mime_type()
-        .map_err(|_| unsupported())?
-        .ok_or_else(unsupported)?;
-    let is_json = mime.type_() == "application"
-        && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"));
-    let charset_ok = mime
-        .get_param("charset")
-        .is_none_or(|c| c.as_str().eq_ignore_ascii_case("utf-8"));
-    if is_json && charset_ok {
-        Ok(())
-    } else {
-        Err(unsupported())
-    }
-}
-
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
@@ -112,44 +87,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(key.to_owned()))
-}
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload-too-large",
-        "Payload too large",
-        format!("A referral may be at most {limit} bytes."),
-    )
-}
-
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "unreadable-body",
-                format!("The request body could not be read: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn intake_problem(error: IntakeError) -> ApiError {
@@ -199,6 +136,8 @@ struct StatusView {
     receipt: Receipt,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
+    /// Every lifecycle event, oldest first.
+    timeline: Vec<serde_json::Value>,
 }
 
 /// Who may call: the referral's sender or its recipient; 404 for everyone else.
@@ -221,8 +160,21 @@ async fn status(
     if record.sender_agency != caller_id && record.recipient_agency != caller_id {
         return Err(ApiError::not_found());
     }
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "store failure while reading a referral's events");
+        ApiError::internal()
+    };
+    let timeline = state
+        .store
+        .events(id)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|e| serde_json::from_str(&e.body).ok())
+        .collect();
     Ok(HttpResponse::Ok().json(StatusView {
         receipt: state.intake.receipt(&record),
         updated_at: record.updated_at,
+        timeline,
     }))
 }

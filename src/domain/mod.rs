@@ -2,6 +2,7 @@
 
 pub mod agency;
 pub mod ids;
+pub mod lifecycle;
 pub mod nhs_number;
 pub mod referral;
 
@@ -9,5 +10,6 @@ pub use agency::{
     Agency, AgencyRegistry, AgencyRole, CertificateIdentity, RoutingError, RoutingKey,
 };
 pub use ids::{AgencyId, Area, IdError, ReferralId, ServiceType};
+pub use lifecycle::{EventType, IllegalTransition, Party, transition};
 pub use nhs_number::NhsNumber;
 pub use referral::{Destination, Priority, ReferralStatus, ValidatedReferral};

@@ -12,9 +12,11 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::config::DatabaseConfig;
 use crate::domain::ReferralId;
 
+mod events;
 mod outbox;
 mod referrals;
 
+pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralRecord};
 

@@ -11,6 +11,8 @@ use crate::domain::ReferralId;
 pub struct ClaimedMessage {
     pub outbox_id: i64,
     pub referral_id: ReferralId,
+    /// The referral id for a referral; the event's own id for status and withdrawal messages.
+    pub message_id: String,
     pub message_type: String,
     pub exchange: String,
     pub routing_key: String,
@@ -76,8 +78,8 @@ impl Store {
                 .await?;
         }
         let rows = sqlx::query(
-            "SELECT o.id, o.referral_id, o.message_type, o.exchange, o.routing_key, o.attempts, o.created_at, \
-             r.payload, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
+            "SELECT o.id, o.referral_id, COALESCE(o.message_id, o.referral_id) AS message_id, o.message_type, o.exchange, o.routing_key, o.attempts, o.created_at, \
+             COALESCE(o.payload, r.payload) AS payload, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
              FROM outbox o JOIN referrals r ON r.id = o.referral_id \
              WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
         )
@@ -91,6 +93,7 @@ impl Store {
                     outbox_id: row.try_get("id")?,
                     referral_id: ReferralId::parse(&referral_id)
                         .map_err(|_| StoreError::Corrupt(format!("referral id '{referral_id}'")))?,
+                    message_id: row.try_get("message_id")?,
                     message_type: row.try_get("message_type")?,
                     exchange: row.try_get("exchange")?,
                     routing_key: row.try_get("routing_key")?,

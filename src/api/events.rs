@@ -1,0 +1,88 @@
+//! `POST /v1/referrals/{id}/events`: lifecycle events. Who may call: the referral's
+//! recipient (acknowledged, accepted, declined, redirected, first_contact, closed) and its
+//! sender (follow_up, withdrawn); 404 for everyone else.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderName;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+use super::AppState;
+use super::body::{read_body, require_json};
+use super::identity::CallerAgency;
+use super::problem::ApiError;
+use crate::events::{EventError, Posted};
+
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/referrals/{id}/events")
+            .route(web::post().to(post_event))
+            .default_service(web::to(super::problem::method_not_allowed)),
+    );
+}
+
+async fn post_event(
+    req: HttpRequest,
+    caller: CallerAgency,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let posted = state
+        .events
+        .post(&caller.0, &path.into_inner(), &body, now)
+        .await
+        .map_err(event_problem)?;
+    let (event, status, replayed) = match posted {
+        Posted::Created(e) => (e, StatusCode::CREATED, false),
+        Posted::Replayed(e) => (e, StatusCode::OK, true),
+    };
+    let record: Value = serde_json::from_str(&event.body).unwrap_or(Value::Null);
+    let mut res = HttpResponse::build(status);
+    if replayed {
+        res.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(res.json(record))
+}
+
+fn event_problem(error: EventError) -> ApiError {
+    match error {
+        EventError::NotFound => ApiError::not_found(),
+        EventError::MalformedJson(detail) => ApiError::bad_request(
+            "malformed-json",
+            format!("The body is not valid JSON: {detail}"),
+        ),
+        EventError::Invalid(violations) => ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "schema-validation",
+            title: "Event does not match its schema",
+            detail: format!(
+                "{} problem(s); each entry of 'errors' has a JSON Pointer to the value at fault.",
+                violations.len()
+            ),
+            errors: violations,
+        },
+        EventError::WrongParty(..) => ApiError::forbidden("not-permitted", error.to_string()),
+        EventError::Illegal(e) => ApiError::new(
+            StatusCode::CONFLICT,
+            "illegal-transition",
+            "Illegal status transition",
+            e.to_string(),
+        ),
+        EventError::Conflict => ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency-conflict",
+            "Event id reused",
+            "This event_id was already used for a different event on this referral. Use a new event_id for a new event.",
+        ),
+        EventError::Store(e) => {
+            tracing::error!(error = %e, "store failure while recording an event");
+            ApiError::internal()
+        }
+    }
+}

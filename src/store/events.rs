@@ -1,0 +1,193 @@
+//! Lifecycle events: recorded with the status change and their outbox messages in one
+//! transaction, with the referral row locked so concurrent events are serialised.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, from_micros};
+use crate::domain::{IllegalTransition, ReferralId, ReferralStatus};
+
+/// A message the event causes, written to the outbox in the same transaction.
+pub struct OutboxMessage {
+    /// The AMQP `message_id` consumers deduplicate on.
+    pub message_id: String,
+    pub message_type: &'static str,
+    pub exchange: &'static str,
+    pub routing_key: String,
+    pub payload: String,
+}
+
+pub struct NewEvent<'a> {
+    pub id: uuid::Uuid,
+    pub referral_id: ReferralId,
+    pub event_id: &'a str,
+    pub actor_agency: &'a str,
+    pub event_type: &'a str,
+    pub request_sha256: &'a str,
+    pub occurred_at: i64,
+    pub recorded_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub actor_agency: String,
+    pub event_type: String,
+    pub status_after: ReferralStatus,
+    /// The stored event record (JSON), as returned to clients and published.
+    pub body: String,
+    pub occurred_at: time::OffsetDateTime,
+    pub recorded_at: time::OffsetDateTime,
+}
+
+pub enum EventOutcome {
+    Recorded(StoredEvent),
+    /// The same event id from the same agency with the same body: the original.
+    Replayed(StoredEvent),
+    /// The same event id with a different body.
+    Conflict,
+    Illegal(IllegalTransition),
+    NoSuchReferral,
+}
+
+const LOCK_POSTGRES: &str = "SELECT status FROM referrals WHERE id = $1 FOR UPDATE";
+const LOCK_SQLITE: &str = "SELECT status FROM referrals WHERE id = $1";
+
+impl StoredEvent {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
+        let status: String = row.try_get("status_after")?;
+        Ok(Self {
+            event_id: row.try_get("event_id")?,
+            actor_agency: row.try_get("actor_agency")?,
+            event_type: row.try_get("event_type")?,
+            status_after: status
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?,
+            body: row.try_get("body")?,
+            occurred_at: from_micros(row.try_get("occurred_at")?)?,
+            recorded_at: from_micros(row.try_get("recorded_at")?)?,
+        })
+    }
+}
+
+impl Store {
+    /// Records an event. `decide` gets the current status and returns the new one (or
+    /// refuses); `render` builds the stored record and the outbox messages from it.
+    pub async fn record_event(
+        &self,
+        new: &NewEvent<'_>,
+        decide: impl FnOnce(ReferralStatus) -> Result<ReferralStatus, IllegalTransition>,
+        render: impl FnOnce(ReferralStatus) -> (String, Vec<OutboxMessage>),
+    ) -> Result<EventOutcome, StoreError> {
+        let referral_id = new.referral_id.to_string();
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let lock = match self.backend {
+            Backend::Postgres => LOCK_POSTGRES,
+            Backend::Sqlite => LOCK_SQLITE,
+        };
+        let Some(row) = sqlx::query(lock)
+            .bind(&referral_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(EventOutcome::NoSuchReferral);
+        };
+        let status: String = row.try_get("status")?;
+        let status: ReferralStatus = status
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?;
+
+        let previous = sqlx::query(
+            "SELECT event_id, actor_agency, event_type, status_after, body, request_sha256, occurred_at, recorded_at \
+             FROM referral_events WHERE referral_id = $1 AND actor_agency = $2 AND event_id = $3",
+        )
+        .bind(&referral_id)
+        .bind(new.actor_agency)
+        .bind(new.event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(previous) = previous {
+            let same: String = previous.try_get("request_sha256")?;
+            return Ok(if same == new.request_sha256 {
+                EventOutcome::Replayed(StoredEvent::from_row(&previous)?)
+            } else {
+                EventOutcome::Conflict
+            });
+        }
+
+        let next = match decide(status) {
+            Ok(next) => next,
+            Err(illegal) => return Ok(EventOutcome::Illegal(illegal)),
+        };
+        let (body, messages) = render(next);
+        sqlx::query(
+            "INSERT INTO referral_events (id, referral_id, event_id, actor_agency, event_type, status_after, body, \
+             request_sha256, occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(new.id.to_string())
+        .bind(&referral_id)
+        .bind(new.event_id)
+        .bind(new.actor_agency)
+        .bind(new.event_type)
+        .bind(next.as_str())
+        .bind(&body)
+        .bind(new.request_sha256)
+        .bind(new.occurred_at)
+        .bind(new.recorded_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(next.as_str())
+            .bind(new.recorded_at)
+            .bind(&referral_id)
+            .execute(&mut *tx)
+            .await?;
+        for message in messages {
+            insert_outbox(&mut tx, &referral_id, &message, new.recorded_at).await?;
+        }
+        tx.commit().await?;
+        Ok(EventOutcome::Recorded(StoredEvent {
+            event_id: new.event_id.to_owned(),
+            actor_agency: new.actor_agency.to_owned(),
+            event_type: new.event_type.to_owned(),
+            status_after: next,
+            body,
+            occurred_at: from_micros(new.occurred_at)?,
+            recorded_at: from_micros(new.recorded_at)?,
+        }))
+    }
+
+    /// A referral's events, oldest first.
+    pub async fn events(&self, id: ReferralId) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_id, actor_agency, event_type, status_after, body, occurred_at, recorded_at \
+             FROM referral_events WHERE referral_id = $1 ORDER BY recorded_at, id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(StoredEvent::from_row).collect()
+    }
+}
+
+pub(crate) async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    referral_id: &str,
+    message: &OutboxMessage,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at, payload, message_id) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+    )
+    .bind(referral_id)
+    .bind(message.message_type)
+    .bind(message.exchange)
+    .bind(&message.routing_key)
+    .bind(at)
+    .bind(&message.payload)
+    .bind(&message.message_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

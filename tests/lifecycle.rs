@@ -1,0 +1,370 @@
+//! Referral lifecycle events over mTLS, with status messages on the sender's queue.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn submit(app: &TestApp, body: String) -> String {
+    let r = post_referral(&agency_client("coventry-liaison"), app, body).await;
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn post_event(app: &TestApp, agency: &str, id: &str, event: &Value) -> reqwest::Response {
+    agency_client(agency)
+        .post(app.url(&format!("/v1/referrals/{id}/events")))
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn event(kind: &str, extra: Value) -> Value {
+    let mut e = json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind});
+    if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
+        e.extend(extra.clone());
+    }
+    e
+}
+
+async fn full_lifecycle(backend: Backend) {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(backend, AMQP_URL, &namespace).await;
+    let id = submit(&app, example_text("cmht")).await;
+    let delivered = broker
+        .take(
+            &broker.topology.referral_queue("coventry-cmht"),
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(delivered.len(), 1);
+
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let steps = [
+        (event("acknowledged", json!({})), "acknowledged"),
+        (
+            event(
+                "accepted",
+                json!({"detail": "Allocated to the duty worker."}),
+            ),
+            "accepted",
+        ),
+        (
+            event(
+                "first_contact",
+                json!({"contact": {"outcome": "not_attended", "date": today}}),
+            ),
+            "first_contact",
+        ),
+        (
+            event(
+                "first_contact",
+                json!({"contact": {"outcome": "attended", "date": today}}),
+            ),
+            "first_contact",
+        ),
+        (
+            event("closed", json!({"outcome": "treatment_completed"})),
+            "closed",
+        ),
+    ];
+    for (e, status) in &steps {
+        let r = post_event(&app, "coventry-cmht", &id, e).await;
+        assert_eq!(r.status(), 201, "{}", e["type"]);
+        let record: Value = r.json().await.unwrap();
+        assert_eq!(record["status"], *status);
+        assert_eq!(record["referral_id"], id.as_str());
+        assert_eq!(record["event_id"], e["event_id"]);
+        assert_eq!(record["actor_agency"], "coventry-cmht");
+    }
+
+    // The sender's status queue has one message per event, in order.
+    let status_queue = broker.topology.status_queue("coventry-liaison");
+    let messages = broker.take(&status_queue, 5, Duration::from_secs(20)).await;
+    assert_eq!(messages.len(), 5);
+    let types: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.data).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "acknowledged",
+            "accepted",
+            "first_contact",
+            "first_contact",
+            "closed"
+        ]
+    );
+    let first: Value = serde_json::from_slice(&messages[0].data).unwrap();
+    assert_eq!(first["referral_id"], id.as_str());
+    let ids: std::collections::BTreeSet<_> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5, "each status message has its own message_id");
+    assert_eq!(
+        messages[0].properties.kind().as_ref().unwrap().as_str(),
+        "status"
+    );
+    assert_eq!(
+        header(&messages[0], "referral_id").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(messages[4].routing_key.as_str(), "coventry-liaison.closed");
+
+    // The timeline, for sender and recipient alike.
+    for agency in ["coventry-liaison", "coventry-cmht"] {
+        let view: Value = agency_client(agency)
+            .get(app.url(&format!("/v1/referrals/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["status"], "closed");
+        let timeline = view["timeline"].as_array().unwrap();
+        assert_eq!(timeline.len(), 5);
+        assert_eq!(timeline[1]["detail"], "Allocated to the duty worker.");
+        assert_eq!(timeline[2]["contact"]["outcome"], "not_attended");
+    }
+    // Nothing after closed.
+    let r = post_event(
+        &app,
+        "coventry-cmht",
+        &id,
+        &event("acknowledged", json!({})),
+    )
+    .await;
+    let body = problem(r, 409).await;
+    assert_eq!(
+        body["type"],
+        "urn:referral-gateway:problem:illegal-transition"
+    );
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn full_lifecycle_sqlite() {
+    full_lifecycle(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn full_lifecycle_postgres() {
+    full_lifecycle(Backend::Postgres).await;
+}
+
+async fn refusals_and_retries(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = submit(&app, example_text("cmht")).await;
+
+    // first_contact before accepted.
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let contact = event(
+        "first_contact",
+        json!({"contact": {"outcome": "attended", "date": today}}),
+    );
+    let body = problem(post_event(&app, "coventry-cmht", &id, &contact).await, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("accept the referral first"),
+        "{body}"
+    );
+
+    // A third agency cannot tell the referral exists; a bad id is the same 404.
+    problem(
+        post_event(
+            &app,
+            "coventry-iapt",
+            &id,
+            &event("acknowledged", json!({})),
+        )
+        .await,
+        404,
+    )
+    .await;
+    problem(
+        post_event(
+            &app,
+            "coventry-cmht",
+            &uuid::Uuid::now_v7().to_string(),
+            &event("acknowledged", json!({})),
+        )
+        .await,
+        404,
+    )
+    .await;
+    problem(
+        post_event(
+            &app,
+            "coventry-cmht",
+            "nope",
+            &event("acknowledged", json!({})),
+        )
+        .await,
+        404,
+    )
+    .await;
+
+    // The sender may not accept; the recipient may not withdraw.
+    let body = problem(
+        post_event(&app, "coventry-liaison", &id, &event("accepted", json!({}))).await,
+        403,
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("recipient"));
+    let withdraw = event(
+        "withdrawn",
+        json!({"withdrawal_reason": "remanded_in_custody"}),
+    );
+    problem(post_event(&app, "coventry-cmht", &id, &withdraw).await, 403).await;
+
+    // Schema errors with pointers; occurred_at in the future.
+    let bad = json!({"event_id": "x", "type": "declined"});
+    let body = problem(post_event(&app, "coventry-cmht", &id, &bad).await, 422).await;
+    assert_eq!(pointers(&body), ["/event_id", "/reason_code"]);
+    let future = event(
+        "acknowledged",
+        json!({"occurred_at": "2999-01-01T00:00:00Z"}),
+    );
+    let body = problem(post_event(&app, "coventry-cmht", &id, &future).await, 422).await;
+    assert_eq!(pointers(&body), ["/occurred_at"]);
+
+    // Idempotent retry: same event id and body -> the original record, once.
+    let ack = event("acknowledged", json!({}));
+    let first = post_event(&app, "coventry-cmht", &id, &ack).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let retry = post_event(&app, "coventry-cmht", &id, &ack).await;
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    // Same event id, different body.
+    let mut changed = ack.clone();
+    changed["detail"] = json!("changed");
+    let body = problem(post_event(&app, "coventry-cmht", &id, &changed).await, 409).await;
+    assert_eq!(
+        body["type"],
+        "urn:referral-gateway:problem:idempotency-conflict"
+    );
+
+    // A decline closes the door to everything else, including withdrawal.
+    let decline = event(
+        "declined",
+        json!({"reason_code": "out_of_area", "detail": "Lives in Warwick."}),
+    );
+    assert_eq!(
+        post_event(&app, "coventry-cmht", &id, &decline)
+            .await
+            .status(),
+        201
+    );
+    problem(
+        post_event(&app, "coventry-liaison", &id, &withdraw).await,
+        409,
+    )
+    .await;
+
+    let view: Value = agency_client("coventry-liaison")
+        .get(app.url(&format!("/v1/referrals/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "declined");
+    let timeline = view["timeline"].as_array().unwrap();
+    assert_eq!(
+        timeline.len(),
+        2,
+        "refused and replayed events are not in the timeline"
+    );
+    assert_eq!(timeline[1]["reason_code"], "out_of_area");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_and_retries_sqlite() {
+    refusals_and_retries(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn refusals_and_retries_postgres() {
+    refusals_and_retries(Backend::Postgres).await;
+}
+
+/// Follow-ups and withdrawals from the sender reach the recipient's queue.
+#[tokio::test]
+async fn withdrawal_reaches_the_recipient() {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
+    let id = submit(&app, example_text("substance_misuse")).await;
+    let queue = broker.topology.referral_queue("coventry-substance-misuse");
+    assert_eq!(
+        broker.take(&queue, 1, Duration::from_secs(20)).await.len(),
+        1
+    );
+
+    let note = event(
+        "follow_up",
+        json!({"detail": "Chased by phone; GP details supplied."}),
+    );
+    assert_eq!(
+        post_event(&app, "coventry-liaison", &id, &note)
+            .await
+            .status(),
+        201
+    );
+    let withdraw = event(
+        "withdrawn",
+        json!({"withdrawal_reason": "remanded_in_custody"}),
+    );
+    let r = post_event(&app, "coventry-liaison", &id, &withdraw).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "withdrawn");
+
+    let messages = broker.take(&queue, 2, Duration::from_secs(20)).await;
+    let kinds: Vec<String> = messages
+        .iter()
+        .map(|m| m.properties.kind().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["follow_up", "withdrawal"]);
+    let body: Value = serde_json::from_slice(&messages[1].data).unwrap();
+    assert_eq!(body["referral_id"], id.as_str());
+    assert_eq!(body["withdrawal_reason"], "remanded_in_custody");
+    // The sender's status queue hears of the withdrawal (not of its own note).
+    let status = broker
+        .take(
+            &broker.topology.status_queue("coventry-liaison"),
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(status.len(), 1);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&status[0].data).unwrap()["type"],
+        "withdrawn"
+    );
+    app.stop().await;
+    broker.cleanup().await;
+}
