@@ -6,6 +6,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod nhs_number;
 pub mod referral;
+pub mod sla;
 
 pub use agency::{
     Agency, AgencyRegistry, AgencyRole, CertificateIdentity, RoutingError, RoutingKey,
