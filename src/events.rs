@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::domain::{
     Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, RoutingKey, transition,
 };
+use crate::domain::sla::clock_effects;
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{
     EventOutcome, NewEvent, OutboxMessage, Store, StoreError, StoredEvent, to_micros,
@@ -139,6 +140,7 @@ impl Events {
         };
 
         let record_id = uuid::Uuid::now_v7();
+        let effects = clock_effects(event_type);
         let request_sha256 = hex::encode(crate::tls::sha256(body));
         let new = NewEvent {
             id: record_id,
@@ -149,6 +151,8 @@ impl Events {
             request_sha256: &request_sha256,
             occurred_at: to_micros(occurred_at),
             recorded_at: to_micros(now),
+            meets: effects.0,
+            stops: effects.1,
         };
         let recipient_key = self
             .registry

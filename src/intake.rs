@@ -12,6 +12,7 @@ use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
     ServiceType,
 };
+use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{Inserted, NewReferral, ReferralRecord, Store, StoreError};
 use crate::tls;
@@ -78,6 +79,7 @@ pub struct Intake {
     store: Store,
     /// Woken after each commit so the relay publishes at once instead of at its next poll.
     relay_wake: Arc<tokio::sync::Notify>,
+    sla: Arc<SlaPolicy>,
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -90,12 +92,14 @@ impl Intake {
         schemas: Arc<SchemaRegistry>,
         store: Store,
         relay_wake: Arc<tokio::sync::Notify>,
+        sla: Arc<SlaPolicy>,
     ) -> Self {
         Self {
             registry,
             schemas,
             store,
             relay_wake,
+            sla,
         }
     }
 
@@ -151,7 +155,9 @@ impl Intake {
             .map_err(IntakeError::Invalid)?;
 
         let id = ReferralId::new();
-        let received_at = OffsetDateTime::now_utc();
+        // Stored timestamps have microsecond precision: use the stored value everywhere.
+        let received_at = crate::store::from_micros(crate::store::to_micros(OffsetDateTime::now_utc()))?;
+        let clocks = self.sla_deadlines(&recipient, referral.priority(), received_at);
         let new = NewReferral {
             id,
             sender: &sender.id,
@@ -163,6 +169,7 @@ impl Intake {
             correlation_id,
             received_at,
             idempotency: idempotency_key.map(|k| (k, body_sha256.as_str())),
+            clocks: &clocks,
         };
         match self.store.insert_referral(&new).await? {
             Inserted::Created => {
@@ -171,7 +178,7 @@ impl Intake {
                 Ok(Submitted::Created(Receipt {
                     referral_id: id,
                     status: ReferralStatus::Received,
-                    received_at: crate::store::from_micros(crate::store::to_micros(received_at))?,
+                    received_at,
                     sender: AgencyRef::id_only(&sender.id),
                     recipient: AgencyRef::full(&recipient),
                     priority: referral.priority(),
@@ -183,6 +190,29 @@ impl Intake {
             Inserted::KeyTaken(previous) => {
                 self.replay(previous.request_sha256 == body_sha256, previous.referral_id)
                     .await
+            }
+        }
+    }
+
+    /// The SLA clocks for a new referral. If the bank-holiday calendar has run out, the
+    /// working-time clocks are computed without holidays past its end (and an error is
+    /// logged): a referral is never refused for an operator's stale calendar.
+    fn sla_deadlines(
+        &self,
+        recipient: &Agency,
+        priority: crate::domain::Priority,
+        received_at: OffsetDateTime,
+    ) -> Vec<ClockDeadline> {
+        let (agency, service) = (recipient.id.as_str(), recipient.service_type.as_str());
+        match self.sla.deadlines(agency, service, priority, received_at) {
+            Ok(clocks) => clocks,
+            Err(e) => {
+                tracing::error!(error = %e, "SLA calendar exhausted; computing deadlines without later bank holidays");
+                let mut relaxed = SlaPolicy::clone(&self.sla);
+                relaxed.calendar.covered_until = time::Date::MAX;
+                relaxed
+                    .deadlines(agency, service, priority, received_at)
+                    .unwrap_or_default()
             }
         }
     }

@@ -84,6 +84,7 @@ pub fn config(
             "\"certs-example/",
             &format!("\"{}/certs-example/", root().display()),
         )
+        .replace("\"config/", &format!("\"{}/config/", root().display()))
         .replace(
             "dir = \"schemas\"",
             &format!("dir = \"{}/schemas\"", root().display()),

@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{Backend, Store, StoreError, from_micros};
+use crate::domain::sla::Clock;
 use crate::domain::{IllegalTransition, ReferralId, ReferralStatus};
 
 /// A message the event causes, written to the outbox in the same transaction.
@@ -25,6 +26,9 @@ pub struct NewEvent<'a> {
     pub request_sha256: &'a str,
     pub occurred_at: i64,
     pub recorded_at: i64,
+    /// SLA clocks this event meets (at `occurred_at`) and clocks it makes moot.
+    pub meets: &'a [Clock],
+    pub stops: &'a [Clock],
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +148,28 @@ impl Store {
             .await?;
         for message in messages {
             insert_outbox(&mut tx, &referral_id, &message, new.recorded_at).await?;
+        }
+        for clock in new.meets {
+            sqlx::query(
+                "UPDATE sla_clocks SET met_at = $1, met_late = CASE WHEN due_at < $1 THEN 1 ELSE 0 END \
+                 WHERE referral_id = $2 AND clock = $3 AND met_at IS NULL AND stopped_at IS NULL",
+            )
+            .bind(new.occurred_at)
+            .bind(&referral_id)
+            .bind(clock.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for clock in new.stops {
+            sqlx::query(
+                "UPDATE sla_clocks SET stopped_at = $1 \
+                 WHERE referral_id = $2 AND clock = $3 AND met_at IS NULL AND stopped_at IS NULL",
+            )
+            .bind(new.occurred_at)
+            .bind(&referral_id)
+            .bind(clock.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(EventOutcome::Recorded(StoredEvent {

@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{Store, StoreError, from_micros, to_micros};
+use crate::domain::sla::ClockDeadline;
 use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus, RoutingKey};
 
 /// The logical exchange referrals are published to (the relay may prefix a namespace).
@@ -26,6 +27,8 @@ pub struct NewReferral<'a> {
     pub received_at: OffsetDateTime,
     /// `(key, sha256 of the request body)` when the sender sent an `Idempotency-Key`.
     pub idempotency: Option<(&'a str, &'a str)>,
+    /// The SLA clocks started with the referral.
+    pub clocks: &'a [ClockDeadline],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +127,18 @@ impl Store {
         .bind(at)
         .execute(&mut *tx)
         .await?;
+        for clock in new.clocks {
+            sqlx::query(
+                "INSERT INTO sla_clocks (referral_id, clock, started_at, due_at, warn_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&id)
+            .bind(clock.clock.as_str())
+            .bind(at)
+            .bind(to_micros(clock.due_at))
+            .bind(to_micros(clock.warn_at))
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some((key, request_sha256)) = new.idempotency {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at) \

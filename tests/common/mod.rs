@@ -112,6 +112,7 @@ impl Env for TestEnv {
 pub fn shipped_config_text() -> String {
     let text = std::fs::read_to_string(root().join("config/gateway.toml")).expect("config");
     text.replace("\"certs-example/", &format!("\"{ROOT}/certs-example/"))
+        .replace("\"config/", &format!("\"{ROOT}/config/"))
         .replace("dir = \"schemas\"", &format!("dir = \"{ROOT}/schemas\""))
 }
 
