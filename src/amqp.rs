@@ -66,6 +66,15 @@ impl Topology {
         self.exchange("referral-status")
     }
 
+    /// SLA breaches, routed `<recipient-agency>.<clock>`, for service managers.
+    pub fn escalations_exchange(&self) -> String {
+        self.exchange("escalations")
+    }
+
+    pub fn escalations_queue(&self) -> String {
+        format!("{}escalations", self.prefix)
+    }
+
     pub fn referral_queue(&self, agency_id: &str) -> String {
         format!("{}referrals.{agency_id}", self.prefix)
     }
@@ -107,6 +116,7 @@ impl Topology {
             self.referrals_exchange(),
             self.dead_letter_exchange(),
             self.status_exchange(),
+            self.escalations_exchange(),
         ] {
             channel
                 .exchange_declare(
@@ -133,6 +143,15 @@ impl Topology {
                 .await?;
             bind(channel, &dead, &self.dead_letter_exchange(), key.as_str()).await?;
         }
+        let escalations = self.escalations_queue();
+        channel
+            .queue_declare(
+                escalations.clone().into(),
+                durable_queue,
+                self.quorum_args(false),
+            )
+            .await?;
+        bind(channel, &escalations, &self.escalations_exchange(), "#").await?;
         for agency in &self.senders {
             let queue = self.status_queue(agency);
             channel
@@ -157,6 +176,7 @@ impl Topology {
             queues.push(self.dead_letter_queue(agency));
         }
         queues.extend(self.senders.iter().map(|a| self.status_queue(a)));
+        queues.push(self.escalations_queue());
         for queue in queues {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
@@ -166,6 +186,7 @@ impl Topology {
             self.referrals_exchange(),
             self.dead_letter_exchange(),
             self.status_exchange(),
+            self.escalations_exchange(),
         ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())

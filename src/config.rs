@@ -12,8 +12,7 @@ use serde::Deserialize;
 use crate::domain::calendar::WorkingCalendar;
 use crate::domain::sla::{SlaPolicy, Target, TargetRule};
 use crate::domain::{
-    Agency, AgencyId, AgencyRegistry, AgencyRole, Area, CertificateIdentity, Priority,
-    ServiceType,
+    Agency, AgencyId, AgencyRegistry, AgencyRole, Area, CertificateIdentity, Priority, ServiceType,
 };
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
@@ -617,10 +616,14 @@ fn load_calendar(
             .map_err(|_| format!("'{}': '{year}' is not a year", path.display()))?;
         last_year = last_year.max(Some(year));
         for date in dates {
-            let d = time::Date::parse(date, &format)
-                .map_err(|_| format!("'{}': '{date}' is not a date (YYYY-MM-DD)", path.display()))?;
+            let d = time::Date::parse(date, &format).map_err(|_| {
+                format!("'{}': '{date}' is not a date (YYYY-MM-DD)", path.display())
+            })?;
             if d.year() != year {
-                return Err(format!("'{}': {date} is listed under {year}", path.display()));
+                return Err(format!(
+                    "'{}': {date} is listed under {year}",
+                    path.display()
+                ));
             }
             holidays.insert(d);
         }
@@ -655,7 +658,10 @@ fn build_sla(
     )
     .unwrap_or(time::Time::MIDNIGHT);
     if starts >= ends && ends != time::Time::MIDNIGHT {
-        problems.push("sla.working_day_ends", "must be later than sla.working_day_starts");
+        problems.push(
+            "sla.working_day_ends",
+            "must be later than sla.working_day_starts",
+        );
     }
     let calendar_path = raw
         .calendar
@@ -676,7 +682,10 @@ fn build_sla(
     };
     let warn_fraction = raw.warn_at.unwrap_or(0.8);
     if !(warn_fraction > 0.0 && warn_fraction < 1.0) {
-        problems.push("sla.warn_at", "must be a fraction between 0 and 1, e.g. 0.8");
+        problems.push(
+            "sla.warn_at",
+            "must be a fraction between 0 and 1, e.g. 0.8",
+        );
     }
     let target = |text: &str, key: &str, problems: &mut Problems| {
         Target::parse(text, &calendar)
@@ -695,14 +704,20 @@ fn build_sla(
         if let Some(agency) = &t.agency
             && registry.get(agency).is_none_or(|a| !a.role.receives())
         {
-            problems.push(&format!("{key}.agency"), format!("no receiving agency '{agency}' is configured"));
+            problems.push(
+                &format!("{key}.agency"),
+                format!("no receiving agency '{agency}' is configured"),
+            );
         }
         let priority = match t.priority.as_deref() {
             None | Some("*") => None,
             Some(p) => match p.parse::<Priority>() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    problems.push(&format!("{key}.priority"), "must be emergency, urgent or routine");
+                    problems.push(
+                        &format!("{key}.priority"),
+                        "must be emergency, urgent or routine",
+                    );
                     None
                 }
             },
@@ -711,7 +726,10 @@ fn build_sla(
         if let Some(st) = &service_type
             && ServiceType::parse(st.clone()).is_err()
         {
-            problems.push(&format!("{key}.service_type"), format!("'{st}' is not a service type"));
+            problems.push(
+                &format!("{key}.service_type"),
+                format!("'{st}' is not a service type"),
+            );
         }
         let mut clock = |value: Option<String>, name: &str| {
             value.and_then(|v| target(&v, &format!("{key}.{name}"), problems))

@@ -10,10 +10,10 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::domain::sla::clock_effects;
 use crate::domain::{
     Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, RoutingKey, transition,
 };
-use crate::domain::sla::clock_effects;
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{
     EventOutcome, NewEvent, OutboxMessage, Store, StoreError, StoredEvent, to_micros,

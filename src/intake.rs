@@ -8,11 +8,11 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
     ServiceType,
 };
-use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{Inserted, NewReferral, ReferralRecord, Store, StoreError};
 use crate::tls;
@@ -113,6 +113,7 @@ impl Intake {
         body: &[u8],
         idempotency_key: Option<&str>,
         correlation_id: &str,
+        now: OffsetDateTime,
     ) -> Result<Submitted, IntakeError> {
         if !sender.role.sends() {
             return Err(IntakeError::NotASender(sender.id.clone()));
@@ -156,7 +157,7 @@ impl Intake {
 
         let id = ReferralId::new();
         // Stored timestamps have microsecond precision: use the stored value everywhere.
-        let received_at = crate::store::from_micros(crate::store::to_micros(OffsetDateTime::now_utc()))?;
+        let received_at = crate::store::from_micros(crate::store::to_micros(now))?;
         let clocks = self.sla_deadlines(&recipient, referral.priority(), received_at);
         let new = NewReferral {
             id,

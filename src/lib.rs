@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod api;
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod ops;
 pub mod relay;
 pub mod schema;
+pub mod sla;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::amqp::Topology;
 use crate::api::{self, AppState, identity::PeerCertificate};
+use crate::clock::{SystemClock, TimeSource};
 use crate::config::Config;
 use crate::domain::AgencyRegistry;
 use crate::events::Events;
@@ -22,6 +23,7 @@ use crate::intake::Intake;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::relay::Relay;
 use crate::schema::SchemaRegistry;
+use crate::sla::Scanner;
 use crate::store::Store;
 use crate::tls;
 
@@ -32,10 +34,19 @@ pub struct Application {
     ops_server: Option<Server>,
     store: Store,
     relay: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+    scanner: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As `build`, with another source of "now" (tests move it to exercise SLA clocks).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn TimeSource>,
+    ) -> anyhow::Result<Self> {
         let schemas =
             Arc::new(SchemaRegistry::load(&config.schemas_dir).with_context(|| {
                 format!("loading schemas from {}", config.schemas_dir.display())
@@ -69,6 +80,16 @@ impl Application {
         } else {
             (None, None)
         };
+        let scanner = config.sla.scanner_enabled.then(|| {
+            let scanner = Scanner::new(
+                store.clone(),
+                clock.clone(),
+                config.sla.scan_interval,
+                wake.clone(),
+            );
+            let (stop, stopped) = watch::channel(false);
+            (tokio::spawn(scanner.run(stopped)), stop)
+        });
         let state = web::Data::new(AppState {
             events: Events::new(
                 config.registry.clone(),
@@ -87,6 +108,7 @@ impl Application {
             max_body_bytes: config.server.max_body_bytes,
             relay: relay_status,
             metrics: metrics.clone(),
+            clock: clock.clone(),
         });
 
         let listener = TcpListener::bind(config.server.listen)
@@ -144,6 +166,7 @@ impl Application {
             ops_server,
             store,
             relay,
+            scanner,
         })
     }
 
@@ -177,13 +200,16 @@ impl Application {
                 .map(|_| ()),
             None => self.server.await,
         };
-        if let Some((task, stop)) = self.relay {
-            let _ = stop.send(true);
-            if tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("relay did not stop within 30 s");
+        // The scanner first: what it flags goes out through the relay.
+        for (name, worker) in [("SLA scanner", self.scanner), ("relay", self.relay)] {
+            if let Some((task, stop)) = worker {
+                let _ = stop.send(true);
+                if tokio::time::timeout(Duration::from_secs(30), task)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("{name} did not stop within 30 s");
+                }
             }
         }
         store.close().await;

@@ -32,7 +32,7 @@ async fn post_event(
 ) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let posted = state
         .events
         .post(&caller.0, &path.into_inner(), &body, now)

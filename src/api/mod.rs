@@ -24,6 +24,7 @@ pub struct AppState {
     /// `None` when the relay is disabled in this instance.
     pub relay: Option<std::sync::Arc<crate::relay::RelayStatus>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub clock: std::sync::Arc<dyn crate::clock::TimeSource>,
 }
 
 /// Routes of the agency (mTLS) listener.

@@ -14,6 +14,7 @@ use super::identity::CallerAgency;
 use super::problem::ApiError;
 use crate::domain::ReferralId;
 use crate::intake::{IntakeError, Receipt, Submitted};
+use crate::store::rfc3339;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -48,7 +49,13 @@ async fn submit(
         .unwrap_or_else(CorrelationId::generate);
     let submitted = state
         .intake
-        .submit(&caller.0, &body, key.as_deref(), correlation.as_str())
+        .submit(
+            &caller.0,
+            &body,
+            key.as_deref(),
+            correlation.as_str(),
+            state.clock.now(),
+        )
         .await
         .map_err(|e| {
             if matches!(e, IntakeError::Invalid(_)) {
@@ -138,6 +145,8 @@ struct StatusView {
     updated_at: OffsetDateTime,
     /// Every lifecycle event, oldest first.
     timeline: Vec<serde_json::Value>,
+    /// The SLA clocks and where each stands.
+    sla: Vec<serde_json::Value>,
 }
 
 /// Who may call: the referral's sender or its recipient; 404 for everyone else.
@@ -172,9 +181,30 @@ async fn status(
         .into_iter()
         .filter_map(|e| serde_json::from_str(&e.body).ok())
         .collect();
+    let optional = |t: Option<i64>| t.map(rfc3339);
+    let sla = state
+        .store
+        .clocks(&id.to_string())
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "clock": c.clock.as_str(),
+                "state": c.state(),
+                "started_at": rfc3339(c.started_at),
+                "due_at": rfc3339(c.due_at),
+                "met_at": optional(c.met_at),
+                "warned_at": optional(c.warned_at),
+                "breached_at": optional(c.breached_at),
+                "stopped_at": optional(c.stopped_at),
+            })
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(StatusView {
         receipt: state.intake.receipt(&record),
         updated_at: record.updated_at,
         timeline,
+        sla,
     }))
 }

@@ -55,7 +55,9 @@ pub struct WorkingCalendar {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the bank-holiday calendar ends on {covered_until}; a deadline would fall after it (update the calendar file)")]
+#[error(
+    "the bank-holiday calendar ends on {covered_until}; a deadline would fall after it (update the calendar file)"
+)]
 pub struct CalendarExhausted {
     pub covered_until: Date,
 }
@@ -164,13 +166,34 @@ mod tests {
     #[test]
     fn bst_starts_and_ends_on_the_last_sundays_at_one_utc() {
         // 2026: BST from Sunday 29 March 01:00 UTC to Sunday 25 October 01:00 UTC.
-        assert_eq!(london_offset(datetime!(2026-03-29 00:59 UTC)), UtcOffset::UTC);
-        assert_eq!(london_offset(datetime!(2026-03-29 01:00 UTC)).whole_hours(), 1);
-        assert_eq!(london_offset(datetime!(2026-10-25 00:59 UTC)).whole_hours(), 1);
-        assert_eq!(london_offset(datetime!(2026-10-25 01:00 UTC)), UtcOffset::UTC);
-        assert_eq!(to_london(datetime!(2026-07-01 08:00 UTC)), datetime!(2026-07-01 09:00));
-        assert_eq!(from_london(datetime!(2026-07-01 09:00)), datetime!(2026-07-01 08:00 UTC));
-        assert_eq!(from_london(datetime!(2026-12-01 09:00)), datetime!(2026-12-01 09:00 UTC));
+        assert_eq!(
+            london_offset(datetime!(2026-03-29 00:59 UTC)),
+            UtcOffset::UTC
+        );
+        assert_eq!(
+            london_offset(datetime!(2026-03-29 01:00 UTC)).whole_hours(),
+            1
+        );
+        assert_eq!(
+            london_offset(datetime!(2026-10-25 00:59 UTC)).whole_hours(),
+            1
+        );
+        assert_eq!(
+            london_offset(datetime!(2026-10-25 01:00 UTC)),
+            UtcOffset::UTC
+        );
+        assert_eq!(
+            to_london(datetime!(2026-07-01 08:00 UTC)),
+            datetime!(2026-07-01 09:00)
+        );
+        assert_eq!(
+            from_london(datetime!(2026-07-01 09:00)),
+            datetime!(2026-07-01 08:00 UTC)
+        );
+        assert_eq!(
+            from_london(datetime!(2026-12-01 09:00)),
+            datetime!(2026-12-01 09:00 UTC)
+        );
     }
 
     #[test]
@@ -254,11 +277,17 @@ mod tests {
     fn elapsed_working_time() {
         let cal = calendar();
         assert_eq!(
-            cal.working_time_between(datetime!(2026-11-20 16:55 UTC), datetime!(2026-11-23 16:55 UTC)),
+            cal.working_time_between(
+                datetime!(2026-11-20 16:55 UTC),
+                datetime!(2026-11-23 16:55 UTC)
+            ),
             Duration::hours(8)
         );
         assert_eq!(
-            cal.working_time_between(datetime!(2026-11-23 12:00 UTC), datetime!(2026-11-23 11:00 UTC)),
+            cal.working_time_between(
+                datetime!(2026-11-23 12:00 UTC),
+                datetime!(2026-11-23 11:00 UTC)
+            ),
             Duration::ZERO
         );
     }
@@ -267,8 +296,9 @@ mod tests {
     fn running_past_the_calendar_is_an_error() {
         let mut cal = calendar();
         cal.covered_until = date!(2026 - 12 - 31);
-        assert!(cal
-            .add_working_time(datetime!(2026-12-31 16:00 UTC), Duration::hours(2))
-            .is_err());
+        assert!(
+            cal.add_working_time(datetime!(2026-12-31 16:00 UTC), Duration::hours(2))
+                .is_err()
+        );
     }
 }

@@ -145,7 +145,10 @@ pub struct TargetRule {
 impl TargetRule {
     fn matches(&self, agency: &str, service_type: &str, priority: Priority) -> bool {
         self.agency.as_deref().is_none_or(|a| a == agency)
-            && self.service_type.as_deref().is_none_or(|s| s == service_type)
+            && self
+                .service_type
+                .as_deref()
+                .is_none_or(|s| s == service_type)
             && self.priority.is_none_or(|p| p == priority)
     }
 
@@ -186,21 +189,47 @@ impl SlaPolicy {
     /// The national-standard defaults (see docs/sla.md for sources).
     pub fn default_rules(calendar: &WorkingCalendar) -> Vec<TargetRule> {
         let t = |s: &str| Target::parse(s, calendar).ok();
-        let rule = |service: Option<&str>, priority, ack: &str, decision: &str, contact: &str| TargetRule {
-            agency: None,
-            service_type: service.map(str::to_owned),
-            priority: Some(priority),
-            acknowledge: t(ack),
-            decision: t(decision),
-            first_contact: t(contact),
+        let rule = |service: Option<&str>, priority, ack: &str, decision: &str, contact: &str| {
+            TargetRule {
+                agency: None,
+                service_type: service.map(str::to_owned),
+                priority: Some(priority),
+                acknowledge: t(ack),
+                decision: t(decision),
+                first_contact: t(contact),
+            }
         };
         vec![
             rule(None, Priority::Emergency, "1 hour", "4 hours", "4 hours"),
             rule(None, Priority::Urgent, "4 hours", "24 hours", "24 hours"),
-            rule(None, Priority::Routine, "1 working day", "5 working days", "28 days"),
-            rule(Some("iapt"), Priority::Routine, "1 working day", "5 working days", "6 weeks"),
-            rule(Some("substance_misuse"), Priority::Routine, "1 working day", "5 working days", "21 days"),
-            rule(Some("housing"), Priority::Routine, "1 working day", "5 working days", "10 working days"),
+            rule(
+                None,
+                Priority::Routine,
+                "1 working day",
+                "5 working days",
+                "28 days",
+            ),
+            rule(
+                Some("iapt"),
+                Priority::Routine,
+                "1 working day",
+                "5 working days",
+                "6 weeks",
+            ),
+            rule(
+                Some("substance_misuse"),
+                Priority::Routine,
+                "1 working day",
+                "5 working days",
+                "21 days",
+            ),
+            rule(
+                Some("housing"),
+                Priority::Routine,
+                "1 working day",
+                "5 working days",
+                "10 working days",
+            ),
         ]
     }
 
@@ -239,7 +268,8 @@ impl SlaPolicy {
                     .map(|t| (clock, t))
             })
             .map(|(clock, target)| {
-                let (due_at, warn_at) = target.deadline(start, self.warn_fraction, &self.calendar)?;
+                let (due_at, warn_at) =
+                    target.deadline(start, self.warn_fraction, &self.calendar)?;
                 Ok(ClockDeadline {
                     clock,
                     due_at,
@@ -259,7 +289,9 @@ mod tests {
         WorkingCalendar {
             day_starts: time!(09:00),
             day_ends: time!(17:00),
-            holidays: [date!(2026 - 12 - 25), date!(2026 - 12 - 28)].into_iter().collect(),
+            holidays: [date!(2026 - 12 - 25), date!(2026 - 12 - 28)]
+                .into_iter()
+                .collect(),
             covered_until: date!(2027 - 12 - 31),
         }
     }
@@ -279,9 +311,18 @@ mod tests {
     #[test]
     fn targets_parse() {
         let cal = calendar();
-        assert_eq!(Target::parse("4 hours", &cal), Ok(Target::Calendar(Duration::hours(4))));
-        assert_eq!(Target::parse("1 hour", &cal), Ok(Target::Calendar(Duration::hours(1))));
-        assert_eq!(Target::parse("6 weeks", &cal), Ok(Target::Calendar(Duration::weeks(6))));
+        assert_eq!(
+            Target::parse("4 hours", &cal),
+            Ok(Target::Calendar(Duration::hours(4)))
+        );
+        assert_eq!(
+            Target::parse("1 hour", &cal),
+            Ok(Target::Calendar(Duration::hours(1)))
+        );
+        assert_eq!(
+            Target::parse("6 weeks", &cal),
+            Ok(Target::Calendar(Duration::weeks(6)))
+        );
         assert_eq!(
             Target::parse("5 working days", &cal),
             Ok(Target::Working(Duration::hours(40)))
@@ -290,7 +331,14 @@ mod tests {
             Target::parse("8 working hours", &cal),
             Ok(Target::Working(Duration::hours(8)))
         );
-        for bad in ["", "four hours", "0 hours", "3 fortnights", "2 working weeks", "-1 days"] {
+        for bad in [
+            "",
+            "four hours",
+            "0 hours",
+            "3 fortnights",
+            "2 working weeks",
+            "-1 days",
+        ] {
             assert!(Target::parse(bad, &cal).is_err(), "{bad}");
         }
     }
@@ -329,14 +377,24 @@ mod tests {
     fn deadlines_and_warnings() {
         let p = policy(vec![]);
         let start = datetime!(2026-11-20 16:55 UTC); // a Friday
-        let d = p.deadlines("coventry-iapt", "iapt", Priority::Routine, start).unwrap();
+        let d = p
+            .deadlines("coventry-iapt", "iapt", Priority::Routine, start)
+            .unwrap();
         let get = |c| d.iter().find(|x| x.clock == c).copied().unwrap();
-        assert_eq!(get(Clock::Acknowledge).due_at, datetime!(2026-11-23 16:55 UTC));
+        assert_eq!(
+            get(Clock::Acknowledge).due_at,
+            datetime!(2026-11-23 16:55 UTC)
+        );
         // 80% of 8 working hours = 6 h 24 min: 5 min on Friday, 6 h 19 min on Monday.
-        assert_eq!(get(Clock::Acknowledge).warn_at, datetime!(2026-11-23 15:19 UTC));
+        assert_eq!(
+            get(Clock::Acknowledge).warn_at,
+            datetime!(2026-11-23 15:19 UTC)
+        );
         assert_eq!(get(Clock::FirstContact).due_at, start + Duration::weeks(6));
         assert_eq!(get(Clock::Delivery).due_at, datetime!(2026-11-27 16:55 UTC));
-        let e = p.deadlines("x", "cmht", Priority::Emergency, start).unwrap();
+        let e = p
+            .deadlines("x", "cmht", Priority::Emergency, start)
+            .unwrap();
         assert_eq!(e[0].due_at, start + Duration::hours(1));
         assert_eq!(e[0].warn_at, start + Duration::minutes(48));
     }

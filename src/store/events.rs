@@ -196,6 +196,8 @@ impl Store {
     }
 }
 
+/// Writes one outbox row, due at once (`next_attempt_at = 0`): the relay's retry times
+/// are its own business, independent of the clock that stamped the row.
 pub(crate) async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     referral_id: &str,
@@ -204,7 +206,7 @@ pub(crate) async fn insert_outbox(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at, payload, message_id) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
     )
     .bind(referral_id)
     .bind(message.message_type)

@@ -15,10 +15,12 @@ use crate::domain::ReferralId;
 mod events;
 mod outbox;
 mod referrals;
+mod sla;
 
 pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralRecord};
+pub use sla::{ClockRow, Due, DueClock, ScanCounts, rfc3339};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

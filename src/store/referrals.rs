@@ -118,7 +118,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $5)",
+             VALUES ($1, $2, $3, $4, $5, 0)",
         )
         .bind(&id)
         .bind(MESSAGE_TYPE_REFERRAL)

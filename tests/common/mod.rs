@@ -129,6 +129,8 @@ pub fn test_config(text: &str, database_url: &str) -> Config {
     config.database.max_connections = 5;
     // Tests that deliver turn the relay on with their own broker namespace.
     config.relay.enabled = false;
+    // Tests that exercise SLA clocks run scans themselves, with a clock they move.
+    config.sla.scanner_enabled = false;
     config
 }
 
@@ -181,7 +183,17 @@ impl TestApp {
     }
 
     pub async fn start(config: Config, db: TestDatabase) -> Self {
-        let app = Application::build(config).await.expect("gateway starts");
+        Self::start_with_clock(config, db, Arc::new(referral_gateway::clock::SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        config: Config,
+        db: TestDatabase,
+        clock: Arc<dyn referral_gateway::clock::TimeSource>,
+    ) -> Self {
+        let app = Application::build_with_clock(config, clock)
+            .await
+            .expect("gateway starts");
         let base = format!("https://localhost:{}", app.addr().port());
         let ops_base = format!(
             "http://127.0.0.1:{}",

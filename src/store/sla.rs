@@ -1,0 +1,214 @@
+//! SLA clocks: the scanner's transaction, and reads for views and reports.
+
+use sqlx::Row;
+
+use super::events::{OutboxMessage, insert_outbox};
+use super::{Backend, Store, StoreError, from_micros};
+use crate::domain::sla::Clock;
+
+/// A clock that reached its warning point or its deadline.
+#[derive(Debug, Clone)]
+pub struct DueClock {
+    pub referral_id: String,
+    pub clock: Clock,
+    pub due_at: i64,
+    pub sender_agency: String,
+    pub recipient_agency: String,
+    pub service_type: String,
+    pub priority: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    Warning,
+    Breach,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanCounts {
+    pub warnings: usize,
+    pub breaches: usize,
+    pub undelivered: usize,
+    /// Another instance held the scanner lock (PostgreSQL).
+    pub skipped: bool,
+}
+
+/// A clock's state, for `GET /v1/referrals/{id}` and reports.
+#[derive(Debug, Clone)]
+pub struct ClockRow {
+    pub referral_id: String,
+    pub clock: Clock,
+    pub started_at: i64,
+    pub due_at: i64,
+    pub met_at: Option<i64>,
+    pub met_late: bool,
+    pub stopped_at: Option<i64>,
+    pub warned_at: Option<i64>,
+    pub breached_at: Option<i64>,
+}
+
+impl ClockRow {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
+        let clock: String = row.try_get("clock")?;
+        Ok(Self {
+            referral_id: row.try_get("referral_id")?,
+            clock: clock
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))?,
+            started_at: row.try_get("started_at")?,
+            due_at: row.try_get("due_at")?,
+            met_at: row.try_get("met_at")?,
+            met_late: row.try_get::<Option<i64>, _>("met_late")?.unwrap_or(0) == 1,
+            stopped_at: row.try_get("stopped_at")?,
+            warned_at: row.try_get("warned_at")?,
+            breached_at: row.try_get("breached_at")?,
+        })
+    }
+
+    /// running, met, met_late, breached (still open past its deadline) or stopped.
+    pub fn state(&self) -> &'static str {
+        match (self.met_at, self.stopped_at, self.breached_at) {
+            (Some(_), _, _) if self.met_late => "met_late",
+            (Some(_), _, _) => "met",
+            (None, Some(_), _) => "stopped",
+            (None, None, Some(_)) => "breached",
+            (None, None, None) => "running",
+        }
+    }
+}
+
+/// Rows are handled at most this many per kind per scan; the next scan takes the rest.
+const SCAN_BATCH: i64 = 500;
+/// Identifies the scanner's transaction-scoped advisory lock on PostgreSQL.
+const SCANNER_LOCK: i64 = 0x5245_4647_5701;
+
+const DUE_WARNINGS: &str = "SELECT c.referral_id, c.clock, c.due_at, r.sender_agency, r.recipient_agency, r.service_type, r.priority, r.status \
+     FROM sla_clocks c JOIN referrals r ON r.id = c.referral_id \
+     WHERE c.met_at IS NULL AND c.stopped_at IS NULL AND c.warned_at IS NULL AND c.breached_at IS NULL \
+     AND c.warn_at <= $1 AND c.due_at > $1 ORDER BY c.warn_at LIMIT $2";
+const DUE_BREACHES: &str = "SELECT c.referral_id, c.clock, c.due_at, r.sender_agency, r.recipient_agency, r.service_type, r.priority, r.status \
+     FROM sla_clocks c JOIN referrals r ON r.id = c.referral_id \
+     WHERE c.met_at IS NULL AND c.stopped_at IS NULL AND c.breached_at IS NULL \
+     AND c.due_at <= $1 ORDER BY c.due_at LIMIT $2";
+
+fn due_clock(row: &sqlx::any::AnyRow) -> Result<DueClock, StoreError> {
+    let clock: String = row.try_get("clock")?;
+    Ok(DueClock {
+        referral_id: row.try_get("referral_id")?,
+        clock: clock
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))?,
+        due_at: row.try_get("due_at")?,
+        sender_agency: row.try_get("sender_agency")?,
+        recipient_agency: row.try_get("recipient_agency")?,
+        service_type: row.try_get("service_type")?,
+        priority: row.try_get("priority")?,
+        status: row.try_get("status")?,
+    })
+}
+
+impl Store {
+    /// One scan at `now` (µs), in one transaction: flags due warnings and breaches once
+    /// each, marks never-acknowledged referrals `undelivered`, and writes the messages
+    /// `render` gives for each to the outbox. On PostgreSQL only one instance scans at a
+    /// time (a transaction-scoped advisory lock); others skip.
+    pub async fn sla_scan(
+        &self,
+        now: i64,
+        render: impl Fn(&DueClock, Due) -> Vec<OutboxMessage>,
+    ) -> Result<ScanCounts, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            let row = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+                .bind(SCANNER_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !row.try_get::<bool, _>("locked")? {
+                return Ok(ScanCounts {
+                    skipped: true,
+                    ..Default::default()
+                });
+            }
+        }
+        let mut counts = ScanCounts::default();
+        let warnings = sqlx::query(DUE_WARNINGS)
+            .bind(now)
+            .bind(SCAN_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &warnings {
+            let due = due_clock(row)?;
+            sqlx::query(
+                "UPDATE sla_clocks SET warned_at = $1 WHERE referral_id = $2 AND clock = $3",
+            )
+            .bind(now)
+            .bind(&due.referral_id)
+            .bind(due.clock.as_str())
+            .execute(&mut *tx)
+            .await?;
+            for message in render(&due, Due::Warning) {
+                insert_outbox(&mut tx, &due.referral_id, &message, now).await?;
+            }
+            counts.warnings += 1;
+        }
+        let breaches = sqlx::query(DUE_BREACHES)
+            .bind(now)
+            .bind(SCAN_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &breaches {
+            let due = due_clock(row)?;
+            sqlx::query(
+                "UPDATE sla_clocks SET breached_at = $1, warned_at = COALESCE(warned_at, $1) \
+                 WHERE referral_id = $2 AND clock = $3",
+            )
+            .bind(now)
+            .bind(&due.referral_id)
+            .bind(due.clock.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if due.clock == Clock::Delivery {
+                let changed = sqlx::query(
+                    "UPDATE referrals SET status = 'undelivered', updated_at = $1 \
+                     WHERE id = $2 AND status IN ('received', 'queued', 'delivered')",
+                )
+                .bind(now)
+                .bind(&due.referral_id)
+                .execute(&mut *tx)
+                .await?;
+                counts.undelivered += usize::try_from(changed.rows_affected()).unwrap_or(0);
+            }
+            for message in render(&due, Due::Breach) {
+                insert_outbox(&mut tx, &due.referral_id, &message, now).await?;
+            }
+            counts.breaches += 1;
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// A referral's clocks.
+    pub async fn clocks(&self, referral_id: &str) -> Result<Vec<ClockRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT referral_id, clock, started_at, due_at, met_at, met_late, stopped_at, warned_at, breached_at \
+             FROM sla_clocks WHERE referral_id = $1 ORDER BY due_at",
+        )
+        .bind(referral_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ClockRow::from_row).collect()
+    }
+}
+
+/// RFC 3339 text of a stored timestamp (empty if out of range).
+pub fn rfc3339(micros: i64) -> String {
+    from_micros(micros)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
