@@ -12,6 +12,7 @@ pub mod intake;
 pub mod metrics;
 pub mod ops;
 pub mod relay;
+pub mod report;
 pub mod schema;
 pub mod sla;
 pub mod startup;

@@ -11,7 +11,7 @@ use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::domain::{Destination, ServiceType};
 use referral_gateway::schema::SchemaRegistry;
 use referral_gateway::startup::Application;
-use referral_gateway::store::Store;
+use referral_gateway::store::{Store, to_micros};
 use referral_gateway::telemetry::{self, LogFormat};
 use referral_gateway::{certs, ops, tls};
 
@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// SLA reports.
+    Sla {
+        #[command(subcommand)]
+        command: SlaCommand,
+    },
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate {
         /// The referral (JSON) to check.
@@ -70,6 +75,32 @@ enum Command {
         #[arg(long)]
         schemas: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SlaCommand {
+    /// Per agency, service type and priority: referrals, clocks met within SLA, breaches,
+    /// median and 90th-percentile times, not-attended rate.
+    Report {
+        /// Start of the period (YYYY-MM-DD or RFC 3339), by referral receipt time.
+        #[arg(long)]
+        from: String,
+        /// End of the period (a date counts to its end).
+        #[arg(long)]
+        to: String,
+        /// Only referrals this agency sent or received.
+        #[arg(long)]
+        agency: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +219,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service_type,
             schemas,
         } => validate(&cli.config, &file, service_type, schemas),
+        Command::Sla {
+            command:
+                SlaCommand::Report {
+                    from,
+                    to,
+                    agency,
+                    format,
+                },
+        } => {
+            let parse = |text: &str, end: bool, name: &str| {
+                referral_gateway::api::reports::parse_instant(text, end).ok_or_else(|| {
+                    anyhow::anyhow!("--{name} must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
+                })
+            };
+            let (from, to) = (parse(&from, false, "from")?, parse(&to, true, "to")?);
+            if to <= from {
+                anyhow::bail!("--to must be after --from");
+            }
+            let config = load_config(&cli.config)?;
+            if let Some(a) = &agency
+                && config.registry.get(a).is_none()
+            {
+                anyhow::bail!("--agency: no agency '{a}' is configured");
+            }
+            let rows = actix_web::rt::System::new().block_on(async move {
+                let store = Store::connect(&config.database).await?;
+                let (clocks, contacts) = store
+                    .report_facts(to_micros(from), to_micros(to), agency.as_deref())
+                    .await?;
+                let now = to_micros(time::OffsetDateTime::now_utc());
+                anyhow::Ok(referral_gateway::report::aggregate(&clocks, &contacts, now))
+            })?;
+            match format {
+                ReportFormat::Table => print!("{}", referral_gateway::report::to_table(&rows)),
+                ReportFormat::Csv => print!("{}", referral_gateway::report::to_csv(&rows)),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Outbox {
             command: OutboxCommand::Status,
         } => {

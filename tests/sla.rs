@@ -257,3 +257,198 @@ async fn only_one_scanner_flags_on_postgres() {
     assert_eq!(n, 80);
     app.stop().await;
 }
+
+async fn post_at(
+    app: &TestApp,
+    clock: &ManualClock,
+    at: time::OffsetDateTime,
+    agency: &str,
+    id: &str,
+    event: Value,
+) {
+    clock.set(at);
+    let mut event = event;
+    event["event_id"] = json!(uuid::Uuid::new_v4().to_string());
+    let r = agency_client(agency)
+        .post(app.url(&format!("/v1/referrals/{id}/events")))
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{event}");
+}
+
+/// Seeded referrals whose report numbers were computed by hand (docs/sla.md defines them).
+async fn report_matches_hand_computed_values(backend: Backend) {
+    // A Wednesday in the past (contact dates may not be in the real future).
+    let t0 = datetime!(2026-11-18 10:00 UTC);
+    let h = |n: i64| t0 + Duration::hours(n);
+    let clock = Arc::new(ManualClock::new(t0));
+    let db = TestDatabase::create(backend).await;
+    let db_url = db.url.clone();
+    let config = test_config(&shipped_config_text(), &db.url);
+    let app = TestApp::start_with_clock(config, db, clock.clone()).await;
+    let contact = |outcome: &str, at: time::OffsetDateTime| json!({"type": "first_contact", "contact": {"outcome": outcome, "date": at.date().to_string()}});
+
+    // Three urgent CMHT referrals (acknowledge 4 h, decision 24 h, first contact 24 h).
+    let a = submit(&app, example_text("cmht")).await;
+    let b = submit(&app, example_text("cmht")).await;
+    let c = submit(&app, example_text("cmht")).await;
+    // One routine CMHT referral nobody touches (acknowledge due Thursday 10:00).
+    let mut routine = example("cmht");
+    routine["priority"] = json!("routine");
+    let d = submit(&app, routine.to_string()).await;
+    let cmht = "coventry-cmht";
+    post_at(
+        &app,
+        &clock,
+        h(1),
+        cmht,
+        &a,
+        json!({"type": "acknowledged"}),
+    )
+    .await;
+    post_at(&app, &clock, h(2), cmht, &a, json!({"type": "accepted"})).await;
+    post_at(
+        &app,
+        &clock,
+        h(2),
+        cmht,
+        &c,
+        json!({"type": "acknowledged"}),
+    )
+    .await;
+    post_at(&app, &clock, h(3), cmht, &c, json!({"type": "accepted"})).await;
+    post_at(
+        &app,
+        &clock,
+        h(5),
+        cmht,
+        &b,
+        json!({"type": "acknowledged"}),
+    )
+    .await;
+    post_at(
+        &app,
+        &clock,
+        h(6),
+        cmht,
+        &b,
+        json!({"type": "declined", "reason_code": "threshold_not_met"}),
+    )
+    .await;
+    post_at(
+        &app,
+        &clock,
+        h(10),
+        cmht,
+        &c,
+        contact("not_attended", h(10)),
+    )
+    .await;
+    post_at(&app, &clock, h(30), cmht, &a, contact("attended", h(30))).await;
+    let _ = d;
+    clock.set(h(31));
+
+    let r = agency_client(cmht)
+        .get(app.url("/v1/reports/sla?from=2026-11-18&to=2026-11-18"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    let urgent = rows.iter().find(|r| r["priority"] == "urgent").unwrap();
+    assert_eq!(urgent["agency"], "coventry-cmht");
+    assert_eq!(urgent["referrals"], 3);
+    assert_eq!(urgent["acknowledged_within_sla"], 2); // a (1 h), c (2 h); b was 5 h
+    assert_eq!(urgent["decided_within_sla"], 3); // 2 h, 3 h, 6 h
+    assert_eq!(urgent["contacted_within_sla"], 1); // c at 10 h; a at 30 h is late
+    assert_eq!(urgent["breached"], 2); // a (contact late), b (acknowledged late)
+    assert_eq!(urgent["acknowledge_median_hours"], 2.0); // [1, 2, 5]
+    assert_eq!(urgent["acknowledge_p90_hours"], 5.0);
+    assert_eq!(urgent["decision_median_hours"], 3.0); // [2, 3, 6]
+    assert_eq!(urgent["decision_p90_hours"], 6.0);
+    assert_eq!(urgent["first_contact_median_hours"], 10.0); // [10, 30]
+    assert_eq!(urgent["first_contact_p90_hours"], 30.0);
+    assert_eq!(urgent["not_attended_rate"], 0.5);
+    let routine = rows.iter().find(|r| r["priority"] == "routine").unwrap();
+    assert_eq!(routine["referrals"], 1);
+    assert_eq!(
+        routine["breached"], 1,
+        "acknowledge overdue at the report's time"
+    );
+    assert_eq!(routine["acknowledge_median_hours"], Value::Null);
+
+    // Another agency sees only its own referrals: none here.
+    let r = agency_client("coventry-iapt")
+        .get(app.url("/v1/reports/sla?from=2026-11-18&to=2026-11-18"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["rows"], json!([]));
+    let r = agency_client(cmht)
+        .get(app.url("/v1/reports/sla?from=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+
+    // The CLI computes the same numbers (as of now, so the routine row is breached too).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .current_dir(ROOT)
+        .env("REFGW_DATABASE_URL", &db_url)
+        .args([
+            "sla",
+            "report",
+            "--from",
+            "2026-11-18",
+            "--to",
+            "2026-11-18",
+            "--agency",
+            cmht,
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        csv.lines().any(
+            |l| l == "coventry-cmht,cmht,urgent,3,2,3,1,2,2.00,5.00,3.00,6.00,10.00,30.00,0.50"
+        ),
+        "{csv}"
+    );
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .current_dir(ROOT)
+        .env("REFGW_DATABASE_URL", &db_url)
+        .args([
+            "sla",
+            "report",
+            "--from",
+            "2026-11-18",
+            "--to",
+            "2026-11-18",
+        ])
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&table.stdout));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn report_matches_hand_computed_values_sqlite() {
+    report_matches_hand_computed_values(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn report_matches_hand_computed_values_postgres() {
+    report_matches_hand_computed_values(Backend::Postgres).await;
+}

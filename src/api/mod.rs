@@ -7,6 +7,7 @@ mod health;
 pub mod identity;
 pub mod problem;
 mod referrals;
+pub mod reports;
 
 use actix_web::web;
 
@@ -32,6 +33,7 @@ pub fn agency_routes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     referrals::configure(cfg);
     events::configure(cfg);
+    reports::configure(cfg);
 }
 
 /// Routes of the plain-HTTP operations listener: probes only, no referral data.

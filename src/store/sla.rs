@@ -212,3 +212,77 @@ pub fn rfc3339(micros: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+impl Store {
+    /// The rows an SLA report aggregates: clocks of referrals received in `[from, to)`,
+    /// optionally only those the agency sent or received, and their first-contact outcomes.
+    pub async fn report_facts(
+        &self,
+        from: i64,
+        to: i64,
+        agency: Option<&str>,
+    ) -> Result<
+        (
+            Vec<crate::report::ClockFact>,
+            Vec<crate::report::ContactFact>,
+        ),
+        StoreError,
+    > {
+        let agency = agency.unwrap_or("");
+        let rows = sqlx::query(
+            "SELECT r.id, r.recipient_agency, r.service_type, r.priority, c.clock, c.started_at, c.due_at, c.met_at, c.stopped_at \
+             FROM referrals r JOIN sla_clocks c ON c.referral_id = r.id \
+             WHERE r.received_at >= $1 AND r.received_at < $2 \
+             AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3) ORDER BY r.id",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(agency)
+        .fetch_all(&self.pool)
+        .await?;
+        let clocks = rows
+            .iter()
+            .map(|row| {
+                let clock: String = row.try_get("clock")?;
+                Ok(crate::report::ClockFact {
+                    referral_id: row.try_get("id")?,
+                    agency: row.try_get("recipient_agency")?,
+                    service_type: row.try_get("service_type")?,
+                    priority: row.try_get("priority")?,
+                    clock: clock
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))?,
+                    started_at: row.try_get("started_at")?,
+                    due_at: row.try_get("due_at")?,
+                    met_at: row.try_get("met_at")?,
+                    stopped_at: row.try_get("stopped_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = sqlx::query(
+            "SELECT e.referral_id, e.body FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
+             WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
+             AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(agency)
+        .fetch_all(&self.pool)
+        .await?;
+        let contacts = rows
+            .iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                let outcome = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["contact"]["outcome"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Ok(crate::report::ContactFact {
+                    referral_id: row.try_get("referral_id")?,
+                    outcome,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((clocks, contacts))
+    }
+}

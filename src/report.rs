@@ -1,0 +1,318 @@
+//! SLA reports: per receiving agency, service type and priority, over referrals received
+//! in a period. The aggregation is a pure function of stored rows, so it is tested with
+//! hand-computed numbers; the store supplies the rows.
+//!
+//! Definitions (docs/sla.md):
+//! - *within SLA*: the clock was met at or before its deadline;
+//! - *breached*: a referral with at least one of the acknowledge, decision and
+//!   first-contact clocks met late, or still open after its deadline at `as_of`;
+//! - *times*: from the referral's receipt to the clock being met, in hours, over met
+//!   clocks; median and 90th percentile by the nearest-rank method;
+//! - *not attended rate*: first-contact events with outcome `not_attended`, over those
+//!   with `attended` or `not_attended` (`unable_to_contact` is left out).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::domain::sla::Clock;
+
+/// One clock of one referral, as stored.
+#[derive(Debug, Clone)]
+pub struct ClockFact {
+    pub referral_id: String,
+    pub agency: String,
+    pub service_type: String,
+    pub priority: String,
+    pub clock: Clock,
+    pub started_at: i64,
+    pub due_at: i64,
+    pub met_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+}
+
+/// A first-contact event's outcome for a referral.
+#[derive(Debug, Clone)]
+pub struct ContactFact {
+    pub referral_id: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportRow {
+    pub agency: String,
+    pub service_type: String,
+    pub priority: String,
+    pub referrals: usize,
+    pub acknowledged_within_sla: usize,
+    pub decided_within_sla: usize,
+    pub contacted_within_sla: usize,
+    pub breached: usize,
+    pub acknowledge_median_hours: Option<f64>,
+    pub acknowledge_p90_hours: Option<f64>,
+    pub decision_median_hours: Option<f64>,
+    pub decision_p90_hours: Option<f64>,
+    pub first_contact_median_hours: Option<f64>,
+    pub first_contact_p90_hours: Option<f64>,
+    pub not_attended_rate: Option<f64>,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank - 1).copied()
+}
+
+fn hours(micros: i64) -> f64 {
+    (micros as f64 / 3.6e9 * 1000.0).round() / 1000.0
+}
+
+pub fn aggregate(clocks: &[ClockFact], contacts: &[ContactFact], as_of: i64) -> Vec<ReportRow> {
+    type Key = (String, String, String);
+    #[derive(Default)]
+    struct Acc {
+        referrals: BTreeMap<String, bool>, // referral -> breached
+        within: BTreeMap<Clock, usize>,
+        times: BTreeMap<Clock, Vec<f64>>,
+    }
+    let mut groups: BTreeMap<Key, Acc> = BTreeMap::new();
+    let mut group_of: BTreeMap<&str, Key> = BTreeMap::new();
+    for fact in clocks {
+        let key = (
+            fact.agency.clone(),
+            fact.service_type.clone(),
+            fact.priority.clone(),
+        );
+        group_of.insert(&fact.referral_id, key.clone());
+        let acc = groups.entry(key).or_default();
+        let breached = acc
+            .referrals
+            .entry(fact.referral_id.clone())
+            .or_insert(false);
+        if fact.clock == Clock::Delivery {
+            continue;
+        }
+        match fact.met_at {
+            Some(met) => {
+                if met <= fact.due_at {
+                    *acc.within.entry(fact.clock).or_default() += 1;
+                } else {
+                    *breached = true;
+                }
+                acc.times
+                    .entry(fact.clock)
+                    .or_default()
+                    .push(hours(met - fact.started_at));
+            }
+            None if fact.stopped_at.is_none() && fact.due_at < as_of => *breached = true,
+            None => {}
+        }
+    }
+    let mut attended: BTreeMap<Key, (usize, usize)> = BTreeMap::new();
+    for contact in contacts {
+        if let Some(key) = group_of.get(contact.referral_id.as_str()) {
+            let entry = attended.entry(key.clone()).or_default();
+            match contact.outcome.as_str() {
+                "attended" => entry.0 += 1,
+                "not_attended" => entry.1 += 1,
+                _ => {}
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(key, mut acc)| {
+            for times in acc.times.values_mut() {
+                times.sort_by(f64::total_cmp);
+            }
+            let stat = |clock: Clock, p: f64| acc.times.get(&clock).and_then(|t| percentile(t, p));
+            let within = |clock: Clock| acc.within.get(&clock).copied().unwrap_or(0);
+            let (yes, no) = attended.get(&key).copied().unwrap_or_default();
+            ReportRow {
+                referrals: acc.referrals.len(),
+                acknowledged_within_sla: within(Clock::Acknowledge),
+                decided_within_sla: within(Clock::Decision),
+                contacted_within_sla: within(Clock::FirstContact),
+                breached: acc.referrals.values().filter(|b| **b).count(),
+                acknowledge_median_hours: stat(Clock::Acknowledge, 0.5),
+                acknowledge_p90_hours: stat(Clock::Acknowledge, 0.9),
+                decision_median_hours: stat(Clock::Decision, 0.5),
+                decision_p90_hours: stat(Clock::Decision, 0.9),
+                first_contact_median_hours: stat(Clock::FirstContact, 0.5),
+                first_contact_p90_hours: stat(Clock::FirstContact, 0.9),
+                not_attended_rate: (yes + no > 0).then(|| no as f64 / (yes + no) as f64),
+                agency: key.0,
+                service_type: key.1,
+                priority: key.2,
+            }
+        })
+        .collect()
+}
+
+const COLUMNS: [&str; 15] = [
+    "agency",
+    "service_type",
+    "priority",
+    "referrals",
+    "ack_in_sla",
+    "decided_in_sla",
+    "contacted_in_sla",
+    "breached",
+    "ack_median_h",
+    "ack_p90_h",
+    "decision_median_h",
+    "decision_p90_h",
+    "contact_median_h",
+    "contact_p90_h",
+    "not_attended_rate",
+];
+
+fn cells(row: &ReportRow) -> Vec<String> {
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    vec![
+        row.agency.clone(),
+        row.service_type.clone(),
+        row.priority.clone(),
+        row.referrals.to_string(),
+        row.acknowledged_within_sla.to_string(),
+        row.decided_within_sla.to_string(),
+        row.contacted_within_sla.to_string(),
+        row.breached.to_string(),
+        num(row.acknowledge_median_hours),
+        num(row.acknowledge_p90_hours),
+        num(row.decision_median_hours),
+        num(row.decision_p90_hours),
+        num(row.first_contact_median_hours),
+        num(row.first_contact_p90_hours),
+        num(row.not_attended_rate),
+    ]
+}
+
+pub fn to_table(rows: &[ReportRow]) -> String {
+    let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|i| {
+            body.iter()
+                .map(|r| r[i].len())
+                .chain([COLUMNS[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(COLUMNS.to_vec()) + "\n";
+    for r in &body {
+        out += &line(r.iter().map(String::as_str).collect());
+        out += "\n";
+    }
+    out
+}
+
+pub fn to_csv(rows: &[ReportRow]) -> String {
+    let mut out = COLUMNS.join(",") + "\n";
+    for row in rows {
+        // Identifiers are registry slugs: no commas or quotes to escape.
+        out += &cells(row)
+            .into_iter()
+            .map(|c| if c == "-" { String::new() } else { c })
+            .collect::<Vec<_>>()
+            .join(",");
+        out += "\n";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000_000;
+
+    fn fact(id: &str, clock: Clock, due_h: i64, met_h: Option<i64>) -> ClockFact {
+        ClockFact {
+            referral_id: id.into(),
+            agency: "a".into(),
+            service_type: "cmht".into(),
+            priority: "urgent".into(),
+            clock,
+            started_at: 0,
+            due_at: due_h * H,
+            met_at: met_h.map(|h| h * H),
+            stopped_at: None,
+        }
+    }
+
+    #[test]
+    fn hand_computed() {
+        use Clock::*;
+        let clocks = vec![
+            fact("A", Acknowledge, 4, Some(1)),
+            fact("A", Decision, 24, Some(2)),
+            fact("A", FirstContact, 24, Some(30)),
+            fact("B", Acknowledge, 4, Some(5)),
+            fact("B", Decision, 24, Some(6)),
+            ClockFact {
+                stopped_at: Some(6 * H),
+                ..fact("B", FirstContact, 24, None)
+            },
+            fact("C", Acknowledge, 4, Some(2)),
+            fact("C", Decision, 24, Some(3)),
+            fact("C", FirstContact, 24, Some(10)),
+        ];
+        let contacts = vec![
+            ContactFact {
+                referral_id: "A".into(),
+                outcome: "attended".into(),
+            },
+            ContactFact {
+                referral_id: "C".into(),
+                outcome: "not_attended".into(),
+            },
+        ];
+        let rows = aggregate(&clocks, &contacts, 31 * H);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r.referrals, 3);
+        assert_eq!(r.acknowledged_within_sla, 2);
+        assert_eq!(r.decided_within_sla, 3);
+        assert_eq!(r.contacted_within_sla, 1);
+        assert_eq!(r.breached, 2);
+        assert_eq!(r.acknowledge_median_hours, Some(2.0));
+        assert_eq!(r.acknowledge_p90_hours, Some(5.0));
+        assert_eq!(r.decision_median_hours, Some(3.0));
+        assert_eq!(r.decision_p90_hours, Some(6.0));
+        assert_eq!(r.first_contact_median_hours, Some(10.0));
+        assert_eq!(r.first_contact_p90_hours, Some(30.0));
+        assert_eq!(r.not_attended_rate, Some(0.5));
+        let table = to_table(&rows);
+        assert!(table.lines().count() == 2 && table.contains("cmht"));
+        assert!(to_csv(&rows).starts_with("agency,service_type,priority,referrals"));
+    }
+
+    #[test]
+    fn open_clocks_past_due_count_as_breached() {
+        let clocks = vec![fact("D", Clock::Acknowledge, 8, None)];
+        assert_eq!(aggregate(&clocks, &[], 7 * H)[0].breached, 0);
+        assert_eq!(aggregate(&clocks, &[], 9 * H)[0].breached, 1);
+    }
+
+    #[test]
+    fn nearest_rank() {
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[1.0], 0.9), Some(1.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.5), Some(2.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.9), Some(4.0));
+    }
+}
