@@ -368,3 +368,90 @@ async fn withdrawal_reaches_the_recipient() {
     app.stop().await;
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn listing_filters_and_pages() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut cmht = Vec::new();
+    for _ in 0..2 {
+        cmht.push(submit(&app, example_text("cmht")).await);
+    }
+    let mut iapt = Vec::new();
+    for _ in 0..3 {
+        iapt.push(submit(&app, example_text("iapt")).await);
+    }
+    let ack = event("acknowledged", json!({}));
+    assert_eq!(
+        post_event(&app, "coventry-iapt", &iapt[0], &ack)
+            .await
+            .status(),
+        201
+    );
+
+    let list = |agency: &'static str, query: &'static str| {
+        let app_url = app.url(&format!("/v1/referrals{query}"));
+        async move {
+            let r = agency_client(agency).get(app_url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // The sender pages through all five, newest first.
+    let mut seen = Vec::new();
+    let mut page = list("coventry-liaison", "?limit=2").await;
+    loop {
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["referral_id"].as_str().unwrap().to_owned());
+        }
+        let Some(cursor) = page["next_cursor"].as_str() else {
+            break;
+        };
+        let url = app.url(&format!("/v1/referrals?limit=2&cursor={cursor}"));
+        page = agency_client("coventry-liaison")
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    }
+    let mut expected: Vec<String> = cmht.iter().chain(&iapt).cloned().collect();
+    expected.reverse();
+    assert_eq!(seen, expected);
+
+    // A recipient sees its own only; filters by status and role.
+    let items = list("coventry-cmht", "").await["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(items, 2);
+    let acked = list("coventry-iapt", "?status=acknowledged").await;
+    assert_eq!(acked["items"].as_array().unwrap().len(), 1);
+    assert_eq!(acked["items"][0]["referral_id"], iapt[0].as_str());
+    assert_eq!(
+        list("coventry-iapt", "?role=sent").await["items"],
+        json!([])
+    );
+    assert_eq!(
+        list("coventry-liaison", "?from=2999-01-01").await["items"],
+        json!([])
+    );
+
+    for bad in [
+        "?status=lost",
+        "?overdue=maybe",
+        "?limit=0",
+        "?cursor=abc",
+        "?from=soon",
+        "?role=both",
+    ] {
+        let r = agency_client("coventry-liaison")
+            .get(app.url(&format!("/v1/referrals{bad}")))
+            .send()
+            .await
+            .unwrap();
+        problem(r, 400).await;
+    }
+    app.stop().await;
+}

@@ -348,7 +348,6 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     )
     .await;
     post_at(&app, &clock, h(30), cmht, &a, contact("attended", h(30))).await;
-    let _ = d;
     clock.set(h(31));
 
     let r = agency_client(cmht)
@@ -381,6 +380,23 @@ async fn report_matches_hand_computed_values(backend: Backend) {
         "acknowledge overdue at the report's time"
     );
     assert_eq!(routine["acknowledge_median_hours"], Value::Null);
+
+    // Overdue: only the untouched routine referral has an open clock past its deadline.
+    let list: Value = agency_client(cmht)
+        .get(app.url("/v1/referrals?overdue=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let overdue: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["referral_id"].clone())
+        .collect();
+    assert_eq!(overdue, [json!(d)]);
 
     // Another agency sees only its own referrals: none here.
     let r = agency_client("coventry-iapt")

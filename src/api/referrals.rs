@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/referrals")
             .route(web::post().to(submit))
+            .route(web::get().to(list))
             .default_service(web::to(super::problem::method_not_allowed)),
     )
     .service(
@@ -135,6 +136,108 @@ fn intake_problem(error: IntakeError) -> ApiError {
             ApiError::internal()
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    overdue: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    role: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListItem {
+    #[serde(flatten)]
+    receipt: Receipt,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+/// Who may call: any registered agency; it sees the referrals it sent or received.
+/// Newest first; `next_cursor` continues the list.
+async fn list(
+    caller: CallerAgency,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let bad = |detail: &str| ApiError::bad_request("bad-query", detail.to_owned());
+    let status = query.status.clone().unwrap_or_default();
+    if !status.is_empty() && status.parse::<crate::domain::ReferralStatus>().is_err() {
+        return Err(bad("'status' is not a referral status (see docs/api.md)"));
+    }
+    let role = query.role.clone().unwrap_or_default();
+    if !matches!(role.as_str(), "" | "sent" | "received") {
+        return Err(bad("'role' must be sent or received"));
+    }
+    let overdue = match query.overdue.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("'overdue' must be true or false")),
+    };
+    let instant = |value: &Option<String>, end: bool, name: &str, default: i64| match value {
+        None => Ok(default),
+        Some(text) => super::reports::parse_instant(text, end)
+            .map(crate::store::to_micros)
+            .ok_or_else(|| {
+                bad(&format!(
+                    "'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"
+                ))
+            }),
+    };
+    let from = instant(&query.from, false, "from", i64::MIN)?;
+    let to = instant(&query.to, true, "to", i64::MAX)?;
+    let limit = match query.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=200).contains(l))
+            .ok_or_else(|| bad("'limit' must be between 1 and 200"))?,
+    };
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let (at, id) = c
+                .split_once('_')
+                .ok_or_else(|| bad("'cursor' is not one this API gave"))?;
+            let at = at
+                .parse::<i64>()
+                .map_err(|_| bad("'cursor' is not one this API gave"))?;
+            ReferralId::parse(id).map_err(|_| bad("'cursor' is not one this API gave"))?;
+            Some((at, id.to_owned()))
+        }
+    };
+    let filter = crate::store::ReferralFilter {
+        agency: caller.0.id.as_str(),
+        role: &role,
+        status: &status,
+        from,
+        to,
+        overdue,
+        now: crate::store::to_micros(state.clock.now()),
+        after,
+        limit,
+    };
+    let records = state.store.list_referrals(&filter).await.map_err(|e| {
+        tracing::error!(error = %e, "store failure while listing referrals");
+        ApiError::internal()
+    })?;
+    let next_cursor = (records.len() as i64 == limit)
+        .then(|| records.last())
+        .flatten()
+        .map(|r| format!("{}_{}", crate::store::to_micros(r.received_at), r.id));
+    let items: Vec<ListItem> = records
+        .iter()
+        .map(|r| ListItem {
+            receipt: state.intake.receipt(r),
+            updated_at: r.updated_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
 }
 
 #[derive(Serialize)]

@@ -19,7 +19,7 @@ mod sla;
 
 pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
-pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralRecord};
+pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralFilter, ReferralRecord};
 pub use sla::{ClockRow, Due, DueClock, ScanCounts, rfc3339};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

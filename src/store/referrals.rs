@@ -211,3 +211,55 @@ impl Store {
         Ok(row.map(|r| r.try_get("payload")).transpose()?)
     }
 }
+
+/// Filters for listing an agency's referrals, newest first, keyset-paginated.
+#[derive(Debug, Clone)]
+pub struct ReferralFilter<'a> {
+    pub agency: &'a str,
+    /// `sent`, `received`, or empty for both.
+    pub role: &'a str,
+    /// A status name, or empty for any.
+    pub status: &'a str,
+    pub from: i64,
+    pub to: i64,
+    /// Only referrals with an SLA clock open past its deadline at `now`.
+    pub overdue: bool,
+    pub now: i64,
+    /// Continue after this `(received_at, id)`.
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+impl Store {
+    pub async fn list_referrals(
+        &self,
+        filter: &ReferralFilter<'_>,
+    ) -> Result<Vec<ReferralRecord>, StoreError> {
+        let (after_at, after_id) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
+        let rows = sqlx::query(
+            "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
+             schema_id, payload_sha256, correlation_id, received_at, updated_at FROM referrals r \
+             WHERE (r.sender_agency = $1 OR r.recipient_agency = $1) \
+             AND ($2 = '' OR ($2 = 'sent' AND r.sender_agency = $1) OR ($2 = 'received' AND r.recipient_agency = $1)) \
+             AND ($3 = '' OR r.status = $3) \
+             AND r.received_at >= $4 AND r.received_at < $5 \
+             AND ($6 = 0 OR EXISTS (SELECT 1 FROM sla_clocks c WHERE c.referral_id = r.id \
+                  AND c.met_at IS NULL AND c.stopped_at IS NULL AND c.due_at < $7)) \
+             AND (r.received_at < $8 OR (r.received_at = $8 AND r.id < $9)) \
+             ORDER BY r.received_at DESC, r.id DESC LIMIT $10",
+        )
+        .bind(filter.agency)
+        .bind(filter.role)
+        .bind(filter.status)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(i64::from(filter.overdue))
+        .bind(filter.now)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ReferralRecord::from_row).collect()
+    }
+}
