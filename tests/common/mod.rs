@@ -353,6 +353,7 @@ pub struct Broker {
     pub topology: referral_gateway::amqp::Topology,
     connection: lapin::Connection,
     pub channel: lapin::Channel,
+    cleaned: bool,
 }
 
 impl Broker {
@@ -367,6 +368,7 @@ impl Broker {
             topology,
             connection,
             channel,
+            cleaned: false,
         }
     }
 
@@ -417,9 +419,37 @@ impl Broker {
         }
     }
 
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         let _ = self.topology.delete(&self.channel).await;
         let _ = self.connection.close(200, "test done".into()).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Broker {
+    /// A failed test still removes its namespace (on a thread with its own runtime).
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let topology = self.topology.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((connection, channel)) =
+                    referral_gateway::amqp::connect_confirming(AMQP_URL).await
+                {
+                    let _ = topology.delete(&channel).await;
+                    let _ = connection.close(200, "test cleanup".into()).await;
+                }
+            });
+        })
+        .join();
     }
 }
 
