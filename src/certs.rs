@@ -324,6 +324,31 @@ pub fn init(
         None,
     )?;
 
+    let signing = crate::signing::GatewayKey::generate_pem()
+        .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?;
+    put(
+        "gateway Ed25519 signing key (receipts, audit checkpoints)".into(),
+        out.join("gateway-signing.key"),
+        &signing,
+        true,
+        None,
+    )?;
+    let secret = {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?;
+        hex::encode(bytes) + "\n"
+    };
+    put(
+        "person-key HMAC secret (audit log)".into(),
+        out.join("person-key.secret"),
+        &secret,
+        true,
+        None,
+    )?;
+
     let rogue_ca = Authority::new("Rogue CA (not trusted by the gateway)", validity_days)?;
     let first_sender = registry
         .agencies()

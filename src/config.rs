@@ -56,6 +56,8 @@ struct RawConfig {
     #[serde(default)]
     sla: RawSla,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
     agencies: Vec<RawAgency>,
     #[serde(default)]
     permissions: Vec<RawPermission>,
@@ -111,6 +113,15 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawSchemas {
     dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    signing_key: Option<PathBuf>,
+    person_key_secret_file: Option<PathBuf>,
+    checkpoint_every: Option<i64>,
+    checkpoint_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -229,7 +240,30 @@ pub struct Config {
     pub schemas_dir: PathBuf,
     pub relay: RelayConfig,
     pub sla: SlaConfig,
+    pub audit: AuditConfig,
     pub registry: Arc<AgencyRegistry>,
+}
+
+/// The disclosure log and the gateway's signing key.
+#[derive(Clone)]
+pub struct AuditConfig {
+    /// Ed25519 PKCS#8 PEM: signs receipts and audit checkpoints.
+    pub signing_key: PathBuf,
+    /// HMAC key for person keys (from `REFGW_PERSON_KEY_SECRET` or a file).
+    pub person_key_secret: Vec<u8>,
+    pub checkpoint_every: i64,
+    pub checkpoint_interval: std::time::Duration,
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("signing_key", &self.signing_key)
+            .field("person_key_secret", &"<secret>")
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish()
+    }
 }
 
 /// SLA clocks and the breach scanner.
@@ -472,6 +506,7 @@ fn build(
 
     let registry = build_registry(raw.agencies, raw.permissions, problems);
     let sla = build_sla(raw.sla, &registry, checks, problems);
+    let audit = build_audit(raw.audit, env, checks, problems);
 
     Some(Config {
         server: ServerConfig {
@@ -499,6 +534,7 @@ fn build(
         schemas_dir,
         relay,
         sla,
+        audit,
         registry: Arc::new(registry),
     })
 }
@@ -589,6 +625,67 @@ fn build_registry(
         }
     }
     AgencyRegistry::new(agencies, permissions)
+}
+
+fn build_audit(
+    raw: RawAudit,
+    env: &dyn Env,
+    checks: FileChecks,
+    problems: &mut Problems,
+) -> AuditConfig {
+    let signing_key = raw
+        .signing_key
+        .unwrap_or_else(|| PathBuf::from("certs-example/gateway-signing.key"));
+    if checks == FileChecks::Required && !signing_key.is_file() {
+        problems.push(
+            "audit.signing_key",
+            format!(
+                "file '{}' does not exist (make one with `referral-gateway certs init`)",
+                signing_key.display()
+            ),
+        );
+    }
+    let secret = match env.var("REFGW_PERSON_KEY_SECRET") {
+        Some(v) => v.into_bytes(),
+        None => {
+            let path = raw
+                .person_key_secret_file
+                .unwrap_or_else(|| PathBuf::from("certs-example/person-key.secret"));
+            match std::fs::read(&path) {
+                Ok(bytes) => bytes.trim_ascii().to_vec(),
+                Err(e) => {
+                    if checks == FileChecks::Required {
+                        problems.push(
+                            "audit.person_key_secret_file",
+                            format!(
+                                "cannot read '{}': {e} (or set REFGW_PERSON_KEY_SECRET)",
+                                path.display()
+                            ),
+                        );
+                    }
+                    Vec::new()
+                }
+            }
+        }
+    };
+    if checks == FileChecks::Required && !secret.is_empty() && secret.len() < 32 {
+        problems.push(
+            "audit.person_key_secret_file",
+            "the person-key secret must be at least 32 bytes (e.g. 64 hex digits)",
+        );
+    }
+    let checkpoint_every = raw.checkpoint_every.unwrap_or(1000);
+    if checkpoint_every < 1 {
+        problems.push("audit.checkpoint_every", "must be at least 1");
+    }
+    AuditConfig {
+        signing_key,
+        person_key_secret: secret,
+        checkpoint_every,
+        checkpoint_interval: std::time::Duration::from_secs(
+            raw.checkpoint_interval_secs.unwrap_or(300).max(1),
+        ),
+    }
 }
 
 fn parse_time(text: &str, key: &str, problems: &mut Problems) -> Option<time::Time> {
@@ -816,6 +913,10 @@ dir = "{root}/schemas"
 
 [sla]
 calendar = "{root}/config/bank-holidays-england-and-wales.toml"
+
+[audit]
+signing_key = "{root}/certs-example/gateway-signing.key"
+person_key_secret_file = "{root}/certs-example/person-key.secret"
 
 [[agencies]]
 id = "liaison"

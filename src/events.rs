@@ -16,7 +16,7 @@ use crate::domain::{
 };
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{
-    EventOutcome, NewEvent, OutboxMessage, Store, StoreError, StoredEvent, to_micros,
+    AuditRecord, EventOutcome, NewEvent, OutboxMessage, Store, StoreError, StoredEvent, to_micros,
 };
 
 /// How far in the future a client's `occurred_at` may be (clock skew).
@@ -153,6 +153,12 @@ impl Events {
             recorded_at: to_micros(now),
             meets: effects.0,
             stops: effects.1,
+            audit: &AuditRecord {
+                recipient: Some(referral.recipient_agency.clone()),
+                ..AuditRecord::new(format!("agency:{caller_id}"), "event.posted")
+                    .referral(id)
+                    .detail(event_type.as_str())
+            },
         };
         let recipient_key = self
             .registry

@@ -8,13 +8,14 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::audit::{PersonKeyer, submission_record};
 use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
     ServiceType,
 };
 use crate::schema::{SchemaRegistry, Violation};
-use crate::store::{Inserted, NewReferral, ReferralRecord, Store, StoreError};
+use crate::store::{AuditRecord, Inserted, NewReferral, ReferralRecord, Store, StoreError};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,7 @@ pub struct Intake {
     /// Woken after each commit so the relay publishes at once instead of at its next poll.
     relay_wake: Arc<tokio::sync::Notify>,
     sla: Arc<SlaPolicy>,
+    keyer: Arc<PersonKeyer>,
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -93,6 +95,7 @@ impl Intake {
         store: Store,
         relay_wake: Arc<tokio::sync::Notify>,
         sla: Arc<SlaPolicy>,
+        keyer: Arc<PersonKeyer>,
     ) -> Self {
         Self {
             registry,
@@ -100,14 +103,53 @@ impl Intake {
             store,
             relay_wake,
             sla,
+            keyer,
         }
+    }
+
+    /// Accepts a referral, or refuses it; either way the audit log records it.
+    pub async fn submit(
+        &self,
+        sender: &Agency,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+        correlation_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Submitted, IntakeError> {
+        let result = self
+            .accept(sender, body, idempotency_key, correlation_id, now)
+            .await;
+        if let Err(error) = &result {
+            let reason = match error {
+                IntakeError::Invalid(violations) => format!(
+                    "schema-validation: {}",
+                    violations
+                        .iter()
+                        .map(|v| v.pointer.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                IntakeError::MalformedJson(_) => "malformed JSON".to_owned(),
+                IntakeError::Store(_) => "store failure".to_owned(),
+                other => other.to_string(),
+            };
+            let mut record = AuditRecord::new(format!("agency:{}", sender.id), "referral.refused")
+                .detail(reason);
+            record.person_key = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|doc| self.keyer.key_of(&doc));
+            if let Err(e) = self.store.audit(&record, now).await {
+                tracing::error!(error = %e, "cannot record a refused referral in the audit log");
+            }
+        }
+        result
     }
 
     pub fn registry(&self) -> &AgencyRegistry {
         &self.registry
     }
 
-    pub async fn submit(
+    async fn accept(
         &self,
         sender: &Agency,
         body: &[u8],
@@ -171,6 +213,13 @@ impl Intake {
             received_at,
             idempotency: idempotency_key.map(|k| (k, body_sha256.as_str())),
             clocks: &clocks,
+            audit: &submission_record(
+                sender.id.as_str(),
+                recipient.id.as_str(),
+                &id.to_string(),
+                referral.document(),
+                &self.keyer,
+            ),
         };
         match self.store.insert_referral(&new).await? {
             Inserted::Created => {

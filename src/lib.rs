@@ -3,6 +3,7 @@
 
 pub mod amqp;
 pub mod api;
+pub mod audit;
 pub mod certs;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod ops;
 pub mod relay;
 pub mod report;
 pub mod schema;
+pub mod signing;
 pub mod sla;
 pub mod startup;
 pub mod store;

@@ -10,6 +10,7 @@ use referral_gateway::amqp::Topology;
 use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::domain::{Destination, ServiceType};
 use referral_gateway::schema::SchemaRegistry;
+use referral_gateway::signing::{GatewayKey, SignedReceipt, keys_from_jwks};
 use referral_gateway::startup::Application;
 use referral_gateway::store::{Store, to_micros};
 use referral_gateway::telemetry::{self, LogFormat};
@@ -64,6 +65,16 @@ enum Command {
         #[command(subcommand)]
         command: SlaCommand,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Signed receipts.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate {
         /// The referral (JSON) to check.
@@ -74,6 +85,23 @@ enum Command {
         /// Schema directory (default: the config's schemas.dir, else ./schemas).
         #[arg(long)]
         schemas: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Check a receipt's signature. FILE holds the 202 response or its `signed_receipt`.
+    Verify {
+        file: PathBuf,
+        /// Public keys as served at GET /v1/keys (default: the configured signing key's).
+        #[arg(long)]
+        keys: Option<PathBuf>,
     },
 }
 
@@ -257,6 +285,79 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let config = load_config(&cli.config)?;
+            let key = GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
+            let keys = vec![key.public().clone()];
+            let started = std::time::Instant::now();
+            let result = actix_web::rt::System::new().block_on(async move {
+                let store = Store::connect(&config.database).await?;
+                anyhow::Ok(referral_gateway::audit::verify(&store, &keys).await)
+            })?;
+            match result {
+                Ok(v) => {
+                    println!(
+                        "audit log verified: {} entries, {} signed checkpoints, head {} ({}), in {:.2}s",
+                        v.entries,
+                        v.checkpoints,
+                        v.head_seq,
+                        v.head_hash,
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    match e.first_bad_entry() {
+                        Some(seq) => println!("audit log FAILED verification at entry {seq}: {e}"),
+                        None => println!("audit log could not be verified: {e}"),
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Receipt {
+            command: ReceiptCommand::Verify { file, keys },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).context("the receipt file is not JSON")?;
+            let signed = value.get("signed_receipt").cloned().unwrap_or(value);
+            let signed: SignedReceipt = serde_json::from_value(signed)
+                .context("no signed receipt (receipt, alg, key_id, signature) in the file")?;
+            let keys = match keys {
+                Some(path) => keys_from_jwks(&std::fs::read_to_string(&path)?)
+                    .map_err(|e| anyhow::anyhow!("--keys: {e}"))?,
+                None => {
+                    let config = load_config(&cli.config)?;
+                    vec![
+                        GatewayKey::load(&config.audit.signing_key)?
+                            .public()
+                            .clone(),
+                    ]
+                }
+            };
+            match signed.verify(&keys) {
+                Ok(()) => {
+                    println!(
+                        "receipt valid: referral {} from {} to {}, received {}, payload sha256 {} (key {})",
+                        signed.receipt.referral_id,
+                        signed.receipt.sender,
+                        signed.receipt.recipient,
+                        signed.receipt.received_at,
+                        signed.receipt.payload_sha256,
+                        signed.key_id
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("receipt INVALID: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Outbox {
             command: OutboxCommand::Status,

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::amqp::Topology;
 use crate::api::{self, AppState, identity::PeerCertificate};
+use crate::audit::{Checkpointer, PersonKeyer};
 use crate::clock::{SystemClock, TimeSource};
 use crate::config::Config;
 use crate::domain::AgencyRegistry;
@@ -23,7 +24,9 @@ use crate::intake::Intake;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::relay::Relay;
 use crate::schema::SchemaRegistry;
+use crate::signing::GatewayKey;
 use crate::sla::Scanner;
+use crate::store::AuditRecord;
 use crate::store::Store;
 use crate::tls;
 
@@ -35,6 +38,7 @@ pub struct Application {
     store: Store,
     relay: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
     scanner: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+    checkpointer: (tokio::task::JoinHandle<()>, watch::Sender<bool>),
 }
 
 impl Application {
@@ -62,6 +66,30 @@ impl Application {
             .await
             .context("applying database migrations")?;
 
+        let signing_key =
+            Arc::new(GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?);
+        let keyer = Arc::new(PersonKeyer::new(&config.audit.person_key_secret));
+        store
+            .audit(
+                &AuditRecord::new("gateway", "config.loaded").detail(format!(
+                    "{} agencies; signing key {}",
+                    config.registry.agencies().count(),
+                    signing_key.key_id()
+                )),
+                clock.now(),
+            )
+            .await
+            .context("writing the audit log")?;
+        let checkpointer = {
+            let worker = Checkpointer::new(
+                store.clone(),
+                signing_key.clone(),
+                config.audit.checkpoint_every,
+                config.audit.checkpoint_interval,
+            );
+            let (stop, stopped) = watch::channel(false);
+            (tokio::spawn(worker.run(stopped)), stop)
+        };
         let wake = Arc::new(tokio::sync::Notify::new());
         let metrics = Arc::new(Metrics::new());
         let (relay, relay_status) = if config.relay.enabled {
@@ -103,12 +131,14 @@ impl Application {
                 store.clone(),
                 wake,
                 Arc::new(config.sla.policy.clone()),
+                keyer,
             ),
             store: store.clone(),
             max_body_bytes: config.server.max_body_bytes,
             relay: relay_status,
             metrics: metrics.clone(),
             clock: clock.clone(),
+            signing_key,
         });
 
         let listener = TcpListener::bind(config.server.listen)
@@ -167,6 +197,7 @@ impl Application {
             store,
             relay,
             scanner,
+            checkpointer,
         })
     }
 
@@ -201,7 +232,12 @@ impl Application {
             None => self.server.await,
         };
         // The scanner first: what it flags goes out through the relay.
-        for (name, worker) in [("SLA scanner", self.scanner), ("relay", self.relay)] {
+        let workers = [
+            ("SLA scanner", self.scanner),
+            ("relay", self.relay),
+            ("audit checkpointer", Some(self.checkpointer)),
+        ];
+        for (name, worker) in workers {
             if let Some((task, stop)) = worker {
                 let _ = stop.send(true);
                 if tokio::time::timeout(Duration::from_secs(30), task)

@@ -9,7 +9,24 @@ use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/v1/keys", web::get().to(keys));
+}
+
+/// The public keys that verify receipts and audit checkpoints, by key id. Open to any
+/// caller that reaches a listener: public keys are public.
+async fn keys(state: web::Data<AppState>) -> HttpResponse {
+    let key = state.signing_key.public();
+    HttpResponse::Ok().json(json!({
+        "keys": [{
+            "kid": key.key_id,
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "x": key.base64url(),
+        }]
+    }))
 }
 
 async fn healthz() -> HttpResponse {

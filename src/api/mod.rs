@@ -26,6 +26,7 @@ pub struct AppState {
     pub relay: Option<std::sync::Arc<crate::relay::RelayStatus>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub clock: std::sync::Arc<dyn crate::clock::TimeSource>,
+    pub signing_key: std::sync::Arc<crate::signing::GatewayKey>,
 }
 
 /// Routes of the agency (mTLS) listener.

@@ -14,6 +14,7 @@ use super::identity::CallerAgency;
 use super::problem::ApiError;
 use crate::domain::ReferralId;
 use crate::intake::{IntakeError, Receipt, Submitted};
+use crate::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
 use crate::store::rfc3339;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -68,10 +69,28 @@ async fn submit(
         Submitted::Created(r) => (r, false),
         Submitted::Replayed(r) => (r, true),
     };
-    Ok(accepted(&receipt, replayed))
+    let signed = state.signing_key.sign_receipt(ReceiptClaims {
+        referral_id: receipt.referral_id.to_string(),
+        sender: receipt.sender.agency_id.clone(),
+        recipient: receipt.recipient.agency_id.clone(),
+        received_at: receipt
+            .received_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        payload_sha256: receipt.payload_sha256.clone(),
+        isa_id: None,
+    });
+    Ok(accepted(&receipt, &signed, replayed))
 }
 
-fn accepted(receipt: &Receipt, replayed: bool) -> HttpResponse {
+#[derive(Serialize)]
+struct AcceptedBody<'a> {
+    #[serde(flatten)]
+    receipt: &'a Receipt,
+    signed_receipt: &'a ReceiptSigned,
+}
+
+fn accepted(receipt: &Receipt, signed: &ReceiptSigned, replayed: bool) -> HttpResponse {
     let mut res = HttpResponse::Accepted();
     res.insert_header((
         header::LOCATION,
@@ -80,7 +99,10 @@ fn accepted(receipt: &Receipt, replayed: bool) -> HttpResponse {
     if replayed {
         res.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
-    res.json(receipt)
+    res.json(AcceptedBody {
+        receipt,
+        signed_receipt: signed,
+    })
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {

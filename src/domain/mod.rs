@@ -1,6 +1,7 @@
 //! Pure domain types: identifiers, agencies, referral status. No I/O here.
 
 pub mod agency;
+pub mod audit;
 pub mod calendar;
 pub mod ids;
 pub mod lifecycle;

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, from_micros};
+use super::{AuditRecord, Backend, Store, StoreError, append_audit, from_micros};
 use crate::domain::sla::Clock;
 use crate::domain::{IllegalTransition, ReferralId, ReferralStatus};
 
@@ -29,6 +29,7 @@ pub struct NewEvent<'a> {
     /// SLA clocks this event meets (at `occurred_at`) and clocks it makes moot.
     pub meets: &'a [Clock],
     pub stops: &'a [Clock],
+    pub audit: &'a AuditRecord,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +150,7 @@ impl Store {
         for message in messages {
             insert_outbox(&mut tx, &referral_id, &message, new.recorded_at).await?;
         }
+        append_audit(&mut tx, self.backend, new.audit, new.recorded_at).await?;
         for clock in new.meets {
             sqlx::query(
                 "UPDATE sla_clocks SET met_at = $1, met_late = CASE WHEN due_at < $1 THEN 1 ELSE 0 END \

@@ -12,11 +12,14 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::config::DatabaseConfig;
 use crate::domain::ReferralId;
 
+mod audit;
 mod events;
 mod outbox;
 mod referrals;
 mod sla;
 
+pub use audit::AuditRecord;
+use audit::{append_audit, append_audit_many};
 pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralFilter, ReferralRecord};

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError};
+use super::{AuditRecord, Backend, Store, StoreError, append_audit_many};
 use crate::domain::ReferralId;
 
 /// One claimed outbox row with what the relay needs to publish it.
@@ -152,6 +152,25 @@ impl Store {
     pub async fn mark_claimed_published(&self, token: &str, at: i64) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
+        let delivered = sqlx::query(
+            "SELECT o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
+             WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
+        )
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        let records = delivered
+            .iter()
+            .map(|row| {
+                let message_type: String = row.try_get("message_type")?;
+                let mut record = AuditRecord::new("gateway", "message.delivered")
+                    .referral(row.try_get::<String, _>("referral_id")?)
+                    .detail(format!("{message_type} confirmed by the broker"));
+                record.recipient = Some(row.try_get("recipient_agency")?);
+                Ok(record)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        append_audit_many(&mut tx, self.backend, &records, at).await?;
         sqlx::query(
             "UPDATE referrals SET status = 'queued', updated_at = $1 WHERE status = 'received' AND id IN \
              (SELECT referral_id FROM outbox WHERE claimed_by = $2 AND published_at IS NULL AND message_type = 'referral')",

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, from_micros, to_micros};
+use super::{AuditRecord, Store, StoreError, append_audit, from_micros, to_micros};
 use crate::domain::sla::ClockDeadline;
 use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus, RoutingKey};
 
@@ -29,6 +29,8 @@ pub struct NewReferral<'a> {
     pub idempotency: Option<(&'a str, &'a str)>,
     /// The SLA clocks started with the referral.
     pub clocks: &'a [ClockDeadline],
+    /// The disclosure, recorded in the same transaction.
+    pub audit: &'a AuditRecord,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +141,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        append_audit(&mut tx, self.backend, new.audit, at).await?;
         if let Some((key, request_sha256)) = new.idempotency {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at) \

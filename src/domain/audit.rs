@@ -1,0 +1,303 @@
+//! The audit log's hash chain, pure: how an entry is hashed, what a checkpoint signs,
+//! and how a chain is verified entry by entry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The hash the first entry points back to.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit entry. Holds no personal data: people appear only as `person_key`, an HMAC
+/// of their identifiers under a secret key. The field order is part of the hash: do not
+/// reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// Microseconds since the Unix epoch.
+    pub at: i64,
+    /// `agency:<id>`, `staff:<subject>`, `certificate:<sha256>` or `gateway`.
+    pub actor: String,
+    pub action: String,
+    pub referral_id: Option<String>,
+    pub recipient: Option<String>,
+    pub isa_id: Option<String>,
+    pub lawful_basis: Option<String>,
+    pub consent: Option<String>,
+    pub categories: Vec<String>,
+    pub withheld: Vec<String>,
+    pub person_key: Option<String>,
+    /// Free text without personal data (a reason, a count, a query's filters).
+    pub detail: String,
+    pub prev_hash: String,
+}
+
+impl AuditEntry {
+    /// SHA-256 (hex) of the entry's canonical JSON, which includes `prev_hash`.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
+    }
+}
+
+/// What a checkpoint's Ed25519 signature covers.
+pub fn checkpoint_message(seq: i64, head_hash: &str) -> Vec<u8> {
+    format!("referral-gateway audit checkpoint v1\n{seq}\n{head_hash}").into_bytes()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub signed_at: i64,
+    pub key_id: String,
+    /// Base64url (no padding) Ed25519 signature of `checkpoint_message`.
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainFault {
+    #[error(
+        "entry {found} follows entry {previous}: entries are missing (deleted) or out of order"
+    )]
+    Gap { previous: i64, found: i64 },
+    #[error("entry {seq} does not point at the entry before it (entries reordered or replaced)")]
+    BrokenLink { seq: i64 },
+    #[error("entry {seq} does not match its hash (edited)")]
+    Edited { seq: i64 },
+    #[error("checkpoint at entry {seq} signed another chain head (entries up to it were changed)")]
+    CheckpointMismatch { seq: i64 },
+    #[error("checkpoint at entry {seq} has an invalid signature")]
+    BadSignature { seq: i64 },
+    #[error("checkpoint at entry {seq} is signed with unknown key '{key_id}'")]
+    UnknownKey { seq: i64, key_id: String },
+    #[error(
+        "the log ends at entry {last} but {what} says it reached entry {claimed} (entries deleted from the end)"
+    )]
+    Truncated {
+        last: i64,
+        claimed: i64,
+        what: &'static str,
+    },
+}
+
+impl ChainFault {
+    /// The first entry the fault concerns.
+    pub fn first_bad_entry(&self) -> i64 {
+        match self {
+            Self::Gap { previous, .. } => previous + 1,
+            Self::BrokenLink { seq }
+            | Self::Edited { seq }
+            | Self::CheckpointMismatch { seq }
+            | Self::BadSignature { seq }
+            | Self::UnknownKey { seq, .. } => *seq,
+            Self::Truncated { last, .. } => last + 1,
+        }
+    }
+}
+
+/// Verifies a chain fed in `seq` order. `verify_signature(key_id, message, signature)`
+/// returns `None` for an unknown key, else whether the signature is valid.
+pub struct ChainVerifier<F> {
+    previous_seq: i64,
+    previous_hash: String,
+    checkpoints: BTreeMap<i64, Checkpoint>,
+    verify_signature: F,
+    pub entries: u64,
+    pub checkpoints_verified: u64,
+}
+
+impl<F> ChainVerifier<F>
+where
+    F: Fn(&str, &[u8], &str) -> Option<bool>,
+{
+    pub fn new(checkpoints: Vec<Checkpoint>, verify_signature: F) -> Self {
+        Self {
+            previous_seq: 0,
+            previous_hash: GENESIS_HASH.to_owned(),
+            checkpoints: checkpoints.into_iter().map(|c| (c.seq, c)).collect(),
+            verify_signature,
+            entries: 0,
+            checkpoints_verified: 0,
+        }
+    }
+
+    /// Checks the next entry and the hash stored beside it.
+    pub fn feed(&mut self, entry: &AuditEntry, stored_hash: &str) -> Result<(), ChainFault> {
+        if entry.seq != self.previous_seq + 1 {
+            return Err(ChainFault::Gap {
+                previous: self.previous_seq,
+                found: entry.seq,
+            });
+        }
+        if entry.prev_hash != self.previous_hash {
+            return Err(ChainFault::BrokenLink { seq: entry.seq });
+        }
+        if entry.hash() != stored_hash {
+            return Err(ChainFault::Edited { seq: entry.seq });
+        }
+        if let Some(checkpoint) = self.checkpoints.remove(&entry.seq) {
+            if checkpoint.head_hash != stored_hash {
+                return Err(ChainFault::CheckpointMismatch { seq: entry.seq });
+            }
+            let message = checkpoint_message(checkpoint.seq, &checkpoint.head_hash);
+            match (self.verify_signature)(&checkpoint.key_id, &message, &checkpoint.signature) {
+                None => {
+                    return Err(ChainFault::UnknownKey {
+                        seq: entry.seq,
+                        key_id: checkpoint.key_id,
+                    });
+                }
+                Some(false) => return Err(ChainFault::BadSignature { seq: entry.seq }),
+                Some(true) => self.checkpoints_verified += 1,
+            }
+        }
+        self.previous_seq = entry.seq;
+        self.previous_hash = stored_hash.to_owned();
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// After the last entry: no checkpoint, and not the recorded head, may lie beyond it.
+    pub fn finish(self, head_seq: i64) -> Result<(i64, String), ChainFault> {
+        if let Some((&seq, _)) = self.checkpoints.iter().next_back() {
+            return Err(ChainFault::Truncated {
+                last: self.previous_seq,
+                claimed: seq,
+                what: "a signed checkpoint",
+            });
+        }
+        if head_seq > self.previous_seq {
+            return Err(ChainFault::Truncated {
+                last: self.previous_seq,
+                claimed: head_seq,
+                what: "the chain head",
+            });
+        }
+        Ok((self.previous_seq, self.previous_hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<(AuditEntry, String)> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let e = AuditEntry {
+                    seq,
+                    at: seq * 1000,
+                    actor: "agency:a".into(),
+                    action: "referral.submitted".into(),
+                    referral_id: Some(format!("r{seq}")),
+                    recipient: None,
+                    isa_id: None,
+                    lawful_basis: None,
+                    consent: None,
+                    categories: vec![],
+                    withheld: vec![],
+                    person_key: None,
+                    detail: String::new(),
+                    prev_hash: prev.clone(),
+                };
+                let h = e.hash();
+                prev = h.clone();
+                (e, h)
+            })
+            .collect()
+    }
+
+    fn verify(
+        entries: &[(AuditEntry, String)],
+        checkpoints: Vec<Checkpoint>,
+        head: i64,
+    ) -> Result<(i64, String), ChainFault> {
+        let mut v = ChainVerifier::new(checkpoints, |key, _, sig| {
+            (key == "k").then(|| sig == "good")
+        });
+        for (e, h) in entries {
+            v.feed(e, h)?;
+        }
+        v.finish(head)
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        let c = chain(5);
+        let cp = Checkpoint {
+            seq: 3,
+            head_hash: c[2].1.clone(),
+            signed_at: 0,
+            key_id: "k".into(),
+            signature: "good".into(),
+        };
+        assert_eq!(verify(&c, vec![cp], 5).unwrap().0, 5);
+    }
+
+    #[test]
+    fn edits_deletions_and_reorders_name_the_first_bad_entry() {
+        let c = chain(6);
+        let mut edited = c.clone();
+        edited[3].0.action = "referral.read".into();
+        assert_eq!(
+            verify(&edited, vec![], 6).unwrap_err(),
+            ChainFault::Edited { seq: 4 }
+        );
+
+        let mut deleted = c.clone();
+        deleted.remove(2);
+        let fault = verify(&deleted, vec![], 6).unwrap_err();
+        assert_eq!(fault.first_bad_entry(), 3);
+
+        let mut reordered = c.clone();
+        reordered.swap(1, 2); // rows 2 and 3 swapped, seq values with them
+        let fault = verify(&reordered, vec![], 6).unwrap_err();
+        assert_eq!(fault.first_bad_entry(), 2);
+
+        let mut renumbered = c.clone(); // contents swapped, seq kept
+        let (a, b) = (renumbered[1].clone(), renumbered[2].clone());
+        renumbered[1] = (AuditEntry { seq: 2, ..b.0 }, b.1);
+        renumbered[2] = (AuditEntry { seq: 3, ..a.0 }, a.1);
+        assert_eq!(
+            verify(&renumbered, vec![], 6)
+                .unwrap_err()
+                .first_bad_entry(),
+            2
+        );
+
+        assert!(matches!(
+            verify(&c[..4], vec![], 6).unwrap_err(),
+            ChainFault::Truncated {
+                last: 4,
+                claimed: 6,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn checkpoints_are_checked() {
+        let c = chain(4);
+        let cp = |hash: &str, key: &str, sig: &str| Checkpoint {
+            seq: 2,
+            head_hash: hash.into(),
+            signed_at: 0,
+            key_id: key.into(),
+            signature: sig.into(),
+        };
+        assert_eq!(
+            verify(&c, vec![cp(&c[1].1, "k", "bad")], 4).unwrap_err(),
+            ChainFault::BadSignature { seq: 2 }
+        );
+        assert!(matches!(
+            verify(&c, vec![cp(&c[1].1, "x", "good")], 4).unwrap_err(),
+            ChainFault::UnknownKey { .. }
+        ));
+        assert_eq!(
+            verify(&c, vec![cp(&c[0].1, "k", "good")], 4).unwrap_err(),
+            ChainFault::CheckpointMismatch { seq: 2 }
+        );
+    }
+}

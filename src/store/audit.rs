@@ -1,0 +1,237 @@
+//! Audit log rows: appended inside the transaction of what they record, numbered without
+//! gaps under a lock on the chain head.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, to_micros};
+use crate::domain::audit::{AuditEntry, Checkpoint};
+
+/// An entry before it is numbered and linked.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord {
+    pub actor: String,
+    pub action: String,
+    pub referral_id: Option<String>,
+    pub recipient: Option<String>,
+    pub isa_id: Option<String>,
+    pub lawful_basis: Option<String>,
+    pub consent: Option<String>,
+    pub categories: Vec<String>,
+    pub withheld: Vec<String>,
+    pub person_key: Option<String>,
+    pub detail: String,
+}
+
+impl AuditRecord {
+    pub fn new(actor: impl Into<String>, action: &str) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub fn referral(mut self, id: impl ToString) -> Self {
+        self.referral_id = Some(id.to_string());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+const HEAD_POSTGRES: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+const HEAD_SQLITE: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+
+/// Appends one entry in `tx`. The caller holds the SQLite write turn, if any.
+pub(crate) async fn append_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    record: &AuditRecord,
+    at: i64,
+) -> Result<i64, StoreError> {
+    append_audit_many(tx, backend, std::slice::from_ref(record), at).await
+}
+
+/// Appends entries in order in `tx`, locking and moving the head once. Returns the last seq.
+pub(crate) async fn append_audit_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    records: &[AuditRecord],
+    at: i64,
+) -> Result<i64, StoreError> {
+    let head = sqlx::query(match backend {
+        Backend::Postgres => HEAD_POSTGRES,
+        Backend::Sqlite => HEAD_SQLITE,
+    })
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev_hash: String = head.try_get("hash")?;
+    if records.is_empty() {
+        return Ok(seq);
+    }
+    for record in records {
+        seq += 1;
+        prev_hash = insert_entry(tx, record, seq, at, prev_hash).await?;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(seq)
+}
+
+async fn insert_entry(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    record: &AuditRecord,
+    seq: i64,
+    at: i64,
+    prev_hash: String,
+) -> Result<String, StoreError> {
+    let entry = AuditEntry {
+        seq,
+        at,
+        actor: record.actor.clone(),
+        action: record.action.clone(),
+        referral_id: record.referral_id.clone(),
+        recipient: record.recipient.clone(),
+        isa_id: record.isa_id.clone(),
+        lawful_basis: record.lawful_basis.clone(),
+        consent: record.consent.clone(),
+        categories: record.categories.clone(),
+        withheld: record.withheld.clone(),
+        person_key: record.person_key.clone(),
+        detail: record.detail.clone(),
+        prev_hash,
+    };
+    let hash = entry.hash();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
+         categories, withheld, person_key, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(entry.seq)
+    .bind(entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.referral_id)
+    .bind(&entry.recipient)
+    .bind(&entry.isa_id)
+    .bind(&entry.lawful_basis)
+    .bind(&entry.consent)
+    .bind(serde_json::to_string(&entry.categories).unwrap_or_default())
+    .bind(serde_json::to_string(&entry.withheld).unwrap_or_default())
+    .bind(&entry.person_key)
+    .bind(&entry.detail)
+    .bind(&entry.prev_hash)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(hash)
+}
+
+fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), StoreError> {
+    let list = |name: &str| -> Result<Vec<String>, StoreError> {
+        let text: String = row.try_get(name)?;
+        serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(format!("audit {name}")))
+    };
+    Ok((
+        AuditEntry {
+            seq: row.try_get("seq")?,
+            at: row.try_get("at")?,
+            actor: row.try_get("actor")?,
+            action: row.try_get("action")?,
+            referral_id: row.try_get("referral_id")?,
+            recipient: row.try_get("recipient")?,
+            isa_id: row.try_get("isa_id")?,
+            lawful_basis: row.try_get("lawful_basis")?,
+            consent: row.try_get("consent")?,
+            categories: list("categories")?,
+            withheld: list("withheld")?,
+            person_key: row.try_get("person_key")?,
+            detail: row.try_get("detail")?,
+            prev_hash: row.try_get("prev_hash")?,
+        },
+        row.try_get("hash")?,
+    ))
+}
+
+impl Store {
+    /// Appends one entry in its own transaction.
+    pub async fn audit(
+        &self,
+        record: &AuditRecord,
+        at: time::OffsetDateTime,
+    ) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let seq = append_audit(&mut tx, self.backend, record, to_micros(at)).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Entries after `after_seq`, in `seq` order, with their stored hashes. A row whose
+    /// columns cannot be read is reported as corrupt.
+    pub async fn audit_entries(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
+             withheld, person_key, detail, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    pub async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+
+    pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, head_hash, signed_at, key_id, signature FROM audit_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Checkpoint {
+                    seq: row.try_get("seq")?,
+                    head_hash: row.try_get("head_hash")?,
+                    signed_at: row.try_get("signed_at")?,
+                    key_id: row.try_get("key_id")?,
+                    signature: row.try_get("signature")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a signed checkpoint of the head (`ON CONFLICT DO NOTHING`: one per seq).
+    pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(checkpoint.seq)
+        .bind(&checkpoint.head_hash)
+        .bind(checkpoint.signed_at)
+        .bind(&checkpoint.key_id)
+        .bind(&checkpoint.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
