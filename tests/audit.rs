@@ -1,0 +1,367 @@
+//! The tamper-evident audit log and signed receipts.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn gateway(db_url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+        .current_dir(ROOT)
+        .env("REFGW_DATABASE_URL", db_url)
+        .env("REFGW_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn exec(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query(sql)
+        .execute(app.store.pool())
+        .await
+        .map(|r| r.rows_affected())
+}
+
+async fn seed(app: &TestApp) -> Vec<String> {
+    let liaison = agency_client("coventry-liaison");
+    let mut ids = Vec::new();
+    for service in ["cmht", "iapt", "housing", "substance_misuse"] {
+        let r = post_referral(&liaison, app, example_text(service)).await;
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<Value>().await.unwrap()["referral_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // A refusal is audited too.
+    let mut bad = example("cmht");
+    bad["person"]["nhs_number"] = json!("1234567890");
+    assert_eq!(
+        post_referral(&liaison, app, bad.to_string()).await.status(),
+        422
+    );
+    let ack = json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "acknowledged"});
+    let r = agency_client("coventry-cmht")
+        .post(app.url(&format!("/v1/referrals/{}/events", ids[0])))
+        .header("content-type", "application/json")
+        .body(ack.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    ids
+}
+
+async fn tampering_is_detected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ids = seed(&app).await;
+    let url = app.db.url.clone();
+
+    // What the log holds: the disclosures, with a person key and no identifiers.
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT seq, actor, action, referral_id, recipient, consent, categories, person_key, detail FROM audit_log ORDER BY seq")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    let actions: Vec<String> = rows.iter().map(|r| r.get::<String, _>("action")).collect();
+    assert_eq!(
+        actions,
+        [
+            "config.loaded",
+            "referral.submitted",
+            "referral.submitted",
+            "referral.submitted",
+            "referral.submitted",
+            "referral.refused",
+            "event.posted"
+        ]
+    );
+    let first = &rows[1];
+    assert_eq!(first.get::<String, _>("actor"), "agency:coventry-liaison");
+    assert_eq!(
+        first.get::<Option<String>, _>("referral_id").as_deref(),
+        Some(ids[0].as_str())
+    );
+    assert_eq!(
+        first.get::<Option<String>, _>("recipient").as_deref(),
+        Some("coventry-cmht")
+    );
+    assert_eq!(
+        first.get::<Option<String>, _>("consent").as_deref(),
+        Some("given")
+    );
+    assert!(first.get::<String, _>("categories").contains("\"risk\""));
+    let person_keys: std::collections::BTreeSet<Option<String>> =
+        rows[1..5].iter().map(|r| r.get("person_key")).collect();
+    assert_eq!(person_keys.len(), 1, "one person, one key");
+    assert_eq!(
+        rows[5].get::<String, _>("detail"),
+        "schema-validation: /person/nhs_number"
+    );
+    let everything = format!(
+        "{:?}",
+        rows.iter()
+            .map(|r| (
+                r.get::<String, _>("detail"),
+                r.get::<Option<String>, _>("person_key"),
+                r.get::<String, _>("categories")
+            ))
+            .collect::<Vec<_>>()
+    );
+    for personal in ["Alex", "Example", "1991-06-14", "943", "CV1"] {
+        assert!(
+            !everything.contains(personal),
+            "{personal} in the audit log"
+        );
+    }
+
+    // Append-only: the database itself refuses changes.
+    assert!(
+        exec(&app, "UPDATE audit_log SET action = 'x' WHERE seq = 2")
+            .await
+            .is_err()
+    );
+    assert!(
+        exec(&app, "DELETE FROM audit_log WHERE seq = 2")
+            .await
+            .is_err()
+    );
+
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("7 entries"), "{out}");
+
+    // An attacker with database superuser rights switches the protection off.
+    match backend {
+        Backend::Sqlite => {
+            exec(&app, "DROP TRIGGER audit_log_no_update")
+                .await
+                .unwrap();
+            exec(&app, "DROP TRIGGER audit_log_no_delete")
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            exec(&app, "ALTER TABLE audit_log DISABLE TRIGGER USER")
+                .await
+                .unwrap();
+        }
+    }
+    // 1. Change one row.
+    exec(
+        &app,
+        "UPDATE audit_log SET recipient = 'coventry-housing' WHERE seq = 3",
+    )
+    .await
+    .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 3"), "{out}");
+    exec(
+        &app,
+        "UPDATE audit_log SET recipient = 'coventry-iapt' WHERE seq = 3",
+    )
+    .await
+    .unwrap();
+    assert_eq!(gateway(&url, &["audit", "verify"]).0, Some(0), "restored");
+
+    // 2. Delete one row.
+    exec(
+        &app,
+        "CREATE TABLE saved AS SELECT * FROM audit_log WHERE seq = 4",
+    )
+    .await
+    .unwrap();
+    exec(&app, "DELETE FROM audit_log WHERE seq = 4")
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 4"), "{out}");
+    exec(&app, "INSERT INTO audit_log SELECT * FROM saved")
+        .await
+        .unwrap();
+    assert_eq!(gateway(&url, &["audit", "verify"]).0, Some(0), "restored");
+
+    // 3. Reorder two rows (swap their contents, keep their numbers).
+    exec(&app, "UPDATE audit_log SET seq = -5 WHERE seq = 5")
+        .await
+        .unwrap();
+    exec(&app, "UPDATE audit_log SET seq = 5 WHERE seq = 6")
+        .await
+        .unwrap();
+    exec(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5")
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 5"), "{out}");
+
+    // 4. Delete the newest entry: the recorded head gives it away.
+    exec(&app, "UPDATE audit_log SET seq = -6 WHERE seq = 5")
+        .await
+        .unwrap();
+    exec(&app, "UPDATE audit_log SET seq = 5 WHERE seq = 6")
+        .await
+        .unwrap();
+    exec(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -6")
+        .await
+        .unwrap();
+    assert_eq!(gateway(&url, &["audit", "verify"]).0, Some(0), "restored");
+    exec(&app, "DELETE FROM audit_log WHERE seq = 7")
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 7"), "{out}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tampering_is_detected_sqlite() {
+    tampering_is_detected(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn tampering_is_detected_postgres() {
+    tampering_is_detected(Backend::Postgres).await;
+}
+
+/// Signed checkpoints: a forged signature or a rewritten head is caught.
+#[tokio::test]
+async fn checkpoints_are_signed_and_checked() {
+    use referral_gateway::audit::Checkpointer;
+    use referral_gateway::signing::GatewayKey;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    seed(&app).await;
+    let key = std::sync::Arc::new(
+        GatewayKey::load(&root().join("certs-example/gateway-signing.key")).unwrap(),
+    );
+    let checkpointer = Checkpointer::new(
+        app.store.clone(),
+        key.clone(),
+        1000,
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(checkpointer.checkpoint().await.unwrap(), Some(7));
+    assert_eq!(
+        checkpointer.checkpoint().await.unwrap(),
+        None,
+        "nothing new to sign"
+    );
+    let keys = [key.public().clone()];
+    let verified = referral_gateway::audit::verify(&app.store, &keys)
+        .await
+        .unwrap();
+    assert_eq!((verified.entries, verified.checkpoints), (7, 1));
+
+    exec(
+        &app,
+        "UPDATE audit_checkpoints SET signature = 'AAAA' WHERE seq = 7",
+    )
+    .await
+    .unwrap();
+    let err = referral_gateway::audit::verify(&app.store, &keys)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid signature"), "{err}");
+    // An unknown key is refused too.
+    let other = GatewayKey::from_pkcs8(
+        &{
+            use ring::signature::Ed25519KeyPair;
+            Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        },
+        "other",
+    )
+    .unwrap();
+    let err = referral_gateway::audit::verify(&app.store, &[other.public().clone()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown key"), "{err}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn receipts_are_signed_and_verifiable() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let r = post_referral(
+        &agency_client("coventry-liaison"),
+        &app,
+        example_text("housing"),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    let signed = &body["signed_receipt"];
+    assert_eq!(signed["alg"], "EdDSA");
+    assert_eq!(signed["receipt"]["referral_id"], body["referral_id"]);
+    assert_eq!(signed["receipt"]["recipient"], "coventry-housing");
+    assert_eq!(signed["receipt"]["payload_sha256"], body["payload_sha256"]);
+
+    let keys: Value = agency_client("coventry-housing")
+        .get(app.url("/v1/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"][0]["kid"], signed["key_id"]);
+    assert_eq!(keys["keys"][0]["crv"], "Ed25519");
+
+    let dir = tempfile::tempdir().unwrap();
+    let receipt_file = dir.path().join("receipt.json");
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&receipt_file, body.to_string()).unwrap();
+    std::fs::write(&keys_file, keys.to_string()).unwrap();
+    let verify = |file: &std::path::Path, with_keys: bool| {
+        let mut args = vec![
+            "receipt".to_owned(),
+            "verify".to_owned(),
+            file.display().to_string(),
+        ];
+        if with_keys {
+            args.extend(["--keys".to_owned(), keys_file.display().to_string()]);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+            .current_dir(ROOT)
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = verify(&receipt_file, true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("receipt valid"), "{out}");
+    assert_eq!(
+        verify(&receipt_file, false).0,
+        Some(0),
+        "the configured key verifies too"
+    );
+
+    let mut forged = body.clone();
+    forged["signed_receipt"]["receipt"]["recipient"] = json!("coventry-cmht");
+    std::fs::write(&receipt_file, forged.to_string()).unwrap();
+    let (code, out) = verify(&receipt_file, true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("INVALID"), "{out}");
+    app.stop().await;
+}
