@@ -365,3 +365,90 @@ async fn receipts_are_signed_and_verifiable() {
     assert!(out.contains("INVALID"), "{out}");
     app.stop().await;
 }
+
+/// Reads, refused reads, listings, reports and unregistered certificates are all logged.
+#[tokio::test]
+async fn reads_and_refusals_are_audited() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let ids = seed(&app).await;
+    let path = format!("/v1/referrals/{}", ids[0]);
+    assert_eq!(
+        agency_client("coventry-cmht")
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        agency_client("coventry-iapt")
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        agency_client("coventry-liaison")
+            .get(app.url("/v1/referrals?status=queued"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        agency_client("coventry-cmht")
+            .get(app.url("/v1/reports/sla"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let dir = root().join("certs-example/unregistered");
+    let stranger = http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        Some((dir.join("client.crt"), dir.join("client.key"))),
+        rustls::ALL_VERSIONS,
+    ));
+    assert_eq!(
+        stranger.get(app.url(&path)).send().await.unwrap().status(),
+        403
+    );
+
+    use sqlx::Row;
+    let rows =
+        sqlx::query("SELECT actor, action, referral_id FROM audit_log WHERE seq > 7 ORDER BY seq")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    let got: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get("actor"), r.get("action"), r.get("referral_id")))
+        .collect();
+    assert_eq!(
+        got[0],
+        (
+            "agency:coventry-cmht".into(),
+            "referral.read".into(),
+            Some(ids[0].clone())
+        )
+    );
+    assert_eq!(
+        got[1],
+        (
+            "agency:coventry-iapt".into(),
+            "referral.read.denied".into(),
+            Some(ids[0].clone())
+        )
+    );
+    assert_eq!(got[2].1, "referral.listed");
+    assert_eq!(got[3].1, "report.sla");
+    assert!(got[4].0.starts_with("certificate:"), "{:?}", got[4]);
+    assert_eq!(got[4].1, "auth.refused");
+    assert_eq!(got.len(), 5);
+    app.stop().await;
+}

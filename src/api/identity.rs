@@ -1,7 +1,8 @@
 //! Who is calling: the agency named by the verified client certificate, never the body.
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
+
+use futures_util::future::LocalBoxFuture;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
@@ -25,10 +26,10 @@ pub struct CallerAgency(pub Arc<Agency>);
 
 impl FromRequest for CallerAgency {
     type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match req.conn_data::<PeerCertificate>() {
+        let result = match req.conn_data::<PeerCertificate>() {
             Some(PeerCertificate {
                 agency: Some(agency),
                 ..
@@ -44,6 +45,26 @@ impl FromRequest for CallerAgency {
                 "no-client-certificate",
                 "This endpoint needs a client certificate registered to an agency.",
             )),
+        };
+        let state = req
+            .app_data::<actix_web::web::Data<super::AppState>>()
+            .cloned();
+        let fingerprint = req
+            .conn_data::<PeerCertificate>()
+            .map(|p| p.fingerprint.clone());
+        let path = req.path().to_owned();
+        Box::pin(async move {
+            if result.is_err()
+                && let Some(state) = state
+            {
+                // Authentication failures are audited: who tried, and where.
+                let actor = fingerprint
+                    .map_or_else(|| "anonymous".to_owned(), |f| format!("certificate:{f}"));
+                let record = crate::store::AuditRecord::new(actor, "auth.refused")
+                    .detail(format!("unregistered client certificate on {path}"));
+                super::audit(&state, record).await?;
+            }
+            result
         })
     }
 }

@@ -29,6 +29,23 @@ pub struct AppState {
     pub signing_key: std::sync::Arc<crate::signing::GatewayKey>,
 }
 
+/// Records an access in the audit log; the request fails (500) if it cannot be recorded,
+/// so nothing is disclosed without its log entry.
+pub(crate) async fn audit(
+    state: &AppState,
+    record: crate::store::AuditRecord,
+) -> Result<(), problem::ApiError> {
+    state
+        .store
+        .audit(&record, state.clock.now())
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(error = %e, action = record.action.as_str(), "cannot write the audit log");
+            problem::ApiError::internal()
+        })
+}
+
 /// Routes of the agency (mTLS) listener.
 pub fn agency_routes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);

@@ -15,7 +15,7 @@ use super::problem::ApiError;
 use crate::domain::ReferralId;
 use crate::intake::{IntakeError, Receipt, Submitted};
 use crate::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
-use crate::store::rfc3339;
+use crate::store::{AuditRecord, rfc3339};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -248,6 +248,14 @@ async fn list(
         tracing::error!(error = %e, "store failure while listing referrals");
         ApiError::internal()
     })?;
+    super::audit(
+        &state,
+        AuditRecord::new(format!("agency:{}", caller.0.id), "referral.listed").detail(format!(
+            "{} referral(s); status={status} role={role} overdue={overdue}",
+            records.len()
+        )),
+    )
+    .await?;
     let next_cursor = (records.len() as i64 == limit)
         .then(|| records.last())
         .flatten()
@@ -280,20 +288,31 @@ async fn status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = ReferralId::parse(&path.into_inner()).map_err(|_| ApiError::not_found())?;
-    let record = state
-        .store
-        .referral(id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "store failure while reading a referral");
-            ApiError::internal()
-        })?
-        .ok_or_else(ApiError::not_found)?;
-    let caller_id = caller.0.id.as_str();
-    if record.sender_agency != caller_id && record.recipient_agency != caller_id {
+    let requested = path.into_inner();
+    let actor = format!("agency:{}", caller.0.id);
+    let denied = || {
+        AuditRecord::new(actor.clone(), "referral.read.denied").detail("not found or not visible")
+    };
+    let Ok(id) = ReferralId::parse(&requested) else {
+        super::audit(&state, denied()).await?;
         return Err(ApiError::not_found());
-    }
+    };
+    let record = state.store.referral(id).await.map_err(|e| {
+        tracing::error!(error = %e, "store failure while reading a referral");
+        ApiError::internal()
+    })?;
+    let caller_id = caller.0.id.as_str();
+    let Some(record) =
+        record.filter(|r| r.sender_agency == caller_id || r.recipient_agency == caller_id)
+    else {
+        super::audit(&state, denied().referral(id)).await?;
+        return Err(ApiError::not_found());
+    };
+    super::audit(
+        &state,
+        AuditRecord::new(actor, "referral.read").referral(id),
+    )
+    .await?;
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure while reading a referral's events");
         ApiError::internal()

@@ -71,6 +71,12 @@ async fn sla_report(
             ApiError::internal()
         })?;
     let rows = aggregate(&clocks, &contacts, to_micros(now));
+    super::audit(
+        &state,
+        crate::store::AuditRecord::new(format!("agency:{}", caller.0.id), "report.sla")
+            .detail(format!("{} row(s), {from} to {to}", rows.len())),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "from": from.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "to": to.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
