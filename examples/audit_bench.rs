@@ -33,8 +33,15 @@ async fn main() -> anyhow::Result<()> {
     let config = bench_support::config(&db.url, 1, Vec::new())?;
     let store = Store::connect(&config.database).await?;
     store.migrate().await?;
-    let key = Arc::new(GatewayKey::load(&root().join("certs-example/gateway-signing.key"))?);
-    let checkpointer = Checkpointer::new(store.clone(), key.clone(), 1000, std::time::Duration::from_secs(300));
+    let key = Arc::new(GatewayKey::load(
+        &root().join("certs-example/gateway-signing.key"),
+    )?);
+    let checkpointer = Checkpointer::new(
+        store.clone(),
+        key.clone(),
+        1000,
+        std::time::Duration::from_secs(300),
+    );
 
     let started = Instant::now();
     for i in 0..args.entries {
@@ -44,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
         record.recipient = Some("coventry-cmht".into());
         record.person_key = Some(format!("{:064x}", i));
         record.categories = vec!["person".into(), "risk".into(), "needs".into()];
-        store.audit(&record, time::OffsetDateTime::now_utc()).await?;
+        store
+            .audit(&record, time::OffsetDateTime::now_utc())
+            .await?;
         if (i + 1) % 1000 == 0 {
             checkpointer.checkpoint().await?;
         }

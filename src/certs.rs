@@ -348,6 +348,16 @@ pub fn init(
         true,
         None,
     )?;
+    let payload_key = crate::sealing::PayloadKeys::generate_hex()
+        .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?
+        + "\n";
+    put(
+        "AES-256 key for referral payloads at rest".into(),
+        out.join("payload.key"),
+        &payload_key,
+        true,
+        None,
+    )?;
 
     let rogue_ca = Authority::new("Rogue CA (not trusted by the gateway)", validity_days)?;
     let first_sender = registry

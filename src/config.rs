@@ -58,6 +58,8 @@ struct RawConfig {
     #[serde(default)]
     audit: RawAudit,
     #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
     agencies: Vec<RawAgency>,
     #[serde(default)]
     permissions: Vec<RawPermission>,
@@ -113,6 +115,15 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawSchemas {
     dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    payload_key_file: Option<PathBuf>,
+    #[serde(default)]
+    previous_payload_key_files: Vec<PathBuf>,
+    retention_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -241,7 +252,34 @@ pub struct Config {
     pub relay: RelayConfig,
     pub sla: SlaConfig,
     pub audit: AuditConfig,
+    pub storage: StorageConfig,
     pub registry: Arc<AgencyRegistry>,
+}
+
+/// Encryption of referral payloads at rest, and their retention.
+#[derive(Clone)]
+pub struct StorageConfig {
+    /// Hex text of the current AES-256 key, and of earlier keys still needed to read.
+    pub payload_key: String,
+    pub previous_payload_keys: Vec<String>,
+    /// Default for `purge --older-than`.
+    pub retention_days: u32,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("payload_key", &"<secret>")
+            .field("previous_payload_keys", &self.previous_payload_keys.len())
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
+}
+
+impl StorageConfig {
+    pub fn payload_keys(&self) -> Result<crate::sealing::PayloadKeys, crate::sealing::SealError> {
+        crate::sealing::PayloadKeys::new(&self.payload_key, &self.previous_payload_keys)
+    }
 }
 
 /// The disclosure log and the gateway's signing key.
@@ -507,6 +545,7 @@ fn build(
     let registry = build_registry(raw.agencies, raw.permissions, problems);
     let sla = build_sla(raw.sla, &registry, checks, problems);
     let audit = build_audit(raw.audit, env, checks, problems);
+    let storage = build_storage(raw.storage, env, checks, problems);
 
     Some(Config {
         server: ServerConfig {
@@ -535,6 +574,7 @@ fn build(
         relay,
         sla,
         audit,
+        storage,
         registry: Arc::new(registry),
     })
 }
@@ -625,6 +665,53 @@ fn build_registry(
         }
     }
     AgencyRegistry::new(agencies, permissions)
+}
+
+fn build_storage(
+    raw: RawStorage,
+    env: &dyn Env,
+    checks: FileChecks,
+    problems: &mut Problems,
+) -> StorageConfig {
+    let read = |path: &Path, key: &str, problems: &mut Problems| match std::fs::read_to_string(path)
+    {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) => {
+            if checks == FileChecks::Required {
+                problems.push(key, format!("cannot read '{}': {e}", path.display()));
+            }
+            String::new()
+        }
+    };
+    let payload_key = match env.var("REFGW_PAYLOAD_KEY") {
+        Some(v) => v,
+        None => {
+            let path = raw
+                .payload_key_file
+                .unwrap_or_else(|| PathBuf::from("certs-example/payload.key"));
+            read(&path, "storage.payload_key_file", problems)
+        }
+    };
+    let previous_payload_keys: Vec<String> = raw
+        .previous_payload_key_files
+        .iter()
+        .map(|p| read(p, "storage.previous_payload_key_files", problems))
+        .collect();
+    let storage = StorageConfig {
+        payload_key,
+        previous_payload_keys,
+        retention_days: raw.retention_days.unwrap_or(365),
+    };
+    if checks == FileChecks::Required
+        && !storage.payload_key.is_empty()
+        && let Err(e) = storage.payload_keys()
+    {
+        problems.push("storage.payload_key_file", e);
+    }
+    if storage.retention_days == 0 {
+        problems.push("storage.retention_days", "must be at least 1");
+    }
+    storage
 }
 
 fn build_audit(
@@ -917,6 +1004,9 @@ calendar = "{root}/config/bank-holidays-england-and-wales.toml"
 [audit]
 signing_key = "{root}/certs-example/gateway-signing.key"
 person_key_secret_file = "{root}/certs-example/person-key.secret"
+
+[storage]
+payload_key_file = "{root}/certs-example/payload.key"
 
 [[agencies]]
 id = "liaison"

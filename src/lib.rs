@@ -15,6 +15,7 @@ pub mod ops;
 pub mod relay;
 pub mod report;
 pub mod schema;
+pub mod sealing;
 pub mod signing;
 pub mod sla;
 pub mod startup;

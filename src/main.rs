@@ -75,6 +75,14 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Delete referral payloads past retention (delivered ones only); metadata, events,
+    /// clocks and the audit log stay, and the audit chain still verifies.
+    Purge {
+        /// Payloads of referrals received more than this many days ago (default:
+        /// storage.retention_days).
+        #[arg(long)]
+        older_than: Option<u32>,
+    },
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate {
         /// The referral (JSON) to check.
@@ -284,6 +292,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ReportFormat::Csv => print!("{}", referral_gateway::report::to_csv(&rows)),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge { older_than } => {
+            let config = load_config(&cli.config)?;
+            let days = older_than.unwrap_or(config.storage.retention_days);
+            if days == 0 {
+                anyhow::bail!("--older-than must be at least 1 day");
+            }
+            let now = time::OffsetDateTime::now_utc();
+            let cutoff = now - time::Duration::days(i64::from(days));
+            let purged = actix_web::rt::System::new().block_on(async move {
+                let store = Store::open(&config).await?;
+                store.migrate().await?;
+                anyhow::Ok(
+                    store
+                        .purge_payloads(to_micros(cutoff), to_micros(now))
+                        .await?,
+                )
+            })?;
+            println!("purged {purged} referral payload(s) received more than {days} day(s) ago");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

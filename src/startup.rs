@@ -58,7 +58,7 @@ impl Application {
         warn_about_missing_overlays(&config.registry, &schemas);
         let tls_config =
             tls::server_config(&config.tls).context("building the TLS configuration")?;
-        let store = Store::connect(&config.database)
+        let store = Store::open(&config)
             .await
             .context("connecting to the database (database.url / REFGW_DATABASE_URL)")?;
         store

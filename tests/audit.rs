@@ -452,3 +452,101 @@ async fn reads_and_refusals_are_audited() {
     assert_eq!(got.len(), 5);
     app.stop().await;
 }
+
+/// Payloads are not readable in the database files, and purging delivered ones keeps the
+/// audit chain intact.
+async fn payloads_are_sealed_and_purgeable(backend: Backend) {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(backend, AMQP_URL, &namespace).await;
+    let liaison = agency_client("coventry-liaison");
+    for service in ["cmht", "housing"] {
+        assert_eq!(
+            post_referral(&liaison, &app, example_text(service))
+                .await
+                .status(),
+            202
+        );
+    }
+    // Delivered in clear text to the recipient, all the same.
+    let delivered = broker
+        .take(
+            &broker.topology.referral_queue("coventry-housing"),
+            1,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert!(String::from_utf8_lossy(&delivered[0].data).contains("Example Street"));
+
+    use sqlx::Row;
+    let payloads: Vec<String> = sqlx::query("SELECT payload FROM referrals")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("payload"))
+        .collect();
+    assert_eq!(payloads.len(), 2);
+    for p in &payloads {
+        for personal in ["Alex", "Example Street", "1991-06-14", "943 476 5919"] {
+            assert!(!p.contains(personal), "{personal} readable in the database");
+        }
+    }
+    if backend == Backend::Sqlite {
+        // The raw database files (main file and write-ahead log) hold no plain name.
+        let file = app.db.url.trim_start_matches("sqlite://").to_owned();
+        for path in [file.clone(), format!("{file}-wal")] {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(
+                    !text.contains("Example Street") && !text.contains("Alex"),
+                    "plain text in {path}"
+                );
+            }
+        }
+    }
+
+    // Purge: delivered payloads go, the log still verifies and records the purge.
+    let wait = std::time::Instant::now();
+    while app.store.outbox_backlog().await.unwrap().pending > 0 {
+        assert!(wait.elapsed() < std::time::Duration::from_secs(20));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let later = referral_gateway::store::to_micros(now + time::Duration::seconds(1));
+    let purged = app.store.purge_payloads(later, later).await.unwrap();
+    assert_eq!(purged, 2);
+    let left: i64 = sqlx::query("SELECT COUNT(*) FROM referrals WHERE payload <> ''")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let (code, out) = gateway(&app.db.url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    let last: String = sqlx::query("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, "payload.purged");
+    // Metadata stays readable.
+    let view = liaison
+        .get(app.url("/v1/referrals?limit=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(view.status(), 200);
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn payloads_are_sealed_and_purgeable_sqlite() {
+    payloads_are_sealed_and_purgeable(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn payloads_are_sealed_and_purgeable_postgres() {
+    payloads_are_sealed_and_purgeable(Backend::Postgres).await;
+}

@@ -247,7 +247,7 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
     let config = delivering_config(&shipped_config_text(), &app.db.url, AMQP_URL, &namespace);
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let store = Store::connect(&config.database).await.unwrap();
+        let store = Store::open(&config).await.unwrap();
         let mut relay_config = config.relay.clone();
         relay_config.batch_size = 10;
         let relay = Relay::new(

@@ -59,7 +59,19 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
         .fetch_one(app.store.pool())
         .await
         .unwrap();
-        assert_eq!(row.get::<String, _>("payload"), body);
+        // Encrypted at rest; the store opens it again byte for byte.
+        let stored: String = row.get("payload");
+        assert_ne!(stored, body);
+        assert!(!stored.contains("Example Street") && !stored.contains("Alex"));
+        let id_typed = referral_gateway::domain::ReferralId::parse(id).unwrap();
+        assert_eq!(
+            app.store
+                .referral_payload(id_typed)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(body.as_str())
+        );
         assert_eq!(row.get::<String, _>("payload_sha256"), expected_sha);
         assert_eq!(row.get::<String, _>("status"), "received");
         assert_eq!(row.get::<String, _>("recipient_agency"), recipient);

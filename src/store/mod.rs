@@ -41,6 +41,8 @@ pub enum StoreError {
     },
     #[error("stored row is inconsistent: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Seal(#[from] crate::sealing::SealError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,9 @@ pub struct Store {
     /// SQLite has one writer at a time; queueing writers here (FIFO) instead of letting
     /// them poll the database lock keeps tail latency flat under concurrent submissions.
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Encrypts referral payloads at rest; without it they are stored in plain text
+    /// (only tools that never touch payloads open a store without keys).
+    payload_keys: Option<Arc<crate::sealing::PayloadKeys>>,
 }
 
 impl Store {
@@ -91,7 +96,57 @@ impl Store {
             pool,
             backend,
             sqlite_writer,
+            payload_keys: None,
         })
+    }
+
+    /// Connects with the configured payload keys: what the gateway and its tools use.
+    pub async fn open(config: &crate::config::Config) -> Result<Self, StoreError> {
+        let keys = config.storage.payload_keys()?;
+        Ok(Self::connect(&config.database)
+            .await?
+            .with_payload_keys(keys))
+    }
+
+    pub fn with_payload_keys(mut self, keys: crate::sealing::PayloadKeys) -> Self {
+        self.payload_keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// Seals a payload for storage: `(stored text, key id)`.
+    pub(crate) fn seal_payload(
+        &self,
+        plaintext: &str,
+        referral_id: &str,
+    ) -> Result<(String, Option<String>), StoreError> {
+        match &self.payload_keys {
+            Some(keys) => {
+                let (id, sealed) = keys.seal(plaintext, referral_id)?;
+                Ok((sealed, Some(id)))
+            }
+            None => Ok((plaintext.to_owned(), None)),
+        }
+    }
+
+    /// Opens a stored payload.
+    pub(crate) fn open_payload(
+        &self,
+        stored: String,
+        key_id: Option<&str>,
+        referral_id: &str,
+    ) -> Result<String, StoreError> {
+        match key_id {
+            None => Ok(stored),
+            Some("purged") => Err(StoreError::Corrupt(format!(
+                "the payload of referral {referral_id} was purged"
+            ))),
+            Some(id) => {
+                let keys = self.payload_keys.as_ref().ok_or_else(|| {
+                    StoreError::Seal(crate::sealing::SealError::UnknownKey(id.to_owned()))
+                })?;
+                Ok(keys.open(id, &stored, referral_id)?)
+            }
+        }
     }
 
     /// Held for the duration of a write transaction on SQLite; a no-op on PostgreSQL.

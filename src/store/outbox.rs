@@ -79,36 +79,60 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT o.id, o.referral_id, COALESCE(o.message_id, o.referral_id) AS message_id, o.message_type, o.exchange, o.routing_key, o.attempts, o.created_at, \
-             COALESCE(o.payload, r.payload) AS payload, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
+             o.payload AS own_payload, r.payload AS referral_payload, r.payload_key_id, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
              FROM outbox o JOIN referrals r ON r.id = o.referral_id \
              WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
         )
         .bind(token)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let referral_id: String = row.try_get("referral_id")?;
-                Ok(ClaimedMessage {
-                    outbox_id: row.try_get("id")?,
-                    referral_id: ReferralId::parse(&referral_id)
-                        .map_err(|_| StoreError::Corrupt(format!("referral id '{referral_id}'")))?,
-                    message_id: row.try_get("message_id")?,
-                    message_type: row.try_get("message_type")?,
-                    exchange: row.try_get("exchange")?,
-                    routing_key: row.try_get("routing_key")?,
-                    attempts: row.try_get("attempts")?,
-                    created_at: row.try_get("created_at")?,
-                    payload: row.try_get("payload")?,
-                    priority: row.try_get("priority")?,
-                    sender_agency: row.try_get("sender_agency")?,
-                    recipient_agency: row.try_get("recipient_agency")?,
-                    service_type: row.try_get("service_type")?,
-                    schema_id: row.try_get("schema_id")?,
-                    correlation_id: row.try_get("correlation_id")?,
-                })
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let referral_id: String = row.try_get("referral_id")?;
+            let payload = match row.try_get::<Option<String>, _>("own_payload")? {
+                Some(own) => Ok(own),
+                None => {
+                    let key_id: Option<String> = row.try_get("payload_key_id")?;
+                    self.open_payload(
+                        row.try_get("referral_payload")?,
+                        key_id.as_deref(),
+                        &referral_id,
+                    )
+                }
+            };
+            let payload = match payload {
+                Ok(payload) => payload,
+                Err(e) => {
+                    // One unreadable payload (a missing key, a purged row) must not stop
+                    // the rest: set it aside for an hour with the reason, for operators.
+                    tracing::error!(referral_id = %referral_id, error = %e, "outbox row cannot be published");
+                    let outbox_id: i64 = row.try_get("id")?;
+                    let retry_at = now.saturating_add(3_600_000_000);
+                    self.release_outbox(outbox_id, token, retry_at, &e.to_string())
+                        .await?;
+                    continue;
+                }
+            };
+            claimed.push(ClaimedMessage {
+                outbox_id: row.try_get("id")?,
+                referral_id: ReferralId::parse(&referral_id)
+                    .map_err(|_| StoreError::Corrupt(format!("referral id '{referral_id}'")))?,
+                message_id: row.try_get("message_id")?,
+                message_type: row.try_get("message_type")?,
+                exchange: row.try_get("exchange")?,
+                routing_key: row.try_get("routing_key")?,
+                attempts: row.try_get("attempts")?,
+                created_at: row.try_get("created_at")?,
+                payload,
+                priority: row.try_get("priority")?,
+                sender_agency: row.try_get("sender_agency")?,
+                recipient_agency: row.try_get("recipient_agency")?,
+                service_type: row.try_get("service_type")?,
+                schema_id: row.try_get("schema_id")?,
+                correlation_id: row.try_get("correlation_id")?,
+            });
+        }
+        Ok(claimed)
     }
 
     /// Drops every claim at once. Only for SQLite, where one process owns the relay: the

@@ -97,12 +97,13 @@ impl Store {
     pub async fn insert_referral(&self, new: &NewReferral<'_>) -> Result<Inserted, StoreError> {
         let id = new.id.to_string();
         let at = to_micros(new.received_at);
+        let (payload, payload_key_id) = self.seal_payload(new.payload, &id)?;
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO referrals (id, sender_agency, recipient_agency, service_type, area, \
-             priority, status, schema_id, payload, payload_sha256, correlation_id, received_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+             priority, status, schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)",
         )
         .bind(&id)
         .bind(new.sender.as_str())
@@ -112,10 +113,11 @@ impl Store {
         .bind(new.priority.as_str())
         .bind(ReferralStatus::Received.as_str())
         .bind(new.schema_id)
-        .bind(new.payload)
+        .bind(&payload)
         .bind(new.payload_sha256)
         .bind(new.correlation_id)
         .bind(at)
+        .bind(payload_key_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -207,11 +209,39 @@ impl Store {
 
     /// The document as received, for delivery. Holds personal data: never log it.
     pub async fn referral_payload(&self, id: ReferralId) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT payload FROM referrals WHERE id = $1")
+        let row = sqlx::query("SELECT payload, payload_key_id FROM referrals WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.try_get("payload")).transpose()?)
+        row.map(|r| {
+            let key_id: Option<String> = r.try_get("payload_key_id")?;
+            self.open_payload(r.try_get("payload")?, key_id.as_deref(), &id.to_string())
+        })
+        .transpose()
+    }
+
+    /// Removes the payloads of referrals received before `cutoff` (µs) whose messages
+    /// have all been delivered, and records it in the audit log. Metadata, events, clocks
+    /// and the audit log stay. Returns how many payloads were removed.
+    pub async fn purge_payloads(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE referrals SET payload = '', payload_key_id = 'purged' \
+             WHERE received_at < $1 AND (payload_key_id IS NULL OR payload_key_id <> 'purged') \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.referral_id = referrals.id AND o.published_at IS NULL)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let record = AuditRecord::new("gateway", "payload.purged").detail(format!(
+            "{} payload(s) of referrals received before {}",
+            done.rows_affected(),
+            super::rfc3339(cutoff)
+        ));
+        append_audit(&mut tx, self.backend, &record, at).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 }
 
