@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::domain::calendar::WorkingCalendar;
+use crate::domain::sharing::{OnExcess, SharingAgreement};
 use crate::domain::sla::{SlaPolicy, Target, TargetRule};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, AgencyRole, Area, CertificateIdentity, Priority, ServiceType,
@@ -59,6 +60,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    sharing_agreements: Vec<RawAgreement>,
     #[serde(default)]
     agencies: Vec<RawAgency>,
     #[serde(default)]
@@ -116,6 +119,35 @@ struct RawTls {
 struct RawSchemas {
     dir: Option<PathBuf>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgreement {
+    id: String,
+    title: String,
+    purpose: String,
+    senders: Vec<String>,
+    #[serde(default)]
+    recipient_agencies: Vec<String>,
+    #[serde(default)]
+    recipient_service_types: Vec<String>,
+    lawful_basis: String,
+    categories: Vec<String>,
+    #[serde(default)]
+    sharing_without_consent: Vec<String>,
+    on_excess: Option<String>,
+    effective_from: String,
+    effective_to: Option<String>,
+}
+
+/// Justifications the referral schema knows for sharing without consent.
+const JUSTIFICATIONS: [&str; 5] = [
+    "safeguarding",
+    "prevention_of_crime",
+    "vital_interests",
+    "lacks_capacity_best_interests",
+    "legal_duty",
+];
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +285,9 @@ pub struct Config {
     pub sla: SlaConfig,
     pub audit: AuditConfig,
     pub storage: StorageConfig,
+    /// Information sharing agreements; when none are configured, sharing is governed by
+    /// `[[permissions]]` alone and nothing is minimised.
+    pub sharing_agreements: Arc<Vec<SharingAgreement>>,
     pub registry: Arc<AgencyRegistry>,
 }
 
@@ -546,6 +581,7 @@ fn build(
     let sla = build_sla(raw.sla, &registry, checks, problems);
     let audit = build_audit(raw.audit, env, checks, problems);
     let storage = build_storage(raw.storage, env, checks, problems);
+    let sharing_agreements = build_agreements(raw.sharing_agreements, &registry, problems);
 
     Some(Config {
         server: ServerConfig {
@@ -575,6 +611,7 @@ fn build(
         sla,
         audit,
         storage,
+        sharing_agreements: Arc::new(sharing_agreements),
         registry: Arc::new(registry),
     })
 }
@@ -665,6 +702,135 @@ fn build_registry(
         }
     }
     AgencyRegistry::new(agencies, permissions)
+}
+
+fn build_agreements(
+    raw: Vec<RawAgreement>,
+    registry: &AgencyRegistry,
+    problems: &mut Problems,
+) -> Vec<SharingAgreement> {
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        let key = format!("sharing_agreements[{i}] ({})", a.id);
+        if a.id.trim().is_empty() || !seen.insert(a.id.clone()) {
+            problems.push(
+                &format!("sharing_agreements[{i}].id"),
+                "must be non-empty and unique",
+            );
+        }
+        for (field, value) in [
+            ("title", &a.title),
+            ("purpose", &a.purpose),
+            ("lawful_basis", &a.lawful_basis),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(&format!("{key}.{field}"), "must not be empty");
+            }
+        }
+        if a.senders.is_empty() {
+            problems.push(
+                &format!("{key}.senders"),
+                "must name at least one sending agency",
+            );
+        }
+        for s in &a.senders {
+            if registry.get(s).is_none_or(|ag| !ag.role.sends()) {
+                problems.push(
+                    &format!("{key}.senders"),
+                    format!("no sending agency '{s}' is configured"),
+                );
+            }
+        }
+        if a.recipient_agencies.is_empty() && a.recipient_service_types.is_empty() {
+            problems.push(&key, "set recipient_agencies or recipient_service_types");
+        }
+        for r in &a.recipient_agencies {
+            if registry.get(r).is_none_or(|ag| !ag.role.receives()) {
+                problems.push(
+                    &format!("{key}.recipient_agencies"),
+                    format!("no receiving agency '{r}' is configured"),
+                );
+            }
+        }
+        for st in &a.recipient_service_types {
+            if ServiceType::parse(st.clone()).is_err() {
+                problems.push(
+                    &format!("{key}.recipient_service_types"),
+                    format!("'{st}' is not a service type"),
+                );
+            }
+        }
+        for c in &a.categories {
+            if !crate::domain::sharing::CATEGORIES.contains(&c.as_str()) {
+                problems.push(
+                    &format!("{key}.categories"),
+                    format!(
+                        "'{c}' is not a field category; use {}",
+                        crate::domain::sharing::CATEGORIES.join(", ")
+                    ),
+                );
+            }
+        }
+        for j in &a.sharing_without_consent {
+            if !JUSTIFICATIONS.contains(&j.as_str()) {
+                problems.push(
+                    &format!("{key}.sharing_without_consent"),
+                    format!(
+                        "'{j}' is not a justification; use {}",
+                        JUSTIFICATIONS.join(", ")
+                    ),
+                );
+            }
+        }
+        let on_excess = match a.on_excess.as_deref().unwrap_or("remove") {
+            "remove" => OnExcess::Remove,
+            "reject" => OnExcess::Reject,
+            other => {
+                problems.push(
+                    &format!("{key}.on_excess"),
+                    format!("'{other}' must be remove or reject"),
+                );
+                OnExcess::Remove
+            }
+        };
+        let date = |text: &str, field: &str, problems: &mut Problems| {
+            time::Date::parse(text, &date_format)
+                .map_err(|_| {
+                    problems.push(
+                        &format!("{key}.{field}"),
+                        format!("'{text}' is not a date (YYYY-MM-DD)"),
+                    )
+                })
+                .ok()
+        };
+        let from = date(&a.effective_from, "effective_from", problems);
+        let to = a
+            .effective_to
+            .as_deref()
+            .and_then(|t| date(t, "effective_to", problems));
+        if let (Some(f), Some(t)) = (from, to)
+            && t < f
+        {
+            problems.push(&format!("{key}.effective_to"), "is before effective_from");
+        }
+        out.push(SharingAgreement {
+            id: a.id,
+            title: a.title,
+            purpose: a.purpose,
+            senders: a.senders.into_iter().collect(),
+            recipient_agencies: a.recipient_agencies.into_iter().collect(),
+            recipient_service_types: a.recipient_service_types.into_iter().collect(),
+            lawful_basis: a.lawful_basis,
+            categories: a.categories.into_iter().collect(),
+            without_consent: a.sharing_without_consent.into_iter().collect(),
+            on_excess,
+            effective_from: from.unwrap_or(time::Date::MIN),
+            effective_to: to,
+        });
+    }
+    out
 }
 
 fn build_storage(

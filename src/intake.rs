@@ -36,6 +36,13 @@ pub enum IntakeError {
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyConflict,
     #[error(transparent)]
+    Sharing(#[from] crate::domain::sharing::SharingRefusal),
+    #[error("agreement '{isa_id}' does not cover {} field(s) in this referral", .pointers.len())]
+    Excess {
+        isa_id: String,
+        pointers: Vec<String>,
+    },
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -50,9 +57,15 @@ pub struct Receipt {
     pub recipient: AgencyRef,
     pub priority: crate::domain::Priority,
     pub schema_id: String,
-    /// SHA-256 (hex) of the stored payload: the request body, byte for byte.
+    /// SHA-256 (hex) of the stored and delivered payload: the request body byte for byte,
+    /// unless fields were withheld.
     pub payload_sha256: String,
     pub correlation_id: String,
+    /// The information sharing agreement the referral was shared under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isa_id: Option<String>,
+    /// JSON Pointers of the fields withheld from the recipient (minimisation).
+    pub withheld: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -82,6 +95,7 @@ pub struct Intake {
     relay_wake: Arc<tokio::sync::Notify>,
     sla: Arc<SlaPolicy>,
     keyer: Arc<PersonKeyer>,
+    agreements: Arc<Vec<crate::domain::sharing::SharingAgreement>>,
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -96,6 +110,7 @@ impl Intake {
         relay_wake: Arc<tokio::sync::Notify>,
         sla: Arc<SlaPolicy>,
         keyer: Arc<PersonKeyer>,
+        agreements: Arc<Vec<crate::domain::sharing::SharingAgreement>>,
     ) -> Self {
         Self {
             registry,
@@ -104,6 +119,7 @@ impl Intake {
             relay_wake,
             sla,
             keyer,
+            agreements,
         }
     }
 
@@ -192,10 +208,52 @@ impl Intake {
                 service_type: recipient.service_type.clone(),
             });
         }
+        let agreement = if self.agreements.is_empty() {
+            None
+        } else {
+            let today = crate::domain::calendar::to_london(now).date();
+            Some(crate::domain::sharing::select(
+                &self.agreements,
+                sender,
+                &recipient,
+                today,
+            )?)
+        };
         let referral = self
             .schemas
             .validate_referral(Some(&recipient.service_type), document)
             .map_err(IntakeError::Invalid)?;
+        let basis = agreement
+            .map(|a| crate::domain::sharing::check_consent(a, referral.document()))
+            .transpose()?;
+        // Minimisation: only the categories the agreement lets this recipient receive.
+        let mut shared = referral.document().clone();
+        let withheld = match agreement {
+            Some(a) => {
+                self.schemas
+                    .minimise(Some(&recipient.service_type), &mut shared, &|category| {
+                        a.allows(category)
+                    })
+            }
+            None => Vec::new(),
+        };
+        if let Some(a) = agreement
+            && a.on_excess == crate::domain::sharing::OnExcess::Reject
+            && !withheld.is_empty()
+        {
+            return Err(IntakeError::Excess {
+                isa_id: a.id.clone(),
+                pointers: withheld,
+            });
+        }
+        let stored_text;
+        let (payload, payload_sha256) = if withheld.is_empty() {
+            (text, body_sha256.clone())
+        } else {
+            stored_text = shared.to_string();
+            let sha = hex_sha256(stored_text.as_bytes());
+            (stored_text.as_str(), sha)
+        };
 
         let id = ReferralId::new();
         // Stored timestamps have microsecond precision: use the stored value everywhere.
@@ -207,19 +265,32 @@ impl Intake {
             recipient: &recipient,
             priority: referral.priority(),
             schema_id: referral.schema_id(),
-            payload: text,
-            payload_sha256: &body_sha256,
+            payload,
+            payload_sha256: &payload_sha256,
             correlation_id,
             received_at,
             idempotency: idempotency_key.map(|k| (k, body_sha256.as_str())),
             clocks: &clocks,
-            audit: &submission_record(
-                sender.id.as_str(),
-                recipient.id.as_str(),
-                &id.to_string(),
-                referral.document(),
-                &self.keyer,
-            ),
+            audit: &{
+                let mut record = submission_record(
+                    sender.id.as_str(),
+                    recipient.id.as_str(),
+                    &id.to_string(),
+                    &shared,
+                    &self.keyer,
+                );
+                // The person key comes from the full document (identity may be withheld).
+                record.person_key = self.keyer.key_of(referral.document());
+                if let Some(basis) = &basis {
+                    record.isa_id = Some(basis.isa_id.clone());
+                    record.lawful_basis = Some(basis.lawful_basis.clone());
+                    record.consent = Some(basis.consent.clone());
+                }
+                record.withheld = withheld.clone();
+                record
+            },
+            isa_id: basis.as_ref().map(|b| b.isa_id.as_str()),
+            withheld: &withheld,
         };
         match self.store.insert_referral(&new).await? {
             Inserted::Created => {
@@ -233,8 +304,10 @@ impl Intake {
                     recipient: AgencyRef::full(&recipient),
                     priority: referral.priority(),
                     schema_id: referral.schema_id().to_owned(),
-                    payload_sha256: body_sha256,
+                    payload_sha256,
                     correlation_id: correlation_id.to_owned(),
+                    isa_id: basis.map(|b| b.isa_id),
+                    withheld,
                 }))
             }
             Inserted::KeyTaken(previous) => {
@@ -305,6 +378,8 @@ impl Intake {
             schema_id: record.schema_id.clone(),
             payload_sha256: record.payload_sha256.clone(),
             correlation_id: record.correlation_id.clone(),
+            isa_id: record.isa_id.clone(),
+            withheld: record.withheld.clone(),
         }
     }
 }

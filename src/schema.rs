@@ -68,6 +68,8 @@ pub struct SchemaRegistry {
     common: Compiled,
     overlays: BTreeMap<String, Compiled>,
     event: Compiled,
+    /// The raw schemas by `$id`, for reading `x-category` annotations.
+    documents: BTreeMap<String, Value>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -166,6 +168,10 @@ impl SchemaRegistry {
             common,
             overlays: overlays.into_iter().map(|(k, (_, c))| (k, c)).collect(),
             event,
+            documents: documents
+                .into_iter()
+                .map(|(_, id, value)| (id, value))
+                .collect(),
         })
     }
 
@@ -183,6 +189,32 @@ impl SchemaRegistry {
         service_type
             .and_then(|t| self.overlays.get(t.as_str()))
             .unwrap_or(&self.common)
+    }
+
+    /// Removes every property whose `x-category` (declared on it or inherited from an
+    /// enclosing property) `allowed` refuses, and returns their JSON Pointers in document
+    /// order. Properties without a category are kept.
+    pub fn minimise(
+        &self,
+        service_type: Option<&ServiceType>,
+        document: &mut Value,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let common_id = &self.common.schema_id;
+        let overlay_id = &self.compiled_for(service_type).schema_id;
+        let mut roots: Vec<(&Value, &Value)> = Vec::new();
+        for id in [common_id, overlay_id] {
+            if let Some(doc) = self.documents.get(id)
+                && !roots.iter().any(|(r, _)| std::ptr::eq(*r, doc))
+            {
+                roots.push((doc, doc));
+            }
+        }
+        let mut withheld = Vec::new();
+        if let Value::Object(map) = document {
+            withhold(map, &roots, None, "", allowed, &mut withheld);
+        }
+        withheld
     }
 
     /// Checks a lifecycle event document against `event.v1.json`.
@@ -276,6 +308,66 @@ fn is_past_or_present_date(value: &str) -> bool {
     };
     let uk_today = (OffsetDateTime::now_utc() + time::Duration::hours(1)).date();
     value.len() == 10 && date <= uk_today
+}
+
+/// Follows a local `$ref` (`#/...`) within its root document.
+fn resolve<'a>(node: &'a Value, root: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(r) if r.starts_with('#') => root.pointer(&r[1..]).unwrap_or(node),
+        _ => node,
+    }
+}
+
+fn withhold(
+    map: &mut serde_json::Map<String, Value>,
+    schemas: &[(&Value, &Value)],
+    inherited: Option<&str>,
+    path: &str,
+    allowed: &dyn Fn(&str) -> bool,
+    withheld: &mut Vec<String>,
+) {
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        // The property's schema as written (its `x-category` may sit beside a `$ref`).
+        let declared: Vec<(&Value, &Value)> = schemas
+            .iter()
+            .filter_map(|(node, root)| {
+                resolve(node, root)
+                    .get("properties")
+                    .and_then(|p| p.get(&key))
+                    .map(|sub| (sub, *root))
+            })
+            .collect();
+        let category = declared
+            .iter()
+            .find_map(|(sub, root)| {
+                sub.get("x-category")
+                    .or_else(|| resolve(sub, root).get("x-category"))
+                    .and_then(Value::as_str)
+            })
+            .or(inherited);
+        let subs: Vec<(&Value, &Value)> = declared
+            .iter()
+            .map(|(sub, root)| (resolve(sub, root), *root))
+            .collect();
+        let pointer = format!("{path}/{}", escape_pointer_token(&key));
+        match category {
+            Some(c) if !allowed(c) => {
+                map.remove(&key);
+                withheld.push(pointer);
+            }
+            _ => {
+                if let Some(Value::Object(child)) = map.get_mut(&key) {
+                    let before = withheld.len();
+                    withhold(child, &subs, category, &pointer, allowed, withheld);
+                    // An object left empty by withholding goes too.
+                    if child.is_empty() && withheld.len() > before {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn escape_pointer_token(token: &str) -> String {
@@ -481,6 +573,68 @@ mod tests {
                 "contact": {"outcome": "attended", "date": "2026-11-20"}}))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn minimisation_withholds_categories() {
+        let reg = registry();
+        let mut doc = example("housing");
+        let allowed = |c: &str| {
+            [
+                "routing",
+                "referral",
+                "consent",
+                "identity",
+                "contact",
+                "housing",
+                "risk",
+                "criminal_justice",
+            ]
+            .contains(&c)
+        };
+        let withheld = reg.minimise(Some(&st("housing")), &mut doc, &allowed);
+        assert_eq!(withheld, ["/needs", "/person/gp"]);
+        assert!(doc.get("needs").is_none());
+        assert!(doc["person"].get("gp").is_none());
+        assert!(doc["person"].get("name").is_some());
+        assert!(doc.get("service_details").is_some());
+        // Everything allowed: nothing changes.
+        let mut doc = example("cmht");
+        let before = doc.clone();
+        assert!(
+            reg.minimise(Some(&st("cmht")), &mut doc, &|_| true)
+                .is_empty()
+        );
+        assert_eq!(doc, before);
+        // The overlay's own category applies to service_details.
+        let mut doc = example("cmht");
+        let withheld = reg.minimise(Some(&st("cmht")), &mut doc, &|c| c != "health");
+        assert_eq!(withheld, ["/needs", "/person/gp", "/service_details"]);
+    }
+
+    #[test]
+    fn every_property_has_a_category() {
+        let reg = registry();
+        for service in ["cmht", "iapt", "housing", "substance_misuse"] {
+            let mut doc = example(service);
+            // Refusing every category except the three always shared withholds all the rest.
+            let withheld = reg.minimise(Some(&st(service)), &mut doc, &|c| {
+                ["routing", "referral", "consent"].contains(&c)
+            });
+            let left: Vec<_> = doc.as_object().unwrap().keys().cloned().collect();
+            assert_eq!(
+                left,
+                [
+                    "consent",
+                    "destination",
+                    "priority",
+                    "reason",
+                    "referrer",
+                    "requested_action"
+                ],
+                "{service}: {withheld:?}"
+            );
+        }
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl Application {
                 wake,
                 Arc::new(config.sla.policy.clone()),
                 keyer,
+                config.sharing_agreements.clone(),
             ),
             store: store.clone(),
             max_body_bytes: config.server.max_body_bytes,

@@ -47,8 +47,29 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
             )
             .is_ok()
         );
-        let expected_sha = hex::encode(referral_gateway::tls::sha256(body.as_bytes()));
+        // What is stored and delivered: the body as sent, or (housing) the body without
+        // the health fields the housing agreement does not cover.
+        let delivered = if service_type == "housing" {
+            assert_eq!(
+                receipt["withheld"],
+                serde_json::json!(["/needs", "/person/gp"])
+            );
+            assert_eq!(receipt["isa_id"], "coventry-ld-housing-duty-to-refer-2026");
+            let mut doc: Value = serde_json::from_str(&body).unwrap();
+            doc.as_object_mut().unwrap().remove("needs");
+            doc["person"].as_object_mut().unwrap().remove("gp");
+            doc.to_string()
+        } else {
+            assert_eq!(receipt["withheld"], serde_json::json!([]));
+            assert_eq!(receipt["isa_id"], "coventry-ld-health-2026");
+            body.clone()
+        };
+        let expected_sha = hex::encode(referral_gateway::tls::sha256(delivered.as_bytes()));
         assert_eq!(receipt["payload_sha256"], expected_sha.as_str());
+        assert_eq!(
+            receipt["signed_receipt"]["receipt"]["isa_id"],
+            receipt["isa_id"]
+        );
 
         // Durable: the referral row (payload byte for byte) and its pending outbox row.
         use sqlx::Row;
@@ -70,7 +91,7 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
                 .await
                 .unwrap()
                 .as_deref(),
-            Some(body.as_str())
+            Some(delivered.as_str())
         );
         assert_eq!(row.get::<String, _>("payload_sha256"), expected_sha);
         assert_eq!(row.get::<String, _>("status"), "received");

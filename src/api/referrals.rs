@@ -78,7 +78,7 @@ async fn submit(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         payload_sha256: receipt.payload_sha256.clone(),
-        isa_id: None,
+        isa_id: receipt.isa_id.clone(),
     });
     Ok(accepted(&receipt, &signed, replayed))
 }
@@ -137,6 +137,26 @@ fn intake_problem(error: IntakeError) -> ApiError {
             format!("The body is not valid JSON: {detail}"),
         ),
         IntakeError::Routing(e) => unprocessable("unroutable", e.to_string()),
+        IntakeError::Sharing(refusal) => {
+            ApiError::forbidden("sharing-refused", refusal.to_string())
+        }
+        IntakeError::Excess { isa_id, pointers } => ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "excess-data",
+            title: "Referral holds data the sharing agreement does not cover",
+            detail: format!(
+                "Agreement '{isa_id}' does not let this recipient receive {} field(s); remove them and send again.",
+                pointers.len()
+            ),
+            errors: pointers
+                .into_iter()
+                .map(|pointer| crate::schema::Violation {
+                    pointer,
+                    keyword: "x-category".into(),
+                    detail: "this field's category is not covered by the sharing agreement".into(),
+                })
+                .collect(),
+        },
         IntakeError::Invalid(violations) => ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             kind: "schema-validation",

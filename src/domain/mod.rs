@@ -7,6 +7,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod nhs_number;
 pub mod referral;
+pub mod sharing;
 pub mod sla;
 
 pub use agency::{

@@ -31,6 +31,9 @@ pub struct NewReferral<'a> {
     pub clocks: &'a [ClockDeadline],
     /// The disclosure, recorded in the same transaction.
     pub audit: &'a AuditRecord,
+    pub isa_id: Option<&'a str>,
+    /// JSON Pointers withheld from the recipient.
+    pub withheld: &'a [String],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,8 @@ pub struct ReferralRecord {
     pub correlation_id: String,
     pub received_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub isa_id: Option<String>,
+    pub withheld: Vec<String>,
 }
 
 impl ReferralRecord {
@@ -87,6 +92,9 @@ impl ReferralRecord {
             correlation_id: row.try_get("correlation_id")?,
             received_at: from_micros(row.try_get("received_at")?)?,
             updated_at: from_micros(row.try_get("updated_at")?)?,
+            isa_id: row.try_get("isa_id")?,
+            withheld: serde_json::from_str(&row.try_get::<String, _>("withheld")?)
+                .map_err(|_| StoreError::Corrupt("withheld pointers".into()))?,
         })
     }
 }
@@ -102,8 +110,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO referrals (id, sender_agency, recipient_agency, service_type, area, \
-             priority, status, schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)",
+             priority, status, schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id, \
+             isa_id, withheld) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)",
         )
         .bind(&id)
         .bind(new.sender.as_str())
@@ -118,6 +126,8 @@ impl Store {
         .bind(new.correlation_id)
         .bind(at)
         .bind(payload_key_id)
+        .bind(new.isa_id)
+        .bind(serde_json::to_string(new.withheld).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -198,7 +208,7 @@ impl Store {
     pub async fn referral(&self, id: ReferralId) -> Result<Option<ReferralRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
-             schema_id, payload_sha256, correlation_id, received_at, updated_at \
+             schema_id, payload_sha256, correlation_id, received_at, updated_at, isa_id, withheld \
              FROM referrals WHERE id = $1",
         )
         .bind(id.to_string())
@@ -271,7 +281,7 @@ impl Store {
         let (after_at, after_id) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
         let rows = sqlx::query(
             "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
-             schema_id, payload_sha256, correlation_id, received_at, updated_at FROM referrals r \
+             schema_id, payload_sha256, correlation_id, received_at, updated_at, isa_id, withheld FROM referrals r \
              WHERE (r.sender_agency = $1 OR r.recipient_agency = $1) \
              AND ($2 = '' OR ($2 = 'sent' AND r.sender_agency = $1) OR ($2 = 'received' AND r.recipient_agency = $1)) \
              AND ($3 = '' OR r.status = $3) \
