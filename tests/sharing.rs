@@ -1,0 +1,210 @@
+//! Information sharing agreements: refusals with their reasons and audit entries, and
+//! minimisation.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn last_audit(app: &TestApp) -> (String, String) {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT action, detail FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    (row.get("action"), row.get("detail"))
+}
+
+async fn refusals(backend: Backend) {
+    let liaison = agency_client("coventry-liaison");
+
+    // No agreement covers CMHT referrals (only the housing one is configured).
+    let text = shipped_config_text();
+    let start = text
+        .find("[[sharing_agreements]]\nid = \"coventry-ld-health-2026\"")
+        .unwrap();
+    let end = text
+        .find("[[sharing_agreements]]\nid = \"coventry-ld-housing")
+        .unwrap();
+    let housing_only = format!("{}{}", &text[..start], &text[end..]);
+    let app = TestApp::spawn_with(backend, &housing_only).await;
+    let body = problem(
+        post_referral(&liaison, &app, example_text("cmht")).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:sharing-refused");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no information sharing agreement"),
+        "{body}"
+    );
+    let (action, detail) = last_audit(&app).await;
+    assert_eq!(action, "referral.refused");
+    assert!(
+        detail.contains("no information sharing agreement"),
+        "{detail}"
+    );
+    app.stop().await;
+
+    // The agreement has expired.
+    let expired = shipped_config_text().replacen(
+        "effective_to = \"2027-12-31\"",
+        "effective_to = \"2026-06-30\"",
+        1,
+    );
+    let app = TestApp::spawn_with(backend, &expired).await;
+    let body = problem(
+        post_referral(&liaison, &app, example_text("iapt")).await,
+        403,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ended on 2026-06-30"),
+        "{body}"
+    );
+    assert!(last_audit(&app).await.1.contains("ended on 2026-06-30"));
+    app.stop().await;
+
+    let app = TestApp::spawn(backend).await;
+    // No consent, with a justification the agreement does not permit.
+    let mut doc = example("cmht");
+    doc["consent"] = json!({
+        "given": false,
+        "recorded_by": "J. Practitioner",
+        "recorded_at": "2026-11-23T10:15:00Z",
+        "sharing_without_consent": {"justification": "legal_duty", "lawful_basis": "x", "authorised_by": "y"}
+    });
+    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 403).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not permit sharing without consent for 'legal_duty'"),
+        "{body}"
+    );
+    assert!(last_audit(&app).await.1.contains("legal_duty"));
+
+    // A recorded objection, with consent otherwise given: blocked.
+    let mut doc = example("cmht");
+    doc["consent"]["objection"] =
+        json!({"recorded_at": "2026-11-20T09:00:00Z", "recorded_by": "Custody nurse"});
+    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 403).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("objection"),
+        "{body}"
+    );
+    assert!(last_audit(&app).await.1.contains("objection"));
+
+    // The objection overridden for safeguarding, which the agreement permits: accepted,
+    // and the audit entry says so.
+    let mut doc = example("cmht");
+    doc["consent"] = json!({
+        "given": false,
+        "recorded_by": "J. Practitioner",
+        "recorded_at": "2026-11-23T10:15:00Z",
+        "objection": {"recorded_at": "2026-11-20T09:00:00Z"},
+        "sharing_without_consent": {"justification": "safeguarding", "lawful_basis": "DPA 2018 Sch. 1 para 18", "authorised_by": "Duty senior"}
+    });
+    let r = post_referral(&liaison, &app, doc.to_string()).await;
+    assert_eq!(r.status(), 202);
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT action, isa_id, lawful_basis, consent FROM audit_log ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("action"), "referral.submitted");
+    assert_eq!(
+        row.get::<Option<String>, _>("isa_id").as_deref(),
+        Some("coventry-ld-health-2026")
+    );
+    assert!(
+        row.get::<Option<String>, _>("lawful_basis")
+            .unwrap()
+            .contains("Art. 9(2)(h)")
+    );
+    assert_eq!(
+        row.get::<Option<String>, _>("consent").as_deref(),
+        Some("not_given:safeguarding+objection_overridden")
+    );
+
+    // Housing without consent: the duty to refer needs it (schema) and the audit says why.
+    let mut doc = example("housing");
+    doc["consent"]["given"] = json!(false);
+    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    assert!(pointers(&body).contains(&"/consent/given".to_owned()));
+    assert!(last_audit(&app).await.1.contains("/consent/given"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_sqlite() {
+    refusals(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn refusals_postgres() {
+    refusals(Backend::Postgres).await;
+}
+
+/// Minimisation: withheld fields never reach the store or the recipient; an agreement
+/// that says `on_excess = "reject"` refuses instead, listing the pointers.
+#[tokio::test]
+async fn minimisation_withholds_or_rejects() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let liaison = agency_client("coventry-liaison");
+    let r = post_referral(&liaison, &app, example_text("housing")).await;
+    assert_eq!(r.status(), 202);
+    let receipt: Value = r.json().await.unwrap();
+    assert_eq!(receipt["withheld"], json!(["/needs", "/person/gp"]));
+    let id = referral_gateway::domain::ReferralId::parse(receipt["referral_id"].as_str().unwrap())
+        .unwrap();
+    let stored: Value =
+        serde_json::from_str(&app.store.referral_payload(id).await.unwrap().unwrap()).unwrap();
+    assert!(stored.get("needs").is_none() && stored["person"].get("gp").is_none());
+    assert_eq!(stored["person"]["name"]["family"], "Example");
+    use sqlx::Row;
+    let withheld: String =
+        sqlx::query("SELECT withheld FROM audit_log WHERE action = 'referral.submitted'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(withheld, r#"["/needs","/person/gp"]"#);
+    app.stop().await;
+
+    // The housing agreement switched to on_excess = "reject".
+    let rejecting = {
+        let text = shipped_config_text();
+        let housing = text.find("id = \"coventry-ld-housing").unwrap();
+        let (head, tail) = text.split_at(housing);
+        format!(
+            "{head}{}",
+            tail.replacen("on_excess = \"remove\"", "on_excess = \"reject\"", 1)
+        )
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, &rejecting).await;
+    let body = problem(
+        post_referral(&liaison, &app, example_text("housing")).await,
+        422,
+    )
+    .await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:excess-data");
+    assert_eq!(pointers(&body), ["/needs", "/person/gp"]);
+    // Without the excess fields it goes through, with nothing withheld.
+    let mut doc = example("housing");
+    doc.as_object_mut().unwrap().remove("needs");
+    doc["person"].as_object_mut().unwrap().remove("gp");
+    // `needs` is required by the common schema: an agreement that rejects health data
+    // cannot take this housing referral at all, and says which pointer is at fault.
+    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    assert_eq!(pointers(&body), ["/needs"]);
+    app.stop().await;
+}
