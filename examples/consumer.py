@@ -43,14 +43,28 @@ def main() -> int:
         if method is None:  # idle for --idle-exit seconds
             break
         referral_id = properties.message_id or ""
+        kind = properties.type or "referral"  # or follow_up / withdrawal about a referral
         try:
-            uuid.UUID(referral_id)
+            if kind == "referral":
+                uuid.UUID(referral_id)
+            elif kind not in ("follow_up", "withdrawal") or not referral_id or "/" in referral_id:
+                raise ValueError("message type")
             if properties.content_type != "application/json":
                 raise ValueError("content type")
             json.loads(body)
         except ValueError:
-            print(f"rejecting {referral_id!r}: not a referral", file=sys.stderr)
+            print(f"rejecting {referral_id!r} ({kind}): not understood", file=sys.stderr)
             channel.basic_reject(method.delivery_tag, requeue=False)
+            continue
+        if kind != "referral":
+            updates = os.path.join(args.out, "updates")
+            os.makedirs(updates, exist_ok=True)
+            target = os.path.join(updates, f"{referral_id}.{kind}.json")
+            if not os.path.exists(target):
+                with open(target, "wb") as f:
+                    f.write(body)
+                print(f"received {kind} {referral_id}", file=sys.stderr)
+            channel.basic_ack(method.delivery_tag)
             continue
         target = os.path.join(args.out, f"{referral_id}.json")
         if os.path.exists(target):

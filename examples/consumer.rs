@@ -90,16 +90,39 @@ async fn main() -> anyhow::Result<()> {
             .content_type()
             .as_ref()
             .is_some_and(|t| t.as_str() == "application/json");
-        let valid_id = uuid::Uuid::parse_str(&id).is_ok();
+        // `type`: `referral`, or `follow_up` / `withdrawal` from the sender about one
+        // (their `referral_id` header names it). Each kind has its own file.
+        let kind = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map_or_else(|| "referral".to_owned(), |k| k.to_string());
+        let valid_id = match kind.as_str() {
+            "referral" => uuid::Uuid::parse_str(&id).is_ok(),
+            "follow_up" | "withdrawal" => !id.is_empty() && !id.contains('/'),
+            _ => false,
+        };
         if !is_json
             || !valid_id
             || serde_json::from_slice::<serde_json::Value>(&delivery.data).is_err()
         {
-            eprintln!("rejecting message {id:?}: not a referral; it goes to the dead-letter queue");
+            eprintln!(
+                "rejecting message {id:?} ({kind}): not understood; it goes to the dead-letter queue"
+            );
             delivery
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await?;
+            continue;
+        }
+        if kind != "referral" {
+            let target = args.out.join("updates").join(format!("{id}.{kind}.json"));
+            std::fs::create_dir_all(args.out.join("updates"))?;
+            if !target.exists() {
+                std::fs::write(&target, &delivery.data)?;
+                eprintln!("received {kind} {id}");
+            }
+            delivery.acker.ack(BasicAckOptions::default()).await?;
             continue;
         }
         let target = args.out.join(format!("{id}.json"));

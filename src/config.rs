@@ -999,20 +999,22 @@ fn build_sla(
         raw.working_day_starts.as_deref().unwrap_or("09:00"),
         "sla.working_day_starts",
         problems,
-    )
-    .unwrap_or(time::Time::MIDNIGHT);
+    );
     let ends = parse_time(
         raw.working_day_ends.as_deref().unwrap_or("17:00"),
         "sla.working_day_ends",
         problems,
-    )
-    .unwrap_or(time::Time::MIDNIGHT);
-    if starts >= ends && ends != time::Time::MIDNIGHT {
+    );
+    if let (Some(s), Some(e)) = (starts, ends)
+        && s >= e
+    {
         problems.push(
             "sla.working_day_ends",
-            "must be later than sla.working_day_starts",
+            "must be later than sla.working_day_starts on the same day (00:00 is the start of a day)",
         );
     }
+    let starts = starts.unwrap_or(time::Time::MIDNIGHT);
+    let ends = ends.unwrap_or(time::Time::MIDNIGHT);
     let calendar_path = raw
         .calendar
         .unwrap_or_else(|| PathBuf::from("config/bank-holidays-england-and-wales.toml"));
@@ -1292,11 +1294,18 @@ agency = "nobody"
 priority = "whenever"
 first_contact = "a fortnight"
 "#;
-        let err = load(&text.replace("[sla]", "[sla]\nwarn_at = 1.5"), &NoEnv)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &text.replace(
+                "[sla]",
+                "[sla]\nwarn_at = 1.5\nworking_day_ends = \"00:00\"",
+            ),
+            &NoEnv,
+        )
+        .unwrap_err()
+        .to_string();
         for needle in [
             "sla.warn_at: must be a fraction",
+            "sla.working_day_ends: must be later than sla.working_day_starts",
             "sla.targets[0].agency: no receiving agency 'nobody'",
             "sla.targets[0].priority: must be emergency, urgent or routine",
             "sla.targets[0].first_contact: 'a fortnight' is not a duration",

@@ -150,6 +150,7 @@ impl Application {
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(api::problem::query_config())
                 .wrap(middleware::from_fn(api::correlation::middleware))
                 .wrap(middleware::from_fn(count_requests))
                 .configure(api::agency_routes)

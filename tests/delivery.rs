@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SERVICE_TYPES: [(&str, &str); 4] = [
     ("cmht", "coventry-cmht"),
@@ -480,6 +480,17 @@ async fn the_example_consumers_receive_referrals() {
         for _ in 0..5 {
             ids.insert(submit(&app, &client, example_text("iapt")).await);
         }
+        // A follow-up note from the sender about one of them: a `follow_up` message.
+        let noted = ids.iter().next().unwrap().clone();
+        let note = json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "follow_up", "detail": "GP details supplied."});
+        let r = client
+            .post(app.url(&format!("/v1/referrals/{noted}/events")))
+            .header("content-type", "application/json")
+            .body(note.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
         wait_until_drained(&app, Duration::from_secs(10)).await;
         // A duplicate publish of one of them (as after a relay crash): same message_id.
         let duplicate_of = ids.iter().next().unwrap().clone();
@@ -517,15 +528,29 @@ async fn the_example_consumers_receive_referrals() {
         assert!(output.status.success(), "{name}: {logs}");
         let files: BTreeSet<String> = std::fs::read_dir(out.path())
             .unwrap()
-            .map(|e| {
-                e.unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .trim_end_matches(".json")
-                    .to_owned()
-            })
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".json"))
+            .map(|f| f.trim_end_matches(".json").to_owned())
             .collect();
         assert_eq!(files, ids, "{name}: one file per referral");
+        let updates = std::fs::read_dir(out.path().join("updates"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            updates, 1,
+            "{name}: the follow-up is kept, not dead-lettered"
+        );
+        assert!(
+            broker
+                .take(
+                    &broker.topology.dead_letter_queue("coventry-iapt"),
+                    0,
+                    Duration::from_millis(300)
+                )
+                .await
+                .is_empty(),
+            "{name}: nothing dead-lettered"
+        );
         assert!(
             logs.contains(&format!("duplicate {duplicate_of}")),
             "{name}: {logs}"

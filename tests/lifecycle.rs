@@ -445,6 +445,7 @@ async fn listing_filters_and_pages() {
         "?cursor=abc",
         "?from=soon",
         "?role=both",
+        "?status=queued&status=received",
     ] {
         let r = agency_client("coventry-liaison")
             .get(app.url(&format!("/v1/referrals{bad}")))

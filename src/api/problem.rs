@@ -102,6 +102,18 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Query strings that cannot be parsed (a parameter given twice, say) answer with a
+/// problem document too.
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request(
+            "bad-query",
+            format!("The query string cannot be read: {err}"),
+        )
+        .into()
+    })
+}
+
 /// Fallback for unknown paths.
 pub async fn no_such_route() -> HttpResponse {
     ApiError::not_found().error_response()
