@@ -162,6 +162,7 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     signing_key: Option<PathBuf>,
+    previous_public_keys: Option<PathBuf>,
     person_key_secret_file: Option<PathBuf>,
     checkpoint_every: Option<i64>,
     checkpoint_interval_secs: Option<u64>,
@@ -322,6 +323,9 @@ impl StorageConfig {
 pub struct AuditConfig {
     /// Ed25519 PKCS#8 PEM: signs receipts and audit checkpoints.
     pub signing_key: PathBuf,
+    /// Public keys of earlier signing keys (a saved `GET /v1/keys` document), so receipts
+    /// and checkpoints signed before a rotation still verify.
+    pub previous_public_keys: Vec<crate::signing::PublicKey>,
     /// HMAC key for person keys (from `REFGW_PERSON_KEY_SECRET` or a file).
     pub person_key_secret: Vec<u8>,
     pub checkpoint_every: i64,
@@ -332,6 +336,7 @@ impl std::fmt::Debug for AuditConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditConfig")
             .field("signing_key", &self.signing_key)
+            .field("previous_public_keys", &self.previous_public_keys.len())
             .field("person_key_secret", &"<secret>")
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)
@@ -921,7 +926,25 @@ fn build_audit(
             }
         }
     };
-    if checks == FileChecks::Required && !secret.is_empty() && secret.len() < 32 {
+    let previous_public_keys = match &raw.previous_public_keys {
+        None => Vec::new(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::signing::keys_from_jwks(&text))
+        {
+            Ok(keys) => keys,
+            Err(e) => {
+                if checks == FileChecks::Required {
+                    problems.push(
+                        "audit.previous_public_keys",
+                        format!("'{}': {e}", path.display()),
+                    );
+                }
+                Vec::new()
+            }
+        },
+    };
+    if checks == FileChecks::Required && secret.len() < 32 {
         problems.push(
             "audit.person_key_secret_file",
             "the person-key secret must be at least 32 bytes (e.g. 64 hex digits)",
@@ -933,6 +956,7 @@ fn build_audit(
     }
     AuditConfig {
         signing_key,
+        previous_public_keys,
         person_key_secret: secret,
         checkpoint_every,
         checkpoint_interval: std::time::Duration::from_secs(

@@ -319,7 +319,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(&cli.config)?;
             let key = GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
-            let keys = vec![key.public().clone()];
+            let mut keys = vec![key.public().clone()];
+            keys.extend(config.audit.previous_public_keys.iter().cloned());
             let started = std::time::Instant::now();
             let result = actix_web::rt::System::new().block_on(async move {
                 let store = Store::connect(&config.database).await?;
@@ -361,11 +362,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("--keys: {e}"))?,
                 None => {
                     let config = load_config(&cli.config)?;
-                    vec![
+                    let mut keys = vec![
                         GatewayKey::load(&config.audit.signing_key)?
                             .public()
                             .clone(),
-                    ]
+                    ];
+                    keys.extend(config.audit.previous_public_keys.iter().cloned());
+                    keys
                 }
             };
             match signed.verify(&keys) {

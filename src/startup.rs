@@ -140,6 +140,7 @@ impl Application {
             metrics: metrics.clone(),
             clock: clock.clone(),
             signing_key,
+            previous_keys: config.audit.previous_public_keys.clone(),
         });
 
         let listener = TcpListener::bind(config.server.listen)

@@ -550,3 +550,94 @@ async fn payloads_are_sealed_and_purgeable_sqlite() {
 async fn payloads_are_sealed_and_purgeable_postgres() {
     payloads_are_sealed_and_purgeable(Backend::Postgres).await;
 }
+
+/// After a signing-key rotation, earlier checkpoints and receipts still verify through
+/// `audit.previous_public_keys`, and `/v1/keys` publishes both keys.
+#[tokio::test]
+async fn signing_keys_rotate() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let r = post_referral(
+        &agency_client("coventry-liaison"),
+        &app,
+        example_text("cmht"),
+    )
+    .await;
+    let old_receipt: Value = r.json().await.unwrap();
+    let old_keys: Value = agency_client("coventry-cmht")
+        .get(app.url("/v1/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_key = std::sync::Arc::new(
+        referral_gateway::signing::GatewayKey::load(
+            &root().join("certs-example/gateway-signing.key"),
+        )
+        .unwrap(),
+    );
+    referral_gateway::audit::Checkpointer::new(
+        app.store.clone(),
+        old_key,
+        1000,
+        std::time::Duration::from_secs(300),
+    )
+    .checkpoint()
+    .await
+    .unwrap();
+    let db_url = app.db.url.clone();
+
+    let dir = tempfile::tempdir().unwrap();
+    let new_key = dir.path().join("new.key");
+    std::fs::write(
+        &new_key,
+        referral_gateway::signing::GatewayKey::generate_pem().unwrap(),
+    )
+    .unwrap();
+    let keys_file = dir.path().join("old-keys.json");
+    std::fs::write(&keys_file, old_keys.to_string()).unwrap();
+    let config_file = dir.path().join("rotated.toml");
+    let rotated = shipped_config_text().replace(
+        &format!("signing_key = \"{ROOT}/certs-example/gateway-signing.key\""),
+        &format!(
+            "signing_key = \"{}\"\nprevious_public_keys = \"{}\"",
+            new_key.display(),
+            keys_file.display()
+        ),
+    );
+    assert!(rotated.contains("previous_public_keys"));
+    std::fs::write(&config_file, &rotated).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
+            .current_dir(ROOT)
+            .env("REFGW_DATABASE_URL", &db_url)
+            .arg("--config")
+            .arg(&config_file)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 signed checkpoints"), "{out}");
+    let receipt_file = dir.path().join("receipt.json");
+    std::fs::write(&receipt_file, old_receipt.to_string()).unwrap();
+    let (code, out) = run(&["receipt", "verify", receipt_file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Without the previous keys, the old checkpoint no longer verifies.
+    let bare = rotated.replace(
+        &format!("\nprevious_public_keys = \"{}\"", keys_file.display()),
+        "",
+    );
+    std::fs::write(&config_file, bare).unwrap();
+    let (code, out) = run(&["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("unknown key"), "{out}");
+    app.stop().await;
+}

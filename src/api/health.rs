@@ -16,17 +16,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The public keys that verify receipts and audit checkpoints, by key id. Open to any
 /// caller that reaches a listener: public keys are public.
 async fn keys(state: web::Data<AppState>) -> HttpResponse {
-    let key = state.signing_key.public();
-    HttpResponse::Ok().json(json!({
-        "keys": [{
-            "kid": key.key_id,
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "alg": "EdDSA",
-            "use": "sig",
-            "x": key.base64url(),
-        }]
-    }))
+    let keys: Vec<_> = std::iter::once(state.signing_key.public())
+        .chain(state.previous_keys.iter())
+        .map(|key| {
+            json!({
+                "kid": key.key_id,
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "alg": "EdDSA",
+                "use": "sig",
+                "x": key.base64url(),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "keys": keys }))
 }
 
 async fn healthz() -> HttpResponse {

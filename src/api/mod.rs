@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub clock: std::sync::Arc<dyn crate::clock::TimeSource>,
     pub signing_key: std::sync::Arc<crate::signing::GatewayKey>,
+    /// Earlier signing keys' public halves, still published for verification.
+    pub previous_keys: Vec<crate::signing::PublicKey>,
 }
 
 /// Records an access in the audit log; the request fails (500) if it cannot be recorded,
