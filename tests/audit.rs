@@ -52,14 +52,13 @@ async fn seed(app: &TestApp) -> Vec<String> {
         post_referral(&liaison, app, bad.to_string()).await.status(),
         422
     );
-    let ack = json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "acknowledged"});
-    let r = agency_client("coventry-cmht")
-        .post(app.url(&format!("/v1/referrals/{}/events", ids[0])))
-        .header("content-type", "application/json")
-        .body(ack.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_event(
+        app,
+        "coventry-cmht",
+        &ids[0],
+        &event("acknowledged", json!({})),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     ids
 }

@@ -15,15 +15,6 @@ const SERVICE_TYPES: [(&str, &str); 4] = [
     ("substance_misuse", "coventry-substance-misuse"),
 ];
 
-async fn submit(app: &TestApp, client: &reqwest::Client, body: String) -> String {
-    let r = post_referral(client, app, body).await;
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["referral_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn wait_until_drained(app: &TestApp, timeout: Duration) {
     let started = std::time::Instant::now();
     loop {
@@ -47,7 +38,7 @@ async fn each_referral_arrives_once_on_its_agencys_queue() {
     let client = agency_client("coventry-liaison");
     let mut sent = BTreeMap::new();
     for (service_type, agency) in SERVICE_TYPES {
-        let id = submit(&app, &client, example_text(service_type)).await;
+        let id = submit(&app, example_text(service_type)).await;
         sent.insert(agency, (id, service_type));
     }
     for (agency, (id, service_type)) in &sent {
@@ -144,11 +135,10 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
     let broker = Broker::new(&namespace).await;
     let proxy = CuttableProxy::start("127.0.0.1:5672", false).await;
     let app = TestApp::spawn_delivering(backend, &proxy.url(), &namespace).await;
-    let client = agency_client("coventry-liaison");
 
     let mut ids = BTreeSet::new();
     for _ in 0..25 {
-        ids.insert(submit(&app, &client, example_text("cmht")).await);
+        ids.insert(submit(&app, example_text("cmht")).await);
     }
     let ready = ops_get(&app, "/readyz").await;
     assert_eq!(ready["status"], "degraded");
@@ -204,7 +194,6 @@ async fn a_connection_cut_mid_stream_loses_nothing() {
     let broker = Broker::new(&namespace).await;
     let proxy = CuttableProxy::start("127.0.0.1:5672", true).await;
     let app = TestApp::spawn_delivering(Backend::Sqlite, &proxy.url(), &namespace).await;
-    let client = agency_client("coventry-liaison");
     let mut ids = BTreeSet::new();
     for i in 0..60 {
         if i == 20 {
@@ -213,7 +202,7 @@ async fn a_connection_cut_mid_stream_loses_nothing() {
         if i == 40 {
             proxy.set_up(true);
         }
-        ids.insert(submit(&app, &client, example_text("iapt")).await);
+        ids.insert(submit(&app, example_text("iapt")).await);
     }
     let queue = broker.topology.referral_queue("coventry-iapt");
     let messages = broker.take(&queue, 60, Duration::from_secs(30)).await;
@@ -242,11 +231,10 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn(Backend::Postgres).await; // relay off: fill the outbox first
-    let client = agency_client("coventry-liaison");
     let mut ids = BTreeSet::new();
     let bodies: Vec<_> = (0..300).map(|_| example_text("substance_misuse")).collect();
     for chunk in bodies.chunks(20) {
-        let futures = chunk.iter().map(|b| submit(&app, &client, b.clone()));
+        let futures = chunk.iter().map(|b| submit(&app, b.clone()));
         ids.extend(futures_util::future::join_all(futures).await);
     }
     assert_eq!(ids.len(), 300);
@@ -327,8 +315,7 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
-    let client = agency_client("coventry-liaison");
-    let id = submit(&app, &client, example_text("cmht")).await;
+    let id = submit(&app, example_text("cmht")).await;
     let queue = broker.topology.referral_queue("coventry-cmht");
     let started = std::time::Instant::now();
     let message = loop {
@@ -478,7 +465,7 @@ async fn the_example_consumers_receive_referrals() {
     for (name, mut command) in consumers {
         let mut ids = BTreeSet::new();
         for _ in 0..5 {
-            ids.insert(submit(&app, &client, example_text("iapt")).await);
+            ids.insert(submit(&app, example_text("iapt")).await);
         }
         // A follow-up note from the sender about one of them: a `follow_up` message.
         let noted = ids.iter().next().unwrap().clone();

@@ -7,33 +7,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-async fn submit(app: &TestApp, body: String) -> String {
-    let r = post_referral(&agency_client("coventry-liaison"), app, body).await;
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["referral_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn post_event(app: &TestApp, agency: &str, id: &str, event: &Value) -> reqwest::Response {
-    agency_client(agency)
-        .post(app.url(&format!("/v1/referrals/{id}/events")))
-        .header("content-type", "application/json")
-        .body(event.to_string())
-        .send()
-        .await
-        .unwrap()
-}
-
-fn event(kind: &str, extra: Value) -> Value {
-    let mut e = json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind});
-    if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
-        e.extend(extra.clone());
-    }
-    e
-}
-
 async fn full_lifecycle(backend: Backend) {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;

@@ -14,26 +14,6 @@ use serde_json::{Value, json};
 use time::Duration;
 use time::macros::datetime;
 
-async fn submit(app: &TestApp, body: String) -> String {
-    let r = post_referral(&agency_client("coventry-liaison"), app, body).await;
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["referral_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn view(app: &TestApp, id: &str) -> Value {
-    agency_client("coventry-liaison")
-        .get(app.url(&format!("/v1/referrals/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn clock_state(view: &Value, clock: &str) -> String {
     view["sla"]
         .as_array()
@@ -70,7 +50,7 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
 
     // An urgent CMHT referral: acknowledge within 4 hours, warn at 80% (3 h 12 min).
     let urgent = submit(&app, example_text("cmht")).await;
-    let v = view(&app, &urgent).await;
+    let v = view_as(&app, "coventry-liaison", &urgent).await;
     assert_eq!(clock_state(&v, "acknowledge"), "running");
     let ack = v["sla"]
         .as_array()
@@ -111,7 +91,10 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
         "a breach is raised once"
     );
     assert_eq!(
-        clock_state(&view(&app, &urgent).await, "acknowledge"),
+        clock_state(
+            &view_as(&app, "coventry-liaison", &urgent).await,
+            "acknowledge"
+        ),
         "breached"
     );
 
@@ -154,18 +137,15 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
 
     // A late acknowledgement stops the clock as met-late.
     clock.set(t0 + Duration::minutes(4 * 60 + 15));
-    let r = agency_client("coventry-cmht")
-        .post(app.url(&format!("/v1/referrals/{urgent}/events")))
-        .header("content-type", "application/json")
-        .body(
-            json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "acknowledged"})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = post_event(
+        &app,
+        "coventry-cmht",
+        &urgent,
+        &event("acknowledged", json!({})),
+    )
+    .await;
     assert_eq!(r.status(), 201);
-    let v = view(&app, &urgent).await;
+    let v = view_as(&app, "coventry-liaison", &urgent).await;
     assert_eq!(clock_state(&v, "acknowledge"), "met_late");
     assert_eq!(clock_state(&v, "delivery"), "met");
     assert_eq!(clock_state(&v, "decision"), "running");
@@ -174,7 +154,7 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
     let routine = submit(&app, example_text("iapt")).await;
     clock.set(t0 + Duration::days(10));
     scanner.scan_once().await.unwrap();
-    let v = view(&app, &routine).await;
+    let v = view_as(&app, "coventry-liaison", &routine).await;
     assert_eq!(v["status"], "undelivered");
     assert_eq!(clock_state(&v, "delivery"), "breached");
     let status = broker
@@ -190,19 +170,19 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
         .collect();
     assert!(types.contains(&json!("undelivered")), "{types:?}");
     // Acknowledging later still works, and is late.
-    let r = agency_client("coventry-iapt")
-        .post(app.url(&format!("/v1/referrals/{routine}/events")))
-        .header("content-type", "application/json")
-        .body(
-            json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "acknowledged"})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = post_event(
+        &app,
+        "coventry-iapt",
+        &routine,
+        &event("acknowledged", json!({})),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     assert_eq!(
-        clock_state(&view(&app, &routine).await, "acknowledge"),
+        clock_state(
+            &view_as(&app, "coventry-liaison", &routine).await,
+            "acknowledge"
+        ),
         "met_late"
     );
     app.stop().await;
@@ -269,13 +249,7 @@ async fn post_at(
     clock.set(at);
     let mut event = event;
     event["event_id"] = json!(uuid::Uuid::new_v4().to_string());
-    let r = agency_client(agency)
-        .post(app.url(&format!("/v1/referrals/{id}/events")))
-        .header("content-type", "application/json")
-        .body(event.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_event(app, agency, id, &event).await;
     assert_eq!(r.status(), 201, "{event}");
 }
 

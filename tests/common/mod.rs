@@ -512,3 +512,45 @@ pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String>
             _ => None,
         })
 }
+
+/// Submits a referral as the Coventry liaison team; returns its id (asserting 202).
+pub async fn submit(app: &TestApp, body: String) -> String {
+    let r = post_referral(&agency_client("coventry-liaison"), app, body).await;
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.expect("receipt")["referral_id"]
+        .as_str()
+        .expect("referral id")
+        .to_owned()
+}
+
+/// Posts a lifecycle event as `agency`.
+pub async fn post_event(app: &TestApp, agency: &str, id: &str, event: &Value) -> reqwest::Response {
+    agency_client(agency)
+        .post(app.url(&format!("/v1/referrals/{id}/events")))
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("request reaches the gateway")
+}
+
+/// An event of `kind` with a fresh event id and `extra` fields.
+pub fn event(kind: &str, extra: Value) -> Value {
+    let mut e = serde_json::json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": kind});
+    if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
+        e.extend(extra.clone());
+    }
+    e
+}
+
+/// `GET /v1/referrals/{id}` as `agency`.
+pub async fn view_as(app: &TestApp, agency: &str, id: &str) -> Value {
+    agency_client(agency)
+        .get(app.url(&format!("/v1/referrals/{id}")))
+        .send()
+        .await
+        .expect("request reaches the gateway")
+        .json()
+        .await
+        .expect("referral view")
+}
