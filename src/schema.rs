@@ -351,6 +351,43 @@ fn withhold(
             .map(|(sub, root)| (resolve(sub, root), *root))
             .collect();
         let pointer = format!("{path}/{}", escape_pointer_token(&key));
+        // An array may categorise each item by one of its properties (`x-item-category`):
+        // items are withheld one by one, and the array goes only if nothing is left.
+        let item_rule = declared.iter().find_map(|(sub, root)| {
+            resolve(sub, root)
+                .get("x-item-category")
+                .or_else(|| sub.get("x-item-category"))
+        });
+        if let (Some(rule), Some(Value::Array(items))) = (item_rule, map.get_mut(&key)) {
+            let field = rule
+                .get("property")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let categories = rule.get("categories");
+            let before = withheld.len();
+            let mut index = 0;
+            let total = items.len();
+            items.retain(|item| {
+                let item_category = item
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .and_then(|v| categories.and_then(|c| c.get(v)).and_then(Value::as_str))
+                    .or(category);
+                let keep = item_category.is_none_or(|c| allowed(c));
+                if !keep {
+                    withheld.push(format!("{pointer}/{index}"));
+                }
+                index += 1;
+                keep
+            });
+            if items.is_empty() && total > 0 && withheld.len() > before {
+                // Every item withheld: report the array itself, as for a whole property.
+                withheld.truncate(before);
+                map.remove(&key);
+                withheld.push(pointer);
+            }
+            continue;
+        }
         match category {
             Some(c) if !allowed(c) => {
                 map.remove(&key);
@@ -592,6 +629,19 @@ mod tests {
             ]
             .contains(&c)
         };
+        let withheld = reg.minimise(Some(&st("housing")), &mut doc, &allowed);
+        // The housing example's only need is a housing need: it stays.
+        assert_eq!(withheld, ["/person/gp"]);
+        assert_eq!(doc["needs"][0]["type"], "housing");
+        // Health needs among housing ones are withheld item by item (pointers as sent).
+        let mut doc = example("housing");
+        doc["needs"] = json!([{"type": "mental_health"}, {"type": "housing"}, {"type": "learning_disability"}]);
+        let withheld = reg.minimise(Some(&st("housing")), &mut doc, &allowed);
+        assert_eq!(withheld, ["/needs/0", "/needs/2", "/person/gp"]);
+        assert_eq!(doc["needs"], json!([{"type": "housing"}]));
+        // All of them health: the array goes as a whole.
+        let mut doc = example("housing");
+        doc["needs"] = json!([{"type": "mental_health"}]);
         let withheld = reg.minimise(Some(&st("housing")), &mut doc, &allowed);
         assert_eq!(withheld, ["/needs", "/person/gp"]);
         assert!(doc.get("needs").is_none());

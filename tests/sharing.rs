@@ -163,12 +163,16 @@ async fn minimisation_withholds_or_rejects() {
     let r = post_referral(&liaison, &app, example_text("housing")).await;
     assert_eq!(r.status(), 202);
     let receipt: Value = r.json().await.unwrap();
-    assert_eq!(receipt["withheld"], json!(["/needs", "/person/gp"]));
+    assert_eq!(receipt["withheld"], json!(["/person/gp"]));
     let id = referral_gateway::domain::ReferralId::parse(receipt["referral_id"].as_str().unwrap())
         .unwrap();
     let stored: Value =
         serde_json::from_str(&app.store.referral_payload(id).await.unwrap().unwrap()).unwrap();
-    assert!(stored.get("needs").is_none() && stored["person"].get("gp").is_none());
+    assert!(stored["person"].get("gp").is_none());
+    assert_eq!(
+        stored["needs"][0]["type"], "housing",
+        "housing needs are housing data"
+    );
     assert_eq!(stored["person"]["name"]["family"], "Example");
     use sqlx::Row;
     let withheld: String =
@@ -177,7 +181,7 @@ async fn minimisation_withholds_or_rejects() {
             .await
             .unwrap()
             .get(0);
-    assert_eq!(withheld, r#"["/needs","/person/gp"]"#);
+    assert_eq!(withheld, r#"["/person/gp"]"#);
     app.stop().await;
 
     // The housing agreement switched to on_excess = "reject".
@@ -197,14 +201,17 @@ async fn minimisation_withholds_or_rejects() {
     )
     .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:excess-data");
-    assert_eq!(pointers(&body), ["/needs", "/person/gp"]);
+    assert_eq!(pointers(&body), ["/person/gp"]);
+    // A health need among housing ones is excess too, named by its index.
+    let mut doc = example("housing");
+    doc["needs"] = json!([{"type": "housing"}, {"type": "mental_health", "summary": "Low mood."}]);
+    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    assert_eq!(pointers(&body), ["/needs/1", "/person/gp"]);
     // Without the excess fields it goes through, with nothing withheld.
     let mut doc = example("housing");
-    doc.as_object_mut().unwrap().remove("needs");
     doc["person"].as_object_mut().unwrap().remove("gp");
-    // `needs` is required by the common schema: an agreement that rejects health data
-    // cannot take this housing referral at all, and says which pointer is at fault.
-    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
-    assert_eq!(pointers(&body), ["/needs"]);
+    let r = post_referral(&liaison, &app, doc.to_string()).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["withheld"], json!([]));
     app.stop().await;
 }
