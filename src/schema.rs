@@ -373,7 +373,7 @@ fn withhold(
                     .and_then(Value::as_str)
                     .and_then(|v| categories.and_then(|c| c.get(v)).and_then(Value::as_str))
                     .or(category);
-                let keep = item_category.is_none_or(|c| allowed(c));
+                let keep = item_category.is_none_or(allowed);
                 if !keep {
                     withheld.push(format!("{pointer}/{index}"));
                 }
