@@ -156,12 +156,7 @@ impl Checkpointer {
     /// Signs the current head if it moved since the last checkpoint. Returns its seq.
     pub async fn checkpoint(&self) -> Result<Option<i64>, StoreError> {
         let (seq, hash) = self.store.audit_head().await?;
-        let last = self
-            .store
-            .audit_checkpoints()
-            .await?
-            .last()
-            .map_or(0, |c| c.seq);
+        let last = self.store.last_checkpoint_seq().await?;
         if seq == 0 || seq == last {
             return Ok(None);
         }
@@ -184,19 +179,15 @@ impl Checkpointer {
                 () = tokio::time::sleep(poll) => {}
                 _ = shutdown.changed() => break,
             }
-            let due = match self.store.audit_head().await {
-                Ok((seq, _)) => {
-                    let last = self
-                        .store
-                        .audit_checkpoints()
-                        .await
-                        .ok()
-                        .and_then(|c| c.last().map(|c| c.seq))
-                        .unwrap_or(0);
+            let due = match (
+                self.store.audit_head().await,
+                self.store.last_checkpoint_seq().await,
+            ) {
+                (Ok((seq, _)), Ok(last)) => {
                     seq - last >= self.every
                         || (seq > last && last_signed.elapsed() >= self.interval)
                 }
-                Err(_) => false,
+                _ => false,
             };
             if due {
                 match self.checkpoint().await {

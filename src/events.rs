@@ -141,7 +141,7 @@ impl Events {
 
         let record_id = uuid::Uuid::now_v7();
         let effects = clock_effects(event_type);
-        let request_sha256 = hex::encode(crate::tls::sha256(body));
+        let request_sha256 = crate::tls::sha256_hex(body);
         let new = NewEvent {
             id: record_id,
             referral_id: id,

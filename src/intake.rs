@@ -16,7 +16,6 @@ use crate::domain::{
 };
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{AuditRecord, Inserted, NewReferral, ReferralRecord, Store, StoreError};
-use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -98,10 +97,6 @@ pub struct Intake {
     agreements: Arc<Vec<crate::domain::sharing::SharingAgreement>>,
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    hex::encode(tls::sha256(bytes))
-}
-
 impl Intake {
     pub fn new(
         registry: Arc<AgencyRegistry>,
@@ -176,7 +171,7 @@ impl Intake {
         if !sender.role.sends() {
             return Err(IntakeError::NotASender(sender.id.clone()));
         }
-        let body_sha256 = hex_sha256(body);
+        let body_sha256 = crate::tls::sha256_hex(body);
         if let Some(key) = idempotency_key
             && let Some(previous) = self.store.idempotency_record(&sender.id, key).await?
         {
@@ -251,7 +246,7 @@ impl Intake {
             (text, body_sha256.clone())
         } else {
             stored_text = shared.to_string();
-            let sha = hex_sha256(stored_text.as_bytes());
+            let sha = crate::tls::sha256_hex(stored_text.as_bytes());
             (stored_text.as_str(), sha)
         };
 

@@ -199,6 +199,15 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path, &ProcessEnv)?)
 }
 
+/// The public keys receipts and checkpoints are checked against: the current signing
+/// key's and those of earlier keys (`audit.previous_public_keys`).
+fn verification_keys(config: &Config) -> anyhow::Result<Vec<referral_gateway::signing::PublicKey>> {
+    let key = GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
+    let mut keys = vec![key.public().clone()];
+    keys.extend(config.audit.previous_public_keys.iter().cloned());
+    Ok(keys)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => {
@@ -318,9 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify,
         } => {
             let config = load_config(&cli.config)?;
-            let key = GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
-            let mut keys = vec![key.public().clone()];
-            keys.extend(config.audit.previous_public_keys.iter().cloned());
+            let keys = verification_keys(&config)?;
             let started = std::time::Instant::now();
             let result = actix_web::rt::System::new().block_on(async move {
                 let store = Store::connect(&config.database).await?;
@@ -360,16 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let keys = match keys {
                 Some(path) => keys_from_jwks(&std::fs::read_to_string(&path)?)
                     .map_err(|e| anyhow::anyhow!("--keys: {e}"))?,
-                None => {
-                    let config = load_config(&cli.config)?;
-                    let mut keys = vec![
-                        GatewayKey::load(&config.audit.signing_key)?
-                            .public()
-                            .clone(),
-                    ];
-                    keys.extend(config.audit.previous_public_keys.iter().cloned());
-                    keys
-                }
+                None => verification_keys(&load_config(&cli.config)?)?,
             };
             match signed.verify(&keys) {
                 Ok(()) => {

@@ -5,7 +5,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPu
 use lapin::{Channel, Confirmation};
 
 use crate::amqp::{Topology, connect_confirming};
-use crate::store::{Store, from_micros, to_micros};
+use crate::store::{Store, from_micros};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -24,13 +24,9 @@ pub enum OpsError {
 /// `outbox status`: backlog and rows that keep failing.
 pub async fn outbox_status(store: &Store) -> Result<String, OpsError> {
     let backlog = store.outbox_backlog().await?;
-    let now = to_micros(time::OffsetDateTime::now_utc());
     let mut out = format!("pending: {}\n", backlog.pending);
-    if let Some(oldest) = backlog.oldest_created_at {
-        out.push_str(&format!(
-            "oldest pending: {:.1} s old\n",
-            now.saturating_sub(oldest) as f64 / 1e6
-        ));
+    if let Some(age) = backlog.oldest_age_seconds(time::OffsetDateTime::now_utc()) {
+        out.push_str(&format!("oldest pending: {age:.1} s old\n"));
     }
     let failing = store.failing_outbox(50).await?;
     if !failing.is_empty() {

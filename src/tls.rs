@@ -156,6 +156,11 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 as lowercase hex: payload and request hashes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
+}
+
 /// `AB:CD:...`, the spelling operators paste into `certificate.sha256`.
 pub fn fingerprint_hex(sha256: &[u8; 32]) -> String {
     sha256

@@ -57,16 +57,9 @@ fn event_problem(error: EventError) -> ApiError {
             "malformed-json",
             format!("The body is not valid JSON: {detail}"),
         ),
-        EventError::Invalid(violations) => ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "schema-validation",
-            title: "Event does not match its schema",
-            detail: format!(
-                "{} problem(s); each entry of 'errors' has a JSON Pointer to the value at fault.",
-                violations.len()
-            ),
-            errors: violations,
-        },
+        EventError::Invalid(violations) => {
+            ApiError::schema_validation("Event does not match its schema", violations)
+        }
         EventError::WrongParty(..) => ApiError::forbidden("not-permitted", error.to_string()),
         EventError::Illegal(e) => ApiError::new(
             StatusCode::CONFLICT,

@@ -40,11 +40,11 @@ async fn healthz() -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(backlog) = state.store.outbox_backlog().await {
         state.metrics.outbox_pending.set(backlog.pending);
-        let now = crate::store::to_micros(time::OffsetDateTime::now_utc());
-        let age = backlog
-            .oldest_created_at
-            .map_or(0.0, |t| now.saturating_sub(t).max(0) as f64 / 1e6);
-        state.metrics.outbox_oldest_age_seconds.set(age);
+        let age = backlog.oldest_age_seconds(time::OffsetDateTime::now_utc());
+        state
+            .metrics
+            .outbox_oldest_age_seconds
+            .set(age.unwrap_or(0.0));
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -65,10 +65,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }));
         }
     };
-    let now = crate::store::to_micros(time::OffsetDateTime::now_utc());
-    let oldest_age_seconds = backlog
-        .oldest_created_at
-        .map(|t| (now.saturating_sub(t)).max(0) as f64 / 1e6);
+    let oldest_age_seconds = backlog.oldest_age_seconds(time::OffsetDateTime::now_utc());
     let broker = match &state.relay {
         None => "relay_disabled",
         Some(relay) if relay.broker_connected() => "ok",

@@ -66,6 +66,20 @@ impl ApiError {
         )
     }
 
+    /// 422 listing every schema violation with its JSON Pointer.
+    pub fn schema_validation(title: &'static str, violations: Vec<Violation>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "schema-validation",
+            title,
+            detail: format!(
+                "{} problem(s); each entry of 'errors' has a JSON Pointer to the value at fault.",
+                violations.len()
+            ),
+            errors: violations,
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

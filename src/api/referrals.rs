@@ -157,16 +157,9 @@ fn intake_problem(error: IntakeError) -> ApiError {
                 })
                 .collect(),
         },
-        IntakeError::Invalid(violations) => ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "schema-validation",
-            title: "Referral does not match its schema",
-            detail: format!(
-                "{} problem(s); each entry of 'errors' has a JSON Pointer to the value at fault.",
-                violations.len()
-            ),
-            errors: violations,
-        },
+        IntakeError::Invalid(violations) => {
+            ApiError::schema_validation("Referral does not match its schema", violations)
+        }
         IntakeError::IdempotencyConflict => ApiError::new(
             StatusCode::CONFLICT,
             "idempotency-conflict",

@@ -218,6 +218,14 @@ impl Store {
             .collect()
     }
 
+    /// The seq of the latest checkpoint (0 if none).
+    pub async fn last_checkpoint_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
+    }
+
     /// Records a signed checkpoint of the head (`ON CONFLICT DO NOTHING`: one per seq).
     pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;

@@ -7,10 +7,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Executor};
 
 use crate::config::DatabaseConfig;
-use crate::domain::ReferralId;
 
 mod audit;
 mod events;
@@ -182,17 +181,6 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    /// Number of outbox rows for a referral that are not yet published.
-    pub async fn pending_outbox_count(&self, id: ReferralId) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM outbox WHERE referral_id = $1 AND published_at IS NULL",
-        )
-        .bind(id.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get::<i64, _>("n")?)
     }
 }
 

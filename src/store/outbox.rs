@@ -45,6 +45,15 @@ pub struct Backlog {
     pub oldest_created_at: Option<i64>,
 }
 
+impl Backlog {
+    /// Seconds since the oldest unpublished row was written (never negative).
+    pub fn oldest_age_seconds(&self, now: time::OffsetDateTime) -> Option<f64> {
+        let now = super::to_micros(now);
+        self.oldest_created_at
+            .map(|t| now.saturating_sub(t).max(0) as f64 / 1e6)
+    }
+}
+
 const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
      WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
      AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)";

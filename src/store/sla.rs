@@ -50,12 +50,9 @@ pub struct ClockRow {
 
 impl ClockRow {
     fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
-        let clock: String = row.try_get("clock")?;
         Ok(Self {
             referral_id: row.try_get("referral_id")?,
-            clock: clock
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))?,
+            clock: clock_of(row)?,
             started_at: row.try_get("started_at")?,
             due_at: row.try_get("due_at")?,
             met_at: row.try_get("met_at")?,
@@ -92,13 +89,18 @@ const DUE_BREACHES: &str = "SELECT c.referral_id, c.clock, c.due_at, r.sender_ag
      WHERE c.met_at IS NULL AND c.stopped_at IS NULL AND c.breached_at IS NULL \
      AND c.due_at <= $1 ORDER BY c.due_at LIMIT $2";
 
-fn due_clock(row: &sqlx::any::AnyRow) -> Result<DueClock, StoreError> {
+/// The `clock` column as a `Clock`.
+fn clock_of(row: &sqlx::any::AnyRow) -> Result<Clock, StoreError> {
     let clock: String = row.try_get("clock")?;
+    clock
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))
+}
+
+fn due_clock(row: &sqlx::any::AnyRow) -> Result<DueClock, StoreError> {
     Ok(DueClock {
         referral_id: row.try_get("referral_id")?,
-        clock: clock
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))?,
+        clock: clock_of(row)?,
         due_at: row.try_get("due_at")?,
         sender_agency: row.try_get("sender_agency")?,
         recipient_agency: row.try_get("recipient_agency")?,
@@ -243,15 +245,12 @@ impl Store {
         let clocks = rows
             .iter()
             .map(|row| {
-                let clock: String = row.try_get("clock")?;
                 Ok(crate::report::ClockFact {
                     referral_id: row.try_get("id")?,
                     agency: row.try_get("recipient_agency")?,
                     service_type: row.try_get("service_type")?,
                     priority: row.try_get("priority")?,
-                    clock: clock
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))?,
+                    clock: clock_of(row)?,
                     started_at: row.try_get("started_at")?,
                     due_at: row.try_get("due_at")?,
                     met_at: row.try_get("met_at")?,
