@@ -607,19 +607,11 @@ async fn signing_keys_rotate() {
     );
     assert!(rotated.contains("previous_public_keys"));
     std::fs::write(&config_file, &rotated).unwrap();
+    let config_arg = config_file.display().to_string();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
-            .current_dir(ROOT)
-            .env("REFGW_DATABASE_URL", &db_url)
-            .arg("--config")
-            .arg(&config_file)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let mut with_config = vec!["--config", config_arg.as_str()];
+        with_config.extend_from_slice(args);
+        gateway(&db_url, &with_config)
     };
     let (code, out) = run(&["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
