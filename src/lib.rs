@@ -18,6 +18,7 @@ pub mod schema;
 pub mod sealing;
 pub mod signing;
 pub mod sla;
+pub mod staff;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,503 @@
+//! Staff access: bearer tokens (JWT) from the organisation's identity provider, checked
+//! with `jsonwebtoken` against a trusted JWKS.
+//!
+//! The algorithm is taken from the trusted key (RSA -> RS256, P-256 -> ES256, Ed25519 ->
+//! EdDSA, or the key's own `alg`), never from the token, and must be one the config
+//! allows; symmetric (`oct`) keys are refused when the JWKS is loaded, so a token signed
+//! with HMAC over a public key, or with `alg: none`, can never verify.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::Value;
+
+/// The key id of the development staff key that `certs init` makes and
+/// `referral-gateway dev-token` signs with. A JWKS that trusts it needs
+/// `staff.dev_tokens = true`.
+pub const DEV_KEY_ID: &str = "referral-gateway-dev";
+
+/// Algorithms a config may allow. HMAC is not among them.
+pub const SUPPORTED_ALGORITHMS: [&str; 7] = [
+    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA",
+];
+
+/// What a staff member may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every audit query and export, SLA reports and referral lists for any agency.
+    Auditor,
+    /// SLA reports and referral lists for the agency named in the token.
+    ServiceManager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Auditor => "auditor",
+            Role::ServiceManager => "service_manager",
+        }
+    }
+}
+
+/// A verified staff caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffIdentity {
+    /// The token's `sub`.
+    pub subject: String,
+    pub roles: Vec<Role>,
+    /// The agency named in the agency claim (service managers), as given.
+    pub agency: Option<String>,
+}
+
+impl StaffIdentity {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        format!("staff:{}", self.subject)
+    }
+}
+
+/// Why a token was refused. The text is safe to return to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT ({0})")]
+    Malformed(String),
+    #[error("the token header has no 'kid'")]
+    NoKeyId,
+    #[error("no trusted key has kid '{0}'")]
+    UnknownKey(String),
+    #[error("the token's algorithm is not the one its key is trusted for")]
+    AlgorithmNotAllowed,
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the token was issued by another issuer")]
+    WrongIssuer,
+    #[error("the token is for another audience")]
+    WrongAudience,
+    #[error("the token has no '{0}' claim")]
+    MissingClaim(String),
+}
+
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenError::WrongAudience,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                TokenError::AlgorithmNotAllowed
+            }
+            ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+            _ => TokenError::Malformed(e.to_string()),
+        }
+    }
+}
+
+/// Settings for checking tokens, from `[staff]`.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub issuer: String,
+    pub audience: String,
+    /// Algorithms allowed, e.g. `["ES256", "RS256", "EdDSA"]`.
+    pub algorithms: Vec<Algorithm>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Where the roles are: a claim name or a dotted path (`realm_access.roles`).
+    pub roles_claim: String,
+    /// The claim naming a service manager's agency.
+    pub agency_claim: String,
+    /// The role names the identity provider uses.
+    pub auditor_role: String,
+    pub service_manager_role: String,
+}
+
+struct TrustedKey {
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// The trusted keys and the checks every token must pass.
+pub struct StaffAuth {
+    keys: HashMap<String, TrustedKey>,
+    policy: TokenPolicy,
+}
+
+impl std::fmt::Debug for StaffAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kids: Vec<&String> = self.keys.keys().collect();
+        kids.sort();
+        f.debug_struct("StaffAuth")
+            .field("kids", &kids)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// Parses an algorithm name from the config; HMAC and unknown names are refused.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    if !SUPPORTED_ALGORITHMS.contains(&name) {
+        return Err(format!(
+            "'{name}' is not allowed (choose from {})",
+            SUPPORTED_ALGORITHMS.join(", ")
+        ));
+    }
+    name.parse::<Algorithm>()
+        .map_err(|_| format!("'{name}' is not an algorithm"))
+}
+
+/// The algorithm a JWK is trusted for: its own `alg` if it names one of its family,
+/// otherwise the usual one for its key type.
+fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Algorithm, String> {
+    let declared = match jwk.common.key_algorithm {
+        None => None,
+        Some(alg) => Some(
+            Algorithm::try_from(alg)
+                .map_err(|_| format!("its alg {alg:?} is not a signature algorithm"))?,
+        ),
+    };
+    let default = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return Err("its curve is not supported (use P-256 or P-384)".into()),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        AlgorithmParameters::OctetKey(_) => {
+            return Err(
+                "it is a symmetric (oct) key; staff tokens must be signed with a private key"
+                    .into(),
+            );
+        }
+        _ => return Err("its key type is not supported".into()),
+    };
+    match declared {
+        Some(alg) if alg.family() == default.family() => Ok(alg),
+        Some(alg) => Err(format!("its alg {alg:?} does not match its key type")),
+        None => Ok(default),
+    }
+}
+
+impl StaffAuth {
+    /// Reads a JWKS document. Keys marked for encryption (`use: enc`) and keys whose
+    /// algorithm the policy does not allow are left out; anything else that cannot be
+    /// trusted is an error naming the key.
+    pub fn from_jwks(text: &str, policy: TokenPolicy) -> Result<Self, String> {
+        let set: JwkSet =
+            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut keys = HashMap::new();
+        for (index, jwk) in set.keys.iter().enumerate() {
+            let name = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| format!("key {index} has no 'kid'"))?;
+            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+                continue;
+            }
+            let algorithm = key_algorithm(jwk).map_err(|e| format!("key '{name}': {e}"))?;
+            if !policy.algorithms.contains(&algorithm) {
+                continue;
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key '{name}': {e}"))?;
+            if keys
+                .insert(name.clone(), TrustedKey { algorithm, key })
+                .is_some()
+            {
+                return Err(format!("kid '{name}' appears twice"));
+            }
+        }
+        if keys.is_empty() {
+            return Err("no key in it is usable with the allowed algorithms".into());
+        }
+        Ok(Self { keys, policy })
+    }
+
+    pub fn policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+
+    /// Whether the development key is among the trusted keys.
+    pub fn trusts_dev_key(&self) -> bool {
+        self.keys.contains_key(DEV_KEY_ID)
+    }
+
+    /// Checks signature, algorithm, `iss`, `aud`, `exp`, `nbf` and `sub`, then reads
+    /// roles and agency.
+    pub fn verify(&self, token: &str) -> Result<StaffIdentity, TokenError> {
+        // `alg: none` and other unknown algorithms fail here, as malformed.
+        let header = jsonwebtoken::decode_header(token)?;
+        let kid = header.kid.ok_or(TokenError::NoKeyId)?;
+        let trusted = self
+            .keys
+            .get(&kid)
+            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        if header.alg != trusted.algorithm {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let mut validation = Validation::new(trusted.algorithm);
+        validation.set_issuer(&[&self.policy.issuer]);
+        validation.set_audience(&[&self.policy.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.policy.leeway_secs;
+        let data = jsonwebtoken::decode::<Value>(token, &trusted.key, &validation)?;
+        let claims = data.claims;
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| TokenError::MissingClaim("sub".into()))?
+            .to_owned();
+        let mut roles = Vec::new();
+        for name in role_names(&claims, &self.policy.roles_claim) {
+            let role = if name == self.policy.auditor_role {
+                Role::Auditor
+            } else if name == self.policy.service_manager_role {
+                Role::ServiceManager
+            } else {
+                continue;
+            };
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        let agency = claims
+            .get(&self.policy.agency_claim)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(StaffIdentity {
+            subject,
+            roles,
+            agency,
+        })
+    }
+}
+
+/// The role names at `path` (dotted): an array of strings, or one string of
+/// space-separated names (as in an OAuth `scope`).
+fn role_names(claims: &Value, path: &str) -> Vec<String> {
+    let mut value = claims;
+    for part in path.split('.') {
+        match value.get(part) {
+            Some(v) => value = v,
+            None => return Vec::new(),
+        }
+    }
+    match value {
+        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevKeyError {
+    #[error("key generation failed")]
+    Generate,
+    #[error("cannot read the development staff key {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("cannot sign the token: {0}")]
+    Sign(String),
+}
+
+/// PKCS#8 v1 prefix for an Ed25519 private key (the form `jsonwebtoken`'s rust_crypto
+/// backend reads; ring writes v2).
+const PKCS8_V1_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A new development staff key: (PKCS#8 v1 PEM private key, JWKS with its public key).
+pub fn generate_dev_key() -> Result<(String, String), DevKeyError> {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let v2 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| DevKeyError::Generate)?;
+    let pair = Ed25519KeyPair::from_pkcs8(v2.as_ref()).map_err(|_| DevKeyError::Generate)?;
+    // In ring's PKCS#8 v2 document the 32-byte seed follows the same 16-byte prefix
+    // (with version 1 and length 0x53): bytes 16..48.
+    let seed = v2.as_ref().get(16..48).ok_or(DevKeyError::Generate)?;
+    let mut v1 = PKCS8_V1_ED25519_PREFIX.to_vec();
+    v1.extend_from_slice(seed);
+    let pem = crate::signing::pem("PRIVATE KEY", &v1);
+    let jwks = serde_json::json!({
+        "keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "use": "sig",
+            "alg": "EdDSA",
+            "kid": DEV_KEY_ID,
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        }]
+    });
+    Ok((pem, format!("{jwks:#}\n")))
+}
+
+/// What `dev-token` puts in a token.
+#[derive(Debug, Clone)]
+pub struct DevTokenRequest<'a> {
+    pub subject: &'a str,
+    pub roles: &'a [Role],
+    pub agency: Option<&'a str>,
+    pub lifetime: time::Duration,
+}
+
+/// Mints a token signed with the development staff key, for the policy's issuer and
+/// audience. The caller checks that the config enables development tokens.
+pub fn mint_dev_token(
+    key_path: &Path,
+    policy: &TokenPolicy,
+    request: &DevTokenRequest<'_>,
+) -> Result<String, DevKeyError> {
+    let pem = std::fs::read(key_path).map_err(|e| DevKeyError::Read {
+        path: key_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let key = EncodingKey::from_ed_pem(&pem).map_err(|e| DevKeyError::Read {
+        path: key_path.display().to_string(),
+        message: format!("not an Ed25519 PKCS#8 v1 key ({e})"),
+    })?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let roles: Vec<&str> = request
+        .roles
+        .iter()
+        .map(|r| match r {
+            Role::Auditor => policy.auditor_role.as_str(),
+            Role::ServiceManager => policy.service_manager_role.as_str(),
+        })
+        .collect();
+    let mut claims = serde_json::json!({
+        "iss": policy.issuer,
+        "aud": policy.audience,
+        "sub": request.subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + request.lifetime.whole_seconds(),
+    });
+    // The roles claim may be a dotted path: build the nesting it names.
+    let mut parts = policy.roles_claim.rsplit('.');
+    let mut roles_value = serde_json::json!(roles);
+    let mut top = parts.next().unwrap_or("roles");
+    for parent in parts {
+        roles_value = serde_json::json!({ top: roles_value });
+        top = parent;
+    }
+    claims[top] = roles_value;
+    if let Some(agency) = request.agency {
+        claims[policy.agency_claim.as_str()] = Value::String(agency.to_owned());
+    }
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(DEV_KEY_ID.to_owned());
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| DevKeyError::Sign(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy {
+            issuer: "https://idp.test".into(),
+            audience: "referral-gateway".into(),
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA],
+            leeway_secs: 30,
+            roles_claim: "realm_access.roles".into(),
+            agency_claim: "agency".into(),
+            auditor_role: "auditor".into(),
+            service_manager_role: "service_manager".into(),
+        }
+    }
+
+    fn dev_pair() -> (tempfile::TempDir, std::path::PathBuf, StaffAuth) {
+        let dir = tempfile::tempdir().unwrap();
+        let (pem, jwks) = generate_dev_key().unwrap();
+        let path = dir.path().join("dev.key");
+        std::fs::write(&path, pem).unwrap();
+        let auth = StaffAuth::from_jwks(&jwks, policy()).unwrap();
+        (dir, path, auth)
+    }
+
+    #[test]
+    fn dev_tokens_round_trip_with_nested_roles() {
+        let (_dir, path, auth) = dev_pair();
+        assert!(auth.trusts_dev_key());
+        let token = mint_dev_token(
+            &path,
+            &policy(),
+            &DevTokenRequest {
+                subject: "ig-lead",
+                roles: &[Role::ServiceManager, Role::Auditor],
+                agency: Some("coventry-cmht"),
+                lifetime: time::Duration::minutes(5),
+            },
+        )
+        .unwrap();
+        let who = auth.verify(&token).unwrap();
+        assert_eq!(who.subject, "ig-lead");
+        assert_eq!(who.roles, vec![Role::ServiceManager, Role::Auditor]);
+        assert_eq!(who.agency.as_deref(), Some("coventry-cmht"));
+        assert_eq!(who.actor(), "staff:ig-lead");
+    }
+
+    #[test]
+    fn symmetric_keys_and_unallowed_algorithms_are_not_trusted() {
+        let oct = r#"{"keys":[{"kty":"oct","kid":"k","k":"c2VjcmV0"}]}"#;
+        let err = StaffAuth::from_jwks(oct, policy()).unwrap_err();
+        assert!(err.contains("symmetric"), "{err}");
+        let (_, jwks) = generate_dev_key().unwrap();
+        let mut only_rs = policy();
+        only_rs.algorithms = vec![Algorithm::RS256];
+        let err = StaffAuth::from_jwks(&jwks, only_rs).unwrap_err();
+        assert!(err.contains("no key"), "{err}");
+        assert!(parse_algorithm("HS256").is_err());
+        assert!(parse_algorithm("none").is_err());
+        assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
+    }
+
+    #[test]
+    fn role_names_read_arrays_strings_and_paths() {
+        let claims = serde_json::json!({
+            "roles": ["auditor", "x"],
+            "scope": "openid auditor",
+            "realm_access": {"roles": ["service_manager"]}
+        });
+        assert_eq!(role_names(&claims, "roles"), vec!["auditor", "x"]);
+        assert_eq!(role_names(&claims, "scope"), vec!["openid", "auditor"]);
+        assert_eq!(
+            role_names(&claims, "realm_access.roles"),
+            vec!["service_manager"]
+        );
+        assert!(role_names(&claims, "missing.path").is_empty());
+    }
+
+    #[test]
+    fn garbage_and_unsigned_tokens_are_malformed() {
+        let (_dir, _path, auth) = dev_pair();
+        assert!(matches!(
+            auth.verify("not-a-token"),
+            Err(TokenError::Malformed(_))
+        ));
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"referral-gateway-dev"}"#);
+        let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
+        assert!(auth.verify(&format!("{header}.{body}.")).is_err());
+    }
+}
