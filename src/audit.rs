@@ -12,6 +12,23 @@ use crate::domain::audit::{ChainFault, ChainVerifier, Checkpoint, checkpoint_mes
 use crate::signing::{GatewayKey, PublicKey};
 use crate::store::{AuditRecord, Store, StoreError, to_micros};
 
+/// Every action the gateway records (docs/governance.md lists when each is written).
+pub const ACTIONS: [&str; 13] = [
+    "config.loaded",
+    "auth.refused",
+    "referral.submitted",
+    "referral.refused",
+    "message.delivered",
+    "referral.read",
+    "referral.listed",
+    "event.posted",
+    "report.sla",
+    "payload.purged",
+    "audit.queried",
+    "audit.disclosures",
+    "audit.exported",
+];
+
 /// Derives the pseudonymous key under which disclosures about one person are found:
 /// HMAC-SHA256 of the normalised NHS number, or (without one) of the normalised name and
 /// date of birth, under a secret the log does not hold.

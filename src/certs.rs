@@ -359,6 +359,23 @@ pub fn init(
         None,
     )?;
 
+    let (staff_key, staff_jwks) = crate::staff::generate_dev_key()
+        .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?;
+    put(
+        "development staff token key (`referral-gateway dev-token`)".into(),
+        out.join("staff-dev.key"),
+        &staff_key,
+        true,
+        None,
+    )?;
+    put(
+        "JWKS trusting the development staff key (staff.jwks_file)".into(),
+        out.join("staff-jwks.json"),
+        &staff_jwks,
+        false,
+        None,
+    )?;
+
     let rogue_ca = Authority::new("Rogue CA (not trusted by the gateway)", validity_days)?;
     let first_sender = registry
         .agencies()

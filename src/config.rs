@@ -60,6 +60,7 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     storage: RawStorage,
+    staff: Option<RawStaff>,
     #[serde(default)]
     sharing_agreements: Vec<RawAgreement>,
     #[serde(default)]
@@ -166,6 +167,23 @@ struct RawAudit {
     person_key_secret_file: Option<PathBuf>,
     checkpoint_every: Option<i64>,
     checkpoint_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStaff {
+    listen: Option<String>,
+    jwks_file: Option<PathBuf>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    algorithms: Option<Vec<String>>,
+    leeway_secs: Option<u64>,
+    roles_claim: Option<String>,
+    agency_claim: Option<String>,
+    auditor_role: Option<String>,
+    service_manager_role: Option<String>,
+    dev_tokens: Option<bool>,
+    dev_signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -286,10 +304,25 @@ pub struct Config {
     pub sla: SlaConfig,
     pub audit: AuditConfig,
     pub storage: StorageConfig,
+    /// Staff access with bearer tokens; `None` when `[staff]` is not configured.
+    pub staff: Option<StaffConfig>,
     /// Information sharing agreements; when none are configured, sharing is governed by
     /// `[[permissions]]` alone and nothing is minimised.
     pub sharing_agreements: Arc<Vec<SharingAgreement>>,
     pub registry: Arc<AgencyRegistry>,
+}
+
+/// Staff (auditors, service managers) calling with JWT bearer tokens.
+#[derive(Debug, Clone)]
+pub struct StaffConfig {
+    /// The staff listener: TLS with the server certificate, no client certificate, bearer
+    /// tokens. `None`: no staff listener (tokens can still be minted for tests).
+    pub listen: Option<SocketAddr>,
+    pub auth: Arc<crate::staff::StaffAuth>,
+    /// Whether `referral-gateway dev-token` may mint tokens (and the JWKS may trust the
+    /// development key). Development only.
+    pub dev_tokens: bool,
+    pub dev_signing_key: PathBuf,
 }
 
 /// Encryption of referral payloads at rest, and their retention.
@@ -586,6 +619,9 @@ fn build(
     let sla = build_sla(raw.sla, &registry, checks, problems);
     let audit = build_audit(raw.audit, env, checks, problems);
     let storage = build_storage(raw.storage, env, checks, problems);
+    let staff = raw
+        .staff
+        .and_then(|staff| build_staff(staff, env, checks, problems));
     let sharing_agreements = build_agreements(raw.sharing_agreements, &registry, problems);
 
     Some(Config {
@@ -616,6 +652,7 @@ fn build(
         sla,
         audit,
         storage,
+        staff,
         sharing_agreements: Arc::new(sharing_agreements),
         registry: Arc::new(registry),
     })
@@ -883,6 +920,107 @@ fn build_storage(
         problems.push("storage.retention_days", "must be at least 1");
     }
     storage
+}
+
+fn build_staff(
+    raw: RawStaff,
+    env: &dyn Env,
+    checks: FileChecks,
+    problems: &mut Problems,
+) -> Option<StaffConfig> {
+    let listen = match env.var("REFGW_STAFF_LISTEN").or(raw.listen) {
+        Some(v) if v == "off" => None,
+        Some(v) => socket_addr(&v, "staff.listen", problems),
+        None => None,
+    };
+    let mut required = |value: Option<String>, key: &str, example: &str| match value
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(v) => v,
+        None => {
+            problems.push(key, format!("is required in [staff] (e.g. {example})"));
+            String::new()
+        }
+    };
+    let issuer = required(raw.issuer, "staff.issuer", "\"https://login.example.org\"");
+    let audience = required(raw.audience, "staff.audience", "\"referral-gateway\"");
+    let mut algorithms = Vec::new();
+    for name in raw
+        .algorithms
+        .unwrap_or_else(|| vec!["ES256".into(), "RS256".into(), "EdDSA".into()])
+    {
+        match crate::staff::parse_algorithm(&name) {
+            Ok(alg) => algorithms.push(alg),
+            Err(e) => problems.push("staff.algorithms", e),
+        }
+    }
+    if algorithms.is_empty() {
+        problems.push("staff.algorithms", "must allow at least one algorithm");
+    }
+    let leeway_secs = raw.leeway_secs.unwrap_or(30);
+    if leeway_secs > 300 {
+        problems.push(
+            "staff.leeway_secs",
+            "must be at most 300 (clock skew, not token lifetime)",
+        );
+    }
+    let policy = crate::staff::TokenPolicy {
+        issuer,
+        audience,
+        algorithms,
+        leeway_secs,
+        roles_claim: raw.roles_claim.unwrap_or_else(|| "roles".into()),
+        agency_claim: raw.agency_claim.unwrap_or_else(|| "agency".into()),
+        auditor_role: raw.auditor_role.unwrap_or_else(|| "auditor".into()),
+        service_manager_role: raw
+            .service_manager_role
+            .unwrap_or_else(|| "service_manager".into()),
+    };
+    let dev_tokens = raw.dev_tokens.unwrap_or(false);
+    let dev_signing_key = raw
+        .dev_signing_key
+        .unwrap_or_else(|| PathBuf::from("certs-example/staff-dev.key"));
+    let Some(jwks_file) = raw.jwks_file else {
+        problems.push(
+            "staff.jwks_file",
+            "is required in [staff]: the identity provider's signing keys (JWKS)",
+        );
+        return None;
+    };
+    let text = match std::fs::read_to_string(&jwks_file) {
+        Ok(text) => text,
+        Err(e) => {
+            if checks == FileChecks::Required {
+                problems.push(
+                    "staff.jwks_file",
+                    format!("cannot read '{}': {e}", jwks_file.display()),
+                );
+            }
+            return None;
+        }
+    };
+    let auth = match crate::staff::StaffAuth::from_jwks(&text, policy) {
+        Ok(auth) => auth,
+        Err(e) => {
+            problems.push("staff.jwks_file", format!("'{}': {e}", jwks_file.display()));
+            return None;
+        }
+    };
+    if auth.trusts_dev_key() && !dev_tokens {
+        problems.push(
+            "staff.jwks_file",
+            format!(
+                "trusts the development key (kid {}); set staff.dev_tokens = true in development only, never in production",
+                crate::staff::DEV_KEY_ID
+            ),
+        );
+    }
+    Some(StaffConfig {
+        listen,
+        auth: Arc::new(auth),
+        dev_tokens,
+        dev_signing_key,
+    })
 }
 
 fn build_audit(
@@ -1361,5 +1499,45 @@ first_contact = "14 days"
         let text = base().replace("certs-example/ca.crt", "certs-example/nope.crt");
         let err = load(&text, &NoEnv).unwrap_err().to_string();
         assert!(err.contains("tls.ca: file"), "{err}");
+    }
+
+    #[test]
+    fn staff_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, jwks) = crate::staff::generate_dev_key().unwrap();
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks).unwrap();
+        let staff = |extra: &str| {
+            format!(
+                "[staff]\nlisten = \"127.0.0.1:0\"\njwks_file = \"{}\"\n{extra}\n",
+                jwks_path.display()
+            )
+        };
+        let err = load(
+            &(base() + &staff("algorithms = [\"HS256\", \"none\"]\nleeway_secs = 3600")),
+            &NoEnv,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "staff.issuer: is required",
+            "staff.audience: is required",
+            "staff.algorithms: 'HS256' is not allowed",
+            "staff.algorithms: 'none' is not allowed",
+            "staff.leeway_secs",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+        let complete = staff("issuer = \"https://idp\"\naudience = \"gw\"");
+        let err = load(&(base() + &complete), &NoEnv).unwrap_err().to_string();
+        assert!(
+            err.contains("staff.jwks_file: trusts the development key"),
+            "{err}"
+        );
+        let config = load(&(base() + &complete + "dev_tokens = true\n"), &NoEnv).unwrap();
+        let staff = config.staff.unwrap();
+        assert!(staff.dev_tokens && staff.auth.trusts_dev_key());
+        assert_eq!(staff.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(load(&base(), &NoEnv).unwrap().staff.is_none());
     }
 }

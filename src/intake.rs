@@ -156,6 +156,11 @@ impl Intake {
         result
     }
 
+    /// The keyer whose person keys the audit log holds (for subject access requests).
+    pub fn person_keyer(&self) -> &PersonKeyer {
+        &self.keyer
+    }
+
     pub fn registry(&self) -> &AgencyRegistry {
         &self.registry
     }

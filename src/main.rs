@@ -11,6 +11,7 @@ use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::domain::{Destination, ServiceType};
 use referral_gateway::schema::SchemaRegistry;
 use referral_gateway::signing::{GatewayKey, SignedReceipt, keys_from_jwks};
+use referral_gateway::staff::{DevTokenRequest, Role, mint_dev_token};
 use referral_gateway::startup::Application;
 use referral_gateway::store::{Store, to_micros};
 use referral_gateway::telemetry::{self, LogFormat};
@@ -83,6 +84,22 @@ enum Command {
         #[arg(long)]
         older_than: Option<u32>,
     },
+    /// Development only: print a staff bearer token signed with the development key
+    /// (refused unless the config sets `[staff] dev_tokens = true`).
+    DevToken {
+        /// Role(s) in the token; repeat for both.
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<StaffRole>,
+        /// The agency a service manager manages (an agency id from the config).
+        #[arg(long)]
+        agency: Option<String>,
+        /// The token's subject (`sub`), as the audit log will name the caller.
+        #[arg(long, default_value = "dev-user@example.org")]
+        subject: String,
+        /// Lifetime in minutes.
+        #[arg(long, default_value_t = 60)]
+        minutes: i64,
+    },
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate {
         /// The referral (JSON) to check.
@@ -130,6 +147,12 @@ enum SlaCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StaffRole {
+    Auditor,
+    ServiceManager,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -216,6 +239,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let app = Application::build(config).await?;
                 app.run_until_signalled().await.context("server failed")
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DevToken {
+            roles,
+            agency,
+            subject,
+            minutes,
+        } => {
+            let config = load_config(&cli.config)?;
+            let staff = config
+                .staff
+                .as_ref()
+                .context("the config has no [staff] section, so no staff tokens are accepted")?;
+            if !staff.dev_tokens {
+                anyhow::bail!(
+                    "development tokens are disabled: set [staff] dev_tokens = true (development only)"
+                );
+            }
+            if !(1..=24 * 60).contains(&minutes) {
+                anyhow::bail!("--minutes must be between 1 and 1440");
+            }
+            let roles: Vec<Role> = roles
+                .into_iter()
+                .map(|r| match r {
+                    StaffRole::Auditor => Role::Auditor,
+                    StaffRole::ServiceManager => Role::ServiceManager,
+                })
+                .collect();
+            if roles.contains(&Role::ServiceManager) {
+                let id = agency
+                    .as_deref()
+                    .context("a service manager token needs --agency <agency-id>")?;
+                if !config.registry.agencies().any(|a| a.id.as_str() == id) {
+                    anyhow::bail!("--agency {id} is not an agency in the config");
+                }
+            }
+            let token = mint_dev_token(
+                &staff.dev_signing_key,
+                staff.auth.policy(),
+                &DevTokenRequest {
+                    subject: &subject,
+                    roles: &roles,
+                    agency: agency.as_deref(),
+                    lifetime: time::Duration::minutes(minutes),
+                },
+            )?;
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

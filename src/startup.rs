@@ -33,8 +33,9 @@ use crate::tls;
 pub struct Application {
     addr: SocketAddr,
     ops_addr: Option<SocketAddr>,
-    server: Server,
-    ops_server: Option<Server>,
+    staff_addr: Option<SocketAddr>,
+    /// The agency listener, then the ops and staff listeners when configured.
+    servers: Vec<Server>,
     store: Store,
     relay: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
     scanner: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
@@ -141,6 +142,7 @@ impl Application {
             clock: clock.clone(),
             signing_key,
             previous_keys: config.audit.previous_public_keys.clone(),
+            staff_auth: config.staff.as_ref().map(|s| s.auth.clone()),
         });
 
         let listener = TcpListener::bind(config.server.listen)
@@ -191,12 +193,42 @@ impl Application {
                 (Some(server), Some(ops_addr))
             }
         };
-        tracing::info!(%addr, ops = ?ops_addr, backend = ?store.backend(), "gateway listening");
+        let (staff_server, staff_addr) = match config.staff.as_ref().and_then(|s| s.listen) {
+            None => (None, None),
+            Some(staff) => {
+                let tls_config = tls::staff_server_config(&config.tls)
+                    .context("building the staff listener's TLS configuration")?;
+                let listener = TcpListener::bind(staff)
+                    .with_context(|| format!("binding the staff listener to {staff}"))?;
+                let staff_addr = listener.local_addr()?;
+                let staff_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(staff_state.clone())
+                        .app_data(api::problem::query_config())
+                        .wrap(middleware::from_fn(api::correlation::middleware))
+                        .wrap(middleware::from_fn(count_requests))
+                        .configure(api::staff_routes)
+                        .default_service(web::to(api::problem::no_such_route))
+                })
+                .workers(2)
+                .disable_signals()
+                .shutdown_timeout(config.server.shutdown_timeout_secs)
+                .listen_rustls_0_23(listener, tls_config)
+                .context("starting the staff listener")?
+                .run();
+                (Some(server), Some(staff_addr))
+            }
+        };
+        tracing::info!(%addr, ops = ?ops_addr, staff = ?staff_addr, backend = ?store.backend(), "gateway listening");
         Ok(Self {
             addr,
             ops_addr,
-            server,
-            ops_server,
+            staff_addr,
+            servers: std::iter::once(server)
+                .chain(ops_server)
+                .chain(staff_server)
+                .collect(),
             store,
             relay,
             scanner,
@@ -213,27 +245,27 @@ impl Application {
         self.ops_addr
     }
 
+    /// The staff (bearer token) listener's address, when `[staff] listen` is set.
+    pub fn staff_addr(&self) -> Option<SocketAddr> {
+        self.staff_addr
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
 
     /// Handles to stop the servers gracefully (what SIGTERM/SIGINT also do).
     pub fn handles(&self) -> Vec<ServerHandle> {
-        std::iter::once(self.server.handle())
-            .chain(self.ops_server.as_ref().map(Server::handle))
-            .collect()
+        self.servers.iter().map(Server::handle).collect()
     }
 
     /// Runs until a handle's stop. In-flight requests finish first, then the relay
     /// finishes its batch, then the database pool closes.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let store = self.store.clone();
-        let result = match self.ops_server {
-            Some(ops) => futures_util::future::try_join(self.server, ops)
-                .await
-                .map(|_| ()),
-            None => self.server.await,
-        };
+        let result = futures_util::future::try_join_all(self.servers)
+            .await
+            .map(|_| ());
         // The scanner first: what it flags goes out through the relay.
         let workers = [
             ("SLA scanner", self.scanner),

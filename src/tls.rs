@@ -128,6 +128,22 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// The staff listener's configuration: the same server certificate and protocol versions
+/// (TLS 1.2 and 1.3), but no client certificate; staff authenticate with bearer tokens.
+pub fn staff_server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::ServerCert(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(
+            load_certs("tls.cert", &tls.cert)?,
+            load_key("tls.key", &tls.key)?,
+        )
+        .map_err(|e| TlsError::ServerCert(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// What a (verified) client leaf certificate presents: its SHA-256 and SAN names.
 /// A certificate that cannot be parsed presents only its fingerprint.
 pub fn presented_identity(leaf_der: &[u8]) -> PresentedIdentity {

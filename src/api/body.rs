@@ -14,7 +14,7 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported media type",
-            "Send the referral as Content-Type: application/json (UTF-8).",
+            "Send the body as Content-Type: application/json (UTF-8).",
         )
     };
     let mime = req
@@ -38,7 +38,7 @@ fn too_large(limit: usize) -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload-too-large",
         "Payload too large",
-        format!("A referral may be at most {limit} bytes."),
+        format!("A request body may be at most {limit} bytes."),
     )
 }
 

@@ -1,5 +1,6 @@
 //! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
 
+mod audit;
 mod body;
 pub mod correlation;
 mod events;
@@ -8,6 +9,7 @@ pub mod identity;
 pub mod problem;
 mod referrals;
 pub mod reports;
+pub mod staff;
 
 use actix_web::web;
 
@@ -29,6 +31,8 @@ pub struct AppState {
     pub signing_key: std::sync::Arc<crate::signing::GatewayKey>,
     /// Earlier signing keys' public halves, still published for verification.
     pub previous_keys: Vec<crate::signing::PublicKey>,
+    /// Checks staff bearer tokens; `None` when `[staff]` is not configured.
+    pub staff_auth: Option<std::sync::Arc<crate::staff::StaffAuth>>,
 }
 
 /// Records an access in the audit log; the request fails (500) if it cannot be recorded,
@@ -54,6 +58,15 @@ pub fn agency_routes(cfg: &mut web::ServiceConfig) {
     referrals::configure(cfg);
     events::configure(cfg);
     reports::configure(cfg);
+}
+
+/// Routes of the staff listener (TLS, bearer tokens): audit queries, SLA reports and
+/// referral lists.
+pub fn staff_routes(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
+    audit::configure(cfg);
+    reports::configure_staff(cfg);
+    referrals::configure_staff(cfg);
 }
 
 /// Routes of the plain-HTTP operations listener: probes only, no referral data.

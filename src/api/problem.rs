@@ -56,6 +56,11 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, kind, "Forbidden", detail)
     }
 
+    /// 401 for staff endpoints: no bearer token, or one that does not verify.
+    pub fn unauthorized(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, kind, "Unauthorized", detail)
+    }
+
     /// The same answer whether the resource does not exist or the caller may not see it.
     pub fn not_found() -> Self {
         Self::new(
@@ -110,9 +115,18 @@ impl ResponseError for ApiError {
             errors: &self.errors,
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        HttpResponse::build(self.status)
-            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
-            .body(json)
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say which scheme, and whether a token was given but refused.
+            let challenge = if self.kind == "invalid-token" {
+                r#"Bearer realm="referral-gateway", error="invalid_token""#
+            } else {
+                r#"Bearer realm="referral-gateway""#
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        response.body(json)
     }
 }
 

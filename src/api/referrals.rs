@@ -12,6 +12,7 @@ use super::body::{read_body, require_json};
 use super::correlation::CorrelationId;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
+use super::staff::StaffCaller;
 use crate::domain::ReferralId;
 use crate::intake::{IntakeError, Receipt, Submitted};
 use crate::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
@@ -173,8 +174,19 @@ fn intake_problem(error: IntakeError) -> ApiError {
     }
 }
 
+/// On the staff listener: service managers (their own agency) and auditors (any agency,
+/// named with `?agency=`) list referrals; metadata only, never payloads.
+pub fn configure_staff(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/referrals")
+            .route(web::get().to(staff_list))
+            .default_service(web::to(super::problem::method_not_allowed)),
+    );
+}
+
 #[derive(serde::Deserialize)]
 struct ListQuery {
+    agency: Option<String>,
     status: Option<String>,
     overdue: Option<String>,
     from: Option<String>,
@@ -198,6 +210,49 @@ async fn list(
     caller: CallerAgency,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if query
+        .agency
+        .as_deref()
+        .is_some_and(|a| a != caller.0.id.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "bad-query",
+            "'agency' can only be your own agency: an agency lists the referrals it sent or received",
+        ));
+    }
+    list_for(
+        &state,
+        caller.0.id.as_str(),
+        format!("agency:{}", caller.0.id),
+        &query,
+    )
+    .await
+}
+
+async fn staff_list(
+    caller: StaffCaller,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(agency) = caller
+        .agency_scope(&state, query.agency.as_deref(), "/v1/referrals")
+        .await?
+    else {
+        return Err(ApiError::bad_request(
+            "bad-query",
+            "name the agency whose referrals to list: ?agency=<agency-id>",
+        ));
+    };
+    list_for(&state, &agency, caller.0.actor(), &query).await
+}
+
+/// The referrals `agency` sent or received, as `query` filters them; audited as `actor`'s.
+async fn list_for(
+    state: &AppState,
+    agency: &str,
+    actor: String,
+    query: &ListQuery,
 ) -> Result<HttpResponse, ApiError> {
     let bad = |detail: &str| ApiError::bad_request("bad-query", detail.to_owned());
     let status = query.status.clone().unwrap_or_default();
@@ -247,7 +302,7 @@ async fn list(
         }
     };
     let filter = crate::store::ReferralFilter {
-        agency: caller.0.id.as_str(),
+        agency,
         role: &role,
         status: &status,
         from,
@@ -262,9 +317,9 @@ async fn list(
         ApiError::internal()
     })?;
     super::audit(
-        &state,
-        AuditRecord::new(format!("agency:{}", caller.0.id), "referral.listed").detail(format!(
-            "{} referral(s); status={status} role={role} overdue={overdue}",
+        state,
+        AuditRecord::new(actor, "referral.listed").detail(format!(
+            "{} referral(s) of {agency}; status={status} role={role} overdue={overdue}",
             records.len()
         )),
     )

@@ -1,5 +1,7 @@
-//! `GET /v1/reports/sla?from=&to=`: the SLA report over the calling agency's own
-//! referrals (sent or received). Who may call: any registered agency, about itself.
+//! `GET /v1/reports/sla?from=&to=`: the SLA report over referrals sent or received.
+//! Who may call: on the agency listener, any registered agency, about itself; on the
+//! staff listener, an auditor (all agencies, or `?agency=`) or a service manager (the
+//! agency in their token).
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -7,6 +9,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
+use super::staff::StaffCaller;
 use crate::report::aggregate;
 use crate::store::to_micros;
 
@@ -18,10 +21,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+pub fn configure_staff(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/reports/sla")
+            .route(web::get().to(staff_sla_report))
+            .default_service(web::to(super::problem::method_not_allowed)),
+    );
+}
+
 #[derive(Deserialize)]
 struct Period {
     from: Option<String>,
     to: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StaffPeriod {
+    from: Option<String>,
+    to: Option<String>,
+    agency: Option<String>,
 }
 
 /// `YYYY-MM-DD` (the start of that day, UTC) or an RFC 3339 instant.
@@ -40,6 +58,41 @@ async fn sla_report(
     caller: CallerAgency,
     query: web::Query<Period>,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let period = Period {
+        from: query.from.clone(),
+        to: query.to.clone(),
+    };
+    report(
+        &state,
+        format!("agency:{}", caller.0.id),
+        Some(caller.0.id.as_str()),
+        &period,
+    )
+    .await
+}
+
+async fn staff_sla_report(
+    caller: StaffCaller,
+    query: web::Query<StaffPeriod>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let agency = caller
+        .agency_scope(&state, query.agency.as_deref(), "/v1/reports/sla")
+        .await?;
+    let period = Period {
+        from: query.from.clone(),
+        to: query.to.clone(),
+    };
+    report(&state, caller.0.actor(), agency.as_deref(), &period).await
+}
+
+/// The report over `agency`'s referrals (all agencies when `None`), audited as `actor`'s.
+async fn report(
+    state: &AppState,
+    actor: String,
+    agency: Option<&str>,
+    query: &Period,
 ) -> Result<HttpResponse, ApiError> {
     let bad = |name: &str| {
         ApiError::bad_request(
@@ -64,7 +117,7 @@ async fn sla_report(
     }
     let (clocks, contacts) = state
         .store
-        .report_facts(to_micros(from), to_micros(to), Some(caller.0.id.as_str()))
+        .report_facts(to_micros(from), to_micros(to), agency)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "store failure while building an SLA report");
@@ -72,15 +125,18 @@ async fn sla_report(
         })?;
     let rows = aggregate(&clocks, &contacts, to_micros(now));
     super::audit(
-        &state,
-        crate::store::AuditRecord::new(format!("agency:{}", caller.0.id), "report.sla")
-            .detail(format!("{} row(s), {from} to {to}", rows.len())),
+        state,
+        crate::store::AuditRecord::new(actor, "report.sla").detail(format!(
+            "{} row(s), {from} to {to}, agency {}",
+            rows.len(),
+            agency.unwrap_or("(all)")
+        )),
     )
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "from": from.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "to": to.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "agency": caller.0.id.as_str(),
+        "agency": agency,
         "rows": rows,
     })))
 }

@@ -243,3 +243,81 @@ impl Store {
         Ok(())
     }
 }
+
+/// Filters for reading the audit log (auditors' queries and exports), oldest first.
+#[derive(Debug, Clone)]
+pub struct AuditQuery<'a> {
+    /// Entries whose actor is `agency:<id>` or whose recipient is the agency; empty for all.
+    pub agency: &'a str,
+    /// An action name, or a prefix such as `referral.` when `action_prefix`; empty for all.
+    pub action: &'a str,
+    pub action_prefix: bool,
+    /// One referral's entries; empty for all.
+    pub referral: &'a str,
+    /// `at` in `[from, to)`, microseconds.
+    pub from: i64,
+    pub to: i64,
+    /// Entries with `after_seq < seq <= upto_seq`.
+    pub after_seq: i64,
+    pub upto_seq: i64,
+    pub limit: i64,
+}
+
+impl Store {
+    pub async fn search_audit(
+        &self,
+        q: &AuditQuery<'_>,
+    ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
+             withheld, person_key, detail, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 AND seq <= $2 AND at >= $3 AND at < $4 \
+             AND ($5 = '' OR actor = $6 OR recipient = $5) \
+             AND ($7 = '' OR ($8 = 0 AND action = $7) OR ($8 = 1 AND action LIKE $9)) \
+             AND ($10 = '' OR referral_id = $10) \
+             ORDER BY seq LIMIT $11",
+        )
+        .bind(q.after_seq)
+        .bind(q.upto_seq)
+        .bind(q.from)
+        .bind(q.to)
+        .bind(q.agency)
+        .bind(format!("agency:{}", q.agency))
+        .bind(q.action)
+        .bind(i64::from(q.action_prefix))
+        .bind(format!("{}%", q.action))
+        .bind(q.referral)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Every entry about a person (a subject access request): entries carrying one of
+    /// the person keys, and every entry of the referrals those entries name.
+    pub async fn audit_about_person(
+        &self,
+        keys: &[String],
+        after_seq: i64,
+        upto_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
+        let first = keys.first().cloned().unwrap_or_default();
+        let second = keys.get(1).cloned().unwrap_or_else(|| first.clone());
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
+             withheld, person_key, detail, prev_hash, hash FROM audit_log \
+             WHERE seq > $3 AND seq <= $4 AND (person_key = $1 OR person_key = $2 OR referral_id IN \
+             (SELECT referral_id FROM audit_log WHERE (person_key = $1 OR person_key = $2) AND referral_id IS NOT NULL)) \
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(first)
+        .bind(second)
+        .bind(after_seq)
+        .bind(upto_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+}

@@ -1,0 +1,645 @@
+//! The auditor API on the staff listener. Who may call: staff whose token holds the
+//! `auditor` role. Every query and export is itself an audit entry, written before the
+//! answer is sent.
+//!
+//! - `GET /v1/audit/events?from=&to=&agency=&action=&referral=&cursor=&limit=`
+//! - `POST /v1/audit/disclosures` with a person's identifiers in the body (a subject
+//!   access request): every entry about that person
+//! - `GET /v1/audit/export?from=&to=&format=csv|ndjson`, streamed
+
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::body::{read_body, require_json};
+use super::problem::ApiError;
+use super::staff::StaffCaller;
+use crate::audit::{ACTIONS, PersonKeyer};
+use crate::domain::NhsNumber;
+use crate::domain::audit::AuditEntry;
+use crate::schema::Violation;
+use crate::staff::Role;
+use crate::store::{AuditQuery, AuditRecord, rfc3339, to_micros};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for (path, route) in [
+        ("/v1/audit/events", web::get().to(events)),
+        ("/v1/audit/disclosures", web::post().to(disclosures)),
+        ("/v1/audit/export", web::get().to(export)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(route)
+                .default_service(web::to(super::problem::method_not_allowed)),
+        );
+    }
+}
+
+/// One entry as auditors see it: `at` as RFC 3339 and as the microseconds the hash
+/// covers, and the entry's own hash, so an export can be checked against the chain.
+#[derive(Serialize)]
+struct EntryView<'a> {
+    seq: i64,
+    at: String,
+    at_micros: i64,
+    actor: &'a str,
+    action: &'a str,
+    referral_id: Option<&'a str>,
+    recipient: Option<&'a str>,
+    isa_id: Option<&'a str>,
+    lawful_basis: Option<&'a str>,
+    consent: Option<&'a str>,
+    categories: &'a [String],
+    withheld: &'a [String],
+    person_key: Option<&'a str>,
+    detail: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+fn view<'a>(entry: &'a AuditEntry, hash: &'a str) -> EntryView<'a> {
+    EntryView {
+        seq: entry.seq,
+        at: rfc3339(entry.at),
+        at_micros: entry.at,
+        actor: &entry.actor,
+        action: &entry.action,
+        referral_id: entry.referral_id.as_deref(),
+        recipient: entry.recipient.as_deref(),
+        isa_id: entry.isa_id.as_deref(),
+        lawful_basis: entry.lawful_basis.as_deref(),
+        consent: entry.consent.as_deref(),
+        categories: &entry.categories,
+        withheld: &entry.withheld,
+        person_key: entry.person_key.as_deref(),
+        detail: &entry.detail,
+        prev_hash: &entry.prev_hash,
+        hash,
+    }
+}
+
+fn store_failure(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failure while reading the audit log");
+    ApiError::internal()
+}
+
+fn bad(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request("bad-query", detail)
+}
+
+/// `from`/`to` as microseconds; a date `to` counts to the end of that day.
+fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let instant = |text: Option<&str>, end: bool, name: &str, default: i64| match text {
+        None => Ok(default),
+        Some(t) => super::reports::parse_instant(t, end)
+            .map(to_micros)
+            .ok_or_else(|| {
+                bad(format!(
+                    "'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"
+                ))
+            }),
+    };
+    let from = instant(from, false, "from", i64::MIN)?;
+    let to = instant(to, true, "to", i64::MAX)?;
+    if to <= from {
+        return Err(bad("'to' must be after 'from'"));
+    }
+    Ok((from, to))
+}
+
+fn limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| bad(format!("'limit' must be between 1 and {max}"))),
+    }
+}
+
+fn cursor(text: Option<&str>) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(0),
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| bad("'cursor' is not one this API gave")),
+    }
+}
+
+/// The seq of the newest entry now: answers stop there, so a query never includes its
+/// own audit entry and a paginated or streamed read is a consistent snapshot.
+async fn head(state: &AppState) -> Result<i64, ApiError> {
+    state
+        .store
+        .audit_head()
+        .await
+        .map(|(seq, _)| seq)
+        .map_err(store_failure)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    agency: Option<String>,
+    action: Option<String>,
+    referral: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// `action=referral.submitted` (exact) or `action=referral.*` (a family).
+fn action_filter(action: Option<&str>) -> Result<(String, bool), ApiError> {
+    let Some(action) = action.filter(|a| !a.is_empty()) else {
+        return Ok((String::new(), false));
+    };
+    let unknown = || {
+        bad(format!(
+            "'action' must be one of {} (or a family such as referral.*)",
+            ACTIONS.join(", ")
+        ))
+    };
+    match action.strip_suffix('*') {
+        Some(prefix) => {
+            if prefix.ends_with('.') && ACTIONS.iter().any(|a| a.starts_with(prefix)) {
+                Ok((prefix.to_owned(), true))
+            } else {
+                Err(unknown())
+            }
+        }
+        None if ACTIONS.contains(&action) => Ok((action.to_owned(), false)),
+        None => Err(unknown()),
+    }
+}
+
+async fn events(
+    caller: StaffCaller,
+    query: web::Query<EventsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller
+        .require(&state, &[Role::Auditor], "/v1/audit/events")
+        .await?;
+    let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
+    let (action, action_prefix) = action_filter(query.action.as_deref())?;
+    let agency = caller
+        .agency_scope(&state, query.agency.as_deref(), "/v1/audit/events")
+        .await?
+        .unwrap_or_default();
+    let referral = match query.referral.as_deref() {
+        None | Some("") => String::new(),
+        Some(r) => crate::domain::ReferralId::parse(r)
+            .map_err(|_| bad("'referral' is not a referral id"))?
+            .to_string(),
+    };
+    let limit = limit(query.limit.as_deref(), 100, 1000)?;
+    let after_seq = cursor(query.cursor.as_deref())?;
+    let upto_seq = head(&state).await?;
+    let entries = state
+        .store
+        .search_audit(&AuditQuery {
+            agency: &agency,
+            action: &action,
+            action_prefix,
+            referral: &referral,
+            from,
+            to,
+            after_seq,
+            upto_seq,
+            limit,
+        })
+        .await
+        .map_err(store_failure)?;
+    super::audit(
+        &state,
+        AuditRecord::new(caller.0.actor(), "audit.queried").detail(format!(
+            "{} entries; from={} to={} agency={agency} action={} referral={referral} after={after_seq}",
+            entries.len(),
+            query.from.as_deref().unwrap_or(""),
+            query.to.as_deref().unwrap_or(""),
+            query.action.as_deref().unwrap_or(""),
+        )),
+    )
+    .await?;
+    let next_cursor = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|(e, _)| e.seq.to_string()))
+        .flatten();
+    let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// What a subject access request names, in the shape of a referral's `/person`.
+struct Subject {
+    keys: Vec<String>,
+    searched_by: Vec<&'static str>,
+    after_seq: i64,
+    limit: i64,
+}
+
+fn violation(pointer: &str, detail: &str) -> Violation {
+    Violation {
+        pointer: pointer.to_owned(),
+        keyword: "subject-access".to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+/// Reads `{"nhs_number"?, "name": {"given", "family"}?, "date_of_birth"?, "cursor"?, "limit"?}`.
+fn read_subject(body: &Value, keyer: &PersonKeyer) -> Result<Subject, Vec<Violation>> {
+    let Some(object) = body.as_object() else {
+        return Err(vec![violation("", "the body must be a JSON object")]);
+    };
+    let mut problems = Vec::new();
+    for key in object.keys() {
+        if !matches!(
+            key.as_str(),
+            "nhs_number" | "name" | "date_of_birth" | "cursor" | "limit"
+        ) {
+            problems.push(violation(&format!("/{key}"), "unknown field"));
+        }
+    }
+    let text = |pointer: &str| -> Option<&str> { body.pointer(pointer).and_then(Value::as_str) };
+    let mut keys = Vec::new();
+    let mut searched_by = Vec::new();
+    if let Some(nhs) = object.get("nhs_number") {
+        match nhs.as_str().map(NhsNumber::parse) {
+            Some(Ok(_)) => {
+                keys.extend(keyer.key_for(text("/nhs_number"), None, None, None));
+                searched_by.push("nhs_number");
+            }
+            _ => problems.push(violation(
+                "/nhs_number",
+                "must be a valid 10-digit NHS number (spaces allowed)",
+            )),
+        }
+    }
+    let given = text("/name/given").filter(|s| !s.trim().is_empty());
+    let family = text("/name/family").filter(|s| !s.trim().is_empty());
+    let dob = text("/date_of_birth");
+    let has_name = object.contains_key("name");
+    let has_dob = object.contains_key("date_of_birth");
+    if has_name || has_dob {
+        if has_name && (given.is_none() || family.is_none()) {
+            problems.push(violation(
+                "/name",
+                "must be an object with non-empty 'given' and 'family'",
+            ));
+        }
+        let date_format = time::macros::format_description!("[year]-[month]-[day]");
+        match dob {
+            Some(d) if time::Date::parse(d, &date_format).is_ok() => {}
+            Some(_) => problems.push(violation(
+                "/date_of_birth",
+                "must be a date, YYYY-MM-DD",
+            )),
+            None if has_dob => problems.push(violation(
+                "/date_of_birth",
+                "must be a date, YYYY-MM-DD",
+            )),
+            None => problems.push(violation(
+                "/date_of_birth",
+                "is needed with 'name' (a person without an NHS number is found by name and date of birth)",
+            )),
+        }
+        if !has_name {
+            problems.push(violation("/name", "is needed with 'date_of_birth'"));
+        }
+        if problems.is_empty() {
+            keys.extend(keyer.key_for(None, given, family, dob));
+            searched_by.push("name_and_date_of_birth");
+        }
+    }
+    if !object.contains_key("nhs_number") && !has_name && !has_dob {
+        problems.push(violation(
+            "",
+            "give 'nhs_number', or 'name' and 'date_of_birth', or both (all disclosures under either are found)",
+        ));
+    }
+    let after_seq = match object.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(c) => match c.as_str().and_then(|c| c.parse::<i64>().ok()) {
+            Some(seq) if seq >= 0 => seq,
+            _ => {
+                problems.push(violation("/cursor", "is not a cursor this API gave"));
+                0
+            }
+        },
+    };
+    let limit = match object.get("limit") {
+        None | Some(Value::Null) => 1000,
+        Some(l) => match l.as_i64() {
+            Some(n) if (1..=5000).contains(&n) => n,
+            _ => {
+                problems.push(violation("/limit", "must be an integer from 1 to 5000"));
+                1000
+            }
+        },
+    };
+    if problems.is_empty() {
+        Ok(Subject {
+            keys,
+            searched_by,
+            after_seq,
+            limit,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+async fn disclosures(
+    req: HttpRequest,
+    caller: StaffCaller,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller
+        .require(&state, &[Role::Auditor], "/v1/audit/disclosures")
+        .await?;
+    require_json(&req)?;
+    let body = read_body(&req, payload, 16 * 1024).await?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed-json", format!("The body is not JSON: {e}"))
+    })?;
+    let subject = read_subject(&body, state.intake.person_keyer()).map_err(|violations| {
+        ApiError::schema_validation("Subject access request is incomplete", violations)
+    })?;
+    let upto_seq = head(&state).await?;
+    let entries = state
+        .store
+        .audit_about_person(&subject.keys, subject.after_seq, upto_seq, subject.limit)
+        .await
+        .map_err(store_failure)?;
+    let mut referrals: Vec<&str> = Vec::new();
+    for (entry, _) in &entries {
+        if let Some(id) = entry.referral_id.as_deref()
+            && !referrals.contains(&id)
+        {
+            referrals.push(id);
+        }
+    }
+    let disclosed = entries
+        .iter()
+        .filter(|(e, _)| e.action == "referral.submitted")
+        .count();
+    // The query is recorded under the person's key, so it is itself found by a later
+    // request about the same person.
+    let record = AuditRecord {
+        person_key: subject.keys.first().cloned(),
+        ..AuditRecord::new(caller.0.actor(), "audit.disclosures").detail(format!(
+            "subject access by {}: {} entries, {} referral(s), {disclosed} disclosure(s); after={}",
+            subject.searched_by.join("+"),
+            entries.len(),
+            referrals.len(),
+            subject.after_seq
+        ))
+    };
+    super::audit(&state, record).await?;
+    let next_cursor = (entries.len() as i64 == subject.limit)
+        .then(|| entries.last().map(|(e, _)| e.seq.to_string()))
+        .flatten();
+    let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "searched_by": subject.searched_by,
+        "referrals": referrals,
+        "disclosures": disclosed,
+        "items": items,
+        "next_cursor": next_cursor,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+const CSV_HEADER: &str = "seq,at,at_micros,actor,action,referral_id,recipient,isa_id,lawful_basis,consent,categories,withheld,person_key,detail,prev_hash,hash\n";
+
+/// RFC 4180 quoting: fields with a comma, quote or line break are quoted, quotes doubled.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn csv_line(entry: &AuditEntry, hash: &str) -> String {
+    let opt = |v: &Option<String>| csv_field(v.as_deref().unwrap_or(""));
+    let fields = [
+        entry.seq.to_string(),
+        rfc3339(entry.at),
+        entry.at.to_string(),
+        csv_field(&entry.actor),
+        csv_field(&entry.action),
+        opt(&entry.referral_id),
+        opt(&entry.recipient),
+        opt(&entry.isa_id),
+        opt(&entry.lawful_basis),
+        opt(&entry.consent),
+        csv_field(&entry.categories.join(";")),
+        csv_field(&entry.withheld.join(";")),
+        opt(&entry.person_key),
+        csv_field(&entry.detail),
+        entry.prev_hash.clone(),
+        hash.to_owned(),
+    ];
+    fields.join(",") + "\n"
+}
+
+const EXPORT_PAGE: i64 = 1000;
+
+async fn export(
+    caller: StaffCaller,
+    query: web::Query<ExportQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller
+        .require(&state, &[Role::Auditor], "/v1/audit/export")
+        .await?;
+    let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
+    let format = match query.format.as_deref() {
+        None | Some("ndjson") => ExportFormat::Ndjson,
+        Some("csv") => ExportFormat::Csv,
+        Some(_) => return Err(bad("'format' must be csv or ndjson")),
+    };
+    let upto_seq = head(&state).await?;
+    super::audit(
+        &state,
+        AuditRecord::new(caller.0.actor(), "audit.exported").detail(format!(
+            "format={} from={} to={} up to entry {upto_seq}",
+            if format == ExportFormat::Csv {
+                "csv"
+            } else {
+                "ndjson"
+            },
+            query.from.as_deref().unwrap_or(""),
+            query.to.as_deref().unwrap_or(""),
+        )),
+    )
+    .await?;
+    let store = state.store.clone();
+    // Pages of entries, read as the client takes them: memory stays flat however long
+    // the log is. A store failure mid-stream ends the response early (the client sees
+    // a truncated chunked body, never a silently short file that looks complete).
+    let pages = futures_util::stream::unfold(
+        (Some(0_i64), format == ExportFormat::Csv),
+        move |(after, header)| {
+            let store = store.clone();
+            async move {
+                let after = after?;
+                let page = store
+                    .search_audit(&AuditQuery {
+                        agency: "",
+                        action: "",
+                        action_prefix: false,
+                        referral: "",
+                        from,
+                        to,
+                        after_seq: after,
+                        upto_seq,
+                        limit: EXPORT_PAGE,
+                    })
+                    .await;
+                let entries = match page {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        tracing::error!(error = %e, "store failure during an audit export");
+                        return Some((
+                            Err(actix_web::error::ErrorInternalServerError(
+                                "audit export failed",
+                            )),
+                            (None, false),
+                        ));
+                    }
+                };
+                if entries.is_empty() && !header {
+                    return None;
+                }
+                let mut text = String::new();
+                if header {
+                    text.push_str(CSV_HEADER);
+                }
+                for (entry, hash) in &entries {
+                    match format {
+                        ExportFormat::Csv => text.push_str(&csv_line(entry, hash)),
+                        ExportFormat::Ndjson => {
+                            text.push_str(
+                                &serde_json::to_string(&view(entry, hash)).unwrap_or_default(),
+                            );
+                            text.push('\n');
+                        }
+                    }
+                }
+                let next = (entries.len() as i64 == EXPORT_PAGE)
+                    .then(|| entries.last().map(|(e, _)| e.seq))
+                    .flatten();
+                Some((Ok(Bytes::from(text)), (next, false)))
+            }
+        },
+    );
+    let (content_type, extension) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
+        ExportFormat::Ndjson => ("application/x-ndjson", "ndjson"),
+    };
+    Ok(HttpResponse::build(StatusCode::OK)
+        .content_type(content_type)
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"audit-upto-{upto_seq}.{extension}\""),
+        ))
+        .streaming(pages))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn actions_filter_exactly_or_by_family() {
+        assert_eq!(action_filter(None).unwrap(), (String::new(), false));
+        assert_eq!(
+            action_filter(Some("referral.read")).unwrap(),
+            ("referral.read".into(), false)
+        );
+        assert_eq!(
+            action_filter(Some("referral.*")).unwrap(),
+            ("referral.".into(), true)
+        );
+        assert!(action_filter(Some("referal.read")).is_err());
+        assert!(action_filter(Some("*")).is_err());
+        assert!(action_filter(Some("nothing.*")).is_err());
+    }
+
+    #[test]
+    fn subject_access_needs_enough_identifiers() {
+        let keyer = PersonKeyer::new(&[7; 32]);
+        let pointers = |body: Value| -> Vec<String> {
+            read_subject(&body, &keyer)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.pointer)
+                .collect()
+        };
+        assert_eq!(pointers(serde_json::json!({})), vec![""]);
+        assert_eq!(
+            pointers(serde_json::json!({"nhs_number": "1234567890"})),
+            vec!["/nhs_number"]
+        );
+        assert_eq!(
+            pointers(serde_json::json!({"name": {"given": "A", "family": "B"}})),
+            vec!["/date_of_birth"]
+        );
+        assert_eq!(
+            pointers(serde_json::json!({"date_of_birth": "1990-02-30"})),
+            vec!["/date_of_birth", "/name"]
+        );
+        assert_eq!(
+            pointers(serde_json::json!({"ssn": "x", "nhs_number": "9434765919"})),
+            vec!["/ssn"]
+        );
+        let both = read_subject(
+            &serde_json::json!({
+                "nhs_number": "943 476 5919",
+                "name": {"given": " Ann ", "family": "SMITH"},
+                "date_of_birth": "1990-01-31"
+            }),
+            &keyer,
+        )
+        .unwrap_or_else(|v| panic!("{v:?}"));
+        assert_eq!(both.keys.len(), 2);
+        assert_eq!(
+            both.keys[0],
+            keyer.key_for(Some("9434765919"), None, None, None).unwrap()
+        );
+        assert_eq!(
+            both.keys[1],
+            keyer
+                .key_for(None, Some("ann"), Some("smith"), Some("1990-01-31"))
+                .unwrap()
+        );
+    }
+}

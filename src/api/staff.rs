@@ -1,0 +1,170 @@
+//! Who is calling the staff listener: a staff member named by a verified bearer token
+//! (`crate::staff`). Every refusal, 401 or 403, is an `auth.refused` audit entry.
+
+use futures_util::future::LocalBoxFuture;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::staff::{Role, StaffIdentity};
+use crate::store::AuditRecord;
+
+/// Extractor for staff endpoints: a verified token (401 otherwise). Roles are checked
+/// by the handler with [`StaffCaller::require`].
+#[derive(Debug, Clone)]
+pub struct StaffCaller(pub StaffIdentity);
+
+fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
+    let missing = || {
+        ApiError::unauthorized(
+            "unauthorized",
+            "This endpoint needs 'Authorization: Bearer <token>' with a token from your identity provider.",
+        )
+    };
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(missing)?
+        .to_str()
+        .map_err(|_| missing())?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(missing()),
+    }
+}
+
+impl FromRequest for StaffCaller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let path = req.path().to_owned();
+        let result = match state.as_ref().and_then(|s| s.staff_auth.clone()) {
+            None => Err(ApiError::not_found()),
+            Some(auth) => bearer_token(req).and_then(|token| {
+                auth.verify(token).map(Self).map_err(|e| {
+                    ApiError::unauthorized(
+                        "invalid-token",
+                        format!("The bearer token was refused: {e}."),
+                    )
+                })
+            }),
+        };
+        Box::pin(async move {
+            if let (Err(e), Some(state)) = (&result, state) {
+                let record = AuditRecord::new("bearer:unverified", "auth.refused").detail(format!(
+                    "{} on {path}: {}",
+                    e.status.as_u16(),
+                    e.detail
+                ));
+                super::audit(&state, record).await?;
+            }
+            result
+        })
+    }
+}
+
+impl StaffCaller {
+    /// 403 (audited) unless the caller holds one of `roles`.
+    pub async fn require(
+        &self,
+        state: &AppState,
+        roles: &[Role],
+        path: &str,
+    ) -> Result<(), ApiError> {
+        if roles.iter().any(|r| self.0.has(*r)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        self.refuse(
+            state,
+            ApiError::forbidden(
+                "insufficient-role",
+                format!("This needs the role {} in your token.", names.join(" or ")),
+            ),
+            path,
+        )
+        .await
+    }
+
+    /// Records a refused staff request and returns the refusal.
+    pub async fn refuse<T>(
+        &self,
+        state: &AppState,
+        error: ApiError,
+        path: &str,
+    ) -> Result<T, ApiError> {
+        let record = AuditRecord::new(self.0.actor(), "auth.refused").detail(format!(
+            "{} on {path}: {}",
+            error.status.as_u16(),
+            error.detail
+        ));
+        super::audit(state, record).await?;
+        Err(error)
+    }
+
+    /// The agency whose data this caller may see: an auditor may name any registered
+    /// agency (or none, for all); a service manager only the agency in their token.
+    pub async fn agency_scope(
+        &self,
+        state: &AppState,
+        requested: Option<&str>,
+        path: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let known = |id: &str| {
+            state
+                .intake
+                .registry()
+                .agencies()
+                .any(|a| a.id.as_str() == id)
+        };
+        if self.0.has(Role::Auditor) {
+            return match requested {
+                Some(id) if !known(id) => Err(ApiError::bad_request(
+                    "bad-query",
+                    format!("'agency' names no registered agency ({id})"),
+                )),
+                other => Ok(other.map(str::to_owned)),
+            };
+        }
+        if self.0.has(Role::ServiceManager) {
+            let Some(own) = self.0.agency.as_deref().filter(|id| known(id)) else {
+                return self
+                    .refuse(
+                        state,
+                        ApiError::forbidden(
+                            "no-agency-claim",
+                            "Your token names no registered agency in its agency claim; ask your identity provider administrator.",
+                        ),
+                        path,
+                    )
+                    .await;
+            };
+            return match requested {
+                Some(id) if id != own => {
+                    self.refuse(
+                        state,
+                        ApiError::forbidden(
+                            "other-agency",
+                            format!("A service manager sees their own agency's data only ({own})."),
+                        ),
+                        path,
+                    )
+                    .await
+                }
+                _ => Ok(Some(own.to_owned())),
+            };
+        }
+        self.require(state, &[Role::Auditor, Role::ServiceManager], path)
+            .await
+            .map(|()| None)
+    }
+}
