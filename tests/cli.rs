@@ -13,6 +13,7 @@ fn gateway() -> Command {
     cmd.current_dir(ROOT)
         .env_remove("REFGW_LISTEN")
         .env_remove("REFGW_OPS_LISTEN")
+        .env("REFGW_STAFF_LISTEN", "off")
         .env_remove("REFGW_DATABASE_URL")
         .env_remove("REFGW_AMQP_URL")
         .env_remove("REFGW_CONFIG");

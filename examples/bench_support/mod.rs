@@ -92,6 +92,7 @@ pub fn config(
     let mut vars = vec![
         ("REFGW_LISTEN", "127.0.0.1:0".to_owned()),
         ("REFGW_OPS_LISTEN", "off".to_owned()),
+        ("REFGW_STAFF_LISTEN", "off".to_owned()),
         ("REFGW_DATABASE_URL", database_url.to_owned()),
     ];
     vars.extend(extra);

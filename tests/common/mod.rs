@@ -120,6 +120,7 @@ pub fn test_config(text: &str, database_url: &str) -> Config {
     let env = TestEnv(vec![
         ("REFGW_LISTEN".into(), "127.0.0.1:0".into()),
         ("REFGW_OPS_LISTEN".into(), "127.0.0.1:0".into()),
+        ("REFGW_STAFF_LISTEN".into(), "127.0.0.1:0".into()),
         ("REFGW_DATABASE_URL".into(), database_url.into()),
     ]);
     let mut config =
@@ -159,6 +160,8 @@ pub fn unique_namespace() -> String {
 pub struct TestApp {
     pub base: String,
     pub ops_base: String,
+    /// The staff (bearer token) listener, when the config has `[staff]`.
+    pub staff_base: Option<String>,
     pub store: Store,
     handles: Vec<actix_web::dev::ServerHandle>,
     pub db: TestDatabase,
@@ -199,12 +202,16 @@ impl TestApp {
             "http://127.0.0.1:{}",
             app.ops_addr().expect("ops listener").port()
         );
+        let staff_base = app
+            .staff_addr()
+            .map(|a| format!("https://localhost:{}", a.port()));
         let store = app.store().clone();
         let handles = app.handles();
         tokio::spawn(app.run_until_stopped());
         Self {
             base,
             ops_base,
+            staff_base,
             store,
             handles,
             db,
@@ -213,6 +220,16 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A URL on the staff listener.
+    pub fn staff_url(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.staff_base
+                .as_deref()
+                .expect("staff listener configured")
+        )
     }
 
     /// Stops the servers and waits, so the database can be dropped cleanly.
@@ -288,6 +305,15 @@ pub fn agency_client(agency: &str) -> reqwest::Client {
             dir.join(format!("{agency}.crt")),
             dir.join(format!("{agency}.key")),
         )),
+        rustls::ALL_VERSIONS,
+    ))
+}
+
+/// A TLS client without a client certificate (as staff tools are), trusting the dev CA.
+pub fn staff_client() -> reqwest::Client {
+    http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        None,
         rustls::ALL_VERSIONS,
     ))
 }

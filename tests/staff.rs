@@ -1,0 +1,713 @@
+//! Staff access on the staff listener: JWT checks, roles and agency scope, the auditor
+//! API (events, subject access, export), each query audited.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://login.example.org/referral-gateway-dev";
+const AUDIENCE: &str = "referral-gateway";
+const ES_KID: &str = "test-es256";
+
+/// A stand-in identity provider: the development Ed25519 key and a P-256 key of its own,
+/// both published in a JWKS the test gateway trusts.
+struct Idp {
+    _dir: tempfile::TempDir,
+    jwks_path: std::path::PathBuf,
+    es_key: EncodingKey,
+    dev_public: Vec<u8>,
+}
+
+impl Idp {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let es_key = EncodingKey::from_ec_der(&pair.serialize_der());
+        let mut es_jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&es_key, Algorithm::ES256).unwrap();
+        es_jwk.common.key_id = Some(ES_KID.into());
+        let dev: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("certs-example/staff-jwks.json")).unwrap(),
+        )
+        .unwrap();
+        let dev_jwk = dev["keys"][0].clone();
+        let dev_public = URL_SAFE_NO_PAD
+            .decode(dev_jwk["x"].as_str().unwrap())
+            .unwrap();
+        let jwks = json!({"keys": [dev_jwk, serde_json::to_value(&es_jwk).unwrap()]});
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+        Self {
+            _dir: dir,
+            jwks_path,
+            es_key,
+            dev_public,
+        }
+    }
+
+    /// The shipped config, trusting this provider's JWKS, plus `extra` TOML.
+    fn config(&self, extra: &str) -> String {
+        shipped_config_text().replace(
+            &format!("\"{ROOT}/certs-example/staff-jwks.json\""),
+            &format!("\"{}\"", self.jwks_path.display()),
+        ) + extra
+    }
+
+    fn claims(roles: &[&str], agency: Option<&str>) -> Value {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "ig.lead@example.org",
+            "iat": now, "nbf": now, "exp": now + 600, "roles": roles,
+        });
+        if let Some(agency) = agency {
+            claims["agency"] = json!(agency);
+        }
+        claims
+    }
+
+    fn es256(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(ES_KID.into());
+        jsonwebtoken::encode(&header, claims, &self.es_key).unwrap()
+    }
+
+    fn dev_token(&self, roles: &[referral_gateway::staff::Role], agency: Option<&str>) -> String {
+        let config = test_config(&self.config(""), "sqlite::memory:");
+        let staff = config.staff.unwrap();
+        referral_gateway::staff::mint_dev_token(
+            &staff.dev_signing_key,
+            staff.auth.policy(),
+            &referral_gateway::staff::DevTokenRequest {
+                subject: "dev-auditor",
+                roles,
+                agency,
+                lifetime: time::Duration::minutes(5),
+            },
+        )
+        .unwrap()
+    }
+}
+
+async fn get(app: &TestApp, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = staff_client().get(app.staff_url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request reaches the gateway")
+}
+
+async fn count_action(app: &TestApp, action: &str) -> i64 {
+    app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", action)
+        .await
+}
+
+async fn jwt_checks(backend: Backend) {
+    let idp = Idp::new();
+    let app = TestApp::spawn_with(backend, &idp.config("")).await;
+    let auditor = Idp::claims(&["auditor"], None);
+
+    // Valid tokens: ES256 from the provider, EdDSA from `dev-token`'s key.
+    let r = get(&app, "/v1/audit/events", Some(&idp.es256(&auditor))).await;
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["items"][0]["action"], "config.loaded");
+    let dev = idp.dev_token(&[referral_gateway::staff::Role::Auditor], None);
+    assert_eq!(
+        get(&app, "/v1/audit/events", Some(&dev)).await.status(),
+        200
+    );
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let with = |patch: Value| {
+        let mut claims = auditor.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "kid": ES_KID, "typ": "JWT"}).to_string()),
+        URL_SAFE_NO_PAD.encode(auditor.to_string())
+    );
+    // HS256 with the trusted Ed25519 public key as the HMAC secret (key confusion).
+    let confused = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(referral_gateway::staff::DEV_KEY_ID.into());
+        jsonwebtoken::encode(
+            &header,
+            &auditor,
+            &EncodingKey::from_secret(&idp.dev_public),
+        )
+        .unwrap()
+    };
+    let unknown_kid = {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("somebody-else".into());
+        jsonwebtoken::encode(&header, &auditor, &idp.es_key).unwrap()
+    };
+    let mut without_sub = auditor.clone();
+    without_sub.as_object_mut().unwrap().remove("sub");
+    let refused = [
+        ("alg none", unsigned, "invalid-token"),
+        ("HS256 with the public key", confused, "invalid-token"),
+        (
+            "expired",
+            idp.es256(&with(json!({"exp": now - 3600, "nbf": now - 7200}))),
+            "invalid-token",
+        ),
+        (
+            "not yet valid",
+            idp.es256(&with(json!({"nbf": now + 3600, "exp": now + 7200}))),
+            "invalid-token",
+        ),
+        (
+            "wrong issuer",
+            idp.es256(&with(json!({"iss": "https://evil.example"}))),
+            "invalid-token",
+        ),
+        (
+            "wrong audience",
+            idp.es256(&with(json!({"aud": "another-service"}))),
+            "invalid-token",
+        ),
+        ("unknown kid", unknown_kid, "invalid-token"),
+        ("no subject", idp.es256(&without_sub), "invalid-token"),
+        ("garbage", "not.a.token".to_owned(), "invalid-token"),
+    ];
+    for (case, token, kind) in &refused {
+        let r = get(&app, "/v1/audit/events", Some(token)).await;
+        assert_eq!(r.status(), 401, "{case}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="referral-gateway", error="invalid_token""#,
+            "{case}"
+        );
+        let body = problem(r, 401).await;
+        assert_eq!(
+            body["type"],
+            format!("urn:referral-gateway:problem:{kind}"),
+            "{case}"
+        );
+    }
+    // No token at all.
+    let r = get(&app, "/v1/audit/events", None).await;
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        r#"Bearer realm="referral-gateway""#
+    );
+    problem(r, 401).await;
+    let r = staff_client()
+        .get(app.staff_url("/v1/audit/events"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401).await;
+    // A valid token without a gateway role, and a service manager on an auditor route.
+    let body = problem(
+        get(
+            &app,
+            "/v1/audit/events",
+            Some(&idp.es256(&Idp::claims(&["nurse"], None))),
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert_eq!(
+        body["type"],
+        "urn:referral-gateway:problem:insufficient-role"
+    );
+    let manager = idp.es256(&Idp::claims(&["service_manager"], Some("coventry-cmht")));
+    problem(get(&app, "/v1/audit/export", Some(&manager)).await, 403).await;
+
+    // Every refusal is in the audit log: 9 bad tokens, 2 without one, 2 without the role.
+    assert_eq!(count_action(&app, "auth.refused").await, 13);
+    let refusal_details: Vec<String> = {
+        use sqlx::Row;
+        sqlx::query(
+            "SELECT actor, detail FROM audit_log WHERE action = 'auth.refused' ORDER BY seq",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.get::<String, _>("actor"),
+                r.get::<String, _>("detail")
+            )
+        })
+        .collect()
+    };
+    assert!(
+        refusal_details[2].contains("expired"),
+        "{refusal_details:?}"
+    );
+    assert!(
+        refusal_details[12].starts_with("staff:ig.lead@example.org 403"),
+        "{refusal_details:?}"
+    );
+    // Staff routes are not on the agency listener, and agency certificates are not
+    // staff credentials.
+    let r = agency_client("coventry-liaison")
+        .get(app.url("/v1/audit/events"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_checks_sqlite() {
+    jwt_checks(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn jwt_checks_postgres() {
+    jwt_checks(Backend::Postgres).await;
+}
+
+async fn service_manager_scope(backend: Backend) {
+    let idp = Idp::new();
+    let app = TestApp::spawn_with(backend, &idp.config("")).await;
+    let to_cmht = submit(&app, example_text("cmht")).await;
+    let to_iapt = submit(&app, example_text("iapt")).await;
+    let manager = idp.es256(&Idp::claims(&["service_manager"], Some("coventry-cmht")));
+
+    // Own agency: the referral list holds the CMHT referral only, with no payload.
+    let r = get(&app, "/v1/referrals", Some(&manager)).await;
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["referral_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [to_cmht.as_str()]);
+    assert!(
+        !list.to_string().contains("Example"),
+        "no personal data in lists"
+    );
+    let r = get(&app, "/v1/reports/sla", Some(&manager)).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["agency"], "coventry-cmht");
+    assert!(
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row.to_string().contains("coventry-cmht")),
+        "{report}"
+    );
+
+    // Another agency's data: refused, and the refusal audited.
+    for path in [
+        "/v1/referrals?agency=coventry-iapt",
+        "/v1/reports/sla?agency=coventry-iapt",
+    ] {
+        let body = problem(get(&app, path, Some(&manager)).await, 403).await;
+        assert_eq!(
+            body["type"], "urn:referral-gateway:problem:other-agency",
+            "{path}"
+        );
+    }
+    // A manager token naming no agency, or an unregistered one.
+    for agency in [None, Some("nowhere")] {
+        let token = idp.es256(&Idp::claims(&["service_manager"], agency));
+        let body = problem(get(&app, "/v1/reports/sla", Some(&token)).await, 403).await;
+        assert_eq!(body["type"], "urn:referral-gateway:problem:no-agency-claim");
+    }
+    assert_eq!(count_action(&app, "auth.refused").await, 4);
+
+    // An auditor names any agency; without one the list asks for it.
+    let auditor = idp.es256(&Idp::claims(&["auditor"], None));
+    let list: Value = get(&app, "/v1/referrals?agency=coventry-iapt", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["referral_id"], to_iapt.as_str());
+    problem(get(&app, "/v1/referrals", Some(&auditor)).await, 400).await;
+    let all: Value = get(&app, "/v1/reports/sla", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["agency"], Value::Null);
+    // Each successful staff read is audited under the staff subject.
+    use sqlx::Row;
+    let actors: Vec<String> = sqlx::query(
+        "SELECT actor || ' ' || action AS a FROM audit_log WHERE actor LIKE 'staff:%' AND action <> 'auth.refused' ORDER BY seq",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>("a"))
+    .collect();
+    assert_eq!(
+        actors,
+        [
+            "staff:ig.lead@example.org referral.listed",
+            "staff:ig.lead@example.org report.sla",
+            "staff:ig.lead@example.org referral.listed",
+            "staff:ig.lead@example.org report.sla",
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn service_manager_scope_sqlite() {
+    service_manager_scope(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn service_manager_scope_postgres() {
+    service_manager_scope(Backend::Postgres).await;
+}
+
+/// The shipped config plus a second sending team (the court liaison team), holding the
+/// CA-signed "unregistered" example certificate, in both agreements.
+fn two_sender_config(idp: &Idp) -> String {
+    let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
+        .unwrap();
+    let pin = referral_gateway::tls::fingerprint_hex(&referral_gateway::tls::sha256(cert.as_ref()));
+    idp.config(&format!(
+        r#"
+[[agencies]]
+id = "coventry-court-liaison"
+name = "Coventry Magistrates' Court Liaison and Diversion"
+service_type = "liaison"
+area = "coventry"
+role = "sender"
+certificate = {{ sha256 = "{pin}" }}
+
+[[permissions]]
+sender = "coventry-court-liaison"
+service_types = ["cmht", "iapt", "housing", "substance_misuse"]
+"#
+    ))
+    .replace(
+        "senders = [\"coventry-liaison\"]",
+        "senders = [\"coventry-liaison\", \"coventry-court-liaison\"]",
+    )
+}
+
+fn court_client() -> reqwest::Client {
+    let dir = root().join("certs-example/unregistered");
+    http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        Some((dir.join("client.crt"), dir.join("client.key"))),
+        rustls::ALL_VERSIONS,
+    ))
+}
+
+async fn accepted_id(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn disclosures(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    staff_client()
+        .post(app.staff_url("/v1/audit/disclosures"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn subject_access(backend: Backend) {
+    let idp = Idp::new();
+    let app = TestApp::spawn_with(backend, &two_sender_config(&idp)).await;
+    let liaison = agency_client("coventry-liaison");
+    let court = court_client();
+
+    // Person A: the examples' Alex Example, NHS 943 476 5919.
+    let first = accepted_id(post_referral(&liaison, &app, example_text("cmht")).await).await;
+    let second = accepted_id(post_referral(&court, &app, example_text("iapt")).await).await;
+    // The third, from the court team, gives no NHS number: found by name and birth date
+    // (written differently: case and spacing do not matter).
+    let mut third_doc = example("substance_misuse");
+    third_doc["person"]
+        .as_object_mut()
+        .unwrap()
+        .remove("nhs_number");
+    let third = accepted_id(post_referral(&court, &app, third_doc.to_string()).await).await;
+    // Person B: someone else entirely.
+    let mut other = example("cmht");
+    other["person"]["nhs_number"] = json!("401 023 2137");
+    other["person"]["name"] = json!({"given": "Sam", "family": "Other"});
+    other["person"]["date_of_birth"] = json!("1980-03-02");
+    let other_id = accepted_id(post_referral(&liaison, &app, other.to_string()).await).await;
+    // The CMHT reads person A's referral: that access belongs in the answer too.
+    assert_eq!(
+        view_as(&app, "coventry-cmht", &first).await["referral_id"],
+        first.as_str()
+    );
+
+    let auditor = idp.es256(&Idp::claims(&["auditor"], None));
+    let r = disclosures(
+        &app,
+        &auditor,
+        json!({
+            "nhs_number": "9434765919",
+            "name": {"given": "ALEX", "family": "  example "},
+            "date_of_birth": "1991-06-14"
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let mut referrals: Vec<&str> = answer["referrals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    referrals.sort();
+    let mut expected = vec![first.as_str(), second.as_str(), third.as_str()];
+    expected.sort();
+    assert_eq!(referrals, expected);
+    assert_eq!(answer["disclosures"], 3);
+    assert_eq!(
+        answer["searched_by"],
+        json!(["nhs_number", "name_and_date_of_birth"])
+    );
+    let items = answer["items"].as_array().unwrap();
+    let senders: Vec<&str> = items
+        .iter()
+        .filter(|e| e["action"] == "referral.submitted")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        senders,
+        [
+            "agency:coventry-liaison",
+            "agency:coventry-court-liaison",
+            "agency:coventry-court-liaison"
+        ]
+    );
+    assert!(
+        items
+            .iter()
+            .any(|e| e["action"] == "referral.read" && e["referral_id"] == first.as_str()),
+        "reads of the person's referrals are disclosures too"
+    );
+    let text = answer.to_string();
+    assert!(!text.contains(&other_id), "nothing about person B");
+    assert!(
+        !text.contains("Alex") && !text.contains("9434765919"),
+        "the log holds no identifiers"
+    );
+
+    // By NHS number alone, the referral without one is not found; by the other
+    // person's number, only their referral.
+    let by_nhs: Value = disclosures(&app, &auditor, json!({"nhs_number": "943 476 5919"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_nhs["disclosures"], 2);
+    assert!(!by_nhs.to_string().contains(&third));
+    let b: Value = disclosures(&app, &auditor, json!({"nhs_number": "4010232137"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["referrals"], json!([other_id]));
+
+    // Incomplete or bad identifiers: 422 with pointers; a person nobody referred: empty.
+    let body = problem(
+        disclosures(
+            &app,
+            &auditor,
+            json!({"nhs_number": "1234567890", "name": {"given": "A"}}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(pointers(&body), ["/nhs_number", "/name", "/date_of_birth"]);
+    let none: Value = disclosures(&app, &auditor, json!({"nhs_number": "450 557 7104"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["items"], json!([]));
+    // Identifiers never go in the URL: there is no GET.
+    let r = staff_client()
+        .get(app.staff_url("/v1/audit/disclosures?nhs_number=9434765919"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 405).await;
+    // Only auditors.
+    let manager = idp.es256(&Idp::claims(&["service_manager"], Some("coventry-cmht")));
+    problem(
+        disclosures(&app, &manager, json!({"nhs_number": "9434765919"})).await,
+        403,
+    )
+    .await;
+    // Each answered request is an audit entry (4 answered; the 422 is not a query).
+    assert_eq!(count_action(&app, "audit.disclosures").await, 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn subject_access_sqlite() {
+    subject_access(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn subject_access_postgres() {
+    subject_access(Backend::Postgres).await;
+}
+
+async fn events_and_export(backend: Backend) {
+    let idp = Idp::new();
+    let app = TestApp::spawn_with(backend, &idp.config("")).await;
+    let ids = [
+        submit(&app, example_text("cmht")).await,
+        submit(&app, example_text("iapt")).await,
+        submit(&app, example_text("cmht")).await,
+    ];
+    view_as(&app, "coventry-iapt", &ids[1]).await;
+    let auditor = idp.es256(&Idp::claims(&["auditor"], None));
+
+    // Filters: action (exact and family), referral, agency; and keyset pages.
+    let page = |path: String| {
+        let app = &app;
+        let auditor = auditor.clone();
+        async move {
+            let r = get(app, &path, Some(&auditor)).await;
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let actions = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let submitted = page("/v1/audit/events?action=referral.submitted".into()).await;
+    assert_eq!(submitted["items"].as_array().unwrap().len(), 3);
+    let family = page("/v1/audit/events?action=referral.*".into()).await;
+    assert_eq!(
+        actions(&family),
+        [
+            "referral.submitted",
+            "referral.submitted",
+            "referral.submitted",
+            "referral.read"
+        ]
+    );
+    let one = page(format!("/v1/audit/events?referral={}", ids[1])).await;
+    assert_eq!(actions(&one), ["referral.submitted", "referral.read"]);
+    let iapt = page("/v1/audit/events?agency=coventry-iapt&action=referral.*".into()).await;
+    assert_eq!(actions(&iapt), ["referral.submitted", "referral.read"]);
+    let first = page("/v1/audit/events?limit=2".into()).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = page(format!("/v1/audit/events?limit=2&cursor={cursor}")).await;
+    assert_eq!(
+        second["items"][0]["seq"].as_i64().unwrap(),
+        first["items"][1]["seq"].as_i64().unwrap() + 1
+    );
+    let future = page("/v1/audit/events?from=2999-01-01".into()).await;
+    assert_eq!(future["items"], json!([]));
+    for bad in [
+        "action=referral.sent",
+        "from=yesterday",
+        "from=2026-02-01&to=2026-01-01",
+        "limit=0",
+        "cursor=abc",
+        "referral=not-an-id",
+        "agency=nowhere",
+    ] {
+        let body = problem(
+            get(&app, &format!("/v1/audit/events?{bad}"), Some(&auditor)).await,
+            400,
+        )
+        .await;
+        assert_eq!(
+            body["type"], "urn:referral-gateway:problem:bad-query",
+            "{bad}"
+        );
+    }
+
+    // NDJSON export: every entry up to the head, a chain whose links hold.
+    let head_before = app.store.audit_head().await.unwrap().0;
+    let r = get(&app, "/v1/audit/export?format=ndjson", Some(&auditor)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as i64, head_before);
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+        assert_eq!(
+            pair[1]["seq"].as_i64().unwrap(),
+            pair[0]["seq"].as_i64().unwrap() + 1
+        );
+    }
+    // CSV export with a header row, one line per entry.
+    let r = get(&app, "/v1/audit/export?format=csv", Some(&auditor)).await;
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = r.text().await.unwrap();
+    assert!(csv.starts_with("seq,at,at_micros,actor,action,"));
+    assert_eq!(
+        csv.lines().count() as i64,
+        head_before + 2,
+        "header + entries incl. the NDJSON export's"
+    );
+    problem(
+        get(&app, "/v1/audit/export?format=xml", Some(&auditor)).await,
+        400,
+    )
+    .await;
+
+    // Each query and export is itself in the log, and the whole log still verifies.
+    assert_eq!(count_action(&app, "audit.exported").await, 2);
+    assert_eq!(count_action(&app, "audit.queried").await, 7);
+    let key = referral_gateway::signing::GatewayKey::load(
+        &root().join("certs-example/gateway-signing.key"),
+    )
+    .unwrap();
+    referral_gateway::audit::verify(&app.store, &[key.public().clone()])
+        .await
+        .expect("chain verifies");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_and_export_sqlite() {
+    events_and_export(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn events_and_export_postgres() {
+    events_and_export(Backend::Postgres).await;
+}
