@@ -96,6 +96,8 @@ fn certs_init_makes_a_complete_set_and_refuses_to_overwrite() {
         "unregistered/client.crt",
         "rogue/ca.crt",
         "rogue/client.key",
+        "staff-dev.key",
+        "staff-jwks.json",
     ] {
         assert!(out.join(file).is_file(), "{file}");
     }
@@ -141,6 +143,109 @@ fn bad_config_stops_start_up_naming_the_key() {
         stderr.contains("server.listen: 'everywhere' is not an IP address"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn dev_tokens_only_when_enabled_and_accepted_by_the_staff_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mint = |config: Option<&std::path::Path>, extra: &[&str]| {
+        let mut cmd = gateway();
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(["dev-token", "--role", "auditor"]).args(extra);
+        cmd.output().unwrap()
+    };
+
+    // Disabled: refused, with the reason.
+    let (_, other_jwks) = referral_gateway::staff::generate_dev_key().unwrap();
+    let other_jwks = other_jwks.replace(referral_gateway::staff::DEV_KEY_ID, "idp-key-1");
+    let jwks = config_file("idp-jwks.json", &other_jwks);
+    let shipped = shipped_config_text();
+    let disabled = config_file(
+        "disabled.toml",
+        &shipped
+            .replace("dev_tokens = true", "dev_tokens = false")
+            .replace(
+                &format!("\"{ROOT}/certs-example/staff-jwks.json\""),
+                &format!("\"{}\"", jwks.display()),
+            ),
+    );
+    let out = mint(Some(&disabled), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("development tokens are disabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Trusting the development key without enabling development tokens: no start.
+    let trusting = config_file(
+        "trusting.toml",
+        &shipped.replace("dev_tokens = true", "dev_tokens = false"),
+    );
+    let out = mint(Some(&trusting), &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trusts the development key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A service manager token needs an agency from the config.
+    let out = mint(None, &["--role", "service-manager"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--agency"));
+
+    // Enabled (the shipped config): the token opens the real binary's staff listener.
+    let out = mint(None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let (port, ops, staff) = (free_port(), free_port(), free_port());
+    let mut child = gateway()
+        .arg("serve")
+        .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
+        .env("REFGW_STAFF_LISTEN", format!("127.0.0.1:{staff}"))
+        .env("REFGW_DATABASE_URL", &db.url)
+        .env("REFGW_AMQP_NAMESPACE", &namespace)
+        .env("REFGW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(ops).await;
+    let r = staff_client()
+        .get(format!(
+            "https://localhost:{staff}/v1/audit/events?action=config.loaded"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(page["items"][0]["actor"], "gateway");
+    // The staff listener asks for no client certificate, and the agency listener still
+    // insists on one.
+    let r = staff_client()
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await;
+    assert!(r.is_err(), "agency listener without a client certificate");
+    let _ = child.kill();
+    let _ = child.wait();
+    broker.cleanup().await;
 }
 
 fn free_port() -> u16 {
