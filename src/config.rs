@@ -174,6 +174,9 @@ struct RawAudit {
 struct RawStaff {
     listen: Option<String>,
     jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    jwks_ca: Option<PathBuf>,
+    jwks_refresh_secs: Option<u64>,
     issuer: Option<String>,
     audience: Option<String>,
     algorithms: Option<Vec<String>>,
@@ -319,10 +322,21 @@ pub struct StaffConfig {
     /// tokens. `None`: no staff listener (tokens can still be minted for tests).
     pub listen: Option<SocketAddr>,
     pub auth: Arc<crate::staff::StaffAuth>,
+    /// Where to fetch (and refresh) the identity provider's keys, if anywhere.
+    pub jwks_url: Option<JwksUrl>,
     /// Whether `referral-gateway dev-token` may mint tokens (and the JWKS may trust the
     /// development key). Development only.
     pub dev_tokens: bool,
     pub dev_signing_key: PathBuf,
+}
+
+/// The identity provider's JWKS endpoint.
+#[derive(Debug, Clone)]
+pub struct JwksUrl {
+    pub url: String,
+    /// An extra CA to trust for it (a private identity provider), besides the system's.
+    pub ca: Option<PathBuf>,
+    pub refresh: std::time::Duration,
 }
 
 /// Encryption of referral payloads at rest, and their retention.
@@ -980,30 +994,64 @@ fn build_staff(
     let dev_signing_key = raw
         .dev_signing_key
         .unwrap_or_else(|| PathBuf::from("certs-example/staff-dev.key"));
-    let Some(jwks_file) = raw.jwks_file else {
-        problems.push(
-            "staff.jwks_file",
-            "is required in [staff]: the identity provider's signing keys (JWKS)",
-        );
-        return None;
-    };
-    let text = match std::fs::read_to_string(&jwks_file) {
-        Ok(text) => text,
-        Err(e) => {
-            if checks == FileChecks::Required {
-                problems.push(
-                    "staff.jwks_file",
-                    format!("cannot read '{}': {e}", jwks_file.display()),
-                );
-            }
+    let jwks_url = raw.jwks_url.map(|url| {
+        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !url.starts_with("https://") && !loopback {
+            problems.push(
+                "staff.jwks_url",
+                format!("'{url}' must be an https:// URL (plain http only on loopback)"),
+            );
+        }
+        if let Some(ca) = &raw.jwks_ca
+            && checks == FileChecks::Required
+            && !ca.is_file()
+        {
+            problems.push(
+                "staff.jwks_ca",
+                format!("file '{}' does not exist", ca.display()),
+            );
+        }
+        let refresh = raw.jwks_refresh_secs.unwrap_or(3600);
+        if refresh < 60 {
+            problems.push("staff.jwks_refresh_secs", "must be at least 60");
+        }
+        JwksUrl {
+            url,
+            ca: raw.jwks_ca.clone(),
+            refresh: std::time::Duration::from_secs(refresh),
+        }
+    });
+    let auth = match (raw.jwks_file, &jwks_url) {
+        (None, None) => {
+            problems.push(
+                "staff.jwks_file",
+                "[staff] needs the identity provider's signing keys: jwks_file, jwks_url, or both",
+            );
             return None;
         }
-    };
-    let auth = match crate::staff::StaffAuth::from_jwks(&text, policy) {
-        Ok(auth) => auth,
-        Err(e) => {
-            problems.push("staff.jwks_file", format!("'{}': {e}", jwks_file.display()));
-            return None;
+        (None, Some(_)) => crate::staff::StaffAuth::awaiting_fetch(policy),
+        (Some(jwks_file), _) => {
+            let text = match std::fs::read_to_string(&jwks_file) {
+                Ok(text) => text,
+                Err(e) => {
+                    if checks == FileChecks::Required {
+                        problems.push(
+                            "staff.jwks_file",
+                            format!("cannot read '{}': {e}", jwks_file.display()),
+                        );
+                    }
+                    return None;
+                }
+            };
+            match crate::staff::StaffAuth::from_jwks(&text, policy) {
+                Ok(auth) => auth,
+                Err(e) => {
+                    problems.push("staff.jwks_file", format!("'{}': {e}", jwks_file.display()));
+                    return None;
+                }
+            }
         }
     };
     if auth.trusts_dev_key() && !dev_tokens {
@@ -1018,6 +1066,7 @@ fn build_staff(
     Some(StaffConfig {
         listen,
         auth: Arc::new(auth),
+        jwks_url,
         dev_tokens,
         dev_signing_key,
     })
@@ -1539,5 +1588,23 @@ first_contact = "14 days"
         assert!(staff.dev_tokens && staff.auth.trusts_dev_key());
         assert_eq!(staff.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert!(load(&base(), &NoEnv).unwrap().staff.is_none());
+
+        let by_url = "[staff]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://idp.example/jwks\"\njwks_refresh_secs = 5\njwks_ca = \"/nonexistent/ca.pem\"\n";
+        let err = load(&(base() + by_url), &NoEnv).unwrap_err().to_string();
+        for needle in [
+            "staff.jwks_url: 'http://idp.example/jwks' must be an https:// URL",
+            "staff.jwks_refresh_secs: must be at least 60",
+            "staff.jwks_ca: file '/nonexistent/ca.pem' does not exist",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+        let neither = "[staff]\nissuer = \"i\"\naudience = \"a\"\n";
+        let err = load(&(base() + neither), &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("jwks_file, jwks_url, or both"), "{err}");
+        let fine =
+            "[staff]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://idp.example/jwks\"\n";
+        let staff = load(&(base() + fine), &NoEnv).unwrap().staff.unwrap();
+        assert_eq!(staff.jwks_url.unwrap().refresh.as_secs(), 3600);
+        assert!(!staff.auth.trusts_dev_key());
     }
 }

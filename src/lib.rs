@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod intake;
+pub mod jwks;
 pub mod metrics;
 pub mod ops;
 pub mod relay;

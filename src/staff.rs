@@ -125,23 +125,31 @@ pub struct TokenPolicy {
     pub service_manager_role: String,
 }
 
+#[derive(Clone)]
 struct TrustedKey {
     algorithm: Algorithm,
     key: DecodingKey,
 }
 
-/// The trusted keys and the checks every token must pass.
+type KeySet = HashMap<String, TrustedKey>;
+
+/// The trusted keys and the checks every token must pass. Keys come from a JWKS file
+/// (fixed at start-up) and, when a JWKS URL is configured, from the identity provider
+/// (replaced at each refresh by `crate::jwks`).
 pub struct StaffAuth {
-    keys: HashMap<String, TrustedKey>,
+    file_keys: KeySet,
+    fetched_keys: std::sync::RwLock<std::sync::Arc<KeySet>>,
     policy: TokenPolicy,
+    /// Woken when a token names a key nobody knows: the provider may have rotated.
+    pub(crate) unknown_key_seen: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for StaffAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut kids: Vec<&String> = self.keys.keys().collect();
+        let mut kids: Vec<&String> = self.file_keys.keys().collect();
         kids.sort();
         f.debug_struct("StaffAuth")
-            .field("kids", &kids)
+            .field("file_kids", &kids)
             .field("policy", &self.policy)
             .finish()
     }
@@ -194,48 +202,92 @@ fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Algorithm, String> {
     }
 }
 
+/// Reads a JWKS document. Keys marked for encryption (`use: enc`) and keys whose
+/// algorithm the policy does not allow are left out; anything else that cannot be
+/// trusted is an error naming the key; at least one key must remain.
+fn parse_jwks(text: &str, policy: &TokenPolicy) -> Result<KeySet, String> {
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = HashMap::new();
+    for (index, jwk) in set.keys.iter().enumerate() {
+        let name = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| format!("key {index} has no 'kid'"))?;
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        let algorithm = key_algorithm(jwk).map_err(|e| format!("key '{name}': {e}"))?;
+        if !policy.algorithms.contains(&algorithm) {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key '{name}': {e}"))?;
+        if keys
+            .insert(name.clone(), TrustedKey { algorithm, key })
+            .is_some()
+        {
+            return Err(format!("kid '{name}' appears twice"));
+        }
+    }
+    if keys.is_empty() {
+        return Err("no key in it is usable with the allowed algorithms".into());
+    }
+    Ok(keys)
+}
+
 impl StaffAuth {
-    /// Reads a JWKS document. Keys marked for encryption (`use: enc`) and keys whose
-    /// algorithm the policy does not allow are left out; anything else that cannot be
-    /// trusted is an error naming the key.
+    /// Trusts the keys of a JWKS document (the `jwks_file`).
     pub fn from_jwks(text: &str, policy: TokenPolicy) -> Result<Self, String> {
-        let set: JwkSet =
-            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let mut keys = HashMap::new();
-        for (index, jwk) in set.keys.iter().enumerate() {
-            let name = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| format!("key {index} has no 'kid'"))?;
-            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-                continue;
-            }
-            let algorithm = key_algorithm(jwk).map_err(|e| format!("key '{name}': {e}"))?;
-            if !policy.algorithms.contains(&algorithm) {
-                continue;
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key '{name}': {e}"))?;
-            if keys
-                .insert(name.clone(), TrustedKey { algorithm, key })
-                .is_some()
-            {
-                return Err(format!("kid '{name}' appears twice"));
-            }
+        let keys = parse_jwks(text, &policy)?;
+        Ok(Self::with_file_keys(keys, policy))
+    }
+
+    /// Trusts no key until [`StaffAuth::replace_fetched_keys`] (a JWKS URL only).
+    pub fn awaiting_fetch(policy: TokenPolicy) -> Self {
+        Self::with_file_keys(HashMap::new(), policy)
+    }
+
+    fn with_file_keys(file_keys: KeySet, policy: TokenPolicy) -> Self {
+        Self {
+            file_keys,
+            fetched_keys: std::sync::RwLock::new(std::sync::Arc::new(HashMap::new())),
+            policy,
+            unknown_key_seen: tokio::sync::Notify::new(),
         }
-        if keys.is_empty() {
-            return Err("no key in it is usable with the allowed algorithms".into());
+    }
+
+    /// Replaces the keys fetched from the identity provider with those of `text` (a
+    /// JWKS document). Returns the key ids now trusted from it.
+    pub fn replace_fetched_keys(&self, text: &str) -> Result<Vec<String>, String> {
+        let keys = parse_jwks(text, &self.policy)?;
+        let mut kids: Vec<String> = keys.keys().cloned().collect();
+        kids.sort();
+        match self.fetched_keys.write() {
+            Ok(mut guard) => *guard = std::sync::Arc::new(keys),
+            Err(poisoned) => *poisoned.into_inner() = std::sync::Arc::new(keys),
         }
-        Ok(Self { keys, policy })
+        Ok(kids)
+    }
+
+    fn key(&self, kid: &str) -> Option<TrustedKey> {
+        if let Some(key) = self.file_keys.get(kid) {
+            return Some(key.clone());
+        }
+        let fetched = match self.fetched_keys.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        fetched.get(kid).cloned()
     }
 
     pub fn policy(&self) -> &TokenPolicy {
         &self.policy
     }
 
-    /// Whether the development key is among the trusted keys.
+    /// Whether the development key is among the keys from the JWKS file.
     pub fn trusts_dev_key(&self) -> bool {
-        self.keys.contains_key(DEV_KEY_ID)
+        self.file_keys.contains_key(DEV_KEY_ID)
     }
 
     /// Checks signature, algorithm, `iss`, `aud`, `exp`, `nbf` and `sub`, then reads
@@ -244,10 +296,10 @@ impl StaffAuth {
         // `alg: none` and other unknown algorithms fail here, as malformed.
         let header = jsonwebtoken::decode_header(token)?;
         let kid = header.kid.ok_or(TokenError::NoKeyId)?;
-        let trusted = self
-            .keys
-            .get(&kid)
-            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let Some(trusted) = self.key(&kid) else {
+            self.unknown_key_seen.notify_one();
+            return Err(TokenError::UnknownKey(kid));
+        };
         if header.alg != trusted.algorithm {
             return Err(TokenError::AlgorithmNotAllowed);
         }

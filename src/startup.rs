@@ -40,6 +40,7 @@ pub struct Application {
     relay: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
     scanner: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
     checkpointer: (tokio::task::JoinHandle<()>, watch::Sender<bool>),
+    jwks_refresher: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Application {
@@ -90,6 +91,19 @@ impl Application {
             );
             let (stop, stopped) = watch::channel(false);
             (tokio::spawn(worker.run(stopped)), stop)
+        };
+        let jwks_refresher = match config.staff.as_ref() {
+            Some(staff) => match &staff.jwks_url {
+                Some(source) => {
+                    let refresher =
+                        crate::jwks::JwksRefresher::new(staff.auth.clone(), source.clone())
+                            .context("staff.jwks_url")?;
+                    let (stop, stopped) = watch::channel(false);
+                    Some((tokio::spawn(refresher.run(stopped)), stop))
+                }
+                None => None,
+            },
+            None => None,
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         let metrics = Arc::new(Metrics::new());
@@ -233,6 +247,7 @@ impl Application {
             relay,
             scanner,
             checkpointer,
+            jwks_refresher,
         })
     }
 
@@ -271,6 +286,7 @@ impl Application {
             ("SLA scanner", self.scanner),
             ("relay", self.relay),
             ("audit checkpointer", Some(self.checkpointer)),
+            ("staff key refresher", self.jwks_refresher),
         ];
         for (name, worker) in workers {
             if let Some((task, stop)) = worker {

@@ -711,3 +711,109 @@ async fn events_and_export_sqlite() {
 async fn events_and_export_postgres() {
     events_and_export(Backend::Postgres).await;
 }
+
+fn es256_key(kid: &str) -> (EncodingKey, Value) {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let key = EncodingKey::from_ec_der(&pair.serialize_der());
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    (key, serde_json::to_value(&jwk).unwrap())
+}
+
+fn sign(key: &EncodingKey, kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+/// A stand-in identity provider's JWKS endpoint over HTTPS (the development server
+/// certificate), serving whatever document the test puts in it.
+async fn jwks_endpoint(
+    document: std::sync::Arc<std::sync::Mutex<String>>,
+) -> (u16, actix_web::dev::ServerHandle) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let config = test_config(&shipped_config_text(), "sqlite::memory:");
+    let tls = referral_gateway::tls::staff_server_config(&config.tls).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let document = document.clone();
+        App::new().route(
+            "/jwks",
+            web::get().to(move || {
+                let text = document.lock().unwrap().clone();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(text)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen_rustls_0_23(listener, tls)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (port, handle)
+}
+
+async fn status_within(app: &TestApp, token: &str, want: u16, seconds: u64) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if get(app, "/v1/audit/events?limit=1", Some(token))
+            .await
+            .status()
+            == want
+        {
+            return true;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(seconds) {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_from_a_jwks_url_are_fetched_and_follow_rotation() {
+    let (key_a, jwk_a) = es256_key("idp-a");
+    let (key_b, jwk_b) = es256_key("idp-b");
+    let document = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [jwk_a]}).to_string()));
+    let (port, idp_server) = jwks_endpoint(document.clone()).await;
+    let config = shipped_config_text().replace(
+        &format!("jwks_file = \"{ROOT}/certs-example/staff-jwks.json\""),
+        &format!(
+            "jwks_url = \"https://localhost:{port}/jwks\"\njwks_ca = \"{ROOT}/certs-example/ca.crt\""
+        ),
+    );
+    assert!(config.contains("jwks_url"));
+    let app = TestApp::spawn_with(Backend::Sqlite, &config).await;
+    let claims = Idp::claims(&["auditor"], None);
+    let token_a = sign(&key_a, "idp-a", &claims);
+    let token_b = sign(&key_b, "idp-b", &claims);
+    assert!(
+        status_within(&app, &token_a, 200, 10).await,
+        "fetched at start"
+    );
+
+    // The provider rotates to key B: the first B token names an unknown key (401) and
+    // makes the gateway fetch again; then B works and A, no longer published, does not.
+    *document.lock().unwrap() = json!({"keys": [jwk_b]}).to_string();
+    assert_eq!(
+        get(&app, "/v1/audit/events", Some(&token_b)).await.status(),
+        401
+    );
+    assert!(
+        status_within(&app, &token_b, 200, 15).await,
+        "refetched after an unknown kid"
+    );
+    assert_eq!(
+        get(&app, "/v1/audit/events", Some(&token_a)).await.status(),
+        401
+    );
+    app.stop().await;
+    idp_server.stop(true).await;
+}
