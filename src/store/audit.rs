@@ -268,6 +268,7 @@ impl Store {
         &self,
         q: &AuditQuery<'_>,
     ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
+        let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
              withheld, person_key, detail, prev_hash, hash FROM audit_log \
@@ -288,8 +289,9 @@ impl Store {
         .bind(format!("{}%", q.action))
         .bind(q.referral)
         .bind(q.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(entry_from_row).collect()
     }
 
@@ -304,20 +306,27 @@ impl Store {
     ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
         let first = keys.first().cloned().unwrap_or_default();
         let second = keys.get(1).cloned().unwrap_or_else(|| first.clone());
+        // Two indexed lookups joined by UNION (an OR over a subquery scans the table):
+        // entries under the person's keys, and every entry of the referrals they name.
+        let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
-             withheld, person_key, detail, prev_hash, hash FROM audit_log \
-             WHERE seq > $3 AND seq <= $4 AND (person_key = $1 OR person_key = $2 OR referral_id IN \
-             (SELECT referral_id FROM audit_log WHERE (person_key = $1 OR person_key = $2) AND referral_id IS NOT NULL)) \
-             ORDER BY seq LIMIT $5",
+             withheld, person_key, detail, prev_hash, hash FROM ( \
+               SELECT * FROM audit_log WHERE person_key = $1 OR person_key = $2 \
+               UNION \
+               SELECT a.* FROM audit_log a JOIN (SELECT DISTINCT referral_id FROM audit_log \
+                 WHERE (person_key = $1 OR person_key = $2) AND referral_id IS NOT NULL) r \
+               ON a.referral_id = r.referral_id \
+             ) about WHERE seq > $3 AND seq <= $4 ORDER BY seq LIMIT $5",
         )
         .bind(first)
         .bind(second)
         .bind(after_seq)
         .bind(upto_seq)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(entry_from_row).collect()
     }
 }

@@ -156,6 +156,21 @@ impl Store {
         }
     }
 
+    /// A read-only transaction for queries with optional filters (`$n = '' OR ...`). On
+    /// PostgreSQL it plans each statement with its actual parameters: a cached generic
+    /// plan cannot know which filters are off and picks scans that grow with the table.
+    pub(crate) async fn filtered_read(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -288,6 +288,7 @@ impl Store {
         filter: &ReferralFilter<'_>,
     ) -> Result<Vec<ReferralRecord>, StoreError> {
         let (after_at, after_id) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
+        let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(
             "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
              schema_id, payload_sha256, correlation_id, received_at, updated_at, isa_id, withheld FROM referrals r \
@@ -310,8 +311,9 @@ impl Store {
         .bind(after_at)
         .bind(after_id)
         .bind(filter.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(ReferralRecord::from_row).collect()
     }
 }
