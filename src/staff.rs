@@ -298,7 +298,13 @@ impl StaffAuth {
         let kid = header.kid.ok_or(TokenError::NoKeyId)?;
         let Some(trusted) = self.key(&kid) else {
             self.unknown_key_seen.notify_one();
-            return Err(TokenError::UnknownKey(kid));
+            // The kid is the caller's text: keep what is echoed and logged short and plain.
+            let shown: String = kid
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            return Err(TokenError::UnknownKey(shown));
         };
         if header.alg != trusted.algorithm {
             return Err(TokenError::AlgorithmNotAllowed);
