@@ -86,17 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut after, mut read) = (0, 0);
     loop {
         let page = store
-            .search_audit(&AuditQuery {
-                agency: "",
-                action: "",
-                action_prefix: false,
-                referral: "",
-                from: i64::MIN,
-                to: i64::MAX,
-                after_seq: after,
-                upto_seq: i64::MAX,
-                limit: 1000,
-            })
+            .search_audit(&AuditQuery::everything(after, i64::MAX, 1000))
             .await?;
         let Some((last, _)) = page.last() else { break };
         after = last.seq;

@@ -115,10 +115,25 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
 
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = versions(provider)?.with_client_cert_verifier(verifier);
+    with_server_cert(builder, tls)
+}
+
+/// TLS 1.3 and 1.2 only.
+fn versions(
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, TlsError> {
+    ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::ServerCert(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .map_err(|e| TlsError::ServerCert(e.to_string()))
+}
+
+/// The gateway's certificate and key (`tls.cert`, `tls.key`), offering HTTP/2 and 1.1.
+fn with_server_cert(
+    builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
+    tls: &TlsConfig,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = builder
         .with_single_cert(
             load_certs("tls.cert", &tls.cert)?,
             load_key("tls.key", &tls.key)?,
@@ -131,17 +146,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
 /// The staff listener's configuration: the same server certificate and protocol versions
 /// (TLS 1.2 and 1.3), but no client certificate; staff authenticate with bearer tokens.
 pub fn staff_server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::ServerCert(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(
-            load_certs("tls.cert", &tls.cert)?,
-            load_key("tls.key", &tls.key)?,
-        )
-        .map_err(|e| TlsError::ServerCert(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    with_server_cert(versions(provider())?.with_no_client_auth(), tls)
 }
 
 /// What a (verified) client leaf certificate presents: its SHA-256 and SAN names.

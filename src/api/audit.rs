@@ -22,7 +22,7 @@ use crate::domain::NhsNumber;
 use crate::domain::audit::AuditEntry;
 use crate::schema::Violation;
 use crate::staff::Role;
-use crate::store::{AuditQuery, AuditRecord, rfc3339, to_micros};
+use crate::store::{AuditQuery, AuditRecord, rfc3339};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, route) in [
@@ -90,24 +90,9 @@ fn bad(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request("bad-query", detail)
 }
 
-/// `from`/`to` as microseconds; a date `to` counts to the end of that day.
+/// `from`/`to` as microseconds, unbounded when absent.
 fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
-    let instant = |text: Option<&str>, end: bool, name: &str, default: i64| match text {
-        None => Ok(default),
-        Some(t) => super::reports::parse_instant(t, end)
-            .map(to_micros)
-            .ok_or_else(|| {
-                bad(format!(
-                    "'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"
-                ))
-            }),
-    };
-    let from = instant(from, false, "from", i64::MIN)?;
-    let to = instant(to, true, "to", i64::MAX)?;
-    if to <= from {
-        return Err(bad("'to' must be after 'from'"));
-    }
-    Ok((from, to))
+    super::reports::period_micros(from, to, i64::MIN, i64::MAX)
 }
 
 fn limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
@@ -504,15 +489,9 @@ async fn export(
                 let after = after?;
                 let page = store
                     .search_audit(&AuditQuery {
-                        agency: "",
-                        action: "",
-                        action_prefix: false,
-                        referral: "",
                         from,
                         to,
-                        after_seq: after,
-                        upto_seq,
-                        limit: EXPORT_PAGE,
+                        ..AuditQuery::everything(after, upto_seq, EXPORT_PAGE)
                     })
                     .await;
                 let entries = match page {

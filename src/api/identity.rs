@@ -24,6 +24,20 @@ pub struct PeerCertificate {
 #[derive(Debug, Clone)]
 pub struct CallerAgency(pub Arc<Agency>);
 
+impl CallerAgency {
+    /// Agencies see their own data only: an `agency` query parameter may name only the
+    /// caller (it is there for staff, who name the agency they look at).
+    pub fn own_agency_only(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        match requested {
+            Some(a) if a != self.0.id.as_str() => Err(ApiError::bad_request(
+                "bad-query",
+                "'agency' can only be your own agency: an agency sees the referrals it sent or received",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl FromRequest for CallerAgency {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;

@@ -211,16 +211,7 @@ async fn list(
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if query
-        .agency
-        .as_deref()
-        .is_some_and(|a| a != caller.0.id.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "bad-query",
-            "'agency' can only be your own agency: an agency lists the referrals it sent or received",
-        ));
-    }
+    caller.own_agency_only(query.agency.as_deref())?;
     list_for(
         &state,
         caller.0.id.as_str(),
@@ -268,18 +259,12 @@ async fn list_for(
         Some("true") => true,
         Some(_) => return Err(bad("'overdue' must be true or false")),
     };
-    let instant = |value: &Option<String>, end: bool, name: &str, default: i64| match value {
-        None => Ok(default),
-        Some(text) => super::reports::parse_instant(text, end)
-            .map(crate::store::to_micros)
-            .ok_or_else(|| {
-                bad(&format!(
-                    "'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"
-                ))
-            }),
-    };
-    let from = instant(&query.from, false, "from", i64::MIN)?;
-    let to = instant(&query.to, true, "to", i64::MAX)?;
+    let (from, to) = super::reports::period_micros(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        i64::MIN,
+        i64::MAX,
+    )?;
     let limit = match query.limit.as_deref() {
         None => 50,
         Some(l) => l

@@ -11,7 +11,7 @@ use super::identity::CallerAgency;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
 use crate::report::aggregate;
-use crate::store::to_micros;
+use crate::store::{rfc3339, to_micros};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -30,13 +30,7 @@ pub fn configure_staff(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct Period {
-    from: Option<String>,
-    to: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StaffPeriod {
+struct ReportQuery {
     from: Option<String>,
     to: Option<String>,
     agency: Option<String>,
@@ -54,37 +48,58 @@ pub fn parse_instant(text: &str, end_of_day: bool) -> Option<time::OffsetDateTim
     Some(date.midnight().assume_utc())
 }
 
+/// `from` and `to` query values as microseconds: each a date (`to` counting to the end
+/// of that day) or an RFC 3339 instant, defaulting as given; `to` must be after `from`.
+pub fn period_micros(
+    from: Option<&str>,
+    to: Option<&str>,
+    default_from: i64,
+    default_to: i64,
+) -> Result<(i64, i64), ApiError> {
+    let instant = |text: Option<&str>, end: bool, name: &str, default: i64| match text {
+        None => Ok(default),
+        Some(t) => parse_instant(t, end).map(to_micros).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad-query",
+                format!("'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
+            )
+        }),
+    };
+    let from = instant(from, false, "from", default_from)?;
+    let to = instant(to, true, "to", default_to)?;
+    if to <= from {
+        return Err(ApiError::bad_request(
+            "bad-query",
+            "'to' must be after 'from'",
+        ));
+    }
+    Ok((from, to))
+}
+
 async fn sla_report(
     caller: CallerAgency,
-    query: web::Query<Period>,
+    query: web::Query<ReportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let period = Period {
-        from: query.from.clone(),
-        to: query.to.clone(),
-    };
+    caller.own_agency_only(query.agency.as_deref())?;
     report(
         &state,
         format!("agency:{}", caller.0.id),
         Some(caller.0.id.as_str()),
-        &period,
+        &query,
     )
     .await
 }
 
 async fn staff_sla_report(
     caller: StaffCaller,
-    query: web::Query<StaffPeriod>,
+    query: web::Query<ReportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let agency = caller
         .agency_scope(&state, query.agency.as_deref(), "/v1/reports/sla")
         .await?;
-    let period = Period {
-        from: query.from.clone(),
-        to: query.to.clone(),
-    };
-    report(&state, caller.0.actor(), agency.as_deref(), &period).await
+    report(&state, caller.0.actor(), agency.as_deref(), &query).await
 }
 
 /// The report over `agency`'s referrals (all agencies when `None`), audited as `actor`'s.
@@ -92,50 +107,38 @@ async fn report(
     state: &AppState,
     actor: String,
     agency: Option<&str>,
-    query: &Period,
+    query: &ReportQuery,
 ) -> Result<HttpResponse, ApiError> {
-    let bad = |name: &str| {
-        ApiError::bad_request(
-            "bad-query",
-            format!("'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
-        )
-    };
-    let now = state.clock.now();
-    let from = match &query.from {
-        Some(f) => parse_instant(f, false).ok_or_else(|| bad("from"))?,
-        None => now - time::Duration::days(30),
-    };
-    let to = match &query.to {
-        Some(t) => parse_instant(t, true).ok_or_else(|| bad("to"))?,
-        None => now,
-    };
-    if to <= from {
-        return Err(ApiError::bad_request(
-            "bad-query",
-            "'to' must be after 'from'",
-        ));
-    }
+    let now = to_micros(state.clock.now());
+    let (from, to) = period_micros(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        now - 30 * 86_400 * 1_000_000,
+        now,
+    )?;
     let (clocks, contacts) = state
         .store
-        .report_facts(to_micros(from), to_micros(to), agency)
+        .report_facts(from, to, agency)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "store failure while building an SLA report");
             ApiError::internal()
         })?;
-    let rows = aggregate(&clocks, &contacts, to_micros(now));
+    let rows = aggregate(&clocks, &contacts, now);
     super::audit(
         state,
         crate::store::AuditRecord::new(actor, "report.sla").detail(format!(
-            "{} row(s), {from} to {to}, agency {}",
+            "{} row(s), {} to {}, agency {}",
             rows.len(),
+            rfc3339(from),
+            rfc3339(to),
             agency.unwrap_or("(all)")
         )),
     )
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": from.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "to": to.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "from": rfc3339(from),
+        "to": rfc3339(to),
         "agency": agency,
         "rows": rows,
     })))

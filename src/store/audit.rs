@@ -263,6 +263,23 @@ pub struct AuditQuery<'a> {
     pub limit: i64,
 }
 
+impl AuditQuery<'static> {
+    /// Every entry in `(after_seq, upto_seq]`, at most `limit`: a page of an export.
+    pub fn everything(after_seq: i64, upto_seq: i64, limit: i64) -> Self {
+        Self {
+            agency: "",
+            action: "",
+            action_prefix: false,
+            referral: "",
+            from: i64::MIN,
+            to: i64::MAX,
+            after_seq,
+            upto_seq,
+            limit,
+        }
+    }
+}
+
 impl Store {
     pub async fn search_audit(
         &self,
