@@ -936,6 +936,27 @@ fn build_storage(
     storage
 }
 
+/// `https://`, or plain `http://` to this machine only (a local test provider); no
+/// credentials in the URL.
+fn check_jwks_url(text: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(text).map_err(|_| "is not a URL")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold a user name or password");
+    }
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err("must be an https:// URL (plain http only to localhost)"),
+    }
+}
+
 fn build_staff(
     raw: RawStaff,
     env: &dyn Env,
@@ -995,14 +1016,8 @@ fn build_staff(
         .dev_signing_key
         .unwrap_or_else(|| PathBuf::from("certs-example/staff-dev.key"));
     let jwks_url = raw.jwks_url.map(|url| {
-        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| url.starts_with(p));
-        if !url.starts_with("https://") && !loopback {
-            problems.push(
-                "staff.jwks_url",
-                format!("'{url}' must be an https:// URL (plain http only on loopback)"),
-            );
+        if let Err(e) = check_jwks_url(&url) {
+            problems.push("staff.jwks_url", format!("'{url}' {e}"));
         }
         if let Some(ca) = &raw.jwks_ca
             && checks == FileChecks::Required
@@ -1589,10 +1604,28 @@ first_contact = "14 days"
         assert_eq!(staff.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert!(load(&base(), &NoEnv).unwrap().staff.is_none());
 
-        let by_url = "[staff]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://idp.example/jwks\"\njwks_refresh_secs = 5\njwks_ca = \"/nonexistent/ca.pem\"\n";
-        let err = load(&(base() + by_url), &NoEnv).unwrap_err().to_string();
+        let by_url = |url: &str| {
+            format!(
+                "[staff]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"{url}\"\njwks_refresh_secs = 5\njwks_ca = \"/nonexistent/ca.pem\"\n"
+            )
+        };
+        let err = [
+            "http://idp.example/jwks",
+            "http://127.0.0.1@idp.example/jwks",
+            "http://localhost.idp.example/jwks",
+        ]
+        .iter()
+        .map(|u| {
+            load(&(base() + &by_url(u)), &NoEnv)
+                .unwrap_err()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
         for needle in [
             "staff.jwks_url: 'http://idp.example/jwks' must be an https:// URL",
+            "staff.jwks_url: 'http://127.0.0.1@idp.example/jwks' must not hold a user name",
+            "staff.jwks_url: 'http://localhost.idp.example/jwks' must be an https:// URL",
             "staff.jwks_refresh_secs: must be at least 60",
             "staff.jwks_ca: file '/nonexistent/ca.pem' does not exist",
         ] {

@@ -74,12 +74,12 @@ impl JwksRefresher {
 
     /// Fetches the document once and, if it holds usable keys, trusts them (replacing
     /// the previous fetch). Returns the key ids.
-    pub async fn fetch_once(&self) -> Result<Vec<String>, JwksError> {
+    pub async fn fetch_once(&self) -> Result<(Vec<String>, Vec<String>), JwksError> {
         let failed = |message: String| JwksError::Fetch {
             url: self.source.url.clone(),
             message,
         };
-        let response = self
+        let mut response = self
             .client
             .get(&self.source.url)
             .header("accept", "application/json, application/jwk-set+json")
@@ -95,9 +95,13 @@ impl JwksRefresher {
         {
             return Err(failed("the document is larger than 1 MiB".into()));
         }
-        let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(failed("the document is larger than 1 MiB".into()));
+        // Read in chunks, stopping as soon as the document is too large.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(failed("the document is larger than 1 MiB".into()));
+            }
+            body.extend_from_slice(&chunk);
         }
         let text = std::str::from_utf8(&body).map_err(|_| failed("not UTF-8".into()))?;
         self.auth.replace_fetched_keys(text).map_err(failed)
@@ -105,8 +109,11 @@ impl JwksRefresher {
 
     async fn fetch_and_log(&self) -> bool {
         match self.fetch_once().await {
-            Ok(kids) => {
+            Ok((kids, skipped)) => {
                 tracing::info!(url = %self.source.url, ?kids, "staff token keys fetched");
+                for note in skipped {
+                    tracing::warn!(url = %self.source.url, %note, "a key in the provider's JWKS is not used");
+                }
                 true
             }
             Err(e) => {

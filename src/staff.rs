@@ -11,7 +11,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
 
@@ -68,7 +68,7 @@ impl StaffIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("the token is not a well-formed JWT ({0})")]
-    Malformed(String),
+    Malformed(&'static str),
     #[error("the token header has no 'kid'")]
     NoKeyId,
     #[error("no trusted key has kid '{0}'")]
@@ -101,8 +101,17 @@ impl From<jsonwebtoken::errors::Error> for TokenError {
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                 TokenError::AlgorithmNotAllowed
             }
+            // Claim names come from our own list, never from the token.
             ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
-            _ => TokenError::Malformed(e.to_string()),
+            // Fixed texts: the parser's messages would repeat what the caller sent.
+            ErrorKind::InvalidToken => TokenError::Malformed("not three dot-separated parts"),
+            ErrorKind::Base64(_) => TokenError::Malformed("a part is not base64url"),
+            ErrorKind::Json(_) => TokenError::Malformed(
+                "the header or claims are not the JSON expected (an unknown 'alg' such as 'none' is refused here)",
+            ),
+            ErrorKind::Utf8(_) => TokenError::Malformed("a part is not UTF-8"),
+            ErrorKind::InvalidClaimFormat(_) => TokenError::Malformed("a claim has the wrong type"),
+            _ => TokenError::Malformed("it cannot be read"),
         }
     }
 }
@@ -202,44 +211,72 @@ fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Algorithm, String> {
     }
 }
 
+/// How to treat a key in a JWKS that cannot be trusted (no `kid`, a symmetric key, an
+/// unsupported type): an error naming it (the operator's own file), or left out with a
+/// note (the provider's document, which may carry keys for other uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unusable {
+    Refuse,
+    Skip,
+}
+
 /// Reads a JWKS document. Keys marked for encryption (`use: enc`) and keys whose
-/// algorithm the policy does not allow are left out; anything else that cannot be
-/// trusted is an error naming the key; at least one key must remain.
-fn parse_jwks(text: &str, policy: &TokenPolicy) -> Result<KeySet, String> {
-    let set: JwkSet =
-        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+/// algorithm the policy does not allow are left out; at least one key must remain.
+/// Returns the keys and notes on those skipped.
+fn parse_jwks(
+    text: &str,
+    policy: &TokenPolicy,
+    unusable: Unusable,
+) -> Result<(KeySet, Vec<String>), String> {
+    // Each key is read on its own, so one key of a kind this library does not know
+    // does not hide the others.
+    let doc: Value = serde_json::from_str(text).map_err(|_| "not a JSON document".to_owned())?;
+    let entries = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "not a JWKS document (no \"keys\" array)".to_owned())?;
     let mut keys = HashMap::new();
-    for (index, jwk) in set.keys.iter().enumerate() {
-        let name = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or_else(|| format!("key {index} has no 'kid'"))?;
-        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-            continue;
-        }
-        let algorithm = key_algorithm(jwk).map_err(|e| format!("key '{name}': {e}"))?;
-        if !policy.algorithms.contains(&algorithm) {
-            continue;
-        }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key '{name}': {e}"))?;
-        if keys
-            .insert(name.clone(), TrustedKey { algorithm, key })
-            .is_some()
-        {
-            return Err(format!("kid '{name}' appears twice"));
+    let mut skipped = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let read = || -> Result<Option<(String, TrustedKey)>, String> {
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(entry.clone())
+                .map_err(|_| format!("key {index} is not a JWK of a supported type"))?;
+            let name = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| format!("key {index} has no 'kid'"))?;
+            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+                return Ok(None);
+            }
+            let algorithm = key_algorithm(&jwk).map_err(|e| format!("key '{name}': {e}"))?;
+            if !policy.algorithms.contains(&algorithm) {
+                return Ok(None);
+            }
+            let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("key '{name}': {e}"))?;
+            Ok(Some((name, TrustedKey { algorithm, key })))
+        };
+        match read() {
+            Ok(Some((name, key))) => {
+                if keys.insert(name.clone(), key).is_some() {
+                    return Err(format!("kid '{name}' appears twice"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) if unusable == Unusable::Skip => skipped.push(e),
+            Err(e) => return Err(e),
         }
     }
     if keys.is_empty() {
         return Err("no key in it is usable with the allowed algorithms".into());
     }
-    Ok(keys)
+    Ok((keys, skipped))
 }
 
 impl StaffAuth {
     /// Trusts the keys of a JWKS document (the `jwks_file`).
     pub fn from_jwks(text: &str, policy: TokenPolicy) -> Result<Self, String> {
-        let keys = parse_jwks(text, &policy)?;
+        let (keys, _) = parse_jwks(text, &policy, Unusable::Refuse)?;
         Ok(Self::with_file_keys(keys, policy))
     }
 
@@ -258,16 +295,17 @@ impl StaffAuth {
     }
 
     /// Replaces the keys fetched from the identity provider with those of `text` (a
-    /// JWKS document). Returns the key ids now trusted from it.
-    pub fn replace_fetched_keys(&self, text: &str) -> Result<Vec<String>, String> {
-        let keys = parse_jwks(text, &self.policy)?;
+    /// JWKS document). Returns the key ids now trusted from it and notes on keys left
+    /// out; fails, keeping the previous keys, when none is usable.
+    pub fn replace_fetched_keys(&self, text: &str) -> Result<(Vec<String>, Vec<String>), String> {
+        let (keys, skipped) = parse_jwks(text, &self.policy, Unusable::Skip)?;
         let mut kids: Vec<String> = keys.keys().cloned().collect();
         kids.sort();
         match self.fetched_keys.write() {
             Ok(mut guard) => *guard = std::sync::Arc::new(keys),
             Err(poisoned) => *poisoned.into_inner() = std::sync::Arc::new(keys),
         }
-        Ok(kids)
+        Ok((kids, skipped))
     }
 
     fn key(&self, kid: &str) -> Option<TrustedKey> {
@@ -529,6 +567,37 @@ mod tests {
         assert!(parse_algorithm("HS256").is_err());
         assert!(parse_algorithm("none").is_err());
         assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
+    }
+
+    #[test]
+    fn a_providers_document_may_carry_keys_for_other_uses() {
+        let (_, jwks) = generate_dev_key().unwrap();
+        let mut doc: Value = serde_json::from_str(&jwks).unwrap();
+        let keys = doc["keys"].as_array_mut().unwrap();
+        keys.push(serde_json::json!({"kty": "oct", "kid": "shared", "k": "c2VjcmV0"}));
+        keys.push(serde_json::json!({"kty": "OKP", "crv": "X25519", "kid": "x", "x": "AAAA"}));
+        keys.push(
+            serde_json::json!({"kty": "RSA", "use": "enc", "kid": "e", "n": "AQAB", "e": "AQAB"}),
+        );
+        let text = doc.to_string();
+        // In the operator's own file, an unusable key is an error naming it...
+        assert!(
+            StaffAuth::from_jwks(&text, policy())
+                .unwrap_err()
+                .contains("shared")
+        );
+        // ...fetched from the provider, it is left out with a note.
+        let auth = StaffAuth::awaiting_fetch(policy());
+        let (kids, skipped) = auth.replace_fetched_keys(&text).unwrap();
+        assert_eq!(kids, vec![DEV_KEY_ID.to_owned()]);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            !auth.trusts_dev_key(),
+            "only the file's keys count as trusted by config"
+        );
+        // A document with nothing usable leaves the previous keys in place.
+        assert!(auth.replace_fetched_keys(r#"{"keys": []}"#).is_err());
+        assert!(auth.key(DEV_KEY_ID).is_some());
     }
 
     #[test]

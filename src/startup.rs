@@ -92,6 +92,11 @@ impl Application {
             let (stop, stopped) = watch::channel(false);
             (tokio::spawn(worker.run(stopped)), stop)
         };
+        if config.staff.as_ref().is_some_and(|s| s.dev_tokens) {
+            tracing::warn!(
+                "[staff] dev_tokens = true: development staff tokens are accepted; never use this configuration with real data"
+            );
+        }
         let jwks_refresher = match config.staff.as_ref() {
             Some(staff) => match &staff.jwks_url {
                 Some(source) => {

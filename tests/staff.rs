@@ -566,8 +566,79 @@ async fn subject_access(backend: Backend) {
         403,
     )
     .await;
-    // Each answered request is an audit entry (4 answered; the 422 is not a query).
-    assert_eq!(count_action(&app, "audit.disclosures").await, 4);
+    // Pages: a walk with limit=2 ends, and gives the same entries as one page; the
+    // totals are the whole answer's on every page.
+    let mut cursor = Value::Null;
+    let mut walked = Vec::new();
+    for _ in 0..50 {
+        let answer: Value = disclosures(
+            &app,
+            &auditor,
+            json!({"nhs_number": "9434765919", "limit": 2, "cursor": cursor}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(answer["disclosures"], 2);
+        walked.extend(
+            answer["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].clone()),
+        );
+        cursor = answer["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert!(cursor.is_null(), "the walk ends");
+    let whole: Vec<Value> = by_nhs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].clone())
+        .collect();
+    assert_eq!(
+        walked[..whole.len()],
+        whole[..],
+        "the same entries, in order"
+    );
+    let body = problem(
+        disclosures(
+            &app,
+            &auditor,
+            json!({"nhs_number": "9434765919", "cursor": "1.999999"}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(pointers(&body), ["/cursor"]);
+    // Each answered request is an audit entry under each key it searched by: 2 for the
+    // first (NHS number and name), 1 for each of the 3 by number and for each page
+    // walked; the 422s are not queries.
+    let walked_pages = count_action(&app, "audit.disclosures").await - 5;
+    assert!(walked_pages >= 2, "{walked_pages}");
+    // A later request by name and birth date alone finds that the first was answered.
+    let by_name: Value = disclosures(
+        &app,
+        &auditor,
+        json!({"name": {"given": "Alex", "family": "Example"}, "date_of_birth": "1991-06-14"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        by_name["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "audit.disclosures"),
+        "earlier subject access requests are in the answer"
+    );
     app.stop().await;
 }
 
@@ -626,13 +697,32 @@ async fn events_and_export(backend: Backend) {
     assert_eq!(actions(&one), ["referral.submitted", "referral.read"]);
     let iapt = page("/v1/audit/events?agency=coventry-iapt&action=referral.*".into()).await;
     assert_eq!(actions(&iapt), ["referral.submitted", "referral.read"]);
-    let first = page("/v1/audit/events?limit=2".into()).await;
-    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-    let second = page(format!("/v1/audit/events?limit=2&cursor={cursor}")).await;
-    assert_eq!(
-        second["items"][0]["seq"].as_i64().unwrap(),
-        first["items"][1]["seq"].as_i64().unwrap() + 1
-    );
+    // A walk page by page (even one entry at a time, while each page adds an entry of
+    // its own) ends, and covers the log as it was when it began.
+    let head = app.store.audit_head().await.unwrap().0;
+    let mut seqs = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let path = match &cursor {
+            None => "/v1/audit/events?limit=1".to_owned(),
+            Some(c) => format!("/v1/audit/events?limit=1&cursor={c}"),
+        };
+        let p = page(path).await;
+        seqs.extend(
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_i64().unwrap()),
+        );
+        cursor = p["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the walk ends");
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    let walked_pages = seqs.len() as i64;
     let future = page("/v1/audit/events?from=2999-01-01".into()).await;
     assert_eq!(future["items"], json!([]));
     for bad in [
@@ -641,6 +731,7 @@ async fn events_and_export(backend: Backend) {
         "from=2026-02-01&to=2026-01-01",
         "limit=0",
         "cursor=abc",
+        "cursor=3.999999",
         "referral=not-an-id",
         "agency=nowhere",
     ] {
@@ -691,7 +782,14 @@ async fn events_and_export(backend: Backend) {
 
     // Each query and export is itself in the log, and the whole log still verifies.
     assert_eq!(count_action(&app, "audit.exported").await, 2);
-    assert_eq!(count_action(&app, "audit.queried").await, 7);
+    assert_eq!(
+        count_action(&app, "audit.queried").await,
+        4 + walked_pages + 1
+    );
+    // The staff listener answers liveness and keys to anyone, and nothing more.
+    assert_eq!(get(&app, "/healthz", None).await.status(), 200);
+    assert_eq!(get(&app, "/v1/keys", None).await.status(), 200);
+    problem(get(&app, "/readyz", None).await, 404).await;
     let key = referral_gateway::signing::GatewayKey::load(
         &root().join("certs-example/gateway-signing.key"),
     )

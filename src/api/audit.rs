@@ -106,26 +106,60 @@ fn limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     }
 }
 
-fn cursor(text: Option<&str>) -> Result<i64, ApiError> {
-    match text {
-        None => Ok(0),
-        Some(c) => c
-            .parse::<i64>()
-            .ok()
-            .filter(|c| *c >= 0)
-            .ok_or_else(|| bad("'cursor' is not one this API gave")),
-    }
+/// Where a paginated read stands: after entry `after`, within the snapshot `upto` (the
+/// newest entry when the first page was read). A query never includes its own audit
+/// entry, and a walk through the pages ends however many entries are added meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    after: i64,
+    upto: i64,
 }
 
-/// The seq of the newest entry now: answers stop there, so a query never includes its
-/// own audit entry and a paginated or streamed read is a consistent snapshot.
-async fn head(state: &AppState) -> Result<i64, ApiError> {
-    state
+/// A cursor as given: `<after>.<upto>`.
+fn parse_cursor(text: &str) -> Option<(i64, i64)> {
+    let (after, upto) = text.split_once('.')?;
+    let (after, upto) = (after.parse::<i64>().ok()?, upto.parse::<i64>().ok()?);
+    (0 <= after && after <= upto).then_some((after, upto))
+}
+
+/// The snapshot to read: from the start up to the head, or where a cursor says (which
+/// cannot reach past the head).
+async fn snapshot(
+    state: &AppState,
+    cursor: Option<(i64, i64)>,
+) -> Result<Option<Snapshot>, ApiError> {
+    let head = state
         .store
         .audit_head()
         .await
         .map(|(seq, _)| seq)
-        .map_err(store_failure)
+        .map_err(store_failure)?;
+    Ok(match cursor {
+        None => Some(Snapshot {
+            after: 0,
+            upto: head,
+        }),
+        Some((after, upto)) if upto <= head => Some(Snapshot { after, upto }),
+        Some(_) => None,
+    })
+}
+
+/// Entries were read with `limit + 1`: the extra one only says there is another page.
+fn page(
+    mut entries: Vec<(AuditEntry, String)>,
+    limit: i64,
+    snapshot: Snapshot,
+) -> (Vec<(AuditEntry, String)>, Option<String>) {
+    let more = entries.len() as i64 > limit;
+    entries.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = more
+        .then(|| {
+            entries
+                .last()
+                .map(|(e, _)| format!("{}.{}", e.seq, snapshot.upto))
+        })
+        .flatten();
+    (entries, next)
 }
 
 #[derive(Deserialize)]
@@ -184,8 +218,12 @@ async fn events(
             .to_string(),
     };
     let limit = limit(query.limit.as_deref(), 100, 1000)?;
-    let after_seq = cursor(query.cursor.as_deref())?;
-    let upto_seq = head(&state).await?;
+    let bad_cursor = || bad("'cursor' is not one this API gave");
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(parse_cursor(c).ok_or_else(bad_cursor)?),
+    };
+    let snapshot = snapshot(&state, cursor).await?.ok_or_else(bad_cursor)?;
     let entries = state
         .store
         .search_audit(&AuditQuery {
@@ -195,26 +233,26 @@ async fn events(
             referral: &referral,
             from,
             to,
-            after_seq,
-            upto_seq,
-            limit,
+            after_seq: snapshot.after,
+            upto_seq: snapshot.upto,
+            limit: limit + 1,
         })
         .await
         .map_err(store_failure)?;
+    let (entries, next_cursor) = page(entries, limit, snapshot);
     super::audit(
         &state,
         AuditRecord::new(caller.0.actor(), "audit.queried").detail(format!(
-            "{} entries; from={} to={} agency={agency} action={} referral={referral} after={after_seq}",
+            "{} entries; from={} to={} agency={agency} action={} referral={referral} after={} upto={}",
             entries.len(),
             query.from.as_deref().unwrap_or(""),
             query.to.as_deref().unwrap_or(""),
             query.action.as_deref().unwrap_or(""),
+            snapshot.after,
+            snapshot.upto,
         )),
     )
     .await?;
-    let next_cursor = (entries.len() as i64 == limit)
-        .then(|| entries.last().map(|(e, _)| e.seq.to_string()))
-        .flatten();
     let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
 }
@@ -223,7 +261,7 @@ async fn events(
 struct Subject {
     keys: Vec<String>,
     searched_by: Vec<&'static str>,
-    after_seq: i64,
+    cursor: Option<(i64, i64)>,
     limit: i64,
 }
 
@@ -306,13 +344,13 @@ fn read_subject(body: &Value, keyer: &PersonKeyer) -> Result<Subject, Vec<Violat
             "give 'nhs_number', or 'name' and 'date_of_birth', or both (all disclosures under either are found)",
         ));
     }
-    let after_seq = match object.get("cursor") {
-        None | Some(Value::Null) => 0,
-        Some(c) => match c.as_str().and_then(|c| c.parse::<i64>().ok()) {
-            Some(seq) if seq >= 0 => seq,
-            _ => {
+    let cursor = match object.get("cursor") {
+        None | Some(Value::Null) => None,
+        Some(c) => match c.as_str().and_then(parse_cursor) {
+            Some(cursor) => Some(cursor),
+            None => {
                 problems.push(violation("/cursor", "is not a cursor this API gave"));
-                0
+                None
             }
         },
     };
@@ -330,7 +368,7 @@ fn read_subject(body: &Value, keyer: &PersonKeyer) -> Result<Subject, Vec<Violat
         Ok(Subject {
             keys,
             searched_by,
-            after_seq,
+            cursor,
             limit,
         })
     } else {
@@ -355,45 +393,62 @@ async fn disclosures(
     let subject = read_subject(&body, state.intake.person_keyer()).map_err(|violations| {
         ApiError::schema_validation("Subject access request is incomplete", violations)
     })?;
-    let upto_seq = head(&state).await?;
+    let snapshot = snapshot(&state, subject.cursor).await?.ok_or_else(|| {
+        ApiError::schema_validation(
+            "Subject access request is incomplete",
+            vec![violation("/cursor", "is not a cursor this API gave")],
+        )
+    })?;
     let entries = state
         .store
-        .audit_about_person(&subject.keys, subject.after_seq, upto_seq, subject.limit)
+        .audit_about_person(
+            &subject.keys,
+            snapshot.after,
+            snapshot.upto,
+            subject.limit + 1,
+        )
         .await
         .map_err(store_failure)?;
-    let mut referrals: Vec<&str> = Vec::new();
-    for (entry, _) in &entries {
-        if let Some(id) = entry.referral_id.as_deref()
-            && !referrals.contains(&id)
-        {
-            referrals.push(id);
-        }
-    }
-    let disclosed = entries
+    let (entries, next_cursor) = page(entries, subject.limit, snapshot);
+    // Totals over the whole snapshot, whichever page this is.
+    let summary = state
+        .store
+        .person_summary(&subject.keys, snapshot.upto)
+        .await
+        .map_err(store_failure)?;
+    // The request is recorded under each of the person's keys, so a later request by
+    // either identifier shows that this one was answered.
+    let records: Vec<AuditRecord> = subject
+        .keys
         .iter()
-        .filter(|(e, _)| e.action == "referral.submitted")
-        .count();
-    // The query is recorded under the person's key, so it is itself found by a later
-    // request about the same person.
-    let record = AuditRecord {
-        person_key: subject.keys.first().cloned(),
-        ..AuditRecord::new(caller.0.actor(), "audit.disclosures").detail(format!(
-            "subject access by {}: {} entries, {} referral(s), {disclosed} disclosure(s); after={}",
-            subject.searched_by.join("+"),
-            entries.len(),
-            referrals.len(),
-            subject.after_seq
-        ))
-    };
-    super::audit(&state, record).await?;
-    let next_cursor = (entries.len() as i64 == subject.limit)
-        .then(|| entries.last().map(|(e, _)| e.seq.to_string()))
-        .flatten();
+        .map(|key| AuditRecord {
+            person_key: Some(key.clone()),
+            ..AuditRecord::new(caller.0.actor(), "audit.disclosures").detail(format!(
+                "subject access by {}: {} referral(s), {} shared, {} refused; page of {} entries after {} up to {}",
+                subject.searched_by.join("+"),
+                summary.referrals.len(),
+                summary.shared,
+                summary.refused,
+                entries.len(),
+                snapshot.after,
+                snapshot.upto
+            ))
+        })
+        .collect();
+    state
+        .store
+        .audit_all(&records, state.clock.now())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit log");
+            ApiError::internal()
+        })?;
     let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "searched_by": subject.searched_by,
-        "referrals": referrals,
-        "disclosures": disclosed,
+        "referrals": summary.referrals,
+        "disclosures": summary.shared,
+        "refused": summary.refused,
         "items": items,
         "next_cursor": next_cursor,
     })))
@@ -462,7 +517,7 @@ async fn export(
         Some("csv") => ExportFormat::Csv,
         Some(_) => return Err(bad("'format' must be csv or ndjson")),
     };
-    let upto_seq = head(&state).await?;
+    let upto_seq = snapshot(&state, None).await?.map_or(0, |s| s.upto);
     super::audit(
         &state,
         AuditRecord::new(caller.0.actor(), "audit.exported").detail(format!(

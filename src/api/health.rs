@@ -8,8 +8,14 @@ use serde_json::json;
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_public(cfg);
+    cfg.route("/readyz", web::get().to(readyz));
+}
+
+/// Liveness and the public keys only: for the staff listener, which anyone on the
+/// network may reach without a certificate (readiness shows the backlog and broker).
+pub fn configure_public(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
         .route("/v1/keys", web::get().to(keys));
 }
 

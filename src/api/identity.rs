@@ -66,7 +66,8 @@ impl FromRequest for CallerAgency {
         let fingerprint = req
             .conn_data::<PeerCertificate>()
             .map(|p| p.fingerprint.clone());
-        let path = req.path().to_owned();
+        // The path is the caller's text: the audit entry keeps a bounded prefix.
+        let path: String = req.path().chars().take(200).collect();
         Box::pin(async move {
             if result.is_err()
                 && let Some(state) = state

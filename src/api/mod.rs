@@ -63,7 +63,7 @@ pub fn agency_routes(cfg: &mut web::ServiceConfig) {
 /// Routes of the staff listener (TLS, bearer tokens): audit queries, SLA reports and
 /// referral lists.
 pub fn staff_routes(cfg: &mut web::ServiceConfig) {
-    health::configure(cfg);
+    health::configure_public(cfg);
     audit::configure(cfg);
     reports::configure_staff(cfg);
     referrals::configure_staff(cfg);

@@ -90,7 +90,7 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "Internal error",
-            "The gateway could not complete the request; nothing was accepted. Retry with the same Idempotency-Key.",
+            "The gateway could not complete the request; nothing was accepted or disclosed. Retry (a referral with the same Idempotency-Key, an event with the same event_id).",
         )
     }
 }

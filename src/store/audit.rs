@@ -174,6 +174,19 @@ impl Store {
         Ok(seq)
     }
 
+    /// Appends entries in order, in one transaction.
+    pub async fn audit_all(
+        &self,
+        records: &[AuditRecord],
+        at: time::OffsetDateTime,
+    ) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let seq = append_audit_many(&mut tx, self.backend, records, to_micros(at)).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
     /// Entries after `after_seq`, in `seq` order, with their stored hashes. A row whose
     /// columns cannot be read is reported as corrupt.
     pub async fn audit_entries(
@@ -346,4 +359,48 @@ impl Store {
         tx.commit().await?;
         rows.iter().map(entry_from_row).collect()
     }
+
+    /// For a subject access request, over the whole log up to `upto_seq`: the referrals
+    /// about the person (in the order they were first logged), how many were shared
+    /// (`referral.submitted`) and how many attempts were refused (`referral.refused`).
+    pub async fn person_summary(
+        &self,
+        keys: &[String],
+        upto_seq: i64,
+    ) -> Result<PersonSummary, StoreError> {
+        let first = keys.first().cloned().unwrap_or_default();
+        let second = keys.get(1).cloned().unwrap_or_else(|| first.clone());
+        let rows = sqlx::query(
+            "SELECT referral_id, action FROM audit_log \
+             WHERE (person_key = $1 OR person_key = $2) AND seq <= $3 ORDER BY seq",
+        )
+        .bind(first)
+        .bind(second)
+        .bind(upto_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut summary = PersonSummary::default();
+        for row in &rows {
+            let action: String = row.try_get("action")?;
+            match action.as_str() {
+                "referral.submitted" => summary.shared += 1,
+                "referral.refused" => summary.refused += 1,
+                _ => {}
+            }
+            if let Some(id) = row.try_get::<Option<String>, _>("referral_id")?
+                && !summary.referrals.contains(&id)
+            {
+                summary.referrals.push(id);
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// See [`Store::person_summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonSummary {
+    pub referrals: Vec<String>,
+    pub shared: i64,
+    pub refused: i64,
 }

@@ -17,7 +17,7 @@ mod outbox;
 mod referrals;
 mod sla;
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::{AuditQuery, AuditRecord, PersonSummary};
 use audit::{append_audit, append_audit_many};
 pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
