@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod export;
 pub mod intake;
 pub mod jwks;
 pub mod metrics;

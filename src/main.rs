@@ -7,13 +7,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use referral_gateway::amqp::Topology;
+use referral_gateway::api::reports::parse_instant;
 use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::domain::{Destination, ServiceType};
+use referral_gateway::export::ExportFormat;
 use referral_gateway::schema::SchemaRegistry;
 use referral_gateway::signing::{GatewayKey, SignedReceipt, keys_from_jwks};
 use referral_gateway::staff::{DevTokenRequest, Role, mint_dev_token};
 use referral_gateway::startup::Application;
-use referral_gateway::store::{Store, to_micros};
+use referral_gateway::store::{AuditQuery, AuditRecord, Store, to_micros};
 use referral_gateway::telemetry::{self, LogFormat};
 use referral_gateway::{certs, ops, tls};
 
@@ -117,6 +119,27 @@ enum Command {
 enum AuditCommand {
     /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
     Verify,
+    /// Write the log (or a period of it) as NDJSON or CSV, with each entry's hashes;
+    /// recorded in the log as `audit.exported` by `operator:<$USER>`.
+    Export {
+        /// Start (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// End (a date counts to its end).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: ExportFormatArg,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormatArg {
+    Ndjson,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -423,6 +446,79 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    from,
+                    to,
+                    format,
+                    out,
+                },
+        } => {
+            let config = load_config(&cli.config)?;
+            let format = match format {
+                ExportFormatArg::Ndjson => ExportFormat::Ndjson,
+                ExportFormatArg::Csv => ExportFormat::Csv,
+            };
+            let instant = |text: &Option<String>, end: bool, name: &str, default: i64| match text {
+                None => Ok(default),
+                Some(t) => parse_instant(t, end).map(to_micros).with_context(|| {
+                    format!("--{name} must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
+                }),
+            };
+            let from_micros = instant(&from, false, "from", i64::MIN)?;
+            let to_micros_ = instant(&to, true, "to", i64::MAX)?;
+            if to_micros_ <= from_micros {
+                anyhow::bail!("--to must be after --from");
+            }
+            let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let written = actix_web::rt::System::new().block_on(async move {
+                let store = Store::connect(&config.database).await?;
+                let (upto, _) = store.audit_head().await?;
+                store
+                    .audit(
+                        &AuditRecord::new(format!("operator:{operator}"), "audit.exported").detail(
+                            format!(
+                                "command line; format={} from={} to={} up to entry {upto}",
+                                format.name(),
+                                from.as_deref().unwrap_or(""),
+                                to.as_deref().unwrap_or(""),
+                            ),
+                        ),
+                        time::OffsetDateTime::now_utc(),
+                    )
+                    .await?;
+                sink.write_all(format.header().as_bytes())?;
+                let (mut after, mut written) = (0, 0_u64);
+                loop {
+                    let page = store
+                        .search_audit(&AuditQuery {
+                            from: from_micros,
+                            to: to_micros_,
+                            ..AuditQuery::everything(after, upto, 1000)
+                        })
+                        .await?;
+                    let Some((last, _)) = page.last() else { break };
+                    after = last.seq;
+                    for (entry, hash) in &page {
+                        sink.write_all(format.line(entry, hash).as_bytes())?;
+                        written += 1;
+                    }
+                }
+                sink.flush()?;
+                store.close().await;
+                anyhow::Ok(written)
+            })?;
+            eprintln!("exported {written} audit entries");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Receipt {
             command: ReceiptCommand::Verify { file, keys },

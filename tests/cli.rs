@@ -248,6 +248,68 @@ async fn dev_tokens_only_when_enabled_and_accepted_by_the_staff_listener() {
     broker.cleanup().await;
 }
 
+#[tokio::test]
+async fn audit_export_writes_the_log_and_records_itself() {
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let run = |args: &[&str]| {
+        gateway()
+            .args(args)
+            .env("REFGW_DATABASE_URL", &db.url)
+            .env("USER", "ops-tester")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate"]).status.success());
+    // The first export finds an empty log, and records itself.
+    let first = run(&["audit", "export"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(first.stdout.is_empty());
+    let second = run(&["audit", "export", "--format", "csv"]);
+    let csv = String::from_utf8(second.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("seq,at,at_micros,actor,action,"));
+    assert!(
+        lines[1].contains(",operator:ops-tester,audit.exported,"),
+        "{csv}"
+    );
+    // To a file, as NDJSON, whose hash links hold.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("log.ndjson");
+    assert!(
+        run(&["audit", "export", "--out", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["prev_hash"], entries[0]["hash"]);
+    let bad = run(&[
+        "audit",
+        "export",
+        "--from",
+        "2026-02-01",
+        "--to",
+        "2026-01-01",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--to must be after --from"));
+    let verify = run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -10,7 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
@@ -20,9 +20,10 @@ use super::staff::StaffCaller;
 use crate::audit::{ACTIONS, PersonKeyer};
 use crate::domain::NhsNumber;
 use crate::domain::audit::AuditEntry;
+use crate::export::{EntryView, ExportFormat, view};
 use crate::schema::Violation;
 use crate::staff::Role;
-use crate::store::{AuditQuery, AuditRecord, rfc3339};
+use crate::store::{AuditQuery, AuditRecord};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for (path, route) in [
@@ -35,49 +36,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(route)
                 .default_service(web::to(super::problem::method_not_allowed)),
         );
-    }
-}
-
-/// One entry as auditors see it: `at` as RFC 3339 and as the microseconds the hash
-/// covers, and the entry's own hash, so an export can be checked against the chain.
-#[derive(Serialize)]
-struct EntryView<'a> {
-    seq: i64,
-    at: String,
-    at_micros: i64,
-    actor: &'a str,
-    action: &'a str,
-    referral_id: Option<&'a str>,
-    recipient: Option<&'a str>,
-    isa_id: Option<&'a str>,
-    lawful_basis: Option<&'a str>,
-    consent: Option<&'a str>,
-    categories: &'a [String],
-    withheld: &'a [String],
-    person_key: Option<&'a str>,
-    detail: &'a str,
-    prev_hash: &'a str,
-    hash: &'a str,
-}
-
-fn view<'a>(entry: &'a AuditEntry, hash: &'a str) -> EntryView<'a> {
-    EntryView {
-        seq: entry.seq,
-        at: rfc3339(entry.at),
-        at_micros: entry.at,
-        actor: &entry.actor,
-        action: &entry.action,
-        referral_id: entry.referral_id.as_deref(),
-        recipient: entry.recipient.as_deref(),
-        isa_id: entry.isa_id.as_deref(),
-        lawful_basis: entry.lawful_basis.as_deref(),
-        consent: entry.consent.as_deref(),
-        categories: &entry.categories,
-        withheld: &entry.withheld,
-        person_key: entry.person_key.as_deref(),
-        detail: &entry.detail,
-        prev_hash: &entry.prev_hash,
-        hash,
     }
 }
 
@@ -461,46 +419,6 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ExportFormat {
-    Csv,
-    Ndjson,
-}
-
-const CSV_HEADER: &str = "seq,at,at_micros,actor,action,referral_id,recipient,isa_id,lawful_basis,consent,categories,withheld,person_key,detail,prev_hash,hash\n";
-
-/// RFC 4180 quoting: fields with a comma, quote or line break are quoted, quotes doubled.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
-}
-
-fn csv_line(entry: &AuditEntry, hash: &str) -> String {
-    let opt = |v: &Option<String>| csv_field(v.as_deref().unwrap_or(""));
-    let fields = [
-        entry.seq.to_string(),
-        rfc3339(entry.at),
-        entry.at.to_string(),
-        csv_field(&entry.actor),
-        csv_field(&entry.action),
-        opt(&entry.referral_id),
-        opt(&entry.recipient),
-        opt(&entry.isa_id),
-        opt(&entry.lawful_basis),
-        opt(&entry.consent),
-        csv_field(&entry.categories.join(";")),
-        csv_field(&entry.withheld.join(";")),
-        opt(&entry.person_key),
-        csv_field(&entry.detail),
-        entry.prev_hash.clone(),
-        hash.to_owned(),
-    ];
-    fields.join(",") + "\n"
-}
-
 const EXPORT_PAGE: i64 = 1000;
 
 async fn export(
@@ -522,11 +440,7 @@ async fn export(
         &state,
         AuditRecord::new(caller.0.actor(), "audit.exported").detail(format!(
             "format={} from={} to={} up to entry {upto_seq}",
-            if format == ExportFormat::Csv {
-                "csv"
-            } else {
-                "ndjson"
-            },
+            format.name(),
             query.from.as_deref().unwrap_or(""),
             query.to.as_deref().unwrap_or(""),
         )),
@@ -536,65 +450,53 @@ async fn export(
     // Pages of entries, read as the client takes them: memory stays flat however long
     // the log is. A store failure mid-stream ends the response early (the client sees
     // a truncated chunked body, never a silently short file that looks complete).
-    let pages = futures_util::stream::unfold(
-        (Some(0_i64), format == ExportFormat::Csv),
-        move |(after, header)| {
-            let store = store.clone();
-            async move {
-                let after = after?;
-                let page = store
-                    .search_audit(&AuditQuery {
-                        from,
-                        to,
-                        ..AuditQuery::everything(after, upto_seq, EXPORT_PAGE)
-                    })
-                    .await;
-                let entries = match page {
-                    Ok(entries) => entries,
-                    Err(e) => {
-                        tracing::error!(error = %e, "store failure during an audit export");
-                        return Some((
-                            Err(actix_web::error::ErrorInternalServerError(
-                                "audit export failed",
-                            )),
-                            (None, false),
-                        ));
-                    }
-                };
-                if entries.is_empty() && !header {
-                    return None;
+    let pages = futures_util::stream::unfold((Some(0_i64), true), move |(after, header)| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            let page = store
+                .search_audit(&AuditQuery {
+                    from,
+                    to,
+                    ..AuditQuery::everything(after, upto_seq, EXPORT_PAGE)
+                })
+                .await;
+            let entries = match page {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::error!(error = %e, "store failure during an audit export");
+                    return Some((
+                        Err(actix_web::error::ErrorInternalServerError(
+                            "audit export failed",
+                        )),
+                        (None, false),
+                    ));
                 }
-                let mut text = String::new();
-                if header {
-                    text.push_str(CSV_HEADER);
-                }
-                for (entry, hash) in &entries {
-                    match format {
-                        ExportFormat::Csv => text.push_str(&csv_line(entry, hash)),
-                        ExportFormat::Ndjson => {
-                            text.push_str(
-                                &serde_json::to_string(&view(entry, hash)).unwrap_or_default(),
-                            );
-                            text.push('\n');
-                        }
-                    }
-                }
-                let next = (entries.len() as i64 == EXPORT_PAGE)
-                    .then(|| entries.last().map(|(e, _)| e.seq))
-                    .flatten();
-                Some((Ok(Bytes::from(text)), (next, false)))
+            };
+            if entries.is_empty() && !header {
+                return None;
             }
-        },
-    );
-    let (content_type, extension) = match format {
-        ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
-        ExportFormat::Ndjson => ("application/x-ndjson", "ndjson"),
-    };
+            let mut text = String::new();
+            if header {
+                text.push_str(format.header());
+            }
+            for (entry, hash) in &entries {
+                text.push_str(&format.line(entry, hash));
+            }
+            let next = (entries.len() as i64 == EXPORT_PAGE)
+                .then(|| entries.last().map(|(e, _)| e.seq))
+                .flatten();
+            Some((Ok(Bytes::from(text)), (next, false)))
+        }
+    });
     Ok(HttpResponse::build(StatusCode::OK)
-        .content_type(content_type)
+        .content_type(format.content_type())
         .insert_header((
             actix_web::http::header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"audit-upto-{upto_seq}.{extension}\""),
+            format!(
+                "attachment; filename=\"audit-upto-{upto_seq}.{}\"",
+                format.name()
+            ),
         ))
         .streaming(pages))
 }
@@ -602,14 +504,6 @@ async fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-    }
 
     #[test]
     fn actions_filter_exactly_or_by_family() {

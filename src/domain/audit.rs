@@ -16,7 +16,8 @@ pub struct AuditEntry {
     pub seq: i64,
     /// Microseconds since the Unix epoch.
     pub at: i64,
-    /// `agency:<id>`, `staff:<subject>`, `certificate:<sha256>` or `gateway`.
+    /// `agency:<id>`, `staff:<subject>`, `certificate:<sha256>`, `bearer:unverified`,
+    /// `operator:<user>` or `gateway`.
     pub actor: String,
     pub action: String,
     pub referral_id: Option<String>,
