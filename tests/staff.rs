@@ -366,6 +366,21 @@ async fn service_manager_scope(backend: Backend) {
             "staff:ig.lead@example.org report.sla",
         ]
     );
+    // One referral's status and timeline (never its payload): a manager sees their
+    // agency's, and gets 404 for others; an auditor sees any.
+    let r = get(&app, &format!("/v1/referrals/{to_cmht}"), Some(&manager)).await;
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["referral_id"], to_cmht.as_str());
+    assert!(view["timeline"].is_array() && view.get("person").is_none());
+    problem(
+        get(&app, &format!("/v1/referrals/{to_iapt}"), Some(&manager)).await,
+        404,
+    )
+    .await;
+    let r = get(&app, &format!("/v1/referrals/{to_iapt}"), Some(&auditor)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(count_action(&app, "referral.read.denied").await, 1);
     app.stop().await;
 }
 

@@ -175,11 +175,16 @@ fn intake_problem(error: IntakeError) -> ApiError {
 }
 
 /// On the staff listener: service managers (their own agency) and auditors (any agency,
-/// named with `?agency=`) list referrals; metadata only, never payloads.
+/// named with `?agency=`) list referrals and read one's status; never payloads.
 pub fn configure_staff(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/referrals")
             .route(web::get().to(staff_list))
+            .default_service(web::to(super::problem::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/referrals/{id}")
+            .route(web::get().to(staff_status))
             .default_service(web::to(super::problem::method_not_allowed)),
     );
 }
@@ -341,31 +346,62 @@ async fn status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let requested = path.into_inner();
-    let actor = format!("agency:{}", caller.0.id);
+    let own = caller.0.id.as_str();
+    status_for(
+        &state,
+        &path.into_inner(),
+        format!("agency:{own}"),
+        Some(own),
+    )
+    .await
+}
+
+/// Staff listener. Who may call: an auditor (any referral) or a service manager (the
+/// referrals their agency sent or received; 404 for others). Metadata, events and SLA
+/// clocks only, never the payload.
+async fn staff_status(
+    caller: StaffCaller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let agency = caller
+        .agency_scope(&state, None, "/v1/referrals/{id}")
+        .await?;
+    status_for(
+        &state,
+        &path.into_inner(),
+        caller.0.actor(),
+        agency.as_deref(),
+    )
+    .await
+}
+
+/// A referral's status, timeline and clocks, for `actor`, who may see referrals that
+/// `agency` sent or received (all of them when `None`).
+async fn status_for(
+    state: &AppState,
+    requested: &str,
+    actor: String,
+    agency: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
     let denied = || {
         AuditRecord::new(actor.clone(), "referral.read.denied").detail("not found or not visible")
     };
-    let Ok(id) = ReferralId::parse(&requested) else {
-        super::audit(&state, denied()).await?;
+    let Ok(id) = ReferralId::parse(requested) else {
+        super::audit(state, denied()).await?;
         return Err(ApiError::not_found());
     };
     let record = state.store.referral(id).await.map_err(|e| {
         tracing::error!(error = %e, "store failure while reading a referral");
         ApiError::internal()
     })?;
-    let caller_id = caller.0.id.as_str();
     let Some(record) =
-        record.filter(|r| r.sender_agency == caller_id || r.recipient_agency == caller_id)
+        record.filter(|r| agency.is_none_or(|a| r.sender_agency == a || r.recipient_agency == a))
     else {
-        super::audit(&state, denied().referral(id)).await?;
+        super::audit(state, denied().referral(id)).await?;
         return Err(ApiError::not_found());
     };
-    super::audit(
-        &state,
-        AuditRecord::new(actor, "referral.read").referral(id),
-    )
-    .await?;
+    super::audit(state, AuditRecord::new(actor, "referral.read").referral(id)).await?;
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure while reading a referral's events");
         ApiError::internal()
