@@ -110,15 +110,6 @@ pub fn submission_record(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let without = consent.and_then(|c| c.get("sharing_without_consent"));
-    let categories = document
-        .as_object()
-        .map(|o| {
-            o.keys()
-                .filter(|k| k.as_str() != "destination")
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
     AuditRecord {
         actor: format!("agency:{sender}"),
         action: "referral.submitted".into(),
@@ -140,7 +131,8 @@ pub fn submission_record(
                     .unwrap_or("none")
             )
         }),
-        categories,
+        // The caller fills in the field categories shared (from minimisation).
+        categories: Vec::new(),
         withheld: Vec::new(),
         person_key: keyer.key_of(document),
         detail: String::new(),

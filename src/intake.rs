@@ -226,17 +226,21 @@ impl Intake {
         let basis = agreement
             .map(|a| crate::domain::sharing::check_consent(a, referral.document()))
             .transpose()?;
-        // Minimisation: only the categories the agreement lets this recipient receive.
+        // Minimisation: only the categories the agreement lets this recipient receive
+        // (all of them without agreements). The categories kept are what the audit entry
+        // records as shared.
         let mut shared = referral.document().clone();
-        let withheld = match agreement {
-            Some(a) => {
-                self.schemas
-                    .minimise(Some(&recipient.service_type), &mut shared, &|category| {
-                        a.allows(category)
-                    })
-            }
-            None => Vec::new(),
-        };
+        let kept = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let withheld =
+            self.schemas
+                .minimise(Some(&recipient.service_type), &mut shared, &|category| {
+                    let allowed = agreement.is_none_or(|a| a.allows(category));
+                    if allowed {
+                        kept.borrow_mut().insert(category.to_owned());
+                    }
+                    allowed
+                });
+        let shared_categories: Vec<String> = kept.into_inner().into_iter().collect();
         if let Some(a) = agreement
             && a.on_excess == crate::domain::sharing::OnExcess::Reject
             && !withheld.is_empty()
@@ -287,6 +291,7 @@ impl Intake {
                     record.consent = Some(basis.consent.clone());
                 }
                 record.withheld = withheld.clone();
+                record.categories = shared_categories;
                 record
             },
             isa_id: basis.as_ref().map(|b| b.isa_id.as_str()),

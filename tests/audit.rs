@@ -101,7 +101,13 @@ async fn tampering_is_detected(backend: Backend) {
         first.get::<Option<String>, _>("consent").as_deref(),
         Some("given")
     );
-    assert!(first.get::<String, _>("categories").contains("\"risk\""));
+    // The field categories shared with the CMHT (x-category), not field names.
+    let categories: Vec<String> =
+        serde_json::from_str(&first.get::<String, _>("categories")).unwrap();
+    for category in ["identity", "health", "risk"] {
+        assert!(categories.contains(&category.to_owned()), "{categories:?}");
+    }
+    assert!(!categories.contains(&"person".to_owned()), "{categories:?}");
     let person_keys: std::collections::BTreeSet<Option<String>> =
         rows[1..5].iter().map(|r| r.get("person_key")).collect();
     assert_eq!(person_keys.len(), 1, "one person, one key");

@@ -175,13 +175,22 @@ async fn minimisation_withholds_or_rejects() {
     );
     assert_eq!(stored["person"]["name"]["family"], "Example");
     use sqlx::Row;
-    let withheld: String =
-        sqlx::query("SELECT withheld FROM audit_log WHERE action = 'referral.submitted'")
-            .fetch_one(app.store.pool())
-            .await
-            .unwrap()
-            .get(0);
-    assert_eq!(withheld, r#"["/person/gp"]"#);
+    let row = sqlx::query(
+        "SELECT withheld, categories FROM audit_log WHERE action = 'referral.submitted'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("withheld"), r#"["/person/gp"]"#);
+    // The entry names the field categories the housing authority received: no health.
+    let categories: Vec<String> =
+        serde_json::from_str(&row.get::<String, _>("categories")).unwrap();
+    assert!(
+        categories.contains(&"identity".to_owned()),
+        "{categories:?}"
+    );
+    assert!(categories.contains(&"housing".to_owned()), "{categories:?}");
+    assert!(!categories.contains(&"health".to_owned()), "{categories:?}");
     app.stop().await;
 
     // The housing agreement switched to on_excess = "reject".
