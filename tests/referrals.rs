@@ -583,3 +583,98 @@ async fn health_and_readiness() {
     );
     app.stop().await;
 }
+
+/// Early answers (404, 405, 413, 415, a bad header) reach HTTP/2 clients that are still
+/// sending the body: curl, a real third-party client, sees the problem document every
+/// time rather than a stream reset.
+#[tokio::test]
+async fn early_refusals_reach_http2_clients() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, "a".repeat(300_000)).unwrap();
+    let big_arg = format!("@{}", big.display());
+    let agencies = root().join("certs-example/agencies");
+    let cases: [(u16, Vec<&str>, &str); 5] = [
+        (
+            415,
+            vec!["-H", "Content-Type: text/plain", "-d", "{}"],
+            "/v1/referrals",
+        ),
+        (
+            405,
+            vec![
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                "{}",
+            ],
+            "/v1/referrals",
+        ),
+        (
+            404,
+            vec!["-H", "Content-Type: application/json", "-d", "{}"],
+            "/v1/nothing-here",
+        ),
+        (
+            413,
+            vec![
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &big_arg,
+            ],
+            "/v1/referrals",
+        ),
+        (
+            400,
+            vec![
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Idempotency-Key: a b",
+                "-d",
+                "{}",
+            ],
+            "/v1/referrals",
+        ),
+    ];
+    for (status, args, path) in &cases {
+        for attempt in 0..10 {
+            let mut curl = std::process::Command::new("curl");
+            curl.args([
+                "-s",
+                "--http2",
+                "--max-time",
+                "20",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(root().join("certs-example/ca.crt"))
+            .arg("--cert")
+            .arg(agencies.join("coventry-liaison.crt"))
+            .arg("--key")
+            .arg(agencies.join("coventry-liaison.key"))
+            .args(args)
+            .arg(app.url(path));
+            // Off the runtime thread: the gateway under test runs on it.
+            let out = tokio::task::spawn_blocking(move || curl.output())
+                .await
+                .unwrap()
+                .expect("curl is installed (used as a real third-party HTTP/2 client)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.ends_with(&status.to_string())
+                    && text.contains("urn:referral-gateway:problem:"),
+                "{path} attempt {attempt}: expected {status} with a problem document, got {text:?} (curl exit {:?})",
+                out.status.code()
+            );
+        }
+    }
+    app.stop().await;
+}

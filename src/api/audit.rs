@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::body::{read_body, require_json};
+use super::body::read_json_body;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
 use crate::audit::{ACTIONS, PersonKeyer};
@@ -343,8 +343,7 @@ async fn disclosures(
     caller
         .require(&state, &[Role::Auditor], "/v1/audit/disclosures")
         .await?;
-    require_json(&req)?;
-    let body = read_body(&req, payload, 16 * 1024).await?;
+    let body = read_json_body(&req, payload, MAX_SUBJECT_ACCESS_BODY).await?;
     let body: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("malformed-json", format!("The body is not JSON: {e}"))
     })?;
@@ -420,6 +419,9 @@ struct ExportQuery {
 }
 
 const EXPORT_PAGE: i64 = 1000;
+
+/// A subject access request is a few identifiers.
+const MAX_SUBJECT_ACCESS_BODY: usize = 16 * 1024;
 
 async fn export(
     caller: StaffCaller,

@@ -1,4 +1,9 @@
-//! Reading JSON request bodies: media type check (415) and size limit (413).
+//! Reading JSON request bodies: size limit (413) and media type check (415).
+//!
+//! Bodies are read (or, past the limit, drained up to [`DRAIN_CAP`]) before any early
+//! answer: over HTTP/2, answering while the client is still sending makes the server
+//! reset the stream, and some clients (curl) then report a stream error instead of the
+//! problem document.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -7,8 +12,35 @@ use futures_util::StreamExt;
 
 use super::problem::ApiError;
 
+/// How much of an unwanted body is read and discarded so the answer reaches the client.
+/// Larger declared bodies are refused at once.
+pub const DRAIN_CAP: usize = 1024 * 1024;
+
+/// Reads and discards the rest of a body, up to [`DRAIN_CAP`] bytes in all.
+pub async fn drain(mut payload: web::Payload, already: usize) {
+    let mut seen = already;
+    while seen <= DRAIN_CAP {
+        match payload.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
+/// The whole body of a JSON request: 413 past `limit`, then 415 unless the media type
+/// is `application/json` (or `+json`), UTF-8.
+pub async fn read_json_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let body = read_body(req, payload, limit).await?;
+    require_json(req)?;
+    Ok(body)
+}
+
 /// Refuses anything but `application/json` (or `+json`), UTF-8.
-pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     let unsupported = || {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -42,8 +74,9 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// The whole body, refused with 413 as soon as it exceeds `limit` (declared or streamed).
-pub async fn read_body(
+/// The whole body, refused with 413 when it exceeds `limit` (declared or streamed); the
+/// excess is drained first (up to [`DRAIN_CAP`]) so the answer is delivered.
+async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -53,7 +86,10 @@ pub async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        if n <= DRAIN_CAP {
+            drain(payload, 0).await;
+        }
         return Err(too_large(limit));
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
@@ -65,6 +101,7 @@ pub async fn read_body(
             )
         })?;
         if body.len() + chunk.len() > limit {
+            drain(payload, body.len() + chunk.len()).await;
             return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
 use super::AppState;
-use super::body::{read_body, require_json};
+use super::body::read_json_body;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
 use crate::events::{EventError, Posted};
@@ -30,8 +30,7 @@ async fn post_event(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_json(&req)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let now = state.clock.now();
     let posted = state
         .events

@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::AppState;
-use super::body::{read_body, require_json};
+use super::body::read_json_body;
 use super::correlation::CorrelationId;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
@@ -42,9 +42,8 @@ async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_json(&req)?;
+    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let key = idempotency_key(&req)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
     let correlation = req
         .extensions()
         .get::<CorrelationId>()
