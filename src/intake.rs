@@ -146,9 +146,20 @@ impl Intake {
             };
             let mut record = AuditRecord::new(format!("agency:{}", sender.id), "referral.refused")
                 .detail(reason);
-            record.person_key = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|doc| self.keyer.key_of(&doc));
+            let document = serde_json::from_slice::<Value>(body).ok();
+            record.person_key = document.as_ref().and_then(|doc| self.keyer.key_of(doc));
+            // Whom it would have gone to, and under which agreement, when known: so the
+            // refusal is found by the recipient's agency too.
+            record.recipient = document
+                .as_ref()
+                .and_then(Destination::from_document)
+                .and_then(|d| self.registry.resolve(&d).ok())
+                .map(|a| a.id.to_string());
+            record.isa_id = match error {
+                IntakeError::Sharing(refusal) => refusal.isa_id().map(str::to_owned),
+                IntakeError::Excess { isa_id, .. } => Some(isa_id.clone()),
+                _ => None,
+            };
             if let Err(e) = self.store.audit(&record, now).await {
                 tracing::error!(error = %e, "cannot record a refused referral in the audit log");
             }

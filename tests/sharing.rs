@@ -69,6 +69,24 @@ async fn refusals(backend: Backend) {
         "{body}"
     );
     assert!(last_audit(&app).await.1.contains("ended on 2026-06-30"));
+    // The refusal names the recipient and the agreement, so it is found by either.
+    {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT recipient, isa_id FROM audit_log WHERE action = 'referral.refused' ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            row.get::<Option<String>, _>("recipient").as_deref(),
+            Some("coventry-iapt")
+        );
+        assert_eq!(
+            row.get::<Option<String>, _>("isa_id").as_deref(),
+            Some("coventry-ld-health-2026")
+        );
+    }
     app.stop().await;
 
     let app = TestApp::spawn(backend).await;

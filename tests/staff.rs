@@ -712,6 +712,25 @@ async fn events_and_export(backend: Backend) {
     assert_eq!(actions(&one), ["referral.submitted", "referral.read"]);
     let iapt = page("/v1/audit/events?agency=coventry-iapt&action=referral.*".into()).await;
     assert_eq!(actions(&iapt), ["referral.submitted", "referral.read"]);
+    // The agency filter finds who looked at an agency's data: a staff read of one of its
+    // referrals, and a staff report over it.
+    assert_eq!(
+        get(&app, &format!("/v1/referrals/{}", ids[0]), Some(&auditor))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&app, "/v1/reports/sla?agency=coventry-cmht", Some(&auditor))
+            .await
+            .status(),
+        200
+    );
+    let cmht = page("/v1/audit/events?agency=coventry-cmht&action=referral.read".into()).await;
+    assert_eq!(cmht["items"][0]["actor"], "staff:ig.lead@example.org");
+    assert_eq!(cmht["items"][0]["referral_id"], ids[0].as_str());
+    let reports = page("/v1/audit/events?agency=coventry-cmht&action=report.sla".into()).await;
+    assert_eq!(reports["items"][0]["recipient"], "coventry-cmht");
     // A walk page by page (even one entry at a time, while each page adds an entry of
     // its own) ends, and covers the log as it was when it began.
     let head = app.store.audit_head().await.unwrap().0;
@@ -799,7 +818,7 @@ async fn events_and_export(backend: Backend) {
     assert_eq!(count_action(&app, "audit.exported").await, 2);
     assert_eq!(
         count_action(&app, "audit.queried").await,
-        4 + walked_pages + 1
+        4 + walked_pages + 1 + 2
     );
     // The staff listener answers liveness and keys to anyone, and nothing more.
     assert_eq!(get(&app, "/healthz", None).await.status(), 200);

@@ -305,9 +305,14 @@ async fn list_for(
         tracing::error!(error = %e, "store failure while listing referrals");
         ApiError::internal()
     })?;
+    // `recipient` names the agency whose referrals were listed.
+    let record = AuditRecord {
+        recipient: Some(agency.to_owned()),
+        ..AuditRecord::new(actor, "referral.listed")
+    };
     super::audit(
         state,
-        AuditRecord::new(actor, "referral.listed").detail(format!(
+        record.detail(format!(
             "{} referral(s) of {agency}; status={status} role={role} overdue={overdue}",
             records.len()
         )),

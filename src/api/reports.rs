@@ -125,9 +125,12 @@ async fn report(
             ApiError::internal()
         })?;
     let rows = aggregate(&clocks, &contacts, now);
+    // `recipient` names the agency whose referrals the report covers.
+    let mut record = crate::store::AuditRecord::new(actor, "report.sla");
+    record.recipient = agency.map(str::to_owned);
     super::audit(
         state,
-        crate::store::AuditRecord::new(actor, "report.sla").detail(format!(
+        record.detail(format!(
             "{} row(s), {} to {}, agency {}",
             rows.len(),
             rfc3339(from),

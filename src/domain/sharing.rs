@@ -71,6 +71,19 @@ pub enum SharingRefusal {
     Objection { id: String, permitted: String },
 }
 
+impl SharingRefusal {
+    /// The agreement the refusal is about, if one was found.
+    pub fn isa_id(&self) -> Option<&str> {
+        match self {
+            SharingRefusal::NoAgreement { .. } => None,
+            SharingRefusal::Expired { id, .. }
+            | SharingRefusal::NotYetInForce { id, .. }
+            | SharingRefusal::JustificationNotPermitted { id, .. }
+            | SharingRefusal::Objection { id, .. } => Some(id),
+        }
+    }
+}
+
 /// The basis on which one referral is shared, for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharingBasis {

@@ -260,7 +260,8 @@ impl Store {
 /// Filters for reading the audit log (auditors' queries and exports), oldest first.
 #[derive(Debug, Clone)]
 pub struct AuditQuery<'a> {
-    /// Entries whose actor is `agency:<id>` or whose recipient is the agency; empty for all.
+    /// Entries whose actor is `agency:<id>`, whose recipient is the agency, or about a
+    /// referral it sent or received; empty for all.
     pub agency: &'a str,
     /// An action name, or a prefix such as `referral.` when `action_prefix`; empty for all.
     pub action: &'a str,
@@ -303,7 +304,8 @@ impl Store {
             "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
              withheld, person_key, detail, prev_hash, hash FROM audit_log \
              WHERE seq > $1 AND seq <= $2 AND at >= $3 AND at < $4 \
-             AND ($5 = '' OR actor = $6 OR recipient = $5) \
+             AND ($5 = '' OR actor = $6 OR recipient = $5 OR referral_id IN \
+                  (SELECT id FROM referrals WHERE sender_agency = $5 OR recipient_agency = $5)) \
              AND ($7 = '' OR ($8 = 0 AND action = $7) OR ($8 = 1 AND action LIKE $9)) \
              AND ($10 = '' OR referral_id = $10) \
              ORDER BY seq LIMIT $11",
