@@ -26,7 +26,8 @@ use referral_gateway::{certs, ops, tls};
     about = "Secure inter-agency referral gateway for liaison and diversion services"
 )]
 struct Cli {
-    /// Configuration file (TOML). REFGW_LISTEN, REFGW_DATABASE_URL and REFGW_AMQP_URL override it.
+    /// Configuration file (TOML). REFGW_* environment variables override parts of it
+    /// (docs/configuration.md, "Environment").
     #[arg(long, global = true, env = "REFGW_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Log line format.
@@ -95,9 +96,10 @@ enum Command {
         /// The agency a service manager manages (an agency id from the config).
         #[arg(long)]
         agency: Option<String>,
-        /// The token's subject (`sub`), as the audit log will name the caller.
-        #[arg(long, default_value = "dev-user@example.org")]
-        subject: String,
+        /// The token's subject (`sub`), as the audit log will name the caller (default:
+        /// dev-auditor@example.org or dev-service-manager@example.org).
+        #[arg(long)]
+        subject: Option<String>,
         /// Lifetime in minutes.
         #[arg(long, default_value_t = 60)]
         minutes: i64,
@@ -175,6 +177,7 @@ enum SlaCommand {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum StaffRole {
     Auditor,
+    #[value(alias = "service_manager")]
     ServiceManager,
 }
 
@@ -298,6 +301,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("--agency {id} is not an agency in the config");
                 }
             }
+            let subject = subject.unwrap_or_else(|| {
+                if roles.contains(&Role::Auditor) {
+                    "dev-auditor@example.org".into()
+                } else {
+                    "dev-service-manager@example.org".into()
+                }
+            });
             let token = mint_dev_token(
                 &staff.dev_signing_key,
                 staff.auth.policy(),
@@ -472,7 +482,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if to_micros_ <= from_micros {
                 anyhow::bail!("--to must be after --from");
             }
-            let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let operator = ["USER", "LOGNAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+                .unwrap_or_else(|| "unknown".into());
             let mut sink: Box<dyn std::io::Write> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)

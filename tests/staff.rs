@@ -631,10 +631,32 @@ async fn subject_access(backend: Backend) {
     )
     .await;
     assert_eq!(pointers(&body), ["/cursor"]);
+    // A cursor continues only the search it came from, not one for someone else.
+    let first_page: Value = disclosures(
+        &app,
+        &auditor,
+        json!({"nhs_number": "9434765919", "limit": 1}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let foreign = first_page["next_cursor"].as_str().unwrap().to_owned();
+    let body = problem(
+        disclosures(
+            &app,
+            &auditor,
+            json!({"nhs_number": "4010232137", "cursor": foreign}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(pointers(&body), ["/cursor"]);
     // Each answered request is an audit entry under each key it searched by: 2 for the
     // first (NHS number and name), 1 for each of the 3 by number and for each page
     // walked; the 422s are not queries.
-    let walked_pages = count_action(&app, "audit.disclosures").await - 5;
+    let walked_pages = count_action(&app, "audit.disclosures").await - 6;
     assert!(walked_pages >= 2, "{walked_pages}");
     // A later request by name and birth date alone finds that the first was answered.
     let by_name: Value = disclosures(

@@ -73,11 +73,22 @@ struct Snapshot {
     upto: i64,
 }
 
-/// A cursor as given: `<after>.<upto>`.
-fn parse_cursor(text: &str) -> Option<(i64, i64)> {
-    let (after, upto) = text.split_once('.')?;
-    let (after, upto) = (after.parse::<i64>().ok()?, upto.parse::<i64>().ok()?);
+/// A cursor as given: `<after>.<upto>`, or `<after>.<upto>.<tag>` when it is bound to
+/// what was searched for (`tag`, see [`cursor_tag`]).
+fn parse_cursor(text: &str, tag: Option<&str>) -> Option<(i64, i64)> {
+    let mut parts = text.split('.');
+    let after = parts.next()?.parse::<i64>().ok()?;
+    let upto = parts.next()?.parse::<i64>().ok()?;
+    if parts.next() != tag || parts.next().is_some() {
+        return None;
+    }
     (0 <= after && after <= upto).then_some((after, upto))
+}
+
+/// Binds a subject access cursor to the person keys it was made for, so it cannot
+/// continue a search for someone else.
+fn cursor_tag(keys: &[String]) -> String {
+    crate::tls::sha256_hex(keys.join("|").as_bytes())[..12].to_owned()
 }
 
 /// The snapshot to read: from the start up to the head, or where a cursor says (which
@@ -107,14 +118,16 @@ fn page(
     mut entries: Vec<(AuditEntry, String)>,
     limit: i64,
     snapshot: Snapshot,
+    tag: Option<&str>,
 ) -> (Vec<(AuditEntry, String)>, Option<String>) {
     let more = entries.len() as i64 > limit;
     entries.truncate(usize::try_from(limit).unwrap_or(0));
     let next = more
         .then(|| {
-            entries
-                .last()
-                .map(|(e, _)| format!("{}.{}", e.seq, snapshot.upto))
+            entries.last().map(|(e, _)| match tag {
+                Some(tag) => format!("{}.{}.{tag}", e.seq, snapshot.upto),
+                None => format!("{}.{}", e.seq, snapshot.upto),
+            })
         })
         .flatten();
     (entries, next)
@@ -178,8 +191,8 @@ async fn events(
     let limit = limit(query.limit.as_deref(), 100, 1000)?;
     let bad_cursor = || bad("'cursor' is not one this API gave");
     let cursor = match query.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(parse_cursor(c).ok_or_else(bad_cursor)?),
+        None | Some("") => None,
+        Some(c) => Some(parse_cursor(c, None).ok_or_else(bad_cursor)?),
     };
     let snapshot = snapshot(&state, cursor).await?.ok_or_else(bad_cursor)?;
     let entries = state
@@ -197,7 +210,7 @@ async fn events(
         })
         .await
         .map_err(store_failure)?;
-    let (entries, next_cursor) = page(entries, limit, snapshot);
+    let (entries, next_cursor) = page(entries, limit, snapshot, None);
     super::audit(
         &state,
         AuditRecord::new(caller.0.actor(), "audit.queried").detail(format!(
@@ -302,12 +315,16 @@ fn read_subject(body: &Value, keyer: &PersonKeyer) -> Result<Subject, Vec<Violat
             "give 'nhs_number', or 'name' and 'date_of_birth', or both (all disclosures under either are found)",
         ));
     }
+    let tag = cursor_tag(&keys);
     let cursor = match object.get("cursor") {
         None | Some(Value::Null) => None,
-        Some(c) => match c.as_str().and_then(parse_cursor) {
+        Some(c) => match c.as_str().and_then(|c| parse_cursor(c, Some(&tag))) {
             Some(cursor) => Some(cursor),
             None => {
-                problems.push(violation("/cursor", "is not a cursor this API gave"));
+                problems.push(violation(
+                    "/cursor",
+                    "is not a cursor this API gave for these identifiers",
+                ));
                 None
             }
         },
@@ -366,7 +383,12 @@ async fn disclosures(
         )
         .await
         .map_err(store_failure)?;
-    let (entries, next_cursor) = page(entries, subject.limit, snapshot);
+    let (entries, next_cursor) = page(
+        entries,
+        subject.limit,
+        snapshot,
+        Some(&cursor_tag(&subject.keys)),
+    );
     // Totals over the whole snapshot, whichever page this is.
     let summary = state
         .store

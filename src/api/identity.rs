@@ -66,8 +66,10 @@ impl FromRequest for CallerAgency {
         let fingerprint = req
             .conn_data::<PeerCertificate>()
             .map(|p| p.fingerprint.clone());
-        // The path is the caller's text: the audit entry keeps a bounded prefix.
-        let path: String = req.path().chars().take(200).collect();
+        // The route's pattern (`/v1/referrals/{id}`), not the caller's text.
+        let path = req
+            .match_pattern()
+            .unwrap_or_else(|| "(no route)".to_owned());
         Box::pin(async move {
             if result.is_err()
                 && let Some(state) = state

@@ -65,13 +65,23 @@ pub fn period_micros(
             )
         }),
     };
+    let from_given = from.is_some();
+    let to_given = to.is_some();
     let from = instant(from, false, "from", default_from)?;
     let to = instant(to, true, "to", default_to)?;
     if to <= from {
-        return Err(ApiError::bad_request(
-            "bad-query",
-            "'to' must be after 'from'",
-        ));
+        let detail = match (from_given, to_given) {
+            (true, true) => "'to' must be after 'from'".to_owned(),
+            (false, _) => format!(
+                "'to' must be after 'from', which defaults to {}",
+                rfc3339(from)
+            ),
+            (true, false) => format!(
+                "'from' must be before 'to', which defaults to {}",
+                rfc3339(to)
+            ),
+        };
+        return Err(ApiError::bad_request("bad-query", detail));
     }
     Ok((from, to))
 }

@@ -46,8 +46,10 @@ impl FromRequest for StaffCaller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        // The path is the caller's text: the audit entry keeps a bounded prefix.
-        let path: String = req.path().chars().take(200).collect();
+        // The route's pattern (`/v1/referrals/{id}`), not the caller's text.
+        let path = req
+            .match_pattern()
+            .unwrap_or_else(|| "(no route)".to_owned());
         let result = match state.as_ref().and_then(|s| s.staff_auth.clone()) {
             None => Err(ApiError::not_found()),
             Some(auth) => bearer_token(req).and_then(|token| {
@@ -120,6 +122,8 @@ impl StaffCaller {
         requested: Option<&str>,
         path: &str,
     ) -> Result<Option<String>, ApiError> {
+        // An empty `agency=` is no filter, as for the other parameters.
+        let requested = requested.filter(|a| !a.is_empty());
         let known = |id: &str| {
             state
                 .intake
