@@ -336,8 +336,7 @@ impl Store {
         upto_seq: i64,
         limit: i64,
     ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
-        let first = keys.first().cloned().unwrap_or_default();
-        let second = keys.get(1).cloned().unwrap_or_else(|| first.clone());
+        let (first, second) = two_keys(keys);
         // Two indexed lookups joined by UNION (an OR over a subquery scans the table):
         // entries under the person's keys, and every entry of the referrals they name.
         let mut tx = self.filtered_read().await?;
@@ -370,8 +369,7 @@ impl Store {
         keys: &[String],
         upto_seq: i64,
     ) -> Result<PersonSummary, StoreError> {
-        let first = keys.first().cloned().unwrap_or_default();
-        let second = keys.get(1).cloned().unwrap_or_else(|| first.clone());
+        let (first, second) = two_keys(keys);
         let rows = sqlx::query(
             "SELECT referral_id, action FROM audit_log \
              WHERE (person_key = $1 OR person_key = $2) AND seq <= $3 ORDER BY seq",
@@ -397,6 +395,14 @@ impl Store {
         }
         Ok(summary)
     }
+}
+
+/// A person has one or two keys (NHS number; name and date of birth): the queries take
+/// two, repeating the first when there is one.
+fn two_keys(keys: &[String]) -> (String, String) {
+    let first = keys.first().cloned().unwrap_or_default();
+    let second = keys.get(1).cloned().unwrap_or_else(|| first.clone());
+    (first, second)
 }
 
 /// See [`Store::person_summary`].
