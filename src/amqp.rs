@@ -71,6 +71,16 @@ impl Topology {
         self.exchange("escalations")
     }
 
+    /// Every exchange of the topology (what `declare` makes and `delete` removes).
+    fn exchanges(&self) -> [String; 4] {
+        [
+            self.referrals_exchange(),
+            self.dead_letter_exchange(),
+            self.status_exchange(),
+            self.escalations_exchange(),
+        ]
+    }
+
     pub fn escalations_queue(&self) -> String {
         format!("{}escalations", self.prefix)
     }
@@ -112,12 +122,7 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
-        for exchange in [
-            self.referrals_exchange(),
-            self.dead_letter_exchange(),
-            self.status_exchange(),
-            self.escalations_exchange(),
-        ] {
+        for exchange in self.exchanges() {
             channel
                 .exchange_declare(
                     exchange.into(),
@@ -182,12 +187,7 @@ impl Topology {
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [
-            self.referrals_exchange(),
-            self.dead_letter_exchange(),
-            self.status_exchange(),
-            self.escalations_exchange(),
-        ] {
+        for exchange in self.exchanges() {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await?;
