@@ -234,15 +234,7 @@ async fn tampering_is_detected(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn tampering_is_detected_sqlite() {
-    tampering_is_detected(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn tampering_is_detected_postgres() {
-    tampering_is_detected(Backend::Postgres).await;
-}
+on_both_backends!(tampering_is_detected);
 
 /// Signed checkpoints: a forged signature or a rewritten head is caught.
 #[tokio::test]
@@ -546,15 +538,7 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
     broker.cleanup().await;
 }
 
-#[tokio::test]
-async fn payloads_are_sealed_and_purgeable_sqlite() {
-    payloads_are_sealed_and_purgeable(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn payloads_are_sealed_and_purgeable_postgres() {
-    payloads_are_sealed_and_purgeable(Backend::Postgres).await;
-}
+on_both_backends!(payloads_are_sealed_and_purgeable);
 
 /// After a signing-key rotation, earlier checkpoints and receipts still verify through
 /// `audit.previous_public_keys`, and `/v1/keys` publishes both keys.

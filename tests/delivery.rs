@@ -182,15 +182,7 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
     broker.cleanup().await;
 }
 
-#[tokio::test]
-async fn referrals_wait_out_a_broker_outage_sqlite() {
-    referrals_wait_out_a_broker_outage(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn referrals_wait_out_a_broker_outage_postgres() {
-    referrals_wait_out_a_broker_outage(Backend::Postgres).await;
-}
+on_both_backends!(referrals_wait_out_a_broker_outage);
 
 #[tokio::test]
 async fn a_connection_cut_mid_stream_loses_nothing() {

@@ -133,15 +133,7 @@ async fn full_lifecycle(backend: Backend) {
     broker.cleanup().await;
 }
 
-#[tokio::test]
-async fn full_lifecycle_sqlite() {
-    full_lifecycle(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn full_lifecycle_postgres() {
-    full_lifecycle(Backend::Postgres).await;
-}
+on_both_backends!(full_lifecycle);
 
 async fn refusals_and_retries(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -275,15 +267,7 @@ async fn refusals_and_retries(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn refusals_and_retries_sqlite() {
-    refusals_and_retries(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn refusals_and_retries_postgres() {
-    refusals_and_retries(Backend::Postgres).await;
-}
+on_both_backends!(refusals_and_retries);
 
 /// Follow-ups and withdrawals from the sender reach the recipient's queue.
 #[tokio::test]

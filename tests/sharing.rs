@@ -162,15 +162,7 @@ async fn refusals(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn refusals_sqlite() {
-    refusals(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn refusals_postgres() {
-    refusals(Backend::Postgres).await;
-}
+on_both_backends!(refusals);
 
 /// Minimisation: withheld fields never reach the store or the recipient; an agreement
 /// that says `on_excess = "reject"` refuses instead, listing the pointers.

@@ -189,15 +189,7 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
     broker.cleanup().await;
 }
 
-#[tokio::test]
-async fn warnings_breaches_and_late_acknowledgement_sqlite() {
-    warnings_breaches_and_late_acknowledgement(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn warnings_breaches_and_late_acknowledgement_postgres() {
-    warnings_breaches_and_late_acknowledgement(Backend::Postgres).await;
-}
+on_both_backends!(warnings_breaches_and_late_acknowledgement);
 
 /// Two scanners on one PostgreSQL database at the same moment: one scans, the other
 /// skips, and each breach is flagged once.
@@ -433,12 +425,4 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn report_matches_hand_computed_values_sqlite() {
-    report_matches_hand_computed_values(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn report_matches_hand_computed_values_postgres() {
-    report_matches_hand_computed_values(Backend::Postgres).await;
-}
+on_both_backends!(report_matches_hand_computed_values);

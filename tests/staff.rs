@@ -267,15 +267,7 @@ async fn jwt_checks(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn jwt_checks_sqlite() {
-    jwt_checks(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn jwt_checks_postgres() {
-    jwt_checks(Backend::Postgres).await;
-}
+on_both_backends!(jwt_checks);
 
 async fn service_manager_scope(backend: Backend) {
     let idp = Idp::new();
@@ -384,15 +376,7 @@ async fn service_manager_scope(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn service_manager_scope_sqlite() {
-    service_manager_scope(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn service_manager_scope_postgres() {
-    service_manager_scope(Backend::Postgres).await;
-}
+on_both_backends!(service_manager_scope);
 
 /// The shipped config plus a second sending team (the court liaison team), holding the
 /// CA-signed "unregistered" example certificate, in both agreements.
@@ -679,15 +663,7 @@ async fn subject_access(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn subject_access_sqlite() {
-    subject_access(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn subject_access_postgres() {
-    subject_access(Backend::Postgres).await;
-}
+on_both_backends!(subject_access);
 
 async fn events_and_export(backend: Backend) {
     let idp = Idp::new();
@@ -856,15 +832,7 @@ async fn events_and_export(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn events_and_export_sqlite() {
-    events_and_export(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn events_and_export_postgres() {
-    events_and_export(Backend::Postgres).await;
-}
+on_both_backends!(events_and_export);
 
 fn es256_key(kid: &str) -> (EncodingKey, Value) {
     let pair = rcgen::KeyPair::generate().unwrap();

@@ -580,3 +580,22 @@ pub async fn view_as(app: &TestApp, agency: &str, id: &str) -> Value {
         .await
         .expect("referral view")
 }
+
+/// Runs the async test function `$test(backend)` against both databases, as the tests
+/// `$test::sqlite` and `$test::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test($crate::common::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$test($crate::common::Backend::Postgres).await;
+            }
+        }
+    };
+}
