@@ -115,15 +115,7 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn each_service_type_is_accepted_and_stored_sqlite() {
-    each_service_type_is_accepted_and_stored(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn each_service_type_is_accepted_and_stored_postgres() {
-    each_service_type_is_accepted_and_stored(Backend::Postgres).await;
-}
+on_both_backends!(each_service_type_is_accepted_and_stored);
 
 async fn schema_failures_name_their_pointers(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -201,15 +193,7 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn schema_failures_name_their_pointers_sqlite() {
-    schema_failures_name_their_pointers(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn schema_failures_name_their_pointers_postgres() {
-    schema_failures_name_their_pointers(Backend::Postgres).await;
-}
+on_both_backends!(schema_failures_name_their_pointers);
 
 async fn idempotent_retries(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -288,15 +272,7 @@ async fn idempotent_retries(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn idempotent_retries_sqlite() {
-    idempotent_retries(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn idempotent_retries_postgres() {
-    idempotent_retries(Backend::Postgres).await;
-}
+on_both_backends!(idempotent_retries);
 
 async fn visibility(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -360,15 +336,7 @@ async fn visibility(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn visibility_sqlite() {
-    visibility(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn visibility_postgres() {
-    visibility(Backend::Postgres).await;
-}
+on_both_backends!(visibility);
 
 #[tokio::test]
 async fn body_limits_media_types_and_malformed_json() {
@@ -595,11 +563,11 @@ async fn early_refusals_reach_http2_clients() {
     std::fs::write(&big, "a".repeat(300_000)).unwrap();
     let big_arg = format!("@{}", big.display());
     let agencies = root().join("certs-example/agencies");
-    let cases: [(u16, Vec<&str>, &str); 5] = [
+    let cases: Vec<(u16, Vec<&str>, String)> = vec![
         (
             415,
             vec!["-H", "Content-Type: text/plain", "-d", "{}"],
-            "/v1/referrals",
+            app.url("/v1/referrals"),
         ),
         (
             405,
@@ -611,12 +579,12 @@ async fn early_refusals_reach_http2_clients() {
                 "-d",
                 "{}",
             ],
-            "/v1/referrals",
+            app.url("/v1/referrals"),
         ),
         (
             404,
             vec!["-H", "Content-Type: application/json", "-d", "{}"],
-            "/v1/nothing-here",
+            app.url("/v1/nothing-here"),
         ),
         (
             413,
@@ -626,7 +594,7 @@ async fn early_refusals_reach_http2_clients() {
                 "--data-binary",
                 &big_arg,
             ],
-            "/v1/referrals",
+            app.url("/v1/referrals"),
         ),
         (
             400,
@@ -638,10 +606,33 @@ async fn early_refusals_reach_http2_clients() {
                 "-d",
                 "{}",
             ],
-            "/v1/referrals",
+            app.url("/v1/referrals"),
+        ),
+        (
+            400,
+            vec![
+                "-H",
+                "X-Correlation-ID: no spaces allowed",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &big_arg,
+            ],
+            app.url("/v1/referrals"),
+        ),
+        // The staff listener: no token, refused before the body is read.
+        (
+            401,
+            vec![
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &big_arg,
+            ],
+            app.staff_url("/v1/audit/disclosures"),
         ),
     ];
-    for (status, args, path) in &cases {
+    for (status, args, url) in &cases {
         for attempt in 0..10 {
             let mut curl = std::process::Command::new("curl");
             curl.args([
@@ -661,7 +652,7 @@ async fn early_refusals_reach_http2_clients() {
             .arg("--key")
             .arg(agencies.join("coventry-liaison.key"))
             .args(args)
-            .arg(app.url(path));
+            .arg(url);
             // Off the runtime thread: the gateway under test runs on it.
             let out = tokio::task::spawn_blocking(move || curl.output())
                 .await
@@ -671,7 +662,7 @@ async fn early_refusals_reach_http2_clients() {
             assert!(
                 text.ends_with(&status.to_string())
                     && text.contains("urn:referral-gateway:problem:"),
-                "{path} attempt {attempt}: expected {status} with a problem document, got {text:?} (curl exit {:?})",
+                "{url} attempt {attempt}: expected {status} with a problem document, got {text:?} (curl exit {:?})",
                 out.status.code()
             );
         }

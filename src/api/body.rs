@@ -1,42 +1,73 @@
-//! Reading JSON request bodies: size limit (413) and media type check (415).
-//!
-//! Bodies are read (or, past the limit, drained up to [`DRAIN_CAP`]) before any early
-//! answer: over HTTP/2, answering while the client is still sending makes the server
-//! reset the stream, and some clients (curl) then report a stream error instead of the
-//! problem document.
+//! Request bodies: the JSON reader (size limit 413, media type 415) and the middleware
+//! that reads whatever a handler left unread before its answer goes out.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, web};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpRequest, web};
 use futures_util::StreamExt;
 
 use super::problem::ApiError;
 
-/// How much of an unwanted body is read and discarded so the answer reaches the client.
-/// Larger declared bodies are refused at once.
-pub const DRAIN_CAP: usize = 1024 * 1024;
+/// How much of an unread body is read and discarded so the answer reaches the client.
+/// Bodies declared larger are left alone.
+const DRAIN_CAP: usize = 1024 * 1024;
 
-/// Reads and discards the rest of a body, up to [`DRAIN_CAP`] bytes in all.
-pub async fn drain(mut payload: web::Payload, already: usize) {
-    let mut seen = already;
-    while seen <= DRAIN_CAP {
-        match payload.next().await {
-            Some(Ok(chunk)) => seen += chunk.len(),
-            _ => return,
-        }
-    }
+fn declared_length(headers: &header::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
-/// The whole body of a JSON request: 413 past `limit`, then 415 unless the media type
-/// is `application/json` (or `+json`), UTF-8.
+/// Middleware for every listener. Over HTTP/2, answering while the client is still
+/// sending its body (a 404, 405, 413 or 415, a refused token or certificate, a bad
+/// header) makes the server reset the stream, and clients such as curl then report a
+/// stream error instead of the answer. So once the handler has answered, the rest of
+/// the body (up to [`DRAIN_CAP`]) is read and discarded before the answer is sent.
+pub async fn drain_unread_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let drainable = declared_length(req.headers()).is_none_or(|n| n <= DRAIN_CAP);
+    // The handler reads through a pass-through; the original stays here for the drain.
+    let original = Rc::new(RefCell::new(req.take_payload()));
+    let shared = original.clone();
+    type Chunks = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>,
+    >;
+    let passthrough: Chunks = Box::pin(futures_util::stream::poll_fn(move |cx| {
+        shared.borrow_mut().poll_next_unpin(cx)
+    }));
+    req.set_payload(Payload::from(passthrough));
+    let result = next.call(req).await;
+    if drainable {
+        let mut rest = std::mem::replace(&mut *original.borrow_mut(), Payload::None);
+        let mut seen = 0;
+        while seen <= DRAIN_CAP {
+            match rest.next().await {
+                Some(Ok(chunk)) => seen += chunk.len(),
+                _ => break,
+            }
+        }
+    }
+    result
+}
+
+/// The whole body of a JSON request: 415 unless the media type is `application/json`
+/// (or `+json`), UTF-8; 413 past `limit`.
 pub async fn read_json_body(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
 ) -> Result<web::BytesMut, ApiError> {
-    let body = read_body(req, payload, limit).await?;
     require_json(req)?;
-    Ok(body)
+    read_body(req, payload, limit).await
 }
 
 /// Refuses anything but `application/json` (or `+json`), UTF-8.
@@ -74,22 +105,14 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// The whole body, refused with 413 when it exceeds `limit` (declared or streamed); the
-/// excess is drained first (up to [`DRAIN_CAP`]) so the answer is delivered.
+/// The whole body, refused with 413 as soon as it exceeds `limit` (declared or streamed).
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<web::BytesMut, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit) {
-        if n <= DRAIN_CAP {
-            drain(payload, 0).await;
-        }
+    let declared = declared_length(req.headers());
+    if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
@@ -101,7 +124,6 @@ async fn read_body(
             )
         })?;
         if body.len() + chunk.len() > limit {
-            drain(payload, body.len() + chunk.len()).await;
             return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);

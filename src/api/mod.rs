@@ -1,7 +1,7 @@
 //! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
 
 mod audit;
-mod body;
+pub mod body;
 pub mod correlation;
 mod events;
 mod health;

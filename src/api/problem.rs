@@ -142,15 +142,13 @@ pub fn query_config() -> actix_web::web::QueryConfig {
     })
 }
 
-/// Fallback for unknown paths. A body sent along is read first (see `body::drain`).
-pub async fn no_such_route(payload: actix_web::web::Payload) -> HttpResponse {
-    super::body::drain(payload, 0).await;
+/// Fallback for unknown paths.
+pub async fn no_such_route() -> HttpResponse {
     ApiError::not_found().error_response()
 }
 
 /// Fallback for a known path with another method.
-pub async fn method_not_allowed(payload: actix_web::web::Payload) -> HttpResponse {
-    super::body::drain(payload, 0).await;
+pub async fn method_not_allowed() -> HttpResponse {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
