@@ -53,17 +53,6 @@ fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> 
     super::reports::period_micros(from, to, i64::MIN, i64::MAX)
 }
 
-fn limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
-    match text {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=max).contains(l))
-            .ok_or_else(|| bad(format!("'limit' must be between 1 and {max}"))),
-    }
-}
-
 /// Where a paginated read stands: after entry `after`, within the snapshot `upto` (the
 /// newest entry when the first page was read). A query never includes its own audit
 /// entry, and a walk through the pages ends however many entries are added meanwhile.
@@ -188,7 +177,7 @@ async fn events(
             .map_err(|_| bad("'referral' is not a referral id"))?
             .to_string(),
     };
-    let limit = limit(query.limit.as_deref(), 100, 1000)?;
+    let limit = super::reports::page_limit(query.limit.as_deref(), 100, 1000)?;
     let bad_cursor = || bad("'cursor' is not one this API gave");
     let cursor = match query.cursor.as_deref() {
         None | Some("") => None,

@@ -269,14 +269,7 @@ async fn list_for(
         i64::MIN,
         i64::MAX,
     )?;
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=200).contains(l))
-            .ok_or_else(|| bad("'limit' must be between 1 and 200"))?,
-    };
+    let limit = super::reports::page_limit(query.limit.as_deref(), 50, 200)?;
     let after = match query.cursor.as_deref() {
         None => None,
         Some(c) => {

@@ -86,6 +86,20 @@ pub fn period_micros(
     Ok((from, to))
 }
 
+/// A `limit` query value: 1 to `max`, `default` when absent.
+pub fn page_limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request("bad-query", format!("'limit' must be between 1 and {max}"))
+            }),
+    }
+}
+
 async fn sla_report(
     caller: CallerAgency,
     query: web::Query<ReportQuery>,
