@@ -26,8 +26,8 @@ const FUTURE_TOLERANCE: time::Duration = time::Duration::minutes(5);
 pub enum EventError {
     #[error("not found")]
     NotFound,
-    #[error("the body is not valid JSON: {0}")]
-    MalformedJson(String),
+    #[error("the body is not acceptable JSON: {0}")]
+    MalformedJson(#[from] crate::strict_json::JsonError),
     #[error("the event does not match its schema")]
     Invalid(Vec<Violation>),
     #[error("only the referral's {0} may post a '{1}' event")]
@@ -90,8 +90,7 @@ impl Events {
             return Err(EventError::NotFound);
         };
 
-        let document: Value =
-            serde_json::from_slice(body).map_err(|e| EventError::MalformedJson(e.to_string()))?;
+        let document = crate::strict_json::parse(body)?;
         self.schemas
             .validate_event(&document)
             .map_err(EventError::Invalid)?;

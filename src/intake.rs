@@ -17,12 +17,15 @@ use crate::domain::{
 use crate::schema::{SchemaRegistry, Violation};
 use crate::store::{AuditRecord, Inserted, NewReferral, ReferralRecord, Store, StoreError};
 
+/// How many JSON Pointers a refusal's audit entry lists (the problem document lists more).
+const AUDITED_POINTERS: usize = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error("agency '{0}' is not registered as a sender")]
     NotASender(AgencyId),
-    #[error("the body is not valid JSON: {0}")]
-    MalformedJson(String),
+    #[error("the body is not acceptable JSON: {0}")]
+    MalformedJson(#[from] crate::strict_json::JsonError),
     #[error(transparent)]
     Routing(#[from] RoutingError),
     #[error("agency '{sender}' may not refer to service type '{service_type}'")]
@@ -56,8 +59,9 @@ pub struct Receipt {
     pub recipient: AgencyRef,
     pub priority: crate::domain::Priority,
     pub schema_id: String,
-    /// SHA-256 (hex) of the stored and delivered payload: the request body byte for byte,
-    /// unless fields were withheld.
+    /// SHA-256 (hex) of the stored and delivered payload: the canonical serialisation of
+    /// the validated (and, where an agreement says so, minimised) document, never the
+    /// request's own bytes.
     pub payload_sha256: String,
     pub correlation_id: String,
     /// The information sharing agreement the referral was shared under.
@@ -118,7 +122,8 @@ impl Intake {
         }
     }
 
-    /// Accepts a referral, or refuses it; either way the audit log records it.
+    /// Accepts a referral, or refuses it; either way the audit log records it. A refusal
+    /// that cannot be recorded becomes a store error (500): nothing passes unrecorded.
     pub async fn submit(
         &self,
         sender: &Agency,
@@ -127,33 +132,33 @@ impl Intake {
         correlation_id: &str,
         now: OffsetDateTime,
     ) -> Result<Submitted, IntakeError> {
+        // Read once, strictly (duplicate member names and NUL refused); every later step
+        // works on this document.
+        let document = crate::strict_json::parse(body);
+        let person_key = document.as_ref().ok().and_then(|d| self.keyer.key_of(d));
+        let destination = document.as_ref().ok().and_then(Destination::from_document);
         let result = self
-            .accept(sender, body, idempotency_key, correlation_id, now)
+            .accept(
+                sender,
+                body,
+                document,
+                destination.as_ref(),
+                person_key.clone(),
+                idempotency_key,
+                correlation_id,
+                now,
+            )
             .await;
         if let Err(error) = &result {
-            let reason = match error {
-                IntakeError::Invalid(violations) => format!(
-                    "schema-validation: {}",
-                    violations
-                        .iter()
-                        .map(|v| v.pointer.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-                IntakeError::MalformedJson(_) => "malformed JSON".to_owned(),
-                IntakeError::Store(_) => "store failure".to_owned(),
-                other => other.to_string(),
-            };
+            // Fixed reason codes and (redacted) pointers only: never the caller's values.
             let mut record = AuditRecord::new(format!("agency:{}", sender.id), "referral.refused")
-                .detail(reason);
-            let document = serde_json::from_slice::<Value>(body).ok();
-            record.person_key = document.as_ref().and_then(|doc| self.keyer.key_of(doc));
+                .detail(self.refusal_reason(error));
+            record.person_key = person_key;
             // Whom it would have gone to, and under which agreement, when known: so the
             // refusal is found by the recipient's agency too.
-            record.recipient = document
+            record.recipient = destination
                 .as_ref()
-                .and_then(Destination::from_document)
-                .and_then(|d| self.registry.resolve(&d).ok())
+                .and_then(|d| self.registry.resolve(d).ok())
                 .map(|a| a.id.to_string());
             record.isa_id = match error {
                 IntakeError::Sharing(refusal) => refusal.isa_id().map(str::to_owned),
@@ -162,9 +167,51 @@ impl Intake {
             };
             if let Err(e) = self.store.audit(&record, now).await {
                 tracing::error!(error = %e, "cannot record a refused referral in the audit log");
+                return Err(IntakeError::Store(e));
             }
         }
         result
+    }
+
+    /// The audit detail of a refusal: a fixed code, then JSON Pointers whose member
+    /// names are the schemas' own (others shown as `*`), at most [`AUDITED_POINTERS`].
+    fn refusal_reason(&self, error: &IntakeError) -> String {
+        let pointers = |code: &str, pointers: &mut dyn Iterator<Item = &str>| {
+            let mut out = code.to_owned();
+            let mut count = 0;
+            for pointer in pointers {
+                if count < AUDITED_POINTERS {
+                    out.push(if count == 0 { ':' } else { ' ' });
+                    out.push_str(&self.schemas.redact_pointer(pointer));
+                }
+                count += 1;
+            }
+            if count > AUDITED_POINTERS {
+                out.push_str(&format!(" (+{} more)", count - AUDITED_POINTERS));
+            }
+            out
+        };
+        match error {
+            IntakeError::NotASender(_) => "not-a-sender".to_owned(),
+            IntakeError::MalformedJson(e) => pointers(
+                &format!("malformed-json:{}", e.code()),
+                &mut e.pointer().into_iter(),
+            ),
+            IntakeError::Routing(e) => format!("unroutable:{}", e.code()),
+            IntakeError::NotPermitted { service_type, .. } => {
+                format!("not-permitted:{service_type}")
+            }
+            IntakeError::Invalid(violations) => pointers(
+                "schema-validation",
+                &mut violations.iter().map(|v| v.pointer.as_str()),
+            ),
+            IntakeError::IdempotencyConflict => "idempotency-conflict".to_owned(),
+            IntakeError::Sharing(refusal) => format!("sharing-refused:{}", refusal.code()),
+            IntakeError::Excess { pointers: p, .. } => {
+                pointers("excess-data", &mut p.iter().map(String::as_str))
+            }
+            IntakeError::Store(_) => "store-failure".to_owned(),
+        }
     }
 
     /// The keyer whose person keys the audit log holds (for subject access requests).
@@ -176,10 +223,14 @@ impl Intake {
         &self.registry
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn accept(
         &self,
         sender: &Agency,
         body: &[u8],
+        document: Result<Value, crate::strict_json::JsonError>,
+        destination: Option<&Destination>,
+        person_key: Option<String>,
         idempotency_key: Option<&str>,
         correlation_id: &str,
         now: OffsetDateTime,
@@ -195,13 +246,9 @@ impl Intake {
                 .replay(previous.request_sha256 == body_sha256, previous.referral_id)
                 .await;
         }
+        let document = document?;
 
-        let text = std::str::from_utf8(body)
-            .map_err(|_| IntakeError::MalformedJson("the body is not UTF-8".into()))?;
-        let document: Value =
-            serde_json::from_str(text).map_err(|e| IntakeError::MalformedJson(e.to_string()))?;
-
-        let Some(destination) = Destination::from_document(&document) else {
+        let Some(destination) = destination else {
             // No usable destination: the common schema says exactly what is wrong.
             return Err(match self.schemas.validate_referral(None, document) {
                 Err(violations) => IntakeError::Invalid(violations),
@@ -212,7 +259,7 @@ impl Intake {
                 }]),
             });
         };
-        let recipient = self.registry.resolve(&destination)?.clone();
+        let recipient = self.registry.resolve(destination)?.clone();
         if !self.registry.may_refer(sender, &recipient.service_type) {
             return Err(IntakeError::NotPermitted {
                 sender: sender.id.clone(),
@@ -261,14 +308,12 @@ impl Intake {
                 pointers: withheld,
             });
         }
-        let stored_text;
-        let (payload, payload_sha256) = if withheld.is_empty() {
-            (text, body_sha256.clone())
-        } else {
-            stored_text = shared.to_string();
-            let sha = crate::tls::sha256_hex(stored_text.as_bytes());
-            (stored_text.as_str(), sha)
-        };
+        // What is stored, signed for and delivered: the canonical serialisation of the
+        // checked (and minimised) document, never the caller's bytes, so that a recipient
+        // reads exactly what was validated.
+        let stored_text = shared.to_string();
+        let payload_sha256 = crate::tls::sha256_hex(stored_text.as_bytes());
+        let payload = stored_text.as_str();
 
         let id = ReferralId::new();
         // Stored timestamps have microsecond precision: use the stored value everywhere.
@@ -295,7 +340,7 @@ impl Intake {
                     &self.keyer,
                 );
                 // The person key comes from the full document (identity may be withheld).
-                record.person_key = self.keyer.key_of(referral.document());
+                record.person_key = person_key;
                 if let Some(basis) = &basis {
                     record.isa_id = Some(basis.isa_id.clone());
                     record.lawful_basis = Some(basis.lawful_basis.clone());

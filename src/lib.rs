@@ -23,5 +23,6 @@ pub mod sla;
 pub mod staff;
 pub mod startup;
 pub mod store;
+pub mod strict_json;
 pub mod telemetry;
 pub mod tls;

@@ -11,10 +11,33 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    /// The route pattern (`/v1/referrals/{id}`), never the concrete path.
+    /// The route pattern (`/v1/referrals/{id}`), never the concrete path; `unmatched`
+    /// for requests no route took.
     pub route: String,
-    pub method: String,
+    /// One of [`method_label`]'s fixed names.
+    pub method: &'static str,
     pub status: u16,
+}
+
+/// The standard method names, and `other` for anything else: a label set a caller
+/// cannot grow (every distinct value would be a series kept for ever).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, name)| name)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -70,6 +70,9 @@ pub struct SchemaRegistry {
     event: Compiled,
     /// The raw schemas by `$id`, for reading `x-category` annotations.
     documents: BTreeMap<String, Value>,
+    /// Every property name the schemas declare: the member names an audit entry may
+    /// repeat (a caller's own names could hold personal data).
+    known_names: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -164,7 +167,12 @@ impl SchemaRegistry {
             }
             overlays.insert(service_type.to_string(), (path.clone(), compiled));
         }
+        let mut known_names = std::collections::BTreeSet::new();
+        for (_, _, value) in &documents {
+            collect_property_names(value, &mut known_names);
+        }
         Ok(Self {
+            known_names,
             common,
             overlays: overlays.into_iter().map(|(k, (_, c))| (k, c)).collect(),
             event,
@@ -215,6 +223,27 @@ impl SchemaRegistry {
             withhold(map, &roots, None, "", allowed, &mut withheld);
         }
         withheld
+    }
+
+    /// `pointer` with every member name the schemas do not declare replaced by `*` (array
+    /// indexes are kept), at most 256 characters: safe to write to the audit log.
+    pub fn redact_pointer(&self, pointer: &str) -> String {
+        let mut out = String::new();
+        for token in pointer.split('/').skip(1) {
+            out.push('/');
+            let index =
+                !token.is_empty() && token.len() <= 6 && token.bytes().all(|b| b.is_ascii_digit());
+            if index || self.known_names.contains(token) {
+                out.push_str(token);
+            } else {
+                out.push('*');
+            }
+            if out.len() > 256 {
+                out.truncate(256);
+                break;
+            }
+        }
+        out
     }
 
     /// Checks a lifecycle event document against `event.v1.json`.
@@ -407,8 +436,26 @@ fn withhold(
     }
 }
 
-fn escape_pointer_token(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+use crate::strict_json::escape_pointer_token;
+
+/// Adds the names of every `properties` member found anywhere in `schema`.
+fn collect_property_names(schema: &Value, names: &mut std::collections::BTreeSet<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                names.extend(properties.keys().map(|k| escape_pointer_token(k)));
+            }
+            for value in map.values() {
+                collect_property_names(value, names);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                collect_property_names(item, names);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn violations_of(error: &ValidationError<'_>) -> Vec<Violation> {

@@ -334,7 +334,7 @@ async fn count_requests(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let method = req.method().to_string();
+    let method = crate::metrics::method_label(req.method());
     let result = next.call(req).await;
     if let Some(metrics) = metrics {
         // The pattern is known only once the router has run.

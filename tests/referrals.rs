@@ -47,19 +47,23 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
             )
             .is_ok()
         );
-        // What is stored and delivered: the body as sent, or (housing) the body without
-        // the health fields the housing agreement does not cover.
-        let delivered = if service_type == "housing" {
+        // What is stored and delivered: the canonical serialisation of the checked
+        // document (never the caller's bytes), and for housing without the health fields
+        // the housing agreement does not cover.
+        let mut doc: Value = serde_json::from_str(&body).unwrap();
+        if service_type == "housing" {
             assert_eq!(receipt["withheld"], serde_json::json!(["/person/gp"]));
             assert_eq!(receipt["isa_id"], "coventry-ld-housing-duty-to-refer-2026");
-            let mut doc: Value = serde_json::from_str(&body).unwrap();
             doc["person"].as_object_mut().unwrap().remove("gp");
-            doc.to_string()
         } else {
             assert_eq!(receipt["withheld"], serde_json::json!([]));
             assert_eq!(receipt["isa_id"], "coventry-ld-health-2026");
-            body.clone()
-        };
+        }
+        let delivered = doc.to_string();
+        assert_ne!(
+            delivered, body,
+            "the example is pretty-printed; the payload is not"
+        );
         let expected_sha = hex::encode(referral_gateway::tls::sha256(delivered.as_bytes()));
         assert_eq!(receipt["payload_sha256"], expected_sha.as_str());
         assert_eq!(
@@ -667,5 +671,254 @@ async fn early_refusals_reach_http2_clients() {
             );
         }
     }
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile bodies (security review): duplicate member names, NUL, caller text in the log.
+
+/// The newest audit entry's action and detail.
+async fn last_audit(app: &TestApp) -> (String, String) {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT action, detail FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    (row.get("action"), row.get("detail"))
+}
+
+/// A housing referral whose `person` and `needs` appear twice: the first copies carry a
+/// GP, a mental-health need and an unknown property (what the housing agreement
+/// withholds), the second copies are clean. serde_json alone would keep the clean copies
+/// for checking while the raw bytes went to the housing authority.
+fn smuggling_body() -> String {
+    let clean = example("housing");
+    let mut dirty_person = clean["person"].clone();
+    dirty_person["gp"] = json!({"practice": "Example Surgery", "ods_code": "A12345"});
+    dirty_person["extra"] = json!("not in the schema");
+    let mut clean_person = clean["person"].clone();
+    clean_person.as_object_mut().unwrap().remove("gp");
+    let dirty_needs = json!([{"type": "mental_health", "summary": "Psychosis."}]);
+    let mut members: Vec<String> = Vec::new();
+    for (name, value) in clean.as_object().unwrap() {
+        match name.as_str() {
+            "person" => members.push(format!("\"person\": {dirty_person}")),
+            "needs" => members.push(format!("\"needs\": {dirty_needs}")),
+            _ => members.push(format!("{}: {value}", Value::String(name.clone()))),
+        }
+    }
+    members.push(format!("\"person\": {clean_person}"));
+    members.push(format!("\"needs\": {}", clean["needs"]));
+    format!("{{{}}}", members.join(", "))
+}
+
+async fn duplicate_members_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let liaison = agency_client("coventry-liaison");
+    // serde_json on its own accepts the smuggling body (keeping the clean copies).
+    let lenient: Value = serde_json::from_str(&smuggling_body()).unwrap();
+    assert!(lenient["person"].get("gp").is_none());
+
+    let body = problem(post_referral(&liaison, &app, smuggling_body()).await, 400).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:malformed-json");
+    assert_eq!(body["errors"][0]["pointer"], "/person");
+    assert_eq!(body["errors"][0]["keyword"], "duplicate-member");
+    let (action, detail) = last_audit(&app).await;
+    assert_eq!(action, "referral.refused");
+    assert_eq!(detail, "malformed-json:duplicate-member:/person");
+
+    // At any depth, named by its pointer; a caller's own member name is never audited.
+    let mut doc = example("cmht");
+    doc["person"]["name"] = json!({"given": "Alex", "family": "Example"});
+    let text = doc.to_string().replace(
+        "\"family\":\"Example\"",
+        "\"family\":\"Example\",\"family\":\"Other\"",
+    );
+    let body = problem(post_referral(&liaison, &app, text).await, 400).await;
+    assert_eq!(pointers(&body), ["/person/name/family"]);
+    let text = doc.to_string().replace(
+        "\"family\":\"Example\"",
+        "\"family\":\"Example\",\"Alex 9434765919\":1,\"Alex 9434765919\":2",
+    );
+    let body = problem(post_referral(&liaison, &app, text).await, 400).await;
+    assert_eq!(pointers(&body), ["/person/name/Alex 9434765919"]);
+    let (_, detail) = last_audit(&app).await;
+    assert_eq!(detail, "malformed-json:duplicate-member:/person/name/*");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals WHERE id <> $1", "")
+            .await,
+        0
+    );
+
+    // Events too.
+    let id = submit(&app, example_text("cmht")).await;
+    let response = agency_client("coventry-cmht")
+        .post(app.url(&format!("/v1/referrals/{id}/events")))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"event_id": "{}", "type": "acknowledged", "type": "declined"}}"#,
+            uuid::Uuid::new_v4()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 400).await;
+    assert_eq!(pointers(&body), ["/type"]);
+    app.stop().await;
+}
+on_both_backends!(duplicate_members_are_refused);
+
+async fn stored_payload_is_the_checked_document(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // Members in another order, other whitespace, escapes: the stored, hashed and
+    // delivered payload is the canonical serialisation of what was checked.
+    let doc = example("cmht");
+    let mut members: Vec<(String, Value)> = doc
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    members.reverse();
+    let text = format!(
+        "{{\n  {} }}",
+        members
+            .iter()
+            .map(|(k, v)| format!("\"{k}\" :\t{}", serde_json::to_string_pretty(v).unwrap()))
+            .collect::<Vec<_>>()
+            .join(",\n  ")
+    )
+    .replace("Example", "\\u0045xample");
+    let response = post_referral(&agency_client("coventry-liaison"), &app, text).await;
+    assert_eq!(response.status(), 202);
+    let receipt: Value = response.json().await.unwrap();
+    let canonical = doc.to_string();
+    assert_eq!(
+        receipt["payload_sha256"],
+        hex::encode(referral_gateway::tls::sha256(canonical.as_bytes()))
+    );
+    let id = referral_gateway::domain::ReferralId::parse(receipt["referral_id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        app.store.referral_payload(id).await.unwrap().as_deref(),
+        Some(canonical.as_str())
+    );
+    app.stop().await;
+}
+on_both_backends!(stored_payload_is_the_checked_document);
+
+async fn nul_characters_are_refused_and_the_refusal_recorded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let liaison = agency_client("coventry-liaison");
+    let text = example("cmht")
+        .to_string()
+        .replacen("\"Alex\"", "\"Al\\u0000ex\"", 1);
+    assert!(text.contains("\\u0000"));
+    let body = problem(post_referral(&liaison, &app, text).await, 400).await;
+    assert_eq!(body["errors"][0]["keyword"], "nul-character");
+    assert_eq!(pointers(&body), ["/person/name/given"]);
+    // On PostgreSQL a NUL used to make this audit write fail, unrecorded.
+    let (action, detail) = last_audit(&app).await;
+    assert_eq!(action, "referral.refused");
+    assert_eq!(detail, "malformed-json:nul-character:/person/name/given");
+    app.stop().await;
+}
+on_both_backends!(nul_characters_are_refused_and_the_refusal_recorded);
+
+async fn refusals_record_codes_never_caller_text(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let liaison = agency_client("coventry-liaison");
+    // Free text where an area should be: refused by the schema before routing echoes it.
+    let mut doc = example("cmht");
+    doc["destination"] = json!({"service_type": "cmht", "area": "Alex Example 943 476 5919"});
+    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    assert_eq!(pointers(&body), ["/destination/area"]);
+    let (action, detail) = last_audit(&app).await;
+    assert_eq!(action, "referral.refused");
+    assert_eq!(detail, "schema-validation:/destination/area");
+    // A well-formed but unknown area: a fixed code, not the area.
+    doc["destination"] = json!({"service_type": "cmht", "area": "alex-example-9434765919"});
+    problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    let (_, detail) = last_audit(&app).await;
+    assert_eq!(detail, "unroutable:no-agency");
+
+    // Thousands of unknown members within the size limit: the answer lists the first 100
+    // problems, the audit entry 20 pointers, with the callers' names redacted.
+    let mut doc = example("cmht");
+    let person = doc["person"].as_object_mut().unwrap();
+    for i in 0..18_000 {
+        person.insert(format!("Alex{i}"), json!(1));
+    }
+    let text = doc.to_string();
+    assert!(text.len() < 262_144, "{}", text.len());
+    let response = post_referral(&liaison, &app, text).await;
+    let bytes = response.content_length();
+    let body = problem(response, 422).await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 100);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("18000 problem(s)")
+    );
+    assert!(bytes.unwrap_or(0) < 32 * 1024, "{bytes:?}");
+    let (_, detail) = last_audit(&app).await;
+    assert!(detail.len() < 600, "{}", detail.len());
+    assert!(!detail.contains("Alex"), "{detail}");
+    assert!(detail.ends_with("(+17980 more)"), "{detail}");
+    app.stop().await;
+}
+on_both_backends!(refusals_record_codes_never_caller_text);
+
+#[tokio::test]
+async fn repeated_idempotency_and_correlation_headers_are_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let liaison = agency_client("coventry-liaison");
+    for (name, a, b) in [
+        ("idempotency-key", "key-one", "key-two"),
+        ("x-correlation-id", "corr-one", "corr-two"),
+    ] {
+        let response = liaison
+            .post(app.url("/v1/referrals"))
+            .header("content-type", "application/json")
+            .header(name, a)
+            .header(name, b)
+            .body(example_text("cmht"))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, 400).await;
+        assert_eq!(
+            body["type"],
+            "urn:referral-gateway:problem:duplicate-header"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals WHERE id <> $1", "")
+            .await,
+        0
+    );
+    app.stop().await;
+}
+
+/// Fail closed: a refusal that cannot be written to the audit log is not answered as a
+/// refusal (the caller retries; nothing goes unrecorded).
+#[tokio::test]
+async fn an_unwritable_refusal_entry_fails_the_request() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let response = post_referral(
+        &agency_client("coventry-liaison"),
+        &app,
+        "{\"not\": \"a referral\"}",
+    )
+    .await;
+    let body = problem(response, 500).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:internal");
     app.stop().await;
 }

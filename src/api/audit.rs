@@ -350,9 +350,7 @@ async fn disclosures(
         .require(&state, &[Role::Auditor], "/v1/audit/disclosures")
         .await?;
     let body = read_json_body(&req, payload, MAX_SUBJECT_ACCESS_BODY).await?;
-    let body: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("malformed-json", format!("The body is not JSON: {e}"))
-    })?;
+    let body = crate::strict_json::parse(&body).map_err(|e| ApiError::malformed_json(&e))?;
     let subject = read_subject(&body, state.intake.person_keyer()).map_err(|violations| {
         ApiError::schema_validation("Subject access request is incomplete", violations)
     })?;

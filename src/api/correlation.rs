@@ -45,7 +45,7 @@ pub async fn middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let id = match req.headers().get(&HEADER) {
+    let id = match single_header(&req, &HEADER)? {
         None => CorrelationId::generate(),
         Some(v) => v.to_str().ok().and_then(CorrelationId::parse).ok_or_else(|| {
             ApiError::bad_request(
@@ -59,17 +59,24 @@ pub async fn middleware(
         .conn_data::<PeerCertificate>()
         .and_then(|p| p.agency.as_ref().map(|a| a.id.to_string()))
         .unwrap_or_default();
-    let method = req.method().to_string();
-    // The path only: query strings are never logged.
-    let path = req.path().to_owned();
+    // A fixed method name, and (below) the route pattern: never the caller's path or
+    // method text, which could hold anything.
+    let method = crate::metrics::method_label(req.method());
     let span = tracing::info_span!(
         "request",
         correlation_id = id.as_str(),
         agency = agency.as_str(),
-        method = method.as_str(),
-        path = path.as_str()
+        method,
+        route = tracing::field::Empty
     );
     let mut res = next.call(req).instrument(span.clone()).await?;
+    span.record(
+        "route",
+        res.request()
+            .match_pattern()
+            .as_deref()
+            .unwrap_or("unmatched"),
+    );
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         res.headers_mut().insert(HEADER, value);
     }
@@ -81,6 +88,23 @@ pub async fn middleware(
         )
     });
     Ok(res)
+}
+
+/// The value of a header that may appear at most once: `400 duplicate-header` when it
+/// appears twice (which copy would count is otherwise up to each component).
+pub fn single_header<'a>(
+    req: &'a impl HttpMessage,
+    name: &HeaderName,
+) -> Result<Option<&'a HeaderValue>, ApiError> {
+    let mut values = req.headers().get_all(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "duplicate-header",
+            format!("The {name} header may be sent once only."),
+        ));
+    }
+    Ok(first)
 }
 
 #[cfg(test)]

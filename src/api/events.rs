@@ -52,10 +52,7 @@ async fn post_event(
 fn event_problem(error: EventError) -> ApiError {
     match error {
         EventError::NotFound => ApiError::not_found(),
-        EventError::MalformedJson(detail) => ApiError::bad_request(
-            "malformed-json",
-            format!("The body is not valid JSON: {detail}"),
-        ),
+        EventError::MalformedJson(e) => ApiError::malformed_json(&e),
         EventError::Invalid(violations) => {
             ApiError::schema_validation("Event does not match its schema", violations)
         }

@@ -8,6 +8,8 @@ use serde::Serialize;
 use crate::schema::Violation;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// At most this many entries in a problem's `errors`; `detail` gives the total.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
 const TYPE_PREFIX: &str = "urn:referral-gateway:problem:";
 
 /// An error answer. `kind` becomes the problem `type` (`urn:referral-gateway:problem:<kind>`);
@@ -71,18 +73,49 @@ impl ApiError {
         )
     }
 
-    /// 422 listing every schema violation with its JSON Pointer.
-    pub fn schema_validation(title: &'static str, violations: Vec<Violation>) -> Self {
+    /// 422 listing the schema violations with their JSON Pointers: the first
+    /// [`MAX_LISTED_PROBLEMS`], and how many more there are.
+    pub fn schema_validation(title: &'static str, mut violations: Vec<Violation>) -> Self {
+        let total = violations.len();
+        violations.truncate(MAX_LISTED_PROBLEMS);
+        let detail = if total > MAX_LISTED_PROBLEMS {
+            format!(
+                "{total} problem(s); 'errors' lists the first {MAX_LISTED_PROBLEMS}, each with a JSON Pointer to the value at fault."
+            )
+        } else {
+            format!(
+                "{total} problem(s); each entry of 'errors' has a JSON Pointer to the value at fault."
+            )
+        };
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             kind: "schema-validation",
             title,
-            detail: format!(
-                "{} problem(s); each entry of 'errors' has a JSON Pointer to the value at fault.",
-                violations.len()
-            ),
+            detail,
             errors: violations,
         }
+    }
+
+    /// 400 for a body that is not acceptable JSON (syntax, duplicate member names, NUL),
+    /// with the offending member's JSON Pointer when there is one.
+    pub fn malformed_json(error: &crate::strict_json::JsonError) -> Self {
+        let mut problem = Self::bad_request(
+            "malformed-json",
+            format!("The body is not acceptable JSON: {error}."),
+        );
+        if let Some(pointer) = error.pointer() {
+            problem.errors.push(Violation {
+                pointer: pointer.to_owned(),
+                keyword: error.code().to_owned(),
+                detail: match error {
+                    crate::strict_json::JsonError::DuplicateMember { .. } => {
+                        "this member name appears more than once in its object".to_owned()
+                    }
+                    _ => "strings may not hold NUL (\\u0000)".to_owned(),
+                },
+            });
+        }
+        problem
     }
 
     pub fn internal() -> Self {

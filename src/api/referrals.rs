@@ -106,7 +106,7 @@ fn accepted(receipt: &Receipt, signed: &ReceiptSigned, replayed: bool) -> HttpRe
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+    let Some(value) = super::correlation::single_header(req, &IDEMPOTENCY_KEY)? else {
         return Ok(None);
     };
     let key = value.to_str().unwrap_or_default();
@@ -132,10 +132,7 @@ fn intake_problem(error: IntakeError) -> ApiError {
         IntakeError::NotASender(_) | IntakeError::NotPermitted { .. } => {
             ApiError::forbidden("not-permitted", error.to_string())
         }
-        IntakeError::MalformedJson(detail) => ApiError::bad_request(
-            "malformed-json",
-            format!("The body is not valid JSON: {detail}"),
-        ),
+        IntakeError::MalformedJson(e) => ApiError::malformed_json(&e),
         IntakeError::Routing(e) => unprocessable("unroutable", e.to_string()),
         IntakeError::Sharing(refusal) => {
             ApiError::forbidden("sharing-refused", refusal.to_string())

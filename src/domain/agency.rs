@@ -92,6 +92,18 @@ pub enum RoutingError {
     },
 }
 
+impl RoutingError {
+    /// A fixed code for the audit log (the message may hold the caller's values).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownAgency(_) => "unknown-agency",
+            Self::NotAReceiver(_) => "not-a-receiver",
+            Self::NoAgency { .. } => "no-agency",
+            Self::Ambiguous { .. } => "ambiguous",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct AgencyRegistry {
     by_id: BTreeMap<String, Arc<Agency>>,

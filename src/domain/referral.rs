@@ -18,14 +18,20 @@ pub enum Destination {
 
 impl Destination {
     /// Reads `/destination` from a (not yet validated) document. `None` when it is absent
-    /// or malformed; schema validation then reports exactly what is wrong.
+    /// or malformed (each part must be a slug, as the schema says); schema validation then
+    /// reports exactly what is wrong. So nothing that echoes a destination (routing
+    /// errors, the audit log) ever holds free text.
     pub fn from_document(document: &Value) -> Option<Self> {
         let dest = document.get("destination")?.as_object()?;
         if let Some(id) = dest.get("agency_id") {
-            return id.as_str().map(|s| Self::Agency(s.to_owned()));
+            let id = id.as_str()?;
+            super::AgencyId::parse(id).ok()?;
+            return Some(Self::Agency(id.to_owned()));
         }
         let service_type = dest.get("service_type")?.as_str()?;
         let area = dest.get("area")?.as_str()?;
+        super::ServiceType::parse(service_type).ok()?;
+        super::Area::parse(area).ok()?;
         Some(Self::Service {
             service_type: service_type.to_owned(),
             area: area.to_owned(),

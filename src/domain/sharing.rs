@@ -72,6 +72,17 @@ pub enum SharingRefusal {
 }
 
 impl SharingRefusal {
+    /// A fixed code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SharingRefusal::NoAgreement { .. } => "no-agreement",
+            SharingRefusal::Expired { .. } => "agreement-expired",
+            SharingRefusal::NotYetInForce { .. } => "agreement-not-in-force",
+            SharingRefusal::JustificationNotPermitted { .. } => "justification-not-permitted",
+            SharingRefusal::Objection { .. } => "objection",
+        }
+    }
+
     /// The agreement the refusal is about, if one was found.
     pub fn isa_id(&self) -> Option<&str> {
         match self {
