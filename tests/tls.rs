@@ -181,3 +181,81 @@ async fn revoked_certificates_are_refused_and_pins_are_honoured() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// An HTTP/2 client (ALPN h2) without a client certificate, as anyone on the network
+/// reaching the staff listener is.
+fn h2_client() -> reqwest::Client {
+    let mut tls = client_tls(&ca(), None, rustls::ALL_VERSIONS);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
+/// Before authentication, a caller cannot make the gateway hold large HTTP/2 header
+/// lists (h2's default is 16 MiB per stream): past 32 KiB the request gets 431, and the
+/// listener goes on serving.
+#[tokio::test]
+async fn http2_header_lists_are_bounded() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = h2_client();
+    let ok = client.get(app.staff_url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2);
+    assert_eq!(ok.status(), 200);
+    let value = "v".repeat(1024);
+    for _ in 0..20 {
+        let mut request = client.get(app.staff_url("/healthz"));
+        for i in 0..300 {
+            request = request.header(format!("x-filler-{i}"), value.as_str());
+        }
+        match request.send().await {
+            Ok(response) => assert_eq!(response.status(), 431),
+            // A refused stream is as good: nothing was kept.
+            Err(e) => assert!(e.is_request(), "{e:?}"),
+        }
+    }
+    // Under the limit, headers are fine; and the listener still serves.
+    let ok = client
+        .get(app.staff_url("/healthz"))
+        .header("x-filler", value.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    app.stop().await;
+}
+
+/// Request metrics keep a fixed label set: a caller's invented methods all count as
+/// `other`, never as a series of their own.
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = h2_client();
+    for method in ["QWERTY1", "QWERTY2", &"M".repeat(4096)] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method, app.staff_url("/v1/anything"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    let metrics = staff_client()
+        .get(format!("{}/metrics", app.ops_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("QWERTY"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"refgw_http_requests_total{route="unmatched",method="other",status="404"} 3"#
+        ),
+        "{metrics}"
+    );
+    app.stop().await;
+}
