@@ -77,6 +77,8 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     shutdown_timeout_secs: Option<u64>,
     workers: Option<usize>,
+    body_timeout_secs: Option<u64>,
+    body_idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -257,6 +259,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
     pub workers: Option<usize>,
+    /// How long a request body may take: in all, and between two chunks.
+    pub body_timeouts: crate::api::body::BodyTimeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -629,6 +633,20 @@ fn build(
         );
     }
 
+    let body_timeouts = crate::api::body::BodyTimeouts {
+        total: std::time::Duration::from_secs(raw.server.body_timeout_secs.unwrap_or(30)),
+        idle: std::time::Duration::from_secs(raw.server.body_idle_timeout_secs.unwrap_or(5)),
+    };
+    if !(1..=600).contains(&body_timeouts.total.as_secs()) {
+        problems.push("server.body_timeout_secs", "must be between 1 and 600");
+    }
+    if body_timeouts.idle.is_zero() || body_timeouts.idle > body_timeouts.total {
+        problems.push(
+            "server.body_idle_timeout_secs",
+            "must be at least 1 and at most server.body_timeout_secs",
+        );
+    }
+
     let registry = build_registry(raw.agencies, raw.permissions, problems);
     let sla = build_sla(raw.sla, &registry, checks, problems);
     let audit = build_audit(raw.audit, env, checks, problems);
@@ -645,6 +663,7 @@ fn build(
             max_body_bytes,
             shutdown_timeout_secs: raw.server.shutdown_timeout_secs.unwrap_or(30),
             workers: raw.server.workers,
+            body_timeouts,
         },
         database: DatabaseConfig {
             url: db_url,

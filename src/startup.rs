@@ -158,6 +158,7 @@ impl Application {
             max_body_bytes: config.server.max_body_bytes,
             relay: relay_status,
             metrics: metrics.clone(),
+            body_timeouts: config.server.body_timeouts,
             clock: clock.clone(),
             signing_key,
             previous_keys: config.audit.previous_public_keys.clone(),

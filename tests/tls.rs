@@ -259,3 +259,87 @@ async fn invented_methods_do_not_grow_the_metrics() {
     );
     app.stop().await;
 }
+
+/// A body of `declared` bytes (Content-Length) of which one byte arrives every `every`.
+fn trickle(declared: u64, every: std::time::Duration) -> reqwest::Body {
+    let bytes = futures_util::stream::unfold(0u64, move |sent| async move {
+        if sent >= declared {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((Ok::<_, std::io::Error>(vec![b' ']), sent + 1))
+    });
+    reqwest::Body::wrap_stream(bytes)
+}
+
+/// Slow bodies: a client that trickles its body (or sends none after its headers) is
+/// answered within the configured bounds on every listener, and cannot hold a worker.
+#[tokio::test]
+async fn trickled_bodies_time_out_on_every_listener() {
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let mut config = test_config(&shipped_config_text(), &db.url);
+    config.server.body_timeouts = referral_gateway::api::body::BodyTimeouts {
+        total: std::time::Duration::from_secs(3),
+        idle: std::time::Duration::from_secs(2),
+    };
+    let app = TestApp::start(config, db).await;
+    let every = std::time::Duration::from_millis(500);
+    let agency = agency_client("coventry-liaison");
+    let cases = [
+        (
+            "agency, trickled",
+            agency
+                .post(app.url("/v1/referrals"))
+                .body(trickle(100_000, every)),
+            408,
+        ),
+        (
+            "agency, stalled",
+            agency
+                .post(app.url("/v1/referrals"))
+                .body(trickle(100_000, std::time::Duration::from_secs(120))),
+            408,
+        ),
+        (
+            // No token: refused at once, the trickle drained only briefly.
+            "staff",
+            staff_client()
+                .post(app.staff_url("/v1/audit/disclosures"))
+                .body(trickle(100_000, every)),
+            401,
+        ),
+        (
+            "ops",
+            staff_client()
+                .get(format!("{}/healthz", app.ops_base))
+                .body(trickle(100_000, every)),
+            200,
+        ),
+    ];
+    for (name, request, status) in cases {
+        let started = std::time::Instant::now();
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            request
+                .header("content-type", "application/json")
+                .header("content-length", "100000")
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer within 15 s"))
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(response.status(), status, "{name}");
+        if status == 408 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["type"], "urn:referral-gateway:problem:body-timeout");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+    // Still serving.
+    assert_eq!(healthz(&agency, &app).await.unwrap().status(), 200);
+    app.stop().await;
+}

@@ -24,6 +24,8 @@ pub struct AppState {
     pub events: crate::events::Events,
     pub store: Store,
     pub max_body_bytes: usize,
+    /// How long a request body may take (every listener).
+    pub body_timeouts: body::BodyTimeouts,
     /// `None` when the relay is disabled in this instance.
     pub relay: Option<std::sync::Arc<crate::relay::RelayStatus>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
