@@ -43,6 +43,8 @@ pub enum ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// "development" (the shipped configuration) or "production" (the default).
+    profile: Option<String>,
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
@@ -302,6 +304,9 @@ pub struct TlsConfig {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Development allows the published keys of `certs-example/` and development
+    /// tokens; production (the default) refuses them.
+    pub profile: crate::published::Profile,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
@@ -647,6 +652,14 @@ fn build(
         );
     }
 
+    let profile = match raw.profile.as_deref() {
+        None => crate::published::Profile::Production,
+        Some(text) => text.parse().unwrap_or_else(|()| {
+            problems.push("profile", "must be \"development\" or \"production\"");
+            crate::published::Profile::Production
+        }),
+    };
+
     let registry = build_registry(raw.agencies, raw.permissions, problems);
     let sla = build_sla(raw.sla, &registry, checks, problems);
     let audit = build_audit(raw.audit, env, checks, problems);
@@ -656,7 +669,19 @@ fn build(
         .and_then(|staff| build_staff(staff, env, checks, problems));
     let sharing_agreements = build_agreements(raw.sharing_agreements, &registry, problems);
 
+    let tls = TlsConfig {
+        ca: raw.tls.ca,
+        cert: raw.tls.cert,
+        key: raw.tls.key,
+        crls: raw.tls.crls,
+        crl_enforce_expiry: raw.tls.crl_enforce_expiry,
+    };
+    if profile == crate::published::Profile::Production {
+        refuse_published_material(&tls, &audit, &storage, staff.as_ref(), checks, problems);
+    }
+
     Some(Config {
+        profile,
         server: ServerConfig {
             listen: listen?,
             ops_listen,
@@ -673,13 +698,7 @@ fn build(
             url: amqp_url,
             namespace,
         },
-        tls: TlsConfig {
-            ca: raw.tls.ca,
-            cert: raw.tls.cert,
-            key: raw.tls.key,
-            crls: raw.tls.crls,
-            crl_enforce_expiry: raw.tls.crl_enforce_expiry,
-        },
+        tls,
         schemas_dir,
         relay,
         sla,
@@ -689,6 +708,67 @@ fn build(
         sharing_agreements: Arc::new(sharing_agreements),
         registry: Arc::new(registry),
     })
+}
+
+/// Outside the development profile: no key, secret, certificate or JWKS entry may be
+/// one of those published in `certs-example/` (compared by content), and development
+/// tokens are off.
+fn refuse_published_material(
+    tls: &TlsConfig,
+    audit: &AuditConfig,
+    storage: &StorageConfig,
+    staff: Option<&StaffConfig>,
+    checks: FileChecks,
+    problems: &mut Problems,
+) {
+    use crate::published;
+    let advice = "published in certs-example/ and never for real data; make your own with `referral-gateway certs init` (or set profile = \"development\")";
+    let mut files: Vec<(&str, &Path)> = vec![("audit.signing_key", &audit.signing_key)];
+    if checks == FileChecks::Required {
+        files.extend([
+            ("tls.ca", tls.ca.as_path()),
+            ("tls.cert", tls.cert.as_path()),
+            ("tls.key", tls.key.as_path()),
+        ]);
+    }
+    for (key, path) in files {
+        if let Ok(bytes) = std::fs::read(path)
+            && let Some(what) = published::published_pem(&bytes)
+        {
+            problems.push(key, format!("'{}' holds {what}, {advice}", path.display()));
+        }
+    }
+    if published::is_published_payload_key(&storage.payload_key)
+        || storage
+            .previous_payload_keys
+            .iter()
+            .any(|k| published::is_published_payload_key(k))
+    {
+        problems.push(
+            "storage.payload_key_file",
+            format!("is the development payload key, {advice}"),
+        );
+    }
+    if published::is_published_person_key_secret(&audit.person_key_secret) {
+        problems.push(
+            "audit.person_key_secret_file",
+            format!("is the development person-key secret, {advice}"),
+        );
+    }
+    if let Some(staff) = staff {
+        if staff.dev_tokens {
+            problems.push(
+                "staff.dev_tokens",
+                "must be false outside profile = \"development\": anyone who can read the development key could mint staff tokens",
+            );
+        }
+        if staff.auth.trusts_dev_key() {
+            problems.push(
+                "staff.jwks_file",
+                format!("trusts the development staff-token key, {advice}"),
+            );
+        }
+    }
 }
 
 fn build_registry(
@@ -924,13 +1004,15 @@ fn build_storage(
             String::new()
         }
     };
-    let payload_key = match env.var("REFGW_PAYLOAD_KEY") {
-        Some(v) => v,
-        None => {
-            let path = raw
-                .payload_key_file
-                .unwrap_or_else(|| PathBuf::from("certs-example/payload.key"));
-            read(&path, "storage.payload_key_file", problems)
+    let payload_key = match (env.var("REFGW_PAYLOAD_KEY"), raw.payload_key_file) {
+        (Some(v), _) => v,
+        (None, Some(path)) => read(&path, "storage.payload_key_file", problems),
+        (None, None) => {
+            problems.push(
+                "storage.payload_key_file",
+                "is required (64 hex digits in a file; or set REFGW_PAYLOAD_KEY); make one with `referral-gateway certs init`",
+            );
+            String::new()
         }
     };
     let previous_payload_keys: Vec<String> = raw
@@ -1031,9 +1113,15 @@ fn build_staff(
             .unwrap_or_else(|| "service_manager".into()),
     };
     let dev_tokens = raw.dev_tokens.unwrap_or(false);
-    let dev_signing_key = raw
-        .dev_signing_key
-        .unwrap_or_else(|| PathBuf::from("certs-example/staff-dev.key"));
+    let dev_signing_key = raw.dev_signing_key.unwrap_or_else(|| {
+        if dev_tokens {
+            problems.push(
+                "staff.dev_signing_key",
+                "is required when dev_tokens = true (certs-example/staff-dev.key in development)",
+            );
+        }
+        PathBuf::new()
+    });
     let jwks_url = raw.jwks_url.map(|url| {
         if let Err(e) = check_jwks_url(&url) {
             problems.push("staff.jwks_url", format!("'{url}' {e}"));
@@ -1091,10 +1179,7 @@ fn build_staff(
     if auth.trusts_dev_key() && !dev_tokens {
         problems.push(
             "staff.jwks_file",
-            format!(
-                "trusts the development key (kid {}); set staff.dev_tokens = true in development only, never in production",
-                crate::staff::DEV_KEY_ID
-            ),
+            "trusts the published development staff-token key (whatever its kid); set staff.dev_tokens = true in development only, never in production",
         );
     }
     Some(StaffConfig {
@@ -1112,10 +1197,17 @@ fn build_audit(
     checks: FileChecks,
     problems: &mut Problems,
 ) -> AuditConfig {
-    let signing_key = raw
-        .signing_key
-        .unwrap_or_else(|| PathBuf::from("certs-example/gateway-signing.key"));
-    if checks == FileChecks::Required && !signing_key.is_file() {
+    let signing_key = raw.signing_key.unwrap_or_else(|| {
+        problems.push(
+            "audit.signing_key",
+            "is required (an Ed25519 PKCS#8 PEM file); make one with `referral-gateway certs init`",
+        );
+        PathBuf::new()
+    });
+    if checks == FileChecks::Required
+        && !signing_key.as_os_str().is_empty()
+        && !signing_key.is_file()
+    {
         problems.push(
             "audit.signing_key",
             format!(
@@ -1124,28 +1216,33 @@ fn build_audit(
             ),
         );
     }
-    let secret = match env.var("REFGW_PERSON_KEY_SECRET") {
-        Some(v) => v.into_bytes(),
-        None => {
-            let path = raw
-                .person_key_secret_file
-                .unwrap_or_else(|| PathBuf::from("certs-example/person-key.secret"));
-            match std::fs::read(&path) {
-                Ok(bytes) => bytes.trim_ascii().to_vec(),
-                Err(e) => {
-                    if checks == FileChecks::Required {
-                        problems.push(
-                            "audit.person_key_secret_file",
-                            format!(
-                                "cannot read '{}': {e} (or set REFGW_PERSON_KEY_SECRET)",
-                                path.display()
-                            ),
-                        );
-                    }
-                    Vec::new()
-                }
-            }
+    let secret = match (
+        env.var("REFGW_PERSON_KEY_SECRET"),
+        raw.person_key_secret_file,
+    ) {
+        (Some(v), _) => v.into_bytes(),
+        (None, None) => {
+            problems.push(
+                "audit.person_key_secret_file",
+                "is required (at least 32 bytes in a file; or set REFGW_PERSON_KEY_SECRET); make one with `referral-gateway certs init`",
+            );
+            Vec::new()
         }
+        (None, Some(path)) => match std::fs::read(&path) {
+            Ok(bytes) => bytes.trim_ascii().to_vec(),
+            Err(e) => {
+                if checks == FileChecks::Required {
+                    problems.push(
+                        "audit.person_key_secret_file",
+                        format!(
+                            "cannot read '{}': {e} (or set REFGW_PERSON_KEY_SECRET)",
+                            path.display()
+                        ),
+                    );
+                }
+                Vec::new()
+            }
+        },
     };
     let previous_public_keys = match &raw.previous_public_keys {
         None => Vec::new(),
@@ -1165,7 +1262,7 @@ fn build_audit(
             }
         },
     };
-    if checks == FileChecks::Required && secret.len() < 32 {
+    if checks == FileChecks::Required && !secret.is_empty() && secret.len() < 32 {
         problems.push(
             "audit.person_key_secret_file",
             "the person-key secret must be at least 32 bytes (e.g. 64 hex digits)",
@@ -1403,6 +1500,7 @@ mod tests {
         let root = env!("CARGO_MANIFEST_DIR");
         format!(
             r#"
+profile = "development"
 [tls]
 ca = "{root}/certs-example/ca.crt"
 cert = "{root}/certs-example/server.crt"
@@ -1587,7 +1685,12 @@ first_contact = "14 days"
     #[test]
     fn staff_settings_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, jwks) = crate::staff::generate_dev_key().unwrap();
+        // The published development key, under another kid: recognised by its material.
+        let jwks = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-example/staff-jwks.json"),
+        )
+        .unwrap()
+        .replace(crate::staff::DEV_KEY_ID, "idp-signing-2026");
         let jwks_path = dir.path().join("jwks.json");
         std::fs::write(&jwks_path, jwks).unwrap();
         let staff = |extra: &str| {
@@ -1614,10 +1717,11 @@ first_contact = "14 days"
         let complete = staff("issuer = \"https://idp\"\naudience = \"gw\"");
         let err = load(&(base() + &complete), &NoEnv).unwrap_err().to_string();
         assert!(
-            err.contains("staff.jwks_file: trusts the development key"),
+            err.contains("staff.jwks_file: trusts the published development"),
             "{err}"
         );
-        let config = load(&(base() + &complete + "dev_tokens = true\n"), &NoEnv).unwrap();
+        let dev = "dev_tokens = true\ndev_signing_key = \"certs-example/staff-dev.key\"\n";
+        let config = load(&(base() + &complete + dev), &NoEnv).unwrap();
         let staff = config.staff.unwrap();
         assert!(staff.dev_tokens && staff.auth.trusts_dev_key());
         assert_eq!(staff.listen, Some("127.0.0.1:0".parse().unwrap()));

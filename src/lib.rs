@@ -14,6 +14,7 @@ pub mod intake;
 pub mod jwks;
 pub mod metrics;
 pub mod ops;
+pub mod published;
 pub mod relay;
 pub mod report;
 pub mod schema;

@@ -21,6 +21,8 @@ pub enum SealError {
     Corrupt,
     #[error("random number generator failure")]
     Random,
+    #[error("no payload key is configured: referral payloads are never stored unencrypted")]
+    NoKey,
 }
 
 pub struct PayloadKeys {

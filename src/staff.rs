@@ -147,6 +147,8 @@ type KeySet = HashMap<String, TrustedKey>;
 /// (replaced at each refresh by `crate::jwks`).
 pub struct StaffAuth {
     file_keys: KeySet,
+    /// Whether the JWKS file holds the published development key (under any kid).
+    file_trusts_dev_key: bool,
     fetched_keys: std::sync::RwLock<std::sync::Arc<KeySet>>,
     policy: TokenPolicy,
     /// Woken when a token names a key nobody knows: the provider may have rotated.
@@ -239,6 +241,11 @@ fn parse_jwks(
     let mut skipped = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         let read = || -> Result<Option<(String, TrustedKey)>, String> {
+            // The provider never publishes the development key: leave it out (the
+            // operator's own file may hold it, in development; the config decides).
+            if unusable == Unusable::Skip && crate::published::is_development_jwk(entry) {
+                return Err(format!("key {index} is the published development key"));
+            }
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(entry.clone())
                 .map_err(|_| format!("key {index} is not a JWK of a supported type"))?;
             let name = jwk
@@ -277,7 +284,14 @@ impl StaffAuth {
     /// Trusts the keys of a JWKS document (the `jwks_file`).
     pub fn from_jwks(text: &str, policy: TokenPolicy) -> Result<Self, String> {
         let (keys, _) = parse_jwks(text, &policy, Unusable::Refuse)?;
-        Ok(Self::with_file_keys(keys, policy))
+        let mut auth = Self::with_file_keys(keys, policy);
+        auth.file_trusts_dev_key = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|doc| doc.get("keys").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(crate::published::is_development_jwk);
+        Ok(auth)
     }
 
     /// Trusts no key until [`StaffAuth::replace_fetched_keys`] (a JWKS URL only).
@@ -288,6 +302,7 @@ impl StaffAuth {
     fn with_file_keys(file_keys: KeySet, policy: TokenPolicy) -> Self {
         Self {
             file_keys,
+            file_trusts_dev_key: false,
             fetched_keys: std::sync::RwLock::new(std::sync::Arc::new(HashMap::new())),
             policy,
             unknown_key_seen: tokio::sync::Notify::new(),
@@ -323,9 +338,10 @@ impl StaffAuth {
         &self.policy
     }
 
-    /// Whether the development key is among the keys from the JWKS file.
+    /// Whether the published development key is among the keys from the JWKS file,
+    /// under any key id (compared by key material).
     pub fn trusts_dev_key(&self) -> bool {
-        self.file_keys.contains_key(DEV_KEY_ID)
+        self.file_trusts_dev_key
     }
 
     /// Checks signature, algorithm, `iss`, `aud`, `exp`, `nbf` and `sub`, then reads
@@ -535,7 +551,15 @@ mod tests {
     #[test]
     fn dev_tokens_round_trip_with_nested_roles() {
         let (_dir, path, auth) = dev_pair();
-        assert!(auth.trusts_dev_key());
+        // A freshly made key is not the published development key (compared by key
+        // material, not kid); the published JWKS is.
+        assert!(!auth.trusts_dev_key());
+        let published = include_str!("../certs-example/staff-jwks.json");
+        assert!(
+            StaffAuth::from_jwks(published, policy())
+                .unwrap()
+                .trusts_dev_key()
+        );
         let token = mint_dev_token(
             &path,
             &policy(),

@@ -190,7 +190,7 @@ async fn dev_tokens_only_when_enabled_and_accepted_by_the_staff_listener() {
     );
     let out = mint(Some(&trusting), &[]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("trusts the development key"),
+        String::from_utf8_lossy(&out.stderr).contains("trusts the published development"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -557,4 +557,163 @@ async fn sigkill_while_publishing_loses_nothing() {
         .unwrap();
     let _ = tokio::task::spawn_blocking(move || second.wait_with_output()).await;
     broker.cleanup().await;
+}
+
+/// Keys fail closed: outside `profile = "development"` the published keys of
+/// certs-example/ are refused (by content, under any file name or kid), every secret must
+/// be configured, development tokens are off; with fresh keys from `certs init` the
+/// gateway starts.
+#[tokio::test]
+async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |text: &str| {
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = gateway()
+            .arg("--config")
+            .arg(&file)
+            .arg("serve")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let shipped = shipped_config_text();
+    assert!(shipped.contains("profile = \"development\"\n"));
+    let production = shipped.replace("profile = \"development\"\n", "");
+
+    // The shipped keys under the production profile: every one named.
+    let (code, stderr) = serve(&production);
+    assert_eq!(code, Some(2), "{stderr}");
+    for key in [
+        "tls.ca",
+        "tls.cert",
+        "tls.key",
+        "audit.signing_key",
+        "storage.payload_key_file",
+        "audit.person_key_secret_file",
+        "staff.dev_tokens",
+        "staff.jwks_file",
+    ] {
+        assert!(
+            stderr.contains(&format!("{key}: ")),
+            "{key} not in {stderr}"
+        );
+    }
+
+    // A copy of the signing key under another name is the same key.
+    let copy = dir.path().join("my-signing.pem");
+    std::fs::copy(root().join("certs-example/gateway-signing.key"), &copy).unwrap();
+    let (_, stderr) = serve(&production.replace(
+        &format!("{ROOT}/certs-example/gateway-signing.key"),
+        &copy.display().to_string(),
+    ));
+    assert!(
+        stderr.contains("audit.signing_key: ") && stderr.contains("development signing key"),
+        "{stderr}"
+    );
+
+    // No secret falls back to a default.
+    let without: String = production
+        .lines()
+        .filter(|l| {
+            !l.starts_with("signing_key")
+                && !l.starts_with("person_key_secret_file")
+                && !l.starts_with("payload_key_file")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (code, stderr) = serve(&without);
+    assert_eq!(code, Some(2));
+    for key in [
+        "audit.signing_key",
+        "audit.person_key_secret_file",
+        "storage.payload_key_file",
+    ] {
+        assert!(
+            stderr.contains(&format!("{key}: is required")),
+            "{key} not in {stderr}"
+        );
+    }
+
+    // The development staff key under another kid, dev tokens off: refused, whatever
+    // the profile.
+    let jwks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("certs-example/staff-jwks.json")).unwrap(),
+    )
+    .unwrap();
+    let renamed = jwks
+        .to_string()
+        .replace(referral_gateway::staff::DEV_KEY_ID, "idp-signing-2026");
+    let renamed_file = dir.path().join("idp-jwks.json");
+    std::fs::write(&renamed_file, renamed).unwrap();
+    let (code, stderr) = serve(
+        &shipped
+            .replace("dev_tokens = true", "dev_tokens = false")
+            .replace(
+                &format!("{ROOT}/certs-example/staff-jwks.json"),
+                &renamed_file.display().to_string(),
+            ),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("staff.jwks_file: trusts the published development"),
+        "{stderr}"
+    );
+
+    // Fresh keys from `certs init`: the production profile starts.
+    let fresh = dir.path().join("fresh");
+    let out = gateway()
+        .args(["certs", "init", "--out"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, idp_jwks) = referral_gateway::staff::generate_dev_key().unwrap();
+    let idp_file = dir.path().join("fresh-idp-jwks.json");
+    std::fs::write(
+        &idp_file,
+        idp_jwks.replace(referral_gateway::staff::DEV_KEY_ID, "idp-key-1"),
+    )
+    .unwrap();
+    let mut text = production
+        .replace("dev_tokens = true", "dev_tokens = false")
+        .replace(
+            &format!("{ROOT}/certs-example/staff-jwks.json"),
+            &idp_file.display().to_string(),
+        )
+        .replace(
+            &format!("{ROOT}/certs-example/"),
+            &format!("{}/", fresh.display()),
+        );
+    text = text.replace(
+        &format!("dev_signing_key = \"{}/staff-dev.key\"\n", fresh.display()),
+        "",
+    );
+    let file = dir.path().join("production.toml");
+    std::fs::write(&file, &text).unwrap();
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let (port, ops) = (free_port(), free_port());
+    let mut child = gateway()
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
+        .env("REFGW_DATABASE_URL", &db.url)
+        .env("REFGW_AMQP_NAMESPACE", unique_namespace())
+        .env("REFGW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(ops).await;
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -57,8 +57,8 @@ pub struct Store {
     /// SQLite has one writer at a time; queueing writers here (FIFO) instead of letting
     /// them poll the database lock keeps tail latency flat under concurrent submissions.
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// Encrypts referral payloads at rest; without it they are stored in plain text
-    /// (only tools that never touch payloads open a store without keys).
+    /// Encrypts referral payloads at rest; a store without keys (tools that never touch
+    /// payloads) refuses to store one.
     payload_keys: Option<Arc<crate::sealing::PayloadKeys>>,
 }
 
@@ -123,7 +123,7 @@ impl Store {
                 let (id, sealed) = keys.seal(plaintext, referral_id)?;
                 Ok((sealed, Some(id)))
             }
-            None => Ok((plaintext.to_owned(), None)),
+            None => Err(StoreError::Seal(crate::sealing::SealError::NoKey)),
         }
     }
 
