@@ -551,6 +551,7 @@ certificate = {{ sha256 = "{pin}" }}
 [[permissions]]
 sender = "coventry-court-liaison"
 service_types = ["cmht", "iapt", "housing", "substance_misuse"]
+areas = ["coventry"]
 "#
     ))
     .replace(
