@@ -70,6 +70,8 @@ impl PersonKeyer {
         family: Option<&str>,
         date_of_birth: Option<&str>,
     ) -> Option<String> {
+        // `NhsNumber::parse` refuses placeholders (`0000000000`, ...): a referral or search
+        // carrying one falls back to name and date of birth, never a key shared by many.
         if let Some(nhs) = nhs_number.and_then(|n| NhsNumber::parse(n).ok()) {
             return Some(self.mac(&format!("nhs:{}", nhs.as_digits())));
         }
@@ -335,5 +337,22 @@ mod tests {
             b
         );
         assert!(!a.unwrap().contains("943"));
+    }
+
+    #[test]
+    fn placeholder_nhs_numbers_never_merge_people() {
+        // Two different people recorded with the placeholder 0000000000 (or 9999999999)
+        // keep the keys of their names and birth dates; the placeholder alone gives none.
+        let k = PersonKeyer::new(b"secret");
+        let alex = json!({"person": {"nhs_number": "0000000000", "name": {"given": "Alex", "family": "Example"}, "date_of_birth": "1991-06-14"}});
+        let sam = json!({"person": {"nhs_number": "0000000000", "name": {"given": "Sam", "family": "Other"}, "date_of_birth": "1980-02-02"}});
+        assert_ne!(k.key_of(&alex), k.key_of(&sam));
+        assert_eq!(
+            k.key_of(&alex),
+            k.key_for(None, Some("Alex"), Some("Example"), Some("1991-06-14"))
+        );
+        for placeholder in ["0000000000", "999 999 9999", "1111111111"] {
+            assert_eq!(k.key_for(Some(placeholder), None, None, None), None);
+        }
     }
 }

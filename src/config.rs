@@ -136,6 +136,9 @@ struct RawAgreement {
     recipient_agencies: Vec<String>,
     #[serde(default)]
     recipient_service_types: Vec<String>,
+    /// Where `recipient_service_types` are covered; required with them.
+    #[serde(default)]
+    areas: Vec<String>,
     lawful_basis: String,
     categories: Vec<String>,
     #[serde(default)]
@@ -250,6 +253,9 @@ struct RawCertificate {
 struct RawPermission {
     sender: String,
     service_types: Vec<String>,
+    /// Where the service types may be referred to; required.
+    #[serde(default)]
+    areas: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -847,9 +853,29 @@ fn build_registry(
                 if raw.service_types.is_empty() {
                     problems.push(&format!("{key}.service_types"), "must not be empty");
                 }
+                if raw.areas.is_empty() {
+                    problems.push(
+                        &format!("{key}.areas"),
+                        format!(
+                            "must name at least one area (e.g. areas = [\"{}\"]): a permission covers its service types in the areas it lists only",
+                            agency.area
+                        ),
+                    );
+                }
+                let mut areas = Vec::new();
+                for (j, area) in raw.areas.into_iter().enumerate() {
+                    match Area::parse(area) {
+                        Ok(area) => areas.push(area),
+                        Err(e) => problems.push(&format!("{key}.areas[{j}]"), e),
+                    }
+                }
                 for (j, st) in raw.service_types.into_iter().enumerate() {
                     match ServiceType::parse(st) {
-                        Ok(st) => permissions.push((agency.id.clone(), st)),
+                        Ok(st) => permissions.extend(
+                            areas
+                                .iter()
+                                .map(|area| (agency.id.clone(), st.clone(), area.clone())),
+                        ),
                         Err(e) => problems.push(&format!("{key}.service_types[{j}]"), e),
                     }
                 }
@@ -907,6 +933,23 @@ fn build_agreements(
                     &format!("{key}.recipient_agencies"),
                     format!("no receiving agency '{r}' is configured"),
                 );
+            }
+        }
+        if !a.recipient_service_types.is_empty() && a.areas.is_empty() {
+            problems.push(
+                &format!("{key}.areas"),
+                "must list the areas in which recipient_service_types are covered (e.g. areas = [\"coventry\"]); an agreement for several areas lists them all",
+            );
+        }
+        if a.recipient_service_types.is_empty() && !a.areas.is_empty() {
+            problems.push(
+                &format!("{key}.areas"),
+                "applies to recipient_service_types only (recipient_agencies are covered wherever they are); remove it or add recipient_service_types",
+            );
+        }
+        for (j, area) in a.areas.iter().enumerate() {
+            if let Err(e) = Area::parse(area.clone()) {
+                problems.push(&format!("{key}.areas[{j}]"), e);
             }
         }
         for st in &a.recipient_service_types {
@@ -977,6 +1020,7 @@ fn build_agreements(
             senders: a.senders.into_iter().collect(),
             recipient_agencies: a.recipient_agencies.into_iter().collect(),
             recipient_service_types: a.recipient_service_types.into_iter().collect(),
+            areas: a.areas.into_iter().collect(),
             lawful_basis: a.lawful_basis,
             categories: a.categories.into_iter().collect(),
             without_consent: a.sharing_without_consent.into_iter().collect(),
@@ -1538,6 +1582,7 @@ certificate = {{ sha256 = "{pin}" }}
 [[permissions]]
 sender = "liaison"
 service_types = ["cmht"]
+areas = ["coventry"]
 "#,
             pin = "AB:".repeat(31) + "AB"
         )
@@ -1604,6 +1649,61 @@ service_types = ["cmht"]
         let err = load(&text, &NoEnv).unwrap_err().to_string();
         assert!(err.contains("'liaison' is defined more than once"), "{err}");
         assert!(err.contains("already used by agency 'liaison'"), "{err}");
+    }
+
+    #[test]
+    fn agreements_and_permissions_name_their_areas() {
+        let agreement = |extra: &str| {
+            format!(
+                r#"
+[[sharing_agreements]]
+id = "isa"
+title = "t"
+purpose = "p"
+senders = ["liaison"]
+lawful_basis = "b"
+categories = ["identity"]
+effective_from = "2026-01-01"
+{extra}
+"#
+            )
+        };
+        let no_areas = base().replace("areas = [\"coventry\"]\n", "")
+            + &agreement("recipient_service_types = [\"cmht\"]");
+        let err = load(&no_areas, &NoEnv).unwrap_err().to_string();
+        for needle in [
+            "permissions[0].areas: must name at least one area (e.g. areas = [\"coventry\"])",
+            "sharing_agreements[0] (isa).areas: must list the areas in which recipient_service_types are covered",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        let misused = base()
+            + &agreement(
+                "recipient_agencies = [\"cmht\"]\nareas = [\"coventry\", \"Not An Area\"]",
+            );
+        let err = load(&misused, &NoEnv).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "sharing_agreements[0] (isa).areas: applies to recipient_service_types only"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("sharing_agreements[0] (isa).areas[1]: area must be"),
+            "{err}"
+        );
+        let fine = base()
+            + &agreement(
+                "recipient_service_types = [\"cmht\"]\nareas = [\"coventry\", \"warwickshire\"]",
+            );
+        let c = load(&fine, &NoEnv).unwrap();
+        assert_eq!(
+            c.sharing_agreements[0].areas,
+            ["coventry".to_owned(), "warwickshire".to_owned()].into()
+        );
+        let liaison = c.registry.get("liaison").unwrap().clone();
+        let cmht = c.registry.get("cmht").unwrap().clone();
+        assert!(c.registry.may_refer(&liaison, &cmht));
     }
 
     #[test]

@@ -28,10 +28,11 @@ pub enum IntakeError {
     MalformedJson(#[from] crate::strict_json::JsonError),
     #[error(transparent)]
     Routing(#[from] RoutingError),
-    #[error("agency '{sender}' may not refer to service type '{service_type}'")]
+    #[error("agency '{sender}' may not refer to service type '{service_type}' in area '{area}'")]
     NotPermitted {
         sender: AgencyId,
         service_type: ServiceType,
+        area: crate::domain::Area,
     },
     #[error("the referral does not match its schema ({} problem(s))", .0.len())]
     Invalid(Vec<Violation>),
@@ -260,10 +261,11 @@ impl Intake {
             });
         };
         let recipient = self.registry.resolve(destination)?.clone();
-        if !self.registry.may_refer(sender, &recipient.service_type) {
+        if !self.registry.may_refer(sender, &recipient) {
             return Err(IntakeError::NotPermitted {
                 sender: sender.id.clone(),
                 service_type: recipient.service_type.clone(),
+                area: recipient.area.clone(),
             });
         }
         let agreement = if self.agreements.is_empty() {

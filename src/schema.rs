@@ -489,7 +489,7 @@ fn violations_of(error: &ValidationError<'_>) -> Vec<Violation> {
         ValidationErrorKind::Format { format } => {
             let detail = match format.as_str() {
                 "nhs-number" => {
-                    "is not a valid NHS number (ten digits whose last is a modulus-11 check digit)"
+                    "is not a valid NHS number (ten digits whose last is a modulus-11 check digit, and not a placeholder such as 0000000000)"
                         .to_owned()
                 }
                 "past-date" => "must be a date (YYYY-MM-DD) that is not in the future".to_owned(),
@@ -575,6 +575,19 @@ mod tests {
         assert!(errors.iter().all(|v| v.keyword == "format"));
         // The offending values are never echoed back.
         assert!(errors.iter().all(|v| !v.detail.contains("9434765918")));
+    }
+
+    #[test]
+    fn placeholder_nhs_numbers_are_refused() {
+        let reg = registry();
+        for placeholder in ["0000000000", "999 999 9999"] {
+            let mut doc = example("cmht");
+            doc["person"]["nhs_number"] = json!(placeholder);
+            let errors = reg.validate_referral(Some(&st("cmht")), doc).unwrap_err();
+            let ptrs: Vec<_> = errors.iter().map(|v| v.pointer.as_str()).collect();
+            assert_eq!(ptrs, ["/person/nhs_number"]);
+            assert!(errors[0].detail.contains("placeholder"), "{:?}", errors[0]);
+        }
     }
 
     #[test]

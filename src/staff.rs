@@ -25,6 +25,20 @@ pub const SUPPORTED_ALGORITHMS: [&str; 7] = [
     "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA",
 ];
 
+/// The longest `sub` accepted (OpenID Connect Core s.2: at most 255 ASCII characters).
+pub const MAX_SUBJECT_LEN: usize = 255;
+
+/// The longest encoded JOSE header read (real ones are a few hundred characters; an
+/// `x5c` chain a few thousand).
+const MAX_HEADER_CHARS: usize = 8192;
+
+/// Whether `sub` can name a caller in the audit log (`staff:<sub>`): 1 to 255 printable
+/// ASCII characters, no spaces or control characters, so an actor is always one short,
+/// plain token that cannot forge a line or another actor.
+pub fn is_acceptable_subject(sub: &str) -> bool {
+    (1..=MAX_SUBJECT_LEN).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// What a staff member may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -87,6 +101,12 @@ pub enum TokenError {
     WrongAudience,
     #[error("the token has no '{0}' claim")]
     MissingClaim(String),
+    #[error("the token header has a 'crit' member; no JWS extension is supported")]
+    CriticalHeader,
+    #[error("the token's 'iss' claim is not a single string")]
+    IssuerNotAString,
+    #[error("the token's 'sub' claim is not 1 to 255 printable ASCII characters without spaces")]
+    BadSubject,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -344,9 +364,11 @@ impl StaffAuth {
         self.file_trusts_dev_key
     }
 
-    /// Checks signature, algorithm, `iss`, `aud`, `exp`, `nbf` and `sub`, then reads
-    /// roles and agency.
+    /// Checks the header has no `crit`, then signature, algorithm, `iss` (one string),
+    /// `aud`, `exp`, `nbf` and `sub` (see [`is_acceptable_subject`]), then reads roles and
+    /// agency.
     pub fn verify(&self, token: &str) -> Result<StaffIdentity, TokenError> {
+        refuse_critical_header(token)?;
         // `alg: none` and other unknown algorithms fail here, as malformed.
         let header = jsonwebtoken::decode_header(token)?;
         let kid = header.kid.ok_or(TokenError::NoKeyId)?;
@@ -371,12 +393,17 @@ impl StaffAuth {
         validation.leeway = self.policy.leeway_secs;
         let data = jsonwebtoken::decode::<Value>(token, &trusted.key, &validation)?;
         let claims = data.claims;
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| TokenError::MissingClaim("sub".into()))?
-            .to_owned();
+        // The library accepts an array of issuers if all are allowed: ours is one string.
+        match claims.get("iss") {
+            Some(Value::String(iss)) if *iss == self.policy.issuer => {}
+            Some(Value::String(_)) => return Err(TokenError::WrongIssuer),
+            _ => return Err(TokenError::IssuerNotAString),
+        }
+        let subject = match claims.get("sub") {
+            Some(Value::String(sub)) if is_acceptable_subject(sub) => sub.clone(),
+            Some(Value::String(_)) => return Err(TokenError::BadSubject),
+            _ => return Err(TokenError::MissingClaim("sub".into())),
+        };
         let mut roles = Vec::new();
         for name in role_names(&claims, &self.policy.roles_claim) {
             let role = if name == self.policy.auditor_role {
@@ -400,6 +427,26 @@ impl StaffAuth {
             agency,
         })
     }
+}
+
+/// Refuses a token whose JOSE header has a `crit` member, whatever its value (RFC 7515
+/// s.4.1.11: a recipient must refuse extensions it does not understand, and this gateway
+/// understands none). `jsonwebtoken` reads `crit` but does not act on it, and drops a
+/// `null` one, so the header is read here. Errors are fixed texts.
+fn refuse_critical_header(token: &str) -> Result<(), TokenError> {
+    let encoded = token.split_once('.').map_or(token, |(header, _)| header);
+    if encoded.len() > MAX_HEADER_CHARS {
+        return Err(TokenError::Malformed("the header is too long"));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| TokenError::Malformed("a part is not base64url"))?;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError::Malformed("the header is not a JSON object"))?;
+    if header.contains_key("crit") {
+        return Err(TokenError::CriticalHeader);
+    }
+    Ok(())
 }
 
 /// The role names at `path` (dotted): an array of strings, or one string of
@@ -431,6 +478,8 @@ pub enum DevKeyError {
     Read { path: String, message: String },
     #[error("cannot sign the token: {0}")]
     Sign(String),
+    #[error("the subject must be 1 to 255 printable ASCII characters without spaces")]
+    Subject,
 }
 
 /// PKCS#8 v1 prefix for an Ed25519 private key (the form `jsonwebtoken`'s rust_crypto
@@ -480,6 +529,9 @@ pub fn mint_dev_token(
     policy: &TokenPolicy,
     request: &DevTokenRequest<'_>,
 ) -> Result<String, DevKeyError> {
+    if !is_acceptable_subject(request.subject) {
+        return Err(DevKeyError::Subject);
+    }
     let pem = std::fs::read(key_path).map_err(|e| DevKeyError::Read {
         path: key_path.display().to_string(),
         message: e.to_string(),
@@ -638,6 +690,65 @@ mod tests {
             vec!["service_manager"]
         );
         assert!(role_names(&claims, "missing.path").is_empty());
+    }
+
+    #[test]
+    fn subjects_are_short_plain_ascii() {
+        for ok in ["ig-lead", "auth0|5f1c", "a@b.example", &"x".repeat(255)] {
+            assert!(is_acceptable_subject(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "ig lead",
+            "a\r\nb",
+            "tab\there",
+            "caf\u{e9}",
+            "\u{7f}",
+            &"x".repeat(256),
+        ] {
+            assert!(!is_acceptable_subject(bad), "{bad:?}");
+        }
+        let (_dir, path, _auth) = dev_pair();
+        let request = DevTokenRequest {
+            subject: "two words",
+            roles: &[Role::Auditor],
+            agency: None,
+            lifetime: time::Duration::minutes(5),
+        };
+        assert!(matches!(
+            mint_dev_token(&path, &policy(), &request),
+            Err(DevKeyError::Subject)
+        ));
+    }
+
+    #[test]
+    fn any_crit_member_is_refused_before_anything_else() {
+        let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
+        for crit in [r#"["exp"]"#, "[]", "null", r#""b64""#, "{}"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"EdDSA","kid":"referral-gateway-dev","crit":{crit}}}"#
+            ));
+            assert_eq!(
+                refuse_critical_header(&format!("{header}.{body}.sig")),
+                Err(TokenError::CriticalHeader),
+                "{crit}"
+            );
+        }
+        let plain = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"k"}"#);
+        assert_eq!(
+            refuse_critical_header(&format!("{plain}.{body}.sig")),
+            Ok(())
+        );
+        let long = "A".repeat(MAX_HEADER_CHARS + 4);
+        assert!(matches!(
+            refuse_critical_header(&format!("{long}.{body}.sig")),
+            Err(TokenError::Malformed(_))
+        ));
+        let array = URL_SAFE_NO_PAD.encode(b"[1]");
+        assert!(matches!(
+            refuse_critical_header(&format!("{array}.{body}.sig")),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]

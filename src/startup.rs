@@ -58,6 +58,7 @@ impl Application {
                 format!("loading schemas from {}", config.schemas_dir.display())
             })?);
         warn_about_missing_overlays(&config.registry, &schemas);
+        warn_about_wide_wording(&config);
         let tls_config =
             tls::server_config(&config.tls).context("building the TLS configuration")?;
         let store = Store::open(&config)
@@ -401,6 +402,18 @@ fn identify_peer(registry: &AgencyRegistry, conn: &dyn Any, ext: &mut Extensions
         agency,
         fingerprint,
     });
+}
+
+/// Agreements and permissions whose areas reach beyond their recipients (docs/governance.md).
+fn warn_about_wide_wording(config: &Config) {
+    let agreements =
+        crate::domain::sharing::wording_warnings(&config.sharing_agreements, &config.registry);
+    for warning in agreements
+        .into_iter()
+        .chain(config.registry.permission_warnings())
+    {
+        tracing::warn!("{warning}");
+    }
 }
 
 fn warn_about_missing_overlays(registry: &AgencyRegistry, schemas: &SchemaRegistry) {

@@ -154,6 +154,22 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
         "the value is not echoed"
     );
 
+    // A placeholder passes modulus 11 but names nobody: refused like a wrong number, so
+    // it can never merge different people under one person key.
+    let mut placeholder = example("iapt");
+    placeholder["person"]["nhs_number"] = json!("000 000 0000");
+    let body = problem(
+        post_referral(&client, &app, placeholder.to_string()).await,
+        422,
+    )
+    .await;
+    assert_eq!(pointers(&body), ["/person/nhs_number"]);
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("placeholder"))
+    );
+
     let mut no_consent = example("housing");
     no_consent["consent"] = json!({
         "given": false,

@@ -234,3 +234,168 @@ async fn minimisation_withholds_or_rejects() {
     assert_eq!(r.json::<Value>().await.unwrap()["withheld"], json!([]));
     app.stop().await;
 }
+
+/// The shipped config (Coventry) plus a second area: Warwickshire's liaison team (holding
+/// the CA-signed "unregistered" example certificate), Warwickshire's CMHT and their own
+/// agreement. Coventry's permission and agreements name only Coventry.
+fn two_area_config() -> String {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
+        .unwrap();
+    let pin = referral_gateway::tls::fingerprint_hex(&referral_gateway::tls::sha256(cert.as_ref()));
+    shipped_config_text()
+        + &format!(
+            r#"
+[[agencies]]
+id = "warwickshire-liaison"
+name = "Warwickshire Liaison and Diversion Service"
+service_type = "liaison"
+area = "warwickshire"
+role = "sender"
+certificate = {{ sha256 = "{pin}" }}
+
+[[agencies]]
+id = "warwickshire-cmht"
+name = "Warwickshire Community Mental Health Team"
+service_type = "cmht"
+area = "warwickshire"
+role = "receiver"
+certificate = {{ san_uri = "urn:referral-gateway:agency:warwickshire-cmht" }}
+
+[[permissions]]
+sender = "warwickshire-liaison"
+service_types = ["cmht"]
+areas = ["warwickshire"]
+
+[[sharing_agreements]]
+id = "warwickshire-ld-health-2026"
+title = "Warwickshire liaison and diversion: referrals to mental health services"
+purpose = "Referral of people in contact with the criminal justice system to community mental health services"
+senders = ["warwickshire-liaison"]
+recipient_service_types = ["cmht"]
+areas = ["warwickshire"]
+lawful_basis = "UK GDPR Art. 6(1)(e) public task; Art. 9(2)(h) health or social care"
+categories = ["identity", "contact", "health", "risk", "criminal_justice"]
+on_excess = "remove"
+effective_from = "2026-01-01"
+"#
+        )
+}
+
+fn warwickshire_client() -> reqwest::Client {
+    let dir = root().join("certs-example/unregistered");
+    http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        Some((dir.join("client.crt"), dir.join("client.key"))),
+        rustls::ALL_VERSIONS,
+    ))
+}
+
+fn cmht_referral(destination: Value) -> String {
+    let mut doc = example("cmht");
+    doc["destination"] = destination;
+    doc.to_string()
+}
+
+async fn last_isa(app: &TestApp) -> Option<String> {
+    use sqlx::Row;
+    sqlx::query("SELECT isa_id FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+        .get("isa_id")
+}
+
+/// Agreements and permissions name service types within areas: onboarding a second area
+/// does not let the first area's teams refer into it.
+async fn areas_bound_agreements_and_permissions(backend: Backend) {
+    let coventry = agency_client("coventry-liaison");
+    let warwickshire = warwickshire_client();
+    let by_area = json!({"service_type": "cmht", "area": "warwickshire"});
+    let by_id = json!({"agency_id": "warwickshire-cmht"});
+
+    let app = TestApp::spawn_with(backend, &two_area_config()).await;
+    // Coventry's permission names Coventry: refused before any agreement is consulted,
+    // whether the destination is an area or an agency id.
+    for destination in [&by_area, &by_id] {
+        let body = problem(
+            post_referral(&coventry, &app, cmht_referral(destination.clone())).await,
+            403,
+        )
+        .await;
+        assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("'cmht'") && detail.contains("'warwickshire'"),
+            "{body}"
+        );
+        let (action, detail) = last_audit(&app).await;
+        assert_eq!(action, "referral.refused");
+        assert!(detail.contains("'warwickshire'"), "{detail}");
+    }
+    // Warwickshire's own team, under its own agreement.
+    for destination in [&by_area, &by_id] {
+        let r = post_referral(&warwickshire, &app, cmht_referral(destination.clone())).await;
+        assert_eq!(r.status(), 202);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["isa_id"],
+            "warwickshire-ld-health-2026"
+        );
+    }
+    // Warwickshire's team may not refer into Coventry either.
+    let body = problem(
+        post_referral(&warwickshire, &app, example_text("cmht")).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
+    // Coventry to Coventry still works, under the Coventry agreement.
+    let r = post_referral(&coventry, &app, example_text("cmht")).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        last_isa(&app).await.as_deref(),
+        Some("coventry-ld-health-2026")
+    );
+    app.stop().await;
+
+    // With Coventry's permission widened to Warwickshire, the agreements still say no:
+    // the Coventry agreement covers CMHTs in Coventry only, and Warwickshire's names
+    // Warwickshire's team as its only sender.
+    let widened = two_area_config().replacen(
+        "service_types = [\"cmht\", \"iapt\", \"housing\", \"substance_misuse\"]\nareas = [\"coventry\"]",
+        "service_types = [\"cmht\", \"iapt\", \"housing\", \"substance_misuse\"]\nareas = [\"coventry\", \"warwickshire\"]",
+        1,
+    );
+    assert_ne!(widened, two_area_config());
+    let app = TestApp::spawn_with(backend, &widened).await;
+    for destination in [&by_area, &by_id] {
+        let body = problem(
+            post_referral(&coventry, &app, cmht_referral(destination.clone())).await,
+            403,
+        )
+        .await;
+        assert_eq!(
+            body["type"], "urn:referral-gateway:problem:sharing-refused",
+            "{body}"
+        );
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("no information sharing agreement covers sharing from 'coventry-liaison' with 'warwickshire-cmht'"),
+            "{body}"
+        );
+        let (action, _) = last_audit(&app).await;
+        assert_eq!(action, "referral.refused");
+    }
+    assert_eq!(
+        post_referral(&coventry, &app, example_text("cmht"))
+            .await
+            .status(),
+        202
+    );
+    app.stop().await;
+}
+
+on_both_backends!(areas_bound_agreements_and_permissions);

@@ -77,6 +77,20 @@ impl Idp {
         jsonwebtoken::encode(&header, claims, &self.es_key).unwrap()
     }
 
+    /// An ES256 token over a header of our own making (members the library would not
+    /// write, such as `crit: null`).
+    fn es256_with_header(&self, header: &Value, claims: &Value) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.es_key, Algorithm::ES256)
+                .unwrap();
+        format!("{signing_input}.{signature}")
+    }
+
     fn dev_token(&self, roles: &[referral_gateway::staff::Role], agency: Option<&str>) -> String {
         let config = test_config(&self.config(""), "sqlite::memory:");
         let staff = config.staff.unwrap();
@@ -269,6 +283,146 @@ async fn jwt_checks(backend: Backend) {
 
 on_both_backends!(jwt_checks);
 
+/// Tokens signed by the trusted provider that still must not pass: a `crit` header
+/// (RFC 7515 s.4.1.11: we understand no extension, so any `crit` is refused), an `iss` that
+/// is not one string (even an array holding the right issuer), and a `sub` that would make
+/// a hostile audit actor (CRLF, kilobytes, spaces). Each is a 401 invalid-token with a
+/// fixed reason, audited under `bearer:unverified`, and none of the token's text reaches
+/// the response or the log.
+async fn hostile_headers_and_claims(backend: Backend) {
+    let idp = Idp::new();
+    let app = TestApp::spawn_with(backend, &idp.config("")).await;
+    let auditor = Idp::claims(&["auditor"], None);
+    let with = |patch: Value| {
+        let mut claims = auditor.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let header = |crit: Value| json!({"alg": "ES256", "typ": "JWT", "kid": ES_KID, "crit": crit});
+    // The same header without `crit` is accepted: the refusals below are about `crit`.
+    let plain = idp.es256_with_header(
+        &json!({"alg": "ES256", "typ": "JWT", "kid": ES_KID}),
+        &auditor,
+    );
+    assert_eq!(
+        get(&app, "/v1/audit/events", Some(&plain)).await.status(),
+        200
+    );
+    let hostile_sub = format!("ig.lead@example.org\r\nstaff:admin {}", "A".repeat(3000));
+    let cases = [
+        (
+            "crit naming a claim",
+            idp.es256_with_header(&header(json!(["exp"])), &auditor),
+            "crit",
+        ),
+        (
+            "crit naming an extension",
+            idp.es256_with_header(&header(json!(["b64"])), &auditor),
+            "crit",
+        ),
+        (
+            "empty crit",
+            idp.es256_with_header(&header(json!([])), &auditor),
+            "crit",
+        ),
+        (
+            "null crit",
+            idp.es256_with_header(&header(json!(null)), &auditor),
+            "crit",
+        ),
+        (
+            "crit as a string",
+            idp.es256_with_header(&header(json!("exp")), &auditor),
+            "crit",
+        ),
+        (
+            "iss as an array holding the issuer",
+            idp.es256(&with(json!({"iss": [ISSUER]}))),
+            "iss",
+        ),
+        (
+            "iss as an array of two",
+            idp.es256(&with(json!({"iss": [ISSUER, "https://evil.example"]}))),
+            "iss",
+        ),
+        (
+            "iss as a number",
+            idp.es256(&with(json!({"iss": 7}))),
+            "iss",
+        ),
+        (
+            "sub with CRLF and 3 KB",
+            idp.es256(&with(json!({"sub": hostile_sub}))),
+            "sub",
+        ),
+        (
+            "sub of 3 KB",
+            idp.es256(&with(json!({"sub": "a".repeat(3000)}))),
+            "sub",
+        ),
+        (
+            "sub with a line feed",
+            idp.es256(&with(json!({"sub": "ig.lead\nstaff:someone-else"}))),
+            "sub",
+        ),
+        (
+            "sub with a space",
+            idp.es256(&with(json!({"sub": "ig lead"}))),
+            "sub",
+        ),
+        ("empty sub", idp.es256(&with(json!({"sub": ""}))), "sub"),
+        (
+            "sub as a number",
+            idp.es256(&with(json!({"sub": 42}))),
+            "sub",
+        ),
+    ];
+    for (case, token, reason) in &cases {
+        let r = get(&app, "/v1/audit/events", Some(token)).await;
+        assert_eq!(r.status(), 401, "{case}");
+        let body = problem(r, 401).await;
+        assert_eq!(
+            body["type"], "urn:referral-gateway:problem:invalid-token",
+            "{case}"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "{case}: {detail}");
+        assert!(
+            !detail.contains("AAAA") && !detail.contains("admin") && !detail.contains("evil"),
+            "{case}: {detail}"
+        );
+    }
+    assert_eq!(count_action(&app, "auth.refused").await, cases.len() as i64);
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT actor, detail FROM audit_log WHERE action = 'auth.refused'")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    for row in rows {
+        let (actor, detail): (String, String) = (row.get("actor"), row.get("detail"));
+        assert_eq!(actor, "bearer:unverified");
+        assert!(
+            detail.len() < 200 && !detail.contains('\r') && !detail.contains('\n'),
+            "{detail}"
+        );
+    }
+    // Nothing the hostile tokens carried became an actor anywhere in the log.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE actor LIKE $1",
+            "staff:%"
+        )
+        .await,
+        1,
+        "only the plain token's caller"
+    );
+    app.stop().await;
+}
+
+on_both_backends!(hostile_headers_and_claims);
+
 async fn service_manager_scope(backend: Backend) {
     let idp = Idp::new();
     let app = TestApp::spawn_with(backend, &idp.config("")).await;
@@ -397,6 +551,7 @@ certificate = {{ sha256 = "{pin}" }}
 [[permissions]]
 sender = "coventry-court-liaison"
 service_types = ["cmht", "iapt", "housing", "substance_misuse"]
+areas = ["coventry"]
 "#
     ))
     .replace(

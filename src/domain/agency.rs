@@ -107,24 +107,28 @@ impl RoutingError {
 #[derive(Debug, Default)]
 pub struct AgencyRegistry {
     by_id: BTreeMap<String, Arc<Agency>>,
-    /// sender -> service types it may refer to.
-    permissions: BTreeMap<AgencyId, BTreeSet<ServiceType>>,
+    /// sender -> the service types it may refer to, each in an area.
+    permissions: BTreeMap<AgencyId, BTreeSet<(ServiceType, Area)>>,
 }
 
 impl AgencyRegistry {
     /// Builds the registry. Uniqueness of ids and identities is the config loader's job;
-    /// here a later duplicate simply replaces an earlier one.
+    /// here a later duplicate simply replaces an earlier one. A permission lets a sender
+    /// refer to a service type in one area.
     pub fn new(
         agencies: impl IntoIterator<Item = Agency>,
-        permissions: impl IntoIterator<Item = (AgencyId, ServiceType)>,
+        permissions: impl IntoIterator<Item = (AgencyId, ServiceType, Area)>,
     ) -> Self {
         let by_id = agencies
             .into_iter()
             .map(|a| (a.id.as_str().to_owned(), Arc::new(a)))
             .collect();
-        let mut perms: BTreeMap<AgencyId, BTreeSet<ServiceType>> = BTreeMap::new();
-        for (sender, service_type) in permissions {
-            perms.entry(sender).or_default().insert(service_type);
+        let mut perms: BTreeMap<AgencyId, BTreeSet<(ServiceType, Area)>> = BTreeMap::new();
+        for (sender, service_type, area) in permissions {
+            perms
+                .entry(sender)
+                .or_default()
+                .insert((service_type, area));
         }
         Self {
             by_id,
@@ -171,12 +175,38 @@ impl AgencyRegistry {
         })
     }
 
-    pub fn may_refer(&self, sender: &Agency, service_type: &ServiceType) -> bool {
+    /// Whether `sender` may refer to `recipient`: it sends, and holds a permission for the
+    /// recipient's service type in the recipient's area.
+    pub fn may_refer(&self, sender: &Agency, recipient: &Agency) -> bool {
         sender.role.sends()
-            && self
-                .permissions
-                .get(&sender.id)
-                .is_some_and(|types| types.contains(service_type))
+            && self.permissions.get(&sender.id).is_some_and(|grants| {
+                grants.contains(&(recipient.service_type.clone(), recipient.area.clone()))
+            })
+    }
+
+    /// Permissions wider than their recipients: an area granted for service types no
+    /// receiving agency provides there (one onboarded later would be open to the sender
+    /// at once). For start-up logs; registry ids only.
+    pub fn permission_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (sender, grants) in &self.permissions {
+            let mut by_area: BTreeMap<&Area, Vec<&str>> = BTreeMap::new();
+            for (service_type, area) in grants {
+                let provided = self.by_id.values().any(|a| {
+                    a.role.receives() && a.area == *area && a.service_type == *service_type
+                });
+                if !provided {
+                    by_area.entry(area).or_default().push(service_type.as_str());
+                }
+            }
+            for (area, types) in by_area {
+                warnings.push(format!(
+                    "permission for '{sender}' covers service type(s) {} in area '{area}', where no receiving agency of them is registered: one onboarded there later would be open to it without review",
+                    types.join(", ")
+                ));
+            }
+        }
+        warnings
     }
 
     /// Resolves a referral's destination to exactly one receiving agency.
@@ -229,14 +259,32 @@ mod tests {
     use super::*;
 
     fn agency(id: &str, st: &str, role: AgencyRole, cert: CertificateIdentity) -> Agency {
+        in_area(id, st, "coventry", role, cert)
+    }
+
+    fn in_area(
+        id: &str,
+        st: &str,
+        area: &str,
+        role: AgencyRole,
+        cert: CertificateIdentity,
+    ) -> Agency {
         Agency {
             id: AgencyId::parse(id).unwrap(),
             name: id.to_owned(),
             service_type: ServiceType::parse(st).unwrap(),
-            area: Area::parse("coventry").unwrap(),
+            area: Area::parse(area).unwrap(),
             role,
             certificate: cert,
         }
+    }
+
+    fn grant(sender: &str, st: &str, area: &str) -> (AgencyId, ServiceType, Area) {
+        (
+            AgencyId::parse(sender).unwrap(),
+            ServiceType::parse(st).unwrap(),
+            Area::parse(area).unwrap(),
+        )
     }
 
     fn registry() -> AgencyRegistry {
@@ -273,10 +321,7 @@ mod tests {
                     CertificateIdentity::SanUri("urn:x:hb".into()),
                 ),
             ],
-            [(
-                AgencyId::parse("liaison").unwrap(),
-                ServiceType::parse("cmht").unwrap(),
-            )],
+            [grant("liaison", "cmht", "coventry")],
         )
     }
 
@@ -314,10 +359,70 @@ mod tests {
     fn permissions_need_a_sending_role_and_a_grant() {
         let r = registry();
         let liaison = r.get("liaison").unwrap().clone();
-        assert!(r.may_refer(&liaison, &ServiceType::parse("cmht").unwrap()));
-        assert!(!r.may_refer(&liaison, &ServiceType::parse("iapt").unwrap()));
         let cmht = r.get("cmht").unwrap().clone();
-        assert!(!r.may_refer(&cmht, &ServiceType::parse("cmht").unwrap()));
+        let iapt = r.get("pinned").unwrap().clone();
+        assert!(r.may_refer(&liaison, &cmht));
+        assert!(!r.may_refer(&liaison, &iapt));
+        assert!(!r.may_refer(&cmht, &cmht));
+    }
+
+    #[test]
+    fn permissions_cover_their_areas_only() {
+        let uri = |u: &str| CertificateIdentity::SanUri(u.into());
+        let r = AgencyRegistry::new(
+            [
+                agency("cov-liaison", "liaison", AgencyRole::Sender, uri("a")),
+                in_area(
+                    "war-liaison",
+                    "liaison",
+                    "warwickshire",
+                    AgencyRole::Sender,
+                    uri("b"),
+                ),
+                agency("cov-cmht", "cmht", AgencyRole::Receiver, uri("c")),
+                in_area(
+                    "war-cmht",
+                    "cmht",
+                    "warwickshire",
+                    AgencyRole::Receiver,
+                    uri("d"),
+                ),
+            ],
+            [
+                grant("cov-liaison", "cmht", "coventry"),
+                grant("war-liaison", "cmht", "warwickshire"),
+            ],
+        );
+        let get = |id: &str| r.get(id).unwrap().clone();
+        assert!(r.may_refer(&get("cov-liaison"), &get("cov-cmht")));
+        assert!(!r.may_refer(&get("cov-liaison"), &get("war-cmht")));
+        assert!(r.may_refer(&get("war-liaison"), &get("war-cmht")));
+        assert!(!r.may_refer(&get("war-liaison"), &get("cov-cmht")));
+        // A permission listing an area where none of its service types is registered is
+        // wider than its recipients: warned about, naming ids only.
+        let r = AgencyRegistry::new(
+            [
+                agency("cov-liaison", "liaison", AgencyRole::Sender, uri("a")),
+                agency("cov-cmht", "cmht", AgencyRole::Receiver, uri("c")),
+            ],
+            [
+                grant("cov-liaison", "cmht", "coventry"),
+                grant("cov-liaison", "iapt", "coventry"),
+                grant("cov-liaison", "cmht", "warwickshire"),
+            ],
+        );
+        let warnings = r.permission_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("'cov-liaison'")
+                && warnings[0].contains("'coventry'")
+                && warnings[0].contains("iapt"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("'warwickshire'") && warnings[1].contains("cmht"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! NHS numbers: ten digits whose last digit is a modulus-11 check digit.
+//!
+//! Ten identical digits (`0000000000`, `9999999999`, ...) all pass modulus 11, and
+//! systems use them as "unknown" placeholders; they are refused, so that different people
+//! recorded with one are never taken for the same person (person keys in the audit log).
+//! NHS England's test range (`999 000 0000` to `999 999 9999`, apart from `9999999999`)
+//! is accepted: test and training systems use it.
 
 use std::fmt;
 
@@ -13,6 +19,8 @@ pub enum NhsNumberError {
     WrongLength,
     #[error("the NHS number's check digit does not match (modulus 11)")]
     BadCheckDigit,
+    #[error("the NHS number is a placeholder (ten identical digits), not a person's number")]
+    Placeholder,
 }
 
 impl NhsNumber {
@@ -40,6 +48,9 @@ impl NhsNumber {
         };
         if check != u32::from(digits[9]) {
             return Err(NhsNumberError::BadCheckDigit);
+        }
+        if digits.iter().all(|d| *d == digits[0]) {
+            return Err(NhsNumberError::Placeholder);
         }
         Ok(Self(digits.iter().map(|d| char::from(b'0' + d)).collect()))
     }
@@ -102,6 +113,28 @@ mod tests {
             NhsNumber::parse("0000000060"),
             Err(NhsNumberError::BadCheckDigit)
         );
+    }
+
+    #[test]
+    fn refuses_placeholders_of_one_repeated_digit() {
+        // Every number of ten identical digits passes modulus 11 (the weights sum to 54,
+        // so the check digit is the digit itself), yet none names a person.
+        for d in '0'..='9' {
+            let n: String = std::iter::repeat_n(d, 10).collect();
+            assert_eq!(
+                NhsNumber::parse(&n),
+                Err(NhsNumberError::Placeholder),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            NhsNumber::parse("000 000 0000"),
+            Err(NhsNumberError::Placeholder)
+        );
+        // The 999 test range and the usual example numbers stay valid.
+        for n in ["9990000018", "943 476 5919", "450 557 7104"] {
+            assert!(NhsNumber::parse(n).is_ok(), "{n}");
+        }
     }
 
     #[test]

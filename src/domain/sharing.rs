@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use time::Date;
 
-use super::agency::Agency;
+use super::agency::{Agency, AgencyRegistry};
 
 /// Categories every referral carries whatever the agreement: where it goes, what is
 /// asked, and the consent or justification for sharing.
@@ -42,8 +42,13 @@ pub struct SharingAgreement {
     pub title: String,
     pub purpose: String,
     pub senders: BTreeSet<String>,
+    /// Recipients named by agency id: covered wherever they are.
     pub recipient_agencies: BTreeSet<String>,
+    /// Recipients named by service type: covered only in `areas`.
     pub recipient_service_types: BTreeSet<String>,
+    /// The areas in which `recipient_service_types` are covered. Onboarding another area
+    /// widens no agreement: one meant for several areas lists them all.
+    pub areas: BTreeSet<String>,
     pub lawful_basis: String,
     pub categories: BTreeSet<String>,
     /// Justifications under which sharing without consent is permitted.
@@ -105,12 +110,16 @@ pub struct SharingBasis {
 }
 
 impl SharingAgreement {
+    /// Whether the agreement covers sharing from `sender` with `recipient`: the sender is
+    /// one of its senders, and the recipient is named by id, or provides one of its
+    /// service types in one of its areas.
     pub fn covers(&self, sender: &Agency, recipient: &Agency) -> bool {
         self.senders.contains(sender.id.as_str())
             && (self.recipient_agencies.contains(recipient.id.as_str())
-                || self
+                || (self
                     .recipient_service_types
-                    .contains(recipient.service_type.as_str()))
+                    .contains(recipient.service_type.as_str())
+                    && self.areas.contains(recipient.area.as_str())))
     }
 
     pub fn allows(&self, category: &str) -> bool {
@@ -156,6 +165,50 @@ pub fn select<'a>(
         sender: sender.id.to_string(),
         recipient: recipient.id.to_string(),
     })
+}
+
+/// Agreements whose wording is wider than the recipients they were written for: an area
+/// listed where no receiving agency provides one of its service types (an agency
+/// onboarded there later would be covered at once, unread by anyone who signed), or where
+/// none of its senders is (sharing across areas: legitimate, e.g. a housing authority
+/// the person chooses, but worth a second look). For start-up logs; registry ids only.
+pub fn wording_warnings(agreements: &[SharingAgreement], registry: &AgencyRegistry) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for agreement in agreements {
+        for area in &agreement.areas {
+            let missing: Vec<&str> = agreement
+                .recipient_service_types
+                .iter()
+                .filter(|st| {
+                    !registry.agencies().any(|a| {
+                        a.role.receives()
+                            && a.area.as_str() == area
+                            && a.service_type.as_str() == st.as_str()
+                    })
+                })
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                warnings.push(format!(
+                    "sharing agreement '{}' covers service type(s) {} in area '{area}', where no receiving agency of them is registered: one onboarded there later would be covered without review; list only the areas the agreement was made for",
+                    agreement.id,
+                    missing.join(", ")
+                ));
+            }
+            let sender_here = agreement
+                .senders
+                .iter()
+                .filter_map(|id| registry.get(id))
+                .any(|s| s.area.as_str() == area);
+            if !sender_here {
+                warnings.push(format!(
+                    "sharing agreement '{}' covers recipients in area '{area}', where none of its senders is: check that the agreement was made with that area's services",
+                    agreement.id
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// Consent rules: without consent, or over a recorded objection, the referral's
@@ -226,11 +279,15 @@ mod tests {
     use time::macros::date;
 
     fn agency(id: &str, st: &str) -> Agency {
+        in_area(id, st, "coventry")
+    }
+
+    fn in_area(id: &str, st: &str, area: &str) -> Agency {
         Agency {
             id: AgencyId::parse(id).unwrap(),
             name: id.into(),
             service_type: ServiceType::parse(st).unwrap(),
-            area: Area::parse("coventry").unwrap(),
+            area: Area::parse(area).unwrap(),
             role: AgencyRole::Both,
             certificate: CertificateIdentity::SanUri(id.into()),
         }
@@ -244,6 +301,7 @@ mod tests {
             senders: ["ld".to_owned()].into(),
             recipient_agencies: BTreeSet::new(),
             recipient_service_types: ["cmht".to_owned()].into(),
+            areas: ["coventry".to_owned()].into(),
             lawful_basis: "Art. 6(1)(e)".into(),
             categories: ["identity".to_owned()].into(),
             without_consent: without.iter().map(|s| (*s).to_owned()).collect(),
@@ -282,6 +340,65 @@ mod tests {
             select(&isas, &ld, &cmht, date!(2025 - 12 - 31)),
             Err(SharingRefusal::NotYetInForce { .. })
         ));
+    }
+
+    #[test]
+    fn service_types_are_covered_in_the_listed_areas_only() {
+        let (ld, cmht) = (agency("ld", "liaison"), agency("c", "cmht"));
+        let other_cmht = in_area("w", "cmht", "warwickshire");
+        let coventry_only = isa("cov", None, &[]);
+        assert!(coventry_only.covers(&ld, &cmht));
+        assert!(!coventry_only.covers(&ld, &other_cmht));
+        let day = date!(2026 - 11 - 23);
+        assert!(matches!(
+            select(std::slice::from_ref(&coventry_only), &ld, &other_cmht, day),
+            Err(SharingRefusal::NoAgreement { .. })
+        ));
+        // An agreement meant for both areas says so.
+        let mut both = isa("both", None, &[]);
+        both.areas.insert("warwickshire".into());
+        assert!(both.covers(&ld, &other_cmht));
+        // A recipient named by id is covered wherever it is.
+        let mut named = isa("named", None, &[]);
+        named.recipient_service_types.clear();
+        named.areas.clear();
+        named.recipient_agencies.insert("w".into());
+        assert!(named.covers(&ld, &other_cmht));
+        assert!(!named.covers(&ld, &cmht));
+    }
+
+    #[test]
+    fn wording_wider_than_the_recipients_is_warned_about() {
+        use crate::domain::agency::AgencyRegistry;
+        let registry = AgencyRegistry::new(
+            [
+                agency("ld", "liaison"),
+                agency("c", "cmht"),
+                in_area("w", "cmht", "warwickshire"),
+            ],
+            [],
+        );
+        // Coventry's CMHT is registered; nothing to say.
+        assert!(wording_warnings(&[isa("cov", None, &[])], &registry).is_empty());
+        // An area with no recipient of its service types, and an area none of its
+        // senders is in.
+        let mut wide = isa("wide", None, &[]);
+        wide.recipient_service_types.insert("iapt".into());
+        wide.areas.insert("warwickshire".into());
+        wide.areas.insert("solihull".into());
+        let warnings = wording_warnings(&[wide], &registry);
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        let about = |area: &str| -> Vec<&String> {
+            warnings
+                .iter()
+                .filter(|w| w.contains(&format!("'{area}'")))
+                .collect()
+        };
+        assert_eq!(about("coventry").len(), 1, "{warnings:?}");
+        assert!(about("coventry")[0].contains("iapt"), "{warnings:?}");
+        assert_eq!(about("warwickshire").len(), 2, "{warnings:?}");
+        assert_eq!(about("solihull").len(), 2, "{warnings:?}");
+        assert!(warnings.iter().all(|w| w.contains("'wide'")));
     }
 
     #[test]
