@@ -167,6 +167,7 @@ struct RawAudit {
     person_key_secret_file: Option<PathBuf>,
     checkpoint_every: Option<i64>,
     checkpoint_interval_secs: Option<u64>,
+    head_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -377,6 +378,9 @@ pub struct AuditConfig {
     pub person_key_secret: Vec<u8>,
     pub checkpoint_every: i64,
     pub checkpoint_interval: std::time::Duration,
+    /// Where the checkpointer also writes the newest signed chain head (JSON), for an
+    /// operator to ship off the machine and check with `audit verify --head`.
+    pub head_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -387,6 +391,7 @@ impl std::fmt::Debug for AuditConfig {
             .field("person_key_secret", &"<secret>")
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("head_file", &self.head_file)
             .finish()
     }
 }
@@ -1164,6 +1169,7 @@ fn build_audit(
         checkpoint_interval: std::time::Duration::from_secs(
             raw.checkpoint_interval_secs.unwrap_or(300).max(1),
         ),
+        head_file: raw.head_file,
     }
 }
 
