@@ -344,6 +344,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { grant_to } => {
             let config = load_config(&cli.config)?;
+            if grant_to.is_some() && config.database.url.starts_with("sqlite:") {
+                anyhow::bail!(
+                    "--grant-to needs PostgreSQL: SQLite has no roles (whoever can write the file can rewrite the log; docs/governance.md)"
+                );
+            }
             actix_web::rt::System::new().block_on(async move {
                 let store = Store::connect(&config.database).await?;
                 store.migrate().await?;

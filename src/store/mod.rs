@@ -42,6 +42,9 @@ pub enum StoreError {
     },
     #[error("stored row is inconsistent: {0}")]
     Corrupt(String),
+    /// Database roles and grants (`migrate --grant-to`).
+    #[error("{0}")]
+    Roles(String),
     #[error(transparent)]
     Seal(#[from] crate::sealing::SealError),
 }

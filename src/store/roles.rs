@@ -45,7 +45,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         match superuser {
-            None => return Err(StoreError::Corrupt(format!("no database role '{role}'"))),
+            None => return Err(StoreError::Roles(format!("no database role '{role}'"))),
             Some(row) if row.try_get::<i32, _>("superuser")? == 1 => {
                 problems.push("the role is a superuser".to_owned());
             }
@@ -112,12 +112,12 @@ impl Store {
     /// Every other table in the schema gets SELECT, INSERT, UPDATE and DELETE.
     pub async fn grant_runtime_role(&self, role: &str) -> Result<(), StoreError> {
         if self.backend != Backend::Postgres {
-            return Err(StoreError::Corrupt(
+            return Err(StoreError::Roles(
                 "--grant-to needs PostgreSQL: SQLite has no roles".to_owned(),
             ));
         }
         if !valid_role_name(role) {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Roles(format!(
                 "'{role}' is not a role name (letters, digits and _, not starting with a digit)"
             )));
         }
@@ -126,7 +126,7 @@ impl Store {
             .await?
             .try_get("role")?;
         if me == role {
-            return Err(StoreError::Corrupt(
+            return Err(StoreError::Roles(
                 "--grant-to names the role running migrate: the runtime role must be another one"
                     .to_owned(),
             ));
