@@ -1161,6 +1161,19 @@ fn build_audit(
     if checkpoint_every < 1 {
         problems.push("audit.checkpoint_every", "must be at least 1");
     }
+    if checks == FileChecks::Required
+        && let Some(parent) = raw
+            .head_file
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        problems.push(
+            "audit.head_file",
+            format!("directory '{}' does not exist", parent.display()),
+        );
+    }
     AuditConfig {
         signing_key,
         previous_public_keys,
@@ -1452,6 +1465,24 @@ service_types = ["cmht"]
         assert_eq!(c.database.url, "postgres://x@h/db");
         assert_eq!(c.amqp.url, "amqps://h/v");
         assert!(c.registry.get("cmht").is_some());
+    }
+
+    #[test]
+    fn the_head_file_needs_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: &Path| {
+            base().replace(
+                "[audit]\n",
+                &format!("[audit]\nhead_file = \"{}\"\n", path.display()),
+            )
+        };
+        let good = dir.path().join("head.json");
+        let c = load(&with(&good), &NoEnv).unwrap();
+        assert_eq!(c.audit.head_file.as_deref(), Some(good.as_path()));
+        let err = load(&with(&dir.path().join("missing/head.json")), &NoEnv)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit.head_file: directory"), "{err}");
     }
 
     #[test]

@@ -406,8 +406,7 @@ async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
     // `audit verify --head` takes that line as it is.
     let checkpoint = logs
         .lines()
-        .filter(|l| l.contains("\"target\":\"audit_checkpoint\""))
-        .last()
+        .rfind(|l| l.contains("\"target\":\"audit_checkpoint\""))
         .expect("a checkpoint line at shutdown");
     let dir = tempfile::tempdir().unwrap();
     let head = dir.path().join("checkpoint.json");
