@@ -174,6 +174,7 @@ struct RawAudit {
     person_key_secret_file: Option<PathBuf>,
     checkpoint_every: Option<i64>,
     checkpoint_interval_secs: Option<u64>,
+    head_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -392,6 +393,9 @@ pub struct AuditConfig {
     pub person_key_secret: Vec<u8>,
     pub checkpoint_every: i64,
     pub checkpoint_interval: std::time::Duration,
+    /// Where the checkpointer also writes the newest signed chain head (JSON), for an
+    /// operator to ship off the machine and check with `audit verify --head`.
+    pub head_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -402,6 +406,7 @@ impl std::fmt::Debug for AuditConfig {
             .field("person_key_secret", &"<secret>")
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("head_file", &self.head_file)
             .finish()
     }
 }
@@ -1316,6 +1321,19 @@ fn build_audit(
     if checkpoint_every < 1 {
         problems.push("audit.checkpoint_every", "must be at least 1");
     }
+    if checks == FileChecks::Required
+        && let Some(parent) = raw
+            .head_file
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        problems.push(
+            "audit.head_file",
+            format!("directory '{}' does not exist", parent.display()),
+        );
+    }
     AuditConfig {
         signing_key,
         previous_public_keys,
@@ -1324,6 +1342,7 @@ fn build_audit(
         checkpoint_interval: std::time::Duration::from_secs(
             raw.checkpoint_interval_secs.unwrap_or(300).max(1),
         ),
+        head_file: raw.head_file,
     }
 }
 
@@ -1608,6 +1627,24 @@ areas = ["coventry"]
         assert_eq!(c.database.url, "postgres://x@h/db");
         assert_eq!(c.amqp.url, "amqps://h/v");
         assert!(c.registry.get("cmht").is_some());
+    }
+
+    #[test]
+    fn the_head_file_needs_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: &Path| {
+            base().replace(
+                "[audit]\n",
+                &format!("[audit]\nhead_file = \"{}\"\n", path.display()),
+            )
+        };
+        let good = dir.path().join("head.json");
+        let c = load(&with(&good), &NoEnv).unwrap();
+        assert_eq!(c.audit.head_file.as_deref(), Some(good.as_path()));
+        let err = load(&with(&dir.path().join("missing/head.json")), &NoEnv)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit.head_file: directory"), "{err}");
     }
 
     #[test]

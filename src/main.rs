@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use referral_gateway::amqp::Topology;
 use referral_gateway::api::reports::parse_instant;
+use referral_gateway::audit::{SignedHead, VerifyPolicy};
 use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::domain::{Destination, ServiceType};
 use referral_gateway::export::ExportFormat;
@@ -47,8 +48,14 @@ struct Cli {
 enum Command {
     /// Run the gateway until SIGTERM or SIGINT.
     Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
+    /// Apply the database migrations and exit. On PostgreSQL, run it as the owner role.
+    Migrate {
+        /// PostgreSQL: then grant this runtime role what `serve` needs, and on the audit
+        /// tables only SELECT and INSERT (and UPDATE of the one-row chain head); fails if
+        /// the role could still alter the audit log (e.g. it owns the tables).
+        #[arg(long, value_name = "ROLE")]
+        grant_to: Option<String>,
+    },
     /// Certificate helpers for development and testing.
     Certs {
         #[command(subcommand)]
@@ -120,7 +127,21 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
-    Verify,
+    /// Fails too when the newest entries are not covered by a signed checkpoint beyond a
+    /// bound (by default twice audit.checkpoint_every entries or twice
+    /// audit.checkpoint_interval_secs).
+    Verify {
+        /// A signed head kept outside the database (audit.head_file, or an
+        /// `audit_checkpoint` JSON log line or log): the log must still hold it.
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+        /// At most this many entries after the newest signed checkpoint.
+        #[arg(long, value_name = "N")]
+        max_uncovered_entries: Option<u64>,
+        /// The oldest entry after the newest signed checkpoint at most this many seconds old.
+        #[arg(long, value_name = "SECONDS")]
+        max_uncovered_secs: Option<u64>,
+    },
     /// Write the log (or a period of it) as NDJSON or CSV, with each entry's hashes;
     /// recorded in the log as `audit.exported` by `operator:<$USER>`.
     Export {
@@ -321,12 +342,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => {
+        Command::Migrate { grant_to } => {
             let config = load_config(&cli.config)?;
+            if grant_to.is_some() && config.database.url.starts_with("sqlite:") {
+                anyhow::bail!(
+                    "--grant-to needs PostgreSQL: SQLite has no roles (whoever can write the file can rewrite the log; docs/governance.md)"
+                );
+            }
             actix_web::rt::System::new().block_on(async move {
                 let store = Store::connect(&config.database).await?;
                 store.migrate().await?;
                 println!("migrations applied ({:?})", store.backend());
+                if let Some(role) = grant_to {
+                    store.grant_runtime_role(&role).await?;
+                    let powers = store.audit_powers_of(&role).await?;
+                    if !powers.is_empty() {
+                        anyhow::bail!(
+                            "role {role} can still alter the audit log ({}): it must not own the tables, be a superuser or be a member of the owner role (e.g. as a superuser: REASSIGN OWNED BY {role} TO <owner role>, then migrate again)",
+                            powers.join("; ")
+                        );
+                    }
+                    println!(
+                        "granted {role}: SELECT and INSERT on audit_log and audit_checkpoints, SELECT and UPDATE on audit_head, DML on the other tables"
+                    );
+                }
+                store.close().await;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -416,7 +456,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cutoff = now - time::Duration::days(i64::from(days));
             let purged = actix_web::rt::System::new().block_on(async move {
                 let store = Store::open(&config).await?;
-                store.migrate().await?;
+                store.migrate_if_needed().await?;
                 anyhow::Ok(
                     store
                         .purge_payloads(to_micros(cutoff), to_micros(now))
@@ -427,25 +467,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command:
+                AuditCommand::Verify {
+                    head,
+                    max_uncovered_entries,
+                    max_uncovered_secs,
+                },
         } => {
             let config = load_config(&cli.config)?;
             let keys = verification_keys(&config)?;
             let started = std::time::Instant::now();
-            let result = actix_web::rt::System::new().block_on(async move {
-                let store = Store::connect(&config.database).await?;
-                anyhow::Ok(referral_gateway::audit::verify(&store, &keys).await)
+            let mut policy =
+                VerifyPolicy::from_config(&config.audit, time::OffsetDateTime::now_utc());
+            let bound = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+            if let Some(n) = max_uncovered_entries {
+                policy.max_uncovered_entries = Some(bound(n));
+            }
+            if let Some(s) = max_uncovered_secs {
+                policy.max_uncovered_secs = Some(bound(s));
+            }
+            if let Some(path) = &head {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let signed = SignedHead::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--head {}: {e}", path.display()))?;
+                if let Err(e) = signed.verify(&keys) {
+                    println!(
+                        "audit log FAILED verification: --head {}: {e}",
+                        path.display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                policy.head = Some(signed);
+            }
+            let result = actix_web::rt::System::new().block_on({
+                let policy = policy.clone();
+                async move {
+                    let store = Store::connect(&config.database).await?;
+                    anyhow::Ok(referral_gateway::audit::verify_with(&store, &keys, &policy).await)
+                }
             })?;
             match result {
                 Ok(v) => {
                     println!(
-                        "audit log verified: {} entries, {} signed checkpoints, head {} ({}), in {:.2}s",
+                        "audit log verified: {} entries, {} signed checkpoints, head {} ({}), {} entries after the newest checkpoint, in {:.2}s",
                         v.entries,
                         v.checkpoints,
                         v.head_seq,
                         v.head_hash,
+                        v.uncovered,
                         started.elapsed().as_secs_f64()
                     );
+                    if let Some(head) = &policy.head {
+                        println!(
+                            "the log holds the signed head {} ({}) kept outside the database",
+                            head.seq, head.hash
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

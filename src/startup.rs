@@ -64,10 +64,10 @@ impl Application {
         let store = Store::open(&config)
             .await
             .context("connecting to the database (database.url / REFGW_DATABASE_URL)")?;
-        store
-            .migrate()
-            .await
-            .context("applying database migrations")?;
+        store.migrate_if_needed().await.context(
+            "applying database migrations (on PostgreSQL, run `referral-gateway migrate --grant-to <runtime role>` as the owner role first)",
+        )?;
+        warn_about_audit_powers(&store).await;
 
         let signing_key =
             Arc::new(GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?);
@@ -89,7 +89,8 @@ impl Application {
                 signing_key.clone(),
                 config.audit.checkpoint_every,
                 config.audit.checkpoint_interval,
-            );
+            )
+            .with_head_file(config.audit.head_file.clone());
             let (stop, stopped) = watch::channel(false);
             (tokio::spawn(worker.run(stopped)), stop)
         };
@@ -413,6 +414,21 @@ fn warn_about_wide_wording(config: &Config) {
         .chain(config.registry.permission_warnings())
     {
         tracing::warn!("{warning}");
+    }
+}
+
+/// On PostgreSQL, the gateway's own role should only read and append to the audit
+/// tables: an owner (or superuser) can switch off their triggers and rewrite them.
+async fn warn_about_audit_powers(store: &Store) {
+    match store.audit_protection().await {
+        Ok(problems) if problems.is_empty() => {}
+        Ok(problems) => tracing::warn!(
+            problems = %problems.join("; "),
+            "this database role can alter the audit log (it owns the audit tables, is a superuser or holds UPDATE, DELETE, TRUNCATE or TRIGGER on them): run `referral-gateway migrate --grant-to <runtime role>` as an owner role and serve as the runtime role (docs/governance.md)"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the database role's privileges on the audit tables")
+        }
     }
 }
 

@@ -264,6 +264,18 @@ async fn checkpoints_are_signed_and_checked() {
         .unwrap();
     assert_eq!((verified.entries, verified.checkpoints), (7, 1));
 
+    // Checkpoints are append-only too: only the file's owner (here, the test) can lift that.
+    assert!(
+        exec(
+            &app,
+            "UPDATE audit_checkpoints SET signature = 'AAAA' WHERE seq = 7"
+        )
+        .await
+        .is_err()
+    );
+    exec(&app, "DROP TRIGGER audit_checkpoints_no_update")
+        .await
+        .unwrap();
     exec(
         &app,
         "UPDATE audit_checkpoints SET signature = 'AAAA' WHERE seq = 7",
@@ -622,3 +634,357 @@ async fn signing_keys_rotate() {
     assert!(out.contains("unknown key"), "{out}");
     app.stop().await;
 }
+
+fn signing_key() -> std::sync::Arc<referral_gateway::signing::GatewayKey> {
+    std::sync::Arc::new(
+        referral_gateway::signing::GatewayKey::load(
+            &root().join("certs-example/gateway-signing.key"),
+        )
+        .unwrap(),
+    )
+}
+
+/// Signs the current head as the gateway's checkpointer does.
+async fn sign_head(store: &referral_gateway::store::Store) -> Option<i64> {
+    referral_gateway::audit::Checkpointer::new(
+        store.clone(),
+        signing_key(),
+        1000,
+        std::time::Duration::from_secs(300),
+    )
+    .checkpoint()
+    .await
+    .unwrap()
+}
+
+/// What someone who owns the database (a superuser, or the owner of the SQLite file)
+/// does first: switch off the append-only triggers of both audit tables.
+async fn lift_triggers(store: &referral_gateway::store::Store) {
+    let statements: &[&str] = match store.backend() {
+        referral_gateway::store::Backend::Sqlite => &[
+            "DROP TRIGGER audit_log_no_update",
+            "DROP TRIGGER audit_log_no_delete",
+            "DROP TRIGGER IF EXISTS audit_checkpoints_no_update",
+            "DROP TRIGGER IF EXISTS audit_checkpoints_no_delete",
+        ],
+        referral_gateway::store::Backend::Postgres => &[
+            "ALTER TABLE audit_log DISABLE TRIGGER USER",
+            "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER",
+        ],
+    };
+    for sql in statements {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+}
+
+/// Edits entry `seq` and recomputes the (unkeyed) chain after it and the recorded head,
+/// so that every link and hash holds again.
+async fn rewrite_entry(store: &referral_gateway::store::Store, seq: i64, recipient: &str) {
+    sqlx::query("UPDATE audit_log SET recipient = $1 WHERE seq = $2")
+        .bind(recipient.to_owned())
+        .bind(seq)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut prev = referral_gateway::domain::audit::GENESIS_HASH.to_owned();
+    let mut last = 0;
+    for (mut entry, _) in store.audit_entries(0, 100_000).await.unwrap() {
+        entry.prev_hash = prev;
+        prev = entry.hash();
+        last = entry.seq;
+        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(entry.prev_hash.clone())
+            .bind(prev.clone())
+            .bind(entry.seq)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(last)
+        .bind(prev)
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+/// The runtime role of a two-role PostgreSQL deployment (`migrate --grant-to`) runs the
+/// gateway, and cannot switch off the triggers, rewrite, delete or truncate audit rows.
+#[tokio::test]
+async fn runtime_role_cannot_rewrite_the_audit_log() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let roles = PgRoles::create(&db).await;
+    let (code, out) = gateway(&roles.owner_url, &["migrate", "--grant-to", &roles.runtime]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&roles.runtime), "{out}");
+
+    // The real gateway, logged in as the runtime role: it starts without migrating,
+    // accepts a referral and signs checkpoints.
+    let config = test_config(&shipped_config_text(), &roles.runtime_url);
+    let app = TestApp::start(config, db).await;
+    assert_eq!(
+        app.store.audit_protection().await.unwrap(),
+        Vec::<String>::new(),
+        "the runtime role has no power over the audit tables"
+    );
+    submit(&app, example_text("cmht")).await;
+    assert_eq!(sign_head(&app.store).await, Some(2));
+
+    for sql in [
+        "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+        "ALTER TABLE audit_log DISABLE TRIGGER USER",
+        "ALTER TABLE audit_checkpoints DISABLE TRIGGER ALL",
+        "UPDATE audit_log SET recipient = 'coventry-housing' WHERE seq = 2",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "TRUNCATE audit_log",
+        "DELETE FROM audit_checkpoints",
+        "UPDATE audit_checkpoints SET signature = 'AAAA'",
+        "TRUNCATE audit_checkpoints",
+        "DELETE FROM audit_head",
+        "DROP TABLE audit_checkpoints",
+        "CREATE TRIGGER sneak BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    ] {
+        let err = exec(&app, sql).await.expect_err(sql).to_string();
+        assert!(
+            err.contains("permission denied") || err.contains("must be owner"),
+            "{sql}: {err}"
+        );
+    }
+    // What it needs still works: the rest of the gateway's tables, verify and purge.
+    let (code, out) = gateway(&roles.runtime_url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 signed checkpoints"), "{out}");
+    let (code, out) = gateway(&roles.runtime_url, &["purge", "--older-than", "1"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // The old set-up, where the gateway's own role owns the audit tables, is reported.
+    let admin =
+        referral_gateway::store::Store::connect(&referral_gateway::config::DatabaseConfig {
+            url: app.db.url.clone(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+    assert!(
+        admin
+            .audit_protection()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("superuser")),
+        "the test's superuser is reported"
+    );
+    sqlx::query(&format!("ALTER TABLE audit_log OWNER TO {}", roles.runtime))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let problems = app.store.audit_protection().await.unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("audit_log") && p.contains("owner")),
+        "{problems:?}"
+    );
+    // And `migrate --grant-to` refuses to leave a runtime role that owns them.
+    let (code, out) = gateway(&roles.owner_url, &["migrate", "--grant-to", &roles.runtime]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("audit_log"), "{out}");
+    admin.close().await;
+    app.stop().await;
+    drop(roles);
+}
+
+/// Someone who owns the database rewrites an entry, recomputes the chain and the head
+/// and deletes the checkpoints: `audit verify` fails because the log is no longer
+/// covered by signed checkpoints. Entries left unsigned beyond the bound fail it too.
+async fn rewrites_without_checkpoints_fail_verify(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let url = db.url.clone();
+    // Entries written an hour ago (the default bound is 2 x 300 s).
+    let clock = std::sync::Arc::new(referral_gateway::clock::ManualClock::new(
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+    ));
+    let app = TestApp::start_with_clock(test_config(&shipped_config_text(), &url), db, clock).await;
+    seed(&app).await;
+    assert_eq!(sign_head(&app.store).await, Some(7));
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Entries 8 to 13, unsigned for an hour: beyond the bound.
+    seed(&app).await;
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 8"), "{out}");
+    assert!(out.contains("not covered by a signed checkpoint"), "{out}");
+    // The bound can be given: by age, then by count.
+    let (code, out) = gateway(&url, &["audit", "verify", "--max-uncovered-secs", "7200"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = gateway(
+        &url,
+        &[
+            "audit",
+            "verify",
+            "--max-uncovered-secs",
+            "7200",
+            "--max-uncovered-entries",
+            "5",
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("6 entries"), "{out}");
+    assert_eq!(sign_head(&app.store).await, Some(13));
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 signed checkpoints"), "{out}");
+
+    // The attack: triggers off, entry 3 rewritten, chain and head recomputed.
+    lift_triggers(&app.store).await;
+    rewrite_entry(&app.store, 3, "coventry-housing").await;
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 7"), "{out}");
+    // ... and the checkpoints that give it away deleted.
+    exec(&app, "DELETE FROM audit_checkpoints").await.unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 1"), "{out}");
+    assert!(out.contains("not covered by a signed checkpoint"), "{out}");
+    // Deleting only the newest checkpoint leaves entries 8 to 13 unsigned, as above.
+    app.stop().await;
+}
+
+on_both_backends!(rewrites_without_checkpoints_fail_verify);
+
+/// The checkpointer also writes the newest signed head to `audit.head_file`, outside the
+/// database; `audit verify --head FILE` catches a rewrite or a roll-back that the
+/// database alone no longer shows, and a head file whose signature does not hold.
+async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("audit-head.json");
+    let text = shipped_config_text().replace(
+        "[audit]\n",
+        &format!("[audit]\nhead_file = \"{}\"\n", head.display()),
+    );
+    assert!(text.contains("head_file"));
+    let db = TestDatabase::create(backend).await;
+    let app = TestApp::start(test_config(&text, &db.url), db).await;
+    seed(&app).await;
+    // The checkpoint signed at shutdown is written to the head file.
+    let db = app.shutdown().await;
+    let url = db.url.clone();
+    let signed: Value = serde_json::from_str(&std::fs::read_to_string(&head).unwrap()).unwrap();
+    assert_eq!(signed["seq"], 7, "{signed}");
+    for field in ["hash", "signed_at", "key_id", "signature"] {
+        assert!(!signed[field].is_null(), "{field} in {signed}");
+    }
+    let head_arg = head.display().to_string();
+    let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("signed head 7"), "{out}");
+
+    let store =
+        referral_gateway::store::Store::connect(&referral_gateway::config::DatabaseConfig {
+            url: url.clone(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+    lift_triggers(&store).await;
+    // A rewrite, recomputed, with the checkpoints deleted: within the bound the database
+    // alone cannot show it; the head kept outside does.
+    rewrite_entry(&store, 5, "coventry-housing").await;
+    sqlx::query("DELETE FROM audit_checkpoints")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "within the bound: {out}");
+    let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("entry 7"), "{out}");
+    assert!(out.contains("signed head"), "{out}");
+
+    // Rolled back past the signed head (entry 7 gone, the head moved back).
+    sqlx::query("DELETE FROM audit_log WHERE seq = 7")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_head SET seq = 6, hash = (SELECT hash FROM audit_log WHERE seq = 6) WHERE id = 1")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("entry 7"), "{out}");
+
+    // A head file whose signature or contents were changed is refused.
+    for (field, value) in [
+        ("signature", json!("AAAA")),
+        ("seq", json!(6)),
+        ("signed_at", json!(1)),
+    ] {
+        let mut forged = signed.clone();
+        forged[field] = value;
+        std::fs::write(&head, forged.to_string()).unwrap();
+        let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+        assert_eq!(code, Some(1), "{field}: {out}");
+        assert!(out.contains("signature"), "{field}: {out}");
+    }
+    store.close().await;
+    drop(db);
+}
+
+on_both_backends!(a_signed_head_outside_the_database_catches_rollbacks);
+
+/// Checkpoints signed with the gateway's key but out of order, or over another entry's
+/// hash, fail `audit verify`.
+async fn disordered_or_mismatched_checkpoints_fail_verify(backend: Backend) {
+    use referral_gateway::domain::audit::Checkpoint;
+    let app = TestApp::spawn(backend).await;
+    seed(&app).await;
+    let url = app.db.url.clone();
+    let key = signing_key();
+    let entries = app.store.audit_entries(0, 100).await.unwrap();
+    let now = referral_gateway::store::to_micros(time::OffsetDateTime::now_utc());
+    let checkpoint = |seq: i64, hash: &str, signed_at: i64| {
+        let mut c = Checkpoint {
+            seq,
+            head_hash: hash.to_owned(),
+            signed_at,
+            key_id: key.key_id().to_owned(),
+            signature: String::new(),
+        };
+        c.signature = key.sign(&c.message());
+        c
+    };
+    // Entry 6's checkpoint signed ten minutes before entry 3's.
+    app.store
+        .insert_checkpoint(&checkpoint(3, &entries[2].1, now))
+        .await
+        .unwrap();
+    app.store
+        .insert_checkpoint(&checkpoint(6, &entries[5].1, now - 600_000_000))
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 6"), "{out}");
+    assert!(out.contains("out of order"), "{out}");
+
+    lift_triggers(&app.store).await;
+    exec(&app, "DELETE FROM audit_checkpoints").await.unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    // A genuine signature over entry 4's hash, stored as the checkpoint of entry 5.
+    app.store
+        .insert_checkpoint(&checkpoint(5, &entries[3].1, now))
+        .await
+        .unwrap();
+    let (code, out) = gateway(&url, &["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at entry 5"), "{out}");
+    assert!(out.contains("signed another chain head"), "{out}");
+    app.stop().await;
+}
+
+on_both_backends!(disordered_or_mismatched_checkpoints_fail_verify);

@@ -396,6 +396,30 @@ async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
         logs.lines().all(|l| l.starts_with('{')),
         "--log-format json gives JSON lines"
     );
+    // The test's role is a superuser: the gateway says it could rewrite the audit log.
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"WARN\"") && l.contains("can alter the audit log")),
+        "{logs}"
+    );
+    // Each signed checkpoint is logged as a line an operator can ship elsewhere, and
+    // `audit verify --head` takes that line as it is.
+    let checkpoint = logs
+        .lines()
+        .rfind(|l| l.contains("\"target\":\"audit_checkpoint\""))
+        .expect("a checkpoint line at shutdown");
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("checkpoint.json");
+    std::fs::write(&head, checkpoint).unwrap();
+    let verify = gateway()
+        .args(["audit", "verify", "--head"])
+        .arg(&head)
+        .env("REFGW_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{stdout}");
+    assert!(stdout.contains("signed head "), "{stdout}");
     // No personal data from the example reaches the logs.
     for personal in [
         "Alex",

@@ -41,10 +41,22 @@ impl AuditEntry {
     }
 }
 
-/// What a checkpoint's Ed25519 signature covers.
+/// What a version 1 checkpoint's Ed25519 signature covers (checkpoints signed before
+/// `signed_at` was signed too; still accepted).
 pub fn checkpoint_message(seq: i64, head_hash: &str) -> Vec<u8> {
     format!("referral-gateway audit checkpoint v1\n{seq}\n{head_hash}").into_bytes()
 }
+
+/// What a checkpoint's Ed25519 signature covers: the entry, its hash and when it was
+/// signed (so the order of checkpoints, and the age of an exported head, can be trusted).
+pub fn checkpoint_message_v2(seq: i64, head_hash: &str, signed_at: i64) -> Vec<u8> {
+    format!("referral-gateway audit checkpoint v2\n{seq}\n{head_hash}\n{signed_at}").into_bytes()
+}
+
+/// How far a checkpoint's `signed_at` may lie before that of the checkpoint of an earlier
+/// entry (several instances sign, each with its own clock) before they count as out of
+/// order: one minute, in microseconds.
+pub const CHECKPOINT_CLOCK_TOLERANCE: i64 = 60_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -52,8 +64,32 @@ pub struct Checkpoint {
     pub head_hash: String,
     pub signed_at: i64,
     pub key_id: String,
-    /// Base64url (no padding) Ed25519 signature of `checkpoint_message`.
+    /// Base64url (no padding) Ed25519 signature of `checkpoint_message_v2` (or, for
+    /// checkpoints signed by earlier versions, of `checkpoint_message`).
     pub signature: String,
+}
+
+impl Checkpoint {
+    /// The message to sign for this checkpoint.
+    pub fn message(&self) -> Vec<u8> {
+        checkpoint_message_v2(self.seq, &self.head_hash, self.signed_at)
+    }
+
+    /// `verify_signature(key_id, message, signature)` as for [`ChainVerifier`]: `None`
+    /// for an unknown key. Either message version is accepted.
+    pub fn check_signature<F>(&self, verify_signature: &F) -> Option<bool>
+    where
+        F: Fn(&str, &[u8], &str) -> Option<bool>,
+    {
+        match verify_signature(&self.key_id, &self.message(), &self.signature)? {
+            true => Some(true),
+            false => verify_signature(
+                &self.key_id,
+                &checkpoint_message(self.seq, &self.head_hash),
+                &self.signature,
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +109,12 @@ pub enum ChainFault {
     #[error("checkpoint at entry {seq} is signed with unknown key '{key_id}'")]
     UnknownKey { seq: i64, key_id: String },
     #[error(
+        "checkpoint at entry {seq} was signed before the checkpoint at entry {previous} (checkpoints out of order)"
+    )]
+    OutOfOrder { seq: i64, previous: i64 },
+    #[error("entry {seq} does not match {what} (entries up to it were changed)")]
+    Mismatch { seq: i64, what: &'static str },
+    #[error(
         "the log ends at entry {last} but {what} says it reached entry {claimed} (entries deleted from the end)"
     )]
     Truncated {
@@ -91,7 +133,9 @@ impl ChainFault {
             | Self::Edited { seq }
             | Self::CheckpointMismatch { seq }
             | Self::BadSignature { seq }
-            | Self::UnknownKey { seq, .. } => *seq,
+            | Self::UnknownKey { seq, .. }
+            | Self::OutOfOrder { seq, .. }
+            | Self::Mismatch { seq, .. } => *seq,
             Self::Truncated { last, .. } => last + 1,
         }
     }
@@ -103,6 +147,15 @@ pub struct ChainVerifier<F> {
     previous_seq: i64,
     previous_hash: String,
     checkpoints: BTreeMap<i64, Checkpoint>,
+    /// Hashes that given entries must have, with what claims them (the recorded head,
+    /// a signed head kept outside the database).
+    expected: BTreeMap<i64, (String, &'static str)>,
+    /// The last checkpoint verified: its seq and `signed_at`.
+    last_checkpoint: Option<(i64, i64)>,
+    /// The newest checkpoint's seq when verification started (0: none).
+    newest_checkpoint: i64,
+    /// The first entry after the newest checkpoint: its seq and `at`.
+    pub first_uncovered: Option<(i64, i64)>,
     verify_signature: F,
     pub entries: u64,
     pub checkpoints_verified: u64,
@@ -113,14 +166,34 @@ where
     F: Fn(&str, &[u8], &str) -> Option<bool>,
 {
     pub fn new(checkpoints: Vec<Checkpoint>, verify_signature: F) -> Self {
+        let checkpoints: BTreeMap<i64, Checkpoint> =
+            checkpoints.into_iter().map(|c| (c.seq, c)).collect();
         Self {
             previous_seq: 0,
             previous_hash: GENESIS_HASH.to_owned(),
-            checkpoints: checkpoints.into_iter().map(|c| (c.seq, c)).collect(),
+            newest_checkpoint: checkpoints.keys().next_back().copied().unwrap_or(0),
+            checkpoints,
+            expected: BTreeMap::new(),
+            last_checkpoint: None,
+            first_uncovered: None,
             verify_signature,
             entries: 0,
             checkpoints_verified: 0,
         }
+    }
+
+    /// Entry `seq` must exist and have `hash` (`what` names the claim in the fault).
+    /// Seq 0 claims nothing.
+    pub fn expect(mut self, seq: i64, hash: &str, what: &'static str) -> Self {
+        if seq > 0 {
+            self.expected.insert(seq, (hash.to_owned(), what));
+        }
+        self
+    }
+
+    /// The newest checkpoint's seq (0 when there is none).
+    pub fn newest_checkpoint(&self) -> i64 {
+        self.newest_checkpoint
     }
 
     /// Checks the next entry and the hash stored beside it.
@@ -137,12 +210,19 @@ where
         if entry.hash() != stored_hash {
             return Err(ChainFault::Edited { seq: entry.seq });
         }
+        if let Some((hash, what)) = self.expected.remove(&entry.seq)
+            && hash != stored_hash
+        {
+            return Err(ChainFault::Mismatch {
+                seq: entry.seq,
+                what,
+            });
+        }
         if let Some(checkpoint) = self.checkpoints.remove(&entry.seq) {
             if checkpoint.head_hash != stored_hash {
                 return Err(ChainFault::CheckpointMismatch { seq: entry.seq });
             }
-            let message = checkpoint_message(checkpoint.seq, &checkpoint.head_hash);
-            match (self.verify_signature)(&checkpoint.key_id, &message, &checkpoint.signature) {
+            match checkpoint.check_signature(&self.verify_signature) {
                 None => {
                     return Err(ChainFault::UnknownKey {
                         seq: entry.seq,
@@ -152,6 +232,18 @@ where
                 Some(false) => return Err(ChainFault::BadSignature { seq: entry.seq }),
                 Some(true) => self.checkpoints_verified += 1,
             }
+            if let Some((previous, signed_at)) = self.last_checkpoint
+                && checkpoint.signed_at < signed_at.saturating_sub(CHECKPOINT_CLOCK_TOLERANCE)
+            {
+                return Err(ChainFault::OutOfOrder {
+                    seq: entry.seq,
+                    previous,
+                });
+            }
+            self.last_checkpoint = Some((entry.seq, checkpoint.signed_at));
+        }
+        if entry.seq == self.newest_checkpoint + 1 {
+            self.first_uncovered = Some((entry.seq, entry.at));
         }
         self.previous_seq = entry.seq;
         self.previous_hash = stored_hash.to_owned();
@@ -173,6 +265,13 @@ where
                 last: self.previous_seq,
                 claimed: head_seq,
                 what: "the chain head",
+            });
+        }
+        if let Some((&seq, (_, what))) = self.expected.iter().next_back() {
+            return Err(ChainFault::Truncated {
+                last: self.previous_seq,
+                claimed: seq,
+                what,
             });
         }
         Ok((self.previous_seq, self.previous_hash))
@@ -276,6 +375,68 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn checkpoints_must_be_in_order_and_heads_must_match() {
+        let c = chain(6);
+        let cp = |seq: usize, signed_at: i64| Checkpoint {
+            seq: seq as i64,
+            head_hash: c[seq - 1].1.clone(),
+            signed_at,
+            key_id: "k".into(),
+            signature: "good".into(),
+        };
+        let minute = CHECKPOINT_CLOCK_TOLERANCE;
+        assert!(verify(&c, vec![cp(2, 5 * minute), cp(4, 6 * minute)], 6).is_ok());
+        // Within the clock tolerance of another instance: accepted.
+        assert!(verify(&c, vec![cp(2, 5 * minute), cp(4, 5 * minute - 1)], 6).is_ok());
+        assert_eq!(
+            verify(&c, vec![cp(2, 5 * minute), cp(4, 3 * minute)], 6).unwrap_err(),
+            ChainFault::OutOfOrder {
+                seq: 4,
+                previous: 2
+            }
+        );
+
+        let run = |expected: &[(i64, &str)]| {
+            let mut v = ChainVerifier::new(vec![], |_: &str, _: &[u8], _: &str| Some(true));
+            for (seq, hash) in expected {
+                v = v.expect(*seq, hash, "the signed head");
+            }
+            for (e, h) in &c[..5] {
+                v.feed(e, h)?;
+            }
+            v.finish(5)
+        };
+        assert!(run(&[(5, &c[4].1)]).is_ok());
+        assert_eq!(
+            run(&[(4, &c[4].1)]).unwrap_err(),
+            ChainFault::Mismatch {
+                seq: 4,
+                what: "the signed head"
+            }
+        );
+        assert_eq!(run(&[(6, &c[5].1)]).unwrap_err().first_bad_entry(), 6);
+    }
+
+    #[test]
+    fn version_1_signatures_still_verify() {
+        let c = Checkpoint {
+            seq: 3,
+            head_hash: "h".into(),
+            signed_at: 7,
+            key_id: "k".into(),
+            signature: "v1".into(),
+        };
+        let v1 = checkpoint_message(3, "h");
+        let check = |_: &str, message: &[u8], signature: &str| {
+            Some(signature == "v1" && message == v1.as_slice())
+        };
+        assert_eq!(c.check_signature(&check), Some(true));
+        let v2 = c.message();
+        let only_v2 = |_: &str, message: &[u8], _: &str| Some(message == v2.as_slice());
+        assert_eq!(c.check_signature(&only_v2), Some(true));
     }
 
     #[test]

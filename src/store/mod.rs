@@ -15,6 +15,7 @@ mod audit;
 mod events;
 mod outbox;
 mod referrals;
+mod roles;
 mod sla;
 
 pub use audit::{AuditQuery, AuditRecord, PersonSummary};
@@ -22,6 +23,7 @@ use audit::{append_audit, append_audit_many};
 pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralFilter, ReferralRecord};
+pub use roles::{AUDIT_TABLES, valid_role_name};
 pub use sla::{ClockRow, Due, DueClock, ScanCounts, rfc3339};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -40,6 +42,9 @@ pub enum StoreError {
     },
     #[error("stored row is inconsistent: {0}")]
     Corrupt(String),
+    /// Database roles and grants (`migrate --grant-to`).
+    #[error("{0}")]
+    Roles(String),
     #[error(transparent)]
     Seal(#[from] crate::sealing::SealError),
 }
@@ -186,6 +191,38 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Applies the migrations unless every one is already applied (as the same version
+    /// and checksum). `serve` and `purge` use it: on PostgreSQL they run as a runtime role
+    /// that may read `_sqlx_migrations` but cannot create anything, so the owner runs
+    /// `migrate` and they only check.
+    pub async fn migrate_if_needed(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let applied = sqlx::query("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await;
+        if let Ok(rows) = applied {
+            let applied: Vec<(i64, Vec<u8>)> = rows
+                .iter()
+                .filter_map(|row| {
+                    use sqlx::Row;
+                    Some((row.try_get("version").ok()?, row.try_get("checksum").ok()?))
+                })
+                .collect();
+            let all_applied = migrator.iter().all(|m| {
+                applied
+                    .iter()
+                    .any(|(version, checksum)| *version == m.version && **checksum == *m.checksum)
+            });
+            if all_applied {
+                return Ok(());
+            }
+        }
+        self.migrate().await
     }
 
     /// Round trip to the database, for readiness checks.

@@ -96,6 +96,81 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Two PostgreSQL roles for one test database, as in production: `owner` owns the
+/// database (and so the tables `migrate` creates); `runtime` is what `serve` logs in as.
+/// Dropped (with the database) afterwards.
+pub struct PgRoles {
+    pub owner: String,
+    pub runtime: String,
+    pub owner_url: String,
+    pub runtime_url: String,
+    database: String,
+}
+
+impl PgRoles {
+    pub async fn create(db: &TestDatabase) -> Self {
+        use sqlx::Connection;
+        let database = db.pg_name.clone().expect("a PostgreSQL test database");
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        let (owner, runtime) = (
+            format!("refgw_owner_{suffix}"),
+            format!("refgw_app_{suffix}"),
+        );
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL must be running on 127.0.0.1:5432 (see README)");
+        for sql in [
+            format!("CREATE ROLE {owner} LOGIN"),
+            format!("CREATE ROLE {runtime} LOGIN"),
+            format!("ALTER DATABASE {database} OWNER TO {owner}"),
+        ] {
+            sqlx::query(&sql).execute(&mut conn).await.expect(&sql);
+        }
+        // postgres://postgres@host:port/db -> postgres://<role>@host:port/<database>
+        let (scheme, rest) = admin.split_once("://").expect("admin url");
+        let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+        let (host, _) = host.rsplit_once('/').expect("admin url has a database");
+        let url = |role: &str| format!("{scheme}://{role}@{host}/{database}");
+        Self {
+            owner_url: url(&owner),
+            runtime_url: url(&runtime),
+            owner,
+            runtime,
+            database,
+        }
+    }
+}
+
+impl Drop for PgRoles {
+    fn drop(&mut self) {
+        let (database, owner, runtime) = (
+            self.database.clone(),
+            self.owner.clone(),
+            self.runtime.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    for sql in [
+                        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+                        format!("DROP ROLE IF EXISTS {runtime}"),
+                        format!("DROP ROLE IF EXISTS {owner}"),
+                    ] {
+                        let _ = sqlx::query(&sql).execute(&mut conn).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Environment overrides for a test gateway.
 pub struct TestEnv(pub Vec<(String, String)>);
 
@@ -164,6 +239,7 @@ pub struct TestApp {
     pub staff_base: Option<String>,
     pub store: Store,
     handles: Vec<actix_web::dev::ServerHandle>,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
     pub db: TestDatabase,
 }
 
@@ -207,13 +283,14 @@ impl TestApp {
             .map(|a| format!("https://localhost:{}", a.port()));
         let store = app.store().clone();
         let handles = app.handles();
-        tokio::spawn(app.run_until_stopped());
+        let running = tokio::spawn(app.run_until_stopped());
         Self {
             base,
             ops_base,
             staff_base,
             store,
             handles,
+            running,
             db,
         }
     }
@@ -238,6 +315,16 @@ impl TestApp {
             h.stop(true).await;
         }
         self.store.close().await;
+    }
+
+    /// Stops the servers and waits for the workers to finish (the audit checkpointer signs
+    /// its last checkpoint), keeping the database for the test to inspect.
+    pub async fn shutdown(self) -> TestDatabase {
+        for h in &self.handles {
+            h.stop(true).await;
+        }
+        let _ = self.running.await;
+        self.db
     }
 
     pub async fn count(&self, sql: &'static str, referral_id: &str) -> i64 {
