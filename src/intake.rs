@@ -182,7 +182,7 @@ impl Intake {
             let mut count = 0;
             for pointer in pointers {
                 if count < AUDITED_POINTERS {
-                    out.push(if count == 0 { ':' } else { ' ' });
+                    out.push_str(if count == 0 { ": " } else { " " });
                     out.push_str(&self.schemas.redact_pointer(pointer));
                 }
                 count += 1;

@@ -741,7 +741,7 @@ async fn duplicate_members_are_refused(backend: Backend) {
     assert_eq!(body["errors"][0]["keyword"], "duplicate-member");
     let (action, detail) = last_audit(&app).await;
     assert_eq!(action, "referral.refused");
-    assert_eq!(detail, "malformed-json:duplicate-member:/person");
+    assert_eq!(detail, "malformed-json:duplicate-member: /person");
 
     // At any depth, named by its pointer; a caller's own member name is never audited.
     let mut doc = example("cmht");
@@ -759,7 +759,7 @@ async fn duplicate_members_are_refused(backend: Backend) {
     let body = problem(post_referral(&liaison, &app, text).await, 400).await;
     assert_eq!(pointers(&body), ["/person/name/Alex 9434765919"]);
     let (_, detail) = last_audit(&app).await;
-    assert_eq!(detail, "malformed-json:duplicate-member:/person/name/*");
+    assert_eq!(detail, "malformed-json:duplicate-member: /person/name/*");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM referrals WHERE id <> $1", "")
             .await,
@@ -836,7 +836,7 @@ async fn nul_characters_are_refused_and_the_refusal_recorded(backend: Backend) {
     // On PostgreSQL a NUL used to make this audit write fail, unrecorded.
     let (action, detail) = last_audit(&app).await;
     assert_eq!(action, "referral.refused");
-    assert_eq!(detail, "malformed-json:nul-character:/person/name/given");
+    assert_eq!(detail, "malformed-json:nul-character: /person/name/given");
     app.stop().await;
 }
 on_both_backends!(nul_characters_are_refused_and_the_refusal_recorded);
@@ -851,7 +851,7 @@ async fn refusals_record_codes_never_caller_text(backend: Backend) {
     assert_eq!(pointers(&body), ["/destination/area"]);
     let (action, detail) = last_audit(&app).await;
     assert_eq!(action, "referral.refused");
-    assert_eq!(detail, "schema-validation:/destination/area");
+    assert_eq!(detail, "schema-validation: /destination/area");
     // A well-formed but unknown area: a fixed code, not the area.
     doc["destination"] = json!({"service_type": "cmht", "area": "alex-example-9434765919"});
     problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
