@@ -48,6 +48,11 @@ struct Cli {
 enum Command {
     /// Run the gateway until SIGTERM or SIGINT.
     Serve,
+    /// Check the configuration without starting anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Apply the database migrations and exit. On PostgreSQL, run it as the owner role.
     Migrate {
         /// PostgreSQL: then grant this runtime role what `serve` needs, and on the audit
@@ -122,6 +127,14 @@ enum Command {
         #[arg(long)]
         schemas: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Run every start-up check on the configuration (keys, certificates, agencies,
+    /// agreements, schemas) offline: exit 0 when the gateway would start (printing any
+    /// warnings), 2 with every problem otherwise. Touches no database or broker.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -444,6 +457,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ReportFormat::Csv => print!("{}", referral_gateway::report::to_csv(&rows)),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let config = load_config(&cli.config)?;
+            let schemas = referral_gateway::schema::SchemaRegistry::load(&config.schemas_dir)
+                .with_context(|| {
+                    format!("loading schemas from {}", config.schemas_dir.display())
+                })?;
+            referral_gateway::tls::server_config(&config.tls)
+                .context("building the TLS configuration")?;
+            GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
+            let warnings = referral_gateway::startup::configuration_warnings(&config, &schemas);
+            for warning in &warnings {
+                println!("warning: {warning}");
+            }
+            println!(
+                "{}: the configuration is valid ({} agencies, {} sharing agreements, profile {:?}; {} warning(s))",
+                cli.config.display(),
+                config.registry.agencies().count(),
+                config.sharing_agreements.len(),
+                config.profile,
+                warnings.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { older_than } => {

@@ -57,8 +57,9 @@ impl Application {
             Arc::new(SchemaRegistry::load(&config.schemas_dir).with_context(|| {
                 format!("loading schemas from {}", config.schemas_dir.display())
             })?);
-        warn_about_missing_overlays(&config.registry, &schemas);
-        warn_about_wide_wording(&config);
+        for warning in configuration_warnings(&config, &schemas) {
+            tracing::warn!("{warning}");
+        }
         let tls_config =
             tls::server_config(&config.tls).context("building the TLS configuration")?;
         let store = Store::open(&config)
@@ -405,18 +406,6 @@ fn identify_peer(registry: &AgencyRegistry, conn: &dyn Any, ext: &mut Extensions
     });
 }
 
-/// Agreements and permissions whose areas reach beyond their recipients (docs/governance.md).
-fn warn_about_wide_wording(config: &Config) {
-    let agreements =
-        crate::domain::sharing::wording_warnings(&config.sharing_agreements, &config.registry);
-    for warning in agreements
-        .into_iter()
-        .chain(config.registry.permission_warnings())
-    {
-        tracing::warn!("{warning}");
-    }
-}
-
 /// On PostgreSQL, the gateway's own role should only read and append to the audit
 /// tables: an owner (or superuser) can switch off their triggers and rewrite them.
 async fn warn_about_audit_powers(store: &Store) {
@@ -432,15 +421,26 @@ async fn warn_about_audit_powers(store: &Store) {
     }
 }
 
-fn warn_about_missing_overlays(registry: &AgencyRegistry, schemas: &SchemaRegistry) {
+/// What is allowed but probably not meant: service types without an overlay schema,
+/// agreements and permissions whose areas reach beyond their recipients. Logged at
+/// start-up and printed by `referral-gateway config check`; ids only, never data.
+pub fn configuration_warnings(config: &Config, schemas: &SchemaRegistry) -> Vec<String> {
     let overlays: Vec<&str> = schemas.overlay_service_types().collect();
-    for agency in registry.agencies().filter(|a| a.role.receives()) {
-        if !overlays.contains(&agency.service_type.as_str()) {
-            tracing::warn!(
-                agency = %agency.id,
-                service_type = %agency.service_type,
-                "no schema overlay for this service type: referrals to it are checked against the common schema only"
-            );
-        }
-    }
+    let mut warnings: Vec<String> = config
+        .registry
+        .agencies()
+        .filter(|a| a.role.receives() && !overlays.contains(&a.service_type.as_str()))
+        .map(|a| {
+            format!(
+                "agency '{}': no schema overlay for service type '{}'; referrals to it are checked against the common schema only",
+                a.id, a.service_type
+            )
+        })
+        .collect();
+    warnings.extend(crate::domain::sharing::wording_warnings(
+        &config.sharing_agreements,
+        &config.registry,
+    ));
+    warnings.extend(config.registry.permission_warnings());
+    warnings
 }

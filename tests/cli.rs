@@ -746,3 +746,51 @@ async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `config check` runs the start-up checks offline: every problem (exit 2), or valid
+/// with the warnings an operator should read (agreements wider than their recipients).
+#[test]
+fn config_check_reports_problems_and_warnings_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = gateway()
+            .arg("--config")
+            .arg(&file)
+            .args(["config", "check"])
+            .env("REFGW_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let shipped = shipped_config_text();
+    let (code, stdout, _) = check(&shipped);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("the configuration is valid (5 agencies, 2 sharing agreements"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning:"), "{stdout}");
+
+    let wide = shipped.replace(
+        "areas = [\"coventry\"]",
+        "areas = [\"coventry\", \"warwickshire\"]",
+    );
+    let (code, stdout, _) = check(&wide);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "warning: sharing agreement 'coventry-ld-health-2026' covers service type(s) cmht, iapt, substance_misuse in area 'warwickshire'"
+        ),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = check(&shipped.replace("profile = \"development\"\n", ""));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tls.ca: "), "{stderr}");
+}
