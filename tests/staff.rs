@@ -673,6 +673,18 @@ async fn subject_access(backend: Backend) {
 
     // By NHS number alone, the referral without one is not found; by the other
     // person's number, only their referral.
+    // A member name given twice is refused here too: which NHS number would count?
+    let r = staff_client()
+        .post(app.staff_url("/v1/audit/disclosures"))
+        .bearer_auth(&auditor)
+        .header("content-type", "application/json")
+        .body(r#"{"nhs_number": "943 476 5919", "nhs_number": "401 023 2137"}"#)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(r, 400).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:malformed-json");
+    assert_eq!(pointers(&body), ["/nhs_number"]);
     let by_nhs: Value = disclosures(&app, &auditor, json!({"nhs_number": "943 476 5919"}))
         .await
         .json()
