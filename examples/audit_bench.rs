@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use bench_support::{BenchDatabase, root};
 use clap::Parser;
-use referral_gateway::audit::Checkpointer;
-use referral_gateway::signing::GatewayKey;
+use referral_gateway::governance::audit_log::Checkpointer;
+use referral_gateway::security::signing::GatewayKey;
 use referral_gateway::store::{AuditQuery, AuditRecord, Store};
 
 #[derive(Parser)]
@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
         args.entries as f64 / appended.as_secs_f64()
     );
     let started = Instant::now();
-    let verified = referral_gateway::audit::verify(&store, &[key.public().clone()]).await?;
+    let verified =
+        referral_gateway::governance::audit_log::verify(&store, &[key.public().clone()]).await?;
     println!(
         "audit verify ({}): {} entries, {} checkpoints in {:.3}s",
         args.database,

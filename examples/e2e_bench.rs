@@ -23,7 +23,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use referral_gateway::amqp::{Topology, connect_confirming};
+use referral_gateway::delivery::topology::{Topology, connect_confirming};
 use referral_gateway::startup::Application;
 
 #[derive(Parser)]
@@ -171,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     let mut qargs = FieldTable::default();
     qargs.insert(
         "x-queue-type".into(),
-        referral_gateway::amqp::string("quorum"),
+        referral_gateway::delivery::topology::string("quorum"),
     );
     admin
         .queue_declare(

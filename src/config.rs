@@ -269,7 +269,7 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     pub workers: Option<usize>,
     /// How long a request body may take: in all, and between two chunks.
-    pub body_timeouts: crate::api::body::BodyTimeouts,
+    pub body_timeouts: crate::api::middleware::body::BodyTimeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +313,7 @@ pub struct TlsConfig {
 pub struct Config {
     /// Development allows the published keys of `certs-example/` and development
     /// tokens; production (the default) refuses them.
-    pub profile: crate::published::Profile,
+    pub profile: crate::security::published::Profile,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
@@ -337,7 +337,7 @@ pub struct StaffConfig {
     /// The staff listener: TLS with the server certificate, no client certificate, bearer
     /// tokens. `None`: no staff listener (tokens can still be minted for tests).
     pub listen: Option<SocketAddr>,
-    pub auth: Arc<crate::staff::StaffAuth>,
+    pub auth: Arc<crate::staff_auth::tokens::StaffAuth>,
     /// Where to fetch (and refresh) the identity provider's keys, if anywhere.
     pub jwks_url: Option<JwksUrl>,
     /// Whether `referral-gateway dev-token` may mint tokens (and the JWKS may trust the
@@ -376,8 +376,10 @@ impl std::fmt::Debug for StorageConfig {
 }
 
 impl StorageConfig {
-    pub fn payload_keys(&self) -> Result<crate::sealing::PayloadKeys, crate::sealing::SealError> {
-        crate::sealing::PayloadKeys::new(&self.payload_key, &self.previous_payload_keys)
+    pub fn payload_keys(
+        &self,
+    ) -> Result<crate::security::sealing::PayloadKeys, crate::security::sealing::SealError> {
+        crate::security::sealing::PayloadKeys::new(&self.payload_key, &self.previous_payload_keys)
     }
 }
 
@@ -388,7 +390,7 @@ pub struct AuditConfig {
     pub signing_key: PathBuf,
     /// Public keys of earlier signing keys (a saved `GET /v1/keys` document), so receipts
     /// and checkpoints signed before a rotation still verify.
-    pub previous_public_keys: Vec<crate::signing::PublicKey>,
+    pub previous_public_keys: Vec<crate::security::signing::PublicKey>,
     /// HMAC key for person keys (from `REFGW_PERSON_KEY_SECRET` or a file).
     pub person_key_secret: Vec<u8>,
     pub checkpoint_every: i64,
@@ -649,7 +651,7 @@ fn build(
         );
     }
 
-    let body_timeouts = crate::api::body::BodyTimeouts {
+    let body_timeouts = crate::api::middleware::body::BodyTimeouts {
         total: std::time::Duration::from_secs(raw.server.body_timeout_secs.unwrap_or(30)),
         idle: std::time::Duration::from_secs(raw.server.body_idle_timeout_secs.unwrap_or(5)),
     };
@@ -664,10 +666,10 @@ fn build(
     }
 
     let profile = match raw.profile.as_deref() {
-        None => crate::published::Profile::Production,
+        None => crate::security::published::Profile::Production,
         Some(text) => text.parse().unwrap_or_else(|()| {
             problems.push("profile", "must be \"development\" or \"production\"");
-            crate::published::Profile::Production
+            crate::security::published::Profile::Production
         }),
     };
 
@@ -687,7 +689,7 @@ fn build(
         crls: raw.tls.crls,
         crl_enforce_expiry: raw.tls.crl_enforce_expiry,
     };
-    if profile == crate::published::Profile::Production {
+    if profile == crate::security::published::Profile::Production {
         refuse_published_material(&tls, &audit, &storage, staff.as_ref(), checks, problems);
     }
 
@@ -732,7 +734,7 @@ fn refuse_published_material(
     checks: FileChecks,
     problems: &mut Problems,
 ) {
-    use crate::published;
+    use crate::security::published;
     let advice = "published in certs-example/ and never for real data; make your own with `referral-gateway certs init` (or set profile = \"development\")";
     let mut files: Vec<(&str, &Path)> = vec![("audit.signing_key", &audit.signing_key)];
     if checks == FileChecks::Required {
@@ -1134,7 +1136,7 @@ fn build_staff(
         .algorithms
         .unwrap_or_else(|| vec!["ES256".into(), "RS256".into(), "EdDSA".into()])
     {
-        match crate::staff::parse_algorithm(&name) {
+        match crate::staff_auth::tokens::parse_algorithm(&name) {
             Ok(alg) => algorithms.push(alg),
             Err(e) => problems.push("staff.algorithms", e),
         }
@@ -1149,7 +1151,7 @@ fn build_staff(
             "must be at most 300 (clock skew, not token lifetime)",
         );
     }
-    let policy = crate::staff::TokenPolicy {
+    let policy = crate::staff_auth::tokens::TokenPolicy {
         issuer,
         audience,
         algorithms,
@@ -1202,7 +1204,7 @@ fn build_staff(
             );
             return None;
         }
-        (None, Some(_)) => crate::staff::StaffAuth::awaiting_fetch(policy),
+        (None, Some(_)) => crate::staff_auth::tokens::StaffAuth::awaiting_fetch(policy),
         (Some(jwks_file), _) => {
             let text = match std::fs::read_to_string(&jwks_file) {
                 Ok(text) => text,
@@ -1216,7 +1218,7 @@ fn build_staff(
                     return None;
                 }
             };
-            match crate::staff::StaffAuth::from_jwks(&text, policy) {
+            match crate::staff_auth::tokens::StaffAuth::from_jwks(&text, policy) {
                 Ok(auth) => auth,
                 Err(e) => {
                     problems.push("staff.jwks_file", format!("'{}': {e}", jwks_file.display()));
@@ -1297,7 +1299,7 @@ fn build_audit(
         None => Vec::new(),
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| crate::signing::keys_from_jwks(&text))
+            .and_then(|text| crate::security::signing::keys_from_jwks(&text))
         {
             Ok(keys) => keys,
             Err(e) => {
@@ -1827,7 +1829,7 @@ first_contact = "14 days"
             Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-example/staff-jwks.json"),
         )
         .unwrap()
-        .replace(crate::staff::DEV_KEY_ID, "idp-signing-2026");
+        .replace(crate::staff_auth::tokens::DEV_KEY_ID, "idp-signing-2026");
         let jwks_path = dir.path().join("jwks.json");
         std::fs::write(&jwks_path, jwks).unwrap();
         let staff = |extra: &str| {

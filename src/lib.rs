@@ -1,29 +1,20 @@
 //! referral-gateway: a secure inter-agency referral messaging gateway for liaison and
-//! diversion services. See docs/architecture.md for how the pieces fit.
+//! diversion services. The folders follow one referral (docs/architecture.md):
+//! `api` receives it, `intake` checks and accepts it, `store` keeps it, `delivery`
+//! publishes it, `sla` watches its clocks, `governance` records and proves every
+//! disclosure; `security` and `staff_auth` hold the keys and identities all of them use.
 
-pub mod amqp;
 pub mod api;
-pub mod audit;
-pub mod certs;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod domain;
-pub mod events;
-pub mod export;
+pub mod governance;
 pub mod intake;
-pub mod jwks;
 pub mod metrics;
-pub mod ops;
-pub mod published;
-pub mod relay;
-pub mod report;
-pub mod schema;
-pub mod sealing;
-pub mod signing;
+pub mod security;
 pub mod sla;
-pub mod staff;
+pub mod staff_auth;
 pub mod startup;
 pub mod store;
-pub mod strict_json;
 pub mod telemetry;
-pub mod tls;

@@ -6,19 +6,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use referral_gateway::amqp::Topology;
 use referral_gateway::api::reports::parse_instant;
-use referral_gateway::audit::{SignedHead, VerifyPolicy};
 use referral_gateway::config::{self, Config, ProcessEnv};
+use referral_gateway::delivery::inspect as ops;
+use referral_gateway::delivery::topology::Topology;
 use referral_gateway::domain::{Destination, ServiceType};
-use referral_gateway::export::ExportFormat;
-use referral_gateway::schema::SchemaRegistry;
-use referral_gateway::signing::{GatewayKey, SignedReceipt, keys_from_jwks};
-use referral_gateway::staff::{DevTokenRequest, Role, mint_dev_token};
+use referral_gateway::governance::audit_log::{SignedHead, VerifyPolicy};
+use referral_gateway::governance::export::ExportFormat;
+use referral_gateway::intake::schema::SchemaRegistry;
+use referral_gateway::security::signing::{GatewayKey, SignedReceipt, keys_from_jwks};
+use referral_gateway::security::{certs, tls};
+use referral_gateway::staff_auth::tokens::{DevTokenRequest, Role, mint_dev_token};
 use referral_gateway::startup::Application;
 use referral_gateway::store::{AuditQuery, AuditRecord, Store, to_micros};
 use referral_gateway::telemetry::{self, LogFormat};
-use referral_gateway::{certs, ops, tls};
 
 #[derive(Parser)]
 #[command(
@@ -284,7 +285,9 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 /// The public keys receipts and checkpoints are checked against: the current signing
 /// key's and those of earlier keys (`audit.previous_public_keys`).
-fn verification_keys(config: &Config) -> anyhow::Result<Vec<referral_gateway::signing::PublicKey>> {
+fn verification_keys(
+    config: &Config,
+) -> anyhow::Result<Vec<referral_gateway::security::signing::PublicKey>> {
     let key = GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
     let mut keys = vec![key.public().clone()];
     keys.extend(config.audit.previous_public_keys.iter().cloned());
@@ -450,11 +453,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .report_facts(to_micros(from), to_micros(to), agency.as_deref())
                     .await?;
                 let now = to_micros(time::OffsetDateTime::now_utc());
-                anyhow::Ok(referral_gateway::report::aggregate(&clocks, &contacts, now))
+                anyhow::Ok(referral_gateway::sla::report::aggregate(
+                    &clocks, &contacts, now,
+                ))
             })?;
             match format {
-                ReportFormat::Table => print!("{}", referral_gateway::report::to_table(&rows)),
-                ReportFormat::Csv => print!("{}", referral_gateway::report::to_csv(&rows)),
+                ReportFormat::Table => print!("{}", referral_gateway::sla::report::to_table(&rows)),
+                ReportFormat::Csv => print!("{}", referral_gateway::sla::report::to_csv(&rows)),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
             }
             Ok(ExitCode::SUCCESS)
@@ -463,11 +468,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check,
         } => {
             let config = load_config(&cli.config)?;
-            let schemas = referral_gateway::schema::SchemaRegistry::load(&config.schemas_dir)
-                .with_context(|| {
-                    format!("loading schemas from {}", config.schemas_dir.display())
-                })?;
-            referral_gateway::tls::server_config(&config.tls)
+            let schemas =
+                referral_gateway::intake::schema::SchemaRegistry::load(&config.schemas_dir)
+                    .with_context(|| {
+                        format!("loading schemas from {}", config.schemas_dir.display())
+                    })?;
+            referral_gateway::security::tls::server_config(&config.tls)
                 .context("building the TLS configuration")?;
             GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
             let warnings = referral_gateway::startup::configuration_warnings(&config, &schemas);
@@ -542,7 +548,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let policy = policy.clone();
                 async move {
                     let store = Store::connect(&config.database).await?;
-                    anyhow::Ok(referral_gateway::audit::verify_with(&store, &keys, &policy).await)
+                    anyhow::Ok(
+                        referral_gateway::governance::audit_log::verify_with(
+                            &store, &keys, &policy,
+                        )
+                        .await,
+                    )
                 }
             })?;
             match result {

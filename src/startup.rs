@@ -13,22 +13,22 @@ use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::amqp::Topology;
 use crate::api::{self, AppState, identity::PeerCertificate};
-use crate::audit::{Checkpointer, PersonKeyer};
 use crate::clock::{SystemClock, TimeSource};
 use crate::config::Config;
+use crate::delivery::relay::Relay;
+use crate::delivery::topology::Topology;
 use crate::domain::AgencyRegistry;
-use crate::events::Events;
-use crate::intake::Intake;
+use crate::governance::audit_log::{Checkpointer, PersonKeyer};
+use crate::intake::events::Events;
+use crate::intake::referrals::Intake;
+use crate::intake::schema::SchemaRegistry;
 use crate::metrics::{HttpLabels, Metrics};
-use crate::relay::Relay;
-use crate::schema::SchemaRegistry;
-use crate::signing::GatewayKey;
-use crate::sla::Scanner;
+use crate::security::signing::GatewayKey;
+use crate::security::tls;
+use crate::sla::scanner::Scanner;
 use crate::store::AuditRecord;
 use crate::store::Store;
-use crate::tls;
 
 pub struct Application {
     addr: SocketAddr,
@@ -103,9 +103,11 @@ impl Application {
         let jwks_refresher = match config.staff.as_ref() {
             Some(staff) => match &staff.jwks_url {
                 Some(source) => {
-                    let refresher =
-                        crate::jwks::JwksRefresher::new(staff.auth.clone(), source.clone())
-                            .context("staff.jwks_url")?;
+                    let refresher = crate::staff_auth::jwks::JwksRefresher::new(
+                        staff.auth.clone(),
+                        source.clone(),
+                    )
+                    .context("staff.jwks_url")?;
                     let (stop, stopped) = watch::channel(false);
                     Some((tokio::spawn(refresher.run(stopped)), stop))
                 }
@@ -177,9 +179,13 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(api::problem::query_config())
-                .wrap(middleware::from_fn(api::correlation::middleware))
+                .wrap(middleware::from_fn(
+                    api::middleware::correlation::middleware,
+                ))
                 .wrap(middleware::from_fn(count_requests))
-                .wrap(middleware::from_fn(api::body::drain_unread_body))
+                .wrap(middleware::from_fn(
+                    api::middleware::body::drain_unread_body,
+                ))
                 .configure(api::agency_routes)
                 .default_service(web::to(api::problem::no_such_route))
         })
@@ -204,8 +210,12 @@ impl Application {
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(ops_state.clone())
-                        .wrap(middleware::from_fn(api::correlation::middleware))
-                        .wrap(middleware::from_fn(api::body::drain_unread_body))
+                        .wrap(middleware::from_fn(
+                            api::middleware::correlation::middleware,
+                        ))
+                        .wrap(middleware::from_fn(
+                            api::middleware::body::drain_unread_body,
+                        ))
                         .configure(api::ops_routes)
                         .default_service(web::to(api::problem::no_such_route))
                 })
@@ -231,9 +241,13 @@ impl Application {
                     App::new()
                         .app_data(staff_state.clone())
                         .app_data(api::problem::query_config())
-                        .wrap(middleware::from_fn(api::correlation::middleware))
+                        .wrap(middleware::from_fn(
+                            api::middleware::correlation::middleware,
+                        ))
                         .wrap(middleware::from_fn(count_requests))
-                        .wrap(middleware::from_fn(api::body::drain_unread_body))
+                        .wrap(middleware::from_fn(
+                            api::middleware::body::drain_unread_body,
+                        ))
                         .configure(api::staff_routes)
                         .default_service(web::to(api::problem::no_such_route))
                 })

@@ -239,8 +239,8 @@ on_both_backends!(tampering_is_detected);
 /// Signed checkpoints: a forged signature or a rewritten head is caught.
 #[tokio::test]
 async fn checkpoints_are_signed_and_checked() {
-    use referral_gateway::audit::Checkpointer;
-    use referral_gateway::signing::GatewayKey;
+    use referral_gateway::governance::audit_log::Checkpointer;
+    use referral_gateway::security::signing::GatewayKey;
     let app = TestApp::spawn(Backend::Sqlite).await;
     seed(&app).await;
     let key = std::sync::Arc::new(
@@ -259,7 +259,7 @@ async fn checkpoints_are_signed_and_checked() {
         "nothing new to sign"
     );
     let keys = [key.public().clone()];
-    let verified = referral_gateway::audit::verify(&app.store, &keys)
+    let verified = referral_gateway::governance::audit_log::verify(&app.store, &keys)
         .await
         .unwrap();
     assert_eq!((verified.entries, verified.checkpoints), (7, 1));
@@ -282,7 +282,7 @@ async fn checkpoints_are_signed_and_checked() {
     )
     .await
     .unwrap();
-    let err = referral_gateway::audit::verify(&app.store, &keys)
+    let err = referral_gateway::governance::audit_log::verify(&app.store, &keys)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid signature"), "{err}");
@@ -298,9 +298,10 @@ async fn checkpoints_are_signed_and_checked() {
         "other",
     )
     .unwrap();
-    let err = referral_gateway::audit::verify(&app.store, &[other.public().clone()])
-        .await
-        .unwrap_err();
+    let err =
+        referral_gateway::governance::audit_log::verify(&app.store, &[other.public().clone()])
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("unknown key"), "{err}");
     app.stop().await;
 }
@@ -573,12 +574,12 @@ async fn signing_keys_rotate() {
         .await
         .unwrap();
     let old_key = std::sync::Arc::new(
-        referral_gateway::signing::GatewayKey::load(
+        referral_gateway::security::signing::GatewayKey::load(
             &root().join("certs-example/gateway-signing.key"),
         )
         .unwrap(),
     );
-    referral_gateway::audit::Checkpointer::new(
+    referral_gateway::governance::audit_log::Checkpointer::new(
         app.store.clone(),
         old_key,
         1000,
@@ -593,7 +594,7 @@ async fn signing_keys_rotate() {
     let new_key = dir.path().join("new.key");
     std::fs::write(
         &new_key,
-        referral_gateway::signing::GatewayKey::generate_pem().unwrap(),
+        referral_gateway::security::signing::GatewayKey::generate_pem().unwrap(),
     )
     .unwrap();
     let keys_file = dir.path().join("old-keys.json");
@@ -635,9 +636,9 @@ async fn signing_keys_rotate() {
     app.stop().await;
 }
 
-fn signing_key() -> std::sync::Arc<referral_gateway::signing::GatewayKey> {
+fn signing_key() -> std::sync::Arc<referral_gateway::security::signing::GatewayKey> {
     std::sync::Arc::new(
-        referral_gateway::signing::GatewayKey::load(
+        referral_gateway::security::signing::GatewayKey::load(
             &root().join("certs-example/gateway-signing.key"),
         )
         .unwrap(),
@@ -646,7 +647,7 @@ fn signing_key() -> std::sync::Arc<referral_gateway::signing::GatewayKey> {
 
 /// Signs the current head as the gateway's checkpointer does.
 async fn sign_head(store: &referral_gateway::store::Store) -> Option<i64> {
-    referral_gateway::audit::Checkpointer::new(
+    referral_gateway::governance::audit_log::Checkpointer::new(
         store.clone(),
         signing_key(),
         1000,

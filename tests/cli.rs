@@ -163,8 +163,11 @@ async fn dev_tokens_only_when_enabled_and_accepted_by_the_staff_listener() {
     };
 
     // Disabled: refused, with the reason.
-    let (_, other_jwks) = referral_gateway::staff::generate_dev_key().unwrap();
-    let other_jwks = other_jwks.replace(referral_gateway::staff::DEV_KEY_ID, "idp-key-1");
+    let (_, other_jwks) = referral_gateway::staff_auth::tokens::generate_dev_key().unwrap();
+    let other_jwks = other_jwks.replace(
+        referral_gateway::staff_auth::tokens::DEV_KEY_ID,
+        "idp-key-1",
+    );
     let jwks = config_file("idp-jwks.json", &other_jwks);
     let shipped = shipped_config_text();
     let disabled = config_file(
@@ -673,9 +676,10 @@ async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() 
         &std::fs::read_to_string(root().join("certs-example/staff-jwks.json")).unwrap(),
     )
     .unwrap();
-    let renamed = jwks
-        .to_string()
-        .replace(referral_gateway::staff::DEV_KEY_ID, "idp-signing-2026");
+    let renamed = jwks.to_string().replace(
+        referral_gateway::staff_auth::tokens::DEV_KEY_ID,
+        "idp-signing-2026",
+    );
     let renamed_file = dir.path().join("idp-jwks.json");
     std::fs::write(&renamed_file, renamed).unwrap();
     let (code, stderr) = serve(
@@ -704,11 +708,14 @@ async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, idp_jwks) = referral_gateway::staff::generate_dev_key().unwrap();
+    let (_, idp_jwks) = referral_gateway::staff_auth::tokens::generate_dev_key().unwrap();
     let idp_file = dir.path().join("fresh-idp-jwks.json");
     std::fs::write(
         &idp_file,
-        idp_jwks.replace(referral_gateway::staff::DEV_KEY_ID, "idp-key-1"),
+        idp_jwks.replace(
+            referral_gateway::staff_auth::tokens::DEV_KEY_ID,
+            "idp-key-1",
+        ),
     )
     .unwrap();
     let mut text = production

@@ -222,7 +222,7 @@ async fn a_connection_cut_mid_stream_loses_nothing() {
 /// PostgreSQL outbox: every row is published by exactly one of them.
 #[tokio::test]
 async fn two_relays_on_postgres_never_publish_a_row_twice() {
-    use referral_gateway::relay::Relay;
+    use referral_gateway::delivery::relay::Relay;
     use referral_gateway::store::Store;
 
     let namespace = unique_namespace();
@@ -244,7 +244,7 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
         relay_config.batch_size = 10;
         let relay = Relay::new(
             store,
-            referral_gateway::amqp::Topology::new(&namespace, &config.registry),
+            referral_gateway::delivery::topology::Topology::new(&namespace, &config.registry),
             AMQP_URL.to_owned(),
             relay_config,
             std::sync::Arc::new(tokio::sync::Notify::new()),

@@ -64,7 +64,9 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
             delivered, body,
             "the example is pretty-printed; the payload is not"
         );
-        let expected_sha = hex::encode(referral_gateway::tls::sha256(delivered.as_bytes()));
+        let expected_sha = hex::encode(referral_gateway::security::tls::sha256(
+            delivered.as_bytes(),
+        ));
         assert_eq!(receipt["payload_sha256"], expected_sha.as_str());
         assert_eq!(
             receipt["signed_receipt"]["receipt"]["isa_id"],
@@ -811,7 +813,9 @@ async fn stored_payload_is_the_checked_document(backend: Backend) {
     let canonical = doc.to_string();
     assert_eq!(
         receipt["payload_sha256"],
-        hex::encode(referral_gateway::tls::sha256(canonical.as_bytes()))
+        hex::encode(referral_gateway::security::tls::sha256(
+            canonical.as_bytes()
+        ))
     );
     let id = referral_gateway::domain::ReferralId::parse(receipt["referral_id"].as_str().unwrap())
         .unwrap();

@@ -247,7 +247,9 @@ fn two_area_config() -> String {
     use rustls::pki_types::pem::PemObject;
     let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
         .unwrap();
-    let pin = referral_gateway::tls::fingerprint_hex(&referral_gateway::tls::sha256(cert.as_ref()));
+    let pin = referral_gateway::security::tls::fingerprint_hex(
+        &referral_gateway::security::tls::sha256(cert.as_ref()),
+    );
     shipped_config_text()
         + &format!(
             r#"

@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 
 use common::*;
 use referral_gateway::clock::ManualClock;
-use referral_gateway::sla::Scanner;
+use referral_gateway::sla::scanner::Scanner;
 use serde_json::{Value, json};
 use time::Duration;
 use time::macros::datetime;

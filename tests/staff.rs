@@ -91,13 +91,17 @@ impl Idp {
         format!("{signing_input}.{signature}")
     }
 
-    fn dev_token(&self, roles: &[referral_gateway::staff::Role], agency: Option<&str>) -> String {
+    fn dev_token(
+        &self,
+        roles: &[referral_gateway::staff_auth::tokens::Role],
+        agency: Option<&str>,
+    ) -> String {
         let config = test_config(&self.config(""), "sqlite::memory:");
         let staff = config.staff.unwrap();
-        referral_gateway::staff::mint_dev_token(
+        referral_gateway::staff_auth::tokens::mint_dev_token(
             &staff.dev_signing_key,
             staff.auth.policy(),
-            &referral_gateway::staff::DevTokenRequest {
+            &referral_gateway::staff_auth::tokens::DevTokenRequest {
                 subject: "dev-auditor",
                 roles,
                 agency,
@@ -131,7 +135,7 @@ async fn jwt_checks(backend: Backend) {
     assert_eq!(r.status(), 200);
     let page: Value = r.json().await.unwrap();
     assert_eq!(page["items"][0]["action"], "config.loaded");
-    let dev = idp.dev_token(&[referral_gateway::staff::Role::Auditor], None);
+    let dev = idp.dev_token(&[referral_gateway::staff_auth::tokens::Role::Auditor], None);
     assert_eq!(
         get(&app, "/v1/audit/events", Some(&dev)).await.status(),
         200
@@ -153,7 +157,7 @@ async fn jwt_checks(backend: Backend) {
     // HS256 with the trusted Ed25519 public key as the HMAC secret (key confusion).
     let confused = {
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(referral_gateway::staff::DEV_KEY_ID.into());
+        header.kid = Some(referral_gateway::staff_auth::tokens::DEV_KEY_ID.into());
         jsonwebtoken::encode(
             &header,
             &auditor,
@@ -537,7 +541,9 @@ on_both_backends!(service_manager_scope);
 fn two_sender_config(idp: &Idp) -> String {
     let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
         .unwrap();
-    let pin = referral_gateway::tls::fingerprint_hex(&referral_gateway::tls::sha256(cert.as_ref()));
+    let pin = referral_gateway::security::tls::fingerprint_hex(
+        &referral_gateway::security::tls::sha256(cert.as_ref()),
+    );
     idp.config(&format!(
         r#"
 [[agencies]]
@@ -989,11 +995,11 @@ async fn events_and_export(backend: Backend) {
     assert_eq!(get(&app, "/healthz", None).await.status(), 200);
     assert_eq!(get(&app, "/v1/keys", None).await.status(), 200);
     problem(get(&app, "/readyz", None).await, 404).await;
-    let key = referral_gateway::signing::GatewayKey::load(
+    let key = referral_gateway::security::signing::GatewayKey::load(
         &root().join("certs-example/gateway-signing.key"),
     )
     .unwrap();
-    referral_gateway::audit::verify(&app.store, &[key.public().clone()])
+    referral_gateway::governance::audit_log::verify(&app.store, &[key.public().clone()])
         .await
         .expect("chain verifies");
     app.stop().await;
@@ -1022,7 +1028,7 @@ async fn jwks_endpoint(
 ) -> (u16, actix_web::dev::ServerHandle) {
     use actix_web::{App, HttpResponse, HttpServer, web};
     let config = test_config(&shipped_config_text(), "sqlite::memory:");
-    let tls = referral_gateway::tls::staff_server_config(&config.tls).unwrap();
+    let tls = referral_gateway::security::tls::staff_server_config(&config.tls).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = HttpServer::new(move || {

@@ -14,15 +14,15 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::body::read_json_body;
+use super::middleware::body::read_json_body;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
-use crate::audit::{ACTIONS, PersonKeyer};
 use crate::domain::NhsNumber;
 use crate::domain::audit::AuditEntry;
-use crate::export::{EntryView, ExportFormat, view};
-use crate::schema::Violation;
-use crate::staff::Role;
+use crate::governance::audit_log::{ACTIONS, PersonKeyer};
+use crate::governance::export::{EntryView, ExportFormat, view};
+use crate::intake::schema::Violation;
+use crate::staff_auth::tokens::Role;
 use crate::store::{AuditQuery, AuditRecord};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -77,7 +77,7 @@ fn parse_cursor(text: &str, tag: Option<&str>) -> Option<(i64, i64)> {
 /// Binds a subject access cursor to the person keys it was made for, so it cannot
 /// continue a search for someone else.
 fn cursor_tag(keys: &[String]) -> String {
-    crate::tls::sha256_hex(keys.join("|").as_bytes())[..12].to_owned()
+    crate::security::tls::sha256_hex(keys.join("|").as_bytes())[..12].to_owned()
 }
 
 /// The snapshot to read: from the start up to the head, or where a cursor says (which
@@ -350,7 +350,7 @@ async fn disclosures(
         .require(&state, &[Role::Auditor], "/v1/audit/disclosures")
         .await?;
     let body = read_json_body(&req, payload, MAX_SUBJECT_ACCESS_BODY).await?;
-    let body = crate::strict_json::parse(&body).map_err(|e| ApiError::malformed_json(&e))?;
+    let body = crate::intake::json::parse(&body).map_err(|e| ApiError::malformed_json(&e))?;
     let subject = read_subject(&body, state.intake.person_keyer()).map_err(|violations| {
         ApiError::schema_validation("Subject access request is incomplete", violations)
     })?;

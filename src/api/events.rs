@@ -8,10 +8,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
 use super::AppState;
-use super::body::read_json_body;
 use super::identity::CallerAgency;
+use super::middleware::body::read_json_body;
 use super::problem::ApiError;
-use crate::events::{EventError, Posted};
+use crate::intake::events::{EventError, Posted};
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 

@@ -1,11 +1,10 @@
 //! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
 
 mod audit;
-pub mod body;
-pub mod correlation;
 mod events;
 mod health;
 pub mod identity;
+pub mod middleware;
 pub mod problem;
 mod referrals;
 pub mod reports;
@@ -13,7 +12,7 @@ pub mod staff;
 
 use actix_web::web;
 
-use crate::intake::Intake;
+use crate::intake::referrals::Intake;
 use crate::store::Store;
 
 pub use referrals::IDEMPOTENCY_KEY;
@@ -21,20 +20,20 @@ pub use referrals::IDEMPOTENCY_KEY;
 /// Shared by every handler.
 pub struct AppState {
     pub intake: Intake,
-    pub events: crate::events::Events,
+    pub events: crate::intake::events::Events,
     pub store: Store,
     pub max_body_bytes: usize,
     /// How long a request body may take (every listener).
-    pub body_timeouts: body::BodyTimeouts,
+    pub body_timeouts: middleware::body::BodyTimeouts,
     /// `None` when the relay is disabled in this instance.
-    pub relay: Option<std::sync::Arc<crate::relay::RelayStatus>>,
+    pub relay: Option<std::sync::Arc<crate::delivery::relay::RelayStatus>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub clock: std::sync::Arc<dyn crate::clock::TimeSource>,
-    pub signing_key: std::sync::Arc<crate::signing::GatewayKey>,
+    pub signing_key: std::sync::Arc<crate::security::signing::GatewayKey>,
     /// Earlier signing keys' public halves, still published for verification.
-    pub previous_keys: Vec<crate::signing::PublicKey>,
+    pub previous_keys: Vec<crate::security::signing::PublicKey>,
     /// Checks staff bearer tokens; `None` when `[staff]` is not configured.
-    pub staff_auth: Option<std::sync::Arc<crate::staff::StaffAuth>>,
+    pub staff_auth: Option<std::sync::Arc<crate::staff_auth::tokens::StaffAuth>>,
 }
 
 /// Records an access in the audit log; the request fails (500) if it cannot be recorded,

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::schema::Violation;
+use crate::intake::schema::Violation;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 /// At most this many entries in a problem's `errors`; `detail` gives the total.
@@ -98,7 +98,7 @@ impl ApiError {
 
     /// 400 for a body that is not acceptable JSON (syntax, duplicate member names, NUL),
     /// with the offending member's JSON Pointer when there is one.
-    pub fn malformed_json(error: &crate::strict_json::JsonError) -> Self {
+    pub fn malformed_json(error: &crate::intake::json::JsonError) -> Self {
         let mut problem = Self::bad_request(
             "malformed-json",
             format!("The body is not acceptable JSON: {error}."),
@@ -108,7 +108,7 @@ impl ApiError {
                 pointer: pointer.to_owned(),
                 keyword: error.code().to_owned(),
                 detail: match error {
-                    crate::strict_json::JsonError::DuplicateMember { .. } => {
+                    crate::intake::json::JsonError::DuplicateMember { .. } => {
                         "this member name appears more than once in its object".to_owned()
                     }
                     _ => "strings may not hold NUL (\\u0000)".to_owned(),

@@ -8,14 +8,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::AppState;
-use super::body::read_json_body;
-use super::correlation::CorrelationId;
 use super::identity::CallerAgency;
+use super::middleware::body::read_json_body;
+use super::middleware::correlation::CorrelationId;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
 use crate::domain::ReferralId;
-use crate::intake::{IntakeError, Receipt, Submitted};
-use crate::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
+use crate::intake::referrals::{IntakeError, Receipt, Submitted};
+use crate::security::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
 use crate::store::{AuditRecord, rfc3339};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -106,7 +106,7 @@ fn accepted(receipt: &Receipt, signed: &ReceiptSigned, replayed: bool) -> HttpRe
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = super::correlation::single_header(req, &IDEMPOTENCY_KEY)? else {
+    let Some(value) = super::middleware::correlation::single_header(req, &IDEMPOTENCY_KEY)? else {
         return Ok(None);
     };
     let key = value.to_str().unwrap_or_default();
@@ -147,7 +147,7 @@ fn intake_problem(error: IntakeError) -> ApiError {
             ),
             errors: pointers
                 .into_iter()
-                .map(|pointer| crate::schema::Violation {
+                .map(|pointer| crate::intake::schema::Violation {
                     pointer,
                     keyword: "x-category".into(),
                     detail: "this field's category is not covered by the sharing agreement".into(),

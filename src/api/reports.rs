@@ -10,7 +10,7 @@ use super::AppState;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
-use crate::report::aggregate;
+use crate::sla::report::aggregate;
 use crate::store::{rfc3339, to_micros};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

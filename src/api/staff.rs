@@ -1,5 +1,5 @@
 //! Who is calling the staff listener: a staff member named by a verified bearer token
-//! (`crate::staff`). Every refusal, 401 or 403, is an `auth.refused` audit entry.
+//! (`crate::staff_auth::tokens`). Every refusal, 401 or 403, is an `auth.refused` audit entry.
 
 use futures_util::future::LocalBoxFuture;
 
@@ -9,7 +9,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::AppState;
 use super::problem::ApiError;
-use crate::staff::{Role, StaffIdentity};
+use crate::staff_auth::tokens::{Role, StaffIdentity};
 use crate::store::AuditRecord;
 
 /// Extractor for staff endpoints: a verified token (401 otherwise). Roles are checked

@@ -46,7 +46,7 @@ pub enum StoreError {
     #[error("{0}")]
     Roles(String),
     #[error(transparent)]
-    Seal(#[from] crate::sealing::SealError),
+    Seal(#[from] crate::security::sealing::SealError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub struct Store {
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Encrypts referral payloads at rest; a store without keys (tools that never touch
     /// payloads) refuses to store one.
-    payload_keys: Option<Arc<crate::sealing::PayloadKeys>>,
+    payload_keys: Option<Arc<crate::security::sealing::PayloadKeys>>,
 }
 
 impl Store {
@@ -112,7 +112,7 @@ impl Store {
             .with_payload_keys(keys))
     }
 
-    pub fn with_payload_keys(mut self, keys: crate::sealing::PayloadKeys) -> Self {
+    pub fn with_payload_keys(mut self, keys: crate::security::sealing::PayloadKeys) -> Self {
         self.payload_keys = Some(Arc::new(keys));
         self
     }
@@ -128,7 +128,7 @@ impl Store {
                 let (id, sealed) = keys.seal(plaintext, referral_id)?;
                 Ok((sealed, Some(id)))
             }
-            None => Err(StoreError::Seal(crate::sealing::SealError::NoKey)),
+            None => Err(StoreError::Seal(crate::security::sealing::SealError::NoKey)),
         }
     }
 
@@ -146,7 +146,9 @@ impl Store {
             ))),
             Some(id) => {
                 let keys = self.payload_keys.as_ref().ok_or_else(|| {
-                    StoreError::Seal(crate::sealing::SealError::UnknownKey(id.to_owned()))
+                    StoreError::Seal(crate::security::sealing::SealError::UnknownKey(
+                        id.to_owned(),
+                    ))
                 })?;
                 Ok(keys.open(id, &stored, referral_id)?)
             }

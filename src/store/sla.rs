@@ -225,8 +225,8 @@ impl Store {
         agency: Option<&str>,
     ) -> Result<
         (
-            Vec<crate::report::ClockFact>,
-            Vec<crate::report::ContactFact>,
+            Vec<crate::sla::report::ClockFact>,
+            Vec<crate::sla::report::ContactFact>,
         ),
         StoreError,
     > {
@@ -245,7 +245,7 @@ impl Store {
         let clocks = rows
             .iter()
             .map(|row| {
-                Ok(crate::report::ClockFact {
+                Ok(crate::sla::report::ClockFact {
                     referral_id: row.try_get("id")?,
                     agency: row.try_get("recipient_agency")?,
                     service_type: row.try_get("service_type")?,
@@ -276,7 +276,7 @@ impl Store {
                     .ok()
                     .and_then(|v| v["contact"]["outcome"].as_str().map(str::to_owned))
                     .unwrap_or_default();
-                Ok(crate::report::ContactFact {
+                Ok(crate::sla::report::ContactFact {
                     referral_id: row.try_get("referral_id")?,
                     outcome,
                 })

@@ -463,7 +463,7 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
 /// A direct connection to the test broker, for declaring, reading and deleting a test
 /// namespace's queues.
 pub struct Broker {
-    pub topology: referral_gateway::amqp::Topology,
+    pub topology: referral_gateway::delivery::topology::Topology,
     connection: lapin::Connection,
     pub channel: lapin::Channel,
     cleaned: bool,
@@ -472,10 +472,12 @@ pub struct Broker {
 impl Broker {
     pub async fn new(namespace: &str) -> Self {
         let config = test_config(&shipped_config_text(), "sqlite::memory:");
-        let topology = referral_gateway::amqp::Topology::new(namespace, &config.registry);
-        let (connection, channel) = referral_gateway::amqp::connect_confirming(AMQP_URL)
-            .await
-            .expect("RabbitMQ must be running on 127.0.0.1:5672 (see README)");
+        let topology =
+            referral_gateway::delivery::topology::Topology::new(namespace, &config.registry);
+        let (connection, channel) =
+            referral_gateway::delivery::topology::connect_confirming(AMQP_URL)
+                .await
+                .expect("RabbitMQ must be running on 127.0.0.1:5672 (see README)");
         topology.declare(&channel).await.expect("declare topology");
         Self {
             topology,
@@ -555,7 +557,7 @@ impl Drop for Broker {
             };
             rt.block_on(async move {
                 if let Ok((connection, channel)) =
-                    referral_gateway::amqp::connect_confirming(AMQP_URL).await
+                    referral_gateway::delivery::topology::connect_confirming(AMQP_URL).await
                 {
                     let _ = topology.delete(&channel).await;
                     let _ = connection.close(200, "test cleanup".into()).await;

@@ -8,13 +8,13 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::audit::{PersonKeyer, submission_record};
 use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
     ServiceType,
 };
-use crate::schema::{SchemaRegistry, Violation};
+use crate::governance::audit_log::{PersonKeyer, submission_record};
+use crate::intake::schema::{SchemaRegistry, Violation};
 use crate::store::{AuditRecord, Inserted, NewReferral, ReferralRecord, Store, StoreError};
 
 /// How many JSON Pointers a refusal's audit entry lists (the problem document lists more).
@@ -25,7 +25,7 @@ pub enum IntakeError {
     #[error("agency '{0}' is not registered as a sender")]
     NotASender(AgencyId),
     #[error("the body is not acceptable JSON: {0}")]
-    MalformedJson(#[from] crate::strict_json::JsonError),
+    MalformedJson(#[from] crate::intake::json::JsonError),
     #[error(transparent)]
     Routing(#[from] RoutingError),
     #[error("agency '{sender}' may not refer to service type '{service_type}' in area '{area}'")]
@@ -135,7 +135,7 @@ impl Intake {
     ) -> Result<Submitted, IntakeError> {
         // Read once, strictly (duplicate member names and NUL refused); every later step
         // works on this document.
-        let document = crate::strict_json::parse(body);
+        let document = crate::intake::json::parse(body);
         let person_key = document.as_ref().ok().and_then(|d| self.keyer.key_of(d));
         let destination = document.as_ref().ok().and_then(Destination::from_document);
         let result = self
@@ -229,7 +229,7 @@ impl Intake {
         &self,
         sender: &Agency,
         body: &[u8],
-        document: Result<Value, crate::strict_json::JsonError>,
+        document: Result<Value, crate::intake::json::JsonError>,
         destination: Option<&Destination>,
         person_key: Option<String>,
         idempotency_key: Option<&str>,
@@ -239,7 +239,7 @@ impl Intake {
         if !sender.role.sends() {
             return Err(IntakeError::NotASender(sender.id.clone()));
         }
-        let body_sha256 = crate::tls::sha256_hex(body);
+        let body_sha256 = crate::security::tls::sha256_hex(body);
         if let Some(key) = idempotency_key
             && let Some(previous) = self.store.idempotency_record(&sender.id, key).await?
         {
@@ -314,7 +314,7 @@ impl Intake {
         // checked (and minimised) document, never the caller's bytes, so that a recipient
         // reads exactly what was validated.
         let stored_text = shared.to_string();
-        let payload_sha256 = crate::tls::sha256_hex(stored_text.as_bytes());
+        let payload_sha256 = crate::security::tls::sha256_hex(stored_text.as_bytes());
         let payload = stored_text.as_str();
 
         let id = ReferralId::new();

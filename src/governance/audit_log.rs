@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::domain::NhsNumber;
 use crate::domain::audit::{ChainFault, ChainVerifier, Checkpoint};
-use crate::signing::{GatewayKey, PublicKey};
+use crate::security::signing::{GatewayKey, PublicKey};
 use crate::store::{AuditRecord, Store, StoreError, to_micros};
 
 /// Every action the gateway records (docs/governance.md lists when each is written).

@@ -4,7 +4,7 @@
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::{Channel, Confirmation};
 
-use crate::amqp::{Topology, connect_confirming};
+use crate::delivery::topology::{Topology, connect_confirming};
 use crate::store::{Store, from_micros};
 
 #[derive(Debug, thiserror::Error)]

@@ -17,8 +17,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::{Notify, watch};
 
-use crate::amqp::{self, Topology, short, string};
 use crate::config::RelayConfig;
+use crate::delivery::topology::{self, Topology, short, string};
 use crate::metrics::Metrics;
 use crate::store::{Backend, ClaimedMessage, Store, StoreError, to_micros};
 
@@ -162,7 +162,7 @@ impl Relay {
         }
         let mut failures = 0u32;
         while !*shutdown.borrow() {
-            match amqp::connect_confirming(&self.url).await {
+            match topology::connect_confirming(&self.url).await {
                 Ok((connection, channel)) => match self.topology.declare(&channel).await {
                     Ok(()) => {
                         failures = 0;

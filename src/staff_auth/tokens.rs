@@ -164,7 +164,7 @@ type KeySet = HashMap<String, TrustedKey>;
 
 /// The trusted keys and the checks every token must pass. Keys come from a JWKS file
 /// (fixed at start-up) and, when a JWKS URL is configured, from the identity provider
-/// (replaced at each refresh by `crate::jwks`).
+/// (replaced at each refresh by `crate::staff_auth::jwks`).
 pub struct StaffAuth {
     file_keys: KeySet,
     /// Whether the JWKS file holds the published development key (under any kid).
@@ -263,7 +263,7 @@ fn parse_jwks(
         let read = || -> Result<Option<(String, TrustedKey)>, String> {
             // The provider never publishes the development key: leave it out (the
             // operator's own file may hold it, in development; the config decides).
-            if unusable == Unusable::Skip && crate::published::is_development_jwk(entry) {
+            if unusable == Unusable::Skip && crate::security::published::is_development_jwk(entry) {
                 return Err(format!("key {index} is the published development key"));
             }
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(entry.clone())
@@ -310,7 +310,7 @@ impl StaffAuth {
             .and_then(|doc| doc.get("keys").and_then(Value::as_array).cloned())
             .unwrap_or_default()
             .iter()
-            .any(crate::published::is_development_jwk);
+            .any(crate::security::published::is_development_jwk);
         Ok(auth)
     }
 
@@ -499,7 +499,7 @@ pub fn generate_dev_key() -> Result<(String, String), DevKeyError> {
     let seed = v2.as_ref().get(16..48).ok_or(DevKeyError::Generate)?;
     let mut v1 = PKCS8_V1_ED25519_PREFIX.to_vec();
     v1.extend_from_slice(seed);
-    let pem = crate::signing::pem("PRIVATE KEY", &v1);
+    let pem = crate::security::signing::pem("PRIVATE KEY", &v1);
     let jwks = serde_json::json!({
         "keys": [{
             "kty": "OKP",
@@ -606,7 +606,7 @@ mod tests {
         // A freshly made key is not the published development key (compared by key
         // material, not kid); the published JWKS is.
         assert!(!auth.trusts_dev_key());
-        let published = include_str!("../certs-example/staff-jwks.json");
+        let published = include_str!("../../certs-example/staff-jwks.json");
         assert!(
             StaffAuth::from_jwks(published, policy())
                 .unwrap()

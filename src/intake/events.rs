@@ -14,7 +14,7 @@ use crate::domain::sla::clock_effects;
 use crate::domain::{
     Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, RoutingKey, transition,
 };
-use crate::schema::{SchemaRegistry, Violation};
+use crate::intake::schema::{SchemaRegistry, Violation};
 use crate::store::{
     AuditRecord, EventOutcome, NewEvent, OutboxMessage, Store, StoreError, StoredEvent, to_micros,
 };
@@ -27,7 +27,7 @@ pub enum EventError {
     #[error("not found")]
     NotFound,
     #[error("the body is not acceptable JSON: {0}")]
-    MalformedJson(#[from] crate::strict_json::JsonError),
+    MalformedJson(#[from] crate::intake::json::JsonError),
     #[error("the event does not match its schema")]
     Invalid(Vec<Violation>),
     #[error("only the referral's {0} may post a '{1}' event")]
@@ -90,7 +90,7 @@ impl Events {
             return Err(EventError::NotFound);
         };
 
-        let document = crate::strict_json::parse(body)?;
+        let document = crate::intake::json::parse(body)?;
         self.schemas
             .validate_event(&document)
             .map_err(EventError::Invalid)?;
@@ -140,7 +140,7 @@ impl Events {
 
         let record_id = uuid::Uuid::now_v7();
         let effects = clock_effects(event_type);
-        let request_sha256 = crate::tls::sha256_hex(body);
+        let request_sha256 = crate::security::tls::sha256_hex(body);
         let new = NewEvent {
             id: record_id,
             referral_id: id,

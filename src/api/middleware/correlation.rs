@@ -10,8 +10,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
-use super::identity::PeerCertificate;
-use super::problem::ApiError;
+use crate::api::identity::PeerCertificate;
+use crate::api::problem::ApiError;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 const MAX_LEN: usize = 128;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::JwksUrl;
-use crate::staff::StaffAuth;
+use crate::staff_auth::tokens::StaffAuth;
 
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -38,10 +38,11 @@ fn client(source: &JwksUrl) -> Result<reqwest::Client, JwksError> {
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(ca) = &source.ca {
-        let certs = crate::tls::load_certs("staff.jwks_ca", ca).map_err(|e| JwksError::Ca {
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let certs =
+            crate::security::tls::load_certs("staff.jwks_ca", ca).map_err(|e| JwksError::Ca {
+                path: ca.display().to_string(),
+                message: e.to_string(),
+            })?;
         for cert in certs {
             roots.add(cert).map_err(|e| JwksError::Ca {
                 path: ca.display().to_string(),
@@ -49,7 +50,7 @@ fn client(source: &JwksUrl) -> Result<reqwest::Client, JwksError> {
             })?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let tls = rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| JwksError::Client(e.to_string()))?
         .with_root_certificates(roots)

@@ -12,7 +12,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::domain::{AgencyRegistry, CertificateIdentity};
-use crate::tls;
+use crate::security::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
@@ -324,7 +324,7 @@ pub fn init(
         None,
     )?;
 
-    let signing = crate::signing::GatewayKey::generate_pem()
+    let signing = crate::security::signing::GatewayKey::generate_pem()
         .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?;
     put(
         "gateway Ed25519 signing key (receipts, audit checkpoints)".into(),
@@ -348,7 +348,7 @@ pub fn init(
         true,
         None,
     )?;
-    let payload_key = crate::sealing::PayloadKeys::generate_hex()
+    let payload_key = crate::security::sealing::PayloadKeys::generate_hex()
         .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?
         + "\n";
     put(
@@ -359,7 +359,7 @@ pub fn init(
         None,
     )?;
 
-    let (staff_key, staff_jwks) = crate::staff::generate_dev_key()
+    let (staff_key, staff_jwks) = crate::staff_auth::tokens::generate_dev_key()
         .map_err(|_| CertsError::Rcgen(rcgen::Error::RingUnspecified))?;
     put(
         "development staff token key (`referral-gateway dev-token`)".into(),

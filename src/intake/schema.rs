@@ -436,7 +436,7 @@ fn withhold(
     }
 }
 
-use crate::strict_json::escape_pointer_token;
+use crate::intake::json::escape_pointer_token;
 
 /// Adds the names of every `properties` member found anywhere in `schema`.
 fn collect_property_names(schema: &Value, names: &mut std::collections::BTreeSet<String>) {

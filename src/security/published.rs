@@ -29,14 +29,14 @@ impl std::str::FromStr for Profile {
     }
 }
 
-const CA_CERT: &[u8] = include_bytes!("../certs-example/ca.crt");
-const SERVER_CERT: &[u8] = include_bytes!("../certs-example/server.crt");
-const SERVER_KEY: &[u8] = include_bytes!("../certs-example/server.key");
-const SIGNING_KEY: &[u8] = include_bytes!("../certs-example/gateway-signing.key");
-const STAFF_DEV_KEY: &[u8] = include_bytes!("../certs-example/staff-dev.key");
-const PAYLOAD_KEY: &str = include_str!("../certs-example/payload.key");
-const PERSON_KEY_SECRET: &[u8] = include_bytes!("../certs-example/person-key.secret");
-const STAFF_JWKS: &str = include_str!("../certs-example/staff-jwks.json");
+const CA_CERT: &[u8] = include_bytes!("../../certs-example/ca.crt");
+const SERVER_CERT: &[u8] = include_bytes!("../../certs-example/server.crt");
+const SERVER_KEY: &[u8] = include_bytes!("../../certs-example/server.key");
+const SIGNING_KEY: &[u8] = include_bytes!("../../certs-example/gateway-signing.key");
+const STAFF_DEV_KEY: &[u8] = include_bytes!("../../certs-example/staff-dev.key");
+const PAYLOAD_KEY: &str = include_str!("../../certs-example/payload.key");
+const PERSON_KEY_SECRET: &[u8] = include_bytes!("../../certs-example/person-key.secret");
+const STAFF_JWKS: &str = include_str!("../../certs-example/staff-jwks.json");
 
 /// The published PEM files, by what they are.
 const PUBLISHED_PEM: [(&str, &[u8]); 5] = [
@@ -135,7 +135,7 @@ mod tests {
             published_pem(rewrapped.as_bytes()),
             Some("the development signing key")
         );
-        let agency = include_bytes!("../certs-example/agencies/coventry-liaison.crt").as_slice();
+        let agency = include_bytes!("../../certs-example/agencies/coventry-liaison.crt").as_slice();
         assert_eq!(published_pem(agency), None);
         assert!(is_published_payload_key(&PAYLOAD_KEY.to_uppercase()));
         assert!(!is_published_payload_key(&"0".repeat(64)));

@@ -17,7 +17,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, web};
 use futures_util::{Stream, StreamExt};
 
-use super::problem::ApiError;
+use crate::api::problem::ApiError;
 
 /// How much of an unread body is read and discarded so the answer reaches the client.
 /// Bodies declared larger are left alone.
@@ -118,7 +118,7 @@ pub async fn drain_unread_body(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let timeouts = req
-        .app_data::<web::Data<super::AppState>>()
+        .app_data::<web::Data<crate::api::AppState>>()
         .map(|s| s.body_timeouts)
         .unwrap_or_default();
     let drainable = declared_length(req.headers()).is_none_or(|n| n <= DRAIN_CAP);
