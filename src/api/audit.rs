@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::middleware::body::read_json_body;
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
 use crate::domain::NhsNumber;
 use crate::domain::audit::AuditEntry;
@@ -39,13 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
 }
 
-fn store_failure(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "store failure while reading the audit log");
-    ApiError::internal()
-}
-
 fn bad(detail: impl Into<String>) -> ApiError {
-    ApiError::bad_request("bad-query", detail)
+    ApiError::bad_request(ProblemKind::BadQuery, detail)
 }
 
 /// `from`/`to` as microseconds, unbounded when absent.
@@ -86,12 +81,7 @@ async fn snapshot(
     state: &AppState,
     cursor: Option<(i64, i64)>,
 ) -> Result<Option<Snapshot>, ApiError> {
-    let head = state
-        .store
-        .audit_head()
-        .await
-        .map(|(seq, _)| seq)
-        .map_err(store_failure)?;
+    let head = state.store.audit_head().await.map(|(seq, _)| seq)?;
     Ok(match cursor {
         None => Some(Snapshot {
             after: 0,
@@ -197,8 +187,7 @@ async fn events(
             upto_seq: snapshot.upto,
             limit: limit + 1,
         })
-        .await
-        .map_err(store_failure)?;
+        .await?;
     let (entries, next_cursor) = page(entries, limit, snapshot, None);
     super::audit(
         &state,
@@ -368,8 +357,7 @@ async fn disclosures(
             snapshot.upto,
             subject.limit + 1,
         )
-        .await
-        .map_err(store_failure)?;
+        .await?;
     let (entries, next_cursor) = page(
         entries,
         subject.limit,
@@ -380,8 +368,7 @@ async fn disclosures(
     let summary = state
         .store
         .person_summary(&subject.keys, snapshot.upto)
-        .await
-        .map_err(store_failure)?;
+        .await?;
     // The request is recorded under each of the person's keys, so a later request by
     // either identifier shows that this one was answered.
     let records: Vec<AuditRecord> = subject
@@ -401,14 +388,7 @@ async fn disclosures(
             ))
         })
         .collect();
-    state
-        .store
-        .audit_all(&records, state.clock.now())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot write the audit log");
-            ApiError::internal()
-        })?;
+    state.store.audit_all(&records, state.clock.now()).await?;
     let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "searched_by": subject.searched_by,

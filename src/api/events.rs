@@ -11,7 +11,7 @@ use super::AppState;
 use super::identity::CallerAgency;
 use super::middleware::body::read_json_body;
 use super::problem::ApiError;
-use crate::intake::events::{EventError, Posted};
+use crate::intake::events::Posted;
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -35,8 +35,7 @@ async fn post_event(
     let posted = state
         .events
         .post(&caller.0, &path.into_inner(), &body, now)
-        .await
-        .map_err(event_problem)?;
+        .await?;
     let (event, status, replayed) = match posted {
         Posted::Created(e) => (e, StatusCode::CREATED, false),
         Posted::Replayed(e) => (e, StatusCode::OK, true),
@@ -47,31 +46,4 @@ async fn post_event(
         res.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
     Ok(res.json(record))
-}
-
-fn event_problem(error: EventError) -> ApiError {
-    match error {
-        EventError::NotFound => ApiError::not_found(),
-        EventError::MalformedJson(e) => ApiError::malformed_json(&e),
-        EventError::Invalid(violations) => {
-            ApiError::schema_validation("Event does not match its schema", violations)
-        }
-        EventError::WrongParty(..) => ApiError::forbidden("not-permitted", error.to_string()),
-        EventError::Illegal(e) => ApiError::new(
-            StatusCode::CONFLICT,
-            "illegal-transition",
-            "Illegal status transition",
-            e.to_string(),
-        ),
-        EventError::Conflict => ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency-conflict",
-            "Event id reused",
-            "This event_id was already used for a different event on this referral. Use a new event_id for a new event.",
-        ),
-        EventError::Store(e) => {
-            tracing::error!(error = %e, "store failure while recording an event");
-            ApiError::internal()
-        }
-    }
 }

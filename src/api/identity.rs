@@ -7,7 +7,7 @@ use futures_util::future::LocalBoxFuture;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use crate::domain::Agency;
 
 /// Stored in the connection's extensions once per TLS connection, after the handshake.
@@ -30,7 +30,7 @@ impl CallerAgency {
     pub fn own_agency_only(&self, requested: Option<&str>) -> Result<(), ApiError> {
         match requested {
             Some(a) if a != self.0.id.as_str() => Err(ApiError::bad_request(
-                "bad-query",
+                ProblemKind::BadQuery,
                 "'agency' can only be your own agency: an agency sees the referrals it sent or received",
             )),
             _ => Ok(()),
@@ -49,14 +49,14 @@ impl FromRequest for CallerAgency {
                 ..
             }) => Ok(Self(agency.clone())),
             Some(peer) => Err(ApiError::forbidden(
-                "unknown-agency",
+                ProblemKind::UnknownAgency,
                 format!(
                     "The client certificate (SHA-256 {}) is signed by the scheme CA but is not registered to any agency. Ask the scheme operator to register it (docs/onboarding.md).",
                     peer.fingerprint
                 ),
             )),
             None => Err(ApiError::forbidden(
-                "no-client-certificate",
+                ProblemKind::NoClientCertificate,
                 "This endpoint needs a client certificate registered to an agency.",
             )),
         };

@@ -12,12 +12,159 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const MAX_LISTED_PROBLEMS: usize = 100;
 const TYPE_PREFIX: &str = "urn:referral-gateway:problem:";
 
-/// An error answer. `kind` becomes the problem `type` (`urn:referral-gateway:problem:<kind>`);
-/// every kind is listed in docs/api.md.
+/// Every kind of problem the API answers with: its slug (the problem `type` is
+/// `urn:referral-gateway:problem:<slug>`), its HTTP status and its usual title.
+/// docs/api.md lists exactly these (checked by a test below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    BadCorrelationId,
+    BadIdempotencyKey,
+    DuplicateHeader,
+    UnreadableBody,
+    MalformedJson,
+    BadQuery,
+    Unauthorized,
+    InvalidToken,
+    InsufficientRole,
+    OtherAgency,
+    NoAgencyClaim,
+    UnknownAgency,
+    NoClientCertificate,
+    NotPermitted,
+    SharingRefused,
+    NotFound,
+    MethodNotAllowed,
+    BodyTimeout,
+    IdempotencyConflict,
+    IllegalTransition,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unroutable,
+    SchemaValidation,
+    ExcessData,
+    Internal,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 26] = [
+        Self::BadCorrelationId,
+        Self::BadIdempotencyKey,
+        Self::DuplicateHeader,
+        Self::UnreadableBody,
+        Self::MalformedJson,
+        Self::BadQuery,
+        Self::Unauthorized,
+        Self::InvalidToken,
+        Self::InsufficientRole,
+        Self::OtherAgency,
+        Self::NoAgencyClaim,
+        Self::UnknownAgency,
+        Self::NoClientCertificate,
+        Self::NotPermitted,
+        Self::SharingRefused,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::BodyTimeout,
+        Self::IdempotencyConflict,
+        Self::IllegalTransition,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::Unroutable,
+        Self::SchemaValidation,
+        Self::ExcessData,
+        Self::Internal,
+    ];
+
+    /// `(slug, status, title)`.
+    const fn parts(self) -> (&'static str, StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::BadCorrelationId => ("bad-correlation-id", S::BAD_REQUEST, "Bad request"),
+            Self::BadIdempotencyKey => ("bad-idempotency-key", S::BAD_REQUEST, "Bad request"),
+            Self::DuplicateHeader => ("duplicate-header", S::BAD_REQUEST, "Bad request"),
+            Self::UnreadableBody => ("unreadable-body", S::BAD_REQUEST, "Bad request"),
+            Self::MalformedJson => ("malformed-json", S::BAD_REQUEST, "Bad request"),
+            Self::BadQuery => ("bad-query", S::BAD_REQUEST, "Bad request"),
+            Self::Unauthorized => ("unauthorized", S::UNAUTHORIZED, "Unauthorized"),
+            Self::InvalidToken => ("invalid-token", S::UNAUTHORIZED, "Unauthorized"),
+            Self::InsufficientRole => ("insufficient-role", S::FORBIDDEN, "Forbidden"),
+            Self::OtherAgency => ("other-agency", S::FORBIDDEN, "Forbidden"),
+            Self::NoAgencyClaim => ("no-agency-claim", S::FORBIDDEN, "Forbidden"),
+            Self::UnknownAgency => ("unknown-agency", S::FORBIDDEN, "Forbidden"),
+            Self::NoClientCertificate => ("no-client-certificate", S::FORBIDDEN, "Forbidden"),
+            Self::NotPermitted => ("not-permitted", S::FORBIDDEN, "Forbidden"),
+            Self::SharingRefused => ("sharing-refused", S::FORBIDDEN, "Forbidden"),
+            Self::NotFound => ("not-found", S::NOT_FOUND, "Not found"),
+            Self::MethodNotAllowed => (
+                "method-not-allowed",
+                S::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            Self::BodyTimeout => ("body-timeout", S::REQUEST_TIMEOUT, "Request body too slow"),
+            Self::IdempotencyConflict => (
+                "idempotency-conflict",
+                S::CONFLICT,
+                "Idempotency key reused",
+            ),
+            Self::IllegalTransition => (
+                "illegal-transition",
+                S::CONFLICT,
+                "Illegal status transition",
+            ),
+            Self::PayloadTooLarge => (
+                "payload-too-large",
+                S::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+            ),
+            Self::UnsupportedMediaType => (
+                "unsupported-media-type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            Self::Unroutable => (
+                "unroutable",
+                S::UNPROCESSABLE_ENTITY,
+                "Referral cannot be routed",
+            ),
+            Self::SchemaValidation => (
+                "schema-validation",
+                S::UNPROCESSABLE_ENTITY,
+                "Referral does not match its schema",
+            ),
+            Self::ExcessData => (
+                "excess-data",
+                S::UNPROCESSABLE_ENTITY,
+                "Referral holds data the sharing agreement does not cover",
+            ),
+            Self::Internal => ("internal", S::INTERNAL_SERVER_ERROR, "Internal error"),
+        }
+    }
+
+    pub const fn slug(self) -> &'static str {
+        self.parts().0
+    }
+
+    pub const fn status(self) -> StatusCode {
+        self.parts().1
+    }
+
+    pub const fn title(self) -> &'static str {
+        self.parts().2
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.slug())
+    }
+}
+
+/// An error answer: a [`ProblemKind`] (which gives the status and the problem `type`), a
+/// title (the kind's own unless a resource words it more precisely) and a detail.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub kind: &'static str,
+    pub kind: ProblemKind,
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<Violation>,
@@ -35,40 +182,43 @@ struct ProblemBody<'a> {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// A problem of `kind`, with the kind's status and title.
+    pub fn of(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
-            status,
+            status: kind.status(),
             kind,
-            title,
+            title: kind.title(),
             detail: detail.into(),
             errors: Vec::new(),
         }
     }
 
-    pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, kind, "Bad request", detail)
+    /// The same with a title worded for the resource (for example "Event id reused").
+    pub fn titled(mut self, title: &'static str) -> Self {
+        self.title = title;
+        self
     }
 
-    pub fn forbidden(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, kind, "Forbidden", detail)
+    pub fn bad_request(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        debug_assert_eq!(kind.status(), StatusCode::BAD_REQUEST);
+        Self::of(kind, detail)
+    }
+
+    pub fn forbidden(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        debug_assert_eq!(kind.status(), StatusCode::FORBIDDEN);
+        Self::of(kind, detail)
     }
 
     /// 401 for staff endpoints: no bearer token, or one that does not verify.
-    pub fn unauthorized(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, kind, "Unauthorized", detail)
+    pub fn unauthorized(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        debug_assert_eq!(kind.status(), StatusCode::UNAUTHORIZED);
+        Self::of(kind, detail)
     }
 
     /// The same answer whether the resource does not exist or the caller may not see it.
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
+        Self::of(
+            ProblemKind::NotFound,
             "No such resource, or it is not visible to the calling agency.",
         )
     }
@@ -88,11 +238,8 @@ impl ApiError {
             )
         };
         Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "schema-validation",
-            title,
-            detail,
             errors: violations,
+            ..Self::of(ProblemKind::SchemaValidation, detail).titled(title)
         }
     }
 
@@ -100,7 +247,7 @@ impl ApiError {
     /// with the offending member's JSON Pointer when there is one.
     pub fn malformed_json(error: &crate::intake::json::JsonError) -> Self {
         let mut problem = Self::bad_request(
-            "malformed-json",
+            ProblemKind::MalformedJson,
             format!("The body is not acceptable JSON: {error}."),
         );
         if let Some(pointer) = error.pointer() {
@@ -119,10 +266,8 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
+        Self::of(
+            ProblemKind::Internal,
             "The gateway could not complete the request; nothing was accepted or disclosed. Retry (a referral with the same Idempotency-Key, an event with the same event_id).",
         )
     }
@@ -152,7 +297,7 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750: say which scheme, and whether a token was given but refused.
-            let challenge = if self.kind == "invalid-token" {
+            let challenge = if self.kind == ProblemKind::InvalidToken {
                 r#"Bearer realm="referral-gateway", error="invalid_token""#
             } else {
                 r#"Bearer realm="referral-gateway""#
@@ -163,12 +308,84 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::intake::referrals::IntakeError> for ApiError {
+    #[track_caller]
+    fn from(error: crate::intake::referrals::IntakeError) -> Self {
+        use crate::intake::referrals::IntakeError as E;
+        match error {
+            E::NotASender(_) | E::NotPermitted { .. } => {
+                Self::of(ProblemKind::NotPermitted, error.to_string())
+            }
+            E::MalformedJson(e) => Self::malformed_json(&e),
+            E::Routing(e) => Self::of(ProblemKind::Unroutable, e.to_string()),
+            E::Sharing(refusal) => Self::of(ProblemKind::SharingRefused, refusal.to_string()),
+            E::Excess { isa_id, pointers } => Self {
+                detail: format!(
+                    "Agreement '{isa_id}' does not let this recipient receive {} field(s); remove them and send again.",
+                    pointers.len()
+                ),
+                errors: pointers
+                    .into_iter()
+                    .map(|pointer| Violation {
+                        pointer,
+                        keyword: "x-category".into(),
+                        detail: "this field's category is not covered by the sharing agreement"
+                            .into(),
+                    })
+                    .collect(),
+                ..Self::of(ProblemKind::ExcessData, String::new())
+            },
+            E::Invalid(violations) => {
+                Self::schema_validation("Referral does not match its schema", violations)
+            }
+            E::IdempotencyConflict => Self::of(
+                ProblemKind::IdempotencyConflict,
+                "This Idempotency-Key was already used with a different body. Use a new key for a new referral.",
+            ),
+            E::Store(e) => Self::from(e),
+        }
+    }
+}
+
+impl From<crate::intake::events::EventError> for ApiError {
+    #[track_caller]
+    fn from(error: crate::intake::events::EventError) -> Self {
+        use crate::intake::events::EventError as E;
+        match error {
+            E::NotFound => Self::not_found(),
+            E::MalformedJson(e) => Self::malformed_json(&e),
+            E::Invalid(violations) => {
+                Self::schema_validation("Event does not match its schema", violations)
+            }
+            E::WrongParty(..) => Self::of(ProblemKind::NotPermitted, error.to_string()),
+            E::Illegal(e) => Self::of(ProblemKind::IllegalTransition, e.to_string()),
+            E::Conflict => Self::of(
+                ProblemKind::IdempotencyConflict,
+                "This event_id was already used for a different event on this referral. Use a new event_id for a new event.",
+            )
+            .titled("Event id reused"),
+            E::Store(e) => Self::from(e),
+        }
+    }
+}
+
+/// A store failure is logged here, once, with where it was met, and answered `500`
+/// without details.
+impl From<crate::store::StoreError> for ApiError {
+    #[track_caller]
+    fn from(error: crate::store::StoreError) -> Self {
+        let at = std::panic::Location::caller();
+        tracing::error!(error = %error, at = %at, "store failure");
+        Self::internal()
+    }
+}
+
 /// Query strings that cannot be parsed (a parameter given twice, say) answer with a
 /// problem document too.
 pub fn query_config() -> actix_web::web::QueryConfig {
     actix_web::web::QueryConfig::default().error_handler(|err, _req| {
         ApiError::bad_request(
-            "bad-query",
+            ProblemKind::BadQuery,
             format!("The query string cannot be read: {err}"),
         )
         .into()
@@ -182,11 +399,50 @@ pub async fn no_such_route() -> HttpResponse {
 
 /// Fallback for a known path with another method.
 pub async fn method_not_allowed() -> HttpResponse {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
+    ApiError::of(
+        ProblemKind::MethodNotAllowed,
         "This resource does not support that method; see docs/api.md.",
     )
     .error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/api.md's table of problem kinds lists exactly the kinds the code has, each
+    /// with its status.
+    #[test]
+    fn docs_list_every_problem_kind_with_its_status() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md"),
+        )
+        .unwrap();
+        let table = docs
+            .split("The kinds (every")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n###").next())
+            .expect("docs/api.md has the table of kinds");
+        let documented: Vec<(String, String)> = table
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let slug = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((slug.to_owned(), cells.get(2)?.to_string()))
+            })
+            .collect();
+        let expected: Vec<(String, String)> = ProblemKind::ALL
+            .iter()
+            .map(|k| (k.slug().to_owned(), k.status().as_u16().to_string()))
+            .collect();
+        for kind in &expected {
+            assert!(documented.contains(kind), "{kind:?} is not in docs/api.md");
+        }
+        for kind in &documented {
+            assert!(
+                expected.contains(kind),
+                "docs/api.md lists {kind:?}, which the code lacks"
+            );
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! `/v1/referrals`: submit a referral (registered sending agencies) and read its status
 //! (its sender and its recipient only; everyone else gets 404).
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
@@ -11,7 +10,7 @@ use super::AppState;
 use super::identity::CallerAgency;
 use super::middleware::body::read_json_body;
 use super::middleware::correlation::CorrelationId;
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
 use crate::domain::ReferralId;
 use crate::intake::referrals::{IntakeError, Receipt, Submitted};
@@ -63,7 +62,7 @@ async fn submit(
             if matches!(e, IntakeError::Invalid(_)) {
                 state.metrics.validation_failures.inc();
             }
-            intake_problem(e)
+            ApiError::from(e)
         })?;
     let (receipt, replayed) = match submitted {
         Submitted::Created(r) => (r, false),
@@ -112,62 +111,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let key = value.to_str().unwrap_or_default();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
-            "bad-idempotency-key",
+            ProblemKind::BadIdempotencyKey,
             "Idempotency-Key must be 1-255 visible ASCII characters (a UUID is a good choice).",
         ));
     }
     Ok(Some(key.to_owned()))
-}
-
-fn intake_problem(error: IntakeError) -> ApiError {
-    let unprocessable = |kind, detail: String| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            kind,
-            "Referral cannot be routed",
-            detail,
-        )
-    };
-    match error {
-        IntakeError::NotASender(_) | IntakeError::NotPermitted { .. } => {
-            ApiError::forbidden("not-permitted", error.to_string())
-        }
-        IntakeError::MalformedJson(e) => ApiError::malformed_json(&e),
-        IntakeError::Routing(e) => unprocessable("unroutable", e.to_string()),
-        IntakeError::Sharing(refusal) => {
-            ApiError::forbidden("sharing-refused", refusal.to_string())
-        }
-        IntakeError::Excess { isa_id, pointers } => ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "excess-data",
-            title: "Referral holds data the sharing agreement does not cover",
-            detail: format!(
-                "Agreement '{isa_id}' does not let this recipient receive {} field(s); remove them and send again.",
-                pointers.len()
-            ),
-            errors: pointers
-                .into_iter()
-                .map(|pointer| crate::intake::schema::Violation {
-                    pointer,
-                    keyword: "x-category".into(),
-                    detail: "this field's category is not covered by the sharing agreement".into(),
-                })
-                .collect(),
-        },
-        IntakeError::Invalid(violations) => {
-            ApiError::schema_validation("Referral does not match its schema", violations)
-        }
-        IntakeError::IdempotencyConflict => ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency-conflict",
-            "Idempotency key reused",
-            "This Idempotency-Key was already used with a different body. Use a new key for a new referral.",
-        ),
-        IntakeError::Store(e) => {
-            tracing::error!(error = %e, "store failure while accepting a referral");
-            ApiError::internal()
-        }
-    }
 }
 
 /// On the staff listener: service managers (their own agency) and auditors (any agency,
@@ -232,7 +180,7 @@ async fn staff_list(
         .await?
     else {
         return Err(ApiError::bad_request(
-            "bad-query",
+            ProblemKind::BadQuery,
             "name the agency whose referrals to list: ?agency=<agency-id>",
         ));
     };
@@ -246,7 +194,7 @@ async fn list_for(
     actor: String,
     query: &ListQuery,
 ) -> Result<HttpResponse, ApiError> {
-    let bad = |detail: &str| ApiError::bad_request("bad-query", detail.to_owned());
+    let bad = |detail: &str| ApiError::bad_request(ProblemKind::BadQuery, detail.to_owned());
     let status = query.status.clone().unwrap_or_default();
     if !status.is_empty() && status.parse::<crate::domain::ReferralStatus>().is_err() {
         return Err(bad("'status' is not a referral status (see docs/api.md)"));
@@ -291,10 +239,7 @@ async fn list_for(
         after,
         limit,
     };
-    let records = state.store.list_referrals(&filter).await.map_err(|e| {
-        tracing::error!(error = %e, "store failure while listing referrals");
-        ApiError::internal()
-    })?;
+    let records = state.store.list_referrals(&filter).await?;
     // `recipient` names the agency whose referrals were listed.
     let record = AuditRecord {
         recipient: Some(agency.to_owned()),
@@ -385,10 +330,7 @@ async fn status_for(
         super::audit(state, denied()).await?;
         return Err(ApiError::not_found());
     };
-    let record = state.store.referral(id).await.map_err(|e| {
-        tracing::error!(error = %e, "store failure while reading a referral");
-        ApiError::internal()
-    })?;
+    let record = state.store.referral(id).await?;
     let Some(record) =
         record.filter(|r| agency.is_none_or(|a| r.sender_agency == a || r.recipient_agency == a))
     else {
@@ -396,15 +338,10 @@ async fn status_for(
         return Err(ApiError::not_found());
     };
     super::audit(state, AuditRecord::new(actor, "referral.read").referral(id)).await?;
-    let internal = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "store failure while reading a referral's events");
-        ApiError::internal()
-    };
     let timeline = state
         .store
         .events(id)
-        .await
-        .map_err(internal)?
+        .await?
         .into_iter()
         .filter_map(|e| serde_json::from_str(&e.body).ok())
         .collect();
@@ -412,8 +349,7 @@ async fn status_for(
     let sla = state
         .store
         .clocks(&id.to_string())
-        .await
-        .map_err(internal)?
+        .await?
         .into_iter()
         .map(|c| {
             serde_json::json!({

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::identity::CallerAgency;
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
 use crate::sla::report::aggregate;
 use crate::store::{rfc3339, to_micros};
@@ -60,7 +60,7 @@ pub fn period_micros(
         None => Ok(default),
         Some(t) => parse_instant(t, end).map(to_micros).ok_or_else(|| {
             ApiError::bad_request(
-                "bad-query",
+                ProblemKind::BadQuery,
                 format!("'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
             )
         }),
@@ -81,7 +81,7 @@ pub fn period_micros(
                 rfc3339(to)
             ),
         };
-        return Err(ApiError::bad_request("bad-query", detail));
+        return Err(ApiError::bad_request(ProblemKind::BadQuery, detail));
     }
     Ok((from, to))
 }
@@ -95,7 +95,10 @@ pub fn page_limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, Api
             .ok()
             .filter(|l| (1..=max).contains(l))
             .ok_or_else(|| {
-                ApiError::bad_request("bad-query", format!("'limit' must be between 1 and {max}"))
+                ApiError::bad_request(
+                    ProblemKind::BadQuery,
+                    format!("'limit' must be between 1 and {max}"),
+                )
             }),
     }
 }
@@ -140,14 +143,7 @@ async fn report(
         now - 30 * 86_400 * 1_000_000,
         now,
     )?;
-    let (clocks, contacts) = state
-        .store
-        .report_facts(from, to, agency)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "store failure while building an SLA report");
-            ApiError::internal()
-        })?;
+    let (clocks, contacts) = state.store.report_facts(from, to, agency).await?;
     let rows = aggregate(&clocks, &contacts, now);
     // `recipient` names the agency whose referrals the report covers.
     let mut record = crate::store::AuditRecord::new(actor, "report.sla");

@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::AppState;
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use crate::staff_auth::tokens::{Role, StaffIdentity};
 use crate::store::AuditRecord;
 
@@ -20,7 +20,7 @@ pub struct StaffCaller(pub StaffIdentity);
 fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     let missing = || {
         ApiError::unauthorized(
-            "unauthorized",
+            ProblemKind::Unauthorized,
             "This endpoint needs 'Authorization: Bearer <token>' with a token from your identity provider.",
         )
     };
@@ -55,7 +55,7 @@ impl FromRequest for StaffCaller {
             Some(auth) => bearer_token(req).and_then(|token| {
                 auth.verify(token).map(Self).map_err(|e| {
                     ApiError::unauthorized(
-                        "invalid-token",
+                        ProblemKind::InvalidToken,
                         format!("The bearer token was refused: {e}."),
                     )
                 })
@@ -90,7 +90,7 @@ impl StaffCaller {
         self.refuse(
             state,
             ApiError::forbidden(
-                "insufficient-role",
+                ProblemKind::InsufficientRole,
                 format!("This needs the role {} in your token.", names.join(" or ")),
             ),
             path,
@@ -134,7 +134,7 @@ impl StaffCaller {
         if self.0.has(Role::Auditor) {
             return match requested {
                 Some(id) if !known(id) => Err(ApiError::bad_request(
-                    "bad-query",
+                    ProblemKind::BadQuery,
                     format!("'agency' names no registered agency ({id})"),
                 )),
                 other => Ok(other.map(str::to_owned)),
@@ -146,7 +146,7 @@ impl StaffCaller {
                     .refuse(
                         state,
                         ApiError::forbidden(
-                            "no-agency-claim",
+                            ProblemKind::NoAgencyClaim,
                             "Your token names no registered agency in its agency claim; ask your identity provider administrator.",
                         ),
                         path,
@@ -158,7 +158,7 @@ impl StaffCaller {
                     self.refuse(
                         state,
                         ApiError::forbidden(
-                            "other-agency",
+                            ProblemKind::OtherAgency,
                             format!("A service manager sees their own agency's data only ({own})."),
                         ),
                         path,

@@ -11,13 +11,12 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, web};
 use futures_util::{Stream, StreamExt};
 
-use crate::api::problem::ApiError;
+use crate::api::problem::{ApiError, ProblemKind};
 
 /// How much of an unread body is read and discarded so the answer reaches the client.
 /// Bodies declared larger are left alone.
@@ -158,10 +157,8 @@ pub async fn read_json_body(
 /// Refuses anything but `application/json` (or `+json`), UTF-8.
 fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     let unsupported = || {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
+        ApiError::of(
+            ProblemKind::UnsupportedMediaType,
             "Send the body as Content-Type: application/json (UTF-8).",
         )
     };
@@ -182,10 +179,8 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload-too-large",
-        "Payload too large",
+    ApiError::of(
+        ProblemKind::PayloadTooLarge,
         format!("A request body may be at most {limit} bytes."),
     )
 }
@@ -204,15 +199,13 @@ async fn read_body(
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             if timed_out(&e) {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body-timeout",
-                    "Request body too slow",
+                ApiError::of(
+                    ProblemKind::BodyTimeout,
                     "The request body did not arrive in time; send it without pauses.",
                 )
             } else {
                 ApiError::bad_request(
-                    "unreadable-body",
+                    ProblemKind::UnreadableBody,
                     format!("The request body could not be read: {e}"),
                 )
             }

@@ -11,7 +11,7 @@ use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 use crate::api::identity::PeerCertificate;
-use crate::api::problem::ApiError;
+use crate::api::problem::{ApiError, ProblemKind};
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 const MAX_LEN: usize = 128;
@@ -49,7 +49,7 @@ pub async fn middleware(
         None => CorrelationId::generate(),
         Some(v) => v.to_str().ok().and_then(CorrelationId::parse).ok_or_else(|| {
             ApiError::bad_request(
-                "bad-correlation-id",
+                ProblemKind::BadCorrelationId,
                 "X-Correlation-ID must be 1-128 characters of letters, digits and - _ . : / + = @",
             )
         })?,
@@ -100,7 +100,7 @@ pub fn single_header<'a>(
     let first = values.next();
     if values.next().is_some() {
         return Err(ApiError::bad_request(
-            "duplicate-header",
+            ProblemKind::DuplicateHeader,
             format!("The {name} header may be sent once only."),
         ));
     }
