@@ -360,7 +360,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { grant_to } => {
             let config = load_config(&cli.config)?;
-            if grant_to.is_some() && config.database.url.starts_with("sqlite:") {
+            if grant_to.is_some()
+                && !referral_gateway::store::Backend::of_url(&config.database.url).has_roles()
+            {
                 anyhow::bail!(
                     "--grant-to needs PostgreSQL: SQLite has no roles (whoever can write the file can rewrite the log; docs/governance.md)"
                 );

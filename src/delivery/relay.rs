@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::RelayConfig;
 use crate::delivery::topology::{self, Topology, short, string};
 use crate::metrics::Metrics;
-use crate::store::{Backend, ClaimedMessage, Store, StoreError, to_micros};
+use crate::store::{ClaimedMessage, Store, StoreError, to_micros};
 
 /// Shared with `/readyz`: whether the relay holds a working broker connection.
 #[derive(Debug, Default)]
@@ -150,7 +150,7 @@ impl Relay {
 
     /// Runs until `shutdown` turns true; finishes the batch in flight first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if self.store.backend() == Backend::Sqlite {
+        if self.store.backend().single_writer() {
             match self.store.release_stale_claims().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
@@ -204,24 +204,12 @@ impl Relay {
         channel: &Channel,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), RelayError> {
-        let lease = i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX);
         while !*shutdown.borrow() {
             if !channel.status().connected() {
                 return Err(RelayError::ChannelClosed);
             }
-            let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
-            let now = now_micros();
-            let batch = match self
-                .store
-                .claim_outbox(
-                    &token,
-                    now,
-                    now.saturating_add(lease),
-                    i64::from(self.config.batch_size),
-                )
-                .await
-            {
-                Ok(batch) => batch,
+            let (token, batch) = match self.claim().await {
+                Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!(error = %e, "relay cannot read the outbox");
                     tokio::time::sleep(self.config.poll_interval).await;
@@ -238,7 +226,33 @@ impl Relay {
             }
             self.publish_batch(channel, &token, &batch).await?;
         }
+        // Stopping: publish what was committed before the stop (every referral answered
+        // 202 by now) while the broker is there; the worker's stop timeout bounds this.
+        while channel.status().connected() {
+            let (token, batch) = self.claim().await?;
+            if batch.is_empty() {
+                break;
+            }
+            self.publish_batch(channel, &token, &batch).await?;
+        }
         Ok(())
+    }
+
+    /// Claims the next batch of due outbox rows under a fresh claim token.
+    async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>), StoreError> {
+        let lease = i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX);
+        let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
+        let now = now_micros();
+        let batch = self
+            .store
+            .claim_outbox(
+                &token,
+                now,
+                now.saturating_add(lease),
+                i64::from(self.config.batch_size),
+            )
+            .await?;
+        Ok((token, batch))
     }
 
     async fn publish_batch(

@@ -42,9 +42,6 @@ impl AuditRecord {
     }
 }
 
-const HEAD_POSTGRES: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
-const HEAD_SQLITE: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
-
 /// Appends one entry in `tx`. The caller holds the SQLite write turn, if any.
 pub(crate) async fn append_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -62,12 +59,9 @@ pub(crate) async fn append_audit_many(
     records: &[AuditRecord],
     at: i64,
 ) -> Result<i64, StoreError> {
-    let head = sqlx::query(match backend {
-        Backend::Postgres => HEAD_POSTGRES,
-        Backend::Sqlite => HEAD_SQLITE,
-    })
-    .fetch_one(&mut **tx)
-    .await?;
+    let head = sqlx::query(backend.chain_head_sql())
+        .fetch_one(&mut **tx)
+        .await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: String = head.try_get("hash")?;
     if records.is_empty() {

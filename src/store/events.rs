@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{AuditRecord, Backend, Store, StoreError, append_audit, from_micros};
+use super::{AuditRecord, Store, StoreError, append_audit, from_micros};
 use crate::domain::sla::Clock;
 use crate::domain::{IllegalTransition, ReferralId, ReferralStatus};
 
@@ -54,9 +54,6 @@ pub enum EventOutcome {
     NoSuchReferral,
 }
 
-const LOCK_POSTGRES: &str = "SELECT status FROM referrals WHERE id = $1 FOR UPDATE";
-const LOCK_SQLITE: &str = "SELECT status FROM referrals WHERE id = $1";
-
 impl StoredEvent {
     fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
         let status: String = row.try_get("status_after")?;
@@ -86,10 +83,7 @@ impl Store {
         let referral_id = new.referral_id.to_string();
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let lock = match self.backend {
-            Backend::Postgres => LOCK_POSTGRES,
-            Backend::Sqlite => LOCK_SQLITE,
-        };
+        let lock = self.backend.lock_referral_sql();
         let Some(row) = sqlx::query(lock)
             .bind(&referral_id)
             .fetch_optional(&mut *tx)

@@ -12,6 +12,7 @@ use sqlx::{AnyPool, Executor};
 use crate::config::DatabaseConfig;
 
 mod audit;
+mod dialect;
 mod events;
 mod outbox;
 mod referrals;
@@ -25,9 +26,6 @@ pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralFilter, ReferralRecord};
 pub use roles::{AUDIT_TABLES, valid_role_name};
 pub use sla::{ClockRow, Due, DueClock, ScanCounts, rfc3339};
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,31 +69,27 @@ impl Store {
     /// Opens a pool. A SQLite file (and its directory) is created when missing.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (url, backend) = if config.url.starts_with("sqlite:") {
-            (sqlite_url_creating_dirs(&config.url)?, Backend::Sqlite)
-        } else {
-            (config.url.clone(), Backend::Postgres)
+        let backend = Backend::of_url(&config.url);
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_creating_dirs(&config.url)?,
+            Backend::Postgres => config.url.clone(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; FULL makes every commit
-                        // durable before the 202 is sent; foreign keys are off by default.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    for statement in backend.connection_setup() {
+                        conn.execute(*statement).await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await?;
-        let sqlite_writer =
-            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let sqlite_writer = backend
+            .single_writer()
+            .then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Self {
             pool,
             backend,
@@ -170,10 +164,8 @@ impl Store {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-                .execute(&mut *tx)
-                .await?;
+        if let Some(setup) = self.backend.filtered_read_setup() {
+            sqlx::query(setup).execute(&mut *tx).await?;
         }
         Ok(tx)
     }
@@ -188,10 +180,7 @@ impl Store {
 
     /// Applies the embedded migrations for this backend. Safe to run repeatedly.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
-        }
+        self.backend.migrator().run(&self.pool).await?;
         Ok(())
     }
 
@@ -200,10 +189,7 @@ impl Store {
     /// that may read `_sqlx_migrations` but cannot create anything, so the owner runs
     /// `migrate` and they only check.
     pub async fn migrate_if_needed(&self) -> Result<(), StoreError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
+        let migrator = self.backend.migrator();
         let applied = sqlx::query("SELECT version, checksum FROM _sqlx_migrations WHERE success")
             .fetch_all(&self.pool)
             .await;

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{AuditRecord, Backend, Store, StoreError, append_audit_many};
+use super::{AuditRecord, Store, StoreError, append_audit_many};
 use crate::domain::ReferralId;
 
 /// One claimed outbox row with what the relay needs to publish it.
@@ -54,13 +54,6 @@ impl Backlog {
     }
 }
 
-const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
-     WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
-     AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)";
-const CLAIM_SQLITE: &str = "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
-     WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
-     AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4)";
-
 impl Store {
     /// Claims up to `limit` due rows for `token` until `lease_until` (µs). Rows claimed by
     /// a crashed relay become claimable again once their lease has passed. On PostgreSQL
@@ -72,10 +65,7 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        let claim = match self.backend {
-            Backend::Postgres => CLAIM_POSTGRES,
-            Backend::Sqlite => CLAIM_SQLITE,
-        };
+        let claim = self.backend.claim_outbox_sql();
         {
             let _turn = self.write_turn().await;
             sqlx::query(claim)

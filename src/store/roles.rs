@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 
 /// The audit tables. The runtime role may read them and append to them (and move the
 /// chain head); it may not own them, update or delete their rows, truncate them, or
@@ -34,7 +34,7 @@ impl Store {
     /// Empty when it has no such power. SQLite has no roles: always empty (whoever can
     /// write the file can rewrite anything; docs/governance.md).
     pub async fn audit_powers_of(&self, role: &str) -> Result<Vec<String>, StoreError> {
-        if self.backend != Backend::Postgres {
+        if !self.backend.has_roles() {
             return Ok(Vec::new());
         }
         let mut problems = Vec::new();
@@ -97,7 +97,7 @@ impl Store {
     /// What the role this store is logged in as could do to the audit tables (see
     /// [`Store::audit_powers_of`]).
     pub async fn audit_protection(&self) -> Result<Vec<String>, StoreError> {
-        if self.backend != Backend::Postgres {
+        if !self.backend.has_roles() {
             return Ok(Vec::new());
         }
         let role: String = sqlx::query("SELECT CAST(current_user AS TEXT) AS role")
@@ -111,7 +111,7 @@ impl Store {
     /// needs and nothing more on the audit tables (docs/governance.md lists the SQL).
     /// Every other table in the schema gets SELECT, INSERT, UPDATE and DELETE.
     pub async fn grant_runtime_role(&self, role: &str) -> Result<(), StoreError> {
-        if self.backend != Backend::Postgres {
+        if !self.backend.has_roles() {
             return Err(StoreError::Roles(
                 "--grant-to needs PostgreSQL: SQLite has no roles".to_owned(),
             ));

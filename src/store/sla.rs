@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::events::{OutboxMessage, insert_outbox};
-use super::{Backend, Store, StoreError, from_micros};
+use super::{Store, StoreError, from_micros};
 use crate::domain::sla::Clock;
 
 /// A clock that reached its warning point or its deadline.
@@ -122,8 +122,8 @@ impl Store {
     ) -> Result<ScanCounts, StoreError> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            let row = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+        if let Some(lock) = self.backend.scanner_lock_sql() {
+            let row = sqlx::query(lock)
                 .bind(SCANNER_LOCK)
                 .fetch_one(&mut *tx)
                 .await?;

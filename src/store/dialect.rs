@@ -1,0 +1,116 @@
+//! Every difference between SQLite and PostgreSQL, in one place. The rest of the store
+//! runs one SQL text on both (sqlx's `Any` driver, `$n` placeholders, integer times).
+//!
+//! - Row locks: PostgreSQL takes `FOR UPDATE` (and `SKIP LOCKED` when claiming outbox
+//!   rows, so several relays share the work); SQLite has one writer at a time, which the
+//!   store serialises itself ([`Backend::single_writer`]).
+//! - Migrations: one folder per backend.
+//! - Connection set-up: WAL, `synchronous = FULL`, foreign keys and a busy timeout on
+//!   SQLite; nothing on PostgreSQL.
+//! - One process per database on SQLite: the relay may drop every outbox claim at start
+//!   (a crashed predecessor's), and the SLA scanner needs no advisory lock.
+//! - Filtered reads plan with their actual parameters on PostgreSQL.
+
+use sqlx::migrate::Migrator;
+
+use super::Backend;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Backend {
+    /// The backend a database URL names: `sqlite:...`, anything else PostgreSQL.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+
+    /// Whether database roles can keep the gateway from rewriting its audit log
+    /// (PostgreSQL); on SQLite whoever can write the file can rewrite anything.
+    pub const fn has_roles(self) -> bool {
+        matches!(self, Self::Postgres)
+    }
+
+    pub(crate) fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Sqlite => &SQLITE_MIGRATIONS,
+            Self::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Statements run on every new connection.
+    pub(crate) fn connection_setup(self) -> &'static [&'static str] {
+        match self {
+            // WAL lets readers run beside the writer; FULL makes every commit durable
+            // before the 202 is sent; foreign keys are off by default.
+            Self::Sqlite => &[
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA busy_timeout = 10000",
+            ],
+            Self::Postgres => &[],
+        }
+    }
+
+    /// One writer at a time (SQLite): the store queues its writers (FIFO) instead of
+    /// letting them poll the database lock, and only one process uses the database, so
+    /// outbox claims left at start-up are a crashed predecessor's.
+    pub(crate) const fn single_writer(self) -> bool {
+        matches!(self, Self::Sqlite)
+    }
+
+    /// Reads the audit chain head, locking it until the transaction ends.
+    pub(crate) const fn chain_head_sql(self) -> &'static str {
+        match self {
+            Self::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            Self::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+        }
+    }
+
+    /// Reads a referral's status, locking its row until the transaction ends.
+    pub(crate) const fn lock_referral_sql(self) -> &'static str {
+        match self {
+            Self::Postgres => "SELECT status FROM referrals WHERE id = $1 FOR UPDATE",
+            Self::Sqlite => "SELECT status FROM referrals WHERE id = $1",
+        }
+    }
+
+    /// Claims up to `$4` due outbox rows for `$1` until `$2` (now: `$3`); concurrent
+    /// relays on PostgreSQL skip each other's rows.
+    pub(crate) const fn claim_outbox_sql(self) -> &'static str {
+        match self {
+            Self::Postgres => {
+                "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
+                 AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            }
+            Self::Sqlite => {
+                "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 \
+                 AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4)"
+            }
+        }
+    }
+
+    /// Taken first in the SLA scanner's transaction: `Some(sql)` returning a boolean
+    /// `locked` (false: another instance is scanning), or `None` when one process owns
+    /// the database.
+    pub(crate) const fn scanner_lock_sql(self) -> Option<&'static str> {
+        match self {
+            Self::Postgres => Some("SELECT pg_try_advisory_xact_lock($1) AS locked"),
+            Self::Sqlite => None,
+        }
+    }
+
+    /// Run first in a read-only transaction whose statements have optional filters.
+    pub(crate) const fn filtered_read_setup(self) -> Option<&'static str> {
+        match self {
+            Self::Postgres => Some("SET LOCAL plan_cache_mode = force_custom_plan"),
+            Self::Sqlite => None,
+        }
+    }
+}
