@@ -16,6 +16,21 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::domain::sla::Clock;
+use crate::store::{Store, StoreError};
+
+/// The SLA report over the referrals received in `[from, to)` (µs) that `agency` sent or
+/// received (every agency's when `None`), with clocks still open judged at `as_of`. The
+/// one implementation behind `GET /v1/reports/sla` and `referral-gateway sla report`.
+pub async fn sla_report(
+    store: &Store,
+    from: i64,
+    to: i64,
+    agency: Option<&str>,
+    as_of: i64,
+) -> Result<Vec<ReportRow>, StoreError> {
+    let (clocks, contacts) = store.report_facts(from, to, agency).await?;
+    Ok(aggregate(&clocks, &contacts, as_of))
+}
 
 /// One clock of one referral, as stored.
 #[derive(Debug, Clone)]
