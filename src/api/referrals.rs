@@ -206,7 +206,7 @@ struct ListItem {
 }
 
 /// Who may call: any registered agency; it sees the referrals it sent or received.
-/// Newest first; `next_cursor` continues the list.
+/// Newest first; `next_cursor` continues the list, given only when another page exists.
 async fn list(
     caller: CallerAgency,
     query: web::Query<ListQuery>,
@@ -289,12 +289,15 @@ async fn list_for(
         overdue,
         now: crate::store::to_micros(state.clock.now()),
         after,
-        limit,
+        // One more than asked for: it only says whether another page exists.
+        limit: limit + 1,
     };
-    let records = state.store.list_referrals(&filter).await.map_err(|e| {
+    let mut records = state.store.list_referrals(&filter).await.map_err(|e| {
         tracing::error!(error = %e, "store failure while listing referrals");
         ApiError::internal()
     })?;
+    let more = records.len() as i64 > limit;
+    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     // `recipient` names the agency whose referrals were listed.
     let record = AuditRecord {
         recipient: Some(agency.to_owned()),
@@ -308,7 +311,7 @@ async fn list_for(
         )),
     )
     .await?;
-    let next_cursor = (records.len() as i64 == limit)
+    let next_cursor = more
         .then(|| records.last())
         .flatten()
         .map(|r| format!("{}_{}", crate::store::to_micros(r.received_at), r.id));
