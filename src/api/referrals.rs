@@ -412,6 +412,7 @@ async fn status_for(
         .filter_map(|e| serde_json::from_str(&e.body).ok())
         .collect();
     let optional = |t: Option<i64>| t.map(rfc3339);
+    let now = crate::store::to_micros(state.clock.now());
     let sla = state
         .store
         .clocks(&id.to_string())
@@ -421,7 +422,7 @@ async fn status_for(
         .map(|c| {
             serde_json::json!({
                 "clock": c.clock.as_str(),
-                "state": c.state(),
+                "state": c.state(now),
                 "started_at": rfc3339(c.started_at),
                 "due_at": rfc3339(c.due_at),
                 "met_at": optional(c.met_at),
