@@ -294,7 +294,7 @@ async fn overdue_means_the_same_everywhere(backend: Backend) {
     clock.set(t0 + Duration::hours(4) + Duration::minutes(1));
     let v = view_as(&app, "coventry-liaison", &id).await;
     assert_eq!(clock_state(&v, "acknowledge"), "breached");
-    assert_eq!(overdue_list().await, [id.clone()]);
+    assert_eq!(overdue_list().await, vec![id.clone()]);
     assert_eq!(breached_in_report().await, 1);
 
     // Acknowledged late: met late, no longer overdue, still a breach in the report.
