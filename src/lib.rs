@@ -18,3 +18,4 @@ pub mod staff_auth;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

@@ -11,7 +11,6 @@ use actix_web::dev::{Extensions, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
-use tokio::sync::watch;
 
 use crate::api::{self, AppState, identity::PeerCertificate};
 use crate::clock::{SystemClock, TimeSource};
@@ -29,6 +28,10 @@ use crate::security::tls;
 use crate::sla::scanner::Scanner;
 use crate::store::AuditRecord;
 use crate::store::Store;
+use crate::worker::Worker;
+
+/// How long each background worker may take to stop.
+const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Application {
     addr: SocketAddr,
@@ -37,10 +40,10 @@ pub struct Application {
     /// The agency listener, then the ops and staff listeners when configured.
     servers: Vec<Server>,
     store: Store,
-    relay: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
-    scanner: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
-    checkpointer: (tokio::task::JoinHandle<()>, watch::Sender<bool>),
-    jwks_refresher: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+    /// The background workers, in the order they are stopped: the scanner first (what it
+    /// flags goes out through the relay), then the relay, the audit checkpointer and the
+    /// staff key refresher.
+    workers: Vec<Worker>,
 }
 
 impl Application {
@@ -84,17 +87,14 @@ impl Application {
             )
             .await
             .context("writing the audit log")?;
-        let checkpointer = {
-            let worker = Checkpointer::new(
-                store.clone(),
-                signing_key.clone(),
-                config.audit.checkpoint_every,
-                config.audit.checkpoint_interval,
-            )
-            .with_head_file(config.audit.head_file.clone());
-            let (stop, stopped) = watch::channel(false);
-            (tokio::spawn(worker.run(stopped)), stop)
-        };
+        // The workers are built here and started only once every listener is bound.
+        let checkpointer = Checkpointer::new(
+            store.clone(),
+            signing_key.clone(),
+            config.audit.checkpoint_every,
+            config.audit.checkpoint_interval,
+        )
+        .with_head_file(config.audit.head_file.clone());
         if config.staff.as_ref().is_some_and(|s| s.dev_tokens) {
             tracing::warn!(
                 "[staff] dev_tokens = true: development staff tokens are accepted; never use this configuration with real data"
@@ -102,15 +102,10 @@ impl Application {
         }
         let jwks_refresher = match config.staff.as_ref() {
             Some(staff) => match &staff.jwks_url {
-                Some(source) => {
-                    let refresher = crate::staff_auth::jwks::JwksRefresher::new(
-                        staff.auth.clone(),
-                        source.clone(),
-                    )
-                    .context("staff.jwks_url")?;
-                    let (stop, stopped) = watch::channel(false);
-                    Some((tokio::spawn(refresher.run(stopped)), stop))
-                }
+                Some(source) => Some(
+                    crate::staff_auth::jwks::JwksRefresher::new(staff.auth.clone(), source.clone())
+                        .context("staff.jwks_url")?,
+                ),
                 None => None,
             },
             None => None,
@@ -125,23 +120,20 @@ impl Application {
                 config.relay.clone(),
                 wake.clone(),
             )
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_clock(clock.clone());
             let status = relay.status();
-            let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(relay.run(stopped));
-            (Some((task, stop)), Some(status))
+            (Some(relay), Some(status))
         } else {
             (None, None)
         };
         let scanner = config.sla.scanner_enabled.then(|| {
-            let scanner = Scanner::new(
+            Scanner::new(
                 store.clone(),
                 clock.clone(),
                 config.sla.scan_interval,
                 wake.clone(),
-            );
-            let (stop, stopped) = watch::channel(false);
-            (tokio::spawn(scanner.run(stopped)), stop)
+            )
         });
         let state = web::Data::new(AppState {
             events: Events::new(
@@ -260,6 +252,22 @@ impl Application {
                 (Some(server), Some(staff_addr))
             }
         };
+        // Every listener is bound: start the workers (none is left running if a bind fails).
+        let mut workers = Vec::new();
+        if let Some(scanner) = scanner {
+            workers.push(Worker::spawn("SLA scanner", |stop| scanner.run(stop)));
+        }
+        if let Some(relay) = relay {
+            workers.push(Worker::spawn("relay", |stop| relay.run(stop)));
+        }
+        workers.push(Worker::spawn("audit checkpointer", |stop| {
+            checkpointer.run(stop)
+        }));
+        if let Some(refresher) = jwks_refresher {
+            workers.push(Worker::spawn("staff key refresher", |stop| {
+                refresher.run(stop)
+            }));
+        }
         tracing::info!(%addr, ops = ?ops_addr, staff = ?staff_addr, backend = ?store.backend(), "gateway listening");
         Ok(Self {
             addr,
@@ -270,10 +278,7 @@ impl Application {
                 .chain(staff_server)
                 .collect(),
             store,
-            relay,
-            scanner,
-            checkpointer,
-            jwks_refresher,
+            workers,
         })
     }
 
@@ -307,23 +312,9 @@ impl Application {
         let result = futures_util::future::try_join_all(self.servers)
             .await
             .map(|_| ());
-        // The scanner first: what it flags goes out through the relay.
-        let workers = [
-            ("SLA scanner", self.scanner),
-            ("relay", self.relay),
-            ("audit checkpointer", Some(self.checkpointer)),
-            ("staff key refresher", self.jwks_refresher),
-        ];
-        for (name, worker) in workers {
-            if let Some((task, stop)) = worker {
-                let _ = stop.send(true);
-                if tokio::time::timeout(Duration::from_secs(30), task)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("{name} did not stop within 30 s");
-                }
-            }
+        // In order: the scanner first, since what it flags goes out through the relay.
+        for worker in self.workers {
+            worker.stop(WORKER_STOP_TIMEOUT).await;
         }
         store.close().await;
         tracing::info!("gateway stopped");

@@ -989,3 +989,53 @@ async fn disordered_or_mismatched_checkpoints_fail_verify(backend: Backend) {
 }
 
 on_both_backends!(disordered_or_mismatched_checkpoints_fail_verify);
+
+/// The one export (API and command line) pages by one rule: a page is the last when no
+/// entry follows it. Exactly a page of entries is one piece; one more makes two, and
+/// every entry comes out once, in order.
+#[tokio::test]
+async fn the_export_pages_end_where_the_entries_do() {
+    use futures_util::StreamExt;
+    use referral_gateway::governance::export::{EXPORT_PAGE, Export, ExportFormat};
+    use referral_gateway::store::AuditRecord;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (head, _) = app.store.audit_head().await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    for _ in head..EXPORT_PAGE {
+        app.store
+            .audit(&AuditRecord::new("test", "config.loaded"), now)
+            .await
+            .unwrap();
+    }
+    let export = |store: referral_gateway::store::Store| async move {
+        let export = Export::begin(&store, ExportFormat::Ndjson, i64::MIN, i64::MAX)
+            .await
+            .unwrap();
+        let pieces: Vec<String> = export
+            .into_stream()
+            .map(|piece| piece.unwrap())
+            .collect()
+            .await;
+        let seqs: Vec<i64> = pieces
+            .concat()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        (pieces.len(), seqs)
+    };
+    let (pieces, seqs) = export(app.store.clone()).await;
+    assert_eq!(pieces, 1, "a full page with nothing after it is the last");
+    assert_eq!(seqs, (1..=EXPORT_PAGE).collect::<Vec<_>>());
+    app.store
+        .audit(&AuditRecord::new("test", "config.loaded"), now)
+        .await
+        .unwrap();
+    let (pieces, seqs) = export(app.store.clone()).await;
+    assert_eq!(pieces, 2);
+    assert_eq!(seqs, (1..=EXPORT_PAGE + 1).collect::<Vec<_>>());
+    app.stop().await;
+}

@@ -313,6 +313,66 @@ async fn audit_export_writes_the_log_and_records_itself() {
     );
 }
 
+/// `audit export --out FILE` writes through a temporary file renamed on success: when the
+/// export fails (here the database holds no audit log), there is no empty or partial
+/// FILE, an earlier FILE is left as it was, and no temporary file stays behind.
+#[tokio::test]
+async fn audit_export_to_a_file_leaves_nothing_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let unmigrated = format!("sqlite://{}/empty.db", dir.path().display());
+    let run = |database_url: &str, out: &std::path::Path| {
+        gateway()
+            .args(["audit", "export", "--out", out.to_str().unwrap()])
+            .env("REFGW_DATABASE_URL", database_url)
+            .env("USER", "ops-tester")
+            .output()
+            .unwrap()
+    };
+    let fresh = dir.path().join("fresh.ndjson");
+    let failed = run(&unmigrated, &fresh);
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(!fresh.exists(), "no file left by a failed export");
+    let earlier = dir.path().join("earlier.ndjson");
+    std::fs::write(&earlier, "kept\n").unwrap();
+    assert_eq!(run(&unmigrated, &earlier).status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&earlier).unwrap(), "kept\n");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("empty.db"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(dir.path()), ["earlier.ndjson"]);
+
+    // On success the file appears whole, and nothing else is left beside it.
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    assert!(
+        gateway()
+            .arg("migrate")
+            .env("REFGW_DATABASE_URL", &db.url)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("log.ndjson");
+    let done = run(&db.url, &file);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(names(out.path()), ["log.ndjson"]);
+    // The log held nothing before this export's own entry: a complete, empty export.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+    assert!(run(&db.url, &file).status.success());
+    assert_eq!(names(out.path()), ["log.ndjson"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

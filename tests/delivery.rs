@@ -185,6 +185,61 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
 
 on_both_backends!(referrals_wait_out_a_broker_outage);
 
+/// `/readyz` and the relay read the gateway's injected clock, never the system clock:
+/// the backlog's age is counted by it, and rows are claimed and marked published at its
+/// time.
+#[tokio::test]
+async fn readyz_and_the_relay_read_the_injected_clock() {
+    use referral_gateway::clock::ManualClock;
+    use std::sync::Arc;
+    // Well away from the system clock, so a system-clock reading could not pass.
+    let t0 = time::macros::datetime!(2026-03-03 09:00 UTC);
+    let clock = Arc::new(ManualClock::new(t0));
+
+    // Relay off: the referral waits in the outbox, its age read from the clock.
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start_with_clock(
+        test_config(&shipped_config_text(), &db.url),
+        db,
+        clock.clone(),
+    )
+    .await;
+    submit(&app, example_text("cmht")).await;
+    clock.advance(time::Duration::minutes(90));
+    let ready = ops_get(&app, "/readyz").await;
+    assert_eq!(ready["checks"]["broker"], "relay_disabled");
+    assert_eq!(ready["outbox"]["pending"], 1);
+    assert_eq!(ready["outbox"]["oldest_age_seconds"].as_f64(), Some(5400.0));
+    app.stop().await;
+
+    // Relay on: the row is published at the clock's time.
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let clock = Arc::new(ManualClock::new(t0));
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let config = delivering_config(&shipped_config_text(), &db.url, AMQP_URL, &namespace);
+    let app = TestApp::start_with_clock(config, db, clock.clone()).await;
+    let id = submit(&app, example_text("cmht")).await;
+    let queue = broker.topology.referral_queue("coventry-cmht");
+    assert_eq!(
+        broker.take(&queue, 1, Duration::from_secs(20)).await.len(),
+        1
+    );
+    wait_until_drained(&app, Duration::from_secs(5)).await;
+    use sqlx::Row;
+    let row = sqlx::query("SELECT published_at FROM outbox WHERE referral_id = $1")
+        .bind(&id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<i64, _>("published_at"),
+        referral_gateway::store::to_micros(t0)
+    );
+    app.stop().await;
+    broker.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_connection_cut_mid_stream_loses_nothing() {
     let namespace = unique_namespace();

@@ -326,6 +326,50 @@ async fn withdrawal_reaches_the_recipient() {
     broker.cleanup().await;
 }
 
+/// `next_cursor` is given only when another page exists: a page that is exactly full
+/// with nothing after it is the last one.
+#[tokio::test]
+async fn a_full_last_page_has_no_cursor() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(submit(&app, example_text("cmht")).await);
+    }
+    ids.reverse();
+    let page = |query: String| {
+        let url = app.url(&format!("/v1/referrals{query}"));
+        async move {
+            let r = agency_client("coventry-liaison")
+                .get(url)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let referral_ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["referral_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Exactly as many as the limit: one page, no cursor.
+    let all = page("?limit=4".into()).await;
+    assert_eq!(referral_ids(&all), ids);
+    assert!(all["next_cursor"].is_null(), "{all}");
+    // Two full pages: a cursor after the first only.
+    let first = page("?limit=2".into()).await;
+    assert_eq!(referral_ids(&first), ids[..2]);
+    let cursor = first["next_cursor"].as_str().expect("a second page exists");
+    let second = page(format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(referral_ids(&second), ids[2..]);
+    assert!(second["next_cursor"].is_null(), "{second}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn listing_filters_and_pages() {
     let app = TestApp::spawn(Backend::Sqlite).await;

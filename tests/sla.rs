@@ -245,6 +245,76 @@ async fn post_at(
     assert_eq!(r.status(), 201, "{event}");
 }
 
+/// "Overdue" is one thing (docs/sla.md: open past its deadline, flagged by the scanner or
+/// not): a clock's `breached` state in the view, the `overdue=true` filter and the
+/// report's `breached` count agree, at the deadline and just after it, before any scan.
+async fn overdue_means_the_same_everywhere(backend: Backend) {
+    let t0 = datetime!(2026-11-25 10:00 UTC);
+    let clock = Arc::new(ManualClock::new(t0));
+    let db = TestDatabase::create(backend).await;
+    // No scanner runs: nothing is flagged.
+    let config = test_config(&shipped_config_text(), &db.url);
+    let app = TestApp::start_with_clock(config, db, clock.clone()).await;
+    // Urgent CMHT: acknowledge within 4 hours (calendar time).
+    let id = submit(&app, example_text("cmht")).await;
+    let overdue_list = || async {
+        let r = agency_client("coventry-liaison")
+            .get(app.url("/v1/referrals?overdue=true"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page: Value = r.json().await.unwrap();
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["referral_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let breached_in_report = || async {
+        let r = agency_client("coventry-liaison")
+            .get(app.url("/v1/reports/sla?from=2026-11-25&to=2026-11-25"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let report: Value = r.json().await.unwrap();
+        report["rows"][0]["breached"].as_i64().unwrap()
+    };
+
+    // At the deadline: not yet overdue anywhere.
+    clock.set(t0 + Duration::hours(4));
+    let v = view_as(&app, "coventry-liaison", &id).await;
+    assert_eq!(clock_state(&v, "acknowledge"), "running");
+    assert!(overdue_list().await.is_empty());
+    assert_eq!(breached_in_report().await, 0);
+
+    // A minute later, before any scan: overdue in all three.
+    clock.set(t0 + Duration::hours(4) + Duration::minutes(1));
+    let v = view_as(&app, "coventry-liaison", &id).await;
+    assert_eq!(clock_state(&v, "acknowledge"), "breached");
+    assert_eq!(overdue_list().await, vec![id.clone()]);
+    assert_eq!(breached_in_report().await, 1);
+
+    // Acknowledged late: met late, no longer overdue, still a breach in the report.
+    let r = post_event(
+        &app,
+        "coventry-cmht",
+        &id,
+        &event("acknowledged", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let v = view_as(&app, "coventry-liaison", &id).await;
+    assert_eq!(clock_state(&v, "acknowledge"), "met_late");
+    assert!(overdue_list().await.is_empty());
+    assert_eq!(breached_in_report().await, 1);
+    app.stop().await;
+}
+
+on_both_backends!(overdue_means_the_same_everywhere);
+
 /// Seeded referrals whose report numbers were computed by hand (docs/sla.md defines them).
 async fn report_matches_hand_computed_values(backend: Backend) {
     // A Wednesday in the past (contact dates may not be in the real future).

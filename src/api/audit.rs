@@ -10,6 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ use super::staff::StaffCaller;
 use crate::domain::NhsNumber;
 use crate::domain::audit::AuditEntry;
 use crate::governance::audit_log::{ACTIONS, PersonKeyer};
-use crate::governance::export::{EntryView, ExportFormat, view};
+use crate::governance::export::{EntryView, Export, ExportFormat, view};
 use crate::intake::schema::Violation;
 use crate::staff_auth::tokens::Role;
 use crate::store::{AuditQuery, AuditRecord};
@@ -407,8 +408,6 @@ struct ExportQuery {
     format: Option<String>,
 }
 
-const EXPORT_PAGE: i64 = 1000;
-
 /// A subject access request is a few identifiers.
 const MAX_SUBJECT_ACCESS_BODY: usize = 16 * 1024;
 
@@ -426,59 +425,21 @@ async fn export(
         Some("csv") => ExportFormat::Csv,
         Some(_) => return Err(bad("'format' must be csv or ndjson")),
     };
-    let upto_seq = snapshot(&state, None).await?.map_or(0, |s| s.upto);
+    let export = Export::begin(&state.store, format, from, to).await?;
+    let upto_seq = export.upto();
     super::audit(
         &state,
-        AuditRecord::new(caller.0.actor(), "audit.exported").detail(format!(
-            "format={} from={} to={} up to entry {upto_seq}",
-            format.name(),
-            query.from.as_deref().unwrap_or(""),
-            query.to.as_deref().unwrap_or(""),
-        )),
+        AuditRecord::new(caller.0.actor(), "audit.exported")
+            .detail(export.detail(query.from.as_deref(), query.to.as_deref())),
     )
     .await?;
-    let store = state.store.clone();
-    // Pages of entries, read as the client takes them: memory stays flat however long
-    // the log is. A store failure mid-stream ends the response early (the client sees
-    // a truncated chunked body, never a silently short file that looks complete).
-    let pages = futures_util::stream::unfold((Some(0_i64), true), move |(after, header)| {
-        let store = store.clone();
-        async move {
-            let after = after?;
-            let page = store
-                .search_audit(&AuditQuery {
-                    from,
-                    to,
-                    ..AuditQuery::everything(after, upto_seq, EXPORT_PAGE)
-                })
-                .await;
-            let entries = match page {
-                Ok(entries) => entries,
-                Err(e) => {
-                    tracing::error!(error = %e, "store failure during an audit export");
-                    return Some((
-                        Err(actix_web::error::ErrorInternalServerError(
-                            "audit export failed",
-                        )),
-                        (None, false),
-                    ));
-                }
-            };
-            if entries.is_empty() && !header {
-                return None;
-            }
-            let mut text = String::new();
-            if header {
-                text.push_str(format.header());
-            }
-            for (entry, hash) in &entries {
-                text.push_str(&format.line(entry, hash));
-            }
-            let next = (entries.len() as i64 == EXPORT_PAGE)
-                .then(|| entries.last().map(|(e, _)| e.seq))
-                .flatten();
-            Some((Ok(Bytes::from(text)), (next, false)))
-        }
+    // A store failure mid-stream ends the response early (the client sees a truncated
+    // chunked body, never a silently short file that looks complete).
+    let pages = export.into_stream().map(|chunk| {
+        chunk.map(Bytes::from).map_err(|e| {
+            tracing::error!(error = %e, "store failure during an audit export");
+            actix_web::error::ErrorInternalServerError("audit export failed")
+        })
     });
     Ok(HttpResponse::build(StatusCode::OK)
         .content_type(format.content_type())

@@ -46,7 +46,7 @@ async fn healthz() -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(backlog) = state.store.outbox_backlog().await {
         state.metrics.outbox_pending.set(backlog.pending);
-        let age = backlog.oldest_age_seconds(time::OffsetDateTime::now_utc());
+        let age = backlog.oldest_age_seconds(state.clock.now());
         state
             .metrics
             .outbox_oldest_age_seconds
@@ -71,7 +71,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }));
         }
     };
-    let oldest_age_seconds = backlog.oldest_age_seconds(time::OffsetDateTime::now_utc());
+    let oldest_age_seconds = backlog.oldest_age_seconds(state.clock.now());
     let broker = match &state.relay {
         None => "relay_disabled",
         Some(relay) if relay.broker_connected() => "ok",

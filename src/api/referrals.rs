@@ -154,7 +154,7 @@ struct ListItem {
 }
 
 /// Who may call: any registered agency; it sees the referrals it sent or received.
-/// Newest first; `next_cursor` continues the list.
+/// Newest first; `next_cursor` continues the list, given only when another page exists.
 async fn list(
     caller: CallerAgency,
     query: web::Query<ListQuery>,
@@ -237,9 +237,12 @@ async fn list_for(
         overdue,
         now: crate::store::to_micros(state.clock.now()),
         after,
-        limit,
+        // One more than asked for: it only says whether another page exists.
+        limit: limit + 1,
     };
-    let records = state.store.list_referrals(&filter).await?;
+    let mut records = state.store.list_referrals(&filter).await?;
+    let more = records.len() as i64 > limit;
+    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     // `recipient` names the agency whose referrals were listed.
     let record = AuditRecord {
         recipient: Some(agency.to_owned()),
@@ -253,7 +256,7 @@ async fn list_for(
         )),
     )
     .await?;
-    let next_cursor = (records.len() as i64 == limit)
+    let next_cursor = more
         .then(|| records.last())
         .flatten()
         .map(|r| format!("{}_{}", crate::store::to_micros(r.received_at), r.id));
@@ -346,6 +349,7 @@ async fn status_for(
         .filter_map(|e| serde_json::from_str(&e.body).ok())
         .collect();
     let optional = |t: Option<i64>| t.map(rfc3339);
+    let now = crate::store::to_micros(state.clock.now());
     let sla = state
         .store
         .clocks(&id.to_string())
@@ -354,7 +358,7 @@ async fn status_for(
         .map(|c| {
             serde_json::json!({
                 "clock": c.clock.as_str(),
-                "state": c.state(),
+                "state": c.state(now),
                 "started_at": rfc3339(c.started_at),
                 "due_at": rfc3339(c.due_at),
                 "met_at": optional(c.met_at),

@@ -10,7 +10,7 @@ use super::AppState;
 use super::identity::CallerAgency;
 use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
-use crate::sla::report::aggregate;
+use crate::sla::report::sla_report as build_report;
 use crate::store::{rfc3339, to_micros};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -143,8 +143,7 @@ async fn report(
         now - 30 * 86_400 * 1_000_000,
         now,
     )?;
-    let (clocks, contacts) = state.store.report_facts(from, to, agency).await?;
-    let rows = aggregate(&clocks, &contacts, now);
+    let rows = build_report(&state.store, from, to, agency, now).await?;
     // `recipient` names the agency whose referrals the report covers.
     let mut record = crate::store::AuditRecord::new(actor, "report.sla");
     record.recipient = agency.map(str::to_owned);

@@ -15,12 +15,14 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
+use crate::clock::{SystemClock, TimeSource};
 use crate::config::RelayConfig;
 use crate::delivery::topology::{self, Topology, short, string};
 use crate::metrics::Metrics;
 use crate::store::{ClaimedMessage, Store, StoreError, to_micros};
+use crate::worker::StopSignal;
 
 /// Shared with `/readyz`: whether the relay holds a working broker connection.
 #[derive(Debug, Default)]
@@ -53,10 +55,8 @@ pub struct Relay {
     wake: Arc<Notify>,
     status: Arc<RelayStatus>,
     metrics: Arc<Metrics>,
-}
-
-fn now_micros() -> i64 {
-    to_micros(time::OffsetDateTime::now_utc())
+    /// Claims, leases and retry times are read from it.
+    clock: Arc<dyn TimeSource>,
 }
 
 /// A random factor in [0.5, 1.0): "equal jitter", so retries of many rows spread out.
@@ -130,7 +130,18 @@ impl Relay {
             wake,
             status: Arc::new(RelayStatus::default()),
             metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads "now" (claims, leases, retry times) from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn TimeSource>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_micros(&self) -> i64 {
+        to_micros(self.clock.now())
     }
 
     /// Reports confirms, latency and connection state into `metrics`.
@@ -148,8 +159,10 @@ impl Relay {
         &self.instance
     }
 
-    /// Runs until `shutdown` turns true; finishes the batch in flight first.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until it is asked to stop (or the stop signal's sender is gone); finishes the
+    /// batch in flight first, then publishes what was committed before the stop.
+    pub async fn run(self, shutdown: impl Into<StopSignal>) {
+        let mut shutdown = shutdown.into();
         if self.store.backend().single_writer() {
             match self.store.release_stale_claims().await {
                 Ok(0) => {}
@@ -161,7 +174,7 @@ impl Relay {
             }
         }
         let mut failures = 0u32;
-        while !*shutdown.borrow() {
+        while !shutdown.is_stopped() {
             match topology::connect_confirming(&self.url).await {
                 Ok((connection, channel)) => match self.topology.declare(&channel).await {
                     Ok(()) => {
@@ -186,25 +199,21 @@ impl Relay {
                     tracing::warn!(error = %e, "broker unreachable; referrals wait in the outbox")
                 }
             }
-            if *shutdown.borrow() {
+            if shutdown.is_stopped() {
                 break;
             }
             failures = failures.saturating_add(1);
             let delay = backoff(failures, self.config.max_backoff);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => {}
+                () = shutdown.stopped() => {}
             }
         }
         tracing::info!("relay stopped");
     }
 
-    async fn pump(
-        &self,
-        channel: &Channel,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), RelayError> {
-        while !*shutdown.borrow() {
+    async fn pump(&self, channel: &Channel, shutdown: &mut StopSignal) -> Result<(), RelayError> {
+        while !shutdown.is_stopped() {
             if !channel.status().connected() {
                 return Err(RelayError::ChannelClosed);
             }
@@ -220,7 +229,7 @@ impl Relay {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(self.config.poll_interval) => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.stopped() => {}
                 }
                 continue;
             }
@@ -242,7 +251,7 @@ impl Relay {
     async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>), StoreError> {
         let lease = i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX);
         let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
-        let now = now_micros();
+        let now = self.now_micros();
         let batch = self
             .store
             .claim_outbox(
@@ -319,7 +328,7 @@ impl Relay {
                 }
             }
         }
-        let now = now_micros();
+        let now = self.now_micros();
         for (msg, error) in &failed {
             let failures = u32::try_from(msg.attempts).unwrap_or(u32::MAX);
             let delay = backoff(failures, self.config.max_backoff);

@@ -72,6 +72,15 @@ pub fn clock_effects(event: EventType) -> (&'static [Clock], &'static [Clock]) {
     }
 }
 
+/// Whether a clock is **overdue** (docs/sla.md: "breached", open past its deadline):
+/// neither met nor stopped, and its deadline (µs) passed before `now` (µs), whether or not
+/// the scanner has flagged it yet. The one definition behind a clock's `breached` state in
+/// `GET /v1/referrals/{id}`, the `overdue=true` filter of `GET /v1/referrals` (its SQL
+/// states the same test, `store::referrals`) and the report's still-open breaches.
+pub fn is_overdue(due_at: i64, met_at: Option<i64>, stopped_at: Option<i64>, now: i64) -> bool {
+    met_at.is_none() && stopped_at.is_none() && due_at < now
+}
+
 /// A target: calendar time (runs 24/7) or working time (business hours only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -284,6 +293,17 @@ impl SlaPolicy {
 mod tests {
     use super::*;
     use time::macros::{date, datetime, time};
+
+    #[test]
+    fn overdue_is_open_past_the_deadline() {
+        assert!(
+            !is_overdue(100, None, None, 100),
+            "due now is not yet overdue"
+        );
+        assert!(is_overdue(100, None, None, 101));
+        assert!(!is_overdue(100, Some(150), None, 200), "met, even late");
+        assert!(!is_overdue(100, None, Some(90), 200), "stopped");
+    }
 
     fn calendar() -> WorkingCalendar {
         WorkingCalendar {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use ring::hmac;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::domain::NhsNumber;
 use crate::domain::audit::{ChainFault, ChainVerifier, Checkpoint};
@@ -302,14 +301,17 @@ impl Checkpointer {
         }
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Signs checkpoints until it is asked to stop (or the stop signal's sender is gone),
+    /// then signs a last one.
+    pub async fn run(self, shutdown: impl Into<crate::worker::StopSignal>) {
+        let mut shutdown = shutdown.into();
         // Cheap (two single-row reads), and keeps the unsigned tail short under load.
         let poll = std::time::Duration::from_secs(1).min(self.interval);
         let mut last_signed = std::time::Instant::now();
-        while !*shutdown.borrow() {
+        while !shutdown.is_stopped() {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
-                _ = shutdown.changed() => break,
+                () = shutdown.stopped() => break,
             }
             let due = match (
                 self.store.audit_head().await,

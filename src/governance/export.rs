@@ -1,12 +1,140 @@
-//! The audit log's export formats, shared by `GET /v1/audit/export` and
-//! `referral-gateway audit export`: NDJSON (one entry per line) and CSV (RFC 4180, a
-//! header row, lists joined with `;`). Values are written exactly as logged, with the
+//! Exporting the audit log, for `GET /v1/audit/export` and `referral-gateway audit
+//! export` alike: the paging (`Export`) and the formats, NDJSON (one entry per line) and
+//! CSV (RFC 4180, a header row, lists joined with `;`). Values are written exactly as logged, with the
 //! hashes, so an export can be checked link by link.
 
 use serde::Serialize;
 
 use crate::domain::audit::AuditEntry;
-use crate::store::rfc3339;
+use crate::store::{AuditQuery, Store, StoreError, rfc3339};
+
+/// Entries read per page.
+pub const EXPORT_PAGE: i64 = 1000;
+
+/// One export of the log (or of a period of it): the one implementation behind
+/// `GET /v1/audit/export` and `referral-gateway audit export`. It covers the entries up to
+/// the head when it began, so it never includes its own `audit.exported` entry and ends
+/// however many entries are added meanwhile; it is read a page at a time, so memory stays
+/// flat however long the log is.
+pub struct Export {
+    store: Store,
+    format: ExportFormat,
+    from: i64,
+    to: i64,
+    upto: i64,
+    /// Where the next page starts; `None` once the last page has been read.
+    after: Option<i64>,
+    header_written: bool,
+}
+
+impl Export {
+    /// Begins an export of the entries logged in `[from, to)` (µs), up to the current head.
+    pub async fn begin(
+        store: &Store,
+        format: ExportFormat,
+        from: i64,
+        to: i64,
+    ) -> Result<Self, StoreError> {
+        let (upto, _) = store.audit_head().await?;
+        Ok(Self {
+            store: store.clone(),
+            format,
+            from,
+            to,
+            upto,
+            after: Some(0),
+            header_written: false,
+        })
+    }
+
+    pub fn format(&self) -> ExportFormat {
+        self.format
+    }
+
+    /// The newest entry the export covers.
+    pub fn upto(&self) -> i64 {
+        self.upto
+    }
+
+    /// The detail of the export's `audit.exported` entry: the format and the period as
+    /// asked for (`from`, `to` as given, empty when absent), and the entry it ends at.
+    pub fn detail(&self, from: Option<&str>, to: Option<&str>) -> String {
+        format!(
+            "format={} from={} to={} up to entry {}",
+            self.format.name(),
+            from.unwrap_or(""),
+            to.unwrap_or(""),
+            self.upto
+        )
+    }
+
+    /// The next piece of the export and how many entries it holds: first the header with
+    /// the first page (the header alone when nothing matches), then a page at a time;
+    /// `None` once everything has been given. A page is the last one when it is not
+    /// followed by another entry (pages are read one entry longer to tell). After an
+    /// error the export is over.
+    pub async fn next_chunk(&mut self) -> Result<Option<(String, u64)>, StoreError> {
+        let Some(after) = self.after.take() else {
+            return Ok(None);
+        };
+        let mut entries = self
+            .store
+            .search_audit(&AuditQuery {
+                from: self.from,
+                to: self.to,
+                ..AuditQuery::everything(after, self.upto, EXPORT_PAGE + 1)
+            })
+            .await?;
+        let more = entries.len() as i64 > EXPORT_PAGE;
+        entries.truncate(usize::try_from(EXPORT_PAGE).unwrap_or(usize::MAX));
+        self.after = more
+            .then(|| entries.last().map(|(entry, _)| entry.seq))
+            .flatten();
+        let mut text = String::new();
+        if !std::mem::replace(&mut self.header_written, true) {
+            text.push_str(self.format.header());
+        }
+        for (entry, hash) in &entries {
+            text.push_str(&self.format.line(entry, hash));
+        }
+        Ok(Some((text, entries.len() as u64)))
+    }
+
+    /// The whole export as a stream of text, a page at a time. A store failure ends it
+    /// with an error (so a streamed response is cut short, never silently complete).
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<String, StoreError>> {
+        futures_util::stream::unfold(self, |mut export| async move {
+            match export.next_chunk().await {
+                Ok(Some((text, _))) => Some((Ok(text), export)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), export)),
+            }
+        })
+    }
+
+    /// Writes the whole export to `sink`; returns how many entries were written.
+    pub async fn write_to(
+        mut self,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64, ExportWriteError> {
+        let mut written = 0;
+        while let Some((text, entries)) = self.next_chunk().await? {
+            sink.write_all(text.as_bytes())?;
+            written += entries;
+        }
+        sink.flush()?;
+        Ok(written)
+    }
+}
+
+/// Why an export could not be written out.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportWriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {

@@ -5,7 +5,7 @@
 //! Definitions (docs/sla.md):
 //! - *within SLA*: the clock was met at or before its deadline;
 //! - *breached*: a referral with at least one of the acknowledge, decision and
-//!   first-contact clocks met late, or still open after its deadline at `as_of`;
+//!   first-contact clocks met late, or overdue at `as_of` (`domain::sla::is_overdue`);
 //! - *times*: from the referral's receipt to the clock being met, in hours, over met
 //!   clocks; median and 90th percentile by the nearest-rank method;
 //! - *not attended rate*: first-contact events with outcome `not_attended`, over those
@@ -15,7 +15,22 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::domain::sla::Clock;
+use crate::domain::sla::{Clock, is_overdue};
+use crate::store::{Store, StoreError};
+
+/// The SLA report over the referrals received in `[from, to)` (µs) that `agency` sent or
+/// received (every agency's when `None`), with clocks still open judged at `as_of`. The
+/// one implementation behind `GET /v1/reports/sla` and `referral-gateway sla report`.
+pub async fn sla_report(
+    store: &Store,
+    from: i64,
+    to: i64,
+    agency: Option<&str>,
+    as_of: i64,
+) -> Result<Vec<ReportRow>, StoreError> {
+    let (clocks, contacts) = store.report_facts(from, to, agency).await?;
+    Ok(aggregate(&clocks, &contacts, as_of))
+}
 
 /// One clock of one referral, as stored.
 #[derive(Debug, Clone)]
@@ -107,7 +122,9 @@ pub fn aggregate(clocks: &[ClockFact], contacts: &[ContactFact], as_of: i64) -> 
                     .or_default()
                     .push(hours(met - fact.started_at));
             }
-            None if fact.stopped_at.is_none() && fact.due_at < as_of => *breached = true,
+            None if is_overdue(fact.due_at, fact.met_at, fact.stopped_at, as_of) => {
+                *breached = true
+            }
             None => {}
         }
     }

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::clock::TimeSource;
 use crate::domain::sla::Clock;
 use crate::store::{
     Due, DueClock, OutboxMessage, ScanCounts, Store, StoreError, rfc3339, to_micros,
 };
+use crate::worker::StopSignal;
 
 pub struct Scanner {
     store: Store,
@@ -94,14 +95,16 @@ impl Scanner {
         Ok(counts)
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
+    /// Scans every interval until it is asked to stop (or the stop signal's sender is gone).
+    pub async fn run(self, shutdown: impl Into<StopSignal>) {
+        let mut shutdown = shutdown.into();
+        while !shutdown.is_stopped() {
             if let Err(e) = self.scan_once().await {
                 tracing::error!(error = %e, "SLA scan failed; retrying at the next interval");
             }
             tokio::select! {
                 () = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.changed() => {}
+                () = shutdown.stopped() => {}
             }
         }
         tracing::info!("SLA scanner stopped");

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::config::JwksUrl;
 use crate::staff_auth::tokens::StaffAuth;
 
@@ -125,8 +123,10 @@ impl JwksRefresher {
         }
     }
 
-    /// Fetches now, then on the schedule, until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Fetches now, then on the schedule, until it is asked to stop (or the stop signal's
+    /// sender is gone).
+    pub async fn run(self, stop: impl Into<crate::worker::StopSignal>) {
+        let mut stop = stop.into();
         let mut ok = self.fetch_and_log().await;
         loop {
             let wait = if ok {
@@ -135,16 +135,16 @@ impl JwksRefresher {
                 RETRY_AFTER_FAILURE
             };
             tokio::select! {
-                _ = stop.changed() => return,
+                () = stop.stopped() => return,
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.auth.unknown_key_seen.notified() => {
                     tokio::select! {
-                        _ = stop.changed() => return,
+                        () = stop.stopped() => return,
                         _ = tokio::time::sleep(MIN_GAP) => {}
                     }
                 }
             }
-            if *stop.borrow() {
+            if stop.is_stopped() {
                 return;
             }
             ok = self.fetch_and_log().await;

@@ -274,7 +274,7 @@ pub struct ReferralFilter<'a> {
     pub status: &'a str,
     pub from: i64,
     pub to: i64,
-    /// Only referrals with an SLA clock open past its deadline at `now`.
+    /// Only referrals with an SLA clock overdue at `now` (`domain::sla::is_overdue`).
     pub overdue: bool,
     pub now: i64,
     /// Continue after this `(received_at, id)`.
@@ -289,6 +289,8 @@ impl Store {
     ) -> Result<Vec<ReferralRecord>, StoreError> {
         let (after_at, after_id) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
         let mut tx = self.filtered_read().await?;
+        // `$6`: the overdue filter, `domain::sla::is_overdue` in SQL (met_at and stopped_at
+        // unset, due_at before now).
         let rows = sqlx::query(
             "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
              schema_id, payload_sha256, correlation_id, received_at, updated_at, isa_id, withheld FROM referrals r \

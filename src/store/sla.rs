@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::events::{OutboxMessage, insert_outbox};
 use super::{Store, StoreError, from_micros};
-use crate::domain::sla::Clock;
+use crate::domain::sla::{Clock, is_overdue};
 
 /// A clock that reached its warning point or its deadline.
 #[derive(Debug, Clone)]
@@ -63,14 +63,16 @@ impl ClockRow {
         })
     }
 
-    /// running, met, met_late, breached (still open past its deadline) or stopped.
-    pub fn state(&self) -> &'static str {
-        match (self.met_at, self.stopped_at, self.breached_at) {
-            (Some(_), _, _) if self.met_late => "met_late",
-            (Some(_), _, _) => "met",
-            (None, Some(_), _) => "stopped",
-            (None, None, Some(_)) => "breached",
-            (None, None, None) => "running",
+    /// running, met, met_late, breached (still open past its deadline at `now`, µs, as
+    /// `domain::sla::is_overdue` says, whether or not the scanner has flagged it yet) or
+    /// stopped.
+    pub fn state(&self, now: i64) -> &'static str {
+        match (self.met_at, self.stopped_at) {
+            (Some(_), _) if self.met_late => "met_late",
+            (Some(_), _) => "met",
+            (None, Some(_)) => "stopped",
+            (None, None) if is_overdue(self.due_at, None, None, now) => "breached",
+            (None, None) => "running",
         }
     }
 }

@@ -1,0 +1,29 @@
+//! `purge`: delete delivered payloads past retention.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use referral_gateway::store::{Store, to_micros};
+
+use super::load_config;
+
+pub fn run(config_path: &Path, older_than: Option<u32>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    let days = older_than.unwrap_or(config.storage.retention_days);
+    if days == 0 {
+        anyhow::bail!("--older-than must be at least 1 day");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let cutoff = now - time::Duration::days(i64::from(days));
+    let purged = actix_web::rt::System::new().block_on(async move {
+        let store = Store::open(&config).await?;
+        store.migrate_if_needed().await?;
+        anyhow::Ok(
+            store
+                .purge_payloads(to_micros(cutoff), to_micros(now))
+                .await?,
+        )
+    })?;
+    println!("purged {purged} referral payload(s) received more than {days} day(s) ago");
+    Ok(ExitCode::SUCCESS)
+}

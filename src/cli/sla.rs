@@ -1,0 +1,80 @@
+//! `sla report`: the SLA report, read from the database.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use referral_gateway::api::reports::parse_instant;
+use referral_gateway::sla::report::{sla_report, to_csv, to_table};
+use referral_gateway::store::{Store, to_micros};
+
+use super::load_config;
+
+#[derive(Subcommand)]
+pub enum SlaCommand {
+    /// Per agency, service type and priority: referrals, clocks met within SLA, breaches,
+    /// median and 90th-percentile times, not-attended rate.
+    Report {
+        /// Start of the period (YYYY-MM-DD or RFC 3339), by referral receipt time.
+        #[arg(long)]
+        from: String,
+        /// End of the period (a date counts to its end).
+        #[arg(long)]
+        to: String,
+        /// Only referrals this agency sent or received.
+        #[arg(long)]
+        agency: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+pub fn run(config_path: &Path, command: SlaCommand) -> anyhow::Result<ExitCode> {
+    let SlaCommand::Report {
+        from,
+        to,
+        agency,
+        format,
+    } = command;
+    let parse = |text: &str, end: bool, name: &str| {
+        parse_instant(text, end).ok_or_else(|| {
+            anyhow::anyhow!("--{name} must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
+        })
+    };
+    let (from, to) = (parse(&from, false, "from")?, parse(&to, true, "to")?);
+    if to <= from {
+        anyhow::bail!("--to must be after --from");
+    }
+    let config = load_config(config_path)?;
+    if let Some(a) = &agency
+        && config.registry.get(a).is_none()
+    {
+        anyhow::bail!("--agency: no agency '{a}' is configured");
+    }
+    let rows = actix_web::rt::System::new().block_on(async move {
+        let store = Store::connect(&config.database).await?;
+        let now = to_micros(time::OffsetDateTime::now_utc());
+        let rows = sla_report(
+            &store,
+            to_micros(from),
+            to_micros(to),
+            agency.as_deref(),
+            now,
+        )
+        .await?;
+        anyhow::Ok(rows)
+    })?;
+    match format {
+        ReportFormat::Table => print!("{}", to_table(&rows)),
+        ReportFormat::Csv => print!("{}", to_csv(&rows)),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

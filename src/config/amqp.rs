@@ -1,0 +1,59 @@
+//! `[amqp]`: the broker and the namespace of every exchange and queue.
+
+use serde::Deserialize;
+
+use super::{DEFAULT_AMQP_URL, Env, Problems, setting};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAmqp {
+    url: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    pub url: String,
+    /// Prefix for every exchange and queue name (`<namespace>.referrals`, ...); empty
+    /// for none. Lets several deployments or test runs share one broker.
+    pub namespace: String,
+}
+
+/// The broker URL; the namespace is checked later (after the TLS files), see `build_amqp`.
+pub(super) fn build_amqp_url(raw: &RawAmqp, env: &dyn Env, problems: &mut Problems) -> String {
+    let (amqp_url, amqp_key) = setting(
+        env,
+        "REFGW_AMQP_URL",
+        "amqp.url",
+        raw.url.clone(),
+        DEFAULT_AMQP_URL,
+    );
+    if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+        problems.push(&amqp_key, "must start with amqp:// or amqps://");
+    }
+    amqp_url
+}
+
+pub(super) fn build_amqp(
+    raw: RawAmqp,
+    url: String,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> AmqpConfig {
+    let namespace = env
+        .var("REFGW_AMQP_NAMESPACE")
+        .or(raw.namespace)
+        .unwrap_or_default();
+    if !namespace.is_empty()
+        && (namespace.len() > 100
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        problems.push(
+            "amqp.namespace",
+            "must be at most 100 letters, digits, '-' or '_'",
+        );
+    }
+    AmqpConfig { url, namespace }
+}

@@ -1,0 +1,49 @@
+//! `[database]`: where the store lives.
+
+use serde::Deserialize;
+
+use super::{DEFAULT_DATABASE_URL, Env, Problems, setting};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    url: Option<String>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+pub(super) fn build_database(
+    raw: RawDatabase,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> DatabaseConfig {
+    let (db_url, db_key) = setting(
+        env,
+        "REFGW_DATABASE_URL",
+        "database.url",
+        raw.url,
+        DEFAULT_DATABASE_URL,
+    );
+    if !(db_url.starts_with("sqlite:")
+        || db_url.starts_with("postgres://")
+        || db_url.starts_with("postgresql://"))
+    {
+        problems.push(
+            &db_key,
+            "must start with sqlite:, postgres:// or postgresql://",
+        );
+    }
+    let max_connections = raw.max_connections.unwrap_or(10);
+    if max_connections == 0 {
+        problems.push("database.max_connections", "must be at least 1");
+    }
+    DatabaseConfig {
+        url: db_url,
+        max_connections,
+    }
+}

@@ -1,0 +1,342 @@
+//! Typed configuration: a TOML file plus `REFGW_*` environment overrides, checked as a
+//! whole at start-up. Every problem names the key it is about; all problems are reported
+//! together so an operator fixes them in one pass.
+//!
+//! One file per section, each raw (TOML) struct next to its builder and the typed
+//! section it builds; this module holds the whole (`Config`), loading and parsing, the
+//! list of problems, and the order in which sections are built.
+
+mod agencies;
+mod amqp;
+mod audit;
+mod database;
+mod profile;
+mod relay;
+mod schemas;
+mod server;
+mod sharing;
+mod sla;
+mod staff;
+mod storage;
+#[cfg(test)]
+mod testing;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::domain::AgencyRegistry;
+use crate::domain::sharing::SharingAgreement;
+
+pub use agencies::parse_fingerprint;
+pub use amqp::AmqpConfig;
+pub use audit::AuditConfig;
+pub use database::DatabaseConfig;
+pub use relay::RelayConfig;
+pub use server::ServerConfig;
+pub use sla::SlaConfig;
+pub use staff::{JwksUrl, StaffConfig};
+pub use storage::StorageConfig;
+pub use tls::TlsConfig;
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/gateway.db";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// "development" (the shipped configuration) or "production" (the default).
+    profile: Option<String>,
+    #[serde(default)]
+    server: server::RawServer,
+    #[serde(default)]
+    database: database::RawDatabase,
+    #[serde(default)]
+    amqp: amqp::RawAmqp,
+    tls: tls::RawTls,
+    #[serde(default)]
+    schemas: schemas::RawSchemas,
+    #[serde(default)]
+    relay: relay::RawRelay,
+    #[serde(default)]
+    sla: sla::RawSla,
+    #[serde(default)]
+    audit: audit::RawAudit,
+    #[serde(default)]
+    storage: storage::RawStorage,
+    staff: Option<staff::RawStaff>,
+    #[serde(default)]
+    sharing_agreements: Vec<sharing::RawAgreement>,
+    #[serde(default)]
+    agencies: Vec<agencies::RawAgency>,
+    #[serde(default)]
+    permissions: Vec<agencies::RawPermission>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Development allows the published keys of `certs-example/` and development
+    /// tokens; production (the default) refuses them.
+    pub profile: crate::security::published::Profile,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub tls: TlsConfig,
+    pub schemas_dir: PathBuf,
+    pub relay: RelayConfig,
+    pub sla: SlaConfig,
+    pub audit: AuditConfig,
+    pub storage: StorageConfig,
+    /// Staff access with bearer tokens; `None` when `[staff]` is not configured.
+    pub staff: Option<StaffConfig>,
+    /// Information sharing agreements; when none are configured, sharing is governed by
+    /// `[[permissions]]` alone and nothing is minimised.
+    pub sharing_agreements: Arc<Vec<SharingAgreement>>,
+    pub registry: Arc<AgencyRegistry>,
+}
+
+/// Reads environment variables; injectable so tests never touch the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// No environment overrides at all.
+pub struct NoEnv;
+
+impl Env for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::load_checked(path, env, FileChecks::Required)
+    }
+
+    /// Loads a config whose TLS files may not exist yet (for `certs init`, which makes them).
+    pub fn load_before_certificates(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::load_checked(path, env, FileChecks::SkipTls)
+    }
+
+    fn load_checked(path: &Path, env: &dyn Env, checks: FileChecks) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, env, checks)
+    }
+
+    /// Parses and checks a config. `path` is only used in error messages.
+    pub fn from_toml(text: &str, path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        Self::parse(text, path, env, FileChecks::Required)
+    }
+
+    fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Env,
+        checks: FileChecks,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Problems::default();
+        let config = build(raw, env, checks, &mut problems);
+        match config {
+            Some(config) if problems.0.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: problems.0,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileChecks {
+    Required,
+    SkipTls,
+}
+
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.0.push(format!("{key}: {message}"));
+    }
+}
+
+fn setting(
+    env: &dyn Env,
+    var: &str,
+    key: &str,
+    file: Option<String>,
+    default: &str,
+) -> (String, String) {
+    match env.var(var) {
+        Some(v) => (v, format!("{var} (environment)")),
+        None => (file.unwrap_or_else(|| default.to_owned()), key.to_owned()),
+    }
+}
+
+fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| {
+            problems.push(
+                key,
+                format!("'{value}' is not an IP address and port such as 127.0.0.1:8443"),
+            )
+        })
+        .ok()
+}
+
+/// Builds every section. The order of the calls is the order in which problems are
+/// listed, which `config check` and start-up print.
+fn build(
+    raw: RawConfig,
+    env: &dyn Env,
+    checks: FileChecks,
+    problems: &mut Problems,
+) -> Option<Config> {
+    let listeners = server::build_listeners(&raw.server, env, problems);
+    let database = database::build_database(raw.database, env, problems);
+    let amqp_url = amqp::build_amqp_url(&raw.amqp, env, problems);
+    tls::check_tls_files(&raw.tls, checks, problems);
+    let amqp = amqp::build_amqp(raw.amqp, amqp_url, env, problems);
+    let relay = relay::build_relay(raw.relay, problems);
+    let schemas_dir = schemas::build_schemas_dir(raw.schemas, problems);
+    let server = server::build_server(raw.server, listeners, problems);
+    let profile = profile::build_profile(raw.profile.as_deref(), problems);
+
+    let registry = agencies::build_registry(raw.agencies, raw.permissions, problems);
+    let sla = sla::build_sla(raw.sla, &registry, checks, problems);
+    let audit = audit::build_audit(raw.audit, env, checks, problems);
+    let storage = storage::build_storage(raw.storage, env, checks, problems);
+    let staff = raw
+        .staff
+        .and_then(|staff| staff::build_staff(staff, env, checks, problems));
+    let sharing_agreements = sharing::build_agreements(raw.sharing_agreements, &registry, problems);
+
+    let tls = tls::build_tls(raw.tls);
+    if profile == crate::security::published::Profile::Production {
+        profile::refuse_published_material(
+            &tls,
+            &audit,
+            &storage,
+            staff.as_ref(),
+            checks,
+            problems,
+        );
+    }
+
+    Some(Config {
+        profile,
+        server: server?,
+        database,
+        amqp,
+        tls,
+        schemas_dir,
+        relay,
+        sla,
+        audit,
+        storage,
+        staff,
+        sharing_agreements: Arc::new(sharing_agreements),
+        registry: Arc::new(registry),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testing::{MapEnv, base, load};
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = load(&base(), &NoEnv).unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.amqp.url, DEFAULT_AMQP_URL);
+        let env = MapEnv(vec![
+            ("REFGW_LISTEN", "0.0.0.0:9000"),
+            ("REFGW_DATABASE_URL", "postgres://x@h/db"),
+            ("REFGW_AMQP_URL", "amqps://h/v"),
+        ]);
+        let c = load(&base(), &env).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.database.url, "postgres://x@h/db");
+        assert_eq!(c.amqp.url, "amqps://h/v");
+        assert!(c.registry.get("cmht").is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = base().replace("[tls]", "[tls]\ncertificate = \"x\"");
+        let err = load(&text, &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let text = base()
+            .replace("id = \"cmht\"", "id = \"CMHT\"")
+            .replace("role = \"sender\"", "role = \"receiver\"")
+            .replace("urn:x:liaison\" }", "urn:x:liaison\", san_dns = \"x\" }");
+        let env = MapEnv(vec![
+            ("REFGW_LISTEN", "localhost"),
+            ("REFGW_AMQP_URL", "http://x"),
+        ]);
+        let err = load(&text, &env).unwrap_err().to_string();
+        for needle in [
+            "REFGW_LISTEN (environment): 'localhost' is not an IP address",
+            "REFGW_AMQP_URL (environment): must start with amqp://",
+            "agencies[1].id: agency id must be",
+            "agencies[0] (liaison).certificate: set exactly one",
+            "permissions[0].sender: no agency 'liaison'",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let text = base().replace("certs-example/ca.crt", "certs-example/nope.crt");
+        let err = load(&text, &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("tls.ca: file"), "{err}");
+    }
+}
