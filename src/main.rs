@@ -625,14 +625,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (upto, _) = store.audit_head().await?;
                 store
                     .audit(
-                        &AuditRecord::new(format!("operator:{operator}"), "audit.exported").detail(
-                            format!(
-                                "command line; format={} from={} to={} up to entry {upto}",
-                                format.name(),
-                                from.as_deref().unwrap_or(""),
-                                to.as_deref().unwrap_or(""),
-                            ),
-                        ),
+                        &AuditRecord::new(
+                            format!("operator:{operator}"),
+                            referral_gateway::domain::audit::AuditAction::AuditExported,
+                        )
+                        .detail(format!(
+                            "command line; format={} from={} to={} up to entry {upto}",
+                            format.name(),
+                            from.as_deref().unwrap_or(""),
+                            to.as_deref().unwrap_or(""),
+                        )),
                         time::OffsetDateTime::now_utc(),
                     )
                     .await?;

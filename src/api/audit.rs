@@ -18,8 +18,9 @@ use super::middleware::body::read_json_body;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
 use crate::domain::NhsNumber;
-use crate::domain::audit::AuditEntry;
-use crate::governance::audit_log::{ACTIONS, PersonKeyer};
+use crate::domain::audit::AuditAction;
+use crate::domain::audit::{ActionFilter, AuditEntry};
+use crate::governance::audit_log::PersonKeyer;
 use crate::governance::export::{EntryView, ExportFormat, view};
 use crate::intake::schema::Violation;
 use crate::staff_auth::tokens::Role;
@@ -134,27 +135,17 @@ struct EventsQuery {
 }
 
 /// `action=referral.submitted` (exact) or `action=referral.*` (a family).
-fn action_filter(action: Option<&str>) -> Result<(String, bool), ApiError> {
+fn action_filter(action: Option<&str>) -> Result<Option<ActionFilter>, ApiError> {
     let Some(action) = action.filter(|a| !a.is_empty()) else {
-        return Ok((String::new(), false));
+        return Ok(None);
     };
-    let unknown = || {
+    action.parse().map(Some).map_err(|_| {
+        let names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
         bad(format!(
             "'action' must be one of {} (or a family such as referral.*)",
-            ACTIONS.join(", ")
+            names.join(", ")
         ))
-    };
-    match action.strip_suffix('*') {
-        Some(prefix) => {
-            if prefix.ends_with('.') && ACTIONS.iter().any(|a| a.starts_with(prefix)) {
-                Ok((prefix.to_owned(), true))
-            } else {
-                Err(unknown())
-            }
-        }
-        None if ACTIONS.contains(&action) => Ok((action.to_owned(), false)),
-        None => Err(unknown()),
-    }
+    })
 }
 
 async fn events(
@@ -166,7 +157,7 @@ async fn events(
         .require(&state, &[Role::Auditor], "/v1/audit/events")
         .await?;
     let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
-    let (action, action_prefix) = action_filter(query.action.as_deref())?;
+    let action = action_filter(query.action.as_deref())?;
     let agency = caller
         .agency_scope(&state, query.agency.as_deref(), "/v1/audit/events")
         .await?
@@ -188,8 +179,7 @@ async fn events(
         .store
         .search_audit(&AuditQuery {
             agency: &agency,
-            action: &action,
-            action_prefix,
+            action,
             referral: &referral,
             from,
             to,
@@ -202,7 +192,7 @@ async fn events(
     let (entries, next_cursor) = page(entries, limit, snapshot, None);
     super::audit(
         &state,
-        AuditRecord::new(caller.0.actor(), "audit.queried").detail(format!(
+        AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried).detail(format!(
             "{} entries; from={} to={} agency={agency} action={} referral={referral} after={} upto={}",
             entries.len(),
             query.from.as_deref().unwrap_or(""),
@@ -389,7 +379,7 @@ async fn disclosures(
         .iter()
         .map(|key| AuditRecord {
             person_key: Some(key.clone()),
-            ..AuditRecord::new(caller.0.actor(), "audit.disclosures").detail(format!(
+            ..AuditRecord::new(caller.0.actor(), AuditAction::AuditDisclosures).detail(format!(
                 "subject access by {}: {} referral(s), {} shared, {} refused; page of {} entries after {} up to {}",
                 subject.searched_by.join("+"),
                 summary.referrals.len(),
@@ -449,7 +439,7 @@ async fn export(
     let upto_seq = snapshot(&state, None).await?.map_or(0, |s| s.upto);
     super::audit(
         &state,
-        AuditRecord::new(caller.0.actor(), "audit.exported").detail(format!(
+        AuditRecord::new(caller.0.actor(), AuditAction::AuditExported).detail(format!(
             "format={} from={} to={} up to entry {upto_seq}",
             format.name(),
             query.from.as_deref().unwrap_or(""),
@@ -518,14 +508,14 @@ mod tests {
 
     #[test]
     fn actions_filter_exactly_or_by_family() {
-        assert_eq!(action_filter(None).unwrap(), (String::new(), false));
+        assert_eq!(action_filter(None).unwrap(), None);
         assert_eq!(
             action_filter(Some("referral.read")).unwrap(),
-            ("referral.read".into(), false)
+            Some(ActionFilter::Exact(AuditAction::ReferralRead))
         );
         assert_eq!(
             action_filter(Some("referral.*")).unwrap(),
-            ("referral.".into(), true)
+            Some(ActionFilter::Family("referral.".into()))
         );
         assert!(action_filter(Some("referal.read")).is_err());
         assert!(action_filter(Some("*")).is_err());

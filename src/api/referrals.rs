@@ -14,6 +14,7 @@ use super::middleware::correlation::CorrelationId;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
 use crate::domain::ReferralId;
+use crate::domain::audit::AuditAction;
 use crate::intake::referrals::{IntakeError, Receipt, Submitted};
 use crate::security::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
 use crate::store::{AuditRecord, rfc3339};
@@ -298,7 +299,7 @@ async fn list_for(
     // `recipient` names the agency whose referrals were listed.
     let record = AuditRecord {
         recipient: Some(agency.to_owned()),
-        ..AuditRecord::new(actor, "referral.listed")
+        ..AuditRecord::new(actor, AuditAction::ReferralListed)
     };
     super::audit(
         state,
@@ -379,7 +380,8 @@ async fn status_for(
     agency: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let denied = || {
-        AuditRecord::new(actor.clone(), "referral.read.denied").detail("not found or not visible")
+        AuditRecord::new(actor.clone(), AuditAction::ReferralReadDenied)
+            .detail("not found or not visible")
     };
     let Ok(id) = ReferralId::parse(requested) else {
         super::audit(state, denied()).await?;
@@ -395,7 +397,11 @@ async fn status_for(
         super::audit(state, denied().referral(id)).await?;
         return Err(ApiError::not_found());
     };
-    super::audit(state, AuditRecord::new(actor, "referral.read").referral(id)).await?;
+    super::audit(
+        state,
+        AuditRecord::new(actor, AuditAction::ReferralRead).referral(id),
+    )
+    .await?;
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure while reading a referral's events");
         ApiError::internal()

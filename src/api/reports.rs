@@ -10,6 +10,7 @@ use super::AppState;
 use super::identity::CallerAgency;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
+use crate::domain::audit::AuditAction;
 use crate::sla::report::aggregate;
 use crate::store::{rfc3339, to_micros};
 
@@ -150,7 +151,7 @@ async fn report(
         })?;
     let rows = aggregate(&clocks, &contacts, now);
     // `recipient` names the agency whose referrals the report covers.
-    let mut record = crate::store::AuditRecord::new(actor, "report.sla");
+    let mut record = crate::store::AuditRecord::new(actor, AuditAction::ReportSla);
     record.recipient = agency.map(str::to_owned);
     super::audit(
         state,

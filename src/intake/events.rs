@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::domain::audit::AuditAction;
 use crate::domain::sla::clock_effects;
 use crate::domain::{
     Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, RoutingKey, transition,
@@ -154,7 +155,7 @@ impl Events {
             stops: effects.1,
             audit: &AuditRecord {
                 recipient: Some(referral.recipient_agency.clone()),
-                ..AuditRecord::new(format!("agency:{caller_id}"), "event.posted")
+                ..AuditRecord::new(format!("agency:{caller_id}"), AuditAction::EventPosted)
                     .referral(id)
                     .detail(event_type.as_str())
             },

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::audit::AuditAction;
 use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
@@ -152,8 +153,11 @@ impl Intake {
             .await;
         if let Err(error) = &result {
             // Fixed reason codes and (redacted) pointers only: never the caller's values.
-            let mut record = AuditRecord::new(format!("agency:{}", sender.id), "referral.refused")
-                .detail(self.refusal_reason(error));
+            let mut record = AuditRecord::new(
+                format!("agency:{}", sender.id),
+                AuditAction::ReferralRefused,
+            )
+            .detail(self.refusal_reason(error));
             record.person_key = person_key;
             // Whom it would have gone to, and under which agreement, when known: so the
             // refusal is found by the recipient's agency too.

@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::{AuditRecord, Backend, Store, StoreError, append_audit_many};
 use crate::domain::ReferralId;
+use crate::domain::audit::AuditAction;
 
 /// One claimed outbox row with what the relay needs to publish it.
 #[derive(Clone)]
@@ -196,7 +197,7 @@ impl Store {
             .iter()
             .map(|row| {
                 let message_type: String = row.try_get("message_type")?;
-                let mut record = AuditRecord::new("gateway", "message.delivered")
+                let mut record = AuditRecord::new("gateway", AuditAction::MessageDelivered)
                     .referral(row.try_get::<String, _>("referral_id")?)
                     .detail(format!("{message_type} confirmed by the broker"));
                 record.recipient = Some(row.try_get("recipient_agency")?);

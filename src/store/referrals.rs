@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{AuditRecord, Store, StoreError, append_audit, from_micros, to_micros};
+use crate::domain::audit::AuditAction;
 use crate::domain::sla::ClockDeadline;
 use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus, RoutingKey};
 
@@ -253,7 +254,7 @@ impl Store {
         .bind(cutoff)
         .execute(&mut *tx)
         .await?;
-        let record = AuditRecord::new("gateway", "payload.purged").detail(format!(
+        let record = AuditRecord::new("gateway", AuditAction::PayloadPurged).detail(format!(
             "{} payload(s) of referrals received before {}",
             done.rows_affected(),
             super::rfc3339(cutoff)
