@@ -13,11 +13,11 @@ use super::middleware::body::read_json_body;
 use super::middleware::correlation::CorrelationId;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
-use crate::domain::ReferralId;
 use crate::domain::audit::AuditAction;
+use crate::domain::{ReferralId, Timestamp};
 use crate::intake::referrals::{IntakeError, Receipt, Submitted};
 use crate::security::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
-use crate::store::{AuditRecord, rfc3339};
+use crate::store::AuditRecord;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -391,9 +391,9 @@ async fn status_for(
         tracing::error!(error = %e, "store failure while reading a referral");
         ApiError::internal()
     })?;
-    let Some(record) =
-        record.filter(|r| agency.is_none_or(|a| r.sender_agency == a || r.recipient_agency == a))
-    else {
+    let Some(record) = record.filter(|r| {
+        agency.is_none_or(|a| r.sender_agency.as_str() == a || r.recipient_agency.as_str() == a)
+    }) else {
         super::audit(state, denied().referral(id)).await?;
         return Err(ApiError::not_found());
     };
@@ -414,10 +414,10 @@ async fn status_for(
         .into_iter()
         .filter_map(|e| serde_json::from_str(&e.body).ok())
         .collect();
-    let optional = |t: Option<i64>| t.map(rfc3339);
+    let optional = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
     let sla = state
         .store
-        .clocks(&id.to_string())
+        .clocks(id)
         .await
         .map_err(internal)?
         .into_iter()
@@ -425,8 +425,8 @@ async fn status_for(
             serde_json::json!({
                 "clock": c.clock.as_str(),
                 "state": c.state(),
-                "started_at": rfc3339(c.started_at),
-                "due_at": rfc3339(c.due_at),
+                "started_at": c.started_at.to_rfc3339(),
+                "due_at": c.due_at.to_rfc3339(),
                 "met_at": optional(c.met_at),
                 "warned_at": optional(c.warned_at),
                 "breached_at": optional(c.breached_at),

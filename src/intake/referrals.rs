@@ -421,13 +421,13 @@ impl Intake {
     /// The receipt for a stored referral, as the sender was first given it (with the
     /// current status).
     pub fn receipt(&self, record: &ReferralRecord) -> Receipt {
-        let recipient = match self.registry.get(&record.recipient_agency) {
+        let recipient = match self.registry.get(record.recipient_agency.as_str()) {
             Some(agency) => AgencyRef::full(agency),
             None => AgencyRef {
-                agency_id: record.recipient_agency.clone(),
+                agency_id: record.recipient_agency.to_string(),
                 name: None,
-                service_type: Some(record.service_type.clone()),
-                area: Some(record.area.clone()),
+                service_type: Some(record.service_type.to_string()),
+                area: Some(record.area.to_string()),
             },
         };
         Receipt {
@@ -435,7 +435,7 @@ impl Intake {
             status: record.status,
             received_at: record.received_at,
             sender: AgencyRef {
-                agency_id: record.sender_agency.clone(),
+                agency_id: record.sender_agency.to_string(),
                 name: None,
                 service_type: None,
                 area: None,

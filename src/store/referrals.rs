@@ -6,13 +6,9 @@ use time::OffsetDateTime;
 
 use super::{AuditRecord, Store, StoreError, append_audit, from_micros, to_micros};
 use crate::domain::audit::AuditAction;
+use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::ClockDeadline;
-use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus, RoutingKey};
-
-/// The logical exchange referrals are published to (the relay may prefix a namespace).
-pub const REFERRALS_EXCHANGE: &str = "referrals";
-/// Outbox message type for a new referral.
-pub const MESSAGE_TYPE_REFERRAL: &str = "referral";
+use crate::domain::{Agency, AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType};
 
 /// Everything the intake step writes for one accepted referral.
 pub struct NewReferral<'a> {
@@ -55,10 +51,10 @@ pub enum Inserted {
 #[derive(Debug, Clone)]
 pub struct ReferralRecord {
     pub id: ReferralId,
-    pub sender_agency: String,
-    pub recipient_agency: String,
-    pub service_type: String,
-    pub area: String,
+    pub sender_agency: AgencyId,
+    pub recipient_agency: AgencyId,
+    pub service_type: ServiceType,
+    pub area: Area,
     pub priority: Priority,
     pub status: ReferralStatus,
     pub schema_id: String,
@@ -75,13 +71,22 @@ impl ReferralRecord {
         let id: String = row.try_get("id")?;
         let priority: String = row.try_get("priority")?;
         let status: String = row.try_get("status")?;
+        let text = |name: &str| row.try_get::<String, _>(name);
+        let corrupt = |name: &str, value: &str| StoreError::Corrupt(format!("{name} '{value}'"));
+        let agency = |name: &str| -> Result<AgencyId, StoreError> {
+            let value = text(name)?;
+            AgencyId::parse(value.as_str()).map_err(|_| corrupt(name, &value))
+        };
+        let service_type = text("service_type")?;
+        let area = text("area")?;
         Ok(Self {
             id: ReferralId::parse(&id)
                 .map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))?,
-            sender_agency: row.try_get("sender_agency")?,
-            recipient_agency: row.try_get("recipient_agency")?,
-            service_type: row.try_get("service_type")?,
-            area: row.try_get("area")?,
+            sender_agency: agency("sender_agency")?,
+            recipient_agency: agency("recipient_agency")?,
+            service_type: ServiceType::parse(service_type.as_str())
+                .map_err(|_| corrupt("service_type", &service_type))?,
+            area: Area::parse(area.as_str()).map_err(|_| corrupt("area", &area))?,
             priority: priority
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("priority '{priority}'")))?,
@@ -131,14 +136,15 @@ impl Store {
         .bind(serde_json::to_string(new.withheld).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await?;
+        let message = OutboxMessage::referral(new.recipient);
         sqlx::query(
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, 0)",
         )
         .bind(&id)
-        .bind(MESSAGE_TYPE_REFERRAL)
-        .bind(REFERRALS_EXCHANGE)
-        .bind(RoutingKey::for_agency(new.recipient).as_str().to_owned())
+        .bind(message.message_type().as_str())
+        .bind(message.exchange().as_str())
+        .bind(message.routing_key().to_owned())
         .bind(at)
         .execute(&mut *tx)
         .await?;
