@@ -10,6 +10,7 @@ use referral_gateway::api::reports::parse_instant;
 use referral_gateway::config::{self, Config, ProcessEnv};
 use referral_gateway::delivery::inspect as ops;
 use referral_gateway::delivery::topology::Topology;
+use referral_gateway::domain::Timestamp;
 use referral_gateway::domain::{Destination, ServiceType};
 use referral_gateway::governance::audit_log::{SignedHead, VerifyPolicy};
 use referral_gateway::governance::export::ExportFormat;
@@ -450,7 +451,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rows = actix_web::rt::System::new().block_on(async move {
                 let store = Store::connect(&config.database).await?;
                 let (clocks, contacts) = store
-                    .report_facts(to_micros(from), to_micros(to), agency.as_deref())
+                    .report_facts(from.into(), to.into(), agency.as_deref())
                     .await?;
                 let now = to_micros(time::OffsetDateTime::now_utc());
                 anyhow::Ok(referral_gateway::sla::report::aggregate(
@@ -598,14 +599,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExportFormatArg::Ndjson => ExportFormat::Ndjson,
                 ExportFormatArg::Csv => ExportFormat::Csv,
             };
-            let instant = |text: &Option<String>, end: bool, name: &str, default: i64| match text {
+            let instant = |text: &Option<String>, end: bool, name: &str, default| match text {
                 None => Ok(default),
-                Some(t) => parse_instant(t, end).map(to_micros).with_context(|| {
+                Some(t) => parse_instant(t, end).map(Timestamp::from).with_context(|| {
                     format!("--{name} must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
                 }),
             };
-            let from_micros = instant(&from, false, "from", i64::MIN)?;
-            let to_micros_ = instant(&to, true, "to", i64::MAX)?;
+            let from_micros = instant(&from, false, "from", Timestamp::MIN)?;
+            let to_micros_ = instant(&to, true, "to", Timestamp::MAX)?;
             if to_micros_ <= from_micros {
                 anyhow::bail!("--to must be after --from");
             }

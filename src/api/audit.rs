@@ -17,9 +17,9 @@ use super::AppState;
 use super::middleware::body::read_json_body;
 use super::problem::ApiError;
 use super::staff::StaffCaller;
-use crate::domain::NhsNumber;
 use crate::domain::audit::AuditAction;
 use crate::domain::audit::{ActionFilter, AuditEntry};
+use crate::domain::{NhsNumber, Timestamp};
 use crate::governance::audit_log::PersonKeyer;
 use crate::governance::export::{EntryView, ExportFormat, view};
 use crate::intake::schema::Violation;
@@ -49,9 +49,9 @@ fn bad(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request("bad-query", detail)
 }
 
-/// `from`/`to` as microseconds, unbounded when absent.
-fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
-    super::reports::period_micros(from, to, i64::MIN, i64::MAX)
+/// `from`/`to`, unbounded when absent.
+fn period(from: Option<&str>, to: Option<&str>) -> Result<(Timestamp, Timestamp), ApiError> {
+    super::reports::period(from, to, Timestamp::MIN, Timestamp::MAX)
 }
 
 /// Where a paginated read stands: after entry `after`, within the snapshot `upto` (the

@@ -17,7 +17,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::{ReferralId, Timestamp};
 use crate::intake::referrals::{IntakeError, Receipt, Submitted};
 use crate::security::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
-use crate::store::AuditRecord;
+use crate::store::{AuditRecord, ListRole};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -248,24 +248,29 @@ async fn list_for(
     query: &ListQuery,
 ) -> Result<HttpResponse, ApiError> {
     let bad = |detail: &str| ApiError::bad_request("bad-query", detail.to_owned());
-    let status = query.status.clone().unwrap_or_default();
-    if !status.is_empty() && status.parse::<crate::domain::ReferralStatus>().is_err() {
-        return Err(bad("'status' is not a referral status (see docs/api.md)"));
-    }
-    let role = query.role.clone().unwrap_or_default();
-    if !matches!(role.as_str(), "" | "sent" | "received") {
-        return Err(bad("'role' must be sent or received"));
-    }
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<crate::domain::ReferralStatus>()
+                .map_err(|_| bad("'status' is not a referral status (see docs/api.md)"))?,
+        ),
+    };
+    let role = match query.role.as_deref() {
+        None | Some("") => ListRole::Either,
+        Some("sent") => ListRole::Sent,
+        Some("received") => ListRole::Received,
+        Some(_) => return Err(bad("'role' must be sent or received")),
+    };
     let overdue = match query.overdue.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(bad("'overdue' must be true or false")),
     };
-    let (from, to) = super::reports::period_micros(
+    let (from, to) = super::reports::period(
         query.from.as_deref(),
         query.to.as_deref(),
-        i64::MIN,
-        i64::MAX,
+        Timestamp::MIN,
+        Timestamp::MAX,
     )?;
     let limit = super::reports::page_limit(query.limit.as_deref(), 50, 200)?;
     let after = match query.cursor.as_deref() {
@@ -274,21 +279,22 @@ async fn list_for(
             let (at, id) = c
                 .split_once('_')
                 .ok_or_else(|| bad("'cursor' is not one this API gave"))?;
+            // The cursor's instant is written as its microseconds.
             let at = at
                 .parse::<i64>()
                 .map_err(|_| bad("'cursor' is not one this API gave"))?;
-            ReferralId::parse(id).map_err(|_| bad("'cursor' is not one this API gave"))?;
-            Some((at, id.to_owned()))
+            let id = ReferralId::parse(id).map_err(|_| bad("'cursor' is not one this API gave"))?;
+            Some((Timestamp::from_micros(at), id))
         }
     };
     let filter = crate::store::ReferralFilter {
         agency,
-        role: &role,
-        status: &status,
+        role,
+        status,
         from,
         to,
         overdue,
-        now: crate::store::to_micros(state.clock.now()),
+        now: Timestamp::from(state.clock.now()),
         after,
         limit,
     };
@@ -304,15 +310,20 @@ async fn list_for(
     super::audit(
         state,
         record.detail(format!(
-            "{} referral(s) of {agency}; status={status} role={role} overdue={overdue}",
-            records.len()
+            "{} referral(s) of {agency}; status={} role={} overdue={overdue}",
+            records.len(),
+            status.map_or("", |s| s.as_str()),
+            role.as_str()
         )),
     )
     .await?;
     let next_cursor = (records.len() as i64 == limit)
         .then(|| records.last())
         .flatten()
-        .map(|r| format!("{}_{}", crate::store::to_micros(r.received_at), r.id));
+        .map(|r| {
+            let at = Timestamp::from(r.received_at).as_micros();
+            format!("{at}_{}", r.id)
+        });
     let items: Vec<ListItem> = records
         .iter()
         .map(|r| ListItem {

@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{Backend, Store, StoreError, to_micros};
+use crate::domain::Timestamp;
 use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry, Checkpoint};
 
 /// An entry before it is numbered and linked.
@@ -275,9 +276,9 @@ pub struct AuditQuery<'a> {
     pub action: Option<ActionFilter>,
     /// One referral's entries; empty for all.
     pub referral: &'a str,
-    /// `at` in `[from, to)`, microseconds.
-    pub from: i64,
-    pub to: i64,
+    /// `at` in `[from, to)`.
+    pub from: Timestamp,
+    pub to: Timestamp,
     /// Entries with `after_seq < seq <= upto_seq`.
     pub after_seq: i64,
     pub upto_seq: i64,
@@ -291,8 +292,8 @@ impl AuditQuery<'static> {
             agency: "",
             action: None,
             referral: "",
-            from: i64::MIN,
-            to: i64::MAX,
+            from: Timestamp::MIN,
+            to: Timestamp::MAX,
             after_seq,
             upto_seq,
             limit,
@@ -324,8 +325,8 @@ impl Store {
         )
         .bind(q.after_seq)
         .bind(q.upto_seq)
-        .bind(q.from)
-        .bind(q.to)
+        .bind(q.from.as_micros())
+        .bind(q.to.as_micros())
         .bind(q.agency)
         .bind(format!("agency:{}", q.agency))
         .bind(action)

@@ -8,7 +8,9 @@ use super::{AuditRecord, Store, StoreError, append_audit, from_micros, to_micros
 use crate::domain::audit::AuditAction;
 use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::ClockDeadline;
-use crate::domain::{Agency, AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType};
+use crate::domain::{
+    Agency, AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp,
+};
 
 /// Everything the intake step writes for one accepted referral.
 pub struct NewReferral<'a> {
@@ -271,21 +273,40 @@ impl Store {
     }
 }
 
+/// Which side of its referrals an agency lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListRole {
+    /// Sent or received.
+    Either,
+    Sent,
+    Received,
+}
+
+impl ListRole {
+    /// The `role` query value (`sent`, `received`, or empty for both).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Either => "",
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
+}
+
 /// Filters for listing an agency's referrals, newest first, keyset-paginated.
 #[derive(Debug, Clone)]
 pub struct ReferralFilter<'a> {
     pub agency: &'a str,
-    /// `sent`, `received`, or empty for both.
-    pub role: &'a str,
-    /// A status name, or empty for any.
-    pub status: &'a str,
-    pub from: i64,
-    pub to: i64,
+    pub role: ListRole,
+    /// `None` for any status.
+    pub status: Option<ReferralStatus>,
+    pub from: Timestamp,
+    pub to: Timestamp,
     /// Only referrals with an SLA clock open past its deadline at `now`.
     pub overdue: bool,
-    pub now: i64,
+    pub now: Timestamp,
     /// Continue after this `(received_at, id)`.
-    pub after: Option<(i64, String)>,
+    pub after: Option<(Timestamp, ReferralId)>,
     pub limit: i64,
 }
 
@@ -294,7 +315,9 @@ impl Store {
         &self,
         filter: &ReferralFilter<'_>,
     ) -> Result<Vec<ReferralRecord>, StoreError> {
-        let (after_at, after_id) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
+        let (after_at, after_id) = filter.after.map_or((i64::MAX, String::new()), |(at, id)| {
+            (at.as_micros(), id.to_string())
+        });
         let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(
             "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
@@ -309,12 +332,12 @@ impl Store {
              ORDER BY r.received_at DESC, r.id DESC LIMIT $10",
         )
         .bind(filter.agency)
-        .bind(filter.role)
-        .bind(filter.status)
-        .bind(filter.from)
-        .bind(filter.to)
+        .bind(filter.role.as_str())
+        .bind(filter.status.map_or("", ReferralStatus::as_str))
+        .bind(filter.from.as_micros())
+        .bind(filter.to.as_micros())
         .bind(i64::from(filter.overdue))
-        .bind(filter.now)
+        .bind(filter.now.as_micros())
         .bind(after_at)
         .bind(after_id)
         .bind(filter.limit)

@@ -255,8 +255,8 @@ impl Store {
     /// optionally only those the agency sent or received, and their first-contact outcomes.
     pub async fn report_facts(
         &self,
-        from: i64,
-        to: i64,
+        from: Timestamp,
+        to: Timestamp,
         agency: Option<&str>,
     ) -> Result<
         (
@@ -272,8 +272,8 @@ impl Store {
              WHERE r.received_at >= $1 AND r.received_at < $2 \
              AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3) ORDER BY r.id",
         )
-        .bind(from)
-        .bind(to)
+        .bind(from.as_micros())
+        .bind(to.as_micros())
         .bind(agency)
         .fetch_all(&self.pool)
         .await?;
@@ -298,8 +298,8 @@ impl Store {
              WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
              AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)",
         )
-        .bind(from)
-        .bind(to)
+        .bind(from.as_micros())
+        .bind(to.as_micros())
         .bind(agency)
         .fetch_all(&self.pool)
         .await?;
