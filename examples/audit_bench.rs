@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bench_support::{BenchDatabase, root};
 use clap::Parser;
+use referral_gateway::domain::audit::AuditAction;
 use referral_gateway::governance::audit_log::Checkpointer;
 use referral_gateway::security::signing::GatewayKey;
 use referral_gateway::store::{AuditQuery, AuditRecord, Store};
@@ -46,9 +47,10 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     for i in 0..args.entries {
-        let mut record = AuditRecord::new("agency:coventry-liaison", "referral.submitted")
-            .referral(uuid::Uuid::now_v7())
-            .detail("bench");
+        let mut record =
+            AuditRecord::new("agency:coventry-liaison", AuditAction::ReferralSubmitted)
+                .referral(uuid::Uuid::now_v7())
+                .detail("bench");
         record.recipient = Some("coventry-cmht".into());
         record.person_key = Some(format!("{:064x}", i));
         record.categories = vec!["person".into(), "risk".into(), "needs".into()];

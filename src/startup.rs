@@ -78,11 +78,12 @@ impl Application {
         let keyer = Arc::new(PersonKeyer::new(&config.audit.person_key_secret));
         store
             .audit(
-                &AuditRecord::new("gateway", "config.loaded").detail(format!(
-                    "{} agencies; signing key {}",
-                    config.registry.agencies().count(),
-                    signing_key.key_id()
-                )),
+                &AuditRecord::new("gateway", crate::domain::audit::AuditAction::ConfigLoaded)
+                    .detail(format!(
+                        "{} agencies; signing key {}",
+                        config.registry.agencies().count(),
+                        signing_key.key_id()
+                    )),
                 clock.now(),
             )
             .await

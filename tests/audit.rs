@@ -1003,14 +1003,25 @@ async fn the_export_pages_end_where_the_entries_do() {
     let now = time::OffsetDateTime::now_utc();
     for _ in head..EXPORT_PAGE {
         app.store
-            .audit(&AuditRecord::new("test", "config.loaded"), now)
+            .audit(
+                &AuditRecord::new(
+                    "test",
+                    referral_gateway::domain::audit::AuditAction::ConfigLoaded,
+                ),
+                now,
+            )
             .await
             .unwrap();
     }
     let export = |store: referral_gateway::store::Store| async move {
-        let export = Export::begin(&store, ExportFormat::Ndjson, i64::MIN, i64::MAX)
-            .await
-            .unwrap();
+        let export = Export::begin(
+            &store,
+            ExportFormat::Ndjson,
+            referral_gateway::domain::Timestamp::MIN,
+            referral_gateway::domain::Timestamp::MAX,
+        )
+        .await
+        .unwrap();
         let pieces: Vec<String> = export
             .into_stream()
             .map(|piece| piece.unwrap())
@@ -1031,7 +1042,13 @@ async fn the_export_pages_end_where_the_entries_do() {
     assert_eq!(pieces, 1, "a full page with nothing after it is the last");
     assert_eq!(seqs, (1..=EXPORT_PAGE).collect::<Vec<_>>());
     app.store
-        .audit(&AuditRecord::new("test", "config.loaded"), now)
+        .audit(
+            &AuditRecord::new(
+                "test",
+                referral_gateway::domain::audit::AuditAction::ConfigLoaded,
+            ),
+            now,
+        )
         .await
         .unwrap();
     let (pieces, seqs) = export(app.store.clone()).await;

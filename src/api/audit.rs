@@ -18,9 +18,9 @@ use super::AppState;
 use super::middleware::body::read_json_body;
 use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
-use crate::domain::NhsNumber;
-use crate::domain::audit::AuditEntry;
-use crate::governance::audit_log::{ACTIONS, PersonKeyer};
+use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry};
+use crate::domain::{NhsNumber, Timestamp};
+use crate::governance::audit_log::PersonKeyer;
 use crate::governance::export::{EntryView, Export, ExportFormat, view};
 use crate::intake::schema::Violation;
 use crate::staff_auth::tokens::Role;
@@ -44,9 +44,9 @@ fn bad(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request(ProblemKind::BadQuery, detail)
 }
 
-/// `from`/`to` as microseconds, unbounded when absent.
-fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
-    super::reports::period_micros(from, to, i64::MIN, i64::MAX)
+/// `from`/`to`, unbounded when absent.
+fn period(from: Option<&str>, to: Option<&str>) -> Result<(Timestamp, Timestamp), ApiError> {
+    super::reports::period(from, to, Timestamp::MIN, Timestamp::MAX)
 }
 
 /// Where a paginated read stands: after entry `after`, within the snapshot `upto` (the
@@ -125,27 +125,17 @@ struct EventsQuery {
 }
 
 /// `action=referral.submitted` (exact) or `action=referral.*` (a family).
-fn action_filter(action: Option<&str>) -> Result<(String, bool), ApiError> {
+fn action_filter(action: Option<&str>) -> Result<Option<ActionFilter>, ApiError> {
     let Some(action) = action.filter(|a| !a.is_empty()) else {
-        return Ok((String::new(), false));
+        return Ok(None);
     };
-    let unknown = || {
+    action.parse().map(Some).map_err(|_| {
+        let names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
         bad(format!(
             "'action' must be one of {} (or a family such as referral.*)",
-            ACTIONS.join(", ")
+            names.join(", ")
         ))
-    };
-    match action.strip_suffix('*') {
-        Some(prefix) => {
-            if prefix.ends_with('.') && ACTIONS.iter().any(|a| a.starts_with(prefix)) {
-                Ok((prefix.to_owned(), true))
-            } else {
-                Err(unknown())
-            }
-        }
-        None if ACTIONS.contains(&action) => Ok((action.to_owned(), false)),
-        None => Err(unknown()),
-    }
+    })
 }
 
 async fn events(
@@ -157,7 +147,7 @@ async fn events(
         .require(&state, &[Role::Auditor], "/v1/audit/events")
         .await?;
     let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
-    let (action, action_prefix) = action_filter(query.action.as_deref())?;
+    let action = action_filter(query.action.as_deref())?;
     let agency = caller
         .agency_scope(&state, query.agency.as_deref(), "/v1/audit/events")
         .await?
@@ -179,8 +169,7 @@ async fn events(
         .store
         .search_audit(&AuditQuery {
             agency: &agency,
-            action: &action,
-            action_prefix,
+            action,
             referral: &referral,
             from,
             to,
@@ -192,7 +181,7 @@ async fn events(
     let (entries, next_cursor) = page(entries, limit, snapshot, None);
     super::audit(
         &state,
-        AuditRecord::new(caller.0.actor(), "audit.queried").detail(format!(
+        AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried).detail(format!(
             "{} entries; from={} to={} agency={agency} action={} referral={referral} after={} upto={}",
             entries.len(),
             query.from.as_deref().unwrap_or(""),
@@ -377,7 +366,7 @@ async fn disclosures(
         .iter()
         .map(|key| AuditRecord {
             person_key: Some(key.clone()),
-            ..AuditRecord::new(caller.0.actor(), "audit.disclosures").detail(format!(
+            ..AuditRecord::new(caller.0.actor(), AuditAction::AuditDisclosures).detail(format!(
                 "subject access by {}: {} referral(s), {} shared, {} refused; page of {} entries after {} up to {}",
                 subject.searched_by.join("+"),
                 summary.referrals.len(),
@@ -429,7 +418,7 @@ async fn export(
     let upto_seq = export.upto();
     super::audit(
         &state,
-        AuditRecord::new(caller.0.actor(), "audit.exported")
+        AuditRecord::new(caller.0.actor(), AuditAction::AuditExported)
             .detail(export.detail(query.from.as_deref(), query.to.as_deref())),
     )
     .await?;
@@ -459,14 +448,14 @@ mod tests {
 
     #[test]
     fn actions_filter_exactly_or_by_family() {
-        assert_eq!(action_filter(None).unwrap(), (String::new(), false));
+        assert_eq!(action_filter(None).unwrap(), None);
         assert_eq!(
             action_filter(Some("referral.read")).unwrap(),
-            ("referral.read".into(), false)
+            Some(ActionFilter::Exact(AuditAction::ReferralRead))
         );
         assert_eq!(
             action_filter(Some("referral.*")).unwrap(),
-            ("referral.".into(), true)
+            Some(ActionFilter::Family("referral.".into()))
         );
         assert!(action_filter(Some("referal.read")).is_err());
         assert!(action_filter(Some("*")).is_err());

@@ -9,6 +9,7 @@ use actix_web::{FromRequest, HttpRequest};
 
 use super::problem::{ApiError, ProblemKind};
 use crate::domain::Agency;
+use crate::domain::audit::AuditAction;
 
 /// Stored in the connection's extensions once per TLS connection, after the handshake.
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ impl FromRequest for CallerAgency {
                 // Authentication failures are audited: who tried, and where.
                 let actor = fingerprint
                     .map_or_else(|| "anonymous".to_owned(), |f| format!("certificate:{f}"));
-                let record = crate::store::AuditRecord::new(actor, "auth.refused")
+                let record = crate::store::AuditRecord::new(actor, AuditAction::AuthRefused)
                     .detail(format!("unregistered client certificate on {path}"));
                 super::audit(&state, record).await?;
             }

@@ -12,10 +12,11 @@ use super::middleware::body::read_json_body;
 use super::middleware::correlation::CorrelationId;
 use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
-use crate::domain::ReferralId;
+use crate::domain::audit::AuditAction;
+use crate::domain::{ReferralId, Timestamp};
 use crate::intake::referrals::{IntakeError, Receipt, Submitted};
 use crate::security::signing::{ReceiptClaims, SignedReceipt as ReceiptSigned};
-use crate::store::{AuditRecord, rfc3339};
+use crate::store::{AuditRecord, ListRole};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -195,24 +196,29 @@ async fn list_for(
     query: &ListQuery,
 ) -> Result<HttpResponse, ApiError> {
     let bad = |detail: &str| ApiError::bad_request(ProblemKind::BadQuery, detail.to_owned());
-    let status = query.status.clone().unwrap_or_default();
-    if !status.is_empty() && status.parse::<crate::domain::ReferralStatus>().is_err() {
-        return Err(bad("'status' is not a referral status (see docs/api.md)"));
-    }
-    let role = query.role.clone().unwrap_or_default();
-    if !matches!(role.as_str(), "" | "sent" | "received") {
-        return Err(bad("'role' must be sent or received"));
-    }
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<crate::domain::ReferralStatus>()
+                .map_err(|_| bad("'status' is not a referral status (see docs/api.md)"))?,
+        ),
+    };
+    let role = match query.role.as_deref() {
+        None | Some("") => ListRole::Either,
+        Some("sent") => ListRole::Sent,
+        Some("received") => ListRole::Received,
+        Some(_) => return Err(bad("'role' must be sent or received")),
+    };
     let overdue = match query.overdue.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(bad("'overdue' must be true or false")),
     };
-    let (from, to) = super::reports::period_micros(
+    let (from, to) = super::reports::period(
         query.from.as_deref(),
         query.to.as_deref(),
-        i64::MIN,
-        i64::MAX,
+        Timestamp::MIN,
+        Timestamp::MAX,
     )?;
     let limit = super::reports::page_limit(query.limit.as_deref(), 50, 200)?;
     let after = match query.cursor.as_deref() {
@@ -221,21 +227,22 @@ async fn list_for(
             let (at, id) = c
                 .split_once('_')
                 .ok_or_else(|| bad("'cursor' is not one this API gave"))?;
+            // The cursor's instant is written as its microseconds.
             let at = at
                 .parse::<i64>()
                 .map_err(|_| bad("'cursor' is not one this API gave"))?;
-            ReferralId::parse(id).map_err(|_| bad("'cursor' is not one this API gave"))?;
-            Some((at, id.to_owned()))
+            let id = ReferralId::parse(id).map_err(|_| bad("'cursor' is not one this API gave"))?;
+            Some((Timestamp::from_micros(at), id))
         }
     };
     let filter = crate::store::ReferralFilter {
         agency,
-        role: &role,
-        status: &status,
+        role,
+        status,
         from,
         to,
         overdue,
-        now: crate::store::to_micros(state.clock.now()),
+        now: Timestamp::from(state.clock.now()),
         after,
         // One more than asked for: it only says whether another page exists.
         limit: limit + 1,
@@ -246,20 +253,22 @@ async fn list_for(
     // `recipient` names the agency whose referrals were listed.
     let record = AuditRecord {
         recipient: Some(agency.to_owned()),
-        ..AuditRecord::new(actor, "referral.listed")
+        ..AuditRecord::new(actor, AuditAction::ReferralListed)
     };
     super::audit(
         state,
         record.detail(format!(
-            "{} referral(s) of {agency}; status={status} role={role} overdue={overdue}",
-            records.len()
+            "{} referral(s) of {agency}; status={} role={} overdue={overdue}",
+            records.len(),
+            status.map_or("", |s| s.as_str()),
+            role.as_str()
         )),
     )
     .await?;
-    let next_cursor = more
-        .then(|| records.last())
-        .flatten()
-        .map(|r| format!("{}_{}", crate::store::to_micros(r.received_at), r.id));
+    let next_cursor = more.then(|| records.last()).flatten().map(|r| {
+        let at = Timestamp::from(r.received_at).as_micros();
+        format!("{at}_{}", r.id)
+    });
     let items: Vec<ListItem> = records
         .iter()
         .map(|r| ListItem {
@@ -327,20 +336,25 @@ async fn status_for(
     agency: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let denied = || {
-        AuditRecord::new(actor.clone(), "referral.read.denied").detail("not found or not visible")
+        AuditRecord::new(actor.clone(), AuditAction::ReferralReadDenied)
+            .detail("not found or not visible")
     };
     let Ok(id) = ReferralId::parse(requested) else {
         super::audit(state, denied()).await?;
         return Err(ApiError::not_found());
     };
     let record = state.store.referral(id).await?;
-    let Some(record) =
-        record.filter(|r| agency.is_none_or(|a| r.sender_agency == a || r.recipient_agency == a))
-    else {
+    let Some(record) = record.filter(|r| {
+        agency.is_none_or(|a| r.sender_agency.as_str() == a || r.recipient_agency.as_str() == a)
+    }) else {
         super::audit(state, denied().referral(id)).await?;
         return Err(ApiError::not_found());
     };
-    super::audit(state, AuditRecord::new(actor, "referral.read").referral(id)).await?;
+    super::audit(
+        state,
+        AuditRecord::new(actor, AuditAction::ReferralRead).referral(id),
+    )
+    .await?;
     let timeline = state
         .store
         .events(id)
@@ -348,19 +362,19 @@ async fn status_for(
         .into_iter()
         .filter_map(|e| serde_json::from_str(&e.body).ok())
         .collect();
-    let optional = |t: Option<i64>| t.map(rfc3339);
-    let now = crate::store::to_micros(state.clock.now());
+    let optional = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
+    let now = Timestamp::from(state.clock.now());
     let sla = state
         .store
-        .clocks(&id.to_string())
+        .clocks(id)
         .await?
         .into_iter()
         .map(|c| {
             serde_json::json!({
                 "clock": c.clock.as_str(),
                 "state": c.state(now),
-                "started_at": rfc3339(c.started_at),
-                "due_at": rfc3339(c.due_at),
+                "started_at": c.started_at.to_rfc3339(),
+                "due_at": c.due_at.to_rfc3339(),
                 "met_at": optional(c.met_at),
                 "warned_at": optional(c.warned_at),
                 "breached_at": optional(c.breached_at),

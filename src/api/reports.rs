@@ -10,8 +10,9 @@ use super::AppState;
 use super::identity::CallerAgency;
 use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
+use crate::domain::Timestamp;
+use crate::domain::audit::AuditAction;
 use crate::sla::report::sla_report as build_report;
-use crate::store::{rfc3339, to_micros};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -48,17 +49,17 @@ pub fn parse_instant(text: &str, end_of_day: bool) -> Option<time::OffsetDateTim
     Some(date.midnight().assume_utc())
 }
 
-/// `from` and `to` query values as microseconds: each a date (`to` counting to the end
-/// of that day) or an RFC 3339 instant, defaulting as given; `to` must be after `from`.
-pub fn period_micros(
+/// `from` and `to` query values: each a date (`to` counting to the end of that day) or an
+/// RFC 3339 instant, defaulting as given; `to` must be after `from`.
+pub fn period(
     from: Option<&str>,
     to: Option<&str>,
-    default_from: i64,
-    default_to: i64,
-) -> Result<(i64, i64), ApiError> {
-    let instant = |text: Option<&str>, end: bool, name: &str, default: i64| match text {
+    default_from: Timestamp,
+    default_to: Timestamp,
+) -> Result<(Timestamp, Timestamp), ApiError> {
+    let instant = |text: Option<&str>, end: bool, name: &str, default| match text {
         None => Ok(default),
-        Some(t) => parse_instant(t, end).map(to_micros).ok_or_else(|| {
+        Some(t) => parse_instant(t, end).map(Timestamp::from).ok_or_else(|| {
             ApiError::bad_request(
                 ProblemKind::BadQuery,
                 format!("'{name}' must be a date (YYYY-MM-DD) or an RFC 3339 date-time"),
@@ -72,14 +73,8 @@ pub fn period_micros(
     if to <= from {
         let detail = match (from_given, to_given) {
             (true, true) => "'to' must be after 'from'".to_owned(),
-            (false, _) => format!(
-                "'to' must be after 'from', which defaults to {}",
-                rfc3339(from)
-            ),
-            (true, false) => format!(
-                "'from' must be before 'to', which defaults to {}",
-                rfc3339(to)
-            ),
+            (false, _) => format!("'to' must be after 'from', which defaults to {from}"),
+            (true, false) => format!("'from' must be before 'to', which defaults to {to}"),
         };
         return Err(ApiError::bad_request(ProblemKind::BadQuery, detail));
     }
@@ -136,31 +131,29 @@ async fn report(
     agency: Option<&str>,
     query: &ReportQuery,
 ) -> Result<HttpResponse, ApiError> {
-    let now = to_micros(state.clock.now());
-    let (from, to) = period_micros(
+    let now = Timestamp::from(state.clock.now());
+    let (from, to) = period(
         query.from.as_deref(),
         query.to.as_deref(),
-        now - 30 * 86_400 * 1_000_000,
+        now.saturating_sub(time::Duration::days(30)),
         now,
     )?;
     let rows = build_report(&state.store, from, to, agency, now).await?;
     // `recipient` names the agency whose referrals the report covers.
-    let mut record = crate::store::AuditRecord::new(actor, "report.sla");
+    let mut record = crate::store::AuditRecord::new(actor, AuditAction::ReportSla);
     record.recipient = agency.map(str::to_owned);
     super::audit(
         state,
         record.detail(format!(
-            "{} row(s), {} to {}, agency {}",
+            "{} row(s), {from} to {to}, agency {}",
             rows.len(),
-            rfc3339(from),
-            rfc3339(to),
             agency.unwrap_or("(all)")
         )),
     )
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
+        "from": from.to_rfc3339(),
+        "to": to.to_rfc3339(),
         "agency": agency,
         "rows": rows,
     })))

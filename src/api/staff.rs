@@ -9,6 +9,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::AppState;
 use super::problem::{ApiError, ProblemKind};
+use crate::domain::audit::AuditAction;
 use crate::staff_auth::tokens::{Role, StaffIdentity};
 use crate::store::AuditRecord;
 
@@ -63,11 +64,8 @@ impl FromRequest for StaffCaller {
         };
         Box::pin(async move {
             if let (Err(e), Some(state)) = (&result, state) {
-                let record = AuditRecord::new("bearer:unverified", "auth.refused").detail(format!(
-                    "{} on {path}: {}",
-                    e.status.as_u16(),
-                    e.detail
-                ));
+                let record = AuditRecord::new("bearer:unverified", AuditAction::AuthRefused)
+                    .detail(format!("{} on {path}: {}", e.status.as_u16(), e.detail));
                 super::audit(&state, record).await?;
             }
             result
@@ -105,7 +103,7 @@ impl StaffCaller {
         error: ApiError,
         path: &str,
     ) -> Result<T, ApiError> {
-        let record = AuditRecord::new(self.0.actor(), "auth.refused").detail(format!(
+        let record = AuditRecord::new(self.0.actor(), AuditAction::AuthRefused).detail(format!(
             "{} on {path}: {}",
             error.status.as_u16(),
             error.detail

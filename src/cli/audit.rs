@@ -1,5 +1,7 @@
 //! `audit verify` and `audit export`.
 
+use referral_gateway::domain::Timestamp;
+use referral_gateway::domain::audit::AuditAction;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use clap::Subcommand;
 use referral_gateway::api::reports::parse_instant;
 use referral_gateway::governance::audit_log::{SignedHead, VerifyPolicy};
 use referral_gateway::governance::export::{Export, ExportFormat};
-use referral_gateway::store::{AuditRecord, Store, to_micros};
+use referral_gateway::store::{AuditRecord, Store};
 
 use super::{load_config, verification_keys};
 
@@ -151,15 +153,15 @@ fn export(
         ExportFormatArg::Ndjson => ExportFormat::Ndjson,
         ExportFormatArg::Csv => ExportFormat::Csv,
     };
-    let instant = |text: &Option<String>, end: bool, name: &str, default: i64| match text {
+    let instant = |text: &Option<String>, end: bool, name: &str, default: Timestamp| match text {
         None => Ok(default),
-        Some(t) => parse_instant(t, end).map(to_micros).with_context(|| {
+        Some(t) => parse_instant(t, end).map(Timestamp::from).with_context(|| {
             format!("--{name} must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
         }),
     };
-    let from_micros = instant(&from, false, "from", i64::MIN)?;
-    let to_micros_ = instant(&to, true, "to", i64::MAX)?;
-    if to_micros_ <= from_micros {
+    let from_at = instant(&from, false, "from", Timestamp::MIN)?;
+    let to_at = instant(&to, true, "to", Timestamp::MAX)?;
+    if to_at <= from_at {
         anyhow::bail!("--to must be after --from");
     }
     let operator = ["USER", "LOGNAME"]
@@ -169,11 +171,11 @@ fn export(
     let export = |sink: &mut dyn Write| {
         actix_web::rt::System::new().block_on(async {
             let store = Store::connect(&config.database).await?;
-            let export = Export::begin(&store, format, from_micros, to_micros_).await?;
+            let export = Export::begin(&store, format, from_at, to_at).await?;
             let detail = export.detail(from.as_deref(), to.as_deref());
             store
                 .audit(
-                    &AuditRecord::new(format!("operator:{operator}"), "audit.exported")
+                    &AuditRecord::new(format!("operator:{operator}"), AuditAction::AuditExported)
                         .detail(format!("command line; {detail}")),
                     time::OffsetDateTime::now_utc(),
                 )

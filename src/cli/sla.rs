@@ -1,12 +1,13 @@
 //! `sla report`: the SLA report, read from the database.
 
+use referral_gateway::domain::Timestamp;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use referral_gateway::api::reports::parse_instant;
 use referral_gateway::sla::report::{sla_report, to_csv, to_table};
-use referral_gateway::store::{Store, to_micros};
+use referral_gateway::store::Store;
 
 use super::load_config;
 
@@ -60,11 +61,11 @@ pub fn run(config_path: &Path, command: SlaCommand) -> anyhow::Result<ExitCode> 
     }
     let rows = actix_web::rt::System::new().block_on(async move {
         let store = Store::connect(&config.database).await?;
-        let now = to_micros(time::OffsetDateTime::now_utc());
+        let now = Timestamp::from(time::OffsetDateTime::now_utc());
         let rows = sla_report(
             &store,
-            to_micros(from),
-            to_micros(to),
+            Timestamp::from(from),
+            Timestamp::from(to),
             agency.as_deref(),
             now,
         )

@@ -101,9 +101,14 @@ fn properties(msg: &ClaimedMessage) -> BasicProperties {
         .with_message_id(short(&msg.message_id))
         .with_content_type(short("application/json"))
         .with_delivery_mode(2)
-        .with_timestamp(u64::try_from(msg.created_at / 1_000_000).unwrap_or_default())
+        .with_timestamp(
+            msg.created_at
+                .to_offset_date_time()
+                .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
+                .unwrap_or_default(),
+        )
         .with_correlation_id(short(&msg.correlation_id))
-        .with_type(short(&msg.message_type))
+        .with_type(short(msg.message_type.as_str()))
         .with_app_id(short("referral-gateway"))
         .with_headers(headers)
 }
@@ -276,7 +281,7 @@ impl Relay {
         for msg in batch {
             let published = channel
                 .basic_publish(
-                    self.topology.exchange(&msg.exchange).into(),
+                    self.topology.exchange(msg.exchange).into(),
                     msg.routing_key.as_str().into(),
                     BasicPublishOptions {
                         mandatory: true,

@@ -15,6 +15,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
+use crate::domain::messages::Exchange;
 use crate::domain::{AgencyRegistry, RoutingKey};
 
 /// A receiving agency's message is dead-lettered after this many redeliveries.
@@ -50,35 +51,30 @@ impl Topology {
     }
 
     /// The broker name of a logical exchange (`referrals`, `referral-status`, ...).
-    pub fn exchange(&self, logical: &str) -> String {
-        format!("{}{logical}", self.prefix)
+    pub fn exchange(&self, exchange: Exchange) -> String {
+        format!("{}{exchange}", self.prefix)
     }
 
     pub fn referrals_exchange(&self) -> String {
-        self.exchange("referrals")
+        self.exchange(Exchange::Referrals)
     }
 
     pub fn dead_letter_exchange(&self) -> String {
-        self.exchange("referrals.dlx")
+        self.exchange(Exchange::DeadLetters)
     }
 
     pub fn status_exchange(&self) -> String {
-        self.exchange("referral-status")
+        self.exchange(Exchange::Status)
     }
 
     /// SLA breaches, routed `<recipient-agency>.<clock>`, for service managers.
     pub fn escalations_exchange(&self) -> String {
-        self.exchange("escalations")
+        self.exchange(Exchange::Escalations)
     }
 
     /// Every exchange of the topology (what `declare` makes and `delete` removes).
     fn exchanges(&self) -> [String; 4] {
-        [
-            self.referrals_exchange(),
-            self.dead_letter_exchange(),
-            self.status_exchange(),
-            self.escalations_exchange(),
-        ]
+        Exchange::ALL.map(|e| self.exchange(e))
     }
 
     pub fn escalations_queue(&self) -> String {

@@ -2,8 +2,116 @@
 //! and how a chain is verified entry by entry.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+/// Every action the gateway records (docs/governance.md lists when each is written).
+/// Entries are stored with [`AuditAction::as_str`]; auditors filter by these names, or by
+/// a family such as `referral.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AuditAction {
+    ConfigLoaded,
+    AuthRefused,
+    ReferralSubmitted,
+    ReferralRefused,
+    MessageDelivered,
+    ReferralRead,
+    ReferralReadDenied,
+    ReferralListed,
+    EventPosted,
+    ReportSla,
+    PayloadPurged,
+    AuditQueried,
+    AuditDisclosures,
+    AuditExported,
+}
+
+impl AuditAction {
+    pub const ALL: [Self; 14] = [
+        Self::ConfigLoaded,
+        Self::AuthRefused,
+        Self::ReferralSubmitted,
+        Self::ReferralRefused,
+        Self::MessageDelivered,
+        Self::ReferralRead,
+        Self::ReferralReadDenied,
+        Self::ReferralListed,
+        Self::EventPosted,
+        Self::ReportSla,
+        Self::PayloadPurged,
+        Self::AuditQueried,
+        Self::AuditDisclosures,
+        Self::AuditExported,
+    ];
+
+    /// The name stored in `audit_log.action` and shown to auditors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfigLoaded => "config.loaded",
+            Self::AuthRefused => "auth.refused",
+            Self::ReferralSubmitted => "referral.submitted",
+            Self::ReferralRefused => "referral.refused",
+            Self::MessageDelivered => "message.delivered",
+            Self::ReferralRead => "referral.read",
+            Self::ReferralReadDenied => "referral.read.denied",
+            Self::ReferralListed => "referral.listed",
+            Self::EventPosted => "event.posted",
+            Self::ReportSla => "report.sla",
+            Self::PayloadPurged => "payload.purged",
+            Self::AuditQueried => "audit.queried",
+            Self::AuditDisclosures => "audit.disclosures",
+            Self::AuditExported => "audit.exported",
+        }
+    }
+
+    /// Whether `prefix` (ending in `.`, such as `referral.` or `referral.read.`) names a
+    /// family: some action's name starts with it.
+    pub fn is_family(prefix: &str) -> bool {
+        prefix.ends_with('.') && Self::ALL.iter().any(|a| a.as_str().starts_with(prefix))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown audit action")]
+pub struct UnknownAction;
+
+impl FromStr for AuditAction {
+    type Err = UnknownAction;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or(UnknownAction)
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which entries an audit search wants: one action, or a family (`referral.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFilter {
+    Exact(AuditAction),
+    /// A prefix ending in `.` that [`AuditAction::is_family`] accepts.
+    Family(String),
+}
+
+impl FromStr for ActionFilter {
+    type Err = UnknownAction;
+    /// `referral.submitted` (exact) or `referral.*` (a family).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_suffix('*') {
+            Some(prefix) if AuditAction::is_family(prefix) => Ok(Self::Family(prefix.to_owned())),
+            Some(_) => Err(UnknownAction),
+            None => s.parse().map(Self::Exact),
+        }
+    }
+}
 
 /// The hash the first entry points back to.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -19,6 +127,10 @@ pub struct AuditEntry {
     /// `agency:<id>`, `staff:<subject>`, `certificate:<sha256>`, `bearer:unverified`,
     /// `operator:<user>` or `gateway`.
     pub actor: String,
+    /// The action's name as stored: an [`AuditAction`] name for every entry this gateway
+    /// writes. Kept as text because the hash covers exactly what is stored, so an entry
+    /// edited to an unknown name is reported by verification as edited (with its seq)
+    /// rather than as unreadable; see [`AuditEntry::action`].
     pub action: String,
     pub referral_id: Option<String>,
     pub recipient: Option<String>,
@@ -34,6 +146,12 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The recorded action, or `None` for a name this version does not know (an edited
+    /// row, which `audit verify` reports).
+    pub fn action(&self) -> Option<AuditAction> {
+        self.action.parse().ok()
+    }
+
     /// SHA-256 (hex) of the entry's canonical JSON, which includes `prev_hash`.
     pub fn hash(&self) -> String {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
@@ -290,7 +408,7 @@ mod tests {
                     seq,
                     at: seq * 1000,
                     actor: "agency:a".into(),
-                    action: "referral.submitted".into(),
+                    action: AuditAction::ReferralSubmitted.as_str().into(),
                     referral_id: Some(format!("r{seq}")),
                     recipient: None,
                     isa_id: None,
@@ -324,6 +442,42 @@ mod tests {
     }
 
     #[test]
+    fn actions_round_trip_and_form_families() {
+        for action in AuditAction::ALL {
+            assert_eq!(action.as_str().parse::<AuditAction>(), Ok(action));
+        }
+        assert!("referal.read".parse::<AuditAction>().is_err());
+        assert!(AuditAction::is_family("referral."));
+        assert!(AuditAction::is_family("referral.read."));
+        assert!(!AuditAction::is_family("referral"));
+        assert!(!AuditAction::is_family("nothing."));
+        assert_eq!(
+            "referral.*".parse::<ActionFilter>(),
+            Ok(ActionFilter::Family("referral.".into()))
+        );
+        assert_eq!(
+            "report.sla".parse::<ActionFilter>(),
+            Ok(ActionFilter::Exact(AuditAction::ReportSla))
+        );
+        assert!("*".parse::<ActionFilter>().is_err());
+    }
+
+    /// docs/governance.md says when each action is written: it names every one.
+    #[test]
+    fn governance_docs_list_every_action() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/governance.md"),
+        )
+        .unwrap();
+        for action in AuditAction::ALL {
+            assert!(
+                docs.contains(&format!("`{action}`")),
+                "docs/governance.md does not describe `{action}`"
+            );
+        }
+    }
+
+    #[test]
     fn an_untouched_chain_verifies() {
         let c = chain(5);
         let cp = Checkpoint {
@@ -340,7 +494,7 @@ mod tests {
     fn edits_deletions_and_reorders_name_the_first_bad_entry() {
         let c = chain(6);
         let mut edited = c.clone();
-        edited[3].0.action = "referral.read".into();
+        edited[3].0.action = AuditAction::ReferralRead.as_str().into();
         assert_eq!(
             verify(&edited, vec![], 6).unwrap_err(),
             ChainFault::Edited { seq: 4 }

@@ -77,7 +77,7 @@ pub fn clock_effects(event: EventType) -> (&'static [Clock], &'static [Clock]) {
 /// the scanner has flagged it yet. The one definition behind a clock's `breached` state in
 /// `GET /v1/referrals/{id}`, the `overdue=true` filter of `GET /v1/referrals` (its SQL
 /// states the same test, `store::referrals`) and the report's still-open breaches.
-pub fn is_overdue(due_at: i64, met_at: Option<i64>, stopped_at: Option<i64>, now: i64) -> bool {
+pub fn is_overdue<T: Ord>(due_at: T, met_at: Option<T>, stopped_at: Option<T>, now: T) -> bool {
     met_at.is_none() && stopped_at.is_none() && due_at < now
 }
 

@@ -3,6 +3,7 @@
 //! CSV (RFC 4180, a header row, lists joined with `;`). Values are written exactly as logged, with the
 //! hashes, so an export can be checked link by link.
 
+use crate::domain::Timestamp;
 use serde::Serialize;
 
 use crate::domain::audit::AuditEntry;
@@ -19,8 +20,8 @@ pub const EXPORT_PAGE: i64 = 1000;
 pub struct Export {
     store: Store,
     format: ExportFormat,
-    from: i64,
-    to: i64,
+    from: Timestamp,
+    to: Timestamp,
     upto: i64,
     /// Where the next page starts; `None` once the last page has been read.
     after: Option<i64>,
@@ -32,8 +33,8 @@ impl Export {
     pub async fn begin(
         store: &Store,
         format: ExportFormat,
-        from: i64,
-        to: i64,
+        from: Timestamp,
+        to: Timestamp,
     ) -> Result<Self, StoreError> {
         let (upto, _) = store.audit_head().await?;
         Ok(Self {

@@ -6,18 +6,18 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::domain::audit::AuditAction;
+use crate::domain::messages::{EventRecord, OutboxMessage};
 use crate::domain::sla::clock_effects;
 use crate::domain::{
-    Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, RoutingKey, transition,
+    Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, Timestamp, transition,
 };
 use crate::intake::schema::{SchemaRegistry, Violation};
-use crate::store::{
-    AuditRecord, EventOutcome, NewEvent, OutboxMessage, Store, StoreError, StoredEvent, to_micros,
-};
+use crate::store::{AuditRecord, EventOutcome, NewEvent, Store, StoreError, StoredEvent};
 
 /// How far in the future a client's `occurred_at` may be (clock skew).
 const FUTURE_TOLERANCE: time::Duration = time::Duration::minutes(5);
@@ -53,10 +53,6 @@ pub struct Events {
     relay_wake: Arc<tokio::sync::Notify>,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
 impl Events {
     pub fn new(
         registry: Arc<AgencyRegistry>,
@@ -81,10 +77,10 @@ impl Events {
     ) -> Result<Posted, EventError> {
         let id = ReferralId::parse(referral_id).map_err(|_| EventError::NotFound)?;
         let referral = self.store.referral(id).await?.ok_or(EventError::NotFound)?;
-        let caller_id = caller.id.as_str();
-        let party = if referral.recipient_agency == caller_id {
+        let caller_id = &caller.id;
+        let party = if referral.recipient_agency == *caller_id {
             Party::Recipient
-        } else if referral.sender_agency == caller_id {
+        } else if referral.sender_agency == *caller_id {
             Party::Sender
         } else {
             return Err(EventError::NotFound);
@@ -146,71 +142,55 @@ impl Events {
             referral_id: id,
             event_id: field("event_id"),
             actor_agency: caller_id,
-            event_type: event_type.as_str(),
+            event_type,
             request_sha256: &request_sha256,
-            occurred_at: to_micros(occurred_at),
-            recorded_at: to_micros(now),
+            occurred_at: Timestamp::from(occurred_at),
+            recorded_at: Timestamp::from(now),
             meets: effects.0,
             stops: effects.1,
             audit: &AuditRecord {
-                recipient: Some(referral.recipient_agency.clone()),
-                ..AuditRecord::new(format!("agency:{caller_id}"), "event.posted")
+                recipient: Some(referral.recipient_agency.to_string()),
+                ..AuditRecord::new(format!("agency:{caller_id}"), AuditAction::EventPosted)
                     .referral(id)
                     .detail(event_type.as_str())
             },
         };
-        let recipient_key = self
-            .registry
-            .get(&referral.recipient_agency)
-            .map(|a| RoutingKey::for_agency(a).as_str().to_owned());
+        let recipient = self.registry.get(referral.recipient_agency.as_str());
         let render = |status: crate::domain::ReferralStatus| {
-            let mut record = Map::new();
-            record.insert("referral_id".into(), json!(id));
-            record.insert("event_id".into(), json!(field("event_id")));
-            record.insert("type".into(), json!(event_type.as_str()));
-            record.insert("status".into(), json!(status.as_str()));
-            record.insert("actor_agency".into(), json!(caller_id));
-            record.insert("occurred_at".into(), json!(rfc3339(occurred_at)));
-            record.insert("recorded_at".into(), json!(rfc3339(now)));
-            for key in [
-                "reason_code",
-                "redirected_to",
-                "contact",
-                "outcome",
-                "withdrawal_reason",
-                "detail",
-            ] {
-                if let Some(v) = document.get(key) {
-                    record.insert(key.into(), v.clone());
-                }
-            }
-            let body = Value::Object(record).to_string();
+            let record = EventRecord {
+                actor_agency: caller_id,
+                contact: document.get("contact"),
+                detail: document.get("detail"),
+                event_id: field("event_id"),
+                occurred_at,
+                outcome: document.get("outcome"),
+                reason_code: document.get("reason_code"),
+                recorded_at: now,
+                redirected_to: document.get("redirected_to"),
+                referral_id: id,
+                status,
+                event_type,
+                withdrawal_reason: document.get("withdrawal_reason"),
+            };
             let mut messages = Vec::new();
             if event_type != EventType::FollowUp {
-                messages.push(OutboxMessage {
-                    message_id: record_id.to_string(),
-                    message_type: "status",
-                    exchange: "referral-status",
-                    routing_key: format!("{}.{}", referral.sender_agency, event_type),
-                    payload: body.clone(),
-                });
+                messages.push(OutboxMessage::event_status(
+                    record_id.to_string(),
+                    &referral.sender_agency,
+                    &record,
+                ));
             }
             if party == Party::Sender
-                && let Some(key) = &recipient_key
+                && let Some(recipient) = recipient
             {
-                messages.push(OutboxMessage {
-                    message_id: format!("{record_id}-recipient"),
-                    message_type: if event_type == EventType::Withdrawn {
-                        "withdrawal"
-                    } else {
-                        "follow_up"
-                    },
-                    exchange: "referrals",
-                    routing_key: key.clone(),
-                    payload: body.clone(),
+                let message_id = format!("{record_id}-recipient");
+                messages.push(if event_type == EventType::Withdrawn {
+                    OutboxMessage::withdrawal(message_id, recipient, &record)
+                } else {
+                    OutboxMessage::follow_up(message_id, recipient, &record)
                 });
             }
-            (body, messages)
+            (record.to_json(), messages)
         };
         let outcome = self
             .store

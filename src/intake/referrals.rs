@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::audit::AuditAction;
 use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
@@ -152,8 +153,11 @@ impl Intake {
             .await;
         if let Err(error) = &result {
             // Fixed reason codes and (redacted) pointers only: never the caller's values.
-            let mut record = AuditRecord::new(format!("agency:{}", sender.id), "referral.refused")
-                .detail(self.refusal_reason(error));
+            let mut record = AuditRecord::new(
+                format!("agency:{}", sender.id),
+                AuditAction::ReferralRefused,
+            )
+            .detail(self.refusal_reason(error));
             record.person_key = person_key;
             // Whom it would have gone to, and under which agreement, when known: so the
             // refusal is found by the recipient's agency too.
@@ -417,13 +421,13 @@ impl Intake {
     /// The receipt for a stored referral, as the sender was first given it (with the
     /// current status).
     pub fn receipt(&self, record: &ReferralRecord) -> Receipt {
-        let recipient = match self.registry.get(&record.recipient_agency) {
+        let recipient = match self.registry.get(record.recipient_agency.as_str()) {
             Some(agency) => AgencyRef::full(agency),
             None => AgencyRef {
-                agency_id: record.recipient_agency.clone(),
+                agency_id: record.recipient_agency.to_string(),
                 name: None,
-                service_type: Some(record.service_type.clone()),
-                area: Some(record.area.clone()),
+                service_type: Some(record.service_type.to_string()),
+                area: Some(record.area.to_string()),
             },
         };
         Receipt {
@@ -431,7 +435,7 @@ impl Intake {
             status: record.status,
             received_at: record.received_at,
             sender: AgencyRef {
-                agency_id: record.sender_agency.clone(),
+                agency_id: record.sender_agency.to_string(),
                 name: None,
                 service_type: None,
                 area: None,

@@ -11,6 +11,7 @@
 //! - *not attended rate*: first-contact events with outcome `not_attended`, over those
 //!   with `attended` or `not_attended` (`unable_to_contact` is left out).
 
+use crate::domain::Timestamp;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -23,13 +24,13 @@ use crate::store::{Store, StoreError};
 /// one implementation behind `GET /v1/reports/sla` and `referral-gateway sla report`.
 pub async fn sla_report(
     store: &Store,
-    from: i64,
-    to: i64,
+    from: Timestamp,
+    to: Timestamp,
     agency: Option<&str>,
-    as_of: i64,
+    as_of: Timestamp,
 ) -> Result<Vec<ReportRow>, StoreError> {
     let (clocks, contacts) = store.report_facts(from, to, agency).await?;
-    Ok(aggregate(&clocks, &contacts, as_of))
+    Ok(aggregate(&clocks, &contacts, as_of.as_micros()))
 }
 
 /// One clock of one referral, as stored.

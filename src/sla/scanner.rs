@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::clock::TimeSource;
+use crate::domain::Timestamp;
+use crate::domain::messages::{OutboxMessage, SlaEvent, SlaNotice};
 use crate::domain::sla::Clock;
-use crate::store::{
-    Due, DueClock, OutboxMessage, ScanCounts, Store, StoreError, rfc3339, to_micros,
-};
+use crate::store::{Due, DueClock, ScanCounts, Store, StoreError};
 use crate::worker::StopSignal;
 
 pub struct Scanner {
@@ -23,40 +22,35 @@ pub struct Scanner {
 }
 
 /// The messages one due clock produces.
-pub fn messages_for(due: &DueClock, kind: Due, now: i64) -> Vec<OutboxMessage> {
+pub fn messages_for(due: &DueClock, kind: Due, now: Timestamp) -> Vec<OutboxMessage> {
     let event = match (kind, due.clock) {
-        (Due::Warning, _) => "sla_warning",
-        (Due::Breach, Clock::Delivery) => "undelivered",
-        (Due::Breach, _) => "sla_breach",
+        (Due::Warning, _) => SlaEvent::Warning,
+        (Due::Breach, Clock::Delivery) => SlaEvent::Undelivered,
+        (Due::Breach, _) => SlaEvent::Breach,
     };
-    let body = json!({
-        "referral_id": due.referral_id,
-        "type": event,
-        "clock": due.clock.as_str(),
-        "due_at": rfc3339(due.due_at),
-        "at": rfc3339(now),
-        "sender_agency": due.sender_agency,
-        "recipient_agency": due.recipient_agency,
-        "service_type": due.service_type,
-        "priority": due.priority,
-    })
-    .to_string();
-    let id = format!("{}:{}:{}", due.referral_id, due.clock.as_str(), event);
-    let mut messages = vec![OutboxMessage {
-        message_id: id.clone(),
-        message_type: "status",
-        exchange: "referral-status",
-        routing_key: format!("{}.{event}", due.sender_agency),
-        payload: body.clone(),
-    }];
+    let notice = SlaNotice {
+        at: now,
+        clock: due.clock,
+        due_at: due.due_at,
+        priority: due.priority,
+        recipient_agency: &due.recipient_agency,
+        referral_id: due.referral_id,
+        sender_agency: &due.sender_agency,
+        service_type: &due.service_type,
+        event,
+    };
+    let id = format!(
+        "{}:{}:{}",
+        due.referral_id,
+        due.clock.as_str(),
+        event.as_str()
+    );
+    let mut messages = vec![OutboxMessage::sla_status(id.clone(), &notice)];
     if kind == Due::Breach {
-        messages.push(OutboxMessage {
-            message_id: format!("{id}:escalation"),
-            message_type: "escalation",
-            exchange: "escalations",
-            routing_key: format!("{}.{}", due.recipient_agency, due.clock.as_str()),
-            payload: body,
-        });
+        messages.push(OutboxMessage::escalation(
+            format!("{id}:escalation"),
+            &notice,
+        ));
     }
     messages
 }
@@ -78,7 +72,7 @@ impl Scanner {
 
     /// One scan at the clock's current time.
     pub async fn scan_once(&self) -> Result<ScanCounts, StoreError> {
-        let now = to_micros(self.clock.now());
+        let now = Timestamp::from(self.clock.now());
         let counts = self
             .store
             .sla_scan(now, |due, kind| messages_for(due, kind, now))

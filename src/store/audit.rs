@@ -4,13 +4,14 @@
 use sqlx::Row;
 
 use super::{Backend, Store, StoreError, to_micros};
-use crate::domain::audit::{AuditEntry, Checkpoint};
+use crate::domain::Timestamp;
+use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry, Checkpoint};
 
 /// An entry before it is numbered and linked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub referral_id: Option<String>,
     pub recipient: Option<String>,
     pub isa_id: Option<String>,
@@ -23,11 +24,19 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    pub fn new(actor: impl Into<String>, action: &str) -> Self {
+    pub fn new(actor: impl Into<String>, action: AuditAction) -> Self {
         Self {
             actor: actor.into(),
-            action: action.to_owned(),
-            ..Default::default()
+            action,
+            referral_id: None,
+            recipient: None,
+            isa_id: None,
+            lawful_basis: None,
+            consent: None,
+            categories: Vec::new(),
+            withheld: Vec::new(),
+            person_key: None,
+            detail: String::new(),
         }
     }
 
@@ -90,7 +99,7 @@ async fn insert_entry(
         seq,
         at,
         actor: record.actor.clone(),
-        action: record.action.clone(),
+        action: record.action.as_str().to_owned(),
         referral_id: record.referral_id.clone(),
         recipient: record.recipient.clone(),
         isa_id: record.isa_id.clone(),
@@ -257,14 +266,13 @@ pub struct AuditQuery<'a> {
     /// Entries whose actor is `agency:<id>`, whose recipient is the agency, or about a
     /// referral it sent or received; empty for all.
     pub agency: &'a str,
-    /// An action name, or a prefix such as `referral.` when `action_prefix`; empty for all.
-    pub action: &'a str,
-    pub action_prefix: bool,
+    /// One action or a family of them; `None` for all.
+    pub action: Option<ActionFilter>,
     /// One referral's entries; empty for all.
     pub referral: &'a str,
-    /// `at` in `[from, to)`, microseconds.
-    pub from: i64,
-    pub to: i64,
+    /// `at` in `[from, to)`.
+    pub from: Timestamp,
+    pub to: Timestamp,
     /// Entries with `after_seq < seq <= upto_seq`.
     pub after_seq: i64,
     pub upto_seq: i64,
@@ -276,11 +284,10 @@ impl AuditQuery<'static> {
     pub fn everything(after_seq: i64, upto_seq: i64, limit: i64) -> Self {
         Self {
             agency: "",
-            action: "",
-            action_prefix: false,
+            action: None,
             referral: "",
-            from: i64::MIN,
-            to: i64::MAX,
+            from: Timestamp::MIN,
+            to: Timestamp::MAX,
             after_seq,
             upto_seq,
             limit,
@@ -293,6 +300,12 @@ impl Store {
         &self,
         q: &AuditQuery<'_>,
     ) -> Result<Vec<(AuditEntry, String)>, StoreError> {
+        // An action name, or a prefix such as `referral.` for a family; empty for all.
+        let (action, action_prefix) = match &q.action {
+            None => ("", false),
+            Some(ActionFilter::Exact(action)) => (action.as_str(), false),
+            Some(ActionFilter::Family(prefix)) => (prefix.as_str(), true),
+        };
         let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
@@ -306,13 +319,13 @@ impl Store {
         )
         .bind(q.after_seq)
         .bind(q.upto_seq)
-        .bind(q.from)
-        .bind(q.to)
+        .bind(q.from.as_micros())
+        .bind(q.to.as_micros())
         .bind(q.agency)
         .bind(format!("agency:{}", q.agency))
-        .bind(q.action)
-        .bind(i64::from(q.action_prefix))
-        .bind(format!("{}%", q.action))
+        .bind(action)
+        .bind(i64::from(action_prefix))
+        .bind(format!("{action}%"))
         .bind(q.referral)
         .bind(q.limit)
         .fetch_all(&mut *tx)
@@ -376,9 +389,9 @@ impl Store {
         let mut summary = PersonSummary::default();
         for row in &rows {
             let action: String = row.try_get("action")?;
-            match action.as_str() {
-                "referral.submitted" => summary.shared += 1,
-                "referral.refused" => summary.refused += 1,
+            match action.parse() {
+                Ok(AuditAction::ReferralSubmitted) => summary.shared += 1,
+                Ok(AuditAction::ReferralRefused) => summary.refused += 1,
                 _ => {}
             }
             if let Some(id) = row.try_get::<Option<String>, _>("referral_id")?

@@ -4,28 +4,21 @@
 use sqlx::Row;
 
 use super::{AuditRecord, Store, StoreError, append_audit, from_micros};
+use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::Clock;
-use crate::domain::{IllegalTransition, ReferralId, ReferralStatus};
-
-/// A message the event causes, written to the outbox in the same transaction.
-pub struct OutboxMessage {
-    /// The AMQP `message_id` consumers deduplicate on.
-    pub message_id: String,
-    pub message_type: &'static str,
-    pub exchange: &'static str,
-    pub routing_key: String,
-    pub payload: String,
-}
+use crate::domain::{
+    AgencyId, EventType, IllegalTransition, ReferralId, ReferralStatus, Timestamp,
+};
 
 pub struct NewEvent<'a> {
     pub id: uuid::Uuid,
     pub referral_id: ReferralId,
     pub event_id: &'a str,
-    pub actor_agency: &'a str,
-    pub event_type: &'a str,
+    pub actor_agency: &'a AgencyId,
+    pub event_type: EventType,
     pub request_sha256: &'a str,
-    pub occurred_at: i64,
-    pub recorded_at: i64,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
     /// SLA clocks this event meets (at `occurred_at`) and clocks it makes moot.
     pub meets: &'a [Clock],
     pub stops: &'a [Clock],
@@ -35,8 +28,8 @@ pub struct NewEvent<'a> {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub event_id: String,
-    pub actor_agency: String,
-    pub event_type: String,
+    pub actor_agency: AgencyId,
+    pub event_type: EventType,
     pub status_after: ReferralStatus,
     /// The stored event record (JSON), as returned to clients and published.
     pub body: String,
@@ -57,10 +50,15 @@ pub enum EventOutcome {
 impl StoredEvent {
     fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
         let status: String = row.try_get("status_after")?;
+        let actor: String = row.try_get("actor_agency")?;
+        let event_type: String = row.try_get("event_type")?;
         Ok(Self {
             event_id: row.try_get("event_id")?,
-            actor_agency: row.try_get("actor_agency")?,
-            event_type: row.try_get("event_type")?,
+            actor_agency: AgencyId::parse(actor.clone())
+                .map_err(|_| StoreError::Corrupt(format!("agency id '{actor}'")))?,
+            event_type: event_type
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("event type '{event_type}'")))?,
             status_after: status
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?,
@@ -81,6 +79,7 @@ impl Store {
         render: impl FnOnce(ReferralStatus) -> (String, Vec<OutboxMessage>),
     ) -> Result<EventOutcome, StoreError> {
         let referral_id = new.referral_id.to_string();
+        let (occurred_at, recorded_at) = (new.occurred_at.as_micros(), new.recorded_at.as_micros());
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let lock = self.backend.lock_referral_sql();
@@ -101,7 +100,7 @@ impl Store {
              FROM referral_events WHERE referral_id = $1 AND actor_agency = $2 AND event_id = $3",
         )
         .bind(&referral_id)
-        .bind(new.actor_agency)
+        .bind(new.actor_agency.as_str())
         .bind(new.event_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -126,31 +125,31 @@ impl Store {
         .bind(new.id.to_string())
         .bind(&referral_id)
         .bind(new.event_id)
-        .bind(new.actor_agency)
-        .bind(new.event_type)
+        .bind(new.actor_agency.as_str())
+        .bind(new.event_type.as_str())
         .bind(next.as_str())
         .bind(&body)
         .bind(new.request_sha256)
-        .bind(new.occurred_at)
-        .bind(new.recorded_at)
+        .bind(occurred_at)
+        .bind(recorded_at)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(next.as_str())
-            .bind(new.recorded_at)
+            .bind(recorded_at)
             .bind(&referral_id)
             .execute(&mut *tx)
             .await?;
         for message in messages {
-            insert_outbox(&mut tx, &referral_id, &message, new.recorded_at).await?;
+            insert_outbox(&mut tx, &referral_id, &message, recorded_at).await?;
         }
-        append_audit(&mut tx, self.backend, new.audit, new.recorded_at).await?;
+        append_audit(&mut tx, self.backend, new.audit, recorded_at).await?;
         for clock in new.meets {
             sqlx::query(
                 "UPDATE sla_clocks SET met_at = $1, met_late = CASE WHEN due_at < $1 THEN 1 ELSE 0 END \
                  WHERE referral_id = $2 AND clock = $3 AND met_at IS NULL AND stopped_at IS NULL",
             )
-            .bind(new.occurred_at)
+            .bind(occurred_at)
             .bind(&referral_id)
             .bind(clock.as_str())
             .execute(&mut *tx)
@@ -161,7 +160,7 @@ impl Store {
                 "UPDATE sla_clocks SET stopped_at = $1 \
                  WHERE referral_id = $2 AND clock = $3 AND met_at IS NULL AND stopped_at IS NULL",
             )
-            .bind(new.occurred_at)
+            .bind(occurred_at)
             .bind(&referral_id)
             .bind(clock.as_str())
             .execute(&mut *tx)
@@ -170,12 +169,12 @@ impl Store {
         tx.commit().await?;
         Ok(EventOutcome::Recorded(StoredEvent {
             event_id: new.event_id.to_owned(),
-            actor_agency: new.actor_agency.to_owned(),
-            event_type: new.event_type.to_owned(),
+            actor_agency: new.actor_agency.clone(),
+            event_type: new.event_type,
             status_after: next,
             body,
-            occurred_at: from_micros(new.occurred_at)?,
-            recorded_at: from_micros(new.recorded_at)?,
+            occurred_at: from_micros(occurred_at)?,
+            recorded_at: from_micros(recorded_at)?,
         }))
     }
 
@@ -205,12 +204,12 @@ pub(crate) async fn insert_outbox(
          VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
     )
     .bind(referral_id)
-    .bind(message.message_type)
-    .bind(message.exchange)
-    .bind(&message.routing_key)
+    .bind(message.message_type().as_str())
+    .bind(message.exchange().as_str())
+    .bind(message.routing_key())
     .bind(at)
-    .bind(&message.payload)
-    .bind(&message.message_id)
+    .bind(message.payload())
+    .bind(message.message_id())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -19,11 +19,14 @@ mod referrals;
 mod roles;
 mod sla;
 
+pub use crate::domain::messages::OutboxMessage;
 pub use audit::{AuditQuery, AuditRecord, PersonSummary};
 use audit::{append_audit, append_audit_many};
-pub use events::{EventOutcome, NewEvent, OutboxMessage, StoredEvent};
+pub use events::{EventOutcome, NewEvent, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
-pub use referrals::{IdempotencyRecord, Inserted, NewReferral, ReferralFilter, ReferralRecord};
+pub use referrals::{
+    IdempotencyRecord, Inserted, ListRole, NewReferral, ReferralFilter, ReferralRecord,
+};
 pub use roles::{AUDIT_TABLES, valid_role_name};
 pub use sla::{ClockRow, Due, DueClock, ScanCounts, rfc3339};
 

@@ -4,7 +4,9 @@
 use sqlx::Row;
 
 use super::{AuditRecord, Store, StoreError, append_audit_many};
-use crate::domain::ReferralId;
+use crate::domain::audit::AuditAction;
+use crate::domain::messages::{Exchange, MessageType};
+use crate::domain::{AgencyId, Priority, ReferralId, ServiceType, Timestamp};
 
 /// One claimed outbox row with what the relay needs to publish it.
 #[derive(Clone)]
@@ -13,17 +15,17 @@ pub struct ClaimedMessage {
     pub referral_id: ReferralId,
     /// The referral id for a referral; the event's own id for status and withdrawal messages.
     pub message_id: String,
-    pub message_type: String,
-    pub exchange: String,
+    pub message_type: MessageType,
+    pub exchange: Exchange,
     pub routing_key: String,
     pub attempts: i64,
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// Holds personal data: never log it.
     pub payload: String,
-    pub priority: String,
-    pub sender_agency: String,
-    pub recipient_agency: String,
-    pub service_type: String,
+    pub priority: Priority,
+    pub sender_agency: AgencyId,
+    pub recipient_agency: AgencyId,
+    pub service_type: ServiceType,
     pub schema_id: String,
     pub correlation_id: String,
 }
@@ -41,17 +43,28 @@ impl std::fmt::Debug for ClaimedMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
     pub pending: i64,
-    /// `created_at` (µs) of the oldest unpublished row.
-    pub oldest_created_at: Option<i64>,
+    /// `created_at` of the oldest unpublished row.
+    pub oldest_created_at: Option<Timestamp>,
 }
 
 impl Backlog {
     /// Seconds since the oldest unpublished row was written (never negative).
     pub fn oldest_age_seconds(&self, now: time::OffsetDateTime) -> Option<f64> {
-        let now = super::to_micros(now);
+        let now = Timestamp::from(now);
         self.oldest_created_at
-            .map(|t| now.saturating_sub(t).max(0) as f64 / 1e6)
+            .map(|t| now.micros_since(t).max(0) as f64 / 1e6)
     }
+}
+
+/// The typed columns of a claimed row.
+struct Typed {
+    message_type: MessageType,
+    exchange: Exchange,
+    priority: Priority,
+    sender_agency: AgencyId,
+    recipient_agency: AgencyId,
+    service_type: ServiceType,
+    payload: String,
 }
 
 impl Store {
@@ -99,8 +112,29 @@ impl Store {
                     )
                 }
             };
-            let payload = match payload {
-                Ok(payload) => payload,
+            // A row naming no known exchange or type (or with unreadable referral columns)
+            // cannot be published either.
+            let payload = payload.and_then(|payload| {
+                let corrupt = |what: &str| StoreError::Corrupt(format!("outbox row: {what}"));
+                let message_type: String = row.try_get("message_type")?;
+                let exchange: String = row.try_get("exchange")?;
+                let priority: String = row.try_get("priority")?;
+                let id = |name: &str| -> Result<AgencyId, StoreError> {
+                    AgencyId::parse(row.try_get::<String, _>(name)?).map_err(|_| corrupt(name))
+                };
+                Ok(Typed {
+                    message_type: message_type.parse().map_err(|_| corrupt("message_type"))?,
+                    exchange: exchange.parse().map_err(|_| corrupt("exchange"))?,
+                    priority: priority.parse().map_err(|_| corrupt("priority"))?,
+                    sender_agency: id("sender_agency")?,
+                    recipient_agency: id("recipient_agency")?,
+                    service_type: ServiceType::parse(row.try_get::<String, _>("service_type")?)
+                        .map_err(|_| corrupt("service_type"))?,
+                    payload,
+                })
+            });
+            let typed = match payload {
+                Ok(typed) => typed,
                 Err(e) => {
                     // One unreadable payload (a missing key, a purged row) must not stop
                     // the rest: set it aside for an hour with the reason, for operators.
@@ -117,16 +151,16 @@ impl Store {
                 referral_id: ReferralId::parse(&referral_id)
                     .map_err(|_| StoreError::Corrupt(format!("referral id '{referral_id}'")))?,
                 message_id: row.try_get("message_id")?,
-                message_type: row.try_get("message_type")?,
-                exchange: row.try_get("exchange")?,
+                message_type: typed.message_type,
+                exchange: typed.exchange,
                 routing_key: row.try_get("routing_key")?,
                 attempts: row.try_get("attempts")?,
-                created_at: row.try_get("created_at")?,
-                payload,
-                priority: row.try_get("priority")?,
-                sender_agency: row.try_get("sender_agency")?,
-                recipient_agency: row.try_get("recipient_agency")?,
-                service_type: row.try_get("service_type")?,
+                created_at: Timestamp::from_micros(row.try_get("created_at")?),
+                payload: typed.payload,
+                priority: typed.priority,
+                sender_agency: typed.sender_agency,
+                recipient_agency: typed.recipient_agency,
+                service_type: typed.service_type,
                 schema_id: row.try_get("schema_id")?,
                 correlation_id: row.try_get("correlation_id")?,
             });
@@ -186,7 +220,7 @@ impl Store {
             .iter()
             .map(|row| {
                 let message_type: String = row.try_get("message_type")?;
-                let mut record = AuditRecord::new("gateway", "message.delivered")
+                let mut record = AuditRecord::new("gateway", AuditAction::MessageDelivered)
                     .referral(row.try_get::<String, _>("referral_id")?)
                     .detail(format!("{message_type} confirmed by the broker"));
                 record.recipient = Some(row.try_get("recipient_agency")?);
@@ -222,7 +256,9 @@ impl Store {
         .await?;
         Ok(Backlog {
             pending: row.try_get("pending")?,
-            oldest_created_at: row.try_get("oldest")?,
+            oldest_created_at: row
+                .try_get::<Option<i64>, _>("oldest")?
+                .map(Timestamp::from_micros),
         })
     }
 

@@ -5,13 +5,12 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{AuditRecord, Store, StoreError, append_audit, from_micros, to_micros};
+use crate::domain::audit::AuditAction;
+use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::ClockDeadline;
-use crate::domain::{Agency, AgencyId, Priority, ReferralId, ReferralStatus, RoutingKey};
-
-/// The logical exchange referrals are published to (the relay may prefix a namespace).
-pub const REFERRALS_EXCHANGE: &str = "referrals";
-/// Outbox message type for a new referral.
-pub const MESSAGE_TYPE_REFERRAL: &str = "referral";
+use crate::domain::{
+    Agency, AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp,
+};
 
 /// Everything the intake step writes for one accepted referral.
 pub struct NewReferral<'a> {
@@ -54,10 +53,10 @@ pub enum Inserted {
 #[derive(Debug, Clone)]
 pub struct ReferralRecord {
     pub id: ReferralId,
-    pub sender_agency: String,
-    pub recipient_agency: String,
-    pub service_type: String,
-    pub area: String,
+    pub sender_agency: AgencyId,
+    pub recipient_agency: AgencyId,
+    pub service_type: ServiceType,
+    pub area: Area,
     pub priority: Priority,
     pub status: ReferralStatus,
     pub schema_id: String,
@@ -74,13 +73,22 @@ impl ReferralRecord {
         let id: String = row.try_get("id")?;
         let priority: String = row.try_get("priority")?;
         let status: String = row.try_get("status")?;
+        let text = |name: &str| row.try_get::<String, _>(name);
+        let corrupt = |name: &str, value: &str| StoreError::Corrupt(format!("{name} '{value}'"));
+        let agency = |name: &str| -> Result<AgencyId, StoreError> {
+            let value = text(name)?;
+            AgencyId::parse(value.as_str()).map_err(|_| corrupt(name, &value))
+        };
+        let service_type = text("service_type")?;
+        let area = text("area")?;
         Ok(Self {
             id: ReferralId::parse(&id)
                 .map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))?,
-            sender_agency: row.try_get("sender_agency")?,
-            recipient_agency: row.try_get("recipient_agency")?,
-            service_type: row.try_get("service_type")?,
-            area: row.try_get("area")?,
+            sender_agency: agency("sender_agency")?,
+            recipient_agency: agency("recipient_agency")?,
+            service_type: ServiceType::parse(service_type.as_str())
+                .map_err(|_| corrupt("service_type", &service_type))?,
+            area: Area::parse(area.as_str()).map_err(|_| corrupt("area", &area))?,
             priority: priority
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("priority '{priority}'")))?,
@@ -130,14 +138,15 @@ impl Store {
         .bind(serde_json::to_string(new.withheld).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await?;
+        let message = OutboxMessage::referral(new.recipient);
         sqlx::query(
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, 0)",
         )
         .bind(&id)
-        .bind(MESSAGE_TYPE_REFERRAL)
-        .bind(REFERRALS_EXCHANGE)
-        .bind(RoutingKey::for_agency(new.recipient).as_str().to_owned())
+        .bind(message.message_type().as_str())
+        .bind(message.exchange().as_str())
+        .bind(message.routing_key().to_owned())
         .bind(at)
         .execute(&mut *tx)
         .await?;
@@ -253,7 +262,7 @@ impl Store {
         .bind(cutoff)
         .execute(&mut *tx)
         .await?;
-        let record = AuditRecord::new("gateway", "payload.purged").detail(format!(
+        let record = AuditRecord::new("gateway", AuditAction::PayloadPurged).detail(format!(
             "{} payload(s) of referrals received before {}",
             done.rows_affected(),
             super::rfc3339(cutoff)
@@ -264,21 +273,40 @@ impl Store {
     }
 }
 
+/// Which side of its referrals an agency lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListRole {
+    /// Sent or received.
+    Either,
+    Sent,
+    Received,
+}
+
+impl ListRole {
+    /// The `role` query value (`sent`, `received`, or empty for both).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Either => "",
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
+}
+
 /// Filters for listing an agency's referrals, newest first, keyset-paginated.
 #[derive(Debug, Clone)]
 pub struct ReferralFilter<'a> {
     pub agency: &'a str,
-    /// `sent`, `received`, or empty for both.
-    pub role: &'a str,
-    /// A status name, or empty for any.
-    pub status: &'a str,
-    pub from: i64,
-    pub to: i64,
+    pub role: ListRole,
+    /// `None` for any status.
+    pub status: Option<ReferralStatus>,
+    pub from: Timestamp,
+    pub to: Timestamp,
     /// Only referrals with an SLA clock overdue at `now` (`domain::sla::is_overdue`).
     pub overdue: bool,
-    pub now: i64,
+    pub now: Timestamp,
     /// Continue after this `(received_at, id)`.
-    pub after: Option<(i64, String)>,
+    pub after: Option<(Timestamp, ReferralId)>,
     pub limit: i64,
 }
 
@@ -287,7 +315,9 @@ impl Store {
         &self,
         filter: &ReferralFilter<'_>,
     ) -> Result<Vec<ReferralRecord>, StoreError> {
-        let (after_at, after_id) = filter.after.clone().unwrap_or((i64::MAX, String::new()));
+        let (after_at, after_id) = filter.after.map_or((i64::MAX, String::new()), |(at, id)| {
+            (at.as_micros(), id.to_string())
+        });
         let mut tx = self.filtered_read().await?;
         // `$6`: the overdue filter, `domain::sla::is_overdue` in SQL (met_at and stopped_at
         // unset, due_at before now).
@@ -304,12 +334,12 @@ impl Store {
              ORDER BY r.received_at DESC, r.id DESC LIMIT $10",
         )
         .bind(filter.agency)
-        .bind(filter.role)
-        .bind(filter.status)
-        .bind(filter.from)
-        .bind(filter.to)
+        .bind(filter.role.as_str())
+        .bind(filter.status.map_or("", ReferralStatus::as_str))
+        .bind(filter.from.as_micros())
+        .bind(filter.to.as_micros())
         .bind(i64::from(filter.overdue))
-        .bind(filter.now)
+        .bind(filter.now.as_micros())
         .bind(after_at)
         .bind(after_id)
         .bind(filter.limit)

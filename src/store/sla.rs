@@ -2,21 +2,23 @@
 
 use sqlx::Row;
 
-use super::events::{OutboxMessage, insert_outbox};
+use super::events::insert_outbox;
 use super::{Store, StoreError, from_micros};
+use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::{Clock, is_overdue};
+use crate::domain::{AgencyId, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp};
 
 /// A clock that reached its warning point or its deadline.
 #[derive(Debug, Clone)]
 pub struct DueClock {
-    pub referral_id: String,
+    pub referral_id: ReferralId,
     pub clock: Clock,
-    pub due_at: i64,
-    pub sender_agency: String,
-    pub recipient_agency: String,
-    pub service_type: String,
-    pub priority: String,
-    pub status: String,
+    pub due_at: Timestamp,
+    pub sender_agency: AgencyId,
+    pub recipient_agency: AgencyId,
+    pub service_type: ServiceType,
+    pub priority: Priority,
+    pub status: ReferralStatus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,36 +39,36 @@ pub struct ScanCounts {
 /// A clock's state, for `GET /v1/referrals/{id}` and reports.
 #[derive(Debug, Clone)]
 pub struct ClockRow {
-    pub referral_id: String,
+    pub referral_id: ReferralId,
     pub clock: Clock,
-    pub started_at: i64,
-    pub due_at: i64,
-    pub met_at: Option<i64>,
+    pub started_at: Timestamp,
+    pub due_at: Timestamp,
+    pub met_at: Option<Timestamp>,
     pub met_late: bool,
-    pub stopped_at: Option<i64>,
-    pub warned_at: Option<i64>,
-    pub breached_at: Option<i64>,
+    pub stopped_at: Option<Timestamp>,
+    pub warned_at: Option<Timestamp>,
+    pub breached_at: Option<Timestamp>,
 }
 
 impl ClockRow {
     fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
         Ok(Self {
-            referral_id: row.try_get("referral_id")?,
+            referral_id: referral_id_of(row, "referral_id")?,
             clock: clock_of(row)?,
-            started_at: row.try_get("started_at")?,
-            due_at: row.try_get("due_at")?,
-            met_at: row.try_get("met_at")?,
+            started_at: timestamp_of(row, "started_at")?,
+            due_at: timestamp_of(row, "due_at")?,
+            met_at: optional_timestamp_of(row, "met_at")?,
             met_late: row.try_get::<Option<i64>, _>("met_late")?.unwrap_or(0) == 1,
-            stopped_at: row.try_get("stopped_at")?,
-            warned_at: row.try_get("warned_at")?,
-            breached_at: row.try_get("breached_at")?,
+            stopped_at: optional_timestamp_of(row, "stopped_at")?,
+            warned_at: optional_timestamp_of(row, "warned_at")?,
+            breached_at: optional_timestamp_of(row, "breached_at")?,
         })
     }
 
     /// running, met, met_late, breached (still open past its deadline at `now`, µs, as
     /// `domain::sla::is_overdue` says, whether or not the scanner has flagged it yet) or
     /// stopped.
-    pub fn state(&self, now: i64) -> &'static str {
+    pub fn state(&self, now: Timestamp) -> &'static str {
         match (self.met_at, self.stopped_at) {
             (Some(_), _) if self.met_late => "met_late",
             (Some(_), _) => "met",
@@ -99,16 +101,46 @@ fn clock_of(row: &sqlx::any::AnyRow) -> Result<Clock, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("clock '{clock}'")))
 }
 
+fn timestamp_of(row: &sqlx::any::AnyRow, name: &str) -> Result<Timestamp, StoreError> {
+    Ok(Timestamp::from_micros(row.try_get(name)?))
+}
+
+fn optional_timestamp_of(
+    row: &sqlx::any::AnyRow,
+    name: &str,
+) -> Result<Option<Timestamp>, StoreError> {
+    Ok(row
+        .try_get::<Option<i64>, _>(name)?
+        .map(Timestamp::from_micros))
+}
+
+fn referral_id_of(row: &sqlx::any::AnyRow, name: &str) -> Result<ReferralId, StoreError> {
+    let id: String = row.try_get(name)?;
+    ReferralId::parse(&id).map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))
+}
+
 fn due_clock(row: &sqlx::any::AnyRow) -> Result<DueClock, StoreError> {
+    let text = |name: &str| row.try_get::<String, _>(name);
+    let corrupt = |name: &str, value: String| StoreError::Corrupt(format!("{name} '{value}'"));
+    let agency = |name: &str| -> Result<AgencyId, StoreError> {
+        let value = text(name)?;
+        AgencyId::parse(value.clone()).map_err(|_| corrupt(name, value))
+    };
+    let service_type = text("service_type")?;
+    let priority = text("priority")?;
+    let status = text("status")?;
     Ok(DueClock {
-        referral_id: row.try_get("referral_id")?,
+        referral_id: referral_id_of(row, "referral_id")?,
         clock: clock_of(row)?,
-        due_at: row.try_get("due_at")?,
-        sender_agency: row.try_get("sender_agency")?,
-        recipient_agency: row.try_get("recipient_agency")?,
-        service_type: row.try_get("service_type")?,
-        priority: row.try_get("priority")?,
-        status: row.try_get("status")?,
+        due_at: timestamp_of(row, "due_at")?,
+        sender_agency: agency("sender_agency")?,
+        recipient_agency: agency("recipient_agency")?,
+        service_type: ServiceType::parse(service_type.clone())
+            .map_err(|_| corrupt("service_type", service_type))?,
+        priority: priority
+            .parse()
+            .map_err(|_| corrupt("priority", priority))?,
+        status: status.parse().map_err(|_| corrupt("status", status))?,
     })
 }
 
@@ -119,9 +151,10 @@ impl Store {
     /// time (a transaction-scoped advisory lock); others skip.
     pub async fn sla_scan(
         &self,
-        now: i64,
+        now: Timestamp,
         render: impl Fn(&DueClock, Due) -> Vec<OutboxMessage>,
     ) -> Result<ScanCounts, StoreError> {
+        let now = now.as_micros();
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         if let Some(lock) = self.backend.scanner_lock_sql() {
@@ -144,16 +177,17 @@ impl Store {
             .await?;
         for row in &warnings {
             let due = due_clock(row)?;
+            let referral_id = due.referral_id.to_string();
             sqlx::query(
                 "UPDATE sla_clocks SET warned_at = $1 WHERE referral_id = $2 AND clock = $3",
             )
             .bind(now)
-            .bind(&due.referral_id)
+            .bind(&referral_id)
             .bind(due.clock.as_str())
             .execute(&mut *tx)
             .await?;
             for message in render(&due, Due::Warning) {
-                insert_outbox(&mut tx, &due.referral_id, &message, now).await?;
+                insert_outbox(&mut tx, &referral_id, &message, now).await?;
             }
             counts.warnings += 1;
         }
@@ -164,12 +198,13 @@ impl Store {
             .await?;
         for row in &breaches {
             let due = due_clock(row)?;
+            let referral_id = due.referral_id.to_string();
             sqlx::query(
                 "UPDATE sla_clocks SET breached_at = $1, warned_at = COALESCE(warned_at, $1) \
                  WHERE referral_id = $2 AND clock = $3",
             )
             .bind(now)
-            .bind(&due.referral_id)
+            .bind(&referral_id)
             .bind(due.clock.as_str())
             .execute(&mut *tx)
             .await?;
@@ -179,13 +214,13 @@ impl Store {
                      WHERE id = $2 AND status IN ('received', 'queued', 'delivered')",
                 )
                 .bind(now)
-                .bind(&due.referral_id)
+                .bind(&referral_id)
                 .execute(&mut *tx)
                 .await?;
                 counts.undelivered += usize::try_from(changed.rows_affected()).unwrap_or(0);
             }
             for message in render(&due, Due::Breach) {
-                insert_outbox(&mut tx, &due.referral_id, &message, now).await?;
+                insert_outbox(&mut tx, &referral_id, &message, now).await?;
             }
             counts.breaches += 1;
         }
@@ -194,12 +229,12 @@ impl Store {
     }
 
     /// A referral's clocks.
-    pub async fn clocks(&self, referral_id: &str) -> Result<Vec<ClockRow>, StoreError> {
+    pub async fn clocks(&self, referral_id: ReferralId) -> Result<Vec<ClockRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT referral_id, clock, started_at, due_at, met_at, met_late, stopped_at, warned_at, breached_at \
              FROM sla_clocks WHERE referral_id = $1 ORDER BY due_at",
         )
-        .bind(referral_id)
+        .bind(referral_id.to_string())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(ClockRow::from_row).collect()
@@ -222,8 +257,8 @@ impl Store {
     /// optionally only those the agency sent or received, and their first-contact outcomes.
     pub async fn report_facts(
         &self,
-        from: i64,
-        to: i64,
+        from: Timestamp,
+        to: Timestamp,
         agency: Option<&str>,
     ) -> Result<
         (
@@ -239,8 +274,8 @@ impl Store {
              WHERE r.received_at >= $1 AND r.received_at < $2 \
              AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3) ORDER BY r.id",
         )
-        .bind(from)
-        .bind(to)
+        .bind(from.as_micros())
+        .bind(to.as_micros())
         .bind(agency)
         .fetch_all(&self.pool)
         .await?;
@@ -265,8 +300,8 @@ impl Store {
              WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
              AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)",
         )
-        .bind(from)
-        .bind(to)
+        .bind(from.as_micros())
+        .bind(to.as_micros())
         .bind(agency)
         .fetch_all(&self.pool)
         .await?;
