@@ -1,11 +1,9 @@
 //! Staff access on the staff listener: JWT checks, roles and agency scope, the auditor
 //! API (events, subject access, export), each query audited.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

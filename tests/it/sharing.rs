@@ -1,9 +1,7 @@
 //! Information sharing agreements: refusals with their reasons and audit entries, and
 //! minimisation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 async fn last_audit(app: &TestApp) -> (String, String) {

@@ -1,11 +1,9 @@
 //! Delivery through the outbox relay to real RabbitMQ, each test in its own namespace.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SERVICE_TYPES: [(&str, &str); 4] = [

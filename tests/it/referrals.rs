@@ -1,8 +1,6 @@
 //! Submitting and reading referrals over real mTLS, on SQLite and on PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SERVICE_TYPES: [(&str, &str); 4] = [

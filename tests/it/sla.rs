@@ -2,12 +2,10 @@
 //! escalation consumed from its queue, a late acknowledgement recorded as met-late, and
 //! never-acknowledged referrals marked undelivered.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use common::*;
+use crate::common::*;
 use referral_gateway::clock::ManualClock;
 use referral_gateway::sla::scanner::Scanner;
 use serde_json::{Value, json};

@@ -672,7 +672,6 @@ pub async fn view_as(app: &TestApp, agency: &str, id: &str) -> Value {
 
 /// Runs the async test function `$test(backend)` against both databases, as the tests
 /// `$test::sqlite` and `$test::postgres`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($test:ident) => {
         mod $test {

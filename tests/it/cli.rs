@@ -1,12 +1,10 @@
 //! The real binary: `validate`, `certs init`, `migrate`, start-up errors, and `serve`
 //! with a graceful stop on SIGTERM.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn gateway() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_referral-gateway"));

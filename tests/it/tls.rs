@@ -2,11 +2,9 @@
 //! scheme CA, revoked ones are refused, and a valid certificate unknown to the registry
 //! gets 403.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use referral_gateway::security::certs::{Authority, ClientName};
 use serde_json::Value;
 

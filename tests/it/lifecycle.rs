@@ -1,10 +1,8 @@
 //! Referral lifecycle events over mTLS, with status messages on the sender's queue.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 async fn full_lifecycle(backend: Backend) {

@@ -1,10 +1,8 @@
 //! The tamper-evident audit log and signed receipts.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn gateway(db_url: &str, args: &[&str]) -> (Option<i32>, String) {
