@@ -1,23 +1,10 @@
 //! Information sharing agreements: refusals with their reasons and audit entries, and
 //! minimisation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
-async fn last_audit(app: &TestApp) -> (String, String) {
-    use sqlx::Row;
-    let row = sqlx::query("SELECT action, detail FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
-    (row.get("action"), row.get("detail"))
-}
-
 async fn refusals(backend: Backend) {
-    let liaison = agency_client("coventry-liaison");
-
     // No agreement covers CMHT referrals (only the housing one is configured).
     let text = shipped_config_text();
     let start = text
@@ -28,11 +15,9 @@ async fn refusals(backend: Backend) {
         .unwrap();
     let housing_only = format!("{}{}", &text[..start], &text[end..]);
     let app = TestApp::spawn_with(backend, &housing_only).await;
-    let body = problem(
-        post_referral(&liaison, &app, example_text("cmht")).await,
-        403,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", example_text("cmht"), 403)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:sharing-refused");
     assert!(
         body["detail"]
@@ -42,7 +27,7 @@ async fn refusals(backend: Backend) {
         "{body}"
     );
     // The audit entry holds a fixed reason code.
-    let (action, detail) = last_audit(&app).await;
+    let (action, detail) = app.last_audit().await;
     assert_eq!(action, "referral.refused");
     assert_eq!(detail, "sharing-refused:no-agreement");
     app.stop().await;
@@ -54,11 +39,9 @@ async fn refusals(backend: Backend) {
         1,
     );
     let app = TestApp::spawn_with(backend, &expired).await;
-    let body = problem(
-        post_referral(&liaison, &app, example_text("iapt")).await,
-        403,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", example_text("iapt"), 403)
+        .await;
     assert!(
         body["detail"]
             .as_str()
@@ -67,7 +50,7 @@ async fn refusals(backend: Backend) {
         "{body}"
     );
     assert_eq!(
-        last_audit(&app).await.1,
+        app.last_audit().await.1,
         "sharing-refused:agreement-expired"
     );
     // The refusal names the recipient and the agreement, so it is found by either.
@@ -99,7 +82,9 @@ async fn refusals(backend: Backend) {
         "recorded_at": "2026-11-23T10:15:00Z",
         "sharing_without_consent": {"justification": "legal_duty", "lawful_basis": "x", "authorised_by": "y"}
     });
-    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 403).await;
+    let body = app
+        .submit_as("coventry-liaison", doc.to_string(), 403)
+        .await;
     assert!(
         body["detail"]
             .as_str()
@@ -108,7 +93,7 @@ async fn refusals(backend: Backend) {
         "{body}"
     );
     assert_eq!(
-        last_audit(&app).await.1,
+        app.last_audit().await.1,
         "sharing-refused:justification-not-permitted"
     );
 
@@ -116,12 +101,14 @@ async fn refusals(backend: Backend) {
     let mut doc = example("cmht");
     doc["consent"]["objection"] =
         json!({"recorded_at": "2026-11-20T09:00:00Z", "recorded_by": "Custody nurse"});
-    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 403).await;
+    let body = app
+        .submit_as("coventry-liaison", doc.to_string(), 403)
+        .await;
     assert!(
         body["detail"].as_str().unwrap().contains("objection"),
         "{body}"
     );
-    assert_eq!(last_audit(&app).await.1, "sharing-refused:objection");
+    assert_eq!(app.last_audit().await.1, "sharing-refused:objection");
 
     // The objection overridden for safeguarding, which the agreement permits: accepted,
     // and the audit entry says so.
@@ -133,8 +120,8 @@ async fn refusals(backend: Backend) {
         "objection": {"recorded_at": "2026-11-20T09:00:00Z"},
         "sharing_without_consent": {"justification": "safeguarding", "lawful_basis": "DPA 2018 Sch. 1 para 18", "authorised_by": "Duty senior"}
     });
-    let r = post_referral(&liaison, &app, doc.to_string()).await;
-    assert_eq!(r.status(), 202);
+    app.submit_as("coventry-liaison", doc.to_string(), 202)
+        .await;
     use sqlx::Row;
     let row = sqlx::query(
         "SELECT action, isa_id, lawful_basis, consent FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -160,9 +147,11 @@ async fn refusals(backend: Backend) {
     // Housing without consent: the duty to refer needs it (schema) and the audit says why.
     let mut doc = example("housing");
     doc["consent"]["given"] = json!(false);
-    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", doc.to_string(), 422)
+        .await;
     assert!(pointers(&body).contains(&"/consent/given".to_owned()));
-    assert!(last_audit(&app).await.1.contains("/consent/given"));
+    assert!(app.last_audit().await.1.contains("/consent/given"));
     app.stop().await;
 }
 
@@ -173,10 +162,9 @@ on_both_backends!(refusals);
 #[tokio::test]
 async fn minimisation_withholds_or_rejects() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let liaison = agency_client("coventry-liaison");
-    let r = post_referral(&liaison, &app, example_text("housing")).await;
-    assert_eq!(r.status(), 202);
-    let receipt: Value = r.json().await.unwrap();
+    let receipt = app
+        .submit_as("coventry-liaison", example_text("housing"), 202)
+        .await;
     assert_eq!(receipt["withheld"], json!(["/person/gp"]));
     let id = referral_gateway::domain::ReferralId::parse(receipt["referral_id"].as_str().unwrap())
         .unwrap();
@@ -218,24 +206,25 @@ async fn minimisation_withholds_or_rejects() {
         )
     };
     let app = TestApp::spawn_with(Backend::Sqlite, &rejecting).await;
-    let body = problem(
-        post_referral(&liaison, &app, example_text("housing")).await,
-        422,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", example_text("housing"), 422)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:excess-data");
     assert_eq!(pointers(&body), ["/person/gp"]);
     // A health need among housing ones is excess too, named by its index.
     let mut doc = example("housing");
     doc["needs"] = json!([{"type": "housing"}, {"type": "mental_health", "summary": "Low mood."}]);
-    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", doc.to_string(), 422)
+        .await;
     assert_eq!(pointers(&body), ["/needs/1", "/person/gp"]);
     // Without the excess fields it goes through, with nothing withheld.
     let mut doc = example("housing");
     doc["person"].as_object_mut().unwrap().remove("gp");
-    let r = post_referral(&liaison, &app, doc.to_string()).await;
-    assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap()["withheld"], json!([]));
+    let receipt = app
+        .submit_as("coventry-liaison", doc.to_string(), 202)
+        .await;
+    assert_eq!(receipt["withheld"], json!([]));
     app.stop().await;
 }
 
@@ -243,13 +232,7 @@ async fn minimisation_withholds_or_rejects() {
 /// the CA-signed "unregistered" example certificate), Warwickshire's CMHT and their own
 /// agreement. Coventry's permission and agreements name only Coventry.
 fn two_area_config() -> String {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
-        .unwrap();
-    let pin = referral_gateway::security::tls::fingerprint_hex(
-        &referral_gateway::security::tls::sha256(cert.as_ref()),
-    );
+    let pin = unregistered_pin();
     shipped_config_text()
         + &format!(
             r#"
@@ -289,15 +272,6 @@ effective_from = "2026-01-01"
         )
 }
 
-fn warwickshire_client() -> reqwest::Client {
-    let dir = root().join("certs-example/unregistered");
-    http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        Some((dir.join("client.crt"), dir.join("client.key"))),
-        rustls::ALL_VERSIONS,
-    ))
-}
-
 fn cmht_referral(destination: Value) -> String {
     let mut doc = example("cmht");
     doc["destination"] = destination;
@@ -316,8 +290,8 @@ async fn last_isa(app: &TestApp) -> Option<String> {
 /// Agreements and permissions name service types within areas: onboarding a second area
 /// does not let the first area's teams refer into it.
 async fn areas_bound_agreements_and_permissions(backend: Backend) {
-    let coventry = agency_client("coventry-liaison");
-    let warwickshire = warwickshire_client();
+    // The Warwickshire liaison team holds the "unregistered" example certificate.
+    let warwickshire = unregistered_client();
     let by_area = json!({"service_type": "cmht", "area": "warwickshire"});
     let by_id = json!({"agency_id": "warwickshire-cmht"});
 
@@ -325,18 +299,16 @@ async fn areas_bound_agreements_and_permissions(backend: Backend) {
     // Coventry's permission names Coventry: refused before any agreement is consulted,
     // whether the destination is an area or an agency id.
     for destination in [&by_area, &by_id] {
-        let body = problem(
-            post_referral(&coventry, &app, cmht_referral(destination.clone())).await,
-            403,
-        )
-        .await;
+        let body = app
+            .submit_as("coventry-liaison", cmht_referral(destination.clone()), 403)
+            .await;
         assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
         let detail = body["detail"].as_str().unwrap();
         assert!(
             detail.contains("'cmht'") && detail.contains("'warwickshire'"),
             "{body}"
         );
-        let (action, detail) = last_audit(&app).await;
+        let (action, detail) = app.last_audit().await;
         assert_eq!(action, "referral.refused");
         assert_eq!(detail, "not-permitted:cmht");
     }
@@ -357,8 +329,8 @@ async fn areas_bound_agreements_and_permissions(backend: Backend) {
     .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
     // Coventry to Coventry still works, under the Coventry agreement.
-    let r = post_referral(&coventry, &app, example_text("cmht")).await;
-    assert_eq!(r.status(), 202);
+    app.submit_as("coventry-liaison", example_text("cmht"), 202)
+        .await;
     assert_eq!(
         last_isa(&app).await.as_deref(),
         Some("coventry-ld-health-2026")
@@ -376,11 +348,9 @@ async fn areas_bound_agreements_and_permissions(backend: Backend) {
     assert_ne!(widened, two_area_config());
     let app = TestApp::spawn_with(backend, &widened).await;
     for destination in [&by_area, &by_id] {
-        let body = problem(
-            post_referral(&coventry, &app, cmht_referral(destination.clone())).await,
-            403,
-        )
-        .await;
+        let body = app
+            .submit_as("coventry-liaison", cmht_referral(destination.clone()), 403)
+            .await;
         assert_eq!(
             body["type"], "urn:referral-gateway:problem:sharing-refused",
             "{body}"
@@ -392,15 +362,11 @@ async fn areas_bound_agreements_and_permissions(backend: Backend) {
                 .contains("no information sharing agreement covers sharing from 'coventry-liaison' with 'warwickshire-cmht'"),
             "{body}"
         );
-        let (action, _) = last_audit(&app).await;
+        let (action, _) = app.last_audit().await;
         assert_eq!(action, "referral.refused");
     }
-    assert_eq!(
-        post_referral(&coventry, &app, example_text("cmht"))
-            .await
-            .status(),
-        202
-    );
+    app.submit_as("coventry-liaison", example_text("cmht"), 202)
+        .await;
     app.stop().await;
 }
 

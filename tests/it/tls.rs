@@ -2,11 +2,9 @@
 //! scheme CA, revoked ones are refused, and a valid certificate unknown to the registry
 //! gets 403.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use referral_gateway::security::certs::{Authority, ClientName};
 use serde_json::Value;
 
@@ -64,12 +62,7 @@ async fn certificate_from_another_ca_fails_the_handshake() {
 #[tokio::test]
 async fn unregistered_certificate_gets_403() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let dir = root().join("certs-example/unregistered");
-    let client = http_client(client_tls(
-        &ca(),
-        Some((dir.join("client.crt"), dir.join("client.key"))),
-        rustls::ALL_VERSIONS,
-    ));
+    let client = unregistered_client();
     let r = post_referral(&client, &app, example_text("cmht")).await;
     let body = problem(r, 403).await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:unknown-agency");
@@ -242,14 +235,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
             .unwrap();
         assert_eq!(response.status(), 404);
     }
-    let metrics = staff_client()
-        .get(format!("{}/metrics", app.ops_base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.ops_text("/metrics").await;
     assert!(!metrics.contains("QWERTY"), "{metrics}");
     assert!(
         metrics.contains(

@@ -2,12 +2,11 @@
 //! escalation consumed from its queue, a late acknowledgement recorded as met-late, and
 //! never-acknowledged referrals marked undelivered.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use common::*;
+use crate::common::cli;
+use crate::common::*;
 use referral_gateway::clock::ManualClock;
 use referral_gateway::sla::scanner::Scanner;
 use serde_json::{Value, json};
@@ -49,8 +48,8 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
     );
 
     // An urgent CMHT referral: acknowledge within 4 hours, warn at 80% (3 h 12 min).
-    let urgent = submit(&app, example_text("cmht")).await;
-    let v = view_as(&app, "coventry-liaison", &urgent).await;
+    let urgent = app.submit(example_text("cmht")).await;
+    let v = app.view_as("coventry-liaison", &urgent, 200).await;
     assert_eq!(clock_state(&v, "acknowledge"), "running");
     let ack = v["sla"]
         .as_array()
@@ -92,7 +91,7 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
     );
     assert_eq!(
         clock_state(
-            &view_as(&app, "coventry-liaison", &urgent).await,
+            &app.view_as("coventry-liaison", &urgent, 200).await,
             "acknowledge"
         ),
         "breached"
@@ -137,24 +136,23 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
 
     // A late acknowledgement stops the clock as met-late.
     clock.set(t0 + Duration::minutes(4 * 60 + 15));
-    let r = post_event(
-        &app,
+    app.post_event_as(
         "coventry-cmht",
         &urgent,
         &event("acknowledged", json!({})),
+        201,
     )
     .await;
-    assert_eq!(r.status(), 201);
-    let v = view_as(&app, "coventry-liaison", &urgent).await;
+    let v = app.view_as("coventry-liaison", &urgent, 200).await;
     assert_eq!(clock_state(&v, "acknowledge"), "met_late");
     assert_eq!(clock_state(&v, "delivery"), "met");
     assert_eq!(clock_state(&v, "decision"), "running");
 
     // A routine referral nobody acknowledges: after 5 working days it is undelivered.
-    let routine = submit(&app, example_text("iapt")).await;
+    let routine = app.submit(example_text("iapt")).await;
     clock.set(t0 + Duration::days(10));
     scanner.scan_once().await.unwrap();
-    let v = view_as(&app, "coventry-liaison", &routine).await;
+    let v = app.view_as("coventry-liaison", &routine, 200).await;
     assert_eq!(v["status"], "undelivered");
     assert_eq!(clock_state(&v, "delivery"), "breached");
     let status = broker
@@ -170,17 +168,16 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
         .collect();
     assert!(types.contains(&json!("undelivered")), "{types:?}");
     // Acknowledging later still works, and is late.
-    let r = post_event(
-        &app,
+    app.post_event_as(
         "coventry-iapt",
         &routine,
         &event("acknowledged", json!({})),
+        201,
     )
     .await;
-    assert_eq!(r.status(), 201);
     assert_eq!(
         clock_state(
-            &view_as(&app, "coventry-liaison", &routine).await,
+            &app.view_as("coventry-liaison", &routine, 200).await,
             "acknowledge"
         ),
         "met_late"
@@ -201,7 +198,7 @@ async fn only_one_scanner_flags_on_postgres() {
     let config = test_config(&shipped_config_text(), &db.url);
     let app = TestApp::start_with_clock(config.clone(), db, clock.clone()).await;
     for _ in 0..20 {
-        submit(&app, example_text("cmht")).await;
+        app.submit(example_text("cmht")).await;
     }
     clock.set(t0 + Duration::days(30));
     let mut scanners = Vec::new();
@@ -241,8 +238,7 @@ async fn post_at(
     clock.set(at);
     let mut event = event;
     event["event_id"] = json!(uuid::Uuid::new_v4().to_string());
-    let r = post_event(app, agency, id, &event).await;
-    assert_eq!(r.status(), 201, "{event}");
+    app.post_event_as(agency, id, &event, 201).await;
 }
 
 /// "Overdue" is one thing (docs/sla.md: open past its deadline, flagged by the scanner or
@@ -256,7 +252,7 @@ async fn overdue_means_the_same_everywhere(backend: Backend) {
     let config = test_config(&shipped_config_text(), &db.url);
     let app = TestApp::start_with_clock(config, db, clock.clone()).await;
     // Urgent CMHT: acknowledge within 4 hours (calendar time).
-    let id = submit(&app, example_text("cmht")).await;
+    let id = app.submit(example_text("cmht")).await;
     let overdue_list = || async {
         let r = agency_client("coventry-liaison")
             .get(app.url("/v1/referrals?overdue=true"))
@@ -285,14 +281,14 @@ async fn overdue_means_the_same_everywhere(backend: Backend) {
 
     // At the deadline: not yet overdue anywhere.
     clock.set(t0 + Duration::hours(4));
-    let v = view_as(&app, "coventry-liaison", &id).await;
+    let v = app.view_as("coventry-liaison", &id, 200).await;
     assert_eq!(clock_state(&v, "acknowledge"), "running");
     assert!(overdue_list().await.is_empty());
     assert_eq!(breached_in_report().await, 0);
 
     // A minute later, before any scan: overdue in all three.
     clock.set(t0 + Duration::hours(4) + Duration::minutes(1));
-    let v = view_as(&app, "coventry-liaison", &id).await;
+    let v = app.view_as("coventry-liaison", &id, 200).await;
     assert_eq!(clock_state(&v, "acknowledge"), "breached");
     assert_eq!(overdue_list().await, vec![id.clone()]);
     assert_eq!(breached_in_report().await, 1);
@@ -306,7 +302,7 @@ async fn overdue_means_the_same_everywhere(backend: Backend) {
     )
     .await;
     assert_eq!(r.status(), 201);
-    let v = view_as(&app, "coventry-liaison", &id).await;
+    let v = app.view_as("coventry-liaison", &id, 200).await;
     assert_eq!(clock_state(&v, "acknowledge"), "met_late");
     assert!(overdue_list().await.is_empty());
     assert_eq!(breached_in_report().await, 1);
@@ -328,13 +324,13 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     let contact = |outcome: &str, at: time::OffsetDateTime| json!({"type": "first_contact", "contact": {"outcome": outcome, "date": at.date().to_string()}});
 
     // Three urgent CMHT referrals (acknowledge 4 h, decision 24 h, first contact 24 h).
-    let a = submit(&app, example_text("cmht")).await;
-    let b = submit(&app, example_text("cmht")).await;
-    let c = submit(&app, example_text("cmht")).await;
+    let a = app.submit(example_text("cmht")).await;
+    let b = app.submit(example_text("cmht")).await;
+    let c = app.submit(example_text("cmht")).await;
     // One routine CMHT referral nobody touches (acknowledge due Thursday 10:00).
     let mut routine = example("cmht");
     routine["priority"] = json!("routine");
-    let d = submit(&app, routine.to_string()).await;
+    let d = app.submit(routine.to_string()).await;
     let cmht = "coventry-cmht";
     post_at(
         &app,
@@ -386,13 +382,9 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     post_at(&app, &clock, h(30), cmht, &a, contact("attended", h(30))).await;
     clock.set(h(31));
 
-    let r = agency_client(cmht)
-        .get(app.url("/v1/reports/sla?from=2026-11-18&to=2026-11-18"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let report: Value = r.json().await.unwrap();
+    let report = app
+        .get_as(cmht, "/v1/reports/sla?from=2026-11-18&to=2026-11-18", 200)
+        .await;
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{report}");
     let urgent = rows.iter().find(|r| r["priority"] == "urgent").unwrap();
@@ -418,14 +410,7 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     assert_eq!(routine["acknowledge_median_hours"], Value::Null);
 
     // Overdue: only the untouched routine referral has an open clock past its deadline.
-    let list: Value = agency_client(cmht)
-        .get(app.url("/v1/referrals?overdue=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.get_as(cmht, "/v1/referrals?overdue=true", 200).await;
     let overdue: Vec<_> = list["items"]
         .as_array()
         .unwrap()
@@ -435,22 +420,19 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     assert_eq!(overdue, [json!(d)]);
 
     // Another agency sees only its own referrals: none here.
-    let r = agency_client("coventry-iapt")
-        .get(app.url("/v1/reports/sla?from=2026-11-18&to=2026-11-18"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["rows"], json!([]));
-    let r = agency_client(cmht)
-        .get(app.url("/v1/reports/sla?from=yesterday"))
-        .send()
-        .await
-        .unwrap();
-    problem(r, 400).await;
+    let r = app
+        .get_as(
+            "coventry-iapt",
+            "/v1/reports/sla?from=2026-11-18&to=2026-11-18",
+            200,
+        )
+        .await;
+    assert_eq!(r["rows"], json!([]));
+    app.get_as(cmht, "/v1/reports/sla?from=yesterday", 400)
+        .await;
 
     // The CLI computes the same numbers (as of now, so the routine row is breached too).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
-        .current_dir(ROOT)
+    let out = cli::gateway()
         .env("REFGW_DATABASE_URL", &db_url)
         .args([
             "sla",
@@ -478,8 +460,7 @@ async fn report_matches_hand_computed_values(backend: Backend) {
         ),
         "{csv}"
     );
-    let table = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
-        .current_dir(ROOT)
+    let table = cli::gateway()
         .env("REFGW_DATABASE_URL", &db_url)
         .args([
             "sla",

@@ -1,29 +1,8 @@
 //! The tamper-evident audit log and signed receipts.
 
-mod common;
-
-use std::process::Command;
-
-use common::*;
+use crate::common::cli;
+use crate::common::*;
 use serde_json::{Value, json};
-
-fn gateway(db_url: &str, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
-        .current_dir(ROOT)
-        .env("REFGW_DATABASE_URL", db_url)
-        .env("REFGW_LOG", "warn")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 async fn exec(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {
     sqlx::query(sql)
@@ -35,15 +14,8 @@ async fn exec(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {
 async fn seed(app: &TestApp) -> Vec<String> {
     let liaison = agency_client("coventry-liaison");
     let mut ids = Vec::new();
-    for service in ["cmht", "iapt", "housing", "substance_misuse"] {
-        let r = post_referral(&liaison, app, example_text(service)).await;
-        assert_eq!(r.status(), 202);
-        ids.push(
-            r.json::<Value>().await.unwrap()["referral_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+    for (service, _) in SERVICE_TYPES {
+        ids.push(app.submit(example_text(service)).await);
     }
     // A refusal is audited too.
     let mut bad = example("cmht");
@@ -52,14 +24,13 @@ async fn seed(app: &TestApp) -> Vec<String> {
         post_referral(&liaison, app, bad.to_string()).await.status(),
         422
     );
-    let r = post_event(
-        app,
+    app.post_event_as(
         "coventry-cmht",
         &ids[0],
         &event("acknowledged", json!({})),
+        201,
     )
     .await;
-    assert_eq!(r.status(), 201);
     ids
 }
 
@@ -144,7 +115,7 @@ async fn tampering_is_detected(backend: Backend) {
             .is_err()
     );
 
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("7 entries"), "{out}");
 
@@ -171,7 +142,7 @@ async fn tampering_is_detected(backend: Backend) {
     )
     .await
     .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 3"), "{out}");
     exec(
@@ -180,7 +151,7 @@ async fn tampering_is_detected(backend: Backend) {
     )
     .await
     .unwrap();
-    assert_eq!(gateway(&url, &["audit", "verify"]).0, Some(0), "restored");
+    assert_eq!(cli::run(&url, &["audit", "verify"]).0, Some(0), "restored");
 
     // 2. Delete one row.
     exec(
@@ -192,13 +163,13 @@ async fn tampering_is_detected(backend: Backend) {
     exec(&app, "DELETE FROM audit_log WHERE seq = 4")
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 4"), "{out}");
     exec(&app, "INSERT INTO audit_log SELECT * FROM saved")
         .await
         .unwrap();
-    assert_eq!(gateway(&url, &["audit", "verify"]).0, Some(0), "restored");
+    assert_eq!(cli::run(&url, &["audit", "verify"]).0, Some(0), "restored");
 
     // 3. Reorder two rows (swap their contents, keep their numbers).
     exec(&app, "UPDATE audit_log SET seq = -5 WHERE seq = 5")
@@ -210,7 +181,7 @@ async fn tampering_is_detected(backend: Backend) {
     exec(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5")
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 5"), "{out}");
 
@@ -224,11 +195,11 @@ async fn tampering_is_detected(backend: Backend) {
     exec(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -6")
         .await
         .unwrap();
-    assert_eq!(gateway(&url, &["audit", "verify"]).0, Some(0), "restored");
+    assert_eq!(cli::run(&url, &["audit", "verify"]).0, Some(0), "restored");
     exec(&app, "DELETE FROM audit_log WHERE seq = 7")
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 7"), "{out}");
     app.stop().await;
@@ -243,9 +214,7 @@ async fn checkpoints_are_signed_and_checked() {
     use referral_gateway::security::signing::GatewayKey;
     let app = TestApp::spawn(Backend::Sqlite).await;
     seed(&app).await;
-    let key = std::sync::Arc::new(
-        GatewayKey::load(&root().join("certs-example/gateway-signing.key")).unwrap(),
-    );
+    let key = signing_key();
     let checkpointer = Checkpointer::new(
         app.store.clone(),
         key.clone(),
@@ -309,28 +278,16 @@ async fn checkpoints_are_signed_and_checked() {
 #[tokio::test]
 async fn receipts_are_signed_and_verifiable() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let r = post_referral(
-        &agency_client("coventry-liaison"),
-        &app,
-        example_text("housing"),
-    )
-    .await;
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await.unwrap();
+    let body = app
+        .submit_as("coventry-liaison", example_text("housing"), 202)
+        .await;
     let signed = &body["signed_receipt"];
     assert_eq!(signed["alg"], "EdDSA");
     assert_eq!(signed["receipt"]["referral_id"], body["referral_id"]);
     assert_eq!(signed["receipt"]["recipient"], "coventry-housing");
     assert_eq!(signed["receipt"]["payload_sha256"], body["payload_sha256"]);
 
-    let keys: Value = agency_client("coventry-housing")
-        .get(app.url("/v1/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = app.get_as("coventry-housing", "/v1/keys", 200).await;
     assert_eq!(keys["keys"][0]["kid"], signed["key_id"]);
     assert_eq!(keys["keys"][0]["crv"], "Ed25519");
 
@@ -348,11 +305,7 @@ async fn receipts_are_signed_and_verifiable() {
         if with_keys {
             args.extend(["--keys".to_owned(), keys_file.display().to_string()]);
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
-            .current_dir(ROOT)
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = cli::gateway().args(&args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -418,12 +371,7 @@ async fn reads_and_refusals_are_audited() {
             .status(),
         200
     );
-    let dir = root().join("certs-example/unregistered");
-    let stranger = http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        Some((dir.join("client.crt"), dir.join("client.key"))),
-        rustls::ALL_VERSIONS,
-    ));
+    let stranger = unregistered_client();
     assert_eq!(
         stranger.get(app.url(&path)).send().await.unwrap().status(),
         403
@@ -469,14 +417,9 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(backend, AMQP_URL, &namespace).await;
-    let liaison = agency_client("coventry-liaison");
     for service in ["cmht", "housing"] {
-        assert_eq!(
-            post_referral(&liaison, &app, example_text(service))
-                .await
-                .status(),
-            202
-        );
+        app.submit_as("coventry-liaison", example_text(service), 202)
+            .await;
     }
     // Delivered in clear text to the recipient, all the same.
     let delivered = broker
@@ -517,11 +460,8 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
     }
 
     // Purge: delivered payloads go, the log still verifies and records the purge.
-    let wait = std::time::Instant::now();
-    while app.store.outbox_backlog().await.unwrap().pending > 0 {
-        assert!(wait.elapsed() < std::time::Duration::from_secs(20));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    app.wait_until_drained(std::time::Duration::from_secs(20))
+        .await;
     let now = time::OffsetDateTime::now_utc();
     let later = referral_gateway::store::to_micros(now + time::Duration::seconds(1));
     let purged = app.store.purge_payloads(later, later).await.unwrap();
@@ -532,7 +472,7 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
-    let (code, out) = gateway(&app.db.url, &["audit", "verify"]);
+    let (code, out) = cli::run(&app.db.url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
     let last: String = sqlx::query("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_one(app.store.pool())
@@ -541,12 +481,8 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
         .get(0);
     assert_eq!(last, "payload.purged");
     // Metadata stays readable.
-    let view = liaison
-        .get(app.url("/v1/referrals?limit=5"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(view.status(), 200);
+    app.get_as("coventry-liaison", "/v1/referrals?limit=5", 200)
+        .await;
     app.stop().await;
     broker.cleanup().await;
 }
@@ -558,36 +494,11 @@ on_both_backends!(payloads_are_sealed_and_purgeable);
 #[tokio::test]
 async fn signing_keys_rotate() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let r = post_referral(
-        &agency_client("coventry-liaison"),
-        &app,
-        example_text("cmht"),
-    )
-    .await;
-    let old_receipt: Value = r.json().await.unwrap();
-    let old_keys: Value = agency_client("coventry-cmht")
-        .get(app.url("/v1/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let old_key = std::sync::Arc::new(
-        referral_gateway::security::signing::GatewayKey::load(
-            &root().join("certs-example/gateway-signing.key"),
-        )
-        .unwrap(),
-    );
-    referral_gateway::governance::audit_log::Checkpointer::new(
-        app.store.clone(),
-        old_key,
-        1000,
-        std::time::Duration::from_secs(300),
-    )
-    .checkpoint()
-    .await
-    .unwrap();
+    let old_receipt = app
+        .submit_as("coventry-liaison", example_text("cmht"), 202)
+        .await;
+    let old_keys = app.get_as("coventry-cmht", "/v1/keys", 200).await;
+    sign_head(&app.store).await;
     let db_url = app.db.url.clone();
 
     let dir = tempfile::tempdir().unwrap();
@@ -614,7 +525,7 @@ async fn signing_keys_rotate() {
     let run = |args: &[&str]| {
         let mut with_config = vec!["--config", config_arg.as_str()];
         with_config.extend_from_slice(args);
-        gateway(&db_url, &with_config)
+        cli::run(&db_url, &with_config)
     };
     let (code, out) = run(&["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
@@ -634,15 +545,6 @@ async fn signing_keys_rotate() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("unknown key"), "{out}");
     app.stop().await;
-}
-
-fn signing_key() -> std::sync::Arc<referral_gateway::security::signing::GatewayKey> {
-    std::sync::Arc::new(
-        referral_gateway::security::signing::GatewayKey::load(
-            &root().join("certs-example/gateway-signing.key"),
-        )
-        .unwrap(),
-    )
 }
 
 /// Signs the current head as the gateway's checkpointer does.
@@ -715,7 +617,7 @@ async fn rewrite_entry(store: &referral_gateway::store::Store, seq: i64, recipie
 async fn runtime_role_cannot_rewrite_the_audit_log() {
     let db = TestDatabase::create(Backend::Postgres).await;
     let roles = PgRoles::create(&db).await;
-    let (code, out) = gateway(&roles.owner_url, &["migrate", "--grant-to", &roles.runtime]);
+    let (code, out) = cli::run(&roles.owner_url, &["migrate", "--grant-to", &roles.runtime]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(&roles.runtime), "{out}");
 
@@ -728,7 +630,7 @@ async fn runtime_role_cannot_rewrite_the_audit_log() {
         Vec::<String>::new(),
         "the runtime role has no power over the audit tables"
     );
-    submit(&app, example_text("cmht")).await;
+    app.submit(example_text("cmht")).await;
     assert_eq!(sign_head(&app.store).await, Some(2));
 
     for sql in [
@@ -752,10 +654,10 @@ async fn runtime_role_cannot_rewrite_the_audit_log() {
         );
     }
     // What it needs still works: the rest of the gateway's tables, verify and purge.
-    let (code, out) = gateway(&roles.runtime_url, &["audit", "verify"]);
+    let (code, out) = cli::run(&roles.runtime_url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("1 signed checkpoints"), "{out}");
-    let (code, out) = gateway(&roles.runtime_url, &["purge", "--older-than", "1"]);
+    let (code, out) = cli::run(&roles.runtime_url, &["purge", "--older-than", "1"]);
     assert_eq!(code, Some(0), "{out}");
 
     // The old set-up, where the gateway's own role owns the audit tables, is reported.
@@ -787,7 +689,7 @@ async fn runtime_role_cannot_rewrite_the_audit_log() {
         "{problems:?}"
     );
     // And `migrate --grant-to` refuses to leave a runtime role that owns them.
-    let (code, out) = gateway(&roles.owner_url, &["migrate", "--grant-to", &roles.runtime]);
+    let (code, out) = cli::run(&roles.owner_url, &["migrate", "--grant-to", &roles.runtime]);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("audit_log"), "{out}");
     admin.close().await;
@@ -808,19 +710,19 @@ async fn rewrites_without_checkpoints_fail_verify(backend: Backend) {
     let app = TestApp::start_with_clock(test_config(&shipped_config_text(), &url), db, clock).await;
     seed(&app).await;
     assert_eq!(sign_head(&app.store).await, Some(7));
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
 
     // Entries 8 to 13, unsigned for an hour: beyond the bound.
     seed(&app).await;
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 8"), "{out}");
     assert!(out.contains("not covered by a signed checkpoint"), "{out}");
     // The bound can be given: by age, then by count.
-    let (code, out) = gateway(&url, &["audit", "verify", "--max-uncovered-secs", "7200"]);
+    let (code, out) = cli::run(&url, &["audit", "verify", "--max-uncovered-secs", "7200"]);
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = gateway(
+    let (code, out) = cli::run(
         &url,
         &[
             "audit",
@@ -834,19 +736,19 @@ async fn rewrites_without_checkpoints_fail_verify(backend: Backend) {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("6 entries"), "{out}");
     assert_eq!(sign_head(&app.store).await, Some(13));
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("2 signed checkpoints"), "{out}");
 
     // The attack: triggers off, entry 3 rewritten, chain and head recomputed.
     lift_triggers(&app.store).await;
     rewrite_entry(&app.store, 3, "coventry-housing").await;
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 7"), "{out}");
     // ... and the checkpoints that give it away deleted.
     exec(&app, "DELETE FROM audit_checkpoints").await.unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 1"), "{out}");
     assert!(out.contains("not covered by a signed checkpoint"), "{out}");
@@ -879,7 +781,7 @@ async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) 
         assert!(!signed[field].is_null(), "{field} in {signed}");
     }
     let head_arg = head.display().to_string();
-    let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+    let (code, out) = cli::run(&url, &["audit", "verify", "--head", &head_arg]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("signed head 7"), "{out}");
 
@@ -898,9 +800,9 @@ async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) 
         .execute(store.pool())
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "within the bound: {out}");
-    let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+    let (code, out) = cli::run(&url, &["audit", "verify", "--head", &head_arg]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("entry 7"), "{out}");
     assert!(out.contains("signed head"), "{out}");
@@ -914,7 +816,7 @@ async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) 
         .execute(store.pool())
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+    let (code, out) = cli::run(&url, &["audit", "verify", "--head", &head_arg]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("entry 7"), "{out}");
 
@@ -927,7 +829,7 @@ async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) 
         let mut forged = signed.clone();
         forged[field] = value;
         std::fs::write(&head, forged.to_string()).unwrap();
-        let (code, out) = gateway(&url, &["audit", "verify", "--head", &head_arg]);
+        let (code, out) = cli::run(&url, &["audit", "verify", "--head", &head_arg]);
         assert_eq!(code, Some(1), "{field}: {out}");
         assert!(out.contains("signature"), "{field}: {out}");
     }
@@ -967,21 +869,21 @@ async fn disordered_or_mismatched_checkpoints_fail_verify(backend: Backend) {
         .insert_checkpoint(&checkpoint(6, &entries[5].1, now - 600_000_000))
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 6"), "{out}");
     assert!(out.contains("out of order"), "{out}");
 
     lift_triggers(&app.store).await;
     exec(&app, "DELETE FROM audit_checkpoints").await.unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
     // A genuine signature over entry 4's hash, stored as the checkpoint of entry 5.
     app.store
         .insert_checkpoint(&checkpoint(5, &entries[3].1, now))
         .await
         .unwrap();
-    let (code, out) = gateway(&url, &["audit", "verify"]);
+    let (code, out) = cli::run(&url, &["audit", "verify"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("at entry 5"), "{out}");
     assert!(out.contains("signed another chain head"), "{out}");

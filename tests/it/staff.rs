@@ -1,14 +1,10 @@
 //! Staff access on the staff listener: JWT checks, roles and agency scope, the auditor
 //! API (events, subject access, export), each query audited.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 const ISSUER: &str = "https://login.example.org/referral-gateway-dev";
@@ -112,14 +108,6 @@ impl Idp {
     }
 }
 
-async fn get(app: &TestApp, path: &str, token: Option<&str>) -> reqwest::Response {
-    let mut request = staff_client().get(app.staff_url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.expect("request reaches the gateway")
-}
-
 async fn count_action(app: &TestApp, action: &str) -> i64 {
     app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", action)
         .await
@@ -131,15 +119,12 @@ async fn jwt_checks(backend: Backend) {
     let auditor = Idp::claims(&["auditor"], None);
 
     // Valid tokens: ES256 from the provider, EdDSA from `dev-token`'s key.
-    let r = get(&app, "/v1/audit/events", Some(&idp.es256(&auditor))).await;
-    assert_eq!(r.status(), 200);
-    let page: Value = r.json().await.unwrap();
+    let page = app
+        .staff_get("/v1/audit/events", &idp.es256(&auditor), 200)
+        .await;
     assert_eq!(page["items"][0]["action"], "config.loaded");
     let dev = idp.dev_token(&[referral_gateway::staff_auth::tokens::Role::Auditor], None);
-    assert_eq!(
-        get(&app, "/v1/audit/events", Some(&dev)).await.status(),
-        200
-    );
+    app.staff_get("/v1/audit/events", &dev, 200).await;
 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let with = |patch: Value| {
@@ -200,7 +185,7 @@ async fn jwt_checks(backend: Backend) {
         ("garbage", "not.a.token".to_owned(), "invalid-token"),
     ];
     for (case, token, kind) in &refused {
-        let r = get(&app, "/v1/audit/events", Some(token)).await;
+        let r = staff_response(&app, "/v1/audit/events", Some(token)).await;
         assert_eq!(r.status(), 401, "{case}");
         assert_eq!(
             r.headers()["www-authenticate"],
@@ -215,7 +200,7 @@ async fn jwt_checks(backend: Backend) {
         );
     }
     // No token at all.
-    let r = get(&app, "/v1/audit/events", None).await;
+    let r = staff_response(&app, "/v1/audit/events", None).await;
     assert_eq!(
         r.headers()["www-authenticate"],
         r#"Bearer realm="referral-gateway""#
@@ -229,22 +214,19 @@ async fn jwt_checks(backend: Backend) {
         .unwrap();
     problem(r, 401).await;
     // A valid token without a gateway role, and a service manager on an auditor route.
-    let body = problem(
-        get(
-            &app,
+    let body = app
+        .staff_get(
             "/v1/audit/events",
-            Some(&idp.es256(&Idp::claims(&["nurse"], None))),
+            &idp.es256(&Idp::claims(&["nurse"], None)),
+            403,
         )
-        .await,
-        403,
-    )
-    .await;
+        .await;
     assert_eq!(
         body["type"],
         "urn:referral-gateway:problem:insufficient-role"
     );
     let manager = idp.es256(&Idp::claims(&["service_manager"], Some("coventry-cmht")));
-    problem(get(&app, "/v1/audit/export", Some(&manager)).await, 403).await;
+    app.staff_get("/v1/audit/export", &manager, 403).await;
 
     // Every refusal is in the audit log: 9 bad tokens, 2 without one, 2 without the role.
     assert_eq!(count_action(&app, "auth.refused").await, 13);
@@ -310,10 +292,7 @@ async fn hostile_headers_and_claims(backend: Backend) {
         &json!({"alg": "ES256", "typ": "JWT", "kid": ES_KID}),
         &auditor,
     );
-    assert_eq!(
-        get(&app, "/v1/audit/events", Some(&plain)).await.status(),
-        200
-    );
+    app.staff_get("/v1/audit/events", &plain, 200).await;
     let hostile_sub = format!("ig.lead@example.org\r\nstaff:admin {}", "A".repeat(3000));
     let cases = [
         (
@@ -384,7 +363,7 @@ async fn hostile_headers_and_claims(backend: Backend) {
         ),
     ];
     for (case, token, reason) in &cases {
-        let r = get(&app, "/v1/audit/events", Some(token)).await;
+        let r = staff_response(&app, "/v1/audit/events", Some(token)).await;
         assert_eq!(r.status(), 401, "{case}");
         let body = problem(r, 401).await;
         assert_eq!(
@@ -430,14 +409,12 @@ on_both_backends!(hostile_headers_and_claims);
 async fn service_manager_scope(backend: Backend) {
     let idp = Idp::new();
     let app = TestApp::spawn_with(backend, &idp.config("")).await;
-    let to_cmht = submit(&app, example_text("cmht")).await;
-    let to_iapt = submit(&app, example_text("iapt")).await;
+    let to_cmht = app.submit(example_text("cmht")).await;
+    let to_iapt = app.submit(example_text("iapt")).await;
     let manager = idp.es256(&Idp::claims(&["service_manager"], Some("coventry-cmht")));
 
     // Own agency: the referral list holds the CMHT referral only, with no payload.
-    let r = get(&app, "/v1/referrals", Some(&manager)).await;
-    assert_eq!(r.status(), 200);
-    let list: Value = r.json().await.unwrap();
+    let list = app.staff_get("/v1/referrals", &manager, 200).await;
     let ids: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -449,9 +426,7 @@ async fn service_manager_scope(backend: Backend) {
         !list.to_string().contains("Example"),
         "no personal data in lists"
     );
-    let r = get(&app, "/v1/reports/sla", Some(&manager)).await;
-    assert_eq!(r.status(), 200);
-    let report: Value = r.json().await.unwrap();
+    let report = app.staff_get("/v1/reports/sla", &manager, 200).await;
     assert_eq!(report["agency"], "coventry-cmht");
     assert!(
         report["rows"]
@@ -467,7 +442,7 @@ async fn service_manager_scope(backend: Backend) {
         "/v1/referrals?agency=coventry-iapt",
         "/v1/reports/sla?agency=coventry-iapt",
     ] {
-        let body = problem(get(&app, path, Some(&manager)).await, 403).await;
+        let body = app.staff_get(path, &manager, 403).await;
         assert_eq!(
             body["type"], "urn:referral-gateway:problem:other-agency",
             "{path}"
@@ -476,25 +451,19 @@ async fn service_manager_scope(backend: Backend) {
     // A manager token naming no agency, or an unregistered one.
     for agency in [None, Some("nowhere")] {
         let token = idp.es256(&Idp::claims(&["service_manager"], agency));
-        let body = problem(get(&app, "/v1/reports/sla", Some(&token)).await, 403).await;
+        let body = app.staff_get("/v1/reports/sla", &token, 403).await;
         assert_eq!(body["type"], "urn:referral-gateway:problem:no-agency-claim");
     }
     assert_eq!(count_action(&app, "auth.refused").await, 4);
 
     // An auditor names any agency; without one the list asks for it.
     let auditor = idp.es256(&Idp::claims(&["auditor"], None));
-    let list: Value = get(&app, "/v1/referrals?agency=coventry-iapt", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = app
+        .staff_get("/v1/referrals?agency=coventry-iapt", &auditor, 200)
+        .await;
     assert_eq!(list["items"][0]["referral_id"], to_iapt.as_str());
-    problem(get(&app, "/v1/referrals", Some(&auditor)).await, 400).await;
-    let all: Value = get(&app, "/v1/reports/sla", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+    app.staff_get("/v1/referrals", &auditor, 400).await;
+    let all = app.staff_get("/v1/reports/sla", &auditor, 200).await;
     assert_eq!(all["agency"], Value::Null);
     // Each successful staff read is audited under the staff subject.
     use sqlx::Row;
@@ -518,18 +487,15 @@ async fn service_manager_scope(backend: Backend) {
     );
     // One referral's status and timeline (never its payload): a manager sees their
     // agency's, and gets 404 for others; an auditor sees any.
-    let r = get(&app, &format!("/v1/referrals/{to_cmht}"), Some(&manager)).await;
-    assert_eq!(r.status(), 200);
-    let view: Value = r.json().await.unwrap();
+    let view = app
+        .staff_get(&format!("/v1/referrals/{to_cmht}"), &manager, 200)
+        .await;
     assert_eq!(view["referral_id"], to_cmht.as_str());
     assert!(view["timeline"].is_array() && view.get("person").is_none());
-    problem(
-        get(&app, &format!("/v1/referrals/{to_iapt}"), Some(&manager)).await,
-        404,
-    )
-    .await;
-    let r = get(&app, &format!("/v1/referrals/{to_iapt}"), Some(&auditor)).await;
-    assert_eq!(r.status(), 200);
+    app.staff_get(&format!("/v1/referrals/{to_iapt}"), &manager, 404)
+        .await;
+    app.staff_get(&format!("/v1/referrals/{to_iapt}"), &auditor, 200)
+        .await;
     assert_eq!(count_action(&app, "referral.read.denied").await, 1);
     app.stop().await;
 }
@@ -539,11 +505,7 @@ on_both_backends!(service_manager_scope);
 /// The shipped config plus a second sending team (the court liaison team), holding the
 /// CA-signed "unregistered" example certificate, in both agreements.
 fn two_sender_config(idp: &Idp) -> String {
-    let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
-        .unwrap();
-    let pin = referral_gateway::security::tls::fingerprint_hex(
-        &referral_gateway::security::tls::sha256(cert.as_ref()),
-    );
+    let pin = unregistered_pin();
     idp.config(&format!(
         r#"
 [[agencies]]
@@ -564,15 +526,6 @@ areas = ["coventry"]
         "senders = [\"coventry-liaison\"]",
         "senders = [\"coventry-liaison\", \"coventry-court-liaison\"]",
     )
-}
-
-fn court_client() -> reqwest::Client {
-    let dir = root().join("certs-example/unregistered");
-    http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        Some((dir.join("client.crt"), dir.join("client.key"))),
-        rustls::ALL_VERSIONS,
-    ))
 }
 
 async fn accepted_id(r: reqwest::Response) -> String {
@@ -596,11 +549,11 @@ async fn disclosures(app: &TestApp, token: &str, body: Value) -> reqwest::Respon
 async fn subject_access(backend: Backend) {
     let idp = Idp::new();
     let app = TestApp::spawn_with(backend, &two_sender_config(&idp)).await;
-    let liaison = agency_client("coventry-liaison");
-    let court = court_client();
+    // The court liaison team holds the "unregistered" example certificate.
+    let court = unregistered_client();
 
     // Person A: the examples' Alex Example, NHS 943 476 5919.
-    let first = accepted_id(post_referral(&liaison, &app, example_text("cmht")).await).await;
+    let first = app.submit(example_text("cmht")).await;
     let second = accepted_id(post_referral(&court, &app, example_text("iapt")).await).await;
     // The third, from the court team, gives no NHS number: found by name and birth date
     // (written differently: case and spacing do not matter).
@@ -615,10 +568,10 @@ async fn subject_access(backend: Backend) {
     other["person"]["nhs_number"] = json!("401 023 2137");
     other["person"]["name"] = json!({"given": "Sam", "family": "Other"});
     other["person"]["date_of_birth"] = json!("1980-03-02");
-    let other_id = accepted_id(post_referral(&liaison, &app, other.to_string()).await).await;
+    let other_id = app.submit(other.to_string()).await;
     // The CMHT reads person A's referral: that access belongs in the answer too.
     assert_eq!(
-        view_as(&app, "coventry-cmht", &first).await["referral_id"],
+        app.view_as("coventry-cmht", &first, 200).await["referral_id"],
         first.as_str()
     );
 
@@ -842,22 +795,18 @@ async fn events_and_export(backend: Backend) {
     let idp = Idp::new();
     let app = TestApp::spawn_with(backend, &idp.config("")).await;
     let ids = [
-        submit(&app, example_text("cmht")).await,
-        submit(&app, example_text("iapt")).await,
-        submit(&app, example_text("cmht")).await,
+        app.submit(example_text("cmht")).await,
+        app.submit(example_text("iapt")).await,
+        app.submit(example_text("cmht")).await,
     ];
-    view_as(&app, "coventry-iapt", &ids[1]).await;
+    app.view_as("coventry-iapt", &ids[1], 200).await;
     let auditor = idp.es256(&Idp::claims(&["auditor"], None));
 
     // Filters: action (exact and family), referral, agency; and keyset pages.
     let page = |path: String| {
         let app = &app;
         let auditor = auditor.clone();
-        async move {
-            let r = get(app, &path, Some(&auditor)).await;
-            assert_eq!(r.status(), 200, "{path}");
-            r.json::<Value>().await.unwrap()
-        }
+        async move { app.staff_get(&path, &auditor, 200).await }
     };
     let actions = |v: &Value| -> Vec<String> {
         v["items"]
@@ -885,18 +834,10 @@ async fn events_and_export(backend: Backend) {
     assert_eq!(actions(&iapt), ["referral.submitted", "referral.read"]);
     // The agency filter finds who looked at an agency's data: a staff read of one of its
     // referrals, and a staff report over it.
-    assert_eq!(
-        get(&app, &format!("/v1/referrals/{}", ids[0]), Some(&auditor))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        get(&app, "/v1/reports/sla?agency=coventry-cmht", Some(&auditor))
-            .await
-            .status(),
-        200
-    );
+    app.staff_get(&format!("/v1/referrals/{}", ids[0]), &auditor, 200)
+        .await;
+    app.staff_get("/v1/reports/sla?agency=coventry-cmht", &auditor, 200)
+        .await;
     let cmht = page("/v1/audit/events?agency=coventry-cmht&action=referral.read".into()).await;
     assert_eq!(cmht["items"][0]["actor"], "staff:ig.lead@example.org");
     assert_eq!(cmht["items"][0]["referral_id"], ids[0].as_str());
@@ -940,11 +881,9 @@ async fn events_and_export(backend: Backend) {
         "referral=not-an-id",
         "agency=nowhere",
     ] {
-        let body = problem(
-            get(&app, &format!("/v1/audit/events?{bad}"), Some(&auditor)).await,
-            400,
-        )
-        .await;
+        let body = app
+            .staff_get(&format!("/v1/audit/events?{bad}"), &auditor, 400)
+            .await;
         assert_eq!(
             body["type"], "urn:referral-gateway:problem:bad-query",
             "{bad}"
@@ -953,7 +892,7 @@ async fn events_and_export(backend: Backend) {
 
     // NDJSON export: every entry up to the head, a chain whose links hold.
     let head_before = app.store.audit_head().await.unwrap().0;
-    let r = get(&app, "/v1/audit/export?format=ndjson", Some(&auditor)).await;
+    let r = staff_response(&app, "/v1/audit/export?format=ndjson", Some(&auditor)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let text = r.text().await.unwrap();
@@ -970,7 +909,7 @@ async fn events_and_export(backend: Backend) {
         );
     }
     // CSV export with a header row, one line per entry.
-    let r = get(&app, "/v1/audit/export?format=csv", Some(&auditor)).await;
+    let r = staff_response(&app, "/v1/audit/export?format=csv", Some(&auditor)).await;
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = r.text().await.unwrap();
     assert!(csv.starts_with("seq,at,at_micros,actor,action,"));
@@ -979,11 +918,8 @@ async fn events_and_export(backend: Backend) {
         head_before + 2,
         "header + entries incl. the NDJSON export's"
     );
-    problem(
-        get(&app, "/v1/audit/export?format=xml", Some(&auditor)).await,
-        400,
-    )
-    .await;
+    app.staff_get("/v1/audit/export?format=xml", &auditor, 400)
+        .await;
 
     // Each query and export is itself in the log, and the whole log still verifies.
     assert_eq!(count_action(&app, "audit.exported").await, 2);
@@ -992,13 +928,10 @@ async fn events_and_export(backend: Backend) {
         4 + walked_pages + 1 + 2
     );
     // The staff listener answers liveness and keys to anyone, and nothing more.
-    assert_eq!(get(&app, "/healthz", None).await.status(), 200);
-    assert_eq!(get(&app, "/v1/keys", None).await.status(), 200);
-    problem(get(&app, "/readyz", None).await, 404).await;
-    let key = referral_gateway::security::signing::GatewayKey::load(
-        &root().join("certs-example/gateway-signing.key"),
-    )
-    .unwrap();
+    assert_eq!(staff_response(&app, "/healthz", None).await.status(), 200);
+    assert_eq!(staff_response(&app, "/v1/keys", None).await.status(), 200);
+    problem(staff_response(&app, "/readyz", None).await, 404).await;
+    let key = signing_key();
     referral_gateway::governance::audit_log::verify(&app.store, &[key.public().clone()])
         .await
         .expect("chain verifies");
@@ -1058,7 +991,7 @@ async fn jwks_endpoint(
 async fn status_within(app: &TestApp, token: &str, want: u16, seconds: u64) -> bool {
     let started = std::time::Instant::now();
     loop {
-        if get(app, "/v1/audit/events?limit=1", Some(token))
+        if staff_response(app, "/v1/audit/events?limit=1", Some(token))
             .await
             .status()
             == want
@@ -1098,7 +1031,9 @@ async fn keys_from_a_jwks_url_are_fetched_and_follow_rotation() {
     // makes the gateway fetch again; then B works and A, no longer published, does not.
     *document.lock().unwrap() = json!({"keys": [jwk_b]}).to_string();
     assert_eq!(
-        get(&app, "/v1/audit/events", Some(&token_b)).await.status(),
+        staff_response(&app, "/v1/audit/events", Some(&token_b))
+            .await
+            .status(),
         401
     );
     assert!(
@@ -1106,7 +1041,9 @@ async fn keys_from_a_jwks_url_are_fetched_and_follow_rotation() {
         "refetched after an unknown kid"
     );
     assert_eq!(
-        get(&app, "/v1/audit/events", Some(&token_a)).await.status(),
+        staff_response(&app, "/v1/audit/events", Some(&token_a))
+            .await
+            .status(),
         401
     );
     app.stop().await;

@@ -1,44 +1,20 @@
 //! Delivery through the outbox relay to real RabbitMQ, each test in its own namespace.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::cli;
+use crate::common::*;
 use serde_json::{Value, json};
-
-const SERVICE_TYPES: [(&str, &str); 4] = [
-    ("cmht", "coventry-cmht"),
-    ("iapt", "coventry-iapt"),
-    ("housing", "coventry-housing"),
-    ("substance_misuse", "coventry-substance-misuse"),
-];
-
-async fn wait_until_drained(app: &TestApp, timeout: Duration) {
-    let started = std::time::Instant::now();
-    loop {
-        let backlog = app.store.outbox_backlog().await.unwrap();
-        if backlog.pending == 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "outbox not drained: {backlog:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn each_referral_arrives_once_on_its_agencys_queue() {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
-    let client = agency_client("coventry-liaison");
     let mut sent = BTreeMap::new();
     for (service_type, agency) in SERVICE_TYPES {
-        let id = submit(&app, example_text(service_type)).await;
+        let id = app.submit(example_text(service_type)).await;
         sent.insert(agency, (id, service_type));
     }
     for (agency, (id, service_type)) in &sent {
@@ -92,22 +68,15 @@ async fn each_referral_arrives_once_on_its_agencys_queue() {
             assert!(!meta.contains(personal), "{personal} in AMQP metadata");
         }
         // The sender sees the referral as queued.
-        let view: Value = client
-            .get(app.url(&format!("/v1/referrals/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view = app.view_as("coventry-liaison", id, 200).await;
         assert_eq!(view["status"], "queued");
     }
-    wait_until_drained(&app, Duration::from_secs(5)).await;
-    let ready = ops_get(&app, "/readyz").await;
+    app.wait_until_drained(Duration::from_secs(5)).await;
+    let ready = app.ops_get("/readyz").await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["broker"], "ok");
     assert_eq!(ready["outbox"]["pending"], 0);
-    let metrics = ops_text(&app, "/metrics").await;
+    let metrics = app.ops_text("/metrics").await;
     for line in [
         "refgw_publish_confirms_total{outcome=\"ack\"} 4",
         "refgw_http_requests_total{route=\"/v1/referrals\",method=\"POST\",status=\"202\"} 4",
@@ -121,20 +90,6 @@ async fn each_referral_arrives_once_on_its_agencys_queue() {
     broker.cleanup().await;
 }
 
-async fn ops_text(app: &TestApp, path: &str) -> String {
-    let plain = http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        None,
-        rustls::ALL_VERSIONS,
-    ));
-    let response = plain.get(format!("{}{path}", app.ops_base)).send().await;
-    response.unwrap().text().await.unwrap()
-}
-
-async fn ops_get(app: &TestApp, path: &str) -> Value {
-    serde_json::from_str(&ops_text(app, path).await).unwrap()
-}
-
 async fn referrals_wait_out_a_broker_outage(backend: Backend) {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
@@ -143,9 +98,9 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
 
     let mut ids = BTreeSet::new();
     for _ in 0..25 {
-        ids.insert(submit(&app, example_text("cmht")).await);
+        ids.insert(app.submit(example_text("cmht")).await);
     }
-    let ready = ops_get(&app, "/readyz").await;
+    let ready = app.ops_get("/readyz").await;
     assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["checks"]["broker"], "unreachable");
     assert_eq!(ready["outbox"]["pending"], 25);
@@ -168,7 +123,7 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
     assert_eq!(distinct, ids, "every accepted referral arrived");
     assert_eq!(received.len(), ids.len(), "none arrived twice");
 
-    wait_until_drained(&app, Duration::from_secs(5)).await;
+    app.wait_until_drained(Duration::from_secs(5)).await;
     use sqlx::Row;
     let row = sqlx::query(
         "SELECT COUNT(*) AS rows, COUNT(published_at) AS published, COUNT(DISTINCT referral_id) AS referrals FROM outbox",
@@ -204,9 +159,9 @@ async fn readyz_and_the_relay_read_the_injected_clock() {
         clock.clone(),
     )
     .await;
-    submit(&app, example_text("cmht")).await;
+    app.submit(example_text("cmht")).await;
     clock.advance(time::Duration::minutes(90));
-    let ready = ops_get(&app, "/readyz").await;
+    let ready = app.ops_get("/readyz").await;
     assert_eq!(ready["checks"]["broker"], "relay_disabled");
     assert_eq!(ready["outbox"]["pending"], 1);
     assert_eq!(ready["outbox"]["oldest_age_seconds"].as_f64(), Some(5400.0));
@@ -219,13 +174,13 @@ async fn readyz_and_the_relay_read_the_injected_clock() {
     let db = TestDatabase::create(Backend::Sqlite).await;
     let config = delivering_config(&shipped_config_text(), &db.url, AMQP_URL, &namespace);
     let app = TestApp::start_with_clock(config, db, clock.clone()).await;
-    let id = submit(&app, example_text("cmht")).await;
+    let id = app.submit(example_text("cmht")).await;
     let queue = broker.topology.referral_queue("coventry-cmht");
     assert_eq!(
         broker.take(&queue, 1, Duration::from_secs(20)).await.len(),
         1
     );
-    wait_until_drained(&app, Duration::from_secs(5)).await;
+    app.wait_until_drained(Duration::from_secs(5)).await;
     use sqlx::Row;
     let row = sqlx::query("SELECT published_at FROM outbox WHERE referral_id = $1")
         .bind(&id)
@@ -254,7 +209,7 @@ async fn a_connection_cut_mid_stream_loses_nothing() {
         if i == 40 {
             proxy.set_up(true);
         }
-        ids.insert(submit(&app, example_text("iapt")).await);
+        ids.insert(app.submit(example_text("iapt")).await);
     }
     let queue = broker.topology.referral_queue("coventry-iapt");
     let messages = broker.take(&queue, 60, Duration::from_secs(30)).await;
@@ -286,7 +241,7 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
     let mut ids = BTreeSet::new();
     let bodies: Vec<_> = (0..300).map(|_| example_text("substance_misuse")).collect();
     for chunk in bodies.chunks(20) {
-        let futures = chunk.iter().map(|b| submit(&app, b.clone()));
+        let futures = chunk.iter().map(|b| app.submit(b.clone()));
         ids.extend(futures_util::future::join_all(futures).await);
     }
     assert_eq!(ids.len(), 300);
@@ -340,23 +295,17 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
     broker.cleanup().await;
 }
 
+/// An operator command against `database_url`, in the test's broker `namespace`: whether
+/// it succeeded, and what it wrote.
 fn gateway_cli(namespace: &str, database_url: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_referral-gateway"))
-        .current_dir(ROOT)
-        .env("REFGW_AMQP_NAMESPACE", namespace)
-        .env("REFGW_DATABASE_URL", database_url)
-        .env("REFGW_LOG", "warn")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out) = cli::output(
+        cli::gateway()
+            .env("REFGW_AMQP_NAMESPACE", namespace)
+            .env("REFGW_DATABASE_URL", database_url)
+            .env("REFGW_LOG", "warn")
+            .args(args),
+    );
+    (code == Some(0), out)
 }
 
 /// A consumer rejects a referral: it is dead-lettered, listed and replayed by the
@@ -367,7 +316,7 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
-    let id = submit(&app, example_text("cmht")).await;
+    let id = app.submit(example_text("cmht")).await;
     let queue = broker.topology.referral_queue("coventry-cmht");
     let started = std::time::Instant::now();
     let message = loop {
@@ -463,7 +412,7 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
 }
 
 fn example_binary(name: &str) -> std::path::PathBuf {
-    // target/<profile>/deps/delivery-<hash> -> target/<profile>/examples/<name>
+    // target/<profile>/deps/it-<hash> -> target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let path = exe
         .parent()
@@ -473,7 +422,7 @@ fn example_binary(name: &str) -> std::path::PathBuf {
         .join("examples")
         .join(name);
     if !path.exists() {
-        // `cargo test` builds examples; `cargo test --test delivery` does not.
+        // `cargo test` builds examples; `cargo test --test it` does not.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(ROOT)
@@ -499,8 +448,6 @@ async fn the_example_consumers_receive_referrals() {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
-    let client = agency_client("coventry-liaison");
-
     let mut consumers: Vec<(&str, std::process::Command)> = Vec::new();
     let rust = std::process::Command::new(example_binary("consumer"));
     consumers.push(("rust", rust));
@@ -517,20 +464,14 @@ async fn the_example_consumers_receive_referrals() {
     for (name, mut command) in consumers {
         let mut ids = BTreeSet::new();
         for _ in 0..5 {
-            ids.insert(submit(&app, example_text("iapt")).await);
+            ids.insert(app.submit(example_text("iapt")).await);
         }
         // A follow-up note from the sender about one of them: a `follow_up` message.
         let noted = ids.iter().next().unwrap().clone();
         let note = json!({"event_id": uuid::Uuid::new_v4().to_string(), "type": "follow_up", "detail": "GP details supplied."});
-        let r = client
-            .post(app.url(&format!("/v1/referrals/{noted}/events")))
-            .header("content-type", "application/json")
-            .body(note.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        wait_until_drained(&app, Duration::from_secs(10)).await;
+        app.post_event_as("coventry-liaison", &noted, &note, 201)
+            .await;
+        app.wait_until_drained(Duration::from_secs(10)).await;
         // A duplicate publish of one of them (as after a relay crash): same message_id.
         let duplicate_of = ids.iter().next().unwrap().clone();
         broker

@@ -1,17 +1,15 @@
 //! Referral lifecycle events over mTLS, with status messages on the sender's queue.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 async fn full_lifecycle(backend: Backend) {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(backend, AMQP_URL, &namespace).await;
-    let id = submit(&app, example_text("cmht")).await;
+    let id = app.submit(example_text("cmht")).await;
     let delivered = broker
         .take(
             &broker.topology.referral_queue("coventry-cmht"),
@@ -51,9 +49,7 @@ async fn full_lifecycle(backend: Backend) {
         ),
     ];
     for (e, status) in &steps {
-        let r = post_event(&app, "coventry-cmht", &id, e).await;
-        assert_eq!(r.status(), 201, "{}", e["type"]);
-        let record: Value = r.json().await.unwrap();
+        let record = app.post_event_as("coventry-cmht", &id, e, 201).await;
         assert_eq!(record["status"], *status);
         assert_eq!(record["referral_id"], id.as_str());
         assert_eq!(record["event_id"], e["event_id"]);
@@ -102,14 +98,7 @@ async fn full_lifecycle(backend: Backend) {
 
     // The timeline, for sender and recipient alike.
     for agency in ["coventry-liaison", "coventry-cmht"] {
-        let view: Value = agency_client(agency)
-            .get(app.url(&format!("/v1/referrals/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view = app.view_as(agency, &id, 200).await;
         assert_eq!(view["status"], "closed");
         let timeline = view["timeline"].as_array().unwrap();
         assert_eq!(timeline.len(), 5);
@@ -117,14 +106,9 @@ async fn full_lifecycle(backend: Backend) {
         assert_eq!(timeline[2]["contact"]["outcome"], "not_attended");
     }
     // Nothing after closed.
-    let r = post_event(
-        &app,
-        "coventry-cmht",
-        &id,
-        &event("acknowledged", json!({})),
-    )
-    .await;
-    let body = problem(r, 409).await;
+    let body = app
+        .post_event_as("coventry-cmht", &id, &event("acknowledged", json!({})), 409)
+        .await;
     assert_eq!(
         body["type"],
         "urn:referral-gateway:problem:illegal-transition"
@@ -137,7 +121,7 @@ on_both_backends!(full_lifecycle);
 
 async fn refusals_and_retries(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let id = submit(&app, example_text("cmht")).await;
+    let id = app.submit(example_text("cmht")).await;
 
     // first_contact before accepted.
     let today = time::OffsetDateTime::now_utc().date().to_string();
@@ -145,7 +129,7 @@ async fn refusals_and_retries(backend: Backend) {
         "first_contact",
         json!({"contact": {"outcome": "attended", "date": today}}),
     );
-    let body = problem(post_event(&app, "coventry-cmht", &id, &contact).await, 409).await;
+    let body = app.post_event_as("coventry-cmht", &id, &contact, 409).await;
     assert!(
         body["detail"]
             .as_str()
@@ -155,69 +139,49 @@ async fn refusals_and_retries(backend: Backend) {
     );
 
     // A third agency cannot tell the referral exists; a bad id is the same 404.
-    problem(
-        post_event(
-            &app,
-            "coventry-iapt",
-            &id,
-            &event("acknowledged", json!({})),
-        )
-        .await,
+    app.post_event_as("coventry-iapt", &id, &event("acknowledged", json!({})), 404)
+        .await;
+    app.post_event_as(
+        "coventry-cmht",
+        &uuid::Uuid::now_v7().to_string(),
+        &event("acknowledged", json!({})),
         404,
     )
     .await;
-    problem(
-        post_event(
-            &app,
-            "coventry-cmht",
-            &uuid::Uuid::now_v7().to_string(),
-            &event("acknowledged", json!({})),
-        )
-        .await,
-        404,
-    )
-    .await;
-    problem(
-        post_event(
-            &app,
-            "coventry-cmht",
-            "nope",
-            &event("acknowledged", json!({})),
-        )
-        .await,
+    app.post_event_as(
+        "coventry-cmht",
+        "nope",
+        &event("acknowledged", json!({})),
         404,
     )
     .await;
 
     // The sender may not accept; the recipient may not withdraw.
-    let body = problem(
-        post_event(&app, "coventry-liaison", &id, &event("accepted", json!({}))).await,
-        403,
-    )
-    .await;
+    let body = app
+        .post_event_as("coventry-liaison", &id, &event("accepted", json!({})), 403)
+        .await;
     assert!(body["detail"].as_str().unwrap().contains("recipient"));
     let withdraw = event(
         "withdrawn",
         json!({"withdrawal_reason": "remanded_in_custody"}),
     );
-    problem(post_event(&app, "coventry-cmht", &id, &withdraw).await, 403).await;
+    app.post_event_as("coventry-cmht", &id, &withdraw, 403)
+        .await;
 
     // Schema errors with pointers; occurred_at in the future.
     let bad = json!({"event_id": "x", "type": "declined"});
-    let body = problem(post_event(&app, "coventry-cmht", &id, &bad).await, 422).await;
+    let body = app.post_event_as("coventry-cmht", &id, &bad, 422).await;
     assert_eq!(pointers(&body), ["/event_id", "/reason_code"]);
     let future = event(
         "acknowledged",
         json!({"occurred_at": "2999-01-01T00:00:00Z"}),
     );
-    let body = problem(post_event(&app, "coventry-cmht", &id, &future).await, 422).await;
+    let body = app.post_event_as("coventry-cmht", &id, &future, 422).await;
     assert_eq!(pointers(&body), ["/occurred_at"]);
 
     // Idempotent retry: same event id and body -> the original record, once.
     let ack = event("acknowledged", json!({}));
-    let first = post_event(&app, "coventry-cmht", &id, &ack).await;
-    assert_eq!(first.status(), 201);
-    let first: Value = first.json().await.unwrap();
+    let first = app.post_event_as("coventry-cmht", &id, &ack, 201).await;
     let retry = post_event(&app, "coventry-cmht", &id, &ack).await;
     assert_eq!(retry.status(), 200);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
@@ -225,7 +189,7 @@ async fn refusals_and_retries(backend: Backend) {
     // Same event id, different body.
     let mut changed = ack.clone();
     changed["detail"] = json!("changed");
-    let body = problem(post_event(&app, "coventry-cmht", &id, &changed).await, 409).await;
+    let body = app.post_event_as("coventry-cmht", &id, &changed, 409).await;
     assert_eq!(
         body["type"],
         "urn:referral-gateway:problem:idempotency-conflict"
@@ -236,26 +200,11 @@ async fn refusals_and_retries(backend: Backend) {
         "declined",
         json!({"reason_code": "out_of_area", "detail": "Lives in Warwick."}),
     );
-    assert_eq!(
-        post_event(&app, "coventry-cmht", &id, &decline)
-            .await
-            .status(),
-        201
-    );
-    problem(
-        post_event(&app, "coventry-liaison", &id, &withdraw).await,
-        409,
-    )
-    .await;
+    app.post_event_as("coventry-cmht", &id, &decline, 201).await;
+    app.post_event_as("coventry-liaison", &id, &withdraw, 409)
+        .await;
 
-    let view: Value = agency_client("coventry-liaison")
-        .get(app.url(&format!("/v1/referrals/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = app.view_as("coventry-liaison", &id, 200).await;
     assert_eq!(view["status"], "declined");
     let timeline = view["timeline"].as_array().unwrap();
     assert_eq!(
@@ -275,7 +224,7 @@ async fn withdrawal_reaches_the_recipient() {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(Backend::Sqlite, AMQP_URL, &namespace).await;
-    let id = submit(&app, example_text("substance_misuse")).await;
+    let id = app.submit(example_text("substance_misuse")).await;
     let queue = broker.topology.referral_queue("coventry-substance-misuse");
     assert_eq!(
         broker.take(&queue, 1, Duration::from_secs(20)).await.len(),
@@ -286,19 +235,15 @@ async fn withdrawal_reaches_the_recipient() {
         "follow_up",
         json!({"detail": "Chased by phone; GP details supplied."}),
     );
-    assert_eq!(
-        post_event(&app, "coventry-liaison", &id, &note)
-            .await
-            .status(),
-        201
-    );
+    app.post_event_as("coventry-liaison", &id, &note, 201).await;
     let withdraw = event(
         "withdrawn",
         json!({"withdrawal_reason": "remanded_in_custody"}),
     );
-    let r = post_event(&app, "coventry-liaison", &id, &withdraw).await;
-    assert_eq!(r.status(), 201);
-    assert_eq!(r.json::<Value>().await.unwrap()["status"], "withdrawn");
+    let record = app
+        .post_event_as("coventry-liaison", &id, &withdraw, 201)
+        .await;
+    assert_eq!(record["status"], "withdrawn");
 
     let messages = broker.take(&queue, 2, Duration::from_secs(20)).await;
     let kinds: Vec<String> = messages
@@ -333,7 +278,7 @@ async fn a_full_last_page_has_no_cursor() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(submit(&app, example_text("cmht")).await);
+        ids.push(app.submit(example_text("cmht")).await);
     }
     ids.reverse();
     let page = |query: String| {
@@ -375,26 +320,21 @@ async fn listing_filters_and_pages() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut cmht = Vec::new();
     for _ in 0..2 {
-        cmht.push(submit(&app, example_text("cmht")).await);
+        cmht.push(app.submit(example_text("cmht")).await);
     }
     let mut iapt = Vec::new();
     for _ in 0..3 {
-        iapt.push(submit(&app, example_text("iapt")).await);
+        iapt.push(app.submit(example_text("iapt")).await);
     }
     let ack = event("acknowledged", json!({}));
-    assert_eq!(
-        post_event(&app, "coventry-iapt", &iapt[0], &ack)
-            .await
-            .status(),
-        201
-    );
+    app.post_event_as("coventry-iapt", &iapt[0], &ack, 201)
+        .await;
 
     let list = |agency: &'static str, query: &'static str| {
-        let app_url = app.url(&format!("/v1/referrals{query}"));
+        let app = &app;
         async move {
-            let r = agency_client(agency).get(app_url).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()
+            app.get_as(agency, &format!("/v1/referrals{query}"), 200)
+                .await
         }
     };
     // The sender pages through all five, newest first.
@@ -407,15 +347,13 @@ async fn listing_filters_and_pages() {
         let Some(cursor) = page["next_cursor"].as_str() else {
             break;
         };
-        let url = app.url(&format!("/v1/referrals?limit=2&cursor={cursor}"));
-        page = agency_client("coventry-liaison")
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        page = app
+            .get_as(
+                "coventry-liaison",
+                &format!("/v1/referrals?limit=2&cursor={cursor}"),
+                200,
+            )
+            .await;
     }
     let mut expected: Vec<String> = cmht.iter().chain(&iapt).cloned().collect();
     expected.reverse();
@@ -448,12 +386,8 @@ async fn listing_filters_and_pages() {
         "?role=both",
         "?status=queued&status=received",
     ] {
-        let r = agency_client("coventry-liaison")
-            .get(app.url(&format!("/v1/referrals{bad}")))
-            .send()
-            .await
-            .unwrap();
-        problem(r, 400).await;
+        app.get_as("coventry-liaison", &format!("/v1/referrals{bad}"), 400)
+            .await;
     }
     app.stop().await;
 }

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: a gateway on port 0 over real mTLS, backed by
 //! a throw-away SQLite file or a uniquely named PostgreSQL database that is dropped
 //! afterwards.
-#![allow(dead_code)]
+
+pub mod cli;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The shipped config's four service types, each with the Coventry agency that receives
+/// it (and an example referral in docs/examples/).
+pub const SERVICE_TYPES: [(&str, &str); 4] = [
+    ("cmht", "coventry-cmht"),
+    ("iapt", "coventry-iapt"),
+    ("housing", "coventry-housing"),
+    ("substance_misuse", "coventry-substance-misuse"),
+];
 
 pub fn root() -> &'static Path {
     Path::new(ROOT)
@@ -74,26 +84,30 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Runs even when the test panicked; a separate thread owns its own runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
+        if let Some(name) = self.pg_name.take() {
+            as_postgres_admin(vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]);
+        }
     }
+}
+
+/// Runs `statements` as the PostgreSQL administrator, ignoring failures: cleaning up after
+/// a test, even one that panicked (on a thread of its own, with its own runtime).
+fn as_postgres_admin(statements: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                for sql in statements {
+                    let _ = sqlx::query(&sql).execute(&mut conn).await;
+                }
+            }
+        });
+    })
+    .join();
 }
 
 /// Two PostgreSQL roles for one test database, as in production: `owner` owns the
@@ -144,30 +158,12 @@ impl PgRoles {
 
 impl Drop for PgRoles {
     fn drop(&mut self) {
-        let (database, owner, runtime) = (
-            self.database.clone(),
-            self.owner.clone(),
-            self.runtime.clone(),
-        );
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                    for sql in [
-                        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-                        format!("DROP ROLE IF EXISTS {runtime}"),
-                        format!("DROP ROLE IF EXISTS {owner}"),
-                    ] {
-                        let _ = sqlx::query(&sql).execute(&mut conn).await;
-                    }
-                }
-            });
-        })
-        .join();
+        let (database, owner, runtime) = (&self.database, &self.owner, &self.runtime);
+        as_postgres_admin(vec![
+            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {runtime}"),
+            format!("DROP ROLE IF EXISTS {owner}"),
+        ]);
     }
 }
 
@@ -337,6 +333,97 @@ impl TestApp {
             .try_get::<i64, _>(0)
             .expect("count")
     }
+
+    /// `POST /v1/referrals` as `agency`: asserts `status` and returns the JSON body (the
+    /// receipt, or a problem document checked as `problem` does).
+    pub async fn submit_as(
+        &self,
+        agency: &str,
+        body: impl Into<reqwest::Body>,
+        status: u16,
+    ) -> Value {
+        expect_json(
+            post_referral(&agency_client(agency), self, body).await,
+            status,
+        )
+        .await
+    }
+
+    /// Submits a referral as the Coventry liaison team; returns its id (asserting 202).
+    pub async fn submit(&self, body: impl Into<reqwest::Body>) -> String {
+        self.submit_as("coventry-liaison", body, 202).await["referral_id"]
+            .as_str()
+            .expect("referral id")
+            .to_owned()
+    }
+
+    /// Posts a lifecycle event as `agency`: asserts `status`, returns the JSON body.
+    pub async fn post_event_as(&self, agency: &str, id: &str, event: &Value, status: u16) -> Value {
+        expect_json(post_event(self, agency, id, event).await, status).await
+    }
+
+    /// `GET /v1/referrals/{id}` as `agency`: asserts `status`, returns the JSON body.
+    pub async fn view_as(&self, agency: &str, id: &str, status: u16) -> Value {
+        self.get_as(agency, &format!("/v1/referrals/{id}"), status)
+            .await
+    }
+
+    /// `GET path` on the agency listener as `agency`: asserts `status`, returns the JSON
+    /// body.
+    pub async fn get_as(&self, agency: &str, path: &str, status: u16) -> Value {
+        let response = agency_client(agency)
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        expect_json(response, status).await
+    }
+
+    /// `GET path` on the staff listener with a bearer `token`: asserts `status`, returns
+    /// the JSON body.
+    pub async fn staff_get(&self, path: &str, token: &str, status: u16) -> Value {
+        expect_json(staff_response(self, path, Some(token)).await, status).await
+    }
+
+    /// The text the ops listener answers `GET path` with.
+    pub async fn ops_text(&self, path: &str) -> String {
+        let response = staff_client()
+            .get(format!("{}{path}", self.ops_base))
+            .send()
+            .await;
+        response.unwrap().text().await.unwrap()
+    }
+
+    /// The JSON document the ops listener answers `GET path` with.
+    pub async fn ops_get(&self, path: &str) -> Value {
+        serde_json::from_str(&self.ops_text(path).await).unwrap()
+    }
+
+    /// The newest audit entry's action and detail.
+    pub async fn last_audit(&self) -> (String, String) {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT action, detail FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap();
+        (row.get("action"), row.get("detail"))
+    }
+
+    /// Waits until the relay has published every outbox row (failing after `timeout`).
+    pub async fn wait_until_drained(&self, timeout: std::time::Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let backlog = self.store.outbox_backlog().await.unwrap();
+            if backlog.pending == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "outbox not drained: {backlog:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -396,13 +483,45 @@ pub fn agency_client(agency: &str) -> reqwest::Client {
     ))
 }
 
-/// A TLS client without a client certificate (as staff tools are), trusting the dev CA.
+/// A TLS client without a client certificate (as staff tools are), trusting the dev CA;
+/// it reads the plain-HTTP ops listener too.
 pub fn staff_client() -> reqwest::Client {
     http_client(client_tls(
         &root().join("certs-example/ca.crt"),
         None,
         rustls::ALL_VERSIONS,
     ))
+}
+
+/// A client holding the "unregistered" example certificate: signed by the scheme CA but
+/// in no agency's registration (tests register it as a team of their own).
+pub fn unregistered_client() -> reqwest::Client {
+    let dir = root().join("certs-example/unregistered");
+    http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        Some((dir.join("client.crt"), dir.join("client.key"))),
+        rustls::ALL_VERSIONS,
+    ))
+}
+
+/// The SHA-256 fingerprint (as the config's `certificate = { sha256 = ... }` takes it) of
+/// the "unregistered" example certificate.
+pub fn unregistered_pin() -> String {
+    let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
+        .expect("unregistered example certificate");
+    referral_gateway::security::tls::fingerprint_hex(&referral_gateway::security::tls::sha256(
+        cert.as_ref(),
+    ))
+}
+
+/// The development audit signing key (certs-example/gateway-signing.key).
+pub fn signing_key() -> Arc<referral_gateway::security::signing::GatewayKey> {
+    Arc::new(
+        referral_gateway::security::signing::GatewayKey::load(
+            &root().join("certs-example/gateway-signing.key"),
+        )
+        .expect("development signing key"),
+    )
 }
 
 pub fn example_text(service_type: &str) -> String {
@@ -458,6 +577,30 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["status"], status);
     assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()));
     body
+}
+
+/// The JSON body of `response`, asserting its status; for a problem status (400 and up)
+/// checked as `problem` does.
+pub async fn expect_json(response: reqwest::Response, status: u16) -> Value {
+    if status >= 400 {
+        return problem(response, status).await;
+    }
+    let got = response.status().as_u16();
+    if got != status {
+        let url = response.url().clone();
+        let text = response.text().await.unwrap_or_default();
+        panic!("{url}: expected {status}, got {got}: {text}");
+    }
+    response.json().await.expect("JSON body")
+}
+
+/// `GET path` on the staff listener, with a bearer `token` when given: the raw response.
+pub async fn staff_response(app: &TestApp, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = staff_client().get(app.staff_url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request reaches the gateway")
 }
 
 /// A direct connection to the test broker, for declaring, reading and deleting a test
@@ -628,17 +771,7 @@ pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String>
         })
 }
 
-/// Submits a referral as the Coventry liaison team; returns its id (asserting 202).
-pub async fn submit(app: &TestApp, body: String) -> String {
-    let r = post_referral(&agency_client("coventry-liaison"), app, body).await;
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.expect("receipt")["referral_id"]
-        .as_str()
-        .expect("referral id")
-        .to_owned()
-}
-
-/// Posts a lifecycle event as `agency`.
+/// Posts a lifecycle event as `agency`: the raw response.
 pub async fn post_event(app: &TestApp, agency: &str, id: &str, event: &Value) -> reqwest::Response {
     agency_client(agency)
         .post(app.url(&format!("/v1/referrals/{id}/events")))
@@ -658,21 +791,8 @@ pub fn event(kind: &str, extra: Value) -> Value {
     e
 }
 
-/// `GET /v1/referrals/{id}` as `agency`.
-pub async fn view_as(app: &TestApp, agency: &str, id: &str) -> Value {
-    agency_client(agency)
-        .get(app.url(&format!("/v1/referrals/{id}")))
-        .send()
-        .await
-        .expect("request reaches the gateway")
-        .json()
-        .await
-        .expect("referral view")
-}
-
 /// Runs the async test function `$test(backend)` against both databases, as the tests
 /// `$test::sqlite` and `$test::postgres`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($test:ident) => {
         mod $test {

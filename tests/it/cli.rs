@@ -1,28 +1,15 @@
 //! The real binary: `validate`, `certs init`, `migrate`, start-up errors, and `serve`
 //! with a graceful stop on SIGTERM.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-
-fn gateway() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_referral-gateway"));
-    cmd.current_dir(ROOT)
-        .env_remove("REFGW_LISTEN")
-        .env_remove("REFGW_OPS_LISTEN")
-        .env("REFGW_STAFF_LISTEN", "off")
-        .env_remove("REFGW_DATABASE_URL")
-        .env_remove("REFGW_AMQP_URL")
-        .env_remove("REFGW_CONFIG");
-    cmd
-}
+use crate::common::cli::{free_port, gateway, readyz, spawn_serve, wait_ready};
+use crate::common::*;
 
 #[test]
 fn validate_accepts_every_example_and_lists_every_problem() {
-    for service_type in ["cmht", "iapt", "housing", "substance_misuse"] {
+    for (service_type, _) in SERVICE_TYPES {
         let out = gateway()
             .args([
                 "validate",
@@ -373,14 +360,6 @@ async fn audit_export_to_a_file_leaves_nothing_when_it_fails() {
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
     let namespace = unique_namespace();
@@ -408,11 +387,7 @@ async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let plain = http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        None,
-        rustls::ALL_VERSIONS,
-    ));
+    let plain = staff_client();
     let started = Instant::now();
     loop {
         if let Ok(r) = plain
@@ -512,52 +487,6 @@ async fn serve_accepts_a_referral_and_stops_gracefully_on_sigterm() {
         "accepted before the stop, delivered before exit"
     );
     broker.cleanup().await;
-}
-
-fn spawn_serve(
-    port: u16,
-    ops: u16,
-    db_url: &str,
-    amqp_url: &str,
-    namespace: &str,
-) -> std::process::Child {
-    gateway()
-        .arg("serve")
-        .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
-        .env("REFGW_DATABASE_URL", db_url)
-        .env("REFGW_AMQP_URL", amqp_url)
-        .env("REFGW_AMQP_NAMESPACE", namespace)
-        .env("REFGW_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn readyz(ops: u16) -> Option<serde_json::Value> {
-    let plain = http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        None,
-        rustls::ALL_VERSIONS,
-    ));
-    let r = plain
-        .get(format!("http://127.0.0.1:{ops}/readyz"))
-        .send()
-        .await
-        .ok()?;
-    r.json().await.ok()
-}
-
-async fn wait_ready(ops: u16) {
-    let started = Instant::now();
-    while readyz(ops).await.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// SIGKILL while the relay drains a backlog of 300 referrals; after a restart every

@@ -1,16 +1,7 @@
 //! Submitting and reading referrals over real mTLS, on SQLite and on PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
-
-const SERVICE_TYPES: [(&str, &str); 4] = [
-    ("cmht", "coventry-cmht"),
-    ("iapt", "coventry-iapt"),
-    ("housing", "coventry-housing"),
-    ("substance_misuse", "coventry-substance-misuse"),
-];
 
 async fn each_service_type_is_accepted_and_stored(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -125,7 +116,6 @@ on_both_backends!(each_service_type_is_accepted_and_stored);
 
 async fn schema_failures_name_their_pointers(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let client = agency_client("coventry-liaison");
 
     let mut missing = example("cmht");
     missing["person"]
@@ -133,7 +123,9 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
         .unwrap()
         .remove("date_of_birth");
     missing.as_object_mut().unwrap().remove("reason");
-    let body = problem(post_referral(&client, &app, missing.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", missing.to_string(), 422)
+        .await;
     assert_eq!(
         body["type"],
         "urn:referral-gateway:problem:schema-validation"
@@ -149,7 +141,9 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
 
     let mut bad_nhs = example("iapt");
     bad_nhs["person"]["nhs_number"] = json!("943 476 5918");
-    let body = problem(post_referral(&client, &app, bad_nhs.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", bad_nhs.to_string(), 422)
+        .await;
     assert_eq!(pointers(&body), ["/person/nhs_number"]);
     assert!(
         !body.to_string().contains("5918"),
@@ -160,11 +154,9 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
     // it can never merge different people under one person key.
     let mut placeholder = example("iapt");
     placeholder["person"]["nhs_number"] = json!("000 000 0000");
-    let body = problem(
-        post_referral(&client, &app, placeholder.to_string()).await,
-        422,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", placeholder.to_string(), 422)
+        .await;
     assert_eq!(pointers(&body), ["/person/nhs_number"]);
     assert!(
         body["errors"][0]["detail"]
@@ -183,18 +175,18 @@ async fn schema_failures_name_their_pointers(backend: Backend) {
             "authorised_by": "Duty inspector"
         }
     });
-    let body = problem(
-        post_referral(&client, &app, no_consent.to_string()).await,
-        422,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", no_consent.to_string(), 422)
+        .await;
     assert_eq!(pointers(&body), ["/consent/given"]);
 
     let mut unknown = example("substance_misuse");
     unknown["favourite_colour"] = json!("blue");
     unknown["person"]["name"]["nickname"] = json!("Al");
     unknown["service_details"]["shoe_size"] = json!(9);
-    let body = problem(post_referral(&client, &app, unknown.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", unknown.to_string(), 422)
+        .await;
     assert_eq!(
         pointers(&body),
         [
@@ -298,23 +290,13 @@ on_both_backends!(idempotent_retries);
 
 async fn visibility(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let liaison = agency_client("coventry-liaison");
-    let receipt: Value = post_referral(&liaison, &app, example_text("cmht"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let receipt = app
+        .submit_as("coventry-liaison", example_text("cmht"), 202)
+        .await;
     let id = receipt["referral_id"].as_str().unwrap();
-    let path = format!("/v1/referrals/{id}");
 
     for agency in ["coventry-liaison", "coventry-cmht"] {
-        let r = agency_client(agency)
-            .get(app.url(&path))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{agency}");
-        let view: Value = r.json().await.unwrap();
+        let view = app.view_as(agency, id, 200).await;
         assert_eq!(view["referral_id"], id);
         assert_eq!(view["status"], "received");
         assert_eq!(view["recipient"]["agency_id"], "coventry-cmht");
@@ -324,37 +306,15 @@ async fn visibility(backend: Backend) {
             "status carries no personal data"
         );
     }
-    let third = problem(
-        agency_client("coventry-iapt")
-            .get(app.url(&path))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
-    let missing = problem(
-        liaison
-            .get(app.url(&format!("/v1/referrals/{}", uuid::Uuid::now_v7())))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    let third = app.view_as("coventry-iapt", id, 404).await;
+    let missing = app
+        .view_as("coventry-liaison", &uuid::Uuid::now_v7().to_string(), 404)
+        .await;
     assert_eq!(
         third, missing,
         "a third agency cannot tell that the referral exists"
     );
-    problem(
-        liaison
-            .get(app.url("/v1/referrals/not-a-uuid"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    app.view_as("coventry-liaison", "not-a-uuid", 404).await;
     app.stop().await;
 }
 
@@ -366,7 +326,7 @@ async fn body_limits_media_types_and_malformed_json() {
     let client = agency_client("coventry-liaison");
 
     let huge = format!("{{\"reason\": \"{}\"}}", "x".repeat(300 * 1024));
-    let body = problem(post_referral(&client, &app, huge).await, 413).await;
+    let body = app.submit_as("coventry-liaison", huge, 413).await;
     assert_eq!(
         body["type"],
         "urn:referral-gateway:problem:payload-too-large"
@@ -411,9 +371,11 @@ async fn body_limits_media_types_and_malformed_json() {
         .unwrap();
     assert_eq!(ok.status(), 202);
 
-    let body = problem(post_referral(&client, &app, "{\"priority\": ").await, 400).await;
+    let body = app
+        .submit_as("coventry-liaison", "{\"priority\": ", 400)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:malformed-json");
-    let body = problem(post_referral(&client, &app, "[1, 2]").await, 422).await;
+    let body = app.submit_as("coventry-liaison", "[1, 2]", 422).await;
     assert_eq!(pointers(&body), [""]);
 
     let r = client
@@ -453,37 +415,33 @@ async fn body_limits_media_types_and_malformed_json() {
 #[tokio::test]
 async fn routing_and_permissions() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let client = agency_client("coventry-liaison");
 
     let mut nowhere = example("cmht");
     nowhere["destination"] = json!({"service_type": "cmht", "area": "atlantis"});
-    let body = problem(post_referral(&client, &app, nowhere.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", nowhere.to_string(), 422)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:unroutable");
     assert!(body["detail"].as_str().unwrap().contains("'atlantis'"));
 
     let mut unknown_agency = example("cmht");
     unknown_agency["destination"] = json!({"agency_id": "nobody-here"});
-    let body = problem(
-        post_referral(&client, &app, unknown_agency.to_string()).await,
-        422,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", unknown_agency.to_string(), 422)
+        .await;
     assert!(body["detail"].as_str().unwrap().contains("nobody-here"));
 
     let mut to_sender = example("cmht");
     to_sender["destination"] = json!({"agency_id": "coventry-liaison"});
-    problem(
-        post_referral(&client, &app, to_sender.to_string()).await,
-        422,
-    )
-    .await;
+    app.submit_as("coventry-liaison", to_sender.to_string(), 422)
+        .await;
 
     // An explicit agency id picks that agency's overlay.
     let mut explicit = example("iapt");
     explicit["destination"] = json!({"agency_id": "coventry-iapt"});
-    let r = post_referral(&client, &app, explicit.to_string()).await;
-    assert_eq!(r.status(), 202);
-    let receipt: Value = r.json().await.unwrap();
+    let receipt = app
+        .submit_as("coventry-liaison", explicit.to_string(), 202)
+        .await;
     assert_eq!(
         receipt["schema_id"],
         "https://referral-gateway.example/schemas/iapt.v1.json"
@@ -492,15 +450,15 @@ async fn routing_and_permissions() {
     // Missing destination: schema errors, not a routing guess.
     let mut no_dest = example("cmht");
     no_dest.as_object_mut().unwrap().remove("destination");
-    let body = problem(post_referral(&client, &app, no_dest.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", no_dest.to_string(), 422)
+        .await;
     assert_eq!(pointers(&body), ["/destination"]);
 
     // A receiver is not a sender.
-    let body = problem(
-        post_referral(&agency_client("coventry-cmht"), &app, example_text("cmht")).await,
-        403,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-cmht", example_text("cmht"), 403)
+        .await;
     assert!(
         body["detail"]
             .as_str()
@@ -515,30 +473,20 @@ async fn routing_and_permissions() {
         "service_types = [\"cmht\"]",
     );
     let app = TestApp::spawn_with(Backend::Sqlite, &limited).await;
-    let body = problem(
-        post_referral(&client, &app, example_text("iapt")).await,
-        403,
-    )
-    .await;
+    let body = app
+        .submit_as("coventry-liaison", example_text("iapt"), 403)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:not-permitted");
     assert!(body["detail"].as_str().unwrap().contains("'iapt'"));
-    assert_eq!(
-        post_referral(&client, &app, example_text("cmht"))
-            .await
-            .status(),
-        202
-    );
+    app.submit_as("coventry-liaison", example_text("cmht"), 202)
+        .await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let plain = http_client(client_tls(
-        &root().join("certs-example/ca.crt"),
-        None,
-        rustls::ALL_VERSIONS,
-    ));
+    let plain = staff_client();
     let r = plain
         .get(format!("{}/healthz", app.ops_base))
         .send()
@@ -695,16 +643,6 @@ async fn early_refusals_reach_http2_clients() {
 // ---------------------------------------------------------------------------------------
 // Hostile bodies (security review): duplicate member names, NUL, caller text in the log.
 
-/// The newest audit entry's action and detail.
-async fn last_audit(app: &TestApp) -> (String, String) {
-    use sqlx::Row;
-    let row = sqlx::query("SELECT action, detail FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
-    (row.get("action"), row.get("detail"))
-}
-
 /// A housing referral whose `person` and `needs` appear twice: the first copies carry a
 /// GP, a mental-health need and an unknown property (what the housing agreement
 /// withholds), the second copies are clean. serde_json alone would keep the clean copies
@@ -732,16 +670,17 @@ fn smuggling_body() -> String {
 
 async fn duplicate_members_are_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let liaison = agency_client("coventry-liaison");
     // serde_json on its own accepts the smuggling body (keeping the clean copies).
     let lenient: Value = serde_json::from_str(&smuggling_body()).unwrap();
     assert!(lenient["person"].get("gp").is_none());
 
-    let body = problem(post_referral(&liaison, &app, smuggling_body()).await, 400).await;
+    let body = app
+        .submit_as("coventry-liaison", smuggling_body(), 400)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:malformed-json");
     assert_eq!(body["errors"][0]["pointer"], "/person");
     assert_eq!(body["errors"][0]["keyword"], "duplicate-member");
-    let (action, detail) = last_audit(&app).await;
+    let (action, detail) = app.last_audit().await;
     assert_eq!(action, "referral.refused");
     assert_eq!(detail, "malformed-json:duplicate-member: /person");
 
@@ -752,15 +691,15 @@ async fn duplicate_members_are_refused(backend: Backend) {
         "\"family\":\"Example\"",
         "\"family\":\"Example\",\"family\":\"Other\"",
     );
-    let body = problem(post_referral(&liaison, &app, text).await, 400).await;
+    let body = app.submit_as("coventry-liaison", text, 400).await;
     assert_eq!(pointers(&body), ["/person/name/family"]);
     let text = doc.to_string().replace(
         "\"family\":\"Example\"",
         "\"family\":\"Example\",\"Alex 9434765919\":1,\"Alex 9434765919\":2",
     );
-    let body = problem(post_referral(&liaison, &app, text).await, 400).await;
+    let body = app.submit_as("coventry-liaison", text, 400).await;
     assert_eq!(pointers(&body), ["/person/name/Alex 9434765919"]);
-    let (_, detail) = last_audit(&app).await;
+    let (_, detail) = app.last_audit().await;
     assert_eq!(detail, "malformed-json:duplicate-member: /person/name/*");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM referrals WHERE id <> $1", "")
@@ -769,7 +708,7 @@ async fn duplicate_members_are_refused(backend: Backend) {
     );
 
     // Events too.
-    let id = submit(&app, example_text("cmht")).await;
+    let id = app.submit(example_text("cmht")).await;
     let response = agency_client("coventry-cmht")
         .post(app.url(&format!("/v1/referrals/{id}/events")))
         .header("content-type", "application/json")
@@ -807,9 +746,7 @@ async fn stored_payload_is_the_checked_document(backend: Backend) {
             .join(",\n  ")
     )
     .replace("Example", "\\u0045xample");
-    let response = post_referral(&agency_client("coventry-liaison"), &app, text).await;
-    assert_eq!(response.status(), 202);
-    let receipt: Value = response.json().await.unwrap();
+    let receipt = app.submit_as("coventry-liaison", text, 202).await;
     let canonical = doc.to_string();
     assert_eq!(
         receipt["payload_sha256"],
@@ -829,16 +766,15 @@ on_both_backends!(stored_payload_is_the_checked_document);
 
 async fn nul_characters_are_refused_and_the_refusal_recorded(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let liaison = agency_client("coventry-liaison");
     let text = example("cmht")
         .to_string()
         .replacen("\"Alex\"", "\"Al\\u0000ex\"", 1);
     assert!(text.contains("\\u0000"));
-    let body = problem(post_referral(&liaison, &app, text).await, 400).await;
+    let body = app.submit_as("coventry-liaison", text, 400).await;
     assert_eq!(body["errors"][0]["keyword"], "nul-character");
     assert_eq!(pointers(&body), ["/person/name/given"]);
     // On PostgreSQL a NUL used to make this audit write fail, unrecorded.
-    let (action, detail) = last_audit(&app).await;
+    let (action, detail) = app.last_audit().await;
     assert_eq!(action, "referral.refused");
     assert_eq!(detail, "malformed-json:nul-character: /person/name/given");
     app.stop().await;
@@ -851,15 +787,18 @@ async fn refusals_record_codes_never_caller_text(backend: Backend) {
     // Free text where an area should be: refused by the schema before routing echoes it.
     let mut doc = example("cmht");
     doc["destination"] = json!({"service_type": "cmht", "area": "Alex Example 943 476 5919"});
-    let body = problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
+    let body = app
+        .submit_as("coventry-liaison", doc.to_string(), 422)
+        .await;
     assert_eq!(pointers(&body), ["/destination/area"]);
-    let (action, detail) = last_audit(&app).await;
+    let (action, detail) = app.last_audit().await;
     assert_eq!(action, "referral.refused");
     assert_eq!(detail, "schema-validation: /destination/area");
     // A well-formed but unknown area: a fixed code, not the area.
     doc["destination"] = json!({"service_type": "cmht", "area": "alex-example-9434765919"});
-    problem(post_referral(&liaison, &app, doc.to_string()).await, 422).await;
-    let (_, detail) = last_audit(&app).await;
+    app.submit_as("coventry-liaison", doc.to_string(), 422)
+        .await;
+    let (_, detail) = app.last_audit().await;
     assert_eq!(detail, "unroutable:no-agency");
 
     // Thousands of unknown members within the size limit: the answer lists the first 100
@@ -882,7 +821,7 @@ async fn refusals_record_codes_never_caller_text(backend: Backend) {
             .starts_with("18000 problem(s)")
     );
     assert!(bytes.unwrap_or(0) < 32 * 1024, "{bytes:?}");
-    let (_, detail) = last_audit(&app).await;
+    let (_, detail) = app.last_audit().await;
     assert!(detail.len() < 600, "{}", detail.len());
     assert!(!detail.contains("Alex"), "{detail}");
     assert!(detail.ends_with("(+17980 more)"), "{detail}");
@@ -932,13 +871,9 @@ async fn an_unwritable_refusal_entry_fails_the_request() {
     .execute(app.store.pool())
     .await
     .unwrap();
-    let response = post_referral(
-        &agency_client("coventry-liaison"),
-        &app,
-        "{\"not\": \"a referral\"}",
-    )
-    .await;
-    let body = problem(response, 500).await;
+    let body = app
+        .submit_as("coventry-liaison", "{\"not\": \"a referral\"}", 500)
+        .await;
     assert_eq!(body["type"], "urn:referral-gateway:problem:internal");
     app.stop().await;
 }

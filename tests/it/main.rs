@@ -1,0 +1,16 @@
+//! The integration tests, in one binary: each module was once a test binary of its own,
+//! and every one of them linked actix, sqlx, lapin and reqwest (linking was most of a
+//! test build). Run one area with `cargo test --test it referrals::`.
+
+#[macro_use]
+mod common;
+
+mod audit;
+mod cli;
+mod delivery;
+mod lifecycle;
+mod referrals;
+mod sharing;
+mod sla;
+mod staff;
+mod tls;
