@@ -401,7 +401,7 @@ fn identify_peer(registry: &AgencyRegistry, conn: &dyn Any, ext: &mut Extensions
         return;
     };
     let presented = tls::presented_identity(leaf.as_ref());
-    let fingerprint = tls::fingerprint_hex(&presented.sha256);
+    let fingerprint = crate::security::digest::fingerprint_hex(&presented.sha256);
     let agency = registry.identify(&presented).cloned();
     if agency.is_none() {
         tracing::warn!(%fingerprint, "client certificate signed by the scheme CA maps to no agency");

@@ -80,7 +80,7 @@ impl FromRequest for CallerAgency {
                     .map_or_else(|| "anonymous".to_owned(), |f| format!("certificate:{f}"));
                 let record = crate::store::AuditRecord::new(actor, AuditAction::AuthRefused)
                     .detail(format!("unregistered client certificate on {path}"));
-                super::audit(&state, record).await?;
+                super::record_access(&state, record).await?;
             }
             result
         })

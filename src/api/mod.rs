@@ -1,11 +1,12 @@
 //! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
 
-mod audit;
+mod auditor;
 mod events;
 mod health;
 pub mod identity;
 pub mod middleware;
 pub mod problem;
+pub mod query;
 mod referrals;
 pub mod reports;
 pub mod staff;
@@ -24,7 +25,7 @@ pub struct AppState {
     pub store: Store,
     pub max_body_bytes: usize,
     /// How long a request body may take (every listener).
-    pub body_timeouts: middleware::body::BodyTimeouts,
+    pub body_timeouts: crate::config::BodyTimeouts,
     /// `None` when the relay is disabled in this instance.
     pub relay: Option<std::sync::Arc<crate::delivery::relay::RelayStatus>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -38,7 +39,7 @@ pub struct AppState {
 
 /// Records an access in the audit log; the request fails (500) if it cannot be recorded,
 /// so nothing is disclosed without its log entry.
-pub(crate) async fn audit(
+pub(crate) async fn record_access(
     state: &AppState,
     record: crate::store::AuditRecord,
 ) -> Result<(), problem::ApiError> {
@@ -65,7 +66,7 @@ pub fn agency_routes(cfg: &mut web::ServiceConfig) {
 /// referral lists.
 pub fn staff_routes(cfg: &mut web::ServiceConfig) {
     health::configure_public(cfg);
-    audit::configure(cfg);
+    auditor::configure(cfg);
     reports::configure_staff(cfg);
     referrals::configure_staff(cfg);
 }

@@ -214,13 +214,13 @@ async fn list_for(
         Some("true") => true,
         Some(_) => return Err(bad("'overdue' must be true or false")),
     };
-    let (from, to) = super::reports::period(
+    let (from, to) = super::query::period(
         query.from.as_deref(),
         query.to.as_deref(),
         Timestamp::MIN,
         Timestamp::MAX,
     )?;
-    let limit = super::reports::page_limit(query.limit.as_deref(), 50, 200)?;
+    let limit = super::query::page_limit(query.limit.as_deref(), 50, 200)?;
     let after = match query.cursor.as_deref() {
         None => None,
         Some(c) => {
@@ -255,7 +255,7 @@ async fn list_for(
         recipient: Some(agency.to_owned()),
         ..AuditRecord::new(actor, AuditAction::ReferralListed)
     };
-    super::audit(
+    super::record_access(
         state,
         record.detail(format!(
             "{} referral(s) of {agency}; status={} role={} overdue={overdue}",
@@ -340,17 +340,17 @@ async fn status_for(
             .detail("not found or not visible")
     };
     let Ok(id) = ReferralId::parse(requested) else {
-        super::audit(state, denied()).await?;
+        super::record_access(state, denied()).await?;
         return Err(ApiError::not_found());
     };
     let record = state.store.referral(id).await?;
     let Some(record) = record.filter(|r| {
         agency.is_none_or(|a| r.sender_agency.as_str() == a || r.recipient_agency.as_str() == a)
     }) else {
-        super::audit(state, denied().referral(id)).await?;
+        super::record_access(state, denied().referral(id)).await?;
         return Err(ApiError::not_found());
     };
-    super::audit(
+    super::record_access(
         state,
         AuditRecord::new(actor, AuditAction::ReferralRead).referral(id),
     )

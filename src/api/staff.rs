@@ -66,7 +66,7 @@ impl FromRequest for StaffCaller {
             if let (Err(e), Some(state)) = (&result, state) {
                 let record = AuditRecord::new("bearer:unverified", AuditAction::AuthRefused)
                     .detail(format!("{} on {path}: {}", e.status.as_u16(), e.detail));
-                super::audit(&state, record).await?;
+                super::record_access(&state, record).await?;
             }
             result
         })
@@ -108,7 +108,7 @@ impl StaffCaller {
             error.status.as_u16(),
             error.detail
         ));
-        super::audit(state, record).await?;
+        super::record_access(state, record).await?;
         Err(error)
     }
 

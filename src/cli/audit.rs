@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use referral_gateway::api::reports::parse_instant;
+use referral_gateway::api::query::parse_instant;
 use referral_gateway::governance::audit_log::{SignedHead, VerifyPolicy};
 use referral_gateway::governance::export::{Export, ExportFormat};
 use referral_gateway::store::{AuditRecord, Store};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use referral_gateway::config::{Config, ProcessEnv};
-use referral_gateway::security::{certs, tls};
+use referral_gateway::security::{certs, digest, tls};
 
 #[derive(Subcommand)]
 pub enum CertsCommand {
@@ -52,7 +52,10 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
         }
         CertsCommand::Fingerprint { file } => {
             for cert in tls::load_certs("file", &file)? {
-                println!("{}", tls::fingerprint_hex(&tls::sha256(cert.as_ref())));
+                println!(
+                    "{}",
+                    digest::fingerprint_hex(&digest::sha256(cert.as_ref()))
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

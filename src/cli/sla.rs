@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use referral_gateway::api::reports::parse_instant;
+use referral_gateway::api::query::parse_instant;
 use referral_gateway::sla::report::{sla_report, to_csv, to_table};
 use referral_gateway::store::Store;
 

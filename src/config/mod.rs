@@ -36,7 +36,7 @@ pub use amqp::AmqpConfig;
 pub use audit::AuditConfig;
 pub use database::DatabaseConfig;
 pub use relay::RelayConfig;
-pub use server::ServerConfig;
+pub use server::{BodyTimeouts, ServerConfig};
 pub use sla::SlaConfig;
 pub use staff::{JwksUrl, StaffConfig};
 pub use storage::StorageConfig;

@@ -31,7 +31,7 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     pub workers: Option<usize>,
     /// How long a request body may take: in all, and between two chunks.
-    pub body_timeouts: crate::api::middleware::body::BodyTimeouts,
+    pub body_timeouts: crate::config::BodyTimeouts,
 }
 
 /// The listeners and the body size limit; checked before the other sections, the body
@@ -85,7 +85,7 @@ pub(super) fn build_server(
     listeners: Listeners,
     problems: &mut Problems,
 ) -> Option<ServerConfig> {
-    let body_timeouts = crate::api::middleware::body::BodyTimeouts {
+    let body_timeouts = crate::config::BodyTimeouts {
         total: std::time::Duration::from_secs(raw.body_timeout_secs.unwrap_or(30)),
         idle: std::time::Duration::from_secs(raw.body_idle_timeout_secs.unwrap_or(5)),
     };
@@ -106,4 +106,21 @@ pub(super) fn build_server(
         workers: raw.workers,
         body_timeouts,
     })
+}
+
+/// How long a request body may take: `total` from the end of the headers, and `idle`
+/// between two chunks (`[server] body_timeout_secs`, `body_idle_timeout_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeouts {
+    pub total: std::time::Duration,
+    pub idle: std::time::Duration,
+}
+
+impl Default for BodyTimeouts {
+    fn default() -> Self {
+        Self {
+            total: std::time::Duration::from_secs(30),
+            idle: std::time::Duration::from_secs(5),
+        }
+    }
 }

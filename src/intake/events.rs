@@ -136,7 +136,7 @@ impl Events {
 
         let record_id = uuid::Uuid::now_v7();
         let effects = clock_effects(event_type);
-        let request_sha256 = crate::security::tls::sha256_hex(body);
+        let request_sha256 = crate::security::digest::sha256_hex(body);
         let new = NewEvent {
             id: record_id,
             referral_id: id,

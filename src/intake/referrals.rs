@@ -243,7 +243,7 @@ impl Intake {
         if !sender.role.sends() {
             return Err(IntakeError::NotASender(sender.id.clone()));
         }
-        let body_sha256 = crate::security::tls::sha256_hex(body);
+        let body_sha256 = crate::security::digest::sha256_hex(body);
         if let Some(key) = idempotency_key
             && let Some(previous) = self.store.idempotency_record(&sender.id, key).await?
         {
@@ -318,7 +318,7 @@ impl Intake {
         // checked (and minimised) document, never the caller's bytes, so that a recipient
         // reads exactly what was validated.
         let stored_text = shared.to_string();
-        let payload_sha256 = crate::security::tls::sha256_hex(stored_text.as_bytes());
+        let payload_sha256 = crate::security::digest::sha256_hex(stored_text.as_bytes());
         let payload = stored_text.as_str();
 
         let id = ReferralId::new();

@@ -12,7 +12,6 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::domain::{AgencyRegistry, CertificateIdentity};
-use crate::security::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
@@ -119,7 +118,7 @@ impl Authority {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
-            sha256: tls::sha256(cert.der()),
+            sha256: crate::security::digest::sha256(cert.der()),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             serial,
@@ -284,7 +283,7 @@ pub fn init(
         let note = matches!(agency.certificate, CertificateIdentity::Sha256(_)).then(|| {
             format!(
                 "agency is pinned by fingerprint: set its certificate.sha256 = \"{}\"",
-                tls::fingerprint_hex(&issued.sha256)
+                crate::security::digest::fingerprint_hex(&issued.sha256)
             )
         });
         let dir = out.join("agencies");

@@ -3,6 +3,7 @@
 //! (`sealing`), and the development material that production refuses (`published`).
 
 pub mod certs;
+pub mod digest;
 pub mod published;
 pub mod sealing;
 pub mod signing;

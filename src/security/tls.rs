@@ -153,7 +153,7 @@ pub fn staff_server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
 /// A certificate that cannot be parsed presents only its fingerprint.
 pub fn presented_identity(leaf_der: &[u8]) -> PresentedIdentity {
     let mut presented = PresentedIdentity {
-        sha256: sha256(leaf_der),
+        sha256: super::digest::sha256(leaf_der),
         ..Default::default()
     };
     if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf_der)
@@ -168,25 +168,4 @@ pub fn presented_identity(leaf_der: &[u8]) -> PresentedIdentity {
         }
     }
     presented
-}
-
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-/// SHA-256 as lowercase hex: payload and request hashes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha256(bytes))
-}
-
-/// `AB:CD:...`, the spelling operators paste into `certificate.sha256`.
-pub fn fingerprint_hex(sha256: &[u8; 32]) -> String {
-    sha256
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

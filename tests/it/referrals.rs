@@ -55,7 +55,7 @@ async fn each_service_type_is_accepted_and_stored(backend: Backend) {
             delivered, body,
             "the example is pretty-printed; the payload is not"
         );
-        let expected_sha = hex::encode(referral_gateway::security::tls::sha256(
+        let expected_sha = hex::encode(referral_gateway::security::digest::sha256(
             delivered.as_bytes(),
         ));
         assert_eq!(receipt["payload_sha256"], expected_sha.as_str());
@@ -750,7 +750,7 @@ async fn stored_payload_is_the_checked_document(backend: Backend) {
     let canonical = doc.to_string();
     assert_eq!(
         receipt["payload_sha256"],
-        hex::encode(referral_gateway::security::tls::sha256(
+        hex::encode(referral_gateway::security::digest::sha256(
             canonical.as_bytes()
         ))
     );

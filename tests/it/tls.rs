@@ -125,7 +125,7 @@ async fn revoked_certificates_are_refused_and_pins_are_honoured() {
         write(&d.join(format!("{name}.crt")), &issued.cert_pem);
         write(&d.join(format!("{name}.key")), &issued.key_pem);
     }
-    let fingerprint = referral_gateway::security::tls::fingerprint_hex(&pinned.sha256);
+    let fingerprint = referral_gateway::security::digest::fingerprint_hex(&pinned.sha256);
     let config = shipped_config_text()
         .replace(
             &format!("{ROOT}/certs-example/ca.crt"),
@@ -264,7 +264,7 @@ fn trickle(declared: u64, every: std::time::Duration) -> reqwest::Body {
 async fn trickled_bodies_time_out_on_every_listener() {
     let db = TestDatabase::create(Backend::Sqlite).await;
     let mut config = test_config(&shipped_config_text(), &db.url);
-    config.server.body_timeouts = referral_gateway::api::middleware::body::BodyTimeouts {
+    config.server.body_timeouts = referral_gateway::config::BodyTimeouts {
         total: std::time::Duration::from_secs(3),
         idle: std::time::Duration::from_secs(2),
     };

@@ -17,29 +17,13 @@ use actix_web::{Error, HttpMessage, HttpRequest, web};
 use futures_util::{Stream, StreamExt};
 
 use crate::api::problem::{ApiError, ProblemKind};
+use crate::config::BodyTimeouts;
 
 /// How much of an unread body is read and discarded so the answer reaches the client.
 /// Bodies declared larger are left alone.
 const DRAIN_CAP: usize = 1024 * 1024;
 /// How long the middleware waits for an unread body before answering anyway.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
-
-/// How long a request body may take: `total` from the end of the headers, and `idle`
-/// between two chunks (`[server] body_timeout_secs`, `body_idle_timeout_secs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyTimeouts {
-    pub total: Duration,
-    pub idle: Duration,
-}
-
-impl Default for BodyTimeouts {
-    fn default() -> Self {
-        Self {
-            total: Duration::from_secs(30),
-            idle: Duration::from_secs(5),
-        }
-    }
-}
 
 fn declared_length(headers: &header::HeaderMap) -> Option<usize> {
     headers

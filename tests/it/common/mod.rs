@@ -509,9 +509,9 @@ pub fn unregistered_client() -> reqwest::Client {
 pub fn unregistered_pin() -> String {
     let cert = CertificateDer::from_pem_file(root().join("certs-example/unregistered/client.crt"))
         .expect("unregistered example certificate");
-    referral_gateway::security::tls::fingerprint_hex(&referral_gateway::security::tls::sha256(
-        cert.as_ref(),
-    ))
+    referral_gateway::security::digest::fingerprint_hex(
+        &referral_gateway::security::digest::sha256(cert.as_ref()),
+    )
 }
 
 /// The development audit signing key (certs-example/gateway-signing.key).

@@ -46,7 +46,7 @@ fn bad(detail: impl Into<String>) -> ApiError {
 
 /// `from`/`to`, unbounded when absent.
 fn period(from: Option<&str>, to: Option<&str>) -> Result<(Timestamp, Timestamp), ApiError> {
-    super::reports::period(from, to, Timestamp::MIN, Timestamp::MAX)
+    super::query::period(from, to, Timestamp::MIN, Timestamp::MAX)
 }
 
 /// Where a paginated read stands: after entry `after`, within the snapshot `upto` (the
@@ -73,7 +73,7 @@ fn parse_cursor(text: &str, tag: Option<&str>) -> Option<(i64, i64)> {
 /// Binds a subject access cursor to the person keys it was made for, so it cannot
 /// continue a search for someone else.
 fn cursor_tag(keys: &[String]) -> String {
-    crate::security::tls::sha256_hex(keys.join("|").as_bytes())[..12].to_owned()
+    crate::security::digest::sha256_hex(keys.join("|").as_bytes())[..12].to_owned()
 }
 
 /// The snapshot to read: from the start up to the head, or where a cursor says (which
@@ -158,7 +158,7 @@ async fn events(
             .map_err(|_| bad("'referral' is not a referral id"))?
             .to_string(),
     };
-    let limit = super::reports::page_limit(query.limit.as_deref(), 100, 1000)?;
+    let limit = super::query::page_limit(query.limit.as_deref(), 100, 1000)?;
     let bad_cursor = || bad("'cursor' is not one this API gave");
     let cursor = match query.cursor.as_deref() {
         None | Some("") => None,
@@ -179,7 +179,7 @@ async fn events(
         })
         .await?;
     let (entries, next_cursor) = page(entries, limit, snapshot, None);
-    super::audit(
+    super::record_access(
         &state,
         AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried).detail(format!(
             "{} entries; from={} to={} agency={agency} action={} referral={referral} after={} upto={}",
@@ -416,7 +416,7 @@ async fn export(
     };
     let export = Export::begin(&state.store, format, from, to).await?;
     let upto_seq = export.upto();
-    super::audit(
+    super::record_access(
         &state,
         AuditRecord::new(caller.0.actor(), AuditAction::AuditExported)
             .detail(export.detail(query.from.as_deref(), query.to.as_deref())),
