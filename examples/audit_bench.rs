@@ -14,7 +14,7 @@ use std::time::Instant;
 use bench_support::{BenchDatabase, root};
 use clap::Parser;
 use referral_gateway::domain::audit::AuditAction;
-use referral_gateway::governance::audit_log::Checkpointer;
+use referral_gateway::governance::checkpoints::Checkpointer;
 use referral_gateway::security::signing::GatewayKey;
 use referral_gateway::store::{AuditQuery, AuditRecord, Store};
 
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let verified =
-        referral_gateway::governance::audit_log::verify(&store, &[key.public().clone()]).await?;
+        referral_gateway::governance::verify::verify(&store, &[key.public().clone()]).await?;
     println!(
         "audit verify ({}): {} entries, {} checkpoints in {:.3}s",
         args.database,

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use referral_gateway::api::query::parse_instant;
-use referral_gateway::governance::audit_log::{SignedHead, VerifyPolicy};
+use referral_gateway::governance::checkpoints::SignedHead;
 use referral_gateway::governance::export::{Export, ExportFormat};
+use referral_gateway::governance::verify::VerifyPolicy;
 use referral_gateway::store::{AuditRecord, Store};
 
 use super::{load_config, verification_keys};
@@ -108,7 +109,7 @@ fn verify(
         async move {
             let store = Store::connect(&config.database).await?;
             anyhow::Ok(
-                referral_gateway::governance::audit_log::verify_with(&store, &keys, &policy).await,
+                referral_gateway::governance::verify::verify_with(&store, &keys, &policy).await,
             )
         }
     })?;

@@ -1,5 +1,9 @@
-//! Governance: the hash-chained disclosure log with its person keys, signed checkpoints
-//! and verification (`audit_log`), and its export formats (`export`).
+//! Governance: who a disclosure was about (`person_keys`), signing the audit chain head
+//! (`checkpoints`), proving the log was not altered (`verify`), and exporting it
+//! (`export`). The log's rows are written by `store`, in the transaction of what they
+//! record.
 
-pub mod audit_log;
+pub mod checkpoints;
 pub mod export;
+pub mod person_keys;
+pub mod verify;

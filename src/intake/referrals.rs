@@ -14,7 +14,8 @@ use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
     ServiceType,
 };
-use crate::governance::audit_log::{PersonKeyer, submission_record};
+use crate::governance::person_keys::PersonKeyer;
+use crate::governance::person_keys::submission_record;
 use crate::intake::schema::{SchemaRegistry, Violation};
 use crate::store::{AuditRecord, Inserted, NewReferral, ReferralRecord, Store, StoreError};
 

@@ -210,7 +210,7 @@ on_both_backends!(tampering_is_detected);
 /// Signed checkpoints: a forged signature or a rewritten head is caught.
 #[tokio::test]
 async fn checkpoints_are_signed_and_checked() {
-    use referral_gateway::governance::audit_log::Checkpointer;
+    use referral_gateway::governance::checkpoints::Checkpointer;
     use referral_gateway::security::signing::GatewayKey;
     let app = TestApp::spawn(Backend::Sqlite).await;
     seed(&app).await;
@@ -228,7 +228,7 @@ async fn checkpoints_are_signed_and_checked() {
         "nothing new to sign"
     );
     let keys = [key.public().clone()];
-    let verified = referral_gateway::governance::audit_log::verify(&app.store, &keys)
+    let verified = referral_gateway::governance::verify::verify(&app.store, &keys)
         .await
         .unwrap();
     assert_eq!((verified.entries, verified.checkpoints), (7, 1));
@@ -251,7 +251,7 @@ async fn checkpoints_are_signed_and_checked() {
     )
     .await
     .unwrap();
-    let err = referral_gateway::governance::audit_log::verify(&app.store, &keys)
+    let err = referral_gateway::governance::verify::verify(&app.store, &keys)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid signature"), "{err}");
@@ -267,10 +267,9 @@ async fn checkpoints_are_signed_and_checked() {
         "other",
     )
     .unwrap();
-    let err =
-        referral_gateway::governance::audit_log::verify(&app.store, &[other.public().clone()])
-            .await
-            .unwrap_err();
+    let err = referral_gateway::governance::verify::verify(&app.store, &[other.public().clone()])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("unknown key"), "{err}");
     app.stop().await;
 }
@@ -549,7 +548,7 @@ async fn signing_keys_rotate() {
 
 /// Signs the current head as the gateway's checkpointer does.
 async fn sign_head(store: &referral_gateway::store::Store) -> Option<i64> {
-    referral_gateway::governance::audit_log::Checkpointer::new(
+    referral_gateway::governance::checkpoints::Checkpointer::new(
         store.clone(),
         signing_key(),
         1000,

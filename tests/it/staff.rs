@@ -932,7 +932,7 @@ async fn events_and_export(backend: Backend) {
     assert_eq!(staff_response(&app, "/v1/keys", None).await.status(), 200);
     problem(staff_response(&app, "/readyz", None).await, 404).await;
     let key = signing_key();
-    referral_gateway::governance::audit_log::verify(&app.store, &[key.public().clone()])
+    referral_gateway::governance::verify::verify(&app.store, &[key.public().clone()])
         .await
         .expect("chain verifies");
     app.stop().await;
