@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use referral_gateway::store::{Store, to_micros};
+use referral_gateway::domain::Timestamp;
+use referral_gateway::store::Store;
 
 use super::load_config;
 
@@ -20,7 +21,7 @@ pub fn run(config_path: &Path, older_than: Option<u32>) -> anyhow::Result<ExitCo
         store.migrate_if_needed().await?;
         anyhow::Ok(
             store
-                .purge_payloads(to_micros(cutoff), to_micros(now))
+                .purge_payloads(Timestamp::from(cutoff), Timestamp::from(now))
                 .await?,
         )
     })?;

@@ -5,7 +5,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPu
 use lapin::{Channel, Confirmation};
 
 use crate::delivery::topology::{Topology, connect_confirming};
-use crate::store::{Store, from_micros};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -34,8 +34,9 @@ pub async fn outbox_status(store: &Store) -> Result<String, OpsError> {
             "failing rows (referral id, routing key, attempts, next attempt, last error):\n",
         );
         for row in failing {
-            let next = from_micros(row.next_attempt_at)
-                .ok()
+            let next = row
+                .next_attempt_at
+                .to_offset_date_time()
                 .and_then(|t| {
                     t.format(&time::format_description::well_known::Rfc3339)
                         .ok()

@@ -20,8 +20,9 @@ use tokio::sync::Notify;
 use crate::clock::{SystemClock, TimeSource};
 use crate::config::RelayConfig;
 use crate::delivery::topology::{self, Topology, short, string};
+use crate::domain::Timestamp;
 use crate::metrics::Metrics;
-use crate::store::{ClaimedMessage, Store, StoreError, to_micros};
+use crate::store::{ClaimedMessage, Store, StoreError};
 use crate::worker::StopSignal;
 
 /// Shared with `/readyz`: whether the relay holds a working broker connection.
@@ -145,8 +146,8 @@ impl Relay {
         self
     }
 
-    fn now_micros(&self) -> i64 {
-        to_micros(self.clock.now())
+    fn now(&self) -> Timestamp {
+        Timestamp::from(self.clock.now())
     }
 
     /// Reports confirms, latency and connection state into `metrics`.
@@ -254,9 +255,9 @@ impl Relay {
 
     /// Claims the next batch of due outbox rows under a fresh claim token.
     async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>), StoreError> {
-        let lease = i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX);
+        let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
         let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
-        let now = self.now_micros();
+        let now = self.now();
         let batch = self
             .store
             .claim_outbox(
@@ -333,11 +334,12 @@ impl Relay {
                 }
             }
         }
-        let now = self.now_micros();
+        let now = self.now();
         for (msg, error) in &failed {
             let failures = u32::try_from(msg.attempts).unwrap_or(u32::MAX);
             let delay = backoff(failures, self.config.max_backoff);
-            let at = now.saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+            let at =
+                now.saturating_add(time::Duration::try_from(delay).unwrap_or(time::Duration::MAX));
             tracing::warn!(referral_id = %msg.referral_id, attempts = msg.attempts, error = %error, "publish failed; will retry");
             self.store
                 .release_outbox(msg.outbox_id, token, at, error)

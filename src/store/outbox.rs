@@ -74,10 +74,11 @@ impl Store {
     pub async fn claim_outbox(
         &self,
         token: &str,
-        now: i64,
-        lease_until: i64,
+        now: Timestamp,
+        lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let (now, lease_until) = (now.as_micros(), lease_until.as_micros());
         let claim = self.backend.claim_outbox_sql();
         {
             let _turn = self.write_turn().await;
@@ -141,8 +142,13 @@ impl Store {
                     tracing::error!(referral_id = %referral_id, error = %e, "outbox row cannot be published");
                     let outbox_id: i64 = row.try_get("id")?;
                     let retry_at = now.saturating_add(3_600_000_000);
-                    self.release_outbox(outbox_id, token, retry_at, &e.to_string())
-                        .await?;
+                    self.release_outbox(
+                        outbox_id,
+                        token,
+                        Timestamp::from_micros(retry_at),
+                        &e.to_string(),
+                    )
+                    .await?;
                     continue;
                 }
             };
@@ -186,9 +192,10 @@ impl Store {
         &self,
         outbox_id: i64,
         token: &str,
-        next_attempt_at: i64,
+        next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<(), StoreError> {
+        let next_attempt_at = next_attempt_at.as_micros();
         let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, next_attempt_at = $1, last_error = $2 \
@@ -206,7 +213,12 @@ impl Store {
     /// Marks every row still claimed by `token` as published (call after releasing the
     /// rows that failed), and moves their referrals from `received` to `queued`.
     /// Returns how many rows were marked.
-    pub async fn mark_claimed_published(&self, token: &str, at: i64) -> Result<u64, StoreError> {
+    pub async fn mark_claimed_published(
+        &self,
+        token: &str,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let at = at.as_micros();
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let delivered = sqlx::query(
@@ -278,7 +290,7 @@ impl Store {
                     referral_id: row.try_get("referral_id")?,
                     routing_key: row.try_get("routing_key")?,
                     attempts: row.try_get("attempts")?,
-                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    next_attempt_at: Timestamp::from_micros(row.try_get("next_attempt_at")?),
                     last_error: row.try_get("last_error")?,
                 })
             })
@@ -292,6 +304,6 @@ pub struct FailingRow {
     pub referral_id: String,
     pub routing_key: String,
     pub attempts: i64,
-    pub next_attempt_at: i64,
+    pub next_attempt_at: Timestamp,
     pub last_error: Option<String>,
 }

@@ -251,7 +251,12 @@ impl Store {
     /// Removes the payloads of referrals received before `cutoff` (µs) whose messages
     /// have all been delivered, and records it in the audit log. Metadata, events, clocks
     /// and the audit log stay. Returns how many payloads were removed.
-    pub async fn purge_payloads(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+    pub async fn purge_payloads(
+        &self,
+        cutoff: Timestamp,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (cutoff, at) = (cutoff.as_micros(), at.as_micros());
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(

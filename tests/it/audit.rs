@@ -462,7 +462,7 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
     app.wait_until_drained(std::time::Duration::from_secs(20))
         .await;
     let now = time::OffsetDateTime::now_utc();
-    let later = referral_gateway::store::to_micros(now + time::Duration::seconds(1));
+    let later = referral_gateway::domain::Timestamp::from(now + time::Duration::seconds(1));
     let purged = app.store.purge_payloads(later, later).await.unwrap();
     assert_eq!(purged, 2);
     let left: i64 = sqlx::query("SELECT COUNT(*) FROM referrals WHERE payload <> ''")
