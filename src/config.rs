@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub mod console;
+
 use crate::domain::calendar::WorkingCalendar;
 use crate::domain::sharing::{OnExcess, SharingAgreement};
 use crate::domain::sla::{SlaPolicy, Target, TargetRule};
@@ -63,6 +65,7 @@ struct RawConfig {
     #[serde(default)]
     storage: RawStorage,
     staff: Option<RawStaff>,
+    console: Option<console::RawConsole>,
     #[serde(default)]
     sharing_agreements: Vec<RawAgreement>,
     #[serde(default)]
@@ -325,6 +328,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Staff access with bearer tokens; `None` when `[staff]` is not configured.
     pub staff: Option<StaffConfig>,
+    /// The staff console (`[console]`, docs/console.md).
+    pub console: console::ConsoleConfig,
     /// Information sharing agreements; when none are configured, sharing is governed by
     /// `[[permissions]]` alone and nothing is minimised.
     pub sharing_agreements: Arc<Vec<SharingAgreement>>,
@@ -677,9 +682,11 @@ fn build(
     let sla = build_sla(raw.sla, &registry, checks, problems);
     let audit = build_audit(raw.audit, env, checks, problems);
     let storage = build_storage(raw.storage, env, checks, problems);
+    let staff_issuer = raw.staff.as_ref().and_then(|s| s.issuer.clone());
     let staff = raw
         .staff
         .and_then(|staff| build_staff(staff, env, checks, problems));
+    let console = console::build(raw.console, staff_issuer.as_deref(), env, problems);
     let sharing_agreements = build_agreements(raw.sharing_agreements, &registry, problems);
 
     let tls = TlsConfig {
@@ -718,6 +725,7 @@ fn build(
         audit,
         storage,
         staff,
+        console,
         sharing_agreements: Arc::new(sharing_agreements),
         registry: Arc::new(registry),
     })

@@ -133,21 +133,60 @@ async fn report(
     agency: Option<&str>,
     query: &ReportQuery,
 ) -> Result<HttpResponse, ApiError> {
+    let (from, to) = report_period(state, query.from.as_deref(), query.to.as_deref())?;
+    let rows = sla_rows(state, actor, agency, from, to).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "agency": agency,
+        "rows": rows,
+    })))
+}
+
+/// The report's period: `from`/`to` as given, by default the 30 days up to now.
+pub(crate) fn report_period(
+    state: &AppState,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(i64, i64), ApiError> {
     let now = to_micros(state.clock.now());
-    let (from, to) = period_micros(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        now - 30 * 86_400 * 1_000_000,
-        now,
-    )?;
-    let (clocks, contacts) = state
+    period_micros(from, to, now - 30 * 86_400 * 1_000_000, now)
+}
+
+/// The facts an SLA report is made of, for `agency` (all when `None`) in `[from, to)`.
+pub(crate) async fn sla_facts(
+    state: &AppState,
+    agency: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Result<
+    (
+        Vec<crate::sla::report::ClockFact>,
+        Vec<crate::sla::report::ContactFact>,
+    ),
+    ApiError,
+> {
+    state
         .store
         .report_facts(from, to, agency)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "store failure while building an SLA report");
             ApiError::internal()
-        })?;
+        })
+}
+
+/// The SLA report rows (what `GET /v1/reports/sla` answers and the console shows),
+/// audited as `actor`'s before they are returned.
+pub(crate) async fn sla_rows(
+    state: &AppState,
+    actor: String,
+    agency: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::sla::report::ReportRow>, ApiError> {
+    let now = to_micros(state.clock.now());
+    let (clocks, contacts) = sla_facts(state, agency, from, to).await?;
     let rows = aggregate(&clocks, &contacts, now);
     // `recipient` names the agency whose referrals the report covers.
     let mut record = crate::store::AuditRecord::new(actor, "report.sla");
@@ -163,10 +202,5 @@ async fn report(
         )),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "agency": agency,
-        "rows": rows,
-    })))
+    Ok(rows)
 }
