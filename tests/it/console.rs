@@ -679,6 +679,13 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         get_page(&app, &auditor, "/console/audit").await.status(),
         303
     );
+    // Both recorded, as the development sign-in's staff member.
+    assert_eq!(app.count_action("staff.signed_in").await, 1);
+    assert_eq!(app.count_action("staff.signed_out").await, 1);
+    assert_eq!(
+        app.last_audit().await,
+        ("staff.signed_out".to_owned(), "console sign-out".to_owned())
+    );
     // A development sign-in needs the sign-in page's token.
     assert_eq!(dev_sign_in_without_token(&client, &app).await, 403);
     app.stop().await;

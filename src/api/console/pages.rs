@@ -413,13 +413,15 @@ pub async fn dev_sign_in(
         }
     };
     let session = new_session(&console, &identity, "development", now);
-    signed_in(&console, &session, false)
+    signed_in(&state, &console, &session, false).await
 }
 
-/// Sets the session cookie and goes to the overview. After the identity provider's
-/// redirect (a cross-site navigation) a `SameSite=Strict` cookie would not be sent with
-/// an immediate redirect, so that case answers a page that moves on by itself.
-fn signed_in(
+/// Records the sign-in (no session without its audit entry), sets the session cookie and
+/// goes to the overview. After the identity provider's redirect (a cross-site navigation)
+/// a `SameSite=Strict` cookie would not be sent with an immediate redirect, so that case
+/// answers a page that moves on by itself.
+async fn signed_in(
+    state: &AppState,
     console: &ConsoleState,
     session: &Session,
     cross_site: bool,
@@ -427,6 +429,15 @@ fn signed_in(
     let cookie = console
         .session_cookie(session)
         .ok_or(ConsoleError::Api(ApiError::internal()))?;
+    crate::api::record_access(
+        state,
+        AuditRecord::new(session.identity().actor(), AuditAction::StaffSignedIn).detail(format!(
+            "console sign-in via {}; roles {}",
+            session.via,
+            session.roles.join(",")
+        )),
+    )
+    .await?;
     let mut res = if cross_site {
         let page = Continue {
             layout: Layout::new("Signed in", None, ""),
@@ -554,7 +565,7 @@ pub async fn oidc_callback(
         ));
     }
     let session = new_session(&console, &identity, "oidc", now);
-    signed_in(&console, &session, true)
+    signed_in(&state, &console, &session, true).await
 }
 
 #[derive(Deserialize)]
@@ -570,6 +581,12 @@ pub async fn sign_out(
 ) -> Result<HttpResponse, ConsoleError> {
     user.check_csrf(&form.csrf)?;
     let console = console(&req)?;
+    crate::api::record_access(
+        &state,
+        AuditRecord::new(user.0.identity().actor(), AuditAction::StaffSignedOut)
+            .detail("console sign-out"),
+    )
+    .await?;
     console.signed_out.add(
         &user.0.id,
         user.0.issued_at + console.absolute_secs,
