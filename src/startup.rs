@@ -231,6 +231,11 @@ impl Application {
                     .with_context(|| format!("binding the staff listener to {staff}"))?;
                 let staff_addr = listener.local_addr()?;
                 let staff_state = state.clone();
+                let console = api::console::ConsoleState::from_config(&config)
+                    .context("[console]")?
+                    .map(web::Data::new);
+                let console_routes =
+                    api::console::configure(config.staff.as_ref().is_some_and(|s| s.dev_tokens));
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(staff_state.clone())
@@ -243,6 +248,12 @@ impl Application {
                             api::middleware::body::drain_unread_body,
                         ))
                         .configure(api::staff_routes)
+                        .configure(|cfg| {
+                            if let Some(console) = &console {
+                                cfg.app_data(console.clone());
+                                console_routes(cfg);
+                            }
+                        })
                         .default_service(web::to(api::problem::no_such_route))
                 })
                 .workers(2)

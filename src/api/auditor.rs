@@ -113,15 +113,15 @@ fn page(
     (entries, next)
 }
 
-#[derive(Deserialize)]
-struct EventsQuery {
-    from: Option<String>,
-    to: Option<String>,
-    agency: Option<String>,
-    action: Option<String>,
-    referral: Option<String>,
-    cursor: Option<String>,
-    limit: Option<String>,
+#[derive(Deserialize, Default)]
+pub(crate) struct EventsQuery {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) agency: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) referral: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<String>,
 }
 
 /// `action=referral.submitted` (exact) or `action=referral.*` (a family).
@@ -143,13 +143,25 @@ async fn events(
     query: web::Query<EventsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let (entries, next_cursor) = search_events(&caller, &state, &query).await?;
+    let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// An audit search (auditors only), itself audited before the entries are returned:
+/// what `GET /v1/audit/events` answers and the console's audit log shows.
+pub(crate) async fn search_events(
+    caller: &StaffCaller,
+    state: &AppState,
+    query: &EventsQuery,
+) -> Result<(Vec<(AuditEntry, String)>, Option<String>), ApiError> {
     caller
-        .require(&state, &[Role::Auditor], "/v1/audit/events")
+        .require(state, &[Role::Auditor], "/v1/audit/events")
         .await?;
     let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
     let action = action_filter(query.action.as_deref())?;
     let agency = caller
-        .agency_scope(&state, query.agency.as_deref(), "/v1/audit/events")
+        .agency_scope(state, query.agency.as_deref(), "/v1/audit/events")
         .await?
         .unwrap_or_default();
     let referral = match query.referral.as_deref() {
@@ -164,7 +176,7 @@ async fn events(
         None | Some("") => None,
         Some(c) => Some(parse_cursor(c, None).ok_or_else(bad_cursor)?),
     };
-    let snapshot = snapshot(&state, cursor).await?.ok_or_else(bad_cursor)?;
+    let snapshot = snapshot(state, cursor).await?.ok_or_else(bad_cursor)?;
     let entries = state
         .store
         .search_audit(&AuditQuery {
@@ -180,7 +192,7 @@ async fn events(
         .await?;
     let (entries, next_cursor) = page(entries, limit, snapshot, None);
     super::record_access(
-        &state,
+        state,
         AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried).detail(format!(
             "{} entries; from={} to={} agency={agency} action={} referral={referral} after={} upto={}",
             entries.len(),
@@ -192,8 +204,7 @@ async fn events(
         )),
     )
     .await?;
-    let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok((entries, next_cursor))
 }
 
 /// What a subject access request names, in the shape of a referral's `/person`.
@@ -330,10 +341,41 @@ async fn disclosures(
         .await?;
     let body = read_json_body(&req, payload, MAX_SUBJECT_ACCESS_BODY).await?;
     let body = crate::intake::json::parse(&body).map_err(|e| ApiError::malformed_json(&e))?;
-    let subject = read_subject(&body, state.intake.person_keyer()).map_err(|violations| {
+    let answer = subject_access(&caller, &state, &body).await?;
+    let items: Vec<EntryView> = answer.entries.iter().map(|(e, h)| view(e, h)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "searched_by": answer.searched_by,
+        "referrals": answer.summary.referrals,
+        "disclosures": answer.summary.shared,
+        "refused": answer.summary.refused,
+        "items": items,
+        "next_cursor": answer.next_cursor,
+    })))
+}
+
+/// A subject access request's answer.
+pub(crate) struct SubjectAccessAnswer {
+    pub(crate) searched_by: Vec<&'static str>,
+    pub(crate) summary: crate::store::PersonSummary,
+    pub(crate) entries: Vec<(AuditEntry, String)>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// Answers a subject access request (`body` in the shape `POST /v1/audit/disclosures`
+/// takes), recording the request under each of the person's keys before the answer is
+/// returned: what the staff API answers and the console shows. Auditors only.
+pub(crate) async fn subject_access(
+    caller: &StaffCaller,
+    state: &AppState,
+    body: &Value,
+) -> Result<SubjectAccessAnswer, ApiError> {
+    caller
+        .require(state, &[Role::Auditor], "/v1/audit/disclosures")
+        .await?;
+    let subject = read_subject(body, state.intake.person_keyer()).map_err(|violations| {
         ApiError::schema_validation("Subject access request is incomplete", violations)
     })?;
-    let snapshot = snapshot(&state, subject.cursor).await?.ok_or_else(|| {
+    let snapshot = snapshot(state, subject.cursor).await?.ok_or_else(|| {
         ApiError::schema_validation(
             "Subject access request is incomplete",
             vec![violation("/cursor", "is not a cursor this API gave")],
@@ -379,22 +421,19 @@ async fn disclosures(
         })
         .collect();
     state.store.audit_all(&records, state.clock.now()).await?;
-    let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "searched_by": subject.searched_by,
-        "referrals": summary.referrals,
-        "disclosures": summary.shared,
-        "refused": summary.refused,
-        "items": items,
-        "next_cursor": next_cursor,
-    })))
+    Ok(SubjectAccessAnswer {
+        searched_by: subject.searched_by,
+        summary,
+        entries,
+        next_cursor,
+    })
 }
 
-#[derive(Deserialize)]
-struct ExportQuery {
-    from: Option<String>,
-    to: Option<String>,
-    format: Option<String>,
+#[derive(Deserialize, Default)]
+pub(crate) struct ExportQuery {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) format: Option<String>,
 }
 
 /// A subject access request is a few identifiers.
@@ -405,8 +444,18 @@ async fn export(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    export_response(&caller, &state, &query).await
+}
+
+/// The export (auditors only), audited before the first byte is sent: what
+/// `GET /v1/audit/export` answers and the console's export buttons download.
+pub(crate) async fn export_response(
+    caller: &StaffCaller,
+    state: &AppState,
+    query: &ExportQuery,
+) -> Result<HttpResponse, ApiError> {
     caller
-        .require(&state, &[Role::Auditor], "/v1/audit/export")
+        .require(state, &[Role::Auditor], "/v1/audit/export")
         .await?;
     let (from, to) = period(query.from.as_deref(), query.to.as_deref())?;
     let format = match query.format.as_deref() {
@@ -417,7 +466,7 @@ async fn export(
     let export = Export::begin(&state.store, format, from, to).await?;
     let upto_seq = export.upto();
     super::record_access(
-        &state,
+        state,
         AuditRecord::new(caller.0.actor(), AuditAction::AuditExported)
             .detail(export.detail(query.from.as_deref(), query.to.as_deref())),
     )

@@ -1,6 +1,7 @@
 //! HTTP API. Each resource has its own module; errors become problem+json in `problem`.
 
 mod auditor;
+pub mod console;
 mod events;
 mod health;
 pub mod identity;

@@ -42,11 +42,13 @@ pub enum ProblemKind {
     Unroutable,
     SchemaValidation,
     ExcessData,
+    BadForm,
+    IdentityProvider,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 26] = [
+    pub const ALL: [ProblemKind; 28] = [
         Self::BadCorrelationId,
         Self::BadIdempotencyKey,
         Self::DuplicateHeader,
@@ -72,6 +74,8 @@ impl ProblemKind {
         Self::Unroutable,
         Self::SchemaValidation,
         Self::ExcessData,
+        Self::BadForm,
+        Self::IdentityProvider,
         Self::Internal,
     ];
 
@@ -135,6 +139,12 @@ impl ProblemKind {
                 "excess-data",
                 S::UNPROCESSABLE_ENTITY,
                 "Referral holds data the sharing agreement does not cover",
+            ),
+            Self::BadForm => ("bad-form", S::BAD_REQUEST, "Bad request"),
+            Self::IdentityProvider => (
+                "identity-provider",
+                S::BAD_GATEWAY,
+                "Sign-in is not available",
             ),
             Self::Internal => ("internal", S::INTERNAL_SERVER_ERROR, "Internal error"),
         }

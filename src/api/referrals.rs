@@ -134,24 +134,24 @@ pub fn configure_staff(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    agency: Option<String>,
-    status: Option<String>,
-    overdue: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    role: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct ListQuery {
+    pub(crate) agency: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) overdue: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(Serialize)]
-struct ListItem {
+pub(crate) struct ListItem {
     #[serde(flatten)]
-    receipt: Receipt,
+    pub(crate) receipt: Receipt,
     #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
 }
 
 /// Who may call: any registered agency; it sees the referrals it sent or received.
@@ -195,6 +195,19 @@ async fn list_for(
     actor: String,
     query: &ListQuery,
 ) -> Result<HttpResponse, ApiError> {
+    let (items, next_cursor) = list_referrals(state, agency, actor, query).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// The list `GET /v1/referrals` answers (and the console's overdue page shows): the
+/// referrals `agency` sent or received, as `query` filters them, audited as `actor`'s
+/// before they are returned.
+pub(crate) async fn list_referrals(
+    state: &AppState,
+    agency: &str,
+    actor: String,
+    query: &ListQuery,
+) -> Result<(Vec<ListItem>, Option<String>), ApiError> {
     let bad = |detail: &str| ApiError::bad_request(ProblemKind::BadQuery, detail.to_owned());
     let status = match query.status.as_deref() {
         None | Some("") => None,
@@ -276,19 +289,19 @@ async fn list_for(
             updated_at: r.updated_at,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok((items, next_cursor))
 }
 
 #[derive(Serialize)]
-struct StatusView {
+pub(crate) struct StatusView {
     #[serde(flatten)]
-    receipt: Receipt,
+    pub(crate) receipt: Receipt,
     #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
     /// Every lifecycle event, oldest first.
-    timeline: Vec<serde_json::Value>,
+    pub(crate) timeline: Vec<serde_json::Value>,
     /// The SLA clocks and where each stands.
-    sla: Vec<serde_json::Value>,
+    pub(crate) sla: Vec<serde_json::Value>,
 }
 
 /// Who may call: the referral's sender or its recipient; 404 for everyone else.
@@ -335,6 +348,18 @@ async fn status_for(
     actor: String,
     agency: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(referral_status(state, requested, actor, agency).await?))
+}
+
+/// A referral's metadata, timeline and clocks (never its payload), audited as read (or
+/// refused) before it is returned; 404 unless `agency` (when given) sent or received it.
+/// What `GET /v1/referrals/{id}` answers on both listeners and the console shows.
+pub(crate) async fn referral_status(
+    state: &AppState,
+    requested: &str,
+    actor: String,
+    agency: Option<&str>,
+) -> Result<StatusView, ApiError> {
     let denied = || {
         AuditRecord::new(actor.clone(), AuditAction::ReferralReadDenied)
             .detail("not found or not visible")
@@ -382,10 +407,10 @@ async fn status_for(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(StatusView {
+    Ok(StatusView {
         receipt: state.intake.receipt(&record),
         updated_at: record.updated_at,
         timeline,
         sla,
-    }))
+    })
 }

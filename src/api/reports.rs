@@ -13,7 +13,7 @@ use super::query::period;
 use super::staff::StaffCaller;
 use crate::domain::Timestamp;
 use crate::domain::audit::AuditAction;
-use crate::sla::report::sla_report as build_report;
+use crate::sla::report::ReportRow;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -71,14 +71,39 @@ async fn report(
     agency: Option<&str>,
     query: &ReportQuery,
 ) -> Result<HttpResponse, ApiError> {
+    let (from, to) = report_period(state, query.from.as_deref(), query.to.as_deref())?;
+    let rows = sla_rows(state, actor, agency, from, to).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "from": from.to_rfc3339(),
+        "to": to.to_rfc3339(),
+        "agency": agency,
+        "rows": rows,
+    })))
+}
+
+/// The report's period: `from`/`to` as given, by default the 30 days up to now.
+pub(crate) fn report_period(
+    state: &AppState,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Timestamp, Timestamp), ApiError> {
     let now = Timestamp::from(state.clock.now());
-    let (from, to) = period(
-        query.from.as_deref(),
-        query.to.as_deref(),
-        now.saturating_sub(time::Duration::days(30)),
-        now,
-    )?;
-    let rows = build_report(&state.store, from, to, agency, now).await?;
+    period(from, to, now.saturating_sub(time::Duration::days(30)), now)
+}
+
+/// The SLA report over `agency`'s referrals (all agencies when `None`) received in
+/// `[from, to)`, with open clocks judged now, audited as `actor`'s before the rows are
+/// returned: what `GET /v1/reports/sla` answers on both listeners and the console's
+/// overview shows.
+pub(crate) async fn sla_rows(
+    state: &AppState,
+    actor: String,
+    agency: Option<&str>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<ReportRow>, ApiError> {
+    let now = Timestamp::from(state.clock.now());
+    let rows = crate::sla::report::sla_report(&state.store, from, to, agency, now).await?;
     // `recipient` names the agency whose referrals the report covers.
     let mut record = crate::store::AuditRecord::new(actor, AuditAction::ReportSla);
     record.recipient = agency.map(str::to_owned);
@@ -91,10 +116,5 @@ async fn report(
         )),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": from.to_rfc3339(),
-        "to": to.to_rfc3339(),
-        "agency": agency,
-        "rows": rows,
-    })))
+    Ok(rows)
 }

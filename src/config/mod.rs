@@ -9,6 +9,7 @@
 mod agencies;
 mod amqp;
 mod audit;
+pub mod console;
 mod database;
 mod profile;
 mod relay;
@@ -86,6 +87,7 @@ struct RawConfig {
     #[serde(default)]
     storage: storage::RawStorage,
     staff: Option<staff::RawStaff>,
+    console: Option<console::RawConsole>,
     #[serde(default)]
     sharing_agreements: Vec<sharing::RawAgreement>,
     #[serde(default)]
@@ -110,6 +112,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Staff access with bearer tokens; `None` when `[staff]` is not configured.
     pub staff: Option<StaffConfig>,
+    /// The staff console (`[console]`, docs/console.md).
+    pub console: console::ConsoleConfig,
     /// Information sharing agreements; when none are configured, sharing is governed by
     /// `[[permissions]]` alone and nothing is minimised.
     pub sharing_agreements: Arc<Vec<SharingAgreement>>,
@@ -246,9 +250,11 @@ fn build(
     let sla = sla::build_sla(raw.sla, &registry, checks, problems);
     let audit = audit::build_audit(raw.audit, env, checks, problems);
     let storage = storage::build_storage(raw.storage, env, checks, problems);
+    let staff_issuer = raw.staff.as_ref().and_then(staff::issuer);
     let staff = raw
         .staff
         .and_then(|staff| staff::build_staff(staff, env, checks, problems));
+    let console = console::build(raw.console, staff_issuer.as_deref(), env, problems);
     let sharing_agreements = sharing::build_agreements(raw.sharing_agreements, &registry, problems);
 
     let tls = tls::build_tls(raw.tls);
@@ -275,6 +281,7 @@ fn build(
         audit,
         storage,
         staff,
+        console,
         sharing_agreements: Arc::new(sharing_agreements),
         registry: Arc::new(registry),
     })

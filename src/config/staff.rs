@@ -206,6 +206,11 @@ pub(super) fn build_staff(
     })
 }
 
+/// `[staff] issuer` as configured (the console's OpenID provider by default).
+pub(super) fn issuer(raw: &RawStaff) -> Option<String> {
+    raw.issuer.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -26,10 +26,12 @@ pub enum AuditAction {
     AuditQueried,
     AuditDisclosures,
     AuditExported,
+    StaffSignedIn,
+    StaffSignedOut,
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::ConfigLoaded,
         Self::AuthRefused,
         Self::ReferralSubmitted,
@@ -44,6 +46,8 @@ impl AuditAction {
         Self::AuditQueried,
         Self::AuditDisclosures,
         Self::AuditExported,
+        Self::StaffSignedIn,
+        Self::StaffSignedOut,
     ];
 
     /// The name stored in `audit_log.action` and shown to auditors.
@@ -63,6 +67,8 @@ impl AuditAction {
             Self::AuditQueried => "audit.queried",
             Self::AuditDisclosures => "audit.disclosures",
             Self::AuditExported => "audit.exported",
+            Self::StaffSignedIn => "staff.signed_in",
+            Self::StaffSignedOut => "staff.signed_out",
         }
     }
 

@@ -33,6 +33,28 @@ pub async fn sla_report(
     Ok(aggregate(&clocks, &contacts, as_of.as_micros()))
 }
 
+/// The same report period by period: for each `step` from `from` (at most `max_steps`,
+/// the last one ending at `to`), the start of the period and [`sla_report`] over the
+/// referrals received in it. The staff console's weekly trend.
+pub async fn sla_trend(
+    store: &Store,
+    from: Timestamp,
+    to: Timestamp,
+    agency: Option<&str>,
+    as_of: Timestamp,
+    step: time::Duration,
+    max_steps: usize,
+) -> Result<Vec<(Timestamp, Vec<ReportRow>)>, StoreError> {
+    let mut periods = Vec::new();
+    let mut start = from;
+    while start < to && periods.len() < max_steps {
+        let end = start.saturating_add(step).min(to);
+        periods.push((start, sla_report(store, start, end, agency, as_of).await?));
+        start = end;
+    }
+    Ok(periods)
+}
+
 /// One clock of one referral, as stored.
 #[derive(Debug, Clone)]
 pub struct ClockFact {

@@ -399,13 +399,19 @@ impl StaffAuth {
             Some(Value::String(_)) => return Err(TokenError::WrongIssuer),
             _ => return Err(TokenError::IssuerNotAString),
         }
+        self.identity_from_claims(&claims)
+    }
+
+    /// The caller named by verified claims: `sub`, the roles at `roles_claim` and the
+    /// agency at `agency_claim` (staff API tokens and console ID tokens alike).
+    pub fn identity_from_claims(&self, claims: &Value) -> Result<StaffIdentity, TokenError> {
         let subject = match claims.get("sub") {
             Some(Value::String(sub)) if is_acceptable_subject(sub) => sub.clone(),
             Some(Value::String(_)) => return Err(TokenError::BadSubject),
             _ => return Err(TokenError::MissingClaim("sub".into())),
         };
         let mut roles = Vec::new();
-        for name in role_names(&claims, &self.policy.roles_claim) {
+        for name in role_names(claims, &self.policy.roles_claim) {
             let role = if name == self.policy.auditor_role {
                 Role::Auditor
             } else if name == self.policy.service_manager_role {

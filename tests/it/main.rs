@@ -7,6 +7,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod console;
 mod delivery;
 mod lifecycle;
 mod referrals;

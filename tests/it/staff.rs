@@ -92,25 +92,8 @@ impl Idp {
         roles: &[referral_gateway::staff_auth::tokens::Role],
         agency: Option<&str>,
     ) -> String {
-        let config = test_config(&self.config(""), "sqlite::memory:");
-        let staff = config.staff.unwrap();
-        referral_gateway::staff_auth::tokens::mint_dev_token(
-            &staff.dev_signing_key,
-            staff.auth.policy(),
-            &referral_gateway::staff_auth::tokens::DevTokenRequest {
-                subject: "dev-auditor",
-                roles,
-                agency,
-                lifetime: time::Duration::minutes(5),
-            },
-        )
-        .unwrap()
+        dev_token(&self.config(""), "dev-auditor", roles, agency)
     }
-}
-
-async fn count_action(app: &TestApp, action: &str) -> i64 {
-    app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", action)
-        .await
 }
 
 async fn jwt_checks(backend: Backend) {
@@ -229,7 +212,7 @@ async fn jwt_checks(backend: Backend) {
     app.staff_get("/v1/audit/export", &manager, 403).await;
 
     // Every refusal is in the audit log: 9 bad tokens, 2 without one, 2 without the role.
-    assert_eq!(count_action(&app, "auth.refused").await, 13);
+    assert_eq!(app.count_action("auth.refused").await, 13);
     let refusal_details: Vec<String> = {
         use sqlx::Row;
         sqlx::query(
@@ -377,7 +360,7 @@ async fn hostile_headers_and_claims(backend: Backend) {
             "{case}: {detail}"
         );
     }
-    assert_eq!(count_action(&app, "auth.refused").await, cases.len() as i64);
+    assert_eq!(app.count_action("auth.refused").await, cases.len() as i64);
     use sqlx::Row;
     let rows = sqlx::query("SELECT actor, detail FROM audit_log WHERE action = 'auth.refused'")
         .fetch_all(app.store.pool())
@@ -454,7 +437,7 @@ async fn service_manager_scope(backend: Backend) {
         let body = app.staff_get("/v1/reports/sla", &token, 403).await;
         assert_eq!(body["type"], "urn:referral-gateway:problem:no-agency-claim");
     }
-    assert_eq!(count_action(&app, "auth.refused").await, 4);
+    assert_eq!(app.count_action("auth.refused").await, 4);
 
     // An auditor names any agency; without one the list asks for it.
     let auditor = idp.es256(&Idp::claims(&["auditor"], None));
@@ -496,7 +479,7 @@ async fn service_manager_scope(backend: Backend) {
         .await;
     app.staff_get(&format!("/v1/referrals/{to_iapt}"), &auditor, 200)
         .await;
-    assert_eq!(count_action(&app, "referral.read.denied").await, 1);
+    assert_eq!(app.count_action("referral.read.denied").await, 1);
     app.stop().await;
 }
 
@@ -766,7 +749,7 @@ async fn subject_access(backend: Backend) {
     // Each answered request is an audit entry under each key it searched by: 2 for the
     // first (NHS number and name), 1 for each of the 3 by number and for each page
     // walked; the 422s are not queries.
-    let walked_pages = count_action(&app, "audit.disclosures").await - 6;
+    let walked_pages = app.count_action("audit.disclosures").await - 6;
     assert!(walked_pages >= 2, "{walked_pages}");
     // A later request by name and birth date alone finds that the first was answered.
     let by_name: Value = disclosures(
@@ -922,9 +905,9 @@ async fn events_and_export(backend: Backend) {
         .await;
 
     // Each query and export is itself in the log, and the whole log still verifies.
-    assert_eq!(count_action(&app, "audit.exported").await, 2);
+    assert_eq!(app.count_action("audit.exported").await, 2);
     assert_eq!(
-        count_action(&app, "audit.queried").await,
+        app.count_action("audit.queried").await,
         4 + walked_pages + 1 + 2
     );
     // The staff listener answers liveness and keys to anyone, and nothing more.
@@ -940,31 +923,15 @@ async fn events_and_export(backend: Backend) {
 
 on_both_backends!(events_and_export);
 
-fn es256_key(kid: &str) -> (EncodingKey, Value) {
-    let pair = rcgen::KeyPair::generate().unwrap();
-    let key = EncodingKey::from_ec_der(&pair.serialize_der());
-    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some(kid.into());
-    (key, serde_json::to_value(&jwk).unwrap())
-}
-
-fn sign(key: &EncodingKey, kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
 /// A stand-in identity provider's JWKS endpoint over HTTPS (the development server
 /// certificate), serving whatever document the test puts in it.
 async fn jwks_endpoint(
     document: std::sync::Arc<std::sync::Mutex<String>>,
 ) -> (u16, actix_web::dev::ServerHandle) {
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    let config = test_config(&shipped_config_text(), "sqlite::memory:");
-    let tls = referral_gateway::security::tls::staff_server_config(&config.tls).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    use actix_web::{App, HttpResponse, web};
+    let (listener, tls) = dev_https_listener();
     let port = listener.local_addr().unwrap().port();
-    let server = HttpServer::new(move || {
+    let handle = serve_https!(listener, tls, move || {
         let document = document.clone();
         App::new().route(
             "/jwks",
@@ -977,14 +944,7 @@ async fn jwks_endpoint(
                 }
             }),
         )
-    })
-    .workers(1)
-    .disable_signals()
-    .listen_rustls_0_23(listener, tls)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
+    });
     (port, handle)
 }
 
@@ -1020,8 +980,8 @@ async fn keys_from_a_jwks_url_are_fetched_and_follow_rotation() {
     assert!(config.contains("jwks_url"));
     let app = TestApp::spawn_with(Backend::Sqlite, &config).await;
     let claims = Idp::claims(&["auditor"], None);
-    let token_a = sign(&key_a, "idp-a", &claims);
-    let token_b = sign(&key_b, "idp-b", &claims);
+    let token_a = sign_es256(&key_a, "idp-a", &claims);
+    let token_b = sign_es256(&key_b, "idp-b", &claims);
     assert!(
         status_within(&app, &token_a, 200, 10).await,
         "fetched at start"

@@ -399,6 +399,12 @@ impl TestApp {
         serde_json::from_str(&self.ops_text(path).await).unwrap()
     }
 
+    /// How many audit entries record `action`.
+    pub async fn count_action(&self, action: &str) -> i64 {
+        self.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", action)
+            .await
+    }
+
     /// The newest audit entry's action and detail.
     pub async fn last_audit(&self) -> (String, String) {
         use sqlx::Row;
@@ -491,6 +497,57 @@ pub fn staff_client() -> reqwest::Client {
         None,
         rustls::ALL_VERSIONS,
     ))
+}
+
+/// A development staff token (as `referral-gateway dev-token` mints it) for `subject`
+/// with `roles` (and `agency`), accepted by a gateway configured by `config_text`.
+pub fn dev_token(
+    config_text: &str,
+    subject: &str,
+    roles: &[referral_gateway::staff_auth::tokens::Role],
+    agency: Option<&str>,
+) -> String {
+    let staff = test_config(config_text, "sqlite::memory:")
+        .staff
+        .expect("[staff] configured");
+    referral_gateway::staff_auth::tokens::mint_dev_token(
+        &staff.dev_signing_key,
+        staff.auth.policy(),
+        &referral_gateway::staff_auth::tokens::DevTokenRequest {
+            subject,
+            roles,
+            agency,
+            lifetime: time::Duration::minutes(5),
+        },
+    )
+    .expect("development token")
+}
+
+/// A fresh P-256 key and its public JWK under `kid`, as an identity provider publishes it.
+pub fn es256_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
+    let pair = rcgen::KeyPair::generate().expect("P-256 key");
+    let key = EncodingKey::from_ec_der(&pair.serialize_der());
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("JWK");
+    jwk.common.key_id = Some(kid.into());
+    (key, serde_json::to_value(&jwk).expect("JWK JSON"))
+}
+
+/// A JWT over `claims`, ES256 with `kid` in its header.
+pub fn sign_es256(key: &jsonwebtoken::EncodingKey, kid: &str, claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, key).expect("JWT")
+}
+
+/// A loopback listener on a free port and the development server certificate's TLS
+/// config: where a stand-in identity provider serves HTTPS (`serve_https!`).
+pub fn dev_https_listener() -> (std::net::TcpListener, rustls::ServerConfig) {
+    let config = test_config(&shipped_config_text(), "sqlite::memory:");
+    let tls = referral_gateway::security::tls::staff_server_config(&config.tls)
+        .expect("development server certificate");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (listener, tls)
 }
 
 /// A client holding the "unregistered" example certificate: signed by the scheme CA but
@@ -789,6 +846,23 @@ pub fn event(kind: &str, extra: Value) -> Value {
         e.extend(extra.clone());
     }
     e
+}
+
+/// Serves the actix app factory `$factory` over HTTPS on `$listener` with `$tls` (from
+/// `dev_https_listener`), one worker, on the test's runtime; evaluates to its
+/// `ServerHandle`. A macro because `HttpServer::new`'s bounds name actix's inner crates.
+macro_rules! serve_https {
+    ($listener:expr, $tls:expr, $factory:expr) => {{
+        let server = actix_web::HttpServer::new($factory)
+            .workers(1)
+            .disable_signals()
+            .listen_rustls_0_23($listener, $tls)
+            .expect("listen")
+            .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        handle
+    }};
 }
 
 /// Runs the async test function `$test(backend)` against both databases, as the tests

@@ -1,0 +1,243 @@
+//! The staff console: server-rendered pages under `/console/` on the staff listener
+//! (docs/console.md). Another adapter over the same functions as the staff API: the SLA
+//! report, the audit queries, subject access and the referral views are those the API
+//! handlers call, so the console's numbers are the API's and every disclosure is audited
+//! before the page is sent (fail closed).
+//!
+//! Sign-in: OpenID Connect (`oidc`) or, when `[staff] dev_tokens = true`, a development
+//! sign-in. Session: a sealed cookie (`session`). Every form carries the session's CSRF
+//! token; every response carries a strict CSP, `X-Frame-Options: DENY` and
+//! `Cache-Control: no-store`.
+
+pub mod oidc;
+mod pages;
+pub mod session;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::staff_auth::tokens::is_acceptable_subject;
+use session::{SESSION_COOKIE, Sealer, Session, SignedOut};
+
+/// What the console keeps besides `AppState`.
+#[derive(Debug)]
+pub struct ConsoleState {
+    pub(crate) sealer: Sealer,
+    pub(crate) oidc: Option<oidc::Oidc>,
+    pub(crate) dev_sign_in: bool,
+    pub(crate) idle_secs: i64,
+    pub(crate) absolute_secs: i64,
+    pub(crate) signed_out: SignedOut,
+}
+
+impl ConsoleState {
+    /// `None` when there is no staff access or `[console] enabled = false`.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<Self>> {
+        let Some(staff) = config.staff.as_ref() else {
+            return Ok(None);
+        };
+        let console = &config.console;
+        if !console.enabled {
+            return Ok(None);
+        }
+        let sealer = match &console.session_secret {
+            Some(secret) => Sealer::new(secret),
+            None => Sealer::random(),
+        }
+        .map_err(|_| anyhow::anyhow!("cannot derive the console session key"))?;
+        let oidc = console.oidc.clone().map(oidc::Oidc::new).transpose()?;
+        Ok(Some(Self {
+            sealer,
+            oidc,
+            dev_sign_in: staff.dev_tokens,
+            idle_secs: console.idle_timeout.as_secs() as i64,
+            absolute_secs: console.absolute_timeout.as_secs() as i64,
+            signed_out: SignedOut::default(),
+        }))
+    }
+
+    /// The session a cookie value holds, if it opens, is within both timeouts and was
+    /// not signed out.
+    pub(crate) fn session(&self, value: &str, now: i64) -> Option<Session> {
+        let session: Session = self.sealer.open(SESSION_COOKIE, value)?;
+        let fresh = now - session.issued_at < self.absolute_secs
+            && now - session.last_seen < self.idle_secs
+            && session.issued_at <= now + 60;
+        (fresh && is_acceptable_subject(&session.subject) && !self.signed_out.contains(&session.id))
+            .then_some(session)
+    }
+
+    pub(crate) fn session_cookie(&self, session: &Session) -> Option<String> {
+        let value = self.sealer.seal(SESSION_COOKIE, session)?;
+        Some(session::set_cookie(SESSION_COOKIE, &value, "Strict", None))
+    }
+}
+
+/// The console's routes; the development sign-in exists only when `dev_sign_in`.
+pub fn configure(dev_sign_in: bool) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.route("/console", web::get().to(pages::to_root));
+        let mut scope = web::scope("/console")
+            .wrap(actix_web::middleware::from_fn(layer))
+            .route("/", web::get().to(pages::overview))
+            .route("/sign-in", web::get().to(pages::sign_in))
+            .route("/sign-out", web::post().to(pages::sign_out))
+            .route("/auth/oidc", web::get().to(pages::oidc_start))
+            .route("/auth/callback", web::get().to(pages::oidc_callback))
+            .route("/overdue", web::get().to(pages::overdue))
+            .route("/referrals/{id}", web::get().to(pages::referral))
+            .route("/audit", web::get().to(pages::audit_form))
+            .route("/audit", web::post().to(pages::audit_search))
+            .route("/audit/export", web::post().to(pages::audit_export))
+            .route("/audit/verify", web::post().to(pages::audit_verify))
+            .route("/subject-access", web::get().to(pages::subject_access_form))
+            .route("/subject-access", web::post().to(pages::subject_access))
+            .route("/assets/{name}", web::get().to(pages::asset));
+        if dev_sign_in {
+            scope = scope.route("/auth/dev", web::post().to(pages::dev_sign_in));
+        }
+        cfg.service(scope.default_service(web::to(pages::not_found)));
+    }
+}
+
+/// Security headers on every console response; the session from the cookie in the
+/// request's extensions; the session cookie renewed (idle timeout) when it is used.
+async fn layer(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let console = req.app_data::<web::Data<ConsoleState>>().cloned();
+    let now = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.clock.now().unix_timestamp())
+        .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
+    let mut renew = None;
+    if let Some(console) = &console
+        && let Some(value) = session::cookie(req.request(), SESSION_COOKIE)
+        && let Some(mut session) = console.session(value, now)
+    {
+        if now - session.last_seen >= 30 {
+            session.last_seen = now;
+            renew = console.session_cookie(&session);
+        }
+        req.extensions_mut().insert(session);
+    }
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    let sets_session = headers
+        .get_all(header::SET_COOKIE)
+        .any(|v| v.as_bytes().starts_with(SESSION_COOKIE.as_bytes()));
+    if let Some(cookie) = renew.filter(|_| !sets_session)
+        && let Ok(value) = HeaderValue::from_str(&cookie)
+    {
+        headers.append(header::SET_COOKIE, value);
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(res)
+}
+
+/// A signed-in staff member (the extractor redirects to the sign-in page otherwise).
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub Session);
+
+impl FromRequest for SignedIn {
+    type Error = ConsoleError;
+    type Future = std::future::Ready<Result<Self, ConsoleError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<Session>()
+                .cloned()
+                .map(SignedIn)
+                .ok_or(ConsoleError::SignIn),
+        )
+    }
+}
+
+impl SignedIn {
+    /// The caller as the staff API's handlers know one.
+    pub fn caller(&self) -> super::staff::StaffCaller {
+        super::staff::StaffCaller(self.0.identity())
+    }
+
+    /// Refuses a form whose CSRF token is not this session's.
+    pub fn check_csrf(&self, token: &str) -> Result<(), ConsoleError> {
+        if session::same_token(&self.0.csrf, token) {
+            Ok(())
+        } else {
+            Err(ConsoleError::Csrf)
+        }
+    }
+}
+
+/// Why a console page is not shown. Rendered as an HTML page (or a redirect to sign in).
+#[derive(Debug)]
+pub enum ConsoleError {
+    SignIn,
+    Csrf,
+    Api(ApiError),
+}
+
+impl From<ApiError> for ConsoleError {
+    fn from(e: ApiError) -> Self {
+        ConsoleError::Api(e)
+    }
+}
+
+impl std::fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConsoleError::SignIn => f.write_str("sign in first"),
+            ConsoleError::Csrf => f.write_str("the form's security token is missing or stale"),
+            ConsoleError::Api(e) => write!(f, "{}: {}", e.title, e.detail),
+        }
+    }
+}
+
+impl ResponseError for ConsoleError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ConsoleError::SignIn => StatusCode::SEE_OTHER,
+            ConsoleError::Csrf => StatusCode::FORBIDDEN,
+            ConsoleError::Api(e) => e.status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ConsoleError::SignIn => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/console/sign-in"))
+                .finish(),
+            ConsoleError::Csrf => pages::error_page(
+                StatusCode::FORBIDDEN,
+                "Your form has expired",
+                "The form was sent without this session's security token. Go back, reload the page and try again.",
+            ),
+            ConsoleError::Api(e) => pages::error_page(e.status, e.title, &e.detail),
+        }
+    }
+}

@@ -1,0 +1,1528 @@
+//! The console's pages. Each handler calls the function the matching staff API handler
+//! calls (`reports::sla_rows`, `auditor::search_events`, `auditor::subject_access`,
+//! `auditor::export_response`, `referrals::referral_status`, `referrals::list_referrals`),
+//! which write the audit entry before anything is returned, then renders a template.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::session::{
+    self, LOGIN_COOKIE, LoginState, PRE_COOKIE, PreSession, SESSION_COOKIE, Session,
+};
+use super::{ConsoleError, ConsoleState, SignedIn};
+use crate::api::AppState;
+use crate::api::problem::{ApiError, ProblemKind};
+use crate::domain::Timestamp;
+use crate::domain::audit::{AuditAction, AuditEntry};
+use crate::staff_auth::tokens::{Role, StaffIdentity};
+use crate::store::AuditRecord;
+
+// ---------------------------------------------------------------- view models
+
+pub struct NavItem {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+/// What every page's frame shows.
+pub struct Layout {
+    pub title: String,
+    pub user: Option<String>,
+    pub csrf: String,
+    pub nav: Vec<NavItem>,
+}
+
+impl Layout {
+    fn new(title: &str, session: Option<&Session>, current: &str) -> Self {
+        let mut nav = Vec::new();
+        if let Some(s) = session {
+            let identity = s.identity();
+            let mut items = vec![("/console/", "Overview"), ("/console/overdue", "Overdue")];
+            if identity.has(Role::Auditor) {
+                items.push(("/console/audit", "Audit log"));
+                items.push(("/console/subject-access", "Subject access"));
+            }
+            nav = items
+                .into_iter()
+                .map(|(href, label)| NavItem {
+                    href,
+                    label,
+                    current: href == current,
+                })
+                .collect();
+        }
+        Self {
+            title: title.to_owned(),
+            user: session.map(|s| {
+                let roles = s.roles.join(", ");
+                match &s.agency {
+                    Some(a) => format!("{} ({roles}, {a})", s.subject),
+                    None => format!("{} ({roles})", s.subject),
+                }
+            }),
+            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+            nav,
+        }
+    }
+}
+
+pub struct Cell {
+    pub text: String,
+    pub href: Option<String>,
+    pub numeric: bool,
+}
+
+impl Cell {
+    fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            href: None,
+            numeric: false,
+        }
+    }
+    fn num(text: impl ToString) -> Self {
+        Self {
+            text: text.to_string(),
+            href: None,
+            numeric: true,
+        }
+    }
+    fn link(text: impl Into<String>, href: String) -> Self {
+        Self {
+            text: text.into(),
+            href: Some(href),
+            numeric: false,
+        }
+    }
+}
+
+/// A table as the nhsuk table component shows it.
+pub struct Table {
+    pub caption: String,
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+    pub empty: String,
+}
+
+impl Table {
+    fn new(caption: &str, headers: &[&str], empty: &str) -> Self {
+        Self {
+            caption: caption.to_owned(),
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+            empty: empty.to_owned(),
+        }
+    }
+}
+
+pub struct Option2 {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+fn when(at: Timestamp) -> String {
+    at.to_offset_date_time()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn hours(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |h| format!("{h:.1}"))
+}
+
+fn share(part: usize, whole: usize) -> String {
+    if whole == 0 {
+        "–".to_owned()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn render(template: &impl Template) -> HttpResponse {
+    match template.render() {
+        Ok(html) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(html),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render a console page");
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("The page cannot be shown.")
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage {
+    layout: Layout,
+    status: u16,
+    heading: String,
+    detail: String,
+}
+
+pub(super) fn error_page(status: StatusCode, heading: &str, detail: &str) -> HttpResponse {
+    let page = ErrorPage {
+        layout: Layout::new(heading, None, ""),
+        status: status.as_u16(),
+        heading: heading.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let mut res = render(&page);
+    *res.status_mut() = status;
+    res
+}
+
+pub async fn not_found() -> HttpResponse {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no console page at this address.",
+    )
+}
+
+pub async fn to_root() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/console/"))
+        .finish()
+}
+
+fn console(req: &HttpRequest) -> Result<web::Data<ConsoleState>, ConsoleError> {
+    req.app_data::<web::Data<ConsoleState>>()
+        .cloned()
+        .ok_or(ConsoleError::Api(ApiError::not_found()))
+}
+
+fn now(state: &AppState) -> i64 {
+    state.clock.now().unix_timestamp()
+}
+
+fn agency_options(
+    state: &AppState,
+    identity: &StaffIdentity,
+    chosen: Option<&str>,
+    all: bool,
+) -> Vec<Option2> {
+    let mut ids: Vec<String> = state
+        .intake
+        .registry()
+        .agencies()
+        .map(|a| a.id.to_string())
+        .filter(|id| identity.has(Role::Auditor) || identity.agency.as_deref() == Some(id))
+        .collect();
+    ids.sort();
+    let mut options = Vec::new();
+    if all && identity.has(Role::Auditor) {
+        options.push(Option2 {
+            value: String::new(),
+            label: "All agencies".into(),
+            selected: chosen.is_none(),
+        });
+    }
+    options.extend(ids.into_iter().map(|id| Option2 {
+        selected: chosen == Some(id.as_str()),
+        label: id.clone(),
+        value: id,
+    }));
+    options
+}
+
+// ---------------------------------------------------------------- assets
+
+pub async fn asset(path: web::Path<String>) -> HttpResponse {
+    let (body, kind): (&'static [u8], &str) = match path.as_str() {
+        "nhsuk-frontend.min.css" => (
+            include_bytes!("../../../assets/console/nhsuk-frontend.min.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.css" => (
+            include_bytes!("../../../assets/console/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.js" => (
+            include_bytes!("../../../assets/console/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "nhsuk-icon-arrow-down.svg" => (
+            include_bytes!("../../../assets/console/nhsuk-icon-arrow-down.svg"),
+            "image/svg+xml",
+        ),
+        "nhsuk-icon-arrow-up.svg" => (
+            include_bytes!("../../../assets/console/nhsuk-icon-arrow-up.svg"),
+            "image/svg+xml",
+        ),
+        "nhsuk-icon-arrow-up-down.svg" => (
+            include_bytes!("../../../assets/console/nhsuk-icon-arrow-up-down.svg"),
+            "image/svg+xml",
+        ),
+        "nhsuk-icon-cross.svg" => (
+            include_bytes!("../../../assets/console/nhsuk-icon-cross.svg"),
+            "image/svg+xml",
+        ),
+        _ => return not_found().await,
+    };
+    HttpResponse::Ok()
+        .content_type(kind)
+        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
+        .body(body)
+}
+
+// ---------------------------------------------------------------- sign-in and out
+
+#[derive(Template)]
+#[template(path = "console/sign_in.html")]
+struct SignInPage {
+    layout: Layout,
+    provider: Option<String>,
+    dev: bool,
+    pre_csrf: String,
+    agencies: Vec<Option2>,
+    signed_out: bool,
+}
+
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    signed_out: Option<String>,
+}
+
+pub async fn sign_in(
+    req: HttpRequest,
+    query: web::Query<SignInQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let console = console(&req)?;
+    let pre = PreSession {
+        csrf: console.sealer.random_token(),
+        issued_at: now(&state),
+    };
+    let mut agencies: Vec<Option2> = state
+        .intake
+        .registry()
+        .agencies()
+        .map(|a| Option2 {
+            value: a.id.to_string(),
+            label: format!("{} ({})", a.name, a.id),
+            selected: false,
+        })
+        .collect();
+    agencies.sort_by(|a, b| a.value.cmp(&b.value));
+    let page = SignInPage {
+        layout: Layout::new("Sign in", None, ""),
+        provider: console.oidc.as_ref().map(|o| o.provider_name().to_owned()),
+        dev: console.dev_sign_in,
+        pre_csrf: pre.csrf.clone(),
+        agencies,
+        signed_out: query.signed_out.is_some(),
+    };
+    let mut res = render(&page);
+    if console.dev_sign_in
+        && let Some(value) = console.sealer.seal(PRE_COOKIE, &pre)
+        && let Ok(cookie) = header::HeaderValue::from_str(&session::set_cookie(
+            PRE_COOKIE,
+            &value,
+            "Strict",
+            Some(1800),
+        ))
+    {
+        res.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(res)
+}
+
+fn new_session(console: &ConsoleState, identity: &StaffIdentity, via: &str, now: i64) -> Session {
+    Session {
+        id: console.sealer.random_token(),
+        subject: identity.subject.clone(),
+        roles: Session::role_names(identity),
+        agency: identity.agency.clone(),
+        issued_at: now,
+        last_seen: now,
+        csrf: console.sealer.random_token(),
+        via: via.to_owned(),
+    }
+}
+
+async fn refuse_sign_in(state: &AppState, reason: &'static str) -> Result<(), ConsoleError> {
+    crate::api::record_access(
+        state,
+        AuditRecord::new("bearer:unverified", AuditAction::AuthRefused)
+            .detail(format!("console sign-in refused: {reason}")),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct DevForm {
+    csrf: String,
+    role: String,
+    agency: Option<String>,
+}
+
+/// Development sign-in (only routed when `[staff] dev_tokens = true`).
+pub async fn dev_sign_in(
+    req: HttpRequest,
+    form: web::Form<DevForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let console = console(&req)?;
+    let now = now(&state);
+    let pre: Option<PreSession> = session::cookie(&req, PRE_COOKIE)
+        .and_then(|v| console.sealer.open(PRE_COOKIE, v))
+        .filter(|p: &PreSession| now - p.issued_at < 1800);
+    if !pre.is_some_and(|p| session::same_token(&p.csrf, &form.csrf)) {
+        return Err(ConsoleError::Csrf);
+    }
+    let agency = form
+        .agency
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .filter(|a| {
+            state
+                .intake
+                .registry()
+                .agencies()
+                .any(|x| x.id.as_str() == *a)
+        });
+    let identity = match (form.role.as_str(), agency) {
+        ("auditor", _) => StaffIdentity {
+            subject: "dev-auditor".into(),
+            roles: vec![Role::Auditor],
+            agency: None,
+        },
+        ("service_manager", Some(agency)) => StaffIdentity {
+            subject: format!("dev-manager-{agency}"),
+            roles: vec![Role::ServiceManager],
+            agency: Some(agency.to_owned()),
+        },
+        _ => {
+            return Err(ConsoleError::Api(ApiError::bad_request(
+                ProblemKind::BadForm,
+                "Choose a role, and for a service manager a registered agency.",
+            )));
+        }
+    };
+    let session = new_session(&console, &identity, "development", now);
+    signed_in(&state, &console, &session, false).await
+}
+
+/// Records the sign-in (no session without its audit entry), sets the session cookie and
+/// goes to the overview. After the identity provider's redirect (a cross-site navigation)
+/// a `SameSite=Strict` cookie would not be sent with an immediate redirect, so that case
+/// answers a page that moves on by itself.
+async fn signed_in(
+    state: &AppState,
+    console: &ConsoleState,
+    session: &Session,
+    cross_site: bool,
+) -> Result<HttpResponse, ConsoleError> {
+    let cookie = console
+        .session_cookie(session)
+        .ok_or(ConsoleError::Api(ApiError::internal()))?;
+    crate::api::record_access(
+        state,
+        AuditRecord::new(session.identity().actor(), AuditAction::StaffSignedIn).detail(format!(
+            "console sign-in via {}; roles {}",
+            session.via,
+            session.roles.join(",")
+        )),
+    )
+    .await?;
+    let mut res = if cross_site {
+        let page = Continue {
+            layout: Layout::new("Signed in", None, ""),
+        };
+        render(&page)
+    } else {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/console/"))
+            .finish()
+    };
+    for value in [
+        cookie,
+        session::set_cookie(LOGIN_COOKIE, "", "Lax", Some(0)),
+        session::set_cookie(PRE_COOKIE, "", "Strict", Some(0)),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(res)
+}
+
+#[derive(Template)]
+#[template(path = "console/continue.html")]
+struct Continue {
+    layout: Layout,
+}
+
+pub async fn oidc_start(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let console = console(&req)?;
+    let Some(oidc) = console.oidc.as_ref() else {
+        return Ok(not_found().await);
+    };
+    let auth = oidc.authorize().await.map_err(|e| {
+        ConsoleError::Api(ApiError::of(ProblemKind::IdentityProvider, e.to_string()))
+    })?;
+    let login = LoginState {
+        state: auth.state,
+        nonce: auth.nonce,
+        pkce_verifier: auth.pkce_verifier,
+        started_at: now(&state),
+    };
+    let value = console
+        .sealer
+        .seal(LOGIN_COOKIE, &login)
+        .ok_or(ConsoleError::Api(ApiError::internal()))?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, auth.url))
+        .insert_header((
+            header::SET_COOKIE,
+            session::set_cookie(LOGIN_COOKIE, &value, "Lax", Some(600)),
+        ))
+        .finish())
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+pub async fn oidc_callback(
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let console = console(&req)?;
+    let Some(oidc) = console.oidc.as_ref() else {
+        return Ok(not_found().await);
+    };
+    let Some(auth) = state.staff_auth.clone() else {
+        return Ok(not_found().await);
+    };
+    let now = now(&state);
+    let refused = |detail: &str| {
+        error_page(
+            StatusCode::FORBIDDEN,
+            "You could not be signed in",
+            &format!("{detail} Start again from the sign-in page."),
+        )
+    };
+    let login: Option<LoginState> = session::cookie(&req, LOGIN_COOKIE)
+        .and_then(|v| console.sealer.open(LOGIN_COOKIE, v))
+        .filter(|l: &LoginState| now - l.started_at < 600);
+    let (Some(login), Some(code), Some(returned)) =
+        (login, query.code.as_deref(), query.state.as_deref())
+    else {
+        refuse_sign_in(
+            &state,
+            "no sign-in in progress, or the provider returned no code",
+        )
+        .await?;
+        return Ok(refused(
+            "The sign-in was not started here, took too long, or was cancelled.",
+        ));
+    };
+    if !session::same_token(&login.state, returned) {
+        refuse_sign_in(&state, "state mismatch").await?;
+        return Ok(refused(
+            "The sign-in response does not match the sign-in started here.",
+        ));
+    }
+    let identity = match oidc
+        .finish(code, &login.nonce, &login.pkce_verifier, &auth)
+        .await
+    {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in refused");
+            refuse_sign_in(&state, "the identity provider's answer was refused").await?;
+            return Ok(refused(
+                "The identity provider's answer could not be verified.",
+            ));
+        }
+    };
+    if identity.roles.is_empty() {
+        let record = AuditRecord::new(identity.actor(), AuditAction::AuthRefused)
+            .detail("console sign-in refused: no auditor or service manager role");
+        crate::api::record_access(&state, record).await?;
+        return Ok(refused(
+            "Your account has neither the auditor nor the service manager role.",
+        ));
+    }
+    let session = new_session(&console, &identity, "oidc", now);
+    signed_in(&state, &console, &session, true).await
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn sign_out(
+    req: HttpRequest,
+    user: SignedIn,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.check_csrf(&form.csrf)?;
+    let console = console(&req)?;
+    crate::api::record_access(
+        &state,
+        AuditRecord::new(user.0.identity().actor(), AuditAction::StaffSignedOut)
+            .detail("console sign-out"),
+    )
+    .await?;
+    console.signed_out.add(
+        &user.0.id,
+        user.0.issued_at + console.absolute_secs,
+        now(&state),
+    );
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/sign-in?signed_out=1"))
+        .insert_header((
+            header::SET_COOKIE,
+            session::set_cookie(SESSION_COOKIE, "", "Strict", Some(0)),
+        ))
+        .finish())
+}
+
+// ---------------------------------------------------------------- overview
+
+#[derive(Deserialize)]
+pub struct PeriodQuery {
+    from: Option<String>,
+    to: Option<String>,
+    agency: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/overview.html")]
+struct OverviewPage {
+    layout: Layout,
+    from: String,
+    to: String,
+    agencies: Vec<Option2>,
+    scope: String,
+    totals: Vec<(String, String)>,
+    tables: Vec<Table>,
+    chart: String,
+    backlog: String,
+}
+
+fn empty_none(text: &Option<String>) -> Option<&str> {
+    text.as_deref().filter(|t| !t.is_empty())
+}
+
+pub async fn overview(
+    user: SignedIn,
+    query: web::Query<PeriodQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let caller = user.caller();
+    let agency = caller
+        .agency_scope(&state, empty_none(&query.agency), "/console/")
+        .await?;
+    let (from, to) =
+        crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
+    let rows = crate::api::reports::sla_rows(&state, caller.0.actor(), agency.as_deref(), from, to)
+        .await?;
+    let sum = |f: fn(&crate::sla::report::ReportRow) -> usize| rows.iter().map(f).sum::<usize>();
+    let referrals = sum(|r| r.referrals);
+    let totals = vec![
+        ("Referrals".to_owned(), referrals.to_string()),
+        (
+            "Acknowledged within target".to_owned(),
+            format!(
+                "{} ({})",
+                sum(|r| r.acknowledged_within_sla),
+                share(sum(|r| r.acknowledged_within_sla), referrals)
+            ),
+        ),
+        (
+            "Decided within target".to_owned(),
+            format!(
+                "{} ({})",
+                sum(|r| r.decided_within_sla),
+                share(sum(|r| r.decided_within_sla), referrals)
+            ),
+        ),
+        (
+            "First contact within target".to_owned(),
+            format!(
+                "{} ({})",
+                sum(|r| r.contacted_within_sla),
+                share(sum(|r| r.contacted_within_sla), referrals)
+            ),
+        ),
+        (
+            "Referrals with a breached clock".to_owned(),
+            sum(|r| r.breached).to_string(),
+        ),
+    ];
+    let mut table = Table::new(
+        "SLA by agency, service type and priority (as GET /v1/reports/sla)",
+        &[
+            "Agency",
+            "Service type",
+            "Priority",
+            "Referrals",
+            "Acknowledged in target",
+            "Acknowledge median / 90th (h)",
+            "Decided in target",
+            "Decision median / 90th (h)",
+            "First contact in target",
+            "First contact median / 90th (h)",
+            "Breached",
+        ],
+        "No referrals in this period.",
+    );
+    for r in &rows {
+        table.rows.push(vec![
+            Cell::text(&r.agency),
+            Cell::text(&r.service_type),
+            Cell::text(&r.priority),
+            Cell::num(r.referrals),
+            Cell::num(format!(
+                "{} ({})",
+                r.acknowledged_within_sla,
+                share(r.acknowledged_within_sla, r.referrals)
+            )),
+            Cell::num(format!(
+                "{} / {}",
+                hours(r.acknowledge_median_hours),
+                hours(r.acknowledge_p90_hours)
+            )),
+            Cell::num(format!(
+                "{} ({})",
+                r.decided_within_sla,
+                share(r.decided_within_sla, r.referrals)
+            )),
+            Cell::num(format!(
+                "{} / {}",
+                hours(r.decision_median_hours),
+                hours(r.decision_p90_hours)
+            )),
+            Cell::num(format!(
+                "{} ({})",
+                r.contacted_within_sla,
+                share(r.contacted_within_sla, r.referrals)
+            )),
+            Cell::num(format!(
+                "{} / {}",
+                hours(r.first_contact_median_hours),
+                hours(r.first_contact_p90_hours)
+            )),
+            Cell::num(r.breached),
+        ]);
+    }
+    // The weekly trend: the same report, one week at a time (covered by the report's
+    // audit entry above).
+    let weeks = crate::sla::report::sla_trend(
+        &state.store,
+        from,
+        to,
+        agency.as_deref(),
+        Timestamp::from(state.clock.now()),
+        time::Duration::weeks(1),
+        26,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    let mut trend = Table::new(
+        "Weekly share within target (the chart's numbers)",
+        &[
+            "Week starting",
+            "Referrals",
+            "Acknowledged",
+            "Decided",
+            "First contact",
+        ],
+        "No referrals in this period.",
+    );
+    let mut points: Vec<[Option<f64>; 3]> = Vec::new();
+    let mut labels = Vec::new();
+    for (start, rows) in &weeks {
+        let n: usize = rows.iter().map(|r| r.referrals).sum();
+        let part =
+            |f: fn(&crate::sla::report::ReportRow) -> usize| rows.iter().map(f).sum::<usize>();
+        let pct = |k: usize| (n > 0).then(|| k as f64 * 100.0 / n as f64);
+        let (a, d, c) = (
+            part(|r| r.acknowledged_within_sla),
+            part(|r| r.decided_within_sla),
+            part(|r| r.contacted_within_sla),
+        );
+        points.push([pct(a), pct(d), pct(c)]);
+        labels.push(when(*start).chars().take(10).collect::<String>());
+        trend.rows.push(vec![
+            Cell::text(labels.last().cloned().unwrap_or_default()),
+            Cell::num(n),
+            Cell::num(share(a, n)),
+            Cell::num(share(d, n)),
+            Cell::num(share(c, n)),
+        ]);
+    }
+    let backlog = match state.store.outbox_backlog().await {
+        Ok(b) => format!(
+            "{} message(s) waiting to be published{}",
+            b.pending,
+            b.oldest_age_seconds(state.clock.now())
+                .map(|s| format!(", the oldest for {:.0} s", s))
+                .unwrap_or_default()
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the outbox backlog");
+            "not available".to_owned()
+        }
+    };
+    let page = OverviewPage {
+        layout: Layout::new("Overview", Some(&user.0), "/console/"),
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        agencies: agency_options(&state, &caller.0, agency.as_deref(), true),
+        scope: agency.unwrap_or_else(|| "all agencies".to_owned()),
+        totals,
+        tables: vec![table, trend],
+        chart: trend_svg(&labels, &points),
+        backlog,
+    };
+    Ok(render(&page))
+}
+
+/// A line chart of the weekly shares, built here as SVG (numbers and dates only).
+fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
+    let (w, h, left, bottom) = (640.0_f64, 240.0_f64, 40.0_f64, 30.0_f64);
+    let plot_w = w - left - 10.0;
+    let plot_h = h - bottom - 10.0;
+    let x = |i: usize| {
+        left + if points.len() > 1 {
+            plot_w * i as f64 / (points.len() - 1) as f64
+        } else {
+            plot_w / 2.0
+        }
+    };
+    let y = |v: f64| 10.0 + plot_h * (1.0 - v / 100.0);
+    let mut svg = format!(
+        r#"<svg class="app-chart" viewBox="0 0 {w} {h}" width="100%" role="img" aria-labelledby="trend-title"><title id="trend-title">Weekly share of referrals within target; the numbers are in the table below</title>"#
+    );
+    for v in [0.0, 50.0, 100.0] {
+        svg.push_str(&format!(
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#d8dde0"/><text x="4" y="{}" font-size="11" fill="#212b32">{v:.0}%</text>"##,
+            w - 10.0,
+            y(v) + 4.0,
+            y = y(v)
+        ));
+    }
+    let series = [
+        ("#005eb8", "Acknowledged", ""),
+        ("#007f3b", "Decided", "6 3"),
+        ("#330072", "First contact", "2 2"),
+    ];
+    for (k, (colour, _, dash)) in series.iter().enumerate() {
+        let pts: Vec<String> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p[k].map(|v| format!("{:.1},{:.1}", x(i), y(v))))
+            .collect();
+        if !pts.is_empty() {
+            svg.push_str(&format!(
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+                pts.join(" ")
+            ));
+        }
+    }
+    for (i, label) in labels.iter().enumerate() {
+        if labels.len() <= 8 || i % (labels.len() / 6 + 1) == 0 {
+            svg.push_str(&format!(
+                r##"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle" fill="#212b32">{}</text>"##,
+                x(i),
+                h - 10.0,
+                label.chars().filter(|c| c.is_ascii_digit() || *c == '-').collect::<String>()
+            ));
+        }
+    }
+    for (k, (colour, name, dash)) in series.iter().enumerate() {
+        let lx = left + 10.0 + 140.0 * k as f64;
+        svg.push_str(&format!(
+            r##"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}" font-size="11" fill="#212b32">{name}</text>"##,
+            lx + 20.0,
+            h - 0.0 - 2.0,
+            h - 2.0,
+            lx + 24.0,
+            h + 2.0 - 0.0,
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+// ---------------------------------------------------------------- overdue and referral
+
+#[derive(Deserialize)]
+pub struct OverdueQuery {
+    agency: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/overdue.html")]
+struct OverduePage {
+    layout: Layout,
+    agencies: Vec<Option2>,
+    tables: Vec<Table>,
+    next: Option<String>,
+    agency: String,
+}
+
+pub async fn overdue(
+    user: SignedIn,
+    query: web::Query<OverdueQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let caller = user.caller();
+    let requested = empty_none(&query.agency).map(str::to_owned).or_else(|| {
+        if caller.0.has(Role::Auditor) {
+            let mut ids: Vec<String> = state
+                .intake
+                .registry()
+                .agencies()
+                .map(|a| a.id.to_string())
+                .collect();
+            ids.sort();
+            ids.into_iter().next()
+        } else {
+            None
+        }
+    });
+    let agency = caller
+        .agency_scope(&state, requested.as_deref(), "/console/overdue")
+        .await?
+        .unwrap_or_default();
+    let list_query = crate::api::referrals::ListQuery {
+        overdue: Some("true".into()),
+        limit: Some("50".into()),
+        cursor: empty_none(&query.cursor).map(str::to_owned),
+        ..Default::default()
+    };
+    let (items, next) =
+        crate::api::referrals::list_referrals(&state, &agency, caller.0.actor(), &list_query)
+            .await?;
+    let mut table = Table::new(
+        "Referrals with an overdue clock",
+        &[
+            "Referral",
+            "Status",
+            "Priority",
+            "Sender",
+            "Recipient",
+            "Received",
+        ],
+        "No overdue referrals.",
+    );
+    for item in &items {
+        let r = &item.receipt;
+        table.rows.push(vec![
+            Cell::link(
+                r.referral_id.to_string(),
+                format!("/console/referrals/{}", r.referral_id),
+            ),
+            Cell::text(r.status.to_string()),
+            Cell::text(format!("{:?}", r.priority).to_lowercase()),
+            Cell::text(&r.sender.agency_id),
+            Cell::text(&r.recipient.agency_id),
+            Cell::text(when(Timestamp::from(r.received_at))),
+        ]);
+    }
+    let page = OverduePage {
+        layout: Layout::new("Overdue referrals", Some(&user.0), "/console/overdue"),
+        agencies: agency_options(&state, &caller.0, Some(&agency), false),
+        tables: vec![table],
+        next,
+        agency,
+    };
+    Ok(render(&page))
+}
+
+#[derive(Template)]
+#[template(path = "console/referral.html")]
+struct ReferralPage {
+    layout: Layout,
+    id: String,
+    summary: Vec<(String, String)>,
+    withheld: Vec<String>,
+    agreement: String,
+    tables: Vec<Table>,
+}
+
+pub async fn referral(
+    user: SignedIn,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let caller = user.caller();
+    let agency = caller
+        .agency_scope(&state, None, "/console/referrals/{id}")
+        .await?;
+    let view = crate::api::referrals::referral_status(
+        &state,
+        &path.into_inner(),
+        caller.0.actor(),
+        agency.as_deref(),
+    )
+    .await?;
+    let r = &view.receipt;
+    let agency_text = |a: &crate::intake::referrals::AgencyRef| match &a.name {
+        Some(name) => format!("{name} ({})", a.agency_id),
+        None => a.agency_id.clone(),
+    };
+    let summary = vec![
+        ("Status".to_owned(), r.status.to_string()),
+        (
+            "Priority".to_owned(),
+            format!("{:?}", r.priority).to_lowercase(),
+        ),
+        ("Sender".to_owned(), agency_text(&r.sender)),
+        ("Recipient".to_owned(), agency_text(&r.recipient)),
+        ("Received".to_owned(), when(Timestamp::from(r.received_at))),
+        (
+            "Last updated".to_owned(),
+            when(Timestamp::from(view.updated_at)),
+        ),
+        ("Schema".to_owned(), r.schema_id.clone()),
+        ("Payload SHA-256".to_owned(), r.payload_sha256.clone()),
+    ];
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let mut clocks = Table::new(
+        "SLA clocks",
+        &["Clock", "State", "Started", "Deadline", "Met", "Breached"],
+        "No clocks.",
+    );
+    for c in &view.sla {
+        let at = |k: &str| {
+            crate::api::query::parse_instant(&text(c, k), false)
+                .map(|t| when(Timestamp::from(t)))
+                .unwrap_or_default()
+        };
+        clocks.rows.push(vec![
+            Cell::text(text(c, "clock")),
+            Cell::text(text(c, "state")),
+            Cell::text(at("started_at")),
+            Cell::text(at("due_at")),
+            Cell::text(at("met_at")),
+            Cell::text(at("breached_at")),
+        ]);
+    }
+    // Event types and times only: an event's other fields may hold notes.
+    let mut timeline = Table::new("Timeline", &["Event", "At"], "No events yet.");
+    for e in &view.timeline {
+        let kind = ["type", "event", "kind"]
+            .iter()
+            .map(|k| text(e, k))
+            .find(|t| !t.is_empty())
+            .unwrap_or_default();
+        let at = ["occurred_at", "at", "recorded_at"]
+            .iter()
+            .map(|k| text(e, k))
+            .find(|t| !t.is_empty())
+            .unwrap_or_default();
+        let at = crate::api::query::parse_instant(&at, false)
+            .map(|t| when(Timestamp::from(t)))
+            .unwrap_or(at);
+        timeline.rows.push(vec![Cell::text(kind), Cell::text(at)]);
+    }
+    let page = ReferralPage {
+        layout: Layout::new("Referral", Some(&user.0), ""),
+        id: r.referral_id.to_string(),
+        summary,
+        withheld: r.withheld.clone(),
+        agreement: r.isa_id.clone().unwrap_or_default(),
+        tables: vec![clocks, timeline],
+    };
+    Ok(render(&page))
+}
+
+// ---------------------------------------------------------------- audit log
+
+#[derive(Deserialize, Default)]
+pub struct AuditForm {
+    csrf: String,
+    from: Option<String>,
+    to: Option<String>,
+    agency: Option<String>,
+    action: Option<String>,
+    referral: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditPage {
+    layout: Layout,
+    form: AuditFormView,
+    agencies: Vec<Option2>,
+    families: Vec<Option2>,
+    chain: Vec<(String, String)>,
+    searched: bool,
+    tables: Vec<Table>,
+    next: Option<String>,
+    verified: Option<String>,
+}
+
+#[derive(Default)]
+struct AuditFormView {
+    from: String,
+    to: String,
+    referral: String,
+}
+
+async fn chain_state(state: &AppState) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    match state.store.audit_head().await {
+        Ok((seq, hash)) => {
+            rows.push(("Newest entry".to_owned(), seq.to_string()));
+            rows.push(("Its hash".to_owned(), hash));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the audit head"),
+    }
+    match state.store.audit_checkpoints().await {
+        Ok(checkpoints) => match checkpoints.last() {
+            Some(c) => {
+                rows.push((
+                    "Last signed checkpoint".to_owned(),
+                    format!(
+                        "entry {} signed {}",
+                        c.seq,
+                        when(Timestamp::from_micros(c.signed_at))
+                    ),
+                ));
+                rows.push(("Its key id".to_owned(), c.key_id.clone()));
+            }
+            None => rows.push(("Last signed checkpoint".to_owned(), "none yet".to_owned())),
+        },
+        Err(e) => tracing::error!(error = %e, "cannot read the audit checkpoints"),
+    }
+    rows
+}
+
+fn families(chosen: Option<&str>) -> Vec<Option2> {
+    let mut names: Vec<String> = AuditAction::ALL
+        .iter()
+        .filter_map(|a| a.as_str().split('.').next())
+        .map(|f| format!("{f}.*"))
+        .collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    let mut options = vec![Option2 {
+        value: String::new(),
+        label: "Any action".into(),
+        selected: chosen.is_none(),
+    }];
+    options.extend(names.into_iter().map(|n| Option2 {
+        selected: chosen == Some(n.as_str()),
+        label: n.clone(),
+        value: n,
+    }));
+    options
+}
+
+fn entries_table(caption: &str, entries: &[(AuditEntry, String)]) -> Table {
+    let mut table = Table::new(
+        caption,
+        &[
+            "Entry",
+            "When",
+            "Actor",
+            "Action",
+            "Referral",
+            "Recipient",
+            "Agreement",
+            "Detail",
+        ],
+        "No entries.",
+    );
+    for (e, _) in entries {
+        table.rows.push(vec![
+            Cell::num(e.seq),
+            Cell::text(when(Timestamp::from_micros(e.at))),
+            Cell::text(&e.actor),
+            Cell::text(&e.action),
+            match &e.referral_id {
+                Some(id) => Cell::link(id.clone(), format!("/console/referrals/{id}")),
+                None => Cell::text(""),
+            },
+            Cell::text(e.recipient.clone().unwrap_or_default()),
+            Cell::text(e.isa_id.clone().unwrap_or_default()),
+            Cell::text(&e.detail),
+        ]);
+    }
+    table
+}
+
+async fn audit_page(
+    user: &SignedIn,
+    state: &AppState,
+    form: &AuditForm,
+    searched: bool,
+    verified: Option<String>,
+) -> Result<HttpResponse, ConsoleError> {
+    let caller = user.caller();
+    caller
+        .require(state, &[Role::Auditor], "/console/audit")
+        .await?;
+    let mut tables = Vec::new();
+    let mut next = None;
+    if searched {
+        let query = crate::api::auditor::EventsQuery {
+            from: form.from.clone().filter(|s| !s.is_empty()),
+            to: form.to.clone().filter(|s| !s.is_empty()),
+            agency: form.agency.clone().filter(|s| !s.is_empty()),
+            action: form.action.clone().filter(|s| !s.is_empty()),
+            referral: form.referral.clone().filter(|s| !s.is_empty()),
+            cursor: form.cursor.clone().filter(|s| !s.is_empty()),
+            limit: Some("50".into()),
+        };
+        let (entries, cursor) = crate::api::auditor::search_events(&caller, state, &query).await?;
+        tables.push(entries_table("Audit entries (oldest first)", &entries));
+        next = cursor;
+    }
+    let page = AuditPage {
+        layout: Layout::new("Audit log", Some(&user.0), "/console/audit"),
+        form: AuditFormView {
+            from: form.from.clone().unwrap_or_default(),
+            to: form.to.clone().unwrap_or_default(),
+            referral: form.referral.clone().unwrap_or_default(),
+        },
+        agencies: agency_options(state, &caller.0, empty_none(&form.agency), true),
+        families: families(empty_none(&form.action)),
+        chain: chain_state(state).await,
+        searched,
+        tables,
+        next,
+        verified,
+    };
+    Ok(render(&page))
+}
+
+pub async fn audit_form(
+    user: SignedIn,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    audit_page(&user, &state, &AuditForm::default(), false, None).await
+}
+
+pub async fn audit_search(
+    user: SignedIn,
+    form: web::Form<AuditForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.check_csrf(&form.csrf)?;
+    audit_page(&user, &state, &form, true, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ExportForm {
+    csrf: String,
+    format: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn audit_export(
+    user: SignedIn,
+    form: web::Form<ExportForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.check_csrf(&form.csrf)?;
+    let query = crate::api::auditor::ExportQuery {
+        from: form.from.clone().filter(|s| !s.is_empty()),
+        to: form.to.clone().filter(|s| !s.is_empty()),
+        format: Some(form.format.clone()),
+    };
+    Ok(crate::api::auditor::export_response(&user.caller(), &state, &query).await?)
+}
+
+pub async fn audit_verify(
+    user: SignedIn,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.check_csrf(&form.csrf)?;
+    user.caller()
+        .require(&state, &[Role::Auditor], "/console/audit/verify")
+        .await?;
+    let mut keys = vec![state.signing_key.public().clone()];
+    keys.extend(state.previous_keys.iter().cloned());
+    let outcome = match crate::governance::verify::verify(&state.store, &keys).await {
+        Ok(v) => format!(
+            "The chain verifies: {} entries and {} signed checkpoints, up to entry {}; {} entries after the newest checkpoint.",
+            v.entries, v.checkpoints, v.head_seq, v.uncovered
+        ),
+        Err(e) => format!("The chain does NOT verify: {e}"),
+    };
+    audit_page(
+        &user,
+        &state,
+        &AuditForm {
+            csrf: form.csrf.clone(),
+            ..Default::default()
+        },
+        false,
+        Some(outcome),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- subject access
+
+#[derive(Deserialize, Default)]
+pub struct SubjectForm {
+    csrf: String,
+    nhs_number: Option<String>,
+    given: Option<String>,
+    family: Option<String>,
+    date_of_birth: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/subject_access.html")]
+struct SubjectPage {
+    layout: Layout,
+    errors: Vec<(String, String)>,
+    answered: bool,
+    summary: Vec<(String, String)>,
+    statements: Vec<Statement>,
+    form: SubjectFormView,
+}
+
+#[derive(Default)]
+struct SubjectFormView {
+    nhs_number: String,
+    given: String,
+    family: String,
+    date_of_birth: String,
+}
+
+/// One line of the disclosure statement.
+struct Statement {
+    kind: String,
+    tag: &'static str,
+    when: String,
+    referral: String,
+    from: String,
+    to: String,
+    agreement: String,
+    lawful_basis: String,
+    consent: String,
+    categories: String,
+    withheld: String,
+}
+
+fn statement(e: &AuditEntry) -> Statement {
+    let (kind, tag) = match e.action() {
+        Some(AuditAction::ReferralSubmitted | AuditAction::MessageDelivered) => {
+            ("Shared", "nhsuk-tag--blue")
+        }
+        Some(AuditAction::ReferralRefused) => ("Refused (not shared)", "nhsuk-tag--red"),
+        Some(AuditAction::ReferralRead) => ("Read", "nhsuk-tag--grey"),
+        Some(AuditAction::AuditDisclosures) => {
+            ("Subject access request answered", "nhsuk-tag--white")
+        }
+        _ => ("Recorded", "nhsuk-tag--grey"),
+    };
+    let kind = format!("{kind} ({})", e.action);
+    Statement {
+        kind,
+        tag,
+        when: when(Timestamp::from_micros(e.at)),
+        referral: e.referral_id.clone().unwrap_or_default(),
+        from: e.actor.clone(),
+        to: e.recipient.clone().unwrap_or_default(),
+        agreement: e.isa_id.clone().unwrap_or_default(),
+        lawful_basis: e.lawful_basis.clone().unwrap_or_default(),
+        consent: e.consent.clone().unwrap_or_default(),
+        categories: e.categories.join(", "),
+        withheld: e.withheld.join(", "),
+    }
+}
+
+pub async fn subject_access_form(
+    user: SignedIn,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.caller()
+        .require(&state, &[Role::Auditor], "/console/subject-access")
+        .await?;
+    Ok(render(&SubjectPage {
+        layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
+        errors: Vec::new(),
+        answered: false,
+        summary: Vec::new(),
+        statements: Vec::new(),
+        form: SubjectFormView::default(),
+    }))
+}
+
+fn csv_field(text: &str) -> String {
+    // Quoted, and a leading formula character neutralised for spreadsheets.
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+pub async fn subject_access(
+    user: SignedIn,
+    form: web::Form<SubjectForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    user.check_csrf(&form.csrf)?;
+    let caller = user.caller();
+    caller
+        .require(&state, &[Role::Auditor], "/console/subject-access")
+        .await?;
+    let value = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let mut body = serde_json::Map::new();
+    if let Some(nhs) = value(&form.nhs_number) {
+        body.insert("nhs_number".into(), nhs.into());
+    }
+    let (given, family) = (value(&form.given), value(&form.family));
+    if given.is_some() || family.is_some() {
+        body.insert(
+            "name".into(),
+            serde_json::json!({"given": given.clone().unwrap_or_default(), "family": family.clone().unwrap_or_default()}),
+        );
+    }
+    if let Some(dob) = value(&form.date_of_birth) {
+        body.insert("date_of_birth".into(), dob.into());
+    }
+    body.insert("limit".into(), 5000.into());
+    let form_view = SubjectFormView {
+        nhs_number: form.nhs_number.clone().unwrap_or_default(),
+        given: form.given.clone().unwrap_or_default(),
+        family: form.family.clone().unwrap_or_default(),
+        date_of_birth: form.date_of_birth.clone().unwrap_or_default(),
+    };
+    let answer = match crate::api::auditor::subject_access(
+        &caller,
+        &state,
+        &serde_json::Value::Object(body),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e)
+            if e.status == StatusCode::UNPROCESSABLE_ENTITY
+                || e.status == StatusCode::BAD_REQUEST =>
+        {
+            let field = |pointer: &str| match pointer {
+                "/nhs_number" => "nhs_number",
+                "/date_of_birth" => "date_of_birth",
+                "/name" => "given",
+                _ => "nhs_number",
+            };
+            let errors = e
+                .errors
+                .iter()
+                .map(|v| {
+                    (
+                        field(&v.pointer).to_owned(),
+                        format!(
+                            "{} {}",
+                            v.pointer.trim_start_matches('/').replace('_', " "),
+                            v.detail
+                        )
+                        .trim()
+                        .to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            let mut res = render(&SubjectPage {
+                layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
+                errors,
+                answered: false,
+                summary: Vec::new(),
+                statements: Vec::new(),
+                form: form_view,
+            });
+            *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(res);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let statements: Vec<Statement> = answer.entries.iter().map(|(e, _)| statement(e)).collect();
+    if form.format.as_deref() == Some("csv") {
+        let mut csv = String::from(
+            "when,what,referral,from,to,agreement,lawful_basis,consent,categories_shared,fields_withheld\n",
+        );
+        for s in &statements {
+            let fields = [
+                &s.when,
+                &s.kind,
+                &s.referral,
+                &s.from,
+                &s.to,
+                &s.agreement,
+                &s.lawful_basis,
+                &s.consent,
+                &s.categories,
+                &s.withheld,
+            ];
+            csv.push_str(
+                &fields
+                    .iter()
+                    .map(|f| csv_field(f))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            csv.push('\n');
+        }
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"subject-access.csv\"",
+            ))
+            .body(csv));
+    }
+    let summary = vec![
+        (
+            "Searched by".to_owned(),
+            answer.searched_by.join(" and ").replace('_', " "),
+        ),
+        ("Referrals".to_owned(), answer.summary.referrals.join(", ")),
+        ("Disclosures".to_owned(), answer.summary.shared.to_string()),
+        ("Refusals".to_owned(), answer.summary.refused.to_string()),
+    ];
+    Ok(render(&SubjectPage {
+        layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
+        errors: Vec::new(),
+        answered: true,
+        summary,
+        statements,
+        form: form_view,
+    }))
+}

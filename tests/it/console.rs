@@ -1,0 +1,782 @@
+//! The staff console (`/console/`): a real headless Chromium signs in through a stub
+//! OpenID provider; role and agency scope; sessions, CSRF and the development sign-in;
+//! every disclosure audited. Needs `chromium` and `chromium-driver` (Debian) for the
+//! browser test: it fails, never skips, without them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::EncodingKey;
+use referral_gateway::clock::ManualClock;
+use serde_json::{Value, json};
+
+const CLIENT_ID: &str = "refgw-console-test";
+
+// ------------------------------------------------------------ stub OpenID provider
+
+#[derive(Clone)]
+struct StubIdp {
+    issuer: String,
+    key: Arc<EncodingKey>,
+    jwk: Value,
+    /// code -> (nonce, code_challenge)
+    codes: Arc<Mutex<HashMap<String, (String, String)>>>,
+    roles: Arc<Mutex<Vec<String>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn query_map(query: &str) -> HashMap<String, String> {
+    actix_web::web::Query::<HashMap<String, String>>::from_query(query)
+        .map(|q| q.into_inner())
+        .unwrap_or_default()
+}
+
+async fn start_idp() -> StubIdp {
+    use actix_web::{App, HttpRequest, HttpResponse, web};
+    let (key, jwk) = es256_key("stub-idp");
+    let (listener, tls) = dev_https_listener();
+    let issuer = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let codes: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
+    let roles = Arc::new(Mutex::new(vec!["auditor".to_owned()]));
+    let key = Arc::new(key);
+    let (i, k, j, c, r) = (
+        issuer.clone(),
+        key.clone(),
+        jwk.clone(),
+        codes.clone(),
+        roles.clone(),
+    );
+    let handle = serve_https!(listener, tls, move || {
+        let (issuer, key, jwk, codes, roles) =
+            (i.clone(), k.clone(), j.clone(), c.clone(), r.clone());
+        let discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        let codes2 = codes.clone();
+        App::new()
+            .route(
+                "/.well-known/openid-configuration",
+                web::get().to(move || {
+                    let d = discovery.clone();
+                    async move { HttpResponse::Ok().json(d) }
+                }),
+            )
+            .route(
+                "/jwks",
+                web::get().to(move || {
+                    let jwk = jwk.clone();
+                    async move { HttpResponse::Ok().json(json!({"keys": [jwk]})) }
+                }),
+            )
+            .route(
+                "/authorize",
+                web::get().to(move |req: HttpRequest| {
+                    let q = query_map(req.query_string());
+                    let code = uuid::Uuid::new_v4().simple().to_string();
+                    codes.lock().unwrap().insert(
+                        code.clone(),
+                        (
+                            q.get("nonce").cloned().unwrap_or_default(),
+                            q.get("code_challenge").cloned().unwrap_or_default(),
+                        ),
+                    );
+                    let redirect = format!(
+                        "{}?code={code}&state={}",
+                        q.get("redirect_uri").cloned().unwrap_or_default(),
+                        q.get("state").cloned().unwrap_or_default()
+                    );
+                    async move {
+                        HttpResponse::Found()
+                            .insert_header(("location", redirect))
+                            .finish()
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                web::post().to(move |body: String| {
+                    let form = query_map(&body);
+                    let code = form.get("code").cloned().unwrap_or_default();
+                    let found = codes2.lock().unwrap().remove(&code);
+                    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+                    let challenge = URL_SAFE_NO_PAD.encode(
+                        ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref(),
+                    );
+                    let response = match found {
+                        Some((nonce, expected)) if expected == challenge => {
+                            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                            let claims = json!({
+                                "iss": issuer, "aud": CLIENT_ID, "sub": "ig.lead@example.org",
+                                "iat": now, "exp": now + 300, "nonce": nonce,
+                                "roles": roles.lock().unwrap().clone(),
+                            });
+                            let id_token = sign_es256(&key, "stub-idp", &claims);
+                            HttpResponse::Ok().json(json!({
+                                "access_token": "opaque", "token_type": "Bearer",
+                                "expires_in": 300, "id_token": id_token,
+                            }))
+                        }
+                        _ => HttpResponse::BadRequest().json(json!({"error": "invalid_grant"})),
+                    };
+                    async move { response }
+                }),
+            )
+    });
+    StubIdp {
+        issuer,
+        key,
+        jwk,
+        codes,
+        roles,
+        handle,
+    }
+}
+
+/// The shipped configuration with the console signing in at `idp` (or, without one,
+/// only the development sign-in), and a known session key.
+fn console_config(idp: Option<&StubIdp>, session_key: &std::path::Path) -> String {
+    let mut text = shipped_config_text();
+    let mut console = format!(
+        "\n[console]\nsession_key_file = \"{}\"\n",
+        session_key.display()
+    );
+    if let Some(idp) = idp {
+        text = text.replace(
+            "issuer = \"https://login.example.org/referral-gateway-dev\"",
+            &format!("issuer = \"{}\"", idp.issuer),
+        );
+        console.push_str(&format!(
+            "client_id = \"{CLIENT_ID}\"\nredirect_url = \"https://localhost:1/console/auth/callback\"\nprovider_name = \"the test provider\"\noidc_ca = \"{ROOT}/certs-example/ca.crt\"\n"
+        ));
+    }
+    text + &console
+}
+
+const SESSION_SECRET: [u8; 32] = [42; 32];
+
+fn session_key_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("console-session.key");
+    std::fs::write(&path, hex::encode(SESSION_SECRET)).unwrap();
+    path
+}
+
+/// Starts the gateway on a staff port known in advance (the redirect URI names it).
+async fn start(backend: Backend, text: &str, clock: Arc<ManualClock>) -> TestApp {
+    let db = TestDatabase::create(backend).await;
+    let mut config = test_config(text, &db.url);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    if let Some(staff) = config.staff.as_mut() {
+        staff.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    }
+    if let Some(oidc) = config.console.oidc.as_mut() {
+        oidc.redirect_url = format!("https://localhost:{port}/console/auth/callback");
+    }
+    TestApp::start_with_clock(config, db, clock).await
+}
+
+// ------------------------------------------------------------ plain HTTP helpers
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls(
+            &root().join("certs-example/ca.crt"),
+            None,
+            rustls::ALL_VERSIONS,
+        ))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+fn csrf_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// A signed-in console session: (cookie header value, CSRF token).
+struct Signed {
+    cookie: String,
+    csrf: String,
+}
+
+async fn dev_sign_in(app: &TestApp, role: &str, agency: &str) -> Signed {
+    let client = no_redirects();
+    let page = client
+        .get(app.staff_url("/console/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let pre = set_cookie(&page, "__Host-refgw-console-pre").expect("pre-session cookie");
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let r = client
+        .post(app.staff_url("/console/auth/dev"))
+        .header("cookie", &pre)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&role={role}&agency={agency}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "dev sign-in");
+    let cookie = set_cookie(&r, "__Host-refgw-console").expect("session cookie");
+    let home = client
+        .get(app.staff_url("/console/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    let csrf = csrf_in(&home.text().await.unwrap());
+    Signed { cookie, csrf }
+}
+
+async fn get_page(app: &TestApp, who: &Signed, path: &str) -> reqwest::Response {
+    no_redirects()
+        .get(app.staff_url(path))
+        .header("cookie", &who.cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_form(app: &TestApp, who: &Signed, path: &str, body: &str) -> reqwest::Response {
+    no_redirects()
+        .post(app.staff_url(path))
+        .header("cookie", &who.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Two referrals from the liaison team (CMHT and IAPT), then ten days on: both overdue.
+async fn seed(app: &TestApp, clock: &ManualClock, t0: time::OffsetDateTime) -> (String, String) {
+    let cmht = app.submit(example_text("cmht")).await;
+    let iapt = app.submit(example_text("iapt")).await;
+    clock.set(t0 + time::Duration::days(10));
+    (cmht, iapt)
+}
+
+// ------------------------------------------------------------ the browser
+
+struct Browser {
+    driver: std::process::Child,
+    client: fantoccini::Client,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser() -> Browser {
+    let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect(
+            "chromedriver is missing: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+        );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let driver = std::process::Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--ignore-certificate-errors", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }),
+    );
+    let mut last = None;
+    for _ in 0..50 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match fantoccini::ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => {
+                return Browser {
+                    driver,
+                    client,
+                    _profile: profile,
+                };
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("cannot start a Chromium session through chromedriver: {last:?}");
+}
+
+impl Browser {
+    async fn stop(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+
+    async fn screenshot(&self, name: &str) {
+        if let Ok(dir) = std::env::var("REFGW_CONSOLE_SCREENSHOTS") {
+            let png = self.client.screenshot().await.expect("screenshot");
+            let dir = root().join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        }
+    }
+
+    /// The path of the page the browser shows.
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .wait()
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .wait()
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn browser_signs_in_with_openid_connect_and_walks_the_console() {
+    let idp = start_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(Some(&idp), &session_key_file(&dir));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(Backend::Sqlite, &text, clock.clone()).await;
+    let (cmht, _iapt) = seed(&app, &clock, t0).await;
+    let browser = browser().await;
+    let b = &browser;
+
+    b.client.goto(&app.staff_url("/console/")).await.unwrap();
+    // Not signed in: the sign-in page.
+    assert_eq!(b.path().await, "/console/sign-in");
+    b.screenshot("sign-in").await;
+    b.click("#oidc-sign-in").await;
+    // Through the provider and back; the callback page moves on to the overview.
+    b.text("#totals").await;
+    assert_eq!(b.path().await, "/console/");
+    b.screenshot("overview").await;
+
+    // The overview's numbers are the API's.
+    let token = dev_token(
+        &text,
+        "api-auditor",
+        &[referral_gateway::staff_auth::tokens::Role::Auditor],
+        None,
+    );
+    let report = app.staff_get("/v1/reports/sla", &token, 200).await;
+    let rows = report["rows"].as_array().unwrap();
+    let total: u64 = rows.iter().map(|r| r["referrals"].as_u64().unwrap()).sum();
+    let breached: u64 = rows.iter().map(|r| r["breached"].as_u64().unwrap()).sum();
+    assert_eq!(total, 2);
+    let totals = b.text("#totals").await;
+    assert!(
+        totals.contains(&format!("Referrals\n{total}"))
+            || totals.contains(&format!("Referrals {total}")),
+        "{totals}"
+    );
+    assert!(
+        totals.contains(&format!("breached clock\n{breached}"))
+            || totals.contains(&format!("breached clock {breached}")),
+        "{totals}"
+    );
+    let table = b.text("#sla-table").await;
+    for row in rows {
+        assert!(table.contains(row["agency"].as_str().unwrap()), "{table}");
+    }
+
+    // Overdue referrals of the recipient CMHT, then the referral.
+    b.client
+        .goto(&app.staff_url("/console/overdue?agency=coventry-cmht"))
+        .await
+        .unwrap();
+    b.screenshot("overdue").await;
+    b.click(&format!("a[href='/console/referrals/{cmht}']"))
+        .await;
+    assert_eq!(b.text("#referral-id").await, cmht);
+    b.screenshot("referral").await;
+
+    // Subject access for the examples' person.
+    b.client
+        .goto(&app.staff_url("/console/subject-access"))
+        .await
+        .unwrap();
+    let nhs = b
+        .client
+        .find(fantoccini::Locator::Id("nhs_number"))
+        .await
+        .unwrap();
+    nhs.send_keys("943 476 5919").await.unwrap();
+    b.click("#find").await;
+    let summary = b.text("#sar-summary").await;
+    assert!(summary.contains(&cmht), "{summary}");
+    b.screenshot("subject-access").await;
+
+    // The audit log.
+    b.client
+        .goto(&app.staff_url("/console/audit"))
+        .await
+        .unwrap();
+    b.click("#search").await;
+    b.text("table").await;
+    b.screenshot("audit").await;
+
+    // Sign out: back to sign-in, and the console is closed again.
+    b.click("#sign-out").await;
+    b.text(".nhsuk-inset-text").await;
+    b.client.goto(&app.staff_url("/console/")).await.unwrap();
+    assert_eq!(b.path().await, "/console/sign-in");
+
+    browser.stop().await;
+    idp.handle.stop(false).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_account_without_a_staff_role_is_refused() {
+    let idp = start_idp().await;
+    *idp.roles.lock().unwrap() = vec!["nurse".into()];
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(Some(&idp), &session_key_file(&dir));
+    let app = start(
+        Backend::Sqlite,
+        &text,
+        Arc::new(ManualClock::new(time::OffsetDateTime::now_utc())),
+    )
+    .await;
+    let client = no_redirects();
+    let start_r = client
+        .get(app.staff_url("/console/auth/oidc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start_r.status(), 303);
+    let login = set_cookie(&start_r, "__Host-refgw-console-login").unwrap();
+    let authorize = start_r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    let back = staff_client_no_redirect_get(&client, &authorize).await;
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    let r = client
+        .get(&callback)
+        .header("cookie", &login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(set_cookie(&r, "__Host-refgw-console").is_none());
+    // A callback without the login cookie (or with another state) is refused too.
+    let r = client.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let _ = (&idp.key, &idp.jwk, &idp.codes);
+    idp.handle.stop(false).await;
+    app.stop().await;
+}
+
+async fn staff_client_no_redirect_get(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_service_manager_sees_only_their_agency() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(Backend::Sqlite, &text, clock.clone()).await;
+    let (cmht, iapt) = seed(&app, &clock, t0).await;
+    let manager = dev_sign_in(&app, "service_manager", "coventry-cmht").await;
+    let pages = [
+        (format!("/console/referrals/{cmht}"), 200),
+        (format!("/console/referrals/{iapt}"), 404),
+        ("/console/".to_owned(), 200),
+        ("/console/?agency=coventry-liaison".to_owned(), 403),
+        ("/console/overdue?agency=coventry-liaison".to_owned(), 403),
+        ("/console/audit".to_owned(), 403),
+        ("/console/subject-access".to_owned(), 403),
+    ];
+    for (path, status) in pages {
+        let got = get_page(&app, &manager, &path).await.status();
+        assert_eq!(got, status, "GET {path}");
+    }
+    let csrf = format!("csrf={}", manager.csrf);
+    let forms = [
+        ("/console/subject-access", "&nhs_number=9434765919"),
+        ("/console/audit", ""),
+        ("/console/audit/export", "&format=csv"),
+    ];
+    for (path, rest) in forms {
+        let got = post_form(&app, &manager, path, &format!("{csrf}{rest}")).await;
+        assert_eq!(got.status(), 403, "POST {path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_csrf_headers_and_the_development_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let app = start(Backend::Sqlite, &text, clock.clone()).await;
+    let client = no_redirects();
+    // Without a session every page sends the browser to sign in.
+    for path in [
+        "/console/",
+        "/console/overdue",
+        "/console/audit",
+        "/console/subject-access",
+        "/console/referrals/x",
+    ] {
+        let r = client.get(app.staff_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/console/sign-in", "{path}");
+    }
+    // Headers on every page.
+    let r = client
+        .get(app.staff_url("/console/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && csp.contains("form-action 'self'")
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let pre = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        pre.contains("HttpOnly") && pre.contains("Secure") && pre.contains("SameSite=Strict"),
+        "{pre}"
+    );
+
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    assert_eq!(
+        get_page(&app, &auditor, "/console/audit").await.status(),
+        200
+    );
+    // A forged cookie, and a genuine one past its lifetime, are refused.
+    let forged = Signed {
+        cookie: "__Host-refgw-console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+        csrf: String::new(),
+    };
+    assert_eq!(get_page(&app, &forged, "/console/").await.status(), 303);
+    let sealer = referral_gateway::api::console::session::Sealer::new(&SESSION_SECRET).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let session =
+        |issued_at: i64, last_seen: i64| referral_gateway::api::console::session::Session {
+            id: "x".into(),
+            subject: "dev-auditor".into(),
+            roles: vec!["auditor".into()],
+            agency: None,
+            issued_at,
+            last_seen,
+            csrf: "c".into(),
+            via: "development".into(),
+        };
+    let cookie = |s| Signed {
+        cookie: format!(
+            "__Host-refgw-console={}",
+            sealer.seal("__Host-refgw-console", &s).unwrap()
+        ),
+        csrf: "c".into(),
+    };
+    let sessions = [
+        ("fresh", session(now - 60, now - 60), 200),
+        ("idle", session(now - 3600, now - 16 * 60), 303),
+        ("absolute", session(now - 9 * 3600, now - 60), 303),
+    ];
+    for (what, s, status) in sessions {
+        let got = get_page(&app, &cookie(s), "/console/audit").await.status();
+        assert_eq!(got, status, "{what}");
+    }
+    // A POST without the CSRF token, or with another, is refused.
+    let forms = [
+        ("/console/audit", "from=2020-01-01", 400),
+        ("/console/audit", "csrf=wrong", 403),
+        ("/console/sign-out", "csrf=wrong", 403),
+    ];
+    for (path, body, status) in forms {
+        let got = post_form(&app, &auditor, path, body).await.status();
+        assert_eq!(got, status, "POST {path} {body}");
+    }
+    // Sign-out ends the session even for a copy of the cookie.
+    let r = post_form(
+        &app,
+        &auditor,
+        "/console/sign-out",
+        &format!("csrf={}", auditor.csrf),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        get_page(&app, &auditor, "/console/audit").await.status(),
+        303
+    );
+    // Both recorded, as the development sign-in's staff member.
+    assert_eq!(app.count_action("staff.signed_in").await, 1);
+    assert_eq!(app.count_action("staff.signed_out").await, 1);
+    assert_eq!(
+        app.last_audit().await,
+        ("staff.signed_out".to_owned(), "console sign-out".to_owned())
+    );
+    // A development sign-in needs the sign-in page's token.
+    assert_eq!(dev_sign_in_without_token(&client, &app).await, 403);
+    app.stop().await;
+
+    // With dev_tokens = false the development sign-in does not exist.
+    let jwks = dir.path().join("jwks.json");
+    let (_, jwk) = es256_key("k");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
+    let text = text
+        .replace("dev_tokens = true", "dev_tokens = false")
+        .replace(
+            &format!("\"{ROOT}/certs-example/staff-jwks.json\""),
+            &format!("\"{}\"", jwks.display()),
+        );
+    let app = start(Backend::Sqlite, &text, clock).await;
+    assert_eq!(dev_sign_in_without_token(&client, &app).await, 404);
+    let page = client
+        .get(app.staff_url("/console/sign-in"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("/console/auth/dev"));
+    app.stop().await;
+}
+
+/// A development sign-in without the sign-in page's token (and cookie): the status.
+async fn dev_sign_in_without_token(client: &reqwest::Client, app: &TestApp) -> u16 {
+    let r = client
+        .post(app.staff_url("/console/auth/dev"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=x&role=auditor")
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+async fn disclosures_are_audited(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(backend, &text, clock.clone()).await;
+    let (cmht, _) = seed(&app, &clock, t0).await;
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    let checks: [(&'static str, &str, Option<String>); 5] = [
+        ("report.sla", "/console/", None),
+        ("referral.read", &format!("/console/referrals/{cmht}"), None),
+        (
+            "audit.queried",
+            "/console/audit",
+            Some(format!("csrf={}", auditor.csrf)),
+        ),
+        (
+            "audit.disclosures",
+            "/console/subject-access",
+            Some(format!("csrf={}&nhs_number=9434765919", auditor.csrf)),
+        ),
+        (
+            "audit.exported",
+            "/console/audit/export",
+            Some(format!("csrf={}&format=csv", auditor.csrf)),
+        ),
+    ];
+    for (action, path, form) in checks {
+        let before = app.count_action(action).await;
+        let r = match &form {
+            None => get_page(&app, &auditor, path).await,
+            Some(body) => post_form(&app, &auditor, path, body).await,
+        };
+        assert_eq!(r.status(), 200, "{path}");
+        let _ = r.bytes().await.unwrap();
+        assert!(
+            app.count_action(action).await > before,
+            "{action} after {path}"
+        );
+    }
+    // The statement as CSV holds the seeded referral.
+    let r = post_form(
+        &app,
+        &auditor,
+        "/console/subject-access",
+        &format!("csrf={}&nhs_number=9434765919&format=csv", auditor.csrf),
+    )
+    .await;
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(r.text().await.unwrap().contains(&cmht));
+    app.stop().await;
+}
+
+on_both_backends!(disclosures_are_audited);
