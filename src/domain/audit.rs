@@ -128,8 +128,8 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub seq: i64,
-    /// Microseconds since the Unix epoch.
-    pub at: i64,
+    /// When it was written (serialised, and hashed, as microseconds since the Unix epoch).
+    pub at: crate::domain::Timestamp,
     /// `agency:<id>`, `staff:<subject>`, `certificate:<sha256>`, `bearer:unverified`,
     /// `operator:<user>` or `gateway`.
     pub actor: String,
@@ -279,7 +279,7 @@ pub struct ChainVerifier<F> {
     /// The newest checkpoint's seq when verification started (0: none).
     newest_checkpoint: i64,
     /// The first entry after the newest checkpoint: its seq and `at`.
-    pub first_uncovered: Option<(i64, i64)>,
+    pub first_uncovered: Option<(i64, crate::domain::Timestamp)>,
     verify_signature: F,
     pub entries: u64,
     pub checkpoints_verified: u64,
@@ -412,7 +412,7 @@ mod tests {
             .map(|seq| {
                 let e = AuditEntry {
                     seq,
-                    at: seq * 1000,
+                    at: crate::domain::Timestamp::from_micros(seq * 1000),
                     actor: "agency:a".into(),
                     action: AuditAction::ReferralSubmitted.as_str().into(),
                     referral_id: Some(format!("r{seq}")),

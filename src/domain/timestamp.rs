@@ -9,7 +9,10 @@ use time::format_description::well_known::Rfc3339;
 /// An instant, UTC, to the microsecond. Ordered; serialised as its microseconds since the
 /// Unix epoch (the audit chain hashes it so). The integer itself is the store's business
 /// (and the wire form of a list cursor); elsewhere convert to and from `OffsetDateTime`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// `Default` is the Unix epoch.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(i64);
 

@@ -202,8 +202,8 @@ pub struct EntryView<'a> {
 pub fn view<'a>(entry: &'a AuditEntry, hash: &'a str) -> EntryView<'a> {
     EntryView {
         seq: entry.seq,
-        at: rfc3339(entry.at),
-        at_micros: entry.at,
+        at: rfc3339(entry.at.as_micros()),
+        at_micros: entry.at.as_micros(),
         actor: &entry.actor,
         action: &entry.action,
         referral_id: entry.referral_id.as_deref(),
@@ -235,8 +235,8 @@ fn csv_line(entry: &AuditEntry, hash: &str) -> String {
     let opt = |v: &Option<String>| csv_field(v.as_deref().unwrap_or(""));
     let fields = [
         entry.seq.to_string(),
-        rfc3339(entry.at),
-        entry.at.to_string(),
+        rfc3339(entry.at.as_micros()),
+        entry.at.as_micros().to_string(),
         csv_field(&entry.actor),
         csv_field(&entry.action),
         opt(&entry.referral_id),

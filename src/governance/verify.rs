@@ -2,9 +2,10 @@
 //! entries after the newest one, and (optionally) a signed head kept elsewhere.
 
 use super::checkpoints::SignedHead;
+use crate::domain::Timestamp;
 use crate::domain::audit::{ChainFault, ChainVerifier};
 use crate::security::signing::PublicKey;
-use crate::store::{Store, StoreError, to_micros};
+use crate::store::{Store, StoreError};
 
 /// The outcome of `audit verify`.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub struct VerifyPolicy {
     /// (`None`: any age).
     pub max_uncovered_secs: Option<i64>,
     /// "Now" for the age bound, microseconds.
-    pub now: i64,
+    pub now: Timestamp,
     /// A signed head from outside the database (`--head FILE`), already checked against
     /// the keys: the log must hold it, and a checkpoint at or after it.
     pub head: Option<SignedHead>,
@@ -44,7 +45,7 @@ impl VerifyPolicy {
                     .unwrap_or(i64::MAX)
                     .saturating_mul(2),
             ),
-            now: to_micros(now),
+            now: Timestamp::from(now),
             head: None,
         }
     }
@@ -140,7 +141,7 @@ pub async fn verify_with(
     }
     let uncovered = (head_seq - newest).max(0);
     if let Some((first, at)) = first_uncovered.filter(|_| uncovered > 0) {
-        let age_secs = (policy.now - at).max(0) / 1_000_000;
+        let age_secs = policy.now.micros_since(at).max(0) / 1_000_000;
         let too_many = policy
             .max_uncovered_entries
             .is_some_and(|max| uncovered > max);

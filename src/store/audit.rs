@@ -97,7 +97,7 @@ async fn insert_entry(
 ) -> Result<String, StoreError> {
     let entry = AuditEntry {
         seq,
-        at,
+        at: Timestamp::from_micros(at),
         actor: record.actor.clone(),
         action: record.action.as_str().to_owned(),
         referral_id: record.referral_id.clone(),
@@ -118,7 +118,7 @@ async fn insert_entry(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(entry.seq)
-    .bind(entry.at)
+    .bind(entry.at.as_micros())
     .bind(&entry.actor)
     .bind(&entry.action)
     .bind(&entry.referral_id)
@@ -145,7 +145,7 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), Store
     Ok((
         AuditEntry {
             seq: row.try_get("seq")?,
-            at: row.try_get("at")?,
+            at: Timestamp::from_micros(row.try_get("at")?),
             actor: row.try_get("actor")?,
             action: row.try_get("action")?,
             referral_id: row.try_get("referral_id")?,

@@ -1159,7 +1159,7 @@ fn entries_table(caption: &str, entries: &[(AuditEntry, String)]) -> Table {
     for (e, _) in entries {
         table.rows.push(vec![
             Cell::num(e.seq),
-            Cell::text(when(Timestamp::from_micros(e.at))),
+            Cell::text(when(e.at)),
             Cell::text(&e.actor),
             Cell::text(&e.action),
             match &e.referral_id {
@@ -1350,7 +1350,7 @@ fn statement(e: &AuditEntry) -> Statement {
     Statement {
         kind,
         tag,
-        when: when(Timestamp::from_micros(e.at)),
+        when: when(e.at),
         referral: e.referral_id.clone().unwrap_or_default(),
         from: e.actor.clone(),
         to: e.recipient.clone().unwrap_or_default(),
