@@ -229,6 +229,11 @@ impl Intake {
         &self.registry
     }
 
+    /// The information sharing agreements in the configuration.
+    pub fn agreements(&self) -> &[crate::domain::sharing::SharingAgreement] {
+        &self.agreements
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn accept(
         &self,

@@ -1,5 +1,7 @@
 //! Referral rows, their idempotency keys and outbox rows.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
@@ -316,6 +318,32 @@ pub struct ReferralFilter<'a> {
 }
 
 impl Store {
+    /// How many referrals were received in `[from, to)` under each information sharing
+    /// agreement (by `isa_id`; referrals without one are not counted). No personal data.
+    pub async fn referrals_per_agreement(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT isa_id, COUNT(*) AS n FROM referrals \
+             WHERE received_at >= $1 AND received_at < $2 AND isa_id IS NOT NULL \
+             GROUP BY isa_id",
+        )
+        .bind(from.as_micros())
+        .bind(to.as_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("isa_id")?,
+                    row.try_get::<i64, _>("n")?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn list_referrals(
         &self,
         filter: &ReferralFilter<'_>,

@@ -553,6 +553,7 @@ async fn a_service_manager_sees_only_their_agency() {
         ("/console/overdue?agency=coventry-liaison".to_owned(), 403),
         ("/console/audit".to_owned(), 403),
         ("/console/subject-access".to_owned(), 403),
+        ("/console/agreements".to_owned(), 403),
     ];
     for (path, status) in pages {
         let got = get_page(&app, &manager, &path).await.status();
@@ -584,6 +585,7 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         "/console/overdue",
         "/console/audit",
         "/console/subject-access",
+        "/console/agreements",
         "/console/referrals/x",
     ] {
         let r = client.get(app.staff_url(path)).send().await.unwrap();
@@ -725,6 +727,78 @@ async fn dev_sign_in_without_token(client: &reqwest::Client, app: &TestApp) -> u
         .unwrap();
     r.status().as_u16()
 }
+
+/// The part of the agreements page that shows agreement `id`.
+fn agreement_section<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"agreement-{id}\""))
+        .unwrap_or_else(|| panic!("agreement {id} on the page"));
+    let rest = &html[start..];
+    &rest[..rest.find("</table>").expect("the agreement's table ends")]
+}
+
+async fn the_agreements_register_counts_referrals_and_flags_endings(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    // The health agreement ends within 60 days of today; the housing one in 2027.
+    let ends = (time::OffsetDateTime::now_utc() + time::Duration::days(30)).date();
+    let text = console_config(None, &session_key_file(&dir)).replacen(
+        "effective_to = \"2027-12-31\"",
+        &format!("effective_to = \"{ends}\""),
+        1,
+    );
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(backend, &text, clock.clone()).await;
+    app.submit(example_text("cmht")).await;
+    app.submit(example_text("cmht")).await;
+    app.submit(example_text("housing")).await;
+    // The default period ends now (exclusive): the manual clock moves on past the referrals.
+    clock.set(t0 + time::Duration::minutes(5));
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    let before = app.count_action("audit.queried").await;
+    let r = get_page(&app, &auditor, "/console/agreements").await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(app.count_action("audit.queried").await > before);
+    assert!(html.contains("href=\"/console/agreements\" aria-current=\"page\""));
+    let health = agreement_section(&html, "coventry-ld-health-2026");
+    assert!(
+        health.contains("UK GDPR Art. 6(1)(e) public task"),
+        "{health}"
+    );
+    assert!(health.contains("app-referral-count\">2<"), "{health}");
+    assert!(health.contains("nhsuk-tag--orange"), "{health}");
+    assert!(health.contains("Ends within 60 days"), "{health}");
+    assert!(health.contains(&ends.to_string()), "{health}");
+    assert!(health.contains("service types: cmht, iapt, substance_misuse in coventry"));
+    let housing = agreement_section(&html, "coventry-ld-housing-duty-to-refer-2026");
+    assert!(
+        housing.contains("UK GDPR Art. 6(1)(c) legal obligation"),
+        "{housing}"
+    );
+    assert!(housing.contains("app-referral-count\">1<"), "{housing}");
+    assert!(housing.contains("In force"), "{housing}");
+    assert!(!housing.contains("nhsuk-tag--orange"), "{housing}");
+    assert!(housing.contains("2027-12-31"), "{housing}");
+    // A period before the referrals: none counted.
+    let r = get_page(
+        &app,
+        &auditor,
+        "/console/agreements?from=2026-01-01&to=2026-01-02",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        agreement_section(&html, "coventry-ld-health-2026").contains("app-referral-count\">0<")
+    );
+    // A period that does not parse is refused as on the other pages.
+    let r = get_page(&app, &auditor, "/console/agreements?from=yesterday").await;
+    assert_eq!(r.status(), 400);
+    app.stop().await;
+}
+
+on_both_backends!(the_agreements_register_counts_referrals_and_flags_endings);
 
 async fn disclosures_are_audited(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();

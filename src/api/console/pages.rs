@@ -45,6 +45,7 @@ impl Layout {
             if identity.has(Role::Auditor) {
                 items.push(("/console/audit", "Audit log"));
                 items.push(("/console/subject-access", "Subject access"));
+                items.push(("/console/agreements", "Sharing agreements"));
             }
             nav = items
                 .into_iter()
@@ -1524,5 +1525,151 @@ pub async fn subject_access(
         summary,
         statements,
         form: form_view,
+    }))
+}
+
+// ---------------------------------------------------------------- sharing agreements
+
+#[derive(Deserialize)]
+pub struct AgreementsQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// One agreement of the register as the page shows it.
+struct AgreementView {
+    id: String,
+    title: String,
+    rows: Vec<(String, String)>,
+    status: &'static str,
+    tag: &'static str,
+    referrals: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console/agreements.html")]
+struct AgreementsPage {
+    layout: Layout,
+    from: String,
+    to: String,
+    today: String,
+    agreements: Vec<AgreementView>,
+}
+
+/// The agreement's standing on `today` (Europe/London): its label and nhsuk tag class.
+fn agreement_status(
+    a: &crate::domain::sharing::SharingAgreement,
+    today: time::Date,
+) -> (&'static str, &'static str) {
+    if today < a.effective_from {
+        ("Not yet in force", "nhsuk-tag--grey")
+    } else {
+        match a.effective_to {
+            Some(end) if end < today => ("Ended", "nhsuk-tag--red"),
+            Some(end) if (end - today).whole_days() <= 60 => {
+                ("Ends within 60 days", "nhsuk-tag--orange")
+            }
+            _ => ("In force", "nhsuk-tag--green"),
+        }
+    }
+}
+
+fn listed<'a>(items: impl IntoIterator<Item = &'a String>, none: &str) -> String {
+    let text = items
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if text.is_empty() {
+        none.to_owned()
+    } else {
+        text
+    }
+}
+
+/// The register of information sharing agreements with the referrals received under each
+/// in the period (auditors only). Governance data, no personal data; the view is recorded
+/// in the audit log like the console's other pages.
+pub async fn agreements(
+    user: SignedIn,
+    query: web::Query<AgreementsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let caller = user.caller();
+    caller
+        .require(&state, &[Role::Auditor], "/console/agreements")
+        .await?;
+    let (from, to) =
+        crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
+    let counts = state
+        .store
+        .referrals_per_agreement(from, to)
+        .await
+        .map_err(ApiError::from)?;
+    crate::api::record_access(
+        &state,
+        AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried)
+            .detail(format!("console agreements register, {from} to {to}")),
+    )
+    .await?;
+    let today = crate::domain::calendar::to_london(state.clock.now()).date();
+    let agreements = state
+        .intake
+        .agreements()
+        .iter()
+        .map(|a| {
+            let (status, tag) = agreement_status(a, today);
+            let mut recipients = Vec::new();
+            if !a.recipient_agencies.is_empty() {
+                recipients.push(format!("agencies: {}", listed(&a.recipient_agencies, "")));
+            }
+            if !a.recipient_service_types.is_empty() {
+                recipients.push(format!(
+                    "service types: {} in {}",
+                    listed(&a.recipient_service_types, ""),
+                    listed(&a.areas, "no area")
+                ));
+            }
+            let rows = vec![
+                ("Senders".to_owned(), listed(&a.senders, "none")),
+                ("Recipients".to_owned(), recipients.join("; ")),
+                ("Purpose".to_owned(), a.purpose.clone()),
+                ("Lawful basis".to_owned(), a.lawful_basis.clone()),
+                ("Categories".to_owned(), listed(&a.categories, "none")),
+                (
+                    "Sharing without consent".to_owned(),
+                    listed(&a.without_consent, "not permitted"),
+                ),
+                (
+                    "Fields beyond the categories".to_owned(),
+                    match a.on_excess {
+                        crate::domain::sharing::OnExcess::Remove => "removed",
+                        crate::domain::sharing::OnExcess::Reject => "referral refused",
+                    }
+                    .to_owned(),
+                ),
+                ("Effective from".to_owned(), a.effective_from.to_string()),
+                (
+                    "Effective to".to_owned(),
+                    a.effective_to
+                        .map_or_else(|| "no end date".to_owned(), |d| d.to_string()),
+                ),
+            ];
+            AgreementView {
+                id: a.id.clone(),
+                title: a.title.clone(),
+                rows,
+                status,
+                tag,
+                referrals: counts.get(&a.id).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(render(&AgreementsPage {
+        layout: Layout::new("Sharing agreements", Some(&user.0), "/console/agreements"),
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        today: today.to_string(),
+        agreements,
     }))
 }
