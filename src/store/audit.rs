@@ -419,3 +419,66 @@ pub struct PersonSummary {
     pub shared: i64,
     pub refused: i64,
 }
+
+/// One `referral.submitted` entry carrying a person key: who (the pseudonymous key, never
+/// a name), which referral, to which agency, and when.
+pub type PersonSubmission = (String, String, String, Timestamp);
+
+impl Store {
+    /// The `referral.submitted` entries carrying a person key with `from <= at < to`, by
+    /// person key then time: what the repeat-referrals page counts.
+    pub async fn submissions_by_person(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PersonSubmission>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT person_key, referral_id, recipient, at FROM audit_log \
+             WHERE action = $1 AND person_key IS NOT NULL AND referral_id IS NOT NULL \
+             AND recipient IS NOT NULL AND at >= $2 AND at < $3 \
+             ORDER BY person_key, at, seq",
+        )
+        .bind(AuditAction::ReferralSubmitted.as_str())
+        .bind(from.as_micros())
+        .bind(to.as_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("person_key")?,
+                    row.try_get::<String, _>("referral_id")?,
+                    row.try_get::<String, _>("recipient")?,
+                    Timestamp::from_micros(row.try_get::<i64, _>("at")?),
+                ))
+            })
+            .collect()
+    }
+
+    /// The referrals declined (an `event.posted` entry whose detail is the event type
+    /// `declined`) before `to`, with when each decline was posted. Declines from before
+    /// the period count too: a referral made in the period may follow one declined earlier.
+    pub async fn declined_referrals(
+        &self,
+        to: Timestamp,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT referral_id, at FROM audit_log \
+             WHERE action = $1 AND detail = $2 AND referral_id IS NOT NULL AND at < $3 \
+             ORDER BY at, seq",
+        )
+        .bind(AuditAction::EventPosted.as_str())
+        .bind("declined")
+        .bind(to.as_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("referral_id")?,
+                    Timestamp::from_micros(row.try_get::<i64, _>("at")?),
+                ))
+            })
+            .collect()
+    }
+}

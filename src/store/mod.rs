@@ -20,7 +20,7 @@ mod roles;
 mod sla;
 
 pub use crate::domain::messages::OutboxMessage;
-pub use audit::{AuditQuery, AuditRecord, PersonSummary};
+pub use audit::{AuditQuery, AuditRecord, PersonSubmission, PersonSummary};
 use audit::{append_audit, append_audit_many};
 pub use events::{EventOutcome, NewEvent, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};

@@ -554,6 +554,7 @@ async fn a_service_manager_sees_only_their_agency() {
         ("/console/audit".to_owned(), 403),
         ("/console/subject-access".to_owned(), 403),
         ("/console/agreements".to_owned(), 403),
+        ("/console/repeats".to_owned(), 403),
     ];
     for (path, status) in pages {
         let got = get_page(&app, &manager, &path).await.status();
@@ -854,3 +855,124 @@ async fn disclosures_are_audited(backend: Backend) {
 }
 
 on_both_backends!(disclosures_are_audited);
+
+/// The row of the repeat-referrals counts table for `service_type`.
+fn repeats_row<'a>(html: &'a str, service_type: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"repeats-{service_type}\""))
+        .unwrap_or_else(|| panic!("no row for {service_type}: {html}"));
+    let rest = &html[start..];
+    &rest[..rest.find("</tr>").expect("the row ends")]
+}
+
+async fn the_repeat_referrals_page_counts_people_and_remade_referrals(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(backend, &text, clock.clone()).await;
+    let alex = example_text("cmht");
+    let other = alex
+        .replacen("943 476 5919", "401 023 2137", 1)
+        .replacen("\"given\": \"Alex\"", "\"given\": \"Sam\"", 1)
+        .replacen("\"family\": \"Example\"", "\"family\": \"Otherperson\"", 1);
+    assert_ne!(alex, other);
+    // Alex: referred to CMHT three times, the first declined before the third.
+    let first = app.submit(alex.clone()).await;
+    clock.set(t0 + time::Duration::seconds(10));
+    let second = app.submit(alex.clone()).await;
+    clock.set(t0 + time::Duration::seconds(20));
+    app.post_event_as(
+        "coventry-cmht",
+        &first,
+        &event(
+            "declined",
+            json!({"reason_code": "out_of_area", "detail": "Lives in Warwick."}),
+        ),
+        201,
+    )
+    .await;
+    clock.set(t0 + time::Duration::seconds(30));
+    let third = app.submit(alex.clone()).await;
+    // Sam: twice.
+    clock.set(t0 + time::Duration::seconds(40));
+    let sam1 = app.submit(other.clone()).await;
+    clock.set(t0 + time::Duration::seconds(50));
+    let sam2 = app.submit(other.clone()).await;
+    // The default period ends now (exclusive).
+    clock.set(t0 + time::Duration::minutes(5));
+
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    let before = app.count_action("audit.queried").await;
+    let r = get_page(&app, &auditor, "/console/repeats").await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(app.count_action("audit.queried").await > before);
+    assert!(html.contains("href=\"/console/repeats\" aria-current=\"page\""));
+    // cmht: Sam in "2", Alex in "3–4", nobody in "5+", one referral re-made after a decline.
+    let cmht = repeats_row(&html, "cmht");
+    let counts: Vec<&str> = cmht
+        .split("app-repeat-count\">")
+        .skip(1)
+        .map(|c| &c[..c.find('<').unwrap()])
+        .collect();
+    assert_eq!(counts, ["1", "1", "0"], "{cmht}");
+    assert!(cmht.contains("app-remade-count\">1<"), "{cmht}");
+    // The drill-down links every referral; people are numbered by first referral: Alex first.
+    for id in [&first, &second, &third, &sam1, &sam2] {
+        assert!(
+            html.contains(&format!("href=\"/console/referrals/{id}\"")),
+            "{id}: {html}"
+        );
+    }
+    assert!(html.contains("Person 1") && html.contains("Person 2"));
+    assert!(!html.contains("Person 3"));
+    let alex_row = &html[html.find("Person 1").unwrap()..html.find("Person 2").unwrap()];
+    assert!(alex_row.contains(&third), "{alex_row}");
+    assert!(alex_row.contains("re-made after a decline"), "{alex_row}");
+    // Never a person key or a name.
+    let keys: Vec<String> = {
+        use sqlx::Row;
+        sqlx::query("SELECT DISTINCT person_key FROM audit_log WHERE person_key IS NOT NULL")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("person_key"))
+            .collect()
+    };
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        assert!(!html.contains(key.as_str()), "a person key on the page");
+    }
+    for name in [
+        "Alex",
+        "Example",
+        "Sam",
+        "Otherperson",
+        "9434765919",
+        "943 476 5919",
+    ] {
+        assert!(!html.contains(name), "{name} on the page");
+    }
+    // A period before the referrals: no one.
+    let r = get_page(
+        &app,
+        &auditor,
+        "/console/repeats?from=2026-01-01&to=2026-01-02",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("id=\"repeats-cmht\""));
+    assert!(html.contains("No one was referred to the same service type more than once"));
+    // A service manager may not see it.
+    let manager = dev_sign_in(&app, "service_manager", "coventry-cmht").await;
+    assert_eq!(
+        get_page(&app, &manager, "/console/repeats").await.status(),
+        403
+    );
+    app.stop().await;
+}
+
+on_both_backends!(the_repeat_referrals_page_counts_people_and_remade_referrals);

@@ -97,6 +97,7 @@ pub fn configure(dev_sign_in: bool) -> impl Fn(&mut web::ServiceConfig) + Clone 
             .route("/audit/export", web::post().to(pages::audit_export))
             .route("/audit/verify", web::post().to(pages::audit_verify))
             .route("/agreements", web::get().to(pages::agreements))
+            .route("/repeats", web::get().to(pages::repeats))
             .route("/subject-access", web::get().to(pages::subject_access_form))
             .route("/subject-access", web::post().to(pages::subject_access))
             .route("/assets/{name}", web::get().to(pages::asset));

@@ -46,6 +46,7 @@ impl Layout {
                 items.push(("/console/audit", "Audit log"));
                 items.push(("/console/subject-access", "Subject access"));
                 items.push(("/console/agreements", "Sharing agreements"));
+                items.push(("/console/repeats", "Repeat referrals"));
             }
             nav = items
                 .into_iter()
@@ -1671,5 +1672,110 @@ pub async fn agreements(
         to: to.to_rfc3339(),
         today: today.to_string(),
         agreements,
+    }))
+}
+
+// ---------------------------------------------------------------- repeat referrals
+
+#[derive(Deserialize)]
+pub struct RepeatsQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// One referral id of the drill-down, with what the page notes about it.
+struct RepeatReferralView {
+    id: String,
+    href: String,
+    at: String,
+    note: &'static str,
+}
+
+struct RepeatPersonView {
+    label: String,
+    service_type: String,
+    referrals: Vec<RepeatReferralView>,
+}
+
+#[derive(Template)]
+#[template(path = "console/repeats.html")]
+struct RepeatsPage {
+    layout: Layout,
+    from: String,
+    to: String,
+    buckets: [&'static str; 3],
+    counts: Vec<crate::governance::repeats::ServiceRepeats>,
+    people: Vec<RepeatPersonView>,
+}
+
+/// Repeat referrals in the period (auditors only): people referred to a service type 2,
+/// 3–4 and 5+ times, referrals re-made after a decline, and the referral ids of each
+/// (anonymous) person. Counted from the audit log's person keys, which the page never
+/// shows; the view is recorded in the audit log before the page is rendered.
+pub async fn repeats(
+    user: SignedIn,
+    query: web::Query<RepeatsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ConsoleError> {
+    let caller = user.caller();
+    caller
+        .require(&state, &[Role::Auditor], "/console/repeats")
+        .await?;
+    let (from, to) =
+        crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
+    let submissions = state
+        .store
+        .submissions_by_person(from, to)
+        .await
+        .map_err(ApiError::from)?;
+    let declined: std::collections::HashMap<String, Timestamp> = state
+        .store
+        .declined_referrals(to)
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .collect();
+    crate::api::record_access(
+        &state,
+        AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried)
+            .detail(format!("console repeat referrals, {from} to {to}")),
+    )
+    .await?;
+    let registry = state.intake.registry();
+    let found = crate::governance::repeats::repeats(&submissions, &declined, |recipient| {
+        registry
+            .get(recipient)
+            .map(|a| a.service_type.as_str().to_owned())
+    });
+    let people = found
+        .people
+        .into_iter()
+        .map(|p| RepeatPersonView {
+            label: format!("Person {}", p.number),
+            service_type: p.service_type,
+            referrals: p
+                .referrals
+                .into_iter()
+                .map(|r| RepeatReferralView {
+                    href: format!("/console/referrals/{}", r.referral_id),
+                    id: r.referral_id,
+                    at: r.at.to_rfc3339(),
+                    note: match (r.remade_after_decline, r.declined) {
+                        (true, true) => "re-made after a decline; declined",
+                        (true, false) => "re-made after a decline",
+                        (false, true) => "declined",
+                        (false, false) => "",
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(render(&RepeatsPage {
+        layout: Layout::new("Repeat referrals", Some(&user.0), "/console/repeats"),
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        buckets: crate::governance::repeats::BUCKETS,
+        counts: found.by_service,
+        people,
     }))
 }
