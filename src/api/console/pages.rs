@@ -1706,7 +1706,13 @@ struct RepeatsPage {
     buckets: [&'static str; 3],
     counts: Vec<crate::governance::repeats::ServiceRepeats>,
     people: Vec<RepeatPersonView>,
+    /// How many people the period holds; the drill-down lists the first `people_max`.
+    people_total: usize,
+    people_max: usize,
 }
+
+/// The drill-down lists at most this many people (the counts cover everyone).
+const MAX_REPEAT_PEOPLE: usize = 200;
 
 /// Repeat referrals in the period (auditors only): people referred to a service type 2,
 /// 3–4 and 5+ times, referrals re-made after a decline, and the referral ids of each
@@ -1747,9 +1753,11 @@ pub async fn repeats(
             .get(recipient)
             .map(|a| a.service_type.as_str().to_owned())
     });
+    let people_total = found.people.len();
     let people = found
         .people
         .into_iter()
+        .take(MAX_REPEAT_PEOPLE)
         .map(|p| RepeatPersonView {
             label: format!("Person {}", p.number),
             service_type: p.service_type,
@@ -1777,5 +1785,7 @@ pub async fn repeats(
         buckets: crate::governance::repeats::BUCKETS,
         counts: found.by_service,
         people,
+        people_total,
+        people_max: MAX_REPEAT_PEOPLE,
     }))
 }
