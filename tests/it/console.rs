@@ -447,6 +447,12 @@ async fn browser_signs_in_with_openid_connect_and_walks_the_console() {
         .goto(&app.staff_url("/console/overdue?agency=coventry-cmht"))
         .await
         .unwrap();
+    // Each overdue clock with its deadline and how late it is.
+    let overdue = b.text("table").await;
+    assert!(
+        overdue.contains("acknowledge: due") && overdue.contains(" late"),
+        "{overdue}"
+    );
     b.screenshot("overdue").await;
     b.click(&format!("a[href='/console/referrals/{cmht}']"))
         .await;

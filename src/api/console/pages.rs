@@ -932,11 +932,30 @@ pub async fn overdue(
             "Sender",
             "Recipient",
             "Received",
+            "Overdue clock, deadline and how late",
         ],
         "No overdue referrals.",
     );
+    let now = Timestamp::from(state.clock.now());
     for item in &items {
         let r = &item.receipt;
+        // The page holds at most 50 referrals: one small read of clocks each.
+        let late: Vec<String> = state
+            .store
+            .clocks(r.referral_id)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .filter(|c| c.state(now) == "breached")
+            .map(|c| {
+                format!(
+                    "{}: due {}, {} late",
+                    c.clock.as_str().replace('_', " "),
+                    when(c.due_at),
+                    lateness(now.micros_since(c.due_at))
+                )
+            })
+            .collect();
         table.rows.push(vec![
             Cell::link(
                 r.referral_id.to_string(),
@@ -947,6 +966,7 @@ pub async fn overdue(
             Cell::text(&r.sender.agency_id),
             Cell::text(&r.recipient.agency_id),
             Cell::text(when(Timestamp::from(r.received_at))),
+            Cell::text(late.join("; ")),
         ]);
     }
     let page = OverduePage {
@@ -957,6 +977,17 @@ pub async fn overdue(
         agency,
     };
     Ok(render(&page))
+}
+
+/// How late, in words a manager reads at a glance: "3 days 4 h", "5 h 20 min", "12 min".
+fn lateness(micros: i64) -> String {
+    let minutes = micros.max(0) / 60_000_000;
+    let (days, hours, mins) = (minutes / (24 * 60), minutes / 60 % 24, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{mins} min"),
+        (0, h) => format!("{h} h {mins} min"),
+        (d, h) => format!("{d} day{} {h} h", if d == 1 { "" } else { "s" }),
+    }
 }
 
 #[derive(Template)]
@@ -1788,4 +1819,19 @@ pub async fn repeats(
         people_total,
         people_max: MAX_REPEAT_PEOPLE,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lateness;
+
+    #[test]
+    fn lateness_reads_at_a_glance() {
+        let minute = 60_000_000;
+        assert_eq!(lateness(-5), "0 min");
+        assert_eq!(lateness(12 * minute), "12 min");
+        assert_eq!(lateness((5 * 60 + 20) * minute), "5 h 20 min");
+        assert_eq!(lateness((24 * 60 + 61) * minute), "1 day 1 h");
+        assert_eq!(lateness((3 * 24 * 60 + 4 * 60) * minute), "3 days 4 h");
+    }
 }
