@@ -55,6 +55,88 @@ pub async fn sla_trend(
     Ok(periods)
 }
 
+/// Time to first contact, bucketed, for one service type: what the console draws against
+/// the national standard for that service type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactDistribution {
+    pub service_type: String,
+    /// Referrals whose first contact was met, per bucket of [`CONTACT_BUCKETS`].
+    pub counts: Vec<usize>,
+    /// Referrals in the period with no first contact yet (still open, or stopped).
+    pub not_yet: usize,
+    /// The national standard for the service type, in words, and the share that met it
+    /// (over referrals contacted or still waiting), when there is one.
+    pub standard: Option<(&'static str, String)>,
+}
+
+/// Upper bounds (days, exclusive) and labels of the first-contact buckets; the last is open.
+pub const CONTACT_BUCKETS: [(i64, &str); 7] = [
+    (1, "within 1 day"),
+    (7, "1 day to 1 week"),
+    (21, "1 to 3 weeks"),
+    (42, "3 to 6 weeks"),
+    (56, "6 to 8 weeks"),
+    (126, "8 to 18 weeks"),
+    (i64::MAX, "over 18 weeks"),
+];
+
+/// The national standards the console compares with (docs/sla.md): the words, and the
+/// number of days within which first contact counts as meeting it.
+fn national_standard(service_type: &str) -> Option<(&'static str, i64)> {
+    match service_type {
+        "iapt" => Some(("75% start within 6 weeks (NHS Talking Therapies)", 42)),
+        "substance_misuse" => Some(("treatment starts within 3 weeks", 21)),
+        "housing" => Some(("duty-to-refer decision within 56 days", 56)),
+        "cmht" => Some(("urgent: contact within 24 hours", 1)),
+        _ => None,
+    }
+}
+
+/// Time from receipt to first contact, per service type, over the first-contact clocks in
+/// `clocks` (the same facts as [`sla_report`]).
+pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
+    let day = 86_400_000_000_i64;
+    let mut by_type: BTreeMap<&str, (Vec<usize>, usize, usize)> = BTreeMap::new();
+    for fact in clocks.iter().filter(|c| c.clock == Clock::FirstContact) {
+        let (counts, not_yet, within) = by_type
+            .entry(fact.service_type.as_str())
+            .or_insert_with(|| (vec![0; CONTACT_BUCKETS.len()], 0, 0));
+        match fact.met_at {
+            Some(met) => {
+                let days = (met - fact.started_at).max(0) / day;
+                let bucket = CONTACT_BUCKETS
+                    .iter()
+                    .position(|(bound, _)| days < *bound)
+                    .unwrap_or(CONTACT_BUCKETS.len() - 1);
+                counts[bucket] += 1;
+                if national_standard(&fact.service_type).is_some_and(|(_, limit)| days < limit) {
+                    *within += 1;
+                }
+            }
+            None => *not_yet += 1,
+        }
+    }
+    by_type
+        .into_iter()
+        .map(|(service_type, (counts, not_yet, within))| {
+            let all = counts.iter().sum::<usize>() + not_yet;
+            ContactDistribution {
+                service_type: service_type.to_owned(),
+                standard: national_standard(service_type).map(|(words, _)| {
+                    let share = if all == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.0}%", within as f64 * 100.0 / all as f64)
+                    };
+                    (words, share)
+                }),
+                counts,
+                not_yet,
+            }
+        })
+        .collect()
+}
+
 /// One clock of one referral, as stored.
 #[derive(Debug, Clone)]
 pub struct ClockFact {
@@ -292,6 +374,38 @@ mod tests {
             met_at: met_h.map(|h| h * H),
             stopped_at: None,
         }
+    }
+
+    #[test]
+    fn first_contact_is_bucketed_against_the_standard() {
+        let iapt = |id: &str, met_days: Option<i64>| ClockFact {
+            service_type: "iapt".into(),
+            ..fact(id, Clock::FirstContact, 42 * 24, met_days.map(|d| d * 24))
+        };
+        let clocks = vec![
+            iapt("A", Some(0)),
+            iapt("B", Some(10)),
+            iapt("C", Some(41)),
+            iapt("D", Some(43)),
+            iapt("E", Some(200)),
+            iapt("F", None),
+            // Other clocks and service types do not mix in.
+            fact("G", Clock::Acknowledge, 4, Some(1)),
+        ];
+        let rows = contact_distribution(&clocks);
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row.service_type, "iapt");
+        assert_eq!(row.counts, vec![1, 0, 1, 1, 1, 0, 1]);
+        assert_eq!(row.not_yet, 1);
+        // 3 of 6 (A, B, C) within 6 weeks.
+        assert_eq!(
+            row.standard,
+            Some((
+                "75% start within 6 weeks (NHS Talking Therapies)",
+                "50%".to_owned()
+            ))
+        );
     }
 
     #[test]

@@ -441,6 +441,12 @@ async fn browser_signs_in_with_openid_connect_and_walks_the_console() {
     for row in rows {
         assert!(table.contains(row["agency"].as_str().unwrap()), "{table}");
     }
+    // Time to first contact against the national standards: both referrals still wait.
+    let contact = b.text("#contact-table").await;
+    assert!(
+        contact.contains("iapt") && contact.contains("NHS Talking Therapies"),
+        "{contact}"
+    );
 
     // Overdue referrals of the recipient CMHT, then the referral.
     b.client

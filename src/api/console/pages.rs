@@ -623,6 +623,9 @@ struct OverviewPage {
     totals: Vec<(String, String)>,
     tables: Vec<Table>,
     chart: String,
+    /// Time to first contact against the national standards, and its chart.
+    contact: Table,
+    contact_chart: String,
     backlog: String,
 }
 
@@ -778,6 +781,36 @@ pub async fn overview(
             Cell::num(share(c, n)),
         ]);
     }
+    // Time to first contact, from the same facts as the report above.
+    let (clocks, _) = state
+        .store
+        .report_facts(from, to, agency.as_deref())
+        .await
+        .map_err(ApiError::from)?;
+    let distribution = crate::sla::report::contact_distribution(&clocks);
+    let mut headers = vec!["Service type"];
+    headers.extend(crate::sla::report::CONTACT_BUCKETS.iter().map(|(_, l)| *l));
+    headers.extend(["Not yet", "National standard", "Met"]);
+    let mut contact = Table::new(
+        "Time from referral to first contact (the chart's numbers)",
+        &headers,
+        "No first-contact clocks in this period.",
+    );
+    for d in &distribution {
+        let mut row = vec![Cell::text(&d.service_type)];
+        row.extend(d.counts.iter().map(|n| Cell::num(*n)));
+        row.push(Cell::num(d.not_yet));
+        let (words, met) = d
+            .standard
+            .clone()
+            .map_or(("none".to_owned(), "-".to_owned()), |(w, m)| {
+                (w.to_owned(), m)
+            });
+        row.push(Cell::text(words));
+        row.push(Cell::num(met));
+        contact.rows.push(row);
+    }
+    let contact_chart = contact_svg(&distribution);
     let backlog = match state.store.outbox_backlog().await {
         Ok(b) => format!(
             "{} message(s) waiting to be published{}",
@@ -800,9 +833,55 @@ pub async fn overview(
         totals,
         tables: vec![table, trend],
         chart: trend_svg(&labels, &points),
+        contact,
+        contact_chart,
         backlog,
     };
     Ok(render(&page))
+}
+
+/// Bars of the time to first contact, one row of bars per service type (numbers only).
+fn contact_svg(rows: &[crate::sla::report::ContactDistribution]) -> String {
+    let buckets = crate::sla::report::CONTACT_BUCKETS.len();
+    let (row_h, left, bar_w, gap) = (70.0_f64, 130.0_f64, 60.0_f64, 8.0_f64);
+    let w = left + (bar_w + gap) * buckets as f64 + 10.0;
+    let h = row_h * rows.len().max(1) as f64 + 24.0;
+    let max = rows
+        .iter()
+        .flat_map(|r| r.counts.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let mut svg = format!(
+        r#"<svg class="app-chart" viewBox="0 0 {w} {h}" width="100%" role="img" aria-labelledby="contact-title"><title id="contact-title">Referrals by time to first contact, per service type; the numbers are in the table below</title>"#
+    );
+    for (k, (_, label)) in crate::sla::report::CONTACT_BUCKETS.iter().enumerate() {
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{}" font-size="9" text-anchor="middle" fill="#212b32">{label}</text>"##,
+            left + (bar_w + gap) * k as f64 + bar_w / 2.0,
+            h - 6.0
+        ));
+    }
+    for (i, row) in rows.iter().enumerate() {
+        let base = row_h * (i as f64 + 1.0);
+        svg.push_str(&format!(
+            r##"<text x="4" y="{:.1}" font-size="11" fill="#212b32">{}</text>"##,
+            base - 4.0,
+            row.service_type
+        ));
+        for (k, n) in row.counts.iter().enumerate() {
+            let bar_h = (row_h - 16.0) * *n as f64 / max;
+            svg.push_str(&format!(
+                r##"<rect x="{:.1}" y="{:.1}" width="{bar_w}" height="{:.1}" fill="#005eb8"/>"##,
+                left + (bar_w + gap) * k as f64,
+                base - bar_h,
+                bar_h
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 /// A line chart of the weekly shares, built here as SVG (numbers and dates only).
