@@ -34,6 +34,8 @@ pub struct ConsoleState {
     pub(crate) idle_secs: i64,
     pub(crate) absolute_secs: i64,
     pub(crate) signed_out: SignedOut,
+    /// The audit settings, for "verify now" to apply `audit verify`'s bounds.
+    pub(crate) audit: crate::config::AuditConfig,
 }
 
 impl ConsoleState {
@@ -59,6 +61,7 @@ impl ConsoleState {
             idle_secs: console.idle_timeout.as_secs() as i64,
             absolute_secs: console.absolute_timeout.as_secs() as i64,
             signed_out: SignedOut::default(),
+            audit: config.audit.clone(),
         }))
     }
 

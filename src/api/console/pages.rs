@@ -1370,6 +1370,7 @@ pub async fn audit_export(
 }
 
 pub async fn audit_verify(
+    req: HttpRequest,
     user: SignedIn,
     form: web::Form<CsrfForm>,
     state: web::Data<AppState>,
@@ -1380,7 +1381,12 @@ pub async fn audit_verify(
         .await?;
     let mut keys = vec![state.signing_key.public().clone()];
     keys.extend(state.previous_keys.iter().cloned());
-    let outcome = match crate::governance::verify::verify(&state.store, &keys).await {
+    // The same bounds as `referral-gateway audit verify` (entries left unsigned).
+    let policy = crate::governance::verify::VerifyPolicy::from_config(
+        &console(&req)?.audit,
+        state.clock.now(),
+    );
+    let outcome = match crate::governance::verify::verify_with(&state.store, &keys, &policy).await {
         Ok(v) => format!(
             "The chain verifies: {} entries and {} signed checkpoints, up to entry {}; {} entries after the newest checkpoint.",
             v.entries, v.checkpoints, v.head_seq, v.uncovered
