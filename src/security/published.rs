@@ -111,13 +111,17 @@ fn jwk_material(jwk: &Value) -> Vec<String> {
 /// Whether `jwk` (one entry of a JWKS) is the public half of the published development
 /// staff-token key, under any key id.
 pub fn is_development_jwk(jwk: &Value) -> bool {
-    let material = jwk_material(jwk);
-    serde_json::from_str::<Value>(STAFF_JWKS)
-        .ok()
-        .and_then(|doc| doc.get("keys").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-        .iter()
-        .any(|published| jwk_material(published) == material)
+    /// The public parameters of every key in the published JWKS, read once.
+    static PUBLISHED: std::sync::LazyLock<Vec<Vec<String>>> = std::sync::LazyLock::new(|| {
+        serde_json::from_str::<Value>(STAFF_JWKS)
+            .ok()
+            .and_then(|doc| doc.get("keys").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(jwk_material)
+            .collect()
+    });
+    PUBLISHED.contains(&jwk_material(jwk))
 }
 
 #[cfg(test)]

@@ -245,11 +245,16 @@ enum Unusable {
 /// Reads a JWKS document. Keys marked for encryption (`use: enc`) and keys whose
 /// algorithm the policy does not allow are left out; at least one key must remain.
 /// Returns the keys and notes on those skipped.
-fn parse_jwks(
-    text: &str,
-    policy: &TokenPolicy,
-    unusable: Unusable,
-) -> Result<(KeySet, Vec<String>), String> {
+/// What [`parse_jwks`] read from a JWKS document.
+struct ParsedJwks {
+    keys: KeySet,
+    /// Notes on keys left out (a provider's document only).
+    skipped: Vec<String>,
+    /// Whether any entry is the published development key, under any kid.
+    has_dev_key: bool,
+}
+
+fn parse_jwks(text: &str, policy: &TokenPolicy, unusable: Unusable) -> Result<ParsedJwks, String> {
     // Each key is read on its own, so one key of a kind this library does not know
     // does not hide the others.
     let doc: Value = serde_json::from_str(text).map_err(|_| "not a JSON document".to_owned())?;
@@ -259,6 +264,9 @@ fn parse_jwks(
         .ok_or_else(|| "not a JWKS document (no \"keys\" array)".to_owned())?;
     let mut keys = HashMap::new();
     let mut skipped = Vec::new();
+    let has_dev_key = entries
+        .iter()
+        .any(crate::security::published::is_development_jwk);
     for (index, entry) in entries.iter().enumerate() {
         let read = || -> Result<Option<(String, TrustedKey)>, String> {
             // The provider never publishes the development key: leave it out (the
@@ -297,20 +305,19 @@ fn parse_jwks(
     if keys.is_empty() {
         return Err("no key in it is usable with the allowed algorithms".into());
     }
-    Ok((keys, skipped))
+    Ok(ParsedJwks {
+        keys,
+        skipped,
+        has_dev_key,
+    })
 }
 
 impl StaffAuth {
     /// Trusts the keys of a JWKS document (the `jwks_file`).
     pub fn from_jwks(text: &str, policy: TokenPolicy) -> Result<Self, String> {
-        let (keys, _) = parse_jwks(text, &policy, Unusable::Refuse)?;
-        let mut auth = Self::with_file_keys(keys, policy);
-        auth.file_trusts_dev_key = serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|doc| doc.get("keys").and_then(Value::as_array).cloned())
-            .unwrap_or_default()
-            .iter()
-            .any(crate::security::published::is_development_jwk);
+        let parsed = parse_jwks(text, &policy, Unusable::Refuse)?;
+        let mut auth = Self::with_file_keys(parsed.keys, policy);
+        auth.file_trusts_dev_key = parsed.has_dev_key;
         Ok(auth)
     }
 
@@ -333,7 +340,7 @@ impl StaffAuth {
     /// JWKS document). Returns the key ids now trusted from it and notes on keys left
     /// out; fails, keeping the previous keys, when none is usable.
     pub fn replace_fetched_keys(&self, text: &str) -> Result<(Vec<String>, Vec<String>), String> {
-        let (keys, skipped) = parse_jwks(text, &self.policy, Unusable::Skip)?;
+        let ParsedJwks { keys, skipped, .. } = parse_jwks(text, &self.policy, Unusable::Skip)?;
         let mut kids: Vec<String> = keys.keys().cloned().collect();
         kids.sort();
         match self.fetched_keys.write() {
