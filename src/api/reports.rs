@@ -102,8 +102,24 @@ pub(crate) async fn sla_rows(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<ReportRow>, ApiError> {
+    Ok(sla_rows_with_contact_times(state, actor, agency, from, to)
+        .await?
+        .0)
+}
+
+/// [`sla_rows`] and the time to first contact from the same read (the console's overview),
+/// audited as one report.
+pub(crate) async fn sla_rows_with_contact_times(
+    state: &AppState,
+    actor: String,
+    agency: Option<&str>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<(Vec<ReportRow>, Vec<crate::sla::report::ContactDistribution>), ApiError> {
     let now = Timestamp::from(state.clock.now());
-    let rows = crate::sla::report::sla_report(&state.store, from, to, agency, now).await?;
+    let (rows, contact_times) =
+        crate::sla::report::sla_report_with_contact_times(&state.store, from, to, agency, now)
+            .await?;
     // `recipient` names the agency whose referrals the report covers.
     let mut record = crate::store::AuditRecord::new(actor, AuditAction::ReportSla);
     record.recipient = agency.map(str::to_owned);
@@ -116,5 +132,5 @@ pub(crate) async fn sla_rows(
         )),
     )
     .await?;
-    Ok(rows)
+    Ok((rows, contact_times))
 }

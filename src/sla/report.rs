@@ -29,8 +29,27 @@ pub async fn sla_report(
     agency: Option<&str>,
     as_of: Timestamp,
 ) -> Result<Vec<ReportRow>, StoreError> {
+    Ok(
+        sla_report_with_contact_times(store, from, to, agency, as_of)
+            .await?
+            .0,
+    )
+}
+
+/// [`sla_report`] and, from the same facts (one read), the time to first contact per
+/// service type ([`contact_distribution`]): what the console's overview shows.
+pub async fn sla_report_with_contact_times(
+    store: &Store,
+    from: Timestamp,
+    to: Timestamp,
+    agency: Option<&str>,
+    as_of: Timestamp,
+) -> Result<(Vec<ReportRow>, Vec<ContactDistribution>), StoreError> {
     let (clocks, contacts) = store.report_facts(from, to, agency).await?;
-    Ok(aggregate(&clocks, &contacts, as_of.as_micros()))
+    Ok((
+        aggregate(&clocks, &contacts, as_of.as_micros()),
+        contact_distribution(&clocks),
+    ))
 }
 
 /// The same report period by period: for each `step` from `from` (at most `max_steps`,

@@ -142,6 +142,16 @@ fn hours(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |h| format!("{h:.1}"))
 }
 
+/// "12 (40%)": a count and its share of `whole`.
+fn count_and_share(part: usize, whole: usize) -> String {
+    format!("{part} ({})", share(part, whole))
+}
+
+/// "3.5 / 20.1": a median and 90th percentile in hours.
+fn median_and_p90(median: Option<f64>, p90: Option<f64>) -> String {
+    format!("{} / {}", hours(median), hours(p90))
+}
+
 fn share(part: usize, whole: usize) -> String {
     if whole == 0 {
         "–".to_owned()
@@ -644,35 +654,29 @@ pub async fn overview(
         .await?;
     let (from, to) =
         crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
-    let rows = crate::api::reports::sla_rows(&state, caller.0.actor(), agency.as_deref(), from, to)
-        .await?;
+    let (rows, distribution) = crate::api::reports::sla_rows_with_contact_times(
+        &state,
+        caller.0.actor(),
+        agency.as_deref(),
+        from,
+        to,
+    )
+    .await?;
     let sum = |f: fn(&crate::sla::report::ReportRow) -> usize| rows.iter().map(f).sum::<usize>();
     let referrals = sum(|r| r.referrals);
     let totals = vec![
         ("Referrals".to_owned(), referrals.to_string()),
         (
             "Acknowledged within target".to_owned(),
-            format!(
-                "{} ({})",
-                sum(|r| r.acknowledged_within_sla),
-                share(sum(|r| r.acknowledged_within_sla), referrals)
-            ),
+            count_and_share(sum(|r| r.acknowledged_within_sla), referrals),
         ),
         (
             "Decided within target".to_owned(),
-            format!(
-                "{} ({})",
-                sum(|r| r.decided_within_sla),
-                share(sum(|r| r.decided_within_sla), referrals)
-            ),
+            count_and_share(sum(|r| r.decided_within_sla), referrals),
         ),
         (
             "First contact within target".to_owned(),
-            format!(
-                "{} ({})",
-                sum(|r| r.contacted_within_sla),
-                share(sum(|r| r.contacted_within_sla), referrals)
-            ),
+            count_and_share(sum(|r| r.contacted_within_sla), referrals),
         ),
         (
             "Referrals with a breached clock".to_owned(),
@@ -702,35 +706,20 @@ pub async fn overview(
             Cell::text(&r.service_type),
             Cell::text(&r.priority),
             Cell::num(r.referrals),
-            Cell::num(format!(
-                "{} ({})",
-                r.acknowledged_within_sla,
-                share(r.acknowledged_within_sla, r.referrals)
+            Cell::num(count_and_share(r.acknowledged_within_sla, r.referrals)),
+            Cell::num(median_and_p90(
+                r.acknowledge_median_hours,
+                r.acknowledge_p90_hours,
             )),
-            Cell::num(format!(
-                "{} / {}",
-                hours(r.acknowledge_median_hours),
-                hours(r.acknowledge_p90_hours)
+            Cell::num(count_and_share(r.decided_within_sla, r.referrals)),
+            Cell::num(median_and_p90(
+                r.decision_median_hours,
+                r.decision_p90_hours,
             )),
-            Cell::num(format!(
-                "{} ({})",
-                r.decided_within_sla,
-                share(r.decided_within_sla, r.referrals)
-            )),
-            Cell::num(format!(
-                "{} / {}",
-                hours(r.decision_median_hours),
-                hours(r.decision_p90_hours)
-            )),
-            Cell::num(format!(
-                "{} ({})",
-                r.contacted_within_sla,
-                share(r.contacted_within_sla, r.referrals)
-            )),
-            Cell::num(format!(
-                "{} / {}",
-                hours(r.first_contact_median_hours),
-                hours(r.first_contact_p90_hours)
+            Cell::num(count_and_share(r.contacted_within_sla, r.referrals)),
+            Cell::num(median_and_p90(
+                r.first_contact_median_hours,
+                r.first_contact_p90_hours,
             )),
             Cell::num(r.breached),
         ]);
@@ -781,13 +770,7 @@ pub async fn overview(
             Cell::num(share(c, n)),
         ]);
     }
-    // Time to first contact, from the same facts as the report above.
-    let (clocks, _) = state
-        .store
-        .report_facts(from, to, agency.as_deref())
-        .await
-        .map_err(ApiError::from)?;
-    let distribution = crate::sla::report::contact_distribution(&clocks);
+    // Time to first contact, from the same facts as the report above (one read).
     let mut headers = vec!["Service type"];
     headers.extend(crate::sla::report::CONTACT_BUCKETS.iter().map(|(_, l)| *l));
     headers.extend(["Not yet", "National standard", "Met"]);
