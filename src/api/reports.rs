@@ -1,4 +1,5 @@
-//! `GET /v1/reports/sla?from=&to=`: the SLA report over referrals sent or received.
+//! `GET /v1/reports/sla?from=&to=&format=`: the SLA report over referrals sent or
+//! received, as JSON (default) or CSV with the same column names.
 //! Who may call: on the agency listener, any registered agency, about itself; on the
 //! staff listener, an auditor (all agencies, or `?agency=`) or a service manager (the
 //! agency in their token).
@@ -36,6 +37,27 @@ struct ReportQuery {
     from: Option<String>,
     to: Option<String>,
     agency: Option<String>,
+    format: Option<String>,
+}
+
+/// What `?format=` asks for: the JSON document (default) or the CSV of the rows, whose
+/// header is the JSON rows' member names (`sla::report::COLUMNS`).
+enum ReportFormat {
+    Json,
+    Csv,
+}
+
+impl ReportFormat {
+    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
+        match text {
+            None | Some("json") => Ok(Self::Json),
+            Some("csv") => Ok(Self::Csv),
+            Some(_) => Err(ApiError::bad_request(
+                super::problem::ProblemKind::BadQuery,
+                "'format' must be json or csv",
+            )),
+        }
+    }
 }
 
 async fn sla_report(
@@ -71,14 +93,24 @@ async fn report(
     agency: Option<&str>,
     query: &ReportQuery,
 ) -> Result<HttpResponse, ApiError> {
+    let format = ReportFormat::parse(query.format.as_deref())?;
     let (from, to) = report_period(state, query.from.as_deref(), query.to.as_deref())?;
     let rows = sla_rows(state, actor, agency, from, to).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": from.to_rfc3339(),
-        "to": to.to_rfc3339(),
-        "agency": agency,
-        "rows": rows,
-    })))
+    Ok(match format {
+        ReportFormat::Json => HttpResponse::Ok().json(serde_json::json!({
+            "from": from.to_rfc3339(),
+            "to": to.to_rfc3339(),
+            "agency": agency,
+            "rows": rows,
+        })),
+        ReportFormat::Csv => HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((
+                actix_web::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sla-report.csv\"",
+            ))
+            .body(crate::sla::report::to_csv(&rows)),
+    })
 }
 
 /// The report's period: `from`/`to` as given, by default the 30 days up to now.
@@ -88,7 +120,8 @@ pub(crate) fn report_period(
     to: Option<&str>,
 ) -> Result<(Timestamp, Timestamp), ApiError> {
     let now = Timestamp::from(state.clock.now());
-    period(from, to, now.saturating_sub(time::Duration::days(30)), now)
+    let days = time::Duration::days(crate::sla::report::DEFAULT_PERIOD_DAYS);
+    period(from, to, now.saturating_sub(days), now)
 }
 
 /// The SLA report over `agency`'s referrals (all agencies when `None`) received in

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use referral_gateway::api::query::parse_instant;
-use referral_gateway::sla::report::{sla_report, to_csv, to_table};
+use referral_gateway::api::query::period;
+use referral_gateway::sla::report::{DEFAULT_PERIOD_DAYS, sla_report, to_csv, to_table};
 use referral_gateway::store::Store;
 
 use super::load_config;
@@ -16,12 +16,13 @@ pub enum SlaCommand {
     /// Per agency, service type and priority: referrals, clocks met within SLA, breaches,
     /// median and 90th-percentile times, not-attended rate.
     Report {
-        /// Start of the period (YYYY-MM-DD or RFC 3339), by referral receipt time.
+        /// Start of the period (YYYY-MM-DD or RFC 3339), by referral receipt time; by
+        /// default 30 days before now, as the API.
         #[arg(long)]
-        from: String,
-        /// End of the period (a date counts to its end).
+        from: Option<String>,
+        /// End of the period (a date counts to its end); by default now.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
         /// Only referrals this agency sent or received.
         #[arg(long)]
         agency: Option<String>,
@@ -44,15 +45,16 @@ pub fn run(config_path: &Path, command: SlaCommand) -> anyhow::Result<ExitCode> 
         agency,
         format,
     } = command;
-    let parse = |text: &str, end: bool, name: &str| {
-        parse_instant(text, end).ok_or_else(|| {
-            anyhow::anyhow!("--{name} must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
-        })
-    };
-    let (from, to) = (parse(&from, false, "from")?, parse(&to, true, "to")?);
-    if to <= from {
-        anyhow::bail!("--to must be after --from");
-    }
+    // The same period rules as `GET /v1/reports/sla` (api::query::period).
+    let now = Timestamp::from(time::OffsetDateTime::now_utc());
+    let days = time::Duration::days(DEFAULT_PERIOD_DAYS);
+    let (from, to) = period(
+        from.as_deref(),
+        to.as_deref(),
+        now.saturating_sub(days),
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("--from/--to: {}", e.detail))?;
     let config = load_config(config_path)?;
     if let Some(a) = &agency
         && config.registry.get(a).is_none()
@@ -61,15 +63,7 @@ pub fn run(config_path: &Path, command: SlaCommand) -> anyhow::Result<ExitCode> 
     }
     let rows = actix_web::rt::System::new().block_on(async move {
         let store = Store::connect(&config.database).await?;
-        let now = Timestamp::from(time::OffsetDateTime::now_utc());
-        let rows = sla_report(
-            &store,
-            Timestamp::from(from),
-            Timestamp::from(to),
-            agency.as_deref(),
-            now,
-        )
-        .await?;
+        let rows = sla_report(&store, from, to, agency.as_deref(), now).await?;
         anyhow::Ok(rows)
     })?;
     match format {

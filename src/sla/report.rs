@@ -293,23 +293,29 @@ pub fn aggregate(clocks: &[ClockFact], contacts: &[ContactFact], as_of: i64) -> 
         .collect()
 }
 
-const COLUMNS: [&str; 15] = [
+/// The report's columns, in order: the CSV header, the table header and the JSON members
+/// of each row are the same names (a unit test holds them to [`ReportRow`]'s serde names).
+pub const COLUMNS: [&str; 15] = [
     "agency",
     "service_type",
     "priority",
     "referrals",
-    "ack_in_sla",
-    "decided_in_sla",
-    "contacted_in_sla",
+    "acknowledged_within_sla",
+    "decided_within_sla",
+    "contacted_within_sla",
     "breached",
-    "ack_median_h",
-    "ack_p90_h",
-    "decision_median_h",
-    "decision_p90_h",
-    "contact_median_h",
-    "contact_p90_h",
+    "acknowledge_median_hours",
+    "acknowledge_p90_hours",
+    "decision_median_hours",
+    "decision_p90_hours",
+    "first_contact_median_hours",
+    "first_contact_p90_hours",
     "not_attended_rate",
 ];
+
+/// How many days a report covers when no `from` is given: the API, the console and the
+/// command line default to the same period, the 30 days up to now.
+pub const DEFAULT_PERIOD_DAYS: i64 = 30;
 
 fn cells(row: &ReportRow) -> Vec<String> {
     let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
@@ -378,6 +384,42 @@ pub fn to_csv(rows: &[ReportRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_and_table_columns_are_the_json_member_names() {
+        let row = ReportRow {
+            agency: "a".into(),
+            service_type: "cmht".into(),
+            priority: "urgent".into(),
+            referrals: 1,
+            acknowledged_within_sla: 1,
+            decided_within_sla: 0,
+            contacted_within_sla: 0,
+            breached: 0,
+            acknowledge_median_hours: Some(1.0),
+            acknowledge_p90_hours: None,
+            decision_median_hours: None,
+            decision_p90_hours: None,
+            first_contact_median_hours: None,
+            first_contact_p90_hours: None,
+            not_attended_rate: None,
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        let names: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut columns = COLUMNS.to_vec();
+        columns.sort_unstable();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, columns);
+        assert_eq!(cells(&row).len(), COLUMNS.len());
+        assert!(to_csv(std::slice::from_ref(&row)).starts_with(&COLUMNS.join(",")));
+        assert!(to_table(&[row]).starts_with("agency  service_type"));
+    }
 
     const H: i64 = 3_600_000_000;
 

@@ -636,6 +636,38 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         get_page(&app, &auditor, "/console/audit").await.status(),
         200
     );
+    // A request another site started (Fetch Metadata) is served as if it had no session,
+    // even with the genuine cookie: a page or a form action is neither shown nor done.
+    for (path, post) in [
+        ("/console/overdue?agency=coventry-cmht", false),
+        ("/console/referrals/x", false),
+        ("/console/audit", true),
+    ] {
+        let request = if post {
+            no_redirects()
+                .post(app.staff_url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={}", auditor.csrf))
+        } else {
+            no_redirects().get(app.staff_url(path))
+        };
+        let r = request
+            .header("cookie", &auditor.cookie)
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/console/sign-in", "{path}");
+    }
+    let same_site = no_redirects()
+        .get(app.staff_url("/console/audit"))
+        .header("cookie", &auditor.cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_site.status(), 200);
     // A forged cookie, and a genuine one past its lifetime, are refused.
     let forged = Signed {
         cookie: "__Host-refgw-console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),

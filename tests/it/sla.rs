@@ -430,6 +430,34 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     assert_eq!(r["rows"], json!([]));
     app.get_as(cmht, "/v1/reports/sla?from=yesterday", 400)
         .await;
+    let bad_format = app.get_as(cmht, "/v1/reports/sla?format=xml", 400).await;
+    assert_eq!(bad_format["detail"], "'format' must be json or csv");
+    // `?format=csv`: the same rows, under the JSON members' names.
+    let csv_answer = agency_client(cmht)
+        .get(app.url("/v1/reports/sla?from=2026-11-18&to=2026-11-18&format=csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv_answer.status(), 200);
+    assert_eq!(
+        csv_answer.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let api_csv = csv_answer.text().await.unwrap();
+    let header = api_csv.lines().next().unwrap();
+    let members: Vec<&str> = urgent
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut columns: Vec<&str> = header.split(',').collect();
+    columns.sort_unstable();
+    let mut sorted = members.clone();
+    sorted.sort_unstable();
+    assert_eq!(columns, sorted, "{header}");
+    let urgent_line = "coventry-cmht,cmht,urgent,3,2,3,1,2,2.00,5.00,3.00,6.00,10.00,30.00,0.50";
+    assert!(api_csv.lines().any(|l| l == urgent_line), "{api_csv}");
 
     // The CLI computes the same numbers (as of now, so the routine row is breached too).
     let out = cli::gateway()
@@ -454,11 +482,36 @@ async fn report_matches_hand_computed_values(backend: Backend) {
         String::from_utf8_lossy(&out.stderr)
     );
     let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.lines().any(|l| l == urgent_line), "{csv}");
+    assert_eq!(csv.lines().next(), Some(header), "one set of column names");
+    // Without --from/--to, the command covers the last 30 days as the API does.
+    let recent = cli::gateway()
+        .env("REFGW_DATABASE_URL", &db_url)
+        .args(["sla", "report", "--format", "json"])
+        .output()
+        .unwrap();
     assert!(
-        csv.lines().any(
-            |l| l == "coventry-cmht,cmht,urgent,3,2,3,1,2,2.00,5.00,3.00,6.00,10.00,30.00,0.50"
-        ),
-        "{csv}"
+        recent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&recent.stderr)
+    );
+    let bad = cli::gateway()
+        .env("REFGW_DATABASE_URL", &db_url)
+        .args([
+            "sla",
+            "report",
+            "--from",
+            "2026-11-18",
+            "--to",
+            "2026-11-01",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("'to' must be after 'from'"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
     );
     let table = cli::gateway()
         .env("REFGW_DATABASE_URL", &db_url)

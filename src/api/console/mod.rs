@@ -124,6 +124,7 @@ async fn layer(
         .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
     let mut renew = None;
     if let Some(console) = &console
+        && !cross_site(req.request())
         && let Some(value) = session::cookie(req.request(), SESSION_COOKIE)
         && let Some(mut session) = console.session(value, now)
     {
@@ -162,6 +163,18 @@ async fn layer(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     Ok(res)
+}
+
+/// Whether the browser says this request was started by another site (Fetch Metadata
+/// `Sec-Fetch-Site: cross-site`). Such a request is served as if it carried no session,
+/// whatever cookies came with it: a link from elsewhere lands on the sign-in page, and no
+/// page, filter result or form action is ever disclosed to, or done for, another site,
+/// even by a browser that does not honour `SameSite=Strict`. The provider's redirect back
+/// to `/console/auth/callback` needs no session, only the login cookie.
+fn cross_site(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
 /// A signed-in staff member (the extractor redirects to the sign-in page otherwise).
