@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod console;
 mod delivery;
+mod deploy;
 mod lifecycle;
 mod referrals;
 mod sharing;
