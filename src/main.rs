@@ -102,6 +102,36 @@ enum Command {
     DevToken(DevTokenArgs),
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate(ValidateArgs),
+    /// Probe the ops listener with one plain HTTP GET (a container's HEALTHCHECK):
+    /// exit 0 on 200, 1 otherwise. Reads no configuration.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9464/readyz")]
+        url: String,
+        /// Give up after this many seconds (connect, send and read each).
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
+    /// SQLite: an online, consistent copy of the database to a new file (VACUUM INTO),
+    /// integrity-checked. PostgreSQL: use pg_dump (docs/deployment.md).
+    Backup {
+        /// The new file (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Move a SQLite database onto an empty, migrated PostgreSQL database: every row as
+    /// stored, in one transaction; then compare row counts and verify the audit chain
+    /// on the target (same head as the source). Stop the gateway first.
+    MigrateData {
+        /// The SQLite database (sqlite://PATH).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The PostgreSQL database (postgres://...), migrated and empty.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Rows per INSERT statement.
+        #[arg(long, default_value_t = 500)]
+        batch_rows: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,5 +161,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge { older_than } => cli::purge::run(config_path, older_than),
         Command::DevToken(args) => cli::dev_token::run(config_path, args),
         Command::Validate(args) => cli::validate::run(config_path, args),
+        Command::Healthcheck { url, timeout_secs } => {
+            cli::healthcheck::run(&url, std::time::Duration::from_secs(timeout_secs.max(1)))
+        }
+        Command::Backup { to } => cli::backup::run(config_path, &to),
+        Command::MigrateData {
+            from,
+            to,
+            batch_rows,
+        } => cli::migrate_data::run(config_path, &from, &to, batch_rows),
     }
 }

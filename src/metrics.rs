@@ -46,6 +46,12 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClockLabels {
+    /// acknowledge, decision, first_contact or delivery (`Clock::as_str`).
+    pub clock: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -55,6 +61,7 @@ pub struct Metrics {
     pub publish_confirms: Family<OutcomeLabels, Counter>,
     pub publish_latency_seconds: Histogram,
     pub broker_connected: Gauge,
+    pub sla_breaches: Family<ClockLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +115,12 @@ impl Metrics {
             "1 while the relay holds a working broker connection",
             broker_connected.clone(),
         );
+        let sla_breaches = Family::<ClockLabels, Counter>::default();
+        registry.register(
+            "sla_breaches",
+            "SLA clocks the scanner found past their deadline, by clock (each breach once)",
+            sla_breaches.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -117,12 +130,22 @@ impl Metrics {
             publish_confirms,
             publish_latency_seconds,
             broker_connected,
+            sla_breaches,
         }
     }
 
     pub fn confirm(&self, outcome: &'static str) {
         self.publish_confirms
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// One SLA breach of `clock` recorded.
+    pub fn sla_breach(&self, clock: crate::domain::sla::Clock) {
+        self.sla_breaches
+            .get_or_create(&ClockLabels {
+                clock: clock.as_str(),
+            })
             .inc();
     }
 

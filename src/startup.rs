@@ -136,6 +136,7 @@ impl Application {
                 config.sla.scan_interval,
                 wake.clone(),
             )
+            .with_metrics(metrics.clone())
         });
         let state = web::Data::new(AppState {
             events: Events::new(

@@ -2,10 +2,13 @@
 //! command line and dispatches here.
 
 pub mod audit;
+pub mod backup;
 pub mod certs;
 pub mod config_check;
 pub mod dev_token;
+pub mod healthcheck;
 pub mod migrate;
+pub mod migrate_data;
 pub mod outbox;
 pub mod purge;
 pub mod receipt;

@@ -8,6 +8,8 @@ use super::{DEFAULT_AMQP_URL, Env, Problems, setting};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAmqp {
     url: Option<String>,
+    /// A file holding the URL (with its password): e.g. `credential:amqp-url`.
+    url_file: Option<std::path::PathBuf>,
     namespace: Option<String>,
 }
 
@@ -21,11 +23,17 @@ pub struct AmqpConfig {
 
 /// The broker URL; the namespace is checked later (after the TLS files), see `build_amqp`.
 pub(super) fn build_amqp_url(raw: &RawAmqp, env: &dyn Env, problems: &mut Problems) -> String {
+    let file_url = super::url_from_file(
+        raw.url.as_deref(),
+        raw.url_file.as_deref(),
+        "amqp",
+        problems,
+    );
     let (amqp_url, amqp_key) = setting(
         env,
         "REFGW_AMQP_URL",
         "amqp.url",
-        raw.url.clone(),
+        file_url.or_else(|| raw.url.clone()),
         DEFAULT_AMQP_URL,
     );
     if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {

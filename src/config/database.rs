@@ -8,6 +8,8 @@ use super::{DEFAULT_DATABASE_URL, Env, Problems, setting};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDatabase {
     url: Option<String>,
+    /// A file holding the URL (with its password): e.g. `credential:database-url`.
+    url_file: Option<std::path::PathBuf>,
     max_connections: Option<u32>,
 }
 
@@ -22,11 +24,17 @@ pub(super) fn build_database(
     env: &dyn Env,
     problems: &mut Problems,
 ) -> DatabaseConfig {
+    let file_url = super::url_from_file(
+        raw.url.as_deref(),
+        raw.url_file.as_deref(),
+        "database",
+        problems,
+    );
     let (db_url, db_key) = setting(
         env,
         "REFGW_DATABASE_URL",
         "database.url",
-        raw.url,
+        file_url.or(raw.url),
         DEFAULT_DATABASE_URL,
     );
     if !(db_url.starts_with("sqlite:")

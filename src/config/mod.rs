@@ -10,6 +10,7 @@ mod agencies;
 mod amqp;
 mod audit;
 pub mod console;
+mod credentials;
 mod database;
 mod profile;
 mod relay;
@@ -172,11 +173,20 @@ impl Config {
         env: &dyn Env,
         checks: FileChecks,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let invalid = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
+        };
         let mut problems = Problems::default();
+        // `credential:NAME` values become paths in $CREDENTIALS_DIRECTORY first (a file
+        // without any is read directly, so parse errors keep their line numbers).
+        let raw: RawConfig = if text.contains(credentials::PREFIX) {
+            let mut value: toml::Value = toml::from_str(text).map_err(invalid)?;
+            credentials::resolve(&mut value, env, &mut problems);
+            value.try_into().map_err(invalid)?
+        } else {
+            toml::from_str(text).map_err(invalid)?
+        };
         let config = build(raw, env, checks, &mut problems);
         match config {
             Some(config) if problems.0.is_empty() => Ok(config),
@@ -213,6 +223,36 @@ fn setting(
     match env.var(var) {
         Some(v) => (v, format!("{var} (environment)")),
         None => (file.unwrap_or_else(|| default.to_owned()), key.to_owned()),
+    }
+}
+
+/// `[section] url_file`: the URL read from a file (surrounding whitespace trimmed), so
+/// a password in it need not sit in the configuration; exclusive with `url`.
+fn url_from_file(
+    url: Option<&str>,
+    url_file: Option<&Path>,
+    section: &str,
+    problems: &mut Problems,
+) -> Option<String> {
+    let path = url_file?;
+    let key = format!("{section}.url_file");
+    if url.is_some() {
+        problems.push(
+            &key,
+            format!("set {section}.url or {section}.url_file, not both"),
+        );
+        return None;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
+        Ok(_) => {
+            problems.push(&key, format!("'{}' is empty", path.display()));
+            None
+        }
+        Err(e) => {
+            problems.push(&key, format!("cannot read '{}': {e}", path.display()));
+            None
+        }
     }
 }
 
@@ -338,6 +378,37 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
+    }
+
+    #[test]
+    fn urls_with_passwords_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("database-url");
+        let amqp = dir.path().join("amqp-url");
+        std::fs::write(&db, "postgres://app:s3cret@127.0.0.1:5432/gw\n").unwrap();
+        std::fs::write(&amqp, "amqp://gw:s3cret@127.0.0.1:5672/%2f").unwrap();
+        let text = format!(
+            "{}\n[database]\nurl_file = \"{}\"\n[amqp]\nurl_file = \"{}\"\n",
+            base(),
+            db.display(),
+            amqp.display()
+        );
+        let c = load(&text, &NoEnv).unwrap();
+        assert_eq!(c.database.url, "postgres://app:s3cret@127.0.0.1:5432/gw");
+        assert_eq!(c.amqp.url, "amqp://gw:s3cret@127.0.0.1:5672/%2f");
+        // The environment still wins.
+        let env = MapEnv(vec![("REFGW_DATABASE_URL", "sqlite://x.db")]);
+        assert_eq!(load(&text, &env).unwrap().database.url, "sqlite://x.db");
+
+        let both = text.replace("[database]\n", "[database]\nurl = \"sqlite://y.db\"\n");
+        let err = load(&both, &NoEnv).unwrap_err().to_string();
+        assert!(
+            err.contains("database.url_file: set database.url or database.url_file, not both"),
+            "{err}"
+        );
+        std::fs::remove_file(&amqp).unwrap();
+        let err = load(&text, &NoEnv).unwrap_err().to_string();
+        assert!(err.contains("amqp.url_file: cannot read"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct Scanner {
     clock: Arc<dyn TimeSource>,
     interval: std::time::Duration,
     relay_wake: Arc<Notify>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The messages one due clock produces.
@@ -67,16 +68,37 @@ impl Scanner {
             clock,
             interval,
             relay_wake,
+            metrics: None,
         }
+    }
+
+    /// Counts breaches in `refgw_sla_breaches_total{clock}`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One scan at the clock's current time.
     pub async fn scan_once(&self) -> Result<ScanCounts, StoreError> {
         let now = Timestamp::from(self.clock.now());
+        // The breaches this scan records, counted once its transaction has committed.
+        let breached = std::sync::Mutex::new(Vec::new());
         let counts = self
             .store
-            .sla_scan(now, |due, kind| messages_for(due, kind, now))
+            .sla_scan(now, |due, kind| {
+                if kind == Due::Breach
+                    && let Ok(mut breached) = breached.lock()
+                {
+                    breached.push(due.clock);
+                }
+                messages_for(due, kind, now)
+            })
             .await?;
+        if let (Some(metrics), Ok(breached)) = (&self.metrics, breached.into_inner()) {
+            for clock in breached {
+                metrics.sla_breach(clock);
+            }
+        }
         if counts.warnings + counts.breaches > 0 {
             self.relay_wake.notify_one();
             tracing::info!(

@@ -34,6 +34,12 @@ impl Backend {
         matches!(self, Self::Postgres)
     }
 
+    /// The versions of the migrations this build embeds for the backend, oldest first
+    /// (`migrate-data` requires both databases to be at exactly these).
+    pub fn migration_versions(self) -> Vec<i64> {
+        self.migrator().iter().map(|m| m.version).collect()
+    }
+
     pub(crate) fn migrator(self) -> &'static Migrator {
         match self {
             Self::Sqlite => &SQLITE_MIGRATIONS,

@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod console;
 mod delivery;
+mod deploy;
 mod docs;
 mod lifecycle;
 mod referrals;

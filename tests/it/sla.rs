@@ -40,12 +40,14 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
     let db = TestDatabase::create(backend).await;
     let config = delivering_config(&shipped_config_text(), &db.url, AMQP_URL, &namespace);
     let app = TestApp::start_with_clock(config, db, clock.clone()).await;
+    let metrics = Arc::new(referral_gateway::metrics::Metrics::new());
     let scanner = Scanner::new(
         app.store.clone(),
         clock.clone(),
         StdDuration::from_secs(60),
         Arc::new(tokio::sync::Notify::new()),
-    );
+    )
+    .with_metrics(metrics.clone());
 
     // An urgent CMHT referral: acknowledge within 4 hours, warn at 80% (3 h 12 min).
     let urgent = app.submit(example_text("cmht")).await;
@@ -89,6 +91,13 @@ async fn warnings_breaches_and_late_acknowledgement(backend: Backend) {
         0,
         "a breach is raised once"
     );
+    // Counted once, by clock, for the SLA breach alert (docs/monitoring/alerts.yml).
+    let exposition = metrics.render();
+    assert!(
+        exposition.contains("refgw_sla_breaches_total{clock=\"acknowledge\"} 1\n"),
+        "{exposition}"
+    );
+    assert!(!exposition.contains("clock=\"decision\""), "{exposition}");
     assert_eq!(
         clock_state(
             &app.view_as("coventry-liaison", &urgent, 200).await,
