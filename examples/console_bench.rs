@@ -135,7 +135,11 @@ const SERVICE_TYPES: [(&str, f64); 4] = [
 fn region_toml() -> String {
     let mut text = String::from("\n# ---- console_bench: the rest of the region\n");
     for (id, name, area, _, _) in SENDERS.iter().skip(1) {
-        let area = if *area == "both" { "warwickshire" } else { area };
+        let area = if *area == "both" {
+            "warwickshire"
+        } else {
+            area
+        };
         text += &format!(
             "\n[[agencies]]\nid = \"{id}\"\nname = \"{name}\"\nservice_type = \"liaison\"\narea = \"{area}\"\nrole = \"sender\"\ncertificate = {{ san_uri = \"urn:referral-gateway:agency:{id}\" }}\n"
         );
@@ -365,11 +369,8 @@ fn build_world(
     };
     let mut persons: BTreeMap<usize, usize> = BTreeMap::new(); // person -> index in nhs
     let mut referrals = Vec::with_capacity(n);
-    let stage_weights: Vec<(usize, f64)> = SENDERS
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, s.4))
-        .collect();
+    let stage_weights: Vec<(usize, f64)> =
+        SENDERS.iter().enumerate().map(|(i, s)| (i, s.4)).collect();
     for (i, received) in times.into_iter().enumerate() {
         let sender = rng.pick(&stage_weights);
         let area = match SENDERS[sender].2 {
@@ -542,8 +543,12 @@ fn build_world(
         let secs = received.div_euclid(1_000_000);
         let nanos = (received.rem_euclid(1_000_000) * 1000) as u32;
         let id = ReferralId::parse(
-            &uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs as u64, nanos))
-                .to_string(),
+            &uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                secs as u64,
+                nanos,
+            ))
+            .to_string(),
         )?;
         referrals.push(SeedReferral {
             id,
@@ -671,9 +676,8 @@ async fn seed(
     let examples: BTreeMap<&str, String> = SERVICE_TYPES
         .iter()
         .map(|(s, _)| {
-            let text = std::fs::read_to_string(
-                root().join(format!("docs/examples/referral-{s}.json")),
-            )?;
+            let text =
+                std::fs::read_to_string(root().join(format!("docs/examples/referral-{s}.json")))?;
             let canonical = serde_json::from_str::<Value>(&text)?.to_string();
             Ok((*s, canonical))
         })
@@ -1531,7 +1535,8 @@ async fn time_pages(
     auditor.sign_in("auditor", "").await?;
     let mut manager = Browser::new(&base)?;
     manager.sign_in("service_manager", "coventry-cmht").await?;
-    let token = |subject: &str, roles: &[referral_gateway::staff_auth::tokens::Role],
+    let token = |subject: &str,
+                 roles: &[referral_gateway::staff_auth::tokens::Role],
                  agency: Option<&str>|
      -> anyhow::Result<String> {
         Ok(referral_gateway::staff_auth::tokens::mint_dev_token(
@@ -1575,11 +1580,7 @@ async fn time_pages(
     let mut deep_overdue = format!("/console/overdue?agency={agency}");
     let mut page_number = 1;
     for _ in 1..10 {
-        let text = auditor
-            .send(&Req::get(&deep_overdue))
-            .await?
-            .text()
-            .await?;
+        let text = auditor.send(&Req::get(&deep_overdue)).await?.text().await?;
         let Some(next) = text
             .split("class=\"nhsuk-pagination__next\" href=\"")
             .nth(1)
@@ -1697,8 +1698,26 @@ async fn time_pages(
         )
         .await?,
     );
-    out.push(measure(a, "audit log", "form and chain state", &Req::get("/console/audit"), reps).await?);
-    out.push(measure(a, "audit search", "everything, page 1", &audit_search(&[]), reps).await?);
+    out.push(
+        measure(
+            a,
+            "audit log",
+            "form and chain state",
+            &Req::get("/console/audit"),
+            reps,
+        )
+        .await?,
+    );
+    out.push(
+        measure(
+            a,
+            "audit search",
+            "everything, page 1",
+            &audit_search(&[]),
+            reps,
+        )
+        .await?,
+    );
     out.push(
         measure(
             a,
@@ -1838,13 +1857,25 @@ async fn time_pages(
                 a,
                 "subject access",
                 "most-referred person (NHS number)",
-                &Req::post("/console/subject-access", &[("csrf", ""), ("nhs_number", nhs)]),
+                &Req::post(
+                    "/console/subject-access",
+                    &[("csrf", ""), ("nhs_number", nhs)],
+                ),
                 reps,
             )
             .await?,
         );
     }
-    out.push(measure(a, "agreements", "30 days", &Req::get("/console/agreements"), reps).await?);
+    out.push(
+        measure(
+            a,
+            "agreements",
+            "30 days",
+            &Req::get("/console/agreements"),
+            reps,
+        )
+        .await?,
+    );
     out.push(
         measure(
             a,
@@ -1889,7 +1920,16 @@ async fn time_pages(
 
     println!("\n  The staff API, for reference (bearer token):");
     let j = |path: String, member| Req::get(&path).count(Count::Json(member));
-    out.push(measure(&mut api, "GET /v1/reports/sla", "30 days", &j("/v1/reports/sla".into(), "rows"), reps).await?);
+    out.push(
+        measure(
+            &mut api,
+            "GET /v1/reports/sla",
+            "30 days",
+            &j("/v1/reports/sla".into(), "rows"),
+            reps,
+        )
+        .await?,
+    );
     out.push(
         measure(
             &mut api,
@@ -1905,7 +1945,10 @@ async fn time_pages(
             &mut api,
             "GET /v1/referrals",
             "overdue, coventry-cmht",
-            &j(format!("/v1/referrals?agency={agency}&overdue=true"), "items"),
+            &j(
+                format!("/v1/referrals?agency={agency}&overdue=true"),
+                "items",
+            ),
             reps,
         )
         .await?,
@@ -2028,7 +2071,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "timing pages ({} loads each after warm-up); load average {}",
         args.reps,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let result = time_pages(config, args.reps, &frequent).await;
     match result {
@@ -2048,7 +2094,10 @@ async fn main() -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "load average after: {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     match created {
         Some(db) if args.keep => println!("kept the database: {}", db.url),
