@@ -17,8 +17,10 @@ struct Overrides(Vec<(&'static str, String)>);
 
 impl Env for Overrides {
     fn var(&self, name: &str) -> Option<String> {
+        // The last setting wins: `extra` overrides the defaults.
         self.0
             .iter()
+            .rev()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone())
     }
@@ -79,6 +81,16 @@ pub fn config(
     workers: usize,
     extra: Vec<(&'static str, String)>,
 ) -> anyhow::Result<Config> {
+    config_with(database_url, workers, extra, "")
+}
+
+/// As [`config`], with `toml` appended to the shipped file (more agencies, say).
+pub fn config_with(
+    database_url: &str,
+    workers: usize,
+    extra: Vec<(&'static str, String)>,
+    toml: &str,
+) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(root().join("config/gateway.toml"))?
         .replace(
             "\"certs-example/",
@@ -88,7 +100,8 @@ pub fn config(
         .replace(
             "dir = \"schemas\"",
             &format!("dir = \"{}/schemas\"", root().display()),
-        );
+        )
+        + toml;
     let mut vars = vec![
         ("REFGW_LISTEN", "127.0.0.1:0".to_owned()),
         ("REFGW_OPS_LISTEN", "off".to_owned()),

@@ -135,24 +135,30 @@ pub(crate) async fn sla_rows(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<ReportRow>, ApiError> {
-    Ok(sla_rows_with_contact_times(state, actor, agency, from, to)
-        .await?
-        .0)
+    Ok(sla_overview(state, actor, agency, from, to, 0).await?.rows)
 }
 
-/// [`sla_rows`] and the time to first contact from the same read (the console's overview),
-/// audited as one report.
-pub(crate) async fn sla_rows_with_contact_times(
+/// [`sla_rows`] with, from the same read, the time to first contact and the weekly trend
+/// (at most `weeks` weeks from `from`): the console's overview, audited as one report.
+pub(crate) async fn sla_overview(
     state: &AppState,
     actor: String,
     agency: Option<&str>,
     from: Timestamp,
     to: Timestamp,
-) -> Result<(Vec<ReportRow>, Vec<crate::sla::report::ContactDistribution>), ApiError> {
+    weeks: usize,
+) -> Result<crate::sla::report::SlaOverview, ApiError> {
     let now = Timestamp::from(state.clock.now());
-    let (rows, contact_times) =
-        crate::sla::report::sla_report_with_contact_times(&state.store, from, to, agency, now)
-            .await?;
+    let overview = crate::sla::report::sla_overview(
+        &state.store,
+        from,
+        to,
+        agency,
+        now,
+        time::Duration::weeks(1),
+        weeks,
+    )
+    .await?;
     // `recipient` names the agency whose referrals the report covers.
     let mut record = crate::store::AuditRecord::new(actor, AuditAction::ReportSla);
     record.recipient = agency.map(str::to_owned);
@@ -160,10 +166,10 @@ pub(crate) async fn sla_rows_with_contact_times(
         state,
         record.detail(format!(
             "{} row(s), {from} to {to}, agency {}",
-            rows.len(),
+            overview.rows.len(),
             agency.unwrap_or("(all)")
         )),
     )
     .await?;
-    Ok((rows, contact_times))
+    Ok(overview)
 }

@@ -12,7 +12,7 @@
 //!   with `attended` or `not_attended` (`unable_to_contact` is left out).
 
 use crate::domain::Timestamp;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -29,33 +29,24 @@ pub async fn sla_report(
     agency: Option<&str>,
     as_of: Timestamp,
 ) -> Result<Vec<ReportRow>, StoreError> {
-    Ok(
-        sla_report_with_contact_times(store, from, to, agency, as_of)
-            .await?
-            .0,
-    )
-}
-
-/// [`sla_report`] and, from the same facts (one read), the time to first contact per
-/// service type ([`contact_distribution`]): what the console's overview shows.
-pub async fn sla_report_with_contact_times(
-    store: &Store,
-    from: Timestamp,
-    to: Timestamp,
-    agency: Option<&str>,
-    as_of: Timestamp,
-) -> Result<(Vec<ReportRow>, Vec<ContactDistribution>), StoreError> {
     let (clocks, contacts) = store.report_facts(from, to, agency).await?;
-    Ok((
-        aggregate(&clocks, &contacts, as_of.as_micros()),
-        contact_distribution(&clocks),
-    ))
+    Ok(aggregate(&clocks, &contacts, as_of.as_micros()))
 }
 
-/// The same report period by period: for each `step` from `from` (at most `max_steps`,
-/// the last one ending at `to`), the start of the period and [`sla_report`] over the
-/// referrals received in it. The staff console's weekly trend.
-pub async fn sla_trend(
+/// What the console's overview shows, from one read of the facts: the report
+/// ([`sla_report`]), the time to first contact per service type ([`contact_distribution`])
+/// and the weekly trend ([`trend`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaOverview {
+    pub rows: Vec<ReportRow>,
+    pub contact_times: Vec<ContactDistribution>,
+    pub trend: Vec<(Timestamp, Vec<ReportRow>)>,
+}
+
+/// [`SlaOverview`] over the referrals received in `[from, to)` that `agency` sent or
+/// received (every agency's when `None`), open clocks judged at `as_of`; the trend in
+/// periods of `step`, at most `max_steps` of them.
+pub async fn sla_overview(
     store: &Store,
     from: Timestamp,
     to: Timestamp,
@@ -63,15 +54,57 @@ pub async fn sla_trend(
     as_of: Timestamp,
     step: time::Duration,
     max_steps: usize,
-) -> Result<Vec<(Timestamp, Vec<ReportRow>)>, StoreError> {
+) -> Result<SlaOverview, StoreError> {
+    let (clocks, contacts) = store.report_facts(from, to, agency).await?;
+    let as_of = as_of.as_micros();
+    Ok(SlaOverview {
+        rows: aggregate(&clocks, &contacts, as_of),
+        contact_times: contact_distribution(&clocks),
+        trend: trend(&clocks, &contacts, from, to, as_of, step, max_steps),
+    })
+}
+
+/// The same report period by period: for each `step` from `from` (at most `max_steps`,
+/// the last one ending at `to`), the start of the period and [`aggregate`] over the facts
+/// of the referrals received in it (`facts` cover the whole of `[from, to)`, so each
+/// period's rows are what [`sla_report`] gives for that period). The console's weekly trend.
+pub fn trend(
+    clocks: &[ClockFact],
+    contacts: &[ContactFact],
+    from: Timestamp,
+    to: Timestamp,
+    as_of: i64,
+    step: time::Duration,
+    max_steps: usize,
+) -> Vec<(Timestamp, Vec<ReportRow>)> {
     let mut periods = Vec::new();
     let mut start = from;
     while start < to && periods.len() < max_steps {
         let end = start.saturating_add(step).min(to);
-        periods.push((start, sla_report(store, start, end, agency, as_of).await?));
+        periods.push((start.as_micros(), end.as_micros()));
         start = end;
     }
-    Ok(periods)
+    let mut facts: Vec<Vec<&ClockFact>> = vec![Vec::new(); periods.len()];
+    for fact in clocks {
+        // Periods are contiguous and in order: the first one ending after the receipt.
+        let i = periods.partition_point(|(_, end)| *end <= fact.received_at);
+        if periods
+            .get(i)
+            .is_some_and(|(start, end)| *start <= fact.received_at && fact.received_at < *end)
+        {
+            facts[i].push(fact);
+        }
+    }
+    periods
+        .iter()
+        .zip(facts)
+        .map(|((start, _), facts)| {
+            (
+                Timestamp::from_micros(*start),
+                aggregate(facts, contacts, as_of),
+            )
+        })
+        .collect()
 }
 
 /// Time to first contact, bucketed, for one service type: what the console draws against
@@ -160,6 +193,8 @@ pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
 #[derive(Debug, Clone)]
 pub struct ClockFact {
     pub referral_id: String,
+    /// When the referral was received (what a report's period selects on).
+    pub received_at: i64,
     pub agency: String,
     pub service_type: String,
     pub priority: String,
@@ -209,28 +244,32 @@ fn hours(micros: i64) -> f64 {
     (micros as f64 / 3.6e9 * 1000.0).round() / 1000.0
 }
 
-pub fn aggregate(clocks: &[ClockFact], contacts: &[ContactFact], as_of: i64) -> Vec<ReportRow> {
-    type Key = (String, String, String);
+/// The report's rows over `clocks` (one referral's clocks share its agency, service type
+/// and priority) and the first-contact outcomes in `contacts` (those of referrals without
+/// clocks here are ignored), with clocks still open judged at `as_of`.
+pub fn aggregate<'a>(
+    clocks: impl IntoIterator<Item = &'a ClockFact>,
+    contacts: &[ContactFact],
+    as_of: i64,
+) -> Vec<ReportRow> {
+    type Key<'a> = (&'a str, &'a str, &'a str);
     #[derive(Default)]
-    struct Acc {
-        referrals: BTreeMap<String, bool>, // referral -> breached
+    struct Acc<'a> {
+        referrals: HashMap<&'a str, bool>, // referral -> breached
         within: BTreeMap<Clock, usize>,
         times: BTreeMap<Clock, Vec<f64>>,
     }
-    let mut groups: BTreeMap<Key, Acc> = BTreeMap::new();
-    let mut group_of: BTreeMap<&str, Key> = BTreeMap::new();
+    let mut groups: BTreeMap<Key<'a>, Acc<'a>> = BTreeMap::new();
+    let mut group_of: HashMap<&'a str, Key<'a>> = HashMap::new();
     for fact in clocks {
         let key = (
-            fact.agency.clone(),
-            fact.service_type.clone(),
-            fact.priority.clone(),
+            fact.agency.as_str(),
+            fact.service_type.as_str(),
+            fact.priority.as_str(),
         );
-        group_of.insert(&fact.referral_id, key.clone());
+        group_of.insert(&fact.referral_id, key);
         let acc = groups.entry(key).or_default();
-        let breached = acc
-            .referrals
-            .entry(fact.referral_id.clone())
-            .or_insert(false);
+        let breached = acc.referrals.entry(&fact.referral_id).or_insert(false);
         if fact.clock == Clock::Delivery {
             continue;
         }
@@ -255,7 +294,7 @@ pub fn aggregate(clocks: &[ClockFact], contacts: &[ContactFact], as_of: i64) -> 
     let mut attended: BTreeMap<Key, (usize, usize)> = BTreeMap::new();
     for contact in contacts {
         if let Some(key) = group_of.get(contact.referral_id.as_str()) {
-            let entry = attended.entry(key.clone()).or_default();
+            let entry = attended.entry(*key).or_default();
             match contact.outcome.as_str() {
                 "attended" => entry.0 += 1,
                 "not_attended" => entry.1 += 1,
@@ -285,9 +324,9 @@ pub fn aggregate(clocks: &[ClockFact], contacts: &[ContactFact], as_of: i64) -> 
                 first_contact_median_hours: stat(Clock::FirstContact, 0.5),
                 first_contact_p90_hours: stat(Clock::FirstContact, 0.9),
                 not_attended_rate: (yes + no > 0).then(|| no as f64 / (yes + no) as f64),
-                agency: key.0,
-                service_type: key.1,
-                priority: key.2,
+                agency: key.0.to_owned(),
+                service_type: key.1.to_owned(),
+                priority: key.2.to_owned(),
             }
         })
         .collect()
@@ -426,6 +465,7 @@ mod tests {
     fn fact(id: &str, clock: Clock, due_h: i64, met_h: Option<i64>) -> ClockFact {
         ClockFact {
             referral_id: id.into(),
+            received_at: 0,
             agency: "a".into(),
             service_type: "cmht".into(),
             priority: "urgent".into(),

@@ -234,6 +234,25 @@ impl Store {
             .collect()
     }
 
+    /// The newest checkpoint, if any (the console's chain state: one row, not all of them).
+    pub async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, head_hash, signed_at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Checkpoint {
+                seq: row.try_get("seq")?,
+                head_hash: row.try_get("head_hash")?,
+                signed_at: row.try_get("signed_at")?,
+                key_id: row.try_get("key_id")?,
+                signature: row.try_get("signature")?,
+            })
+        })
+        .transpose()
+    }
+
     /// The seq of the latest checkpoint (0 if none).
     pub async fn last_checkpoint_seq(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")

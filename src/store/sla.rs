@@ -268,22 +268,25 @@ impl Store {
         StoreError,
     > {
         let agency = agency.unwrap_or("");
+        // In no particular order: the aggregation does not depend on it.
+        let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(
-            "SELECT r.id, r.recipient_agency, r.service_type, r.priority, c.clock, c.started_at, c.due_at, c.met_at, c.stopped_at \
+            "SELECT r.id, r.received_at, r.recipient_agency, r.service_type, r.priority, c.clock, c.started_at, c.due_at, c.met_at, c.stopped_at \
              FROM referrals r JOIN sla_clocks c ON c.referral_id = r.id \
              WHERE r.received_at >= $1 AND r.received_at < $2 \
-             AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3) ORDER BY r.id",
+             AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)",
         )
         .bind(from.as_micros())
         .bind(to.as_micros())
         .bind(agency)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let clocks = rows
             .iter()
             .map(|row| {
                 Ok(crate::sla::report::ClockFact {
                     referral_id: row.try_get("id")?,
+                    received_at: row.try_get("received_at")?,
                     agency: row.try_get("recipient_agency")?,
                     service_type: row.try_get("service_type")?,
                     priority: row.try_get("priority")?,
@@ -303,8 +306,9 @@ impl Store {
         .bind(from.as_micros())
         .bind(to.as_micros())
         .bind(agency)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let contacts = rows
             .iter()
             .map(|row| {

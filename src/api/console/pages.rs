@@ -654,12 +654,19 @@ pub async fn overview(
         .await?;
     let (from, to) =
         crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
-    let (rows, distribution) = crate::api::reports::sla_rows_with_contact_times(
+    // The report, the time to first contact and the weekly trend (at most 26 weeks from
+    // `from`): one read of the report's facts, one audit entry.
+    let crate::sla::report::SlaOverview {
+        rows,
+        contact_times: distribution,
+        trend: weeks,
+    } = crate::api::reports::sla_overview(
         &state,
         caller.0.actor(),
         agency.as_deref(),
         from,
         to,
+        26,
     )
     .await?;
     let sum = |f: fn(&crate::sla::report::ReportRow) -> usize| rows.iter().map(f).sum::<usize>();
@@ -724,19 +731,6 @@ pub async fn overview(
             Cell::num(r.breached),
         ]);
     }
-    // The weekly trend: the same report, one week at a time (covered by the report's
-    // audit entry above).
-    let weeks = crate::sla::report::sla_trend(
-        &state.store,
-        from,
-        to,
-        agency.as_deref(),
-        Timestamp::from(state.clock.now()),
-        time::Duration::weeks(1),
-        26,
-    )
-    .await
-    .map_err(ApiError::from)?;
     let mut trend = Table::new(
         "Weekly share within target (the chart's numbers)",
         &[
@@ -1194,8 +1188,8 @@ async fn chain_state(state: &AppState) -> Vec<(String, String)> {
         }
         Err(e) => tracing::error!(error = %e, "cannot read the audit head"),
     }
-    match state.store.audit_checkpoints().await {
-        Ok(checkpoints) => match checkpoints.last() {
+    match state.store.last_checkpoint().await {
+        Ok(checkpoint) => match checkpoint {
             Some(c) => {
                 rows.push((
                     "Last signed checkpoint".to_owned(),
