@@ -66,7 +66,10 @@ async fn run(client_runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
         let mut config = bench_support::config(&db.url, args.workers, Vec::new())?;
         config.relay.enabled = false; // intake only
         let app = Application::build(config).await?;
-        urls.push(format!("https://localhost:{}/v1/referrals", app.addr().port()));
+        urls.push(format!(
+            "https://localhost:{}/v1/referrals",
+            app.addr().port()
+        ));
         handles.extend(app.handles());
         tokio::spawn(app.run_until_stopped());
     }
