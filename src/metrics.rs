@@ -62,6 +62,14 @@ pub struct Metrics {
     pub publish_latency_seconds: Histogram,
     pub broker_connected: Gauge,
     pub sla_breaches: Family<ClockLabels, Counter>,
+    /// Writes per committed batch (`[database] commit_batch_max` at most).
+    pub commit_batch_size: Histogram,
+    /// From taking a batch to answering its writers.
+    pub commit_seconds: Histogram,
+    /// Writes waiting for the committer, as of the scrape.
+    pub commit_queue_depth: Gauge,
+    /// Batches that failed and were written again item by item.
+    pub commit_batches_split: Counter,
 }
 
 impl Default for Metrics {
@@ -121,6 +129,30 @@ impl Metrics {
             "SLA clocks the scanner found past their deadline, by clock (each breach once)",
             sla_breaches.clone(),
         );
+        let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "commit_batch_size",
+            "Writes (referrals, events, audit entries) committed per transaction",
+            commit_batch_size.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "commit_seconds",
+            "Time to write and commit one batch, and answer its writers",
+            commit_seconds.clone(),
+        );
+        let commit_queue_depth = Gauge::default();
+        registry.register(
+            "commit_queue_depth",
+            "Writes waiting for the committer",
+            commit_queue_depth.clone(),
+        );
+        let commit_batches_split = Counter::default();
+        registry.register(
+            "commit_batches_split",
+            "Batches that could not be committed whole and were written again one write at a time",
+            commit_batches_split.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -131,6 +163,10 @@ impl Metrics {
             publish_latency_seconds,
             broker_connected,
             sla_breaches,
+            commit_batch_size,
+            commit_seconds,
+            commit_queue_depth,
+            commit_batches_split,
         }
     }
 

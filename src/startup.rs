@@ -29,6 +29,7 @@ use crate::security::tls;
 use crate::sla::scanner::Scanner;
 use crate::store::AuditRecord;
 use crate::store::Store;
+use crate::store::committer::{CommitLimits, Committer};
 use crate::worker::Worker;
 
 /// How long each background worker may take to stop.
@@ -42,8 +43,8 @@ pub struct Application {
     servers: Vec<Server>,
     store: Store,
     /// The background workers, in the order they are stopped: the scanner first (what it
-    /// flags goes out through the relay), then the relay, the audit checkpointer and the
-    /// staff key refresher.
+    /// flags goes out through the relay), then the relay, the committer, the audit
+    /// checkpointer and the staff key refresher.
     workers: Vec<Worker>,
 }
 
@@ -114,6 +115,17 @@ impl Application {
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         let metrics = Arc::new(Metrics::new());
+        // From here on every referral, event and audit entry of this process is written
+        // by the committer (the entry above was written before anything else could write).
+        let (commits, committer) = Committer::new(
+            store.clone(),
+            CommitLimits {
+                batch_max: config.database.commit_batch_max,
+                queue_depth: config.database.commit_queue_depth,
+            },
+        );
+        let committer = committer.with_metrics(metrics.clone());
+        let store = store.with_committer(commits);
         let (relay, relay_status) = if config.relay.enabled {
             let relay = Relay::new(
                 store.clone(),
@@ -274,6 +286,9 @@ impl Application {
         if let Some(relay) = relay {
             workers.push(Worker::spawn("relay", |stop| relay.run(stop)));
         }
+        // Stopped after the listeners (whose requests wait for it) and before the
+        // checkpointer (whose last checkpoint then covers every batch).
+        workers.push(Worker::spawn("committer", |stop| committer.run(stop)));
         workers.push(Worker::spawn("audit checkpointer", |stop| {
             checkpointer.run(stop)
         }));

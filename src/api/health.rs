@@ -44,6 +44,8 @@ async fn healthz() -> HttpResponse {
 
 /// Prometheus text format. Who may call: whoever reaches the ops listener.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let waiting = i64::try_from(state.store.commit_queue_depth()).unwrap_or(i64::MAX);
+    state.metrics.commit_queue_depth.set(waiting);
     if let Ok(backlog) = state.store.outbox_backlog().await {
         state.metrics.outbox_pending.set(backlog.pending);
         let age = backlog.oldest_age_seconds(state.clock.now());

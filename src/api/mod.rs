@@ -50,6 +50,9 @@ pub(crate) async fn record_access(
         .await
         .map(|_| ())
         .map_err(|e| {
+            if matches!(e, crate::store::StoreError::Busy) {
+                return problem::ApiError::from(e);
+            }
             tracing::error!(error = %e, action = record.action.as_str(), "cannot write the audit log");
             problem::ApiError::internal()
         })

@@ -44,11 +44,12 @@ pub enum ProblemKind {
     ExcessData,
     BadForm,
     IdentityProvider,
+    Overloaded,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 28] = [
+    pub const ALL: [ProblemKind; 29] = [
         Self::BadCorrelationId,
         Self::BadIdempotencyKey,
         Self::DuplicateHeader,
@@ -76,6 +77,7 @@ impl ProblemKind {
         Self::ExcessData,
         Self::BadForm,
         Self::IdentityProvider,
+        Self::Overloaded,
         Self::Internal,
     ];
 
@@ -145,6 +147,11 @@ impl ProblemKind {
                 "identity-provider",
                 S::BAD_GATEWAY,
                 "Sign-in is not available",
+            ),
+            Self::Overloaded => (
+                "overloaded",
+                S::SERVICE_UNAVAILABLE,
+                "Too many requests waiting",
             ),
             Self::Internal => ("internal", S::INTERNAL_SERVER_ERROR, "Internal error"),
         }
@@ -314,9 +321,15 @@ impl ResponseError for ApiError {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
+        if self.kind == ProblemKind::Overloaded {
+            response.insert_header((header::RETRY_AFTER, OVERLOADED_RETRY_AFTER_SECS.to_string()));
+        }
         response.body(json)
     }
 }
+
+/// `Retry-After` (seconds) of an `overloaded` answer.
+pub const OVERLOADED_RETRY_AFTER_SECS: u32 = 1;
 
 impl From<crate::intake::referrals::IntakeError> for ApiError {
     #[track_caller]
@@ -384,6 +397,12 @@ impl From<crate::intake::events::EventError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     #[track_caller]
     fn from(error: crate::store::StoreError) -> Self {
+        if matches!(error, crate::store::StoreError::Busy) {
+            return Self::of(
+                ProblemKind::Overloaded,
+                "Too many requests are waiting to be written; nothing was accepted. Retry after the time Retry-After gives (a referral with the same Idempotency-Key).",
+            );
+        }
         let at = std::panic::Location::caller();
         tracing::error!(error = %error, at = %at, "store failure");
         Self::internal()

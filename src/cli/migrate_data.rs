@@ -47,6 +47,7 @@ pub fn run(
     let connect = |url: &str| DatabaseConfig {
         url: url.to_owned(),
         max_connections: 2,
+        ..config.database.clone()
     };
     let (from, to) = (connect(from), connect(to));
     actix_web::rt::System::new().block_on(async move {

@@ -11,13 +11,23 @@ pub(super) struct RawDatabase {
     /// A file holding the URL (with its password): e.g. `credential:database-url`.
     url_file: Option<std::path::PathBuf>,
     max_connections: Option<u32>,
+    commit_batch_max: Option<usize>,
+    commit_queue_depth: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+    /// The most writes the committer puts in one transaction.
+    pub commit_batch_max: usize,
+    /// The most writes waiting for the committer; beyond it requests are answered 503.
+    pub commit_queue_depth: usize,
 }
+
+/// Bounds of `commit_batch_max`: multi-row statements stay within the databases' limits
+/// on bound values.
+pub const COMMIT_BATCH_RANGE: std::ops::RangeInclusive<usize> = 1..=1000;
 
 pub(super) fn build_database(
     raw: RawDatabase,
@@ -50,8 +60,18 @@ pub(super) fn build_database(
     if max_connections == 0 {
         problems.push("database.max_connections", "must be at least 1");
     }
+    let commit_batch_max = raw.commit_batch_max.unwrap_or(256);
+    if !COMMIT_BATCH_RANGE.contains(&commit_batch_max) {
+        problems.push("database.commit_batch_max", "must be from 1 to 1000");
+    }
+    let commit_queue_depth = raw.commit_queue_depth.unwrap_or(1024);
+    if !(1..=100_000).contains(&commit_queue_depth) {
+        problems.push("database.commit_queue_depth", "must be from 1 to 100000");
+    }
     DatabaseConfig {
         url: db_url,
         max_connections,
+        commit_batch_max,
+        commit_queue_depth,
     }
 }

@@ -135,33 +135,22 @@ impl Events {
         };
 
         let record_id = uuid::Uuid::now_v7();
-        let effects = clock_effects(event_type);
-        let request_sha256 = crate::security::digest::sha256_hex(body);
-        let new = NewEvent {
-            id: record_id,
-            referral_id: id,
-            event_id: field("event_id"),
-            actor_agency: caller_id,
-            event_type,
-            request_sha256: &request_sha256,
-            occurred_at: Timestamp::from(occurred_at),
-            recorded_at: Timestamp::from(now),
-            meets: effects.0,
-            stops: effects.1,
-            audit: &AuditRecord {
-                recipient: Some(referral.recipient_agency.to_string()),
-                ..AuditRecord::new(format!("agency:{caller_id}"), AuditAction::EventPosted)
-                    .referral(id)
-                    .detail(event_type.as_str())
-            },
-        };
-        let recipient = self.registry.get(referral.recipient_agency.as_str());
-        let render = |status: crate::domain::ReferralStatus| {
+        let (meets, stops) = clock_effects(event_type);
+        let event_id = field("event_id").to_owned();
+        let sender_agency = referral.sender_agency.clone();
+        let recipient = self
+            .registry
+            .get(referral.recipient_agency.as_str())
+            .cloned();
+        let actor = caller_id.clone();
+        let render_event_id = event_id.clone();
+        // Owned by the write (the committer may run it again if its batch is retried).
+        let render = move |status: crate::domain::ReferralStatus| {
             let record = EventRecord {
-                actor_agency: caller_id,
+                actor_agency: &actor,
                 contact: document.get("contact"),
                 detail: document.get("detail"),
-                event_id: field("event_id"),
+                event_id: &render_event_id,
                 occurred_at,
                 outcome: document.get("outcome"),
                 reason_code: document.get("reason_code"),
@@ -176,12 +165,12 @@ impl Events {
             if event_type != EventType::FollowUp {
                 messages.push(OutboxMessage::event_status(
                     record_id.to_string(),
-                    &referral.sender_agency,
+                    &sender_agency,
                     &record,
                 ));
             }
             if party == Party::Sender
-                && let Some(recipient) = recipient
+                && let Some(recipient) = &recipient
             {
                 let message_id = format!("{record_id}-recipient");
                 messages.push(if event_type == EventType::Withdrawn {
@@ -192,10 +181,27 @@ impl Events {
             }
             (record.to_json(), messages)
         };
-        let outcome = self
-            .store
-            .record_event(&new, |status| transition(status, event_type), render)
-            .await?;
+        let new = NewEvent {
+            id: record_id,
+            referral_id: id,
+            event_id,
+            actor_agency: caller_id.clone(),
+            event_type,
+            request_sha256: crate::security::digest::sha256_hex(body),
+            occurred_at: Timestamp::from(occurred_at),
+            recorded_at: Timestamp::from(now),
+            meets,
+            stops,
+            audit: AuditRecord {
+                recipient: Some(referral.recipient_agency.to_string()),
+                ..AuditRecord::new(format!("agency:{caller_id}"), AuditAction::EventPosted)
+                    .referral(id)
+                    .detail(event_type.as_str())
+            },
+            decide: Box::new(move |status| transition(status, event_type)),
+            render: Box::new(render),
+        };
+        let outcome = self.store.record_event(new).await?;
         match outcome {
             EventOutcome::Recorded(event) => {
                 self.relay_wake.notify_one();

@@ -9,6 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::domain::audit::AuditAction;
+use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::{ClockDeadline, SlaPolicy};
 use crate::domain::{
     Agency, AgencyId, AgencyRegistry, Destination, ReferralId, ReferralStatus, RoutingError,
@@ -152,7 +153,11 @@ impl Intake {
                 now,
             )
             .await;
-        if let Err(error) = &result {
+        // A write refused because the committer's queue is full was never looked at: it
+        // is answered 503 (retry) and not recorded, which would only add to the queue.
+        if let Err(error) = &result
+            && !matches!(error, IntakeError::Store(StoreError::Busy))
+        {
             // Fixed reason codes and (redacted) pointers only: never the caller's values.
             let mut record = AuditRecord::new(
                 format!("agency:{}", sender.id),
@@ -325,63 +330,64 @@ impl Intake {
         // reads exactly what was validated.
         let stored_text = shared.to_string();
         let payload_sha256 = crate::security::digest::sha256_hex(stored_text.as_bytes());
-        let payload = stored_text.as_str();
 
         let id = ReferralId::new();
         // Stored timestamps have microsecond precision: use the stored value everywhere.
         let received_at = crate::store::from_micros(crate::store::to_micros(now))?;
         let clocks = self.sla_deadlines(&recipient, referral.priority(), received_at);
+        let mut audit = submission_record(
+            sender.id.as_str(),
+            recipient.id.as_str(),
+            &id.to_string(),
+            &shared,
+            &self.keyer,
+        );
+        // The person key comes from the full document (identity may be withheld).
+        audit.person_key = person_key;
+        if let Some(basis) = &basis {
+            audit.isa_id = Some(basis.isa_id.clone());
+            audit.lawful_basis = Some(basis.lawful_basis.clone());
+            audit.consent = Some(basis.consent.clone());
+        }
+        audit.withheld = withheld.clone();
+        audit.categories = shared_categories;
+        let receipt = Receipt {
+            referral_id: id,
+            status: ReferralStatus::Received,
+            received_at,
+            sender: AgencyRef::id_only(&sender.id),
+            recipient: AgencyRef::full(&recipient),
+            priority: referral.priority(),
+            schema_id: referral.schema_id().to_owned(),
+            payload_sha256,
+            correlation_id: correlation_id.to_owned(),
+            isa_id: basis.map(|b| b.isa_id),
+            withheld,
+        };
         let new = NewReferral {
             id,
-            sender: &sender.id,
-            recipient: &recipient,
-            priority: referral.priority(),
-            schema_id: referral.schema_id(),
-            payload,
-            payload_sha256: &payload_sha256,
-            correlation_id,
+            sender: sender.id.clone(),
+            outbox: OutboxMessage::referral(&recipient),
+            recipient: recipient.id.clone(),
+            service_type: recipient.service_type.clone(),
+            area: recipient.area.clone(),
+            priority: receipt.priority,
+            schema_id: receipt.schema_id.clone(),
+            payload: stored_text,
+            payload_sha256: receipt.payload_sha256.clone(),
+            correlation_id: receipt.correlation_id.clone(),
             received_at,
-            idempotency: idempotency_key.map(|k| (k, body_sha256.as_str())),
-            clocks: &clocks,
-            audit: &{
-                let mut record = submission_record(
-                    sender.id.as_str(),
-                    recipient.id.as_str(),
-                    &id.to_string(),
-                    &shared,
-                    &self.keyer,
-                );
-                // The person key comes from the full document (identity may be withheld).
-                record.person_key = person_key;
-                if let Some(basis) = &basis {
-                    record.isa_id = Some(basis.isa_id.clone());
-                    record.lawful_basis = Some(basis.lawful_basis.clone());
-                    record.consent = Some(basis.consent.clone());
-                }
-                record.withheld = withheld.clone();
-                record.categories = shared_categories;
-                record
-            },
-            isa_id: basis.as_ref().map(|b| b.isa_id.as_str()),
-            withheld: &withheld,
+            idempotency: idempotency_key.map(|k| (k.to_owned(), body_sha256.clone())),
+            clocks,
+            audit,
+            isa_id: receipt.isa_id.clone(),
+            withheld: receipt.withheld.clone(),
         };
-        match self.store.insert_referral(&new).await? {
+        match self.store.insert_referral(new).await? {
             Inserted::Created => {
                 self.relay_wake.notify_one();
-                tracing::info!(referral_id = %id, recipient = %recipient.id, priority = referral.priority().as_str(), "referral accepted");
-                Ok(Submitted::Created(Receipt {
-                    referral_id: id,
-                    status: ReferralStatus::Received,
-                    received_at,
-                    sender: AgencyRef::id_only(&sender.id),
-                    recipient: AgencyRef::full(&recipient),
-                    priority: referral.priority(),
-                    schema_id: referral.schema_id().to_owned(),
-                    payload_sha256,
-                    correlation_id: correlation_id.to_owned(),
-                    isa_id: basis.map(|b| b.isa_id),
-                    withheld,
-                }))
+                tracing::info!(referral_id = %id, recipient = %receipt.recipient.agency_id, priority = receipt.priority.as_str(), "referral accepted");
+                Ok(Submitted::Created(receipt))
             }
             Inserted::KeyTaken(previous) => {
                 self.replay(previous.request_sha256 == body_sha256, previous.referral_id)

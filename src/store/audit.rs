@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::batch::{Write, Written, entry_of, insert_entries};
 use super::{Backend, Store, StoreError, to_micros};
 use crate::domain::Timestamp;
 use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry, Checkpoint};
@@ -76,65 +77,20 @@ pub(crate) async fn append_audit_many(
     if records.is_empty() {
         return Ok(seq);
     }
+    let mut entries = Vec::with_capacity(records.len());
     for record in records {
         seq += 1;
-        prev_hash = insert_entry(tx, record, seq, at, prev_hash).await?;
+        let entry = entry_of(record, seq, at, prev_hash);
+        prev_hash = entry.hash();
+        entries.push((entry, prev_hash.clone()));
     }
+    insert_entries(tx, &entries).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev_hash)
         .execute(&mut **tx)
         .await?;
     Ok(seq)
-}
-
-async fn insert_entry(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    record: &AuditRecord,
-    seq: i64,
-    at: i64,
-    prev_hash: String,
-) -> Result<String, StoreError> {
-    let entry = AuditEntry {
-        seq,
-        at: Timestamp::from_micros(at),
-        actor: record.actor.clone(),
-        action: record.action.as_str().to_owned(),
-        referral_id: record.referral_id.clone(),
-        recipient: record.recipient.clone(),
-        isa_id: record.isa_id.clone(),
-        lawful_basis: record.lawful_basis.clone(),
-        consent: record.consent.clone(),
-        categories: record.categories.clone(),
-        withheld: record.withheld.clone(),
-        person_key: record.person_key.clone(),
-        detail: record.detail.clone(),
-        prev_hash,
-    };
-    let hash = entry.hash();
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
-         categories, withheld, person_key, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(entry.seq)
-    .bind(entry.at.as_micros())
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.referral_id)
-    .bind(&entry.recipient)
-    .bind(&entry.isa_id)
-    .bind(&entry.lawful_basis)
-    .bind(&entry.consent)
-    .bind(serde_json::to_string(&entry.categories).unwrap_or_default())
-    .bind(serde_json::to_string(&entry.withheld).unwrap_or_default())
-    .bind(&entry.person_key)
-    .bind(&entry.detail)
-    .bind(&entry.prev_hash)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(hash)
 }
 
 fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), StoreError> {
@@ -164,17 +120,13 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), Store
 }
 
 impl Store {
-    /// Appends one entry in its own transaction.
+    /// Appends one entry (through the committer, when the process has one).
     pub async fn audit(
         &self,
         record: &AuditRecord,
         at: time::OffsetDateTime,
     ) -> Result<i64, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
-        let seq = append_audit(&mut tx, self.backend, record, to_micros(at)).await?;
-        tx.commit().await?;
-        Ok(seq)
+        self.audit_all(std::slice::from_ref(record), at).await
     }
 
     /// Appends entries in order, in one transaction.
@@ -183,11 +135,15 @@ impl Store {
         records: &[AuditRecord],
         at: time::OffsetDateTime,
     ) -> Result<i64, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
-        let seq = append_audit_many(&mut tx, self.backend, records, to_micros(at)).await?;
-        tx.commit().await?;
-        Ok(seq)
+        match self
+            .write(Write::Audit(records.to_vec(), to_micros(at)))
+            .await?
+        {
+            Written::Audit(seq) => Ok(seq),
+            other => Err(StoreError::Corrupt(format!(
+                "an audit write came back as {other:?}"
+            ))),
+        }
     }
 
     /// Entries after `after_seq`, in `seq` order, with their stored hashes. A row whose

@@ -12,6 +12,8 @@ use sqlx::{AnyPool, Executor};
 use crate::config::DatabaseConfig;
 
 mod audit;
+mod batch;
+pub mod committer;
 mod dialect;
 mod events;
 mod outbox;
@@ -22,7 +24,8 @@ mod sla;
 pub use crate::domain::messages::OutboxMessage;
 pub use audit::{AuditQuery, AuditRecord, PersonSubmission, PersonSummary};
 use audit::{append_audit, append_audit_many};
-pub use events::{EventOutcome, NewEvent, StoredEvent};
+pub use batch::{Decide, NewEvent, Render};
+pub use events::{EventOutcome, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{
     IdempotencyRecord, Inserted, ListRole, NewReferral, ReferralFilter, ReferralRecord,
@@ -48,6 +51,12 @@ pub enum StoreError {
     Roles(String),
     #[error(transparent)]
     Seal(#[from] crate::security::sealing::SealError),
+    /// The committer's queue is full: nothing was written; the caller may retry shortly.
+    #[error("too many writes are waiting to be committed")]
+    Busy,
+    /// The committer stopped before answering: the write's outcome is unknown.
+    #[error("the committer stopped before answering")]
+    CommitterStopped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +75,9 @@ pub struct Store {
     /// Encrypts referral payloads at rest; a store without keys (tools that never touch
     /// payloads) refuses to store one.
     payload_keys: Option<Arc<crate::security::sealing::PayloadKeys>>,
+    /// The process's one writer of referrals, events and audit entries, when it runs
+    /// one (the gateway); without it (the tools) each write is its own transaction.
+    committer: Option<committer::CommitHandle>,
 }
 
 impl Store {
@@ -98,6 +110,7 @@ impl Store {
             backend,
             sqlite_writer,
             payload_keys: None,
+            committer: None,
         })
     }
 
@@ -112,6 +125,35 @@ impl Store {
     pub fn with_payload_keys(mut self, keys: crate::security::sealing::PayloadKeys) -> Self {
         self.payload_keys = Some(Arc::new(keys));
         self
+    }
+
+    /// Sends referrals, events and audit entries through `committer`.
+    pub fn with_committer(mut self, committer: committer::CommitHandle) -> Self {
+        self.committer = Some(committer);
+        self
+    }
+
+    pub(crate) fn without_committer(mut self) -> Self {
+        self.committer = None;
+        self
+    }
+
+    /// Writes waiting for the committer (0 without one).
+    pub fn commit_queue_depth(&self) -> usize {
+        self.committer
+            .as_ref()
+            .map_or(0, committer::CommitHandle::waiting)
+    }
+
+    /// Writes through the committer, or (without one) in a transaction of its own.
+    pub(crate) async fn write(&self, write: batch::Write) -> Result<batch::Written, StoreError> {
+        match &self.committer {
+            Some(committer) => committer.write(write).await,
+            None => committer::write_all(self, std::slice::from_ref(&write))
+                .await?
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Corrupt("a write has no outcome".into()))),
+        }
     }
 
     /// Seals a payload for storage: `(stored text, key id)`.

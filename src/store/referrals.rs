@@ -6,35 +6,39 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
+use super::batch::{PreparedReferral, Write, Written};
 use super::{AuditRecord, Store, StoreError, append_audit, from_micros, to_micros};
 use crate::domain::audit::AuditAction;
 use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::ClockDeadline;
-use crate::domain::{
-    Agency, AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp,
-};
+use crate::domain::{AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp};
 
 /// Everything the intake step writes for one accepted referral.
-pub struct NewReferral<'a> {
+pub struct NewReferral {
     pub id: ReferralId,
-    pub sender: &'a AgencyId,
-    pub recipient: &'a Agency,
+    pub sender: AgencyId,
+    pub recipient: AgencyId,
+    pub service_type: ServiceType,
+    pub area: Area,
+    /// To the recipient's queue ([`OutboxMessage::referral`]).
+    pub outbox: OutboxMessage,
     pub priority: Priority,
-    pub schema_id: &'a str,
-    /// The document exactly as received (its SHA-256 is `payload_sha256`).
-    pub payload: &'a str,
-    pub payload_sha256: &'a str,
-    pub correlation_id: &'a str,
+    pub schema_id: String,
+    /// The canonical checked document (its SHA-256 is `payload_sha256`); sealed before
+    /// it is handed to the committer.
+    pub payload: String,
+    pub payload_sha256: String,
+    pub correlation_id: String,
     pub received_at: OffsetDateTime,
     /// `(key, sha256 of the request body)` when the sender sent an `Idempotency-Key`.
-    pub idempotency: Option<(&'a str, &'a str)>,
+    pub idempotency: Option<(String, String)>,
     /// The SLA clocks started with the referral.
-    pub clocks: &'a [ClockDeadline],
+    pub clocks: Vec<ClockDeadline>,
     /// The disclosure, recorded in the same transaction.
-    pub audit: &'a AuditRecord,
-    pub isa_id: Option<&'a str>,
+    pub audit: AuditRecord,
+    pub isa_id: Option<String>,
     /// JSON Pointers withheld from the recipient.
-    pub withheld: &'a [String],
+    pub withheld: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,95 +114,42 @@ impl ReferralRecord {
 }
 
 impl Store {
-    /// Writes the referral and its outbox row (and the idempotency key, if any) in one
-    /// transaction. On `Inserted::KeyTaken` nothing is written.
-    pub async fn insert_referral(&self, new: &NewReferral<'_>) -> Result<Inserted, StoreError> {
+    /// Writes the referral, its outbox row, clocks, idempotency key (if any) and audit
+    /// entry in one transaction (through the committer, with others). The payload is
+    /// sealed here, by the caller's task. On `Inserted::KeyTaken` nothing is written.
+    pub async fn insert_referral(&self, new: NewReferral) -> Result<Inserted, StoreError> {
         let id = new.id.to_string();
-        let at = to_micros(new.received_at);
-        let (payload, payload_key_id) = self.seal_payload(new.payload, &id)?;
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO referrals (id, sender_agency, recipient_agency, service_type, area, \
-             priority, status, schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id, \
-             isa_id, withheld) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)",
-        )
-        .bind(&id)
-        .bind(new.sender.as_str())
-        .bind(new.recipient.id.as_str())
-        .bind(new.recipient.service_type.as_str())
-        .bind(new.recipient.area.as_str())
-        .bind(new.priority.as_str())
-        .bind(ReferralStatus::Received.as_str())
-        .bind(new.schema_id)
-        .bind(&payload)
-        .bind(new.payload_sha256)
-        .bind(new.correlation_id)
-        .bind(at)
-        .bind(payload_key_id)
-        .bind(new.isa_id)
-        .bind(serde_json::to_string(new.withheld).unwrap_or_else(|_| "[]".into()))
-        .execute(&mut *tx)
-        .await?;
-        let message = OutboxMessage::referral(new.recipient);
-        sqlx::query(
-            "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, 0)",
-        )
-        .bind(&id)
-        .bind(message.message_type().as_str())
-        .bind(message.exchange().as_str())
-        .bind(message.routing_key().to_owned())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        if !new.clocks.is_empty() {
-            // One statement for all clocks: a round trip per clock is most of the cost.
-            let values: Vec<String> = (0..new.clocks.len())
-                .map(|i| {
-                    let n = 3 + i * 3;
-                    format!("($1, ${n}, $2, ${}, ${})", n + 1, n + 2)
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO sla_clocks (referral_id, clock, started_at, due_at, warn_at) VALUES {}",
-                values.join(", ")
-            );
-            let mut insert = sqlx::query(&sql).bind(&id).bind(at);
-            for clock in new.clocks {
-                insert = insert
-                    .bind(clock.clock.as_str())
-                    .bind(to_micros(clock.due_at))
-                    .bind(to_micros(clock.warn_at));
-            }
-            insert.execute(&mut *tx).await?;
+        let (payload, payload_key_id) = self.seal_payload(&new.payload, &id)?;
+        let prepared = PreparedReferral {
+            sender: new.sender.to_string(),
+            recipient: new.recipient.to_string(),
+            service_type: new.service_type.to_string(),
+            area: new.area.to_string(),
+            priority: new.priority.as_str(),
+            schema_id: new.schema_id,
+            payload,
+            payload_key_id,
+            payload_sha256: new.payload_sha256,
+            correlation_id: new.correlation_id,
+            at: to_micros(new.received_at),
+            idempotency: new.idempotency,
+            clocks: new
+                .clocks
+                .iter()
+                .map(|c| (c.clock.as_str(), to_micros(c.due_at), to_micros(c.warn_at)))
+                .collect(),
+            audit: new.audit,
+            isa_id: new.isa_id,
+            withheld: serde_json::to_string(&new.withheld).unwrap_or_else(|_| "[]".into()),
+            outbox: new.outbox,
+            id,
+        };
+        match self.write(Write::Referral(Box::new(prepared))).await? {
+            Written::Referral(inserted) => Ok(inserted),
+            other => Err(StoreError::Corrupt(format!(
+                "a referral write came back as {other:?}"
+            ))),
         }
-        append_audit(&mut tx, self.backend, new.audit, at).await?;
-        if let Some((key, request_sha256)) = new.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sender_agency, idempotency_key) DO NOTHING",
-            )
-            .bind(new.sender.as_str())
-            .bind(key)
-            .bind(request_sha256)
-            .bind(&id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                tx.rollback().await?;
-                let existing =
-                    self.idempotency_record(new.sender, key)
-                        .await?
-                        .ok_or_else(|| {
-                            StoreError::Corrupt("idempotency key vanished after a conflict".into())
-                        })?;
-                return Ok(Inserted::KeyTaken(existing));
-            }
-        }
-        tx.commit().await?;
-        Ok(Inserted::Created)
     }
 
     pub async fn idempotency_record(

@@ -664,6 +664,8 @@ async fn runtime_role_cannot_rewrite_the_audit_log() {
         referral_gateway::store::Store::connect(&referral_gateway::config::DatabaseConfig {
             url: app.db.url.clone(),
             max_connections: 1,
+            commit_batch_max: 256,
+            commit_queue_depth: 1024,
         })
         .await
         .unwrap();
@@ -788,6 +790,8 @@ async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) 
         referral_gateway::store::Store::connect(&referral_gateway::config::DatabaseConfig {
             url: url.clone(),
             max_connections: 1,
+            commit_batch_max: 256,
+            commit_queue_depth: 1024,
         })
         .await
         .unwrap();

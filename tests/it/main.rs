@@ -7,6 +7,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod commit;
 mod console;
 mod delivery;
 mod deploy;

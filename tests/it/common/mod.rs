@@ -82,6 +82,17 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The same database, for a second gateway: dropping this handle drops nothing.
+    pub fn share(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            _dir: None,
+            pg_name: None,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = self.pg_name.take() {

@@ -1,0 +1,620 @@
+//! The write path's transactions: a batch of prepared writes (referrals with their outbox
+//! rows, clocks and idempotency keys; lifecycle events; audit entries) in one transaction,
+//! with multi-row statements, the audit chain extended in memory under one lock of its
+//! head, and one commit. The committer ([`super::committer`]) forms the batches; a store
+//! without one (the command-line tools) writes each as a batch of one.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::events::insert_outbox;
+use super::{
+    AuditRecord, EventOutcome, IdempotencyRecord, Inserted, Store, StoreError, StoredEvent,
+    from_micros,
+};
+use crate::domain::audit::AuditEntry;
+use crate::domain::messages::OutboxMessage;
+use crate::domain::sla::Clock;
+use crate::domain::{
+    AgencyId, EventType, IllegalTransition, ReferralId, ReferralStatus, Timestamp,
+};
+
+/// Statements bind at most this many values (SQLite allows 32766, PostgreSQL 65535):
+/// longer lists of rows are split.
+const MAX_BINDS: usize = 30_000;
+
+/// A referral ready to be written: its payload already sealed, every column computed.
+pub(crate) struct PreparedReferral {
+    pub id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub service_type: String,
+    pub area: String,
+    pub priority: &'static str,
+    pub schema_id: String,
+    pub payload: String,
+    pub payload_key_id: Option<String>,
+    pub payload_sha256: String,
+    pub correlation_id: String,
+    pub at: i64,
+    /// `(key, sha256 of the request body)`.
+    pub idempotency: Option<(String, String)>,
+    /// `(clock, due_at, warn_at)`.
+    pub clocks: Vec<(&'static str, i64, i64)>,
+    pub audit: AuditRecord,
+    pub isa_id: Option<String>,
+    /// JSON array of the withheld pointers.
+    pub withheld: String,
+    pub outbox: OutboxMessage,
+}
+
+/// Decides an event's new status from the current one.
+pub type Decide =
+    Box<dyn Fn(ReferralStatus) -> Result<ReferralStatus, IllegalTransition> + Send + Sync>;
+/// Builds the stored event record and its outbox messages for the new status.
+pub type Render = Box<dyn Fn(ReferralStatus) -> (String, Vec<OutboxMessage>) + Send + Sync>;
+
+/// A lifecycle event to record (see [`Store::record_event`]). `decide` and `render` may
+/// run more than once: a batch that fails is written again item by item.
+pub struct NewEvent {
+    pub id: uuid::Uuid,
+    pub referral_id: ReferralId,
+    pub event_id: String,
+    pub actor_agency: AgencyId,
+    pub event_type: EventType,
+    pub request_sha256: String,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    /// SLA clocks this event meets (at `occurred_at`) and clocks it makes moot.
+    pub meets: &'static [Clock],
+    pub stops: &'static [Clock],
+    pub audit: AuditRecord,
+    pub decide: Decide,
+    pub render: Render,
+}
+
+/// One write handed to the committer.
+pub(crate) enum Write {
+    Referral(Box<PreparedReferral>),
+    Event(Box<NewEvent>),
+    /// Entries appended in order, all at `at` (µs).
+    Audit(Vec<AuditRecord>, i64),
+}
+
+/// What a write came to once committed.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Referral(Inserted),
+    Event(EventOutcome),
+    /// The seq of the last entry appended (the head's, if none were).
+    Audit(i64),
+}
+
+/// Why a batch was not committed.
+pub(crate) enum BatchFailure {
+    /// These referrals' idempotency keys were taken, by a transaction committed after
+    /// their handlers looked: nothing was written; the batch is written again without them.
+    KeysTaken(Vec<usize>),
+    /// Something else failed (a constraint, the connection): nothing was written.
+    Failed(StoreError),
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+impl From<StoreError> for BatchFailure {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// A referral's outcome within the batch before commit.
+enum Planned {
+    Insert,
+    /// Same sender and key as the earlier referral at this index in the batch.
+    SameKeyAs(usize),
+    /// Key taken in the database: answered after rollback by reading the key's record.
+    KeyTaken,
+}
+
+/// Writes `batch` in one transaction, the referrals at the indexes in `taken` without
+/// their rows (their keys are known to be taken): the outcome of each write, in order, or
+/// why nothing was written. Once committed, a write can only fail alone (reading the
+/// record of a taken key).
+pub(crate) async fn write_batch(
+    store: &Store,
+    batch: &[Write],
+    taken: &[usize],
+) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
+    let _turn = store.write_turn().await;
+    let mut tx = store.pool.begin().await?;
+
+    // Referrals: in-batch repeats of a (sender, key) answer as replays of the first.
+    let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
+    let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, write) in batch.iter().enumerate() {
+        plans.push(match write {
+            Write::Referral(_) if taken.contains(&i) => Some(Planned::KeyTaken),
+            Write::Referral(r) => match &r.idempotency {
+                Some((key, _)) => match first_with_key.entry((r.sender.as_str(), key.as_str())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        Some(Planned::SameKeyAs(*first.get()))
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(i);
+                        Some(Planned::Insert)
+                    }
+                },
+                None => Some(Planned::Insert),
+            },
+            _ => None,
+        });
+    }
+    let inserted: Vec<(usize, &PreparedReferral)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match (w, &plans[i]) {
+            (Write::Referral(r), Some(Planned::Insert)) => Some((i, &**r)),
+            _ => None,
+        })
+        .collect();
+    insert_referrals(&mut tx, &inserted).await?;
+    let now_taken = insert_keys(&mut tx, &inserted).await?;
+    if !now_taken.is_empty() {
+        tx.rollback().await?;
+        return Err(BatchFailure::KeysTaken(now_taken));
+    }
+
+    // Events, in order: each sees the ones before it.
+    let mut outcomes: Vec<Option<Written>> = Vec::with_capacity(batch.len());
+    for (i, write) in batch.iter().enumerate() {
+        outcomes.push(match write {
+            Write::Referral(_) => match plans[i] {
+                Some(Planned::Insert) => Some(Written::Referral(Inserted::Created)),
+                // Answered after the commit, from the rows that hold their keys.
+                _ => None,
+            },
+            Write::Event(event) => Some(Written::Event(write_event(&mut tx, store, event).await?)),
+            // The seq is known once the chain is extended.
+            Write::Audit(..) => Some(Written::Audit(0)),
+        });
+    }
+
+    // The chain: its head locked once (late, to hold it briefly), the entries hashed in
+    // memory in the batch's order, then one insert.
+    let head = sqlx::query(store.backend.chain_head_sql())
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev_hash: String = head.try_get("hash")?;
+    let mut entries = Vec::with_capacity(batch.len());
+    for (write, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+        let records: &[AuditRecord] = match (write, &*outcome) {
+            (Write::Referral(r), Some(_)) => std::slice::from_ref(&r.audit),
+            (Write::Event(e), Some(Written::Event(EventOutcome::Recorded(_)))) => {
+                std::slice::from_ref(&e.audit)
+            }
+            (Write::Audit(records, _), _) => records,
+            _ => &[],
+        };
+        let at = match write {
+            Write::Referral(r) => r.at,
+            Write::Event(e) => e.recorded_at.as_micros(),
+            Write::Audit(_, at) => *at,
+        };
+        for record in records {
+            seq += 1;
+            let entry = entry_of(record, seq, at, prev_hash);
+            prev_hash = entry.hash();
+            entries.push((entry, prev_hash.clone()));
+        }
+        if let Some(Written::Audit(last)) = outcome {
+            *last = seq;
+        }
+    }
+    if !entries.is_empty() {
+        insert_entries(&mut tx, &entries).await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev_hash)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+
+    // Referrals answered from other rows: repeats within the batch, keys taken before it.
+    let mut answers = Vec::with_capacity(batch.len());
+    for ((write, plan), outcome) in batch.iter().zip(&plans).zip(outcomes) {
+        answers.push(match (write, plan, outcome) {
+            (_, _, Some(written)) => Ok(written),
+            (Write::Referral(_), Some(Planned::SameKeyAs(first)), None) => match &batch[*first] {
+                Write::Referral(first) => referral_id(&first.id).map(|referral_id| {
+                    Written::Referral(Inserted::KeyTaken(IdempotencyRecord {
+                        request_sha256: first
+                            .idempotency
+                            .as_ref()
+                            .map(|(_, sha)| sha.clone())
+                            .unwrap_or_default(),
+                        referral_id,
+                    }))
+                }),
+                _ => Err(StoreError::Corrupt(
+                    "a repeated key names no referral".into(),
+                )),
+            },
+            (Write::Referral(r), _, None) => taken_key(store, r).await,
+            (_, _, None) => Err(StoreError::Corrupt("a write has no outcome".into())),
+        });
+    }
+    Ok(answers)
+}
+
+/// The answer for a referral whose key another request holds: that request's record.
+async fn taken_key(store: &Store, r: &PreparedReferral) -> Result<Written, StoreError> {
+    let sender = AgencyId::parse(r.sender.as_str())
+        .map_err(|_| StoreError::Corrupt(format!("agency id '{}'", r.sender)))?;
+    let key = r.idempotency.as_ref().map_or("", |(k, _)| k.as_str());
+    let record = store
+        .idempotency_record(&sender, key)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("idempotency key vanished after a conflict".into()))?;
+    Ok(Written::Referral(Inserted::KeyTaken(record)))
+}
+
+fn referral_id(id: &str) -> Result<ReferralId, StoreError> {
+    ReferralId::parse(id).map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))
+}
+
+/// `INSERT INTO <into> VALUES (...), (...)` for `rows` rows of `columns` placeholders,
+/// numbered from `$1`, then `tail`.
+fn values_sql(into: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(into.len() + tail.len() + rows * columns * 6);
+    sql.push_str("INSERT INTO ");
+    sql.push_str(into);
+    sql.push_str(" VALUES ");
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            n += 1;
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// Referral rows, their outbox rows and their clocks, a few statements for the batch.
+async fn insert_referrals(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    referrals: &[(usize, &PreparedReferral)],
+) -> Result<(), StoreError> {
+    const REFERRAL_COLUMNS: usize = 16;
+    for chunk in referrals.chunks(MAX_BINDS / REFERRAL_COLUMNS) {
+        let sql = values_sql(
+            "referrals (id, sender_agency, recipient_agency, service_type, area, priority, status, \
+             schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id, \
+             isa_id, withheld)",
+            REFERRAL_COLUMNS,
+            chunk.len(),
+            "",
+        );
+        let mut insert = sqlx::query(&sql);
+        for (_, r) in chunk {
+            insert = insert
+                .bind(&r.id)
+                .bind(&r.sender)
+                .bind(&r.recipient)
+                .bind(&r.service_type)
+                .bind(&r.area)
+                .bind(r.priority)
+                .bind(ReferralStatus::Received.as_str())
+                .bind(&r.schema_id)
+                .bind(&r.payload)
+                .bind(&r.payload_sha256)
+                .bind(&r.correlation_id)
+                .bind(r.at)
+                .bind(r.at)
+                .bind(&r.payload_key_id)
+                .bind(&r.isa_id)
+                .bind(&r.withheld);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    const OUTBOX_COLUMNS: usize = 5;
+    for chunk in referrals.chunks(MAX_BINDS / OUTBOX_COLUMNS) {
+        let sql = outbox_sql(chunk.len());
+        let mut insert = sqlx::query(&sql);
+        for (_, r) in chunk {
+            insert = insert
+                .bind(&r.id)
+                .bind(r.outbox.message_type().as_str())
+                .bind(r.outbox.exchange().as_str())
+                .bind(r.outbox.routing_key())
+                .bind(r.at);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    let clocks: Vec<(&str, &(&'static str, i64, i64), i64)> = referrals
+        .iter()
+        .flat_map(|(_, r)| r.clocks.iter().map(|c| (r.id.as_str(), c, r.at)))
+        .collect();
+    const CLOCK_COLUMNS: usize = 5;
+    for chunk in clocks.chunks(MAX_BINDS / CLOCK_COLUMNS) {
+        let sql = values_sql(
+            "sla_clocks (referral_id, clock, started_at, due_at, warn_at)",
+            CLOCK_COLUMNS,
+            chunk.len(),
+            "",
+        );
+        let mut insert = sqlx::query(&sql);
+        for (id, (clock, due_at, warn_at), at) in chunk {
+            insert = insert
+                .bind(*id)
+                .bind(*clock)
+                .bind(*at)
+                .bind(*due_at)
+                .bind(*warn_at);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The referrals' outbox rows: five values each, and `next_attempt_at` 0 (due at once).
+fn outbox_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) VALUES ",
+    );
+    for row in 0..rows {
+        let n = row * 5;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, 0)",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5
+        ));
+    }
+    sql
+}
+
+/// The batch's idempotency keys, `ON CONFLICT DO NOTHING`: the batch indexes of the
+/// referrals whose key was already taken (by a transaction committed since their handler
+/// looked, perhaps another instance's).
+async fn insert_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    referrals: &[(usize, &PreparedReferral)],
+) -> Result<Vec<usize>, StoreError> {
+    let mut keyed: Vec<(usize, &PreparedReferral, &(String, String))> = referrals
+        .iter()
+        .filter_map(|(i, r)| r.idempotency.as_ref().map(|k| (*i, *r, k)))
+        .collect();
+    // In one order in every instance, so that two batches waiting on each other's keys
+    // cannot deadlock.
+    keyed.sort_by(|a, b| (&a.1.sender, &a.2.0).cmp(&(&b.1.sender, &b.2.0)));
+    let mut taken = Vec::new();
+    const KEY_COLUMNS: usize = 5;
+    for chunk in keyed.chunks(MAX_BINDS / KEY_COLUMNS) {
+        let sql = values_sql(
+            "idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at)",
+            KEY_COLUMNS,
+            chunk.len(),
+            " ON CONFLICT (sender_agency, idempotency_key) DO NOTHING RETURNING referral_id",
+        );
+        let mut insert = sqlx::query(&sql);
+        for (_, r, (key, sha)) in chunk {
+            insert = insert
+                .bind(&r.sender)
+                .bind(key)
+                .bind(sha)
+                .bind(&r.id)
+                .bind(r.at);
+        }
+        let rows = insert.fetch_all(&mut **tx).await?;
+        if rows.len() < chunk.len() {
+            let written: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("referral_id"))
+                .collect::<Result<_, _>>()?;
+            taken.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, r, _)| !written.contains(&r.id))
+                    .map(|(i, _, _)| *i),
+            );
+        }
+    }
+    Ok(taken)
+}
+
+/// One event in the batch's transaction, with its referral's row locked.
+async fn write_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    store: &Store,
+    new: &NewEvent,
+) -> Result<EventOutcome, StoreError> {
+    let referral_id = new.referral_id.to_string();
+    let (occurred_at, recorded_at) = (new.occurred_at.as_micros(), new.recorded_at.as_micros());
+    let Some(row) = sqlx::query(store.backend.lock_referral_sql())
+        .bind(&referral_id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(EventOutcome::NoSuchReferral);
+    };
+    let status: String = row.try_get("status")?;
+    let status: ReferralStatus = status
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?;
+
+    let previous = sqlx::query(
+        "SELECT event_id, actor_agency, event_type, status_after, body, request_sha256, occurred_at, recorded_at \
+         FROM referral_events WHERE referral_id = $1 AND actor_agency = $2 AND event_id = $3",
+    )
+    .bind(&referral_id)
+    .bind(new.actor_agency.as_str())
+    .bind(&new.event_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(previous) = previous {
+        let same: String = previous.try_get("request_sha256")?;
+        return Ok(if same == new.request_sha256 {
+            EventOutcome::Replayed(StoredEvent::from_row(&previous)?)
+        } else {
+            EventOutcome::Conflict
+        });
+    }
+
+    let next = match (new.decide)(status) {
+        Ok(next) => next,
+        Err(illegal) => return Ok(EventOutcome::Illegal(illegal)),
+    };
+    let (body, messages) = (new.render)(next);
+    sqlx::query(
+        "INSERT INTO referral_events (id, referral_id, event_id, actor_agency, event_type, status_after, body, \
+         request_sha256, occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(new.id.to_string())
+    .bind(&referral_id)
+    .bind(&new.event_id)
+    .bind(new.actor_agency.as_str())
+    .bind(new.event_type.as_str())
+    .bind(next.as_str())
+    .bind(&body)
+    .bind(&new.request_sha256)
+    .bind(occurred_at)
+    .bind(recorded_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(next.as_str())
+        .bind(recorded_at)
+        .bind(&referral_id)
+        .execute(&mut **tx)
+        .await?;
+    for message in &messages {
+        insert_outbox(tx, &referral_id, message, recorded_at).await?;
+    }
+    for clock in new.meets {
+        sqlx::query(
+            "UPDATE sla_clocks SET met_at = $1, met_late = CASE WHEN due_at < $1 THEN 1 ELSE 0 END \
+             WHERE referral_id = $2 AND clock = $3 AND met_at IS NULL AND stopped_at IS NULL",
+        )
+        .bind(occurred_at)
+        .bind(&referral_id)
+        .bind(clock.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    for clock in new.stops {
+        sqlx::query(
+            "UPDATE sla_clocks SET stopped_at = $1 \
+             WHERE referral_id = $2 AND clock = $3 AND met_at IS NULL AND stopped_at IS NULL",
+        )
+        .bind(occurred_at)
+        .bind(&referral_id)
+        .bind(clock.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(EventOutcome::Recorded(StoredEvent {
+        event_id: new.event_id.clone(),
+        actor_agency: new.actor_agency.clone(),
+        event_type: new.event_type,
+        status_after: next,
+        body,
+        occurred_at: from_micros(occurred_at)?,
+        recorded_at: from_micros(recorded_at)?,
+    }))
+}
+
+/// The entry `record` becomes as entry `seq` after `prev_hash`.
+pub(crate) fn entry_of(record: &AuditRecord, seq: i64, at: i64, prev_hash: String) -> AuditEntry {
+    AuditEntry {
+        seq,
+        at: Timestamp::from_micros(at),
+        actor: record.actor.clone(),
+        action: record.action.as_str().to_owned(),
+        referral_id: record.referral_id.clone(),
+        recipient: record.recipient.clone(),
+        isa_id: record.isa_id.clone(),
+        lawful_basis: record.lawful_basis.clone(),
+        consent: record.consent.clone(),
+        categories: record.categories.clone(),
+        withheld: record.withheld.clone(),
+        person_key: record.person_key.clone(),
+        detail: record.detail.clone(),
+        prev_hash,
+    }
+}
+
+/// Numbered and linked entries, with their hashes, in as few statements as the bind
+/// limit allows.
+pub(crate) async fn insert_entries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    entries: &[(AuditEntry, String)],
+) -> Result<(), StoreError> {
+    const ENTRY_COLUMNS: usize = 15;
+    for chunk in entries.chunks(MAX_BINDS / ENTRY_COLUMNS) {
+        let sql = values_sql(
+            "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
+             categories, withheld, person_key, detail, prev_hash, hash)",
+            ENTRY_COLUMNS,
+            chunk.len(),
+            "",
+        );
+        let mut insert = sqlx::query(&sql);
+        for (entry, hash) in chunk {
+            insert = insert
+                .bind(entry.seq)
+                .bind(entry.at.as_micros())
+                .bind(&entry.actor)
+                .bind(&entry.action)
+                .bind(&entry.referral_id)
+                .bind(&entry.recipient)
+                .bind(&entry.isa_id)
+                .bind(&entry.lawful_basis)
+                .bind(&entry.consent)
+                .bind(serde_json::to_string(&entry.categories).unwrap_or_default())
+                .bind(serde_json::to_string(&entry.withheld).unwrap_or_default())
+                .bind(&entry.person_key)
+                .bind(&entry.detail)
+                .bind(&entry.prev_hash)
+                .bind(hash);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_numbered_row_by_row() {
+        assert_eq!(
+            values_sql("t (a, b)", 2, 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
+        );
+        assert_eq!(
+            outbox_sql(2),
+            "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, 0), ($6, $7, $8, $9, $10, 0)"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! One committer per process owns the write path. Request handlers prepare their writes
+//! (a referral with its outbox row, clocks, idempotency key and audit entry; an event; an
+//! audit entry) and hand them over a bounded channel; the committer takes whatever is
+//! waiting (up to `commit_batch_max`, with no delay when idle: the next batch forms while
+//! one commits), writes it in one transaction ([`super::batch`]) and answers each waiter
+//! once it is committed. A full channel is refused at once ([`StoreError::Busy`]: 503).
+//!
+//! A write that cannot be committed fails alone: a batch whose idempotency keys were
+//! taken meanwhile is written again without those referrals (answered as replays or
+//! conflicts), and a batch that fails otherwise is written again item by item.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::batch::{BatchFailure, Write, Written, write_batch};
+use super::{Store, StoreError};
+use crate::metrics::Metrics;
+use crate::worker::StopSignal;
+
+/// How the committer batches, from `[database]`.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitLimits {
+    /// The most writes in one transaction.
+    pub batch_max: usize,
+    /// The most writes waiting; more are refused with [`StoreError::Busy`].
+    pub queue_depth: usize,
+}
+
+struct Pending {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// The handlers' side: hands a write to the committer and waits for its commit.
+#[derive(Clone)]
+pub struct CommitHandle {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for CommitHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitHandle")
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+impl CommitHandle {
+    pub(crate) async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Pending { write, reply })
+            .map_err(|_| StoreError::Busy)?;
+        answer.await.map_err(|_| StoreError::CommitterStopped)?
+    }
+
+    /// Writes waiting for the committer.
+    pub fn waiting(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+/// The committer task: run it with [`crate::worker::Worker`].
+pub struct Committer {
+    /// A store without a committer: this one writes directly.
+    store: Store,
+    queue: mpsc::Receiver<Pending>,
+    batch_max: usize,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Committer {
+    /// A committer writing to `store`, and the handle to give it writes through.
+    pub fn new(store: Store, limits: CommitLimits) -> (CommitHandle, Self) {
+        let (sender, queue) = mpsc::channel(limits.queue_depth.max(1));
+        let committer = Self {
+            store: store.without_committer(),
+            queue,
+            batch_max: limits.batch_max.max(1),
+            metrics: None,
+        };
+        (CommitHandle { queue: sender }, committer)
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Commits batches until stopped, then refuses new writes and commits those waiting.
+    pub async fn run(mut self, mut stop: StopSignal) {
+        let mut batch = Vec::with_capacity(self.batch_max);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.stopped() => break,
+                taken = self.queue.recv_many(&mut batch, self.batch_max) => {
+                    if taken == 0 {
+                        return;
+                    }
+                    self.commit(&mut batch).await;
+                }
+            }
+        }
+        self.queue.close();
+        while self.queue.recv_many(&mut batch, self.batch_max).await > 0 {
+            self.commit(&mut batch).await;
+        }
+    }
+
+    async fn commit(&self, batch: &mut Vec<Pending>) {
+        let started = Instant::now();
+        let size = batch.len();
+        let (writes, replies): (Vec<Write>, Vec<_>) =
+            batch.drain(..).map(|p| (p.write, p.reply)).unzip();
+        match write_all(&self.store, &writes).await {
+            Ok(outcomes) => answer(replies, outcomes),
+            Err(e) if writes.len() == 1 => {
+                tracing::error!(error = %e, "write failed");
+                answer_one(replies.into_iter().next(), Err(e));
+            }
+            Err(e) => {
+                // Nothing was written: each write again on its own, so that only the one
+                // at fault fails.
+                tracing::warn!(error = %e, size, "batch failed; writing its items one by one");
+                if let Some(metrics) = &self.metrics {
+                    metrics.commit_batches_split.inc();
+                }
+                for (write, reply) in writes.iter().zip(replies) {
+                    let outcome = write_all(&self.store, std::slice::from_ref(write))
+                        .await
+                        .and_then(|mut outcomes| {
+                            outcomes.pop().unwrap_or_else(|| Err(unanswered()))
+                        });
+                    if let Err(e) = &outcome {
+                        tracing::error!(error = %e, "write failed");
+                    }
+                    answer_one(Some(reply), outcome);
+                }
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.commit_batch_size.observe(size as f64);
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Writes a batch, again without the referrals whose keys turn out to be taken.
+pub(crate) async fn write_all(
+    store: &Store,
+    writes: &[Write],
+) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+    let mut taken = Vec::new();
+    loop {
+        match write_batch(store, writes, &taken).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(BatchFailure::KeysTaken(more)) if more.iter().any(|i| !taken.contains(i)) => {
+                taken.extend(more);
+            }
+            Err(BatchFailure::KeysTaken(_)) => {
+                return Err(StoreError::Corrupt(
+                    "an idempotency key was reported taken twice".into(),
+                ));
+            }
+            Err(BatchFailure::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+fn unanswered() -> StoreError {
+    StoreError::Corrupt("a write in a committed batch has no outcome".into())
+}
+
+fn answer(
+    replies: Vec<oneshot::Sender<Result<Written, StoreError>>>,
+    outcomes: Vec<Result<Written, StoreError>>,
+) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "write failed");
+        }
+        // A waiter that has gone (its client hung up) needs no answer.
+        let _ = reply.send(outcome);
+    }
+}
+
+fn answer_one(
+    reply: Option<oneshot::Sender<Result<Written, StoreError>>>,
+    outcome: Result<Written, StoreError>,
+) {
+    if let Some(reply) = reply {
+        let _ = reply.send(outcome);
+    }
+}
