@@ -2,6 +2,7 @@
 //! command line and dispatches here.
 
 pub mod audit;
+pub mod broker;
 pub mod certs;
 pub mod config_check;
 pub mod dev_token;

@@ -6,9 +6,11 @@
 mod common;
 
 mod audit;
+mod broker_users;
 mod cli;
 mod console;
 mod delivery;
+mod handshake;
 mod lifecycle;
 mod referrals;
 mod sharing;
