@@ -6,11 +6,18 @@ ack only after the referral is handed over (here: written to OUT/<referral-id>.j
 reject without requeue (to the dead-letter queue) when a message is not a referral.
 
     pip install pika
-    python3 examples/consumer.py --agency coventry-cmht --out received/ [--max N] [--idle-exit S]
+    python3 examples/consumer.py \
+        --amqp-url 'amqps://prod.coventry-cmht:PASSWORD@broker.example:5671/%2f' \
+        --namespace prod --agency coventry-cmht --queue referrals --out received/ \
+        [--max N] [--idle-exit S]
+
+`--queue status` reads a sending agency's status.<agency> queue instead (status events,
+written to OUT/status/<message-id>.json).
 """
 import argparse
 import json
 import os
+import ssl
 import sys
 import uuid
 
@@ -22,6 +29,7 @@ def main() -> int:
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/%2f")
     parser.add_argument("--namespace", default="")
     parser.add_argument("--agency", required=True)
+    parser.add_argument("--queue", choices=["referrals", "status"], default="referrals")
     parser.add_argument("--out", required=True)
     parser.add_argument("--max", type=int, default=None)
     parser.add_argument("--idle-exit", type=float, default=None,
@@ -30,12 +38,17 @@ def main() -> int:
 
     os.makedirs(args.out, exist_ok=True)
     prefix = f"{args.namespace}." if args.namespace else ""
-    queue = f"{prefix}referrals.{args.agency}"
+    queue = f"{prefix}{args.queue}.{args.agency}"
 
-    connection = pika.BlockingConnection(pika.URLParameters(args.amqp_url))
+    params = pika.URLParameters(args.amqp_url)
+    if params.ssl_options is not None and params.ssl_options.server_hostname is None:
+        # amqps://: verify the broker's certificate against the system's roots, and its name.
+        params.ssl_options = pika.SSLOptions(ssl.create_default_context(), params.host)
+    connection = pika.BlockingConnection(params)
     channel = connection.channel()
     channel.basic_qos(prefetch_count=10)
     handled = 0
+    print(f"reading queue {queue}", file=sys.stderr)
 
     for method, properties, body in channel.consume(
         queue, auto_ack=False, inactivity_timeout=args.idle_exit
@@ -44,6 +57,23 @@ def main() -> int:
             break
         referral_id = properties.message_id or ""
         kind = properties.type or "referral"  # or follow_up / withdrawal about a referral
+        if args.queue == "status":
+            if kind != "status" or not referral_id or "/" in referral_id:
+                print(f"rejecting {referral_id!r} ({kind}): not understood", file=sys.stderr)
+                channel.basic_reject(method.delivery_tag, requeue=False)
+                continue
+            status_dir = os.path.join(args.out, "status")
+            os.makedirs(status_dir, exist_ok=True)
+            target = os.path.join(status_dir, f"{referral_id}.json")
+            if not os.path.exists(target):
+                with open(target, "wb") as f:
+                    f.write(body)
+                print(f"received status {referral_id}", file=sys.stderr)
+                handled += 1
+            channel.basic_ack(method.delivery_tag)
+            if args.max is not None and handled >= args.max:
+                break
+            continue
         try:
             if kind == "referral":
                 uuid.UUID(referral_id)

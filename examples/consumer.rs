@@ -5,9 +5,13 @@
 //! case system instead. A message that cannot be handled is rejected without requeue,
 //! so the broker moves it to the agency's dead-letter queue.
 //!
-//!     cargo run --example consumer -- --agency coventry-cmht --out received/
+//!     cargo run --example consumer -- \
+//!         --amqp-url 'amqps://prod.coventry-cmht:PASSWORD@broker.example:5671/%2f' \
+//!         --namespace prod --agency coventry-cmht --queue referrals --out received/
 //!
-//! With `--max N` it stops after N referrals, with `--idle-exit S` after S quiet seconds.
+//! `--queue status` reads a sending agency's `status.<agency>` queue instead (status
+//! events, written to `OUT/status/<message-id>.json`). With `--max N` it stops after N
+//! new messages, with `--idle-exit S` after S quiet seconds.
 
 use std::path::PathBuf;
 
@@ -25,9 +29,13 @@ struct Args {
     /// Namespace prefix of the gateway's queues, if the gateway uses one.
     #[arg(long, default_value = "")]
     namespace: String,
-    /// This service's agency id: the queue is `referrals.<agency>`.
+    /// This service's agency id: the queue is `referrals.<agency>` (or `status.<agency>`).
     #[arg(long)]
     agency: String,
+    /// Which of the agency's queues: `referrals` (a receiving service) or `status` (a
+    /// sending service's status events).
+    #[arg(long, value_enum, default_value = "referrals")]
+    queue: Queue,
     /// Where referrals are handed over (one file per referral id).
     #[arg(long)]
     out: PathBuf,
@@ -39,6 +47,12 @@ struct Args {
     idle_exit: Option<u64>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Queue {
+    Referrals,
+    Status,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -48,7 +62,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         format!("{}.", args.namespace)
     };
-    let queue = format!("{prefix}referrals.{}", args.agency);
+    let kind = match args.queue {
+        Queue::Referrals => "referrals",
+        Queue::Status => "status",
+    };
+    let queue = format!("{prefix}{kind}.{}", args.agency);
 
     let connection = Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
@@ -62,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
             FieldTable::default(),
         )
         .await?;
-    eprintln!("consuming {queue}");
+    eprintln!("reading queue {queue}");
 
     let mut handled = 0;
     loop {
@@ -97,9 +115,11 @@ async fn main() -> anyhow::Result<()> {
             .kind()
             .as_ref()
             .map_or_else(|| "referral".to_owned(), |k| k.to_string());
-        let valid_id = match kind.as_str() {
-            "referral" => uuid::Uuid::parse_str(&id).is_ok(),
-            "follow_up" | "withdrawal" => !id.is_empty() && !id.contains('/'),
+        let valid_id = match (args.queue, kind.as_str()) {
+            (Queue::Referrals, "referral") => uuid::Uuid::parse_str(&id).is_ok(),
+            (Queue::Referrals, "follow_up" | "withdrawal") | (Queue::Status, "status") => {
+                !id.is_empty() && !id.contains('/')
+            }
             _ => false,
         };
         if !is_json
@@ -113,6 +133,20 @@ async fn main() -> anyhow::Result<()> {
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await?;
+            continue;
+        }
+        if args.queue == Queue::Status {
+            let target = args.out.join("status").join(format!("{id}.json"));
+            std::fs::create_dir_all(args.out.join("status"))?;
+            if !target.exists() {
+                std::fs::write(&target, &delivery.data)?;
+                eprintln!("received status {id}");
+                handled += 1;
+            }
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            if args.max.is_some_and(|max| handled >= max) {
+                break;
+            }
             continue;
         }
         if kind != "referral" {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use cli::audit::AuditCommand;
+use cli::broker::BrokerCommand;
 use cli::certs::CertsCommand;
 use cli::config_check::ConfigCommand;
 use cli::dev_token::DevTokenArgs;
@@ -59,10 +60,15 @@ enum Command {
         #[arg(long, value_name = "ROLE")]
         grant_to: Option<String>,
     },
-    /// Certificate helpers for development and testing.
+    /// Certificates: development sets, issuing and revoking agency certificates.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// The broker's users and permissions.
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
     },
     /// Inspect the outbox (referrals accepted but not yet confirmed by the broker).
     Outbox {
@@ -153,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { command } => cli::config_check::run(config_path, command),
         Command::Migrate { grant_to } => cli::migrate::run(config_path, grant_to),
         Command::Certs { command } => cli::certs::run(config_path, command),
+        Command::Broker { command } => cli::broker::run(config_path, command),
         Command::Outbox { command } => cli::outbox::run_outbox(config_path, command),
         Command::Dlq { command } => cli::outbox::run_dlq(config_path, command),
         Command::Sla { command } => cli::sla::run(config_path, command),

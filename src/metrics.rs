@@ -52,6 +52,20 @@ pub struct ClockLabels {
     pub clock: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `agency` (the mTLS listener).
+    pub listener: &'static str,
+    /// One of `security::handshake::FailureReason`'s fixed names.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgencyLabels {
+    /// A registered agency's id (the label set is the registry).
+    pub agency: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -70,6 +84,11 @@ pub struct Metrics {
     pub commit_queue_depth: Gauge,
     /// Batches that failed and were written again item by item.
     pub commit_batches_split: Counter,
+    pub tls_handshake_failures: Family<HandshakeLabels, Counter>,
+    pub agency_certificate_expiry_days: Family<AgencyLabels, Gauge<f64, AtomicU64>>,
+    /// Each registered agency's latest certificate expiry (Unix seconds), from
+    /// `tls.issued_dir`; the gauge is computed from it at each scrape.
+    certificate_expiries: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 impl Default for Metrics {
@@ -153,8 +172,24 @@ impl Metrics {
             "Batches that could not be committed whole and were written again one write at a time",
             commit_batches_split.clone(),
         );
+        let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Clients refused at the TLS handshake (or, for unknown_agency, after it) by listener and reason",
+            tls_handshake_failures.clone(),
+        );
+        let agency_certificate_expiry_days =
+            Family::<AgencyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "agency_certificate_expiry_days",
+            "Days until the agency's certificate (latest in tls.issued_dir) expires; negative once expired",
+            agency_certificate_expiry_days.clone(),
+        );
         Self {
             registry,
+            tls_handshake_failures,
+            agency_certificate_expiry_days,
+            certificate_expiries: std::sync::Mutex::new(Vec::new()),
             http_requests,
             validation_failures,
             outbox_pending,
@@ -185,8 +220,43 @@ impl Metrics {
             .inc();
     }
 
+    pub fn handshake_failure(
+        &self,
+        listener: &'static str,
+        reason: crate::security::handshake::FailureReason,
+    ) {
+        self.tls_handshake_failures
+            .get_or_create(&HandshakeLabels {
+                listener,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// The agencies' certificate expiries (agency id, not-after in Unix seconds) that
+    /// `refgw_agency_certificate_expiry_days` reports from now on.
+    pub fn set_certificate_expiries(&self, expiries: Vec<(String, i64)>) {
+        *self
+            .certificate_expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = expiries;
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for (agency, not_after) in self
+            .certificate_expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            self.agency_certificate_expiry_days
+                .get_or_create(&AgencyLabels {
+                    agency: agency.clone(),
+                })
+                .set((not_after - now) as f64 / 86_400.0);
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -1,7 +1,6 @@
 //! `Application::build`: the one way to assemble the gateway, used by `serve` and by the
 //! integration tests (which bind port 0 and talk to it over real mTLS).
 
-use std::any::Any;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use crate::intake::referrals::Intake;
 use crate::intake::schema::SchemaRegistry;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::security::signing::GatewayKey;
-use crate::security::tls;
+use crate::security::{handshake, tls};
 use crate::sla::scanner::Scanner;
 use crate::store::AuditRecord;
 use crate::store::Store;
@@ -126,6 +125,9 @@ impl Application {
         );
         let committer = committer.with_metrics(metrics.clone());
         let store = store.with_committer(commits);
+        if let Some(dir) = &config.tls.issued_dir {
+            metrics.set_certificate_expiries(certificate_expiries(dir, &config.registry)?);
+        }
         let (relay, relay_status) = if config.relay.enabled {
             let relay = Relay::new(
                 store.clone(),
@@ -182,30 +184,28 @@ impl Application {
         let addr = listener.local_addr()?;
         let registry = config.registry.clone();
         let app_state = state.clone();
-        let mut http = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(api::problem::query_config())
-                .wrap(middleware::from_fn(
-                    api::middleware::correlation::middleware,
-                ))
-                .wrap(middleware::from_fn(count_requests))
-                .wrap(middleware::from_fn(
-                    api::middleware::body::drain_unread_body,
-                ))
-                .configure(api::agency_routes)
-                .default_service(web::to(api::problem::no_such_route))
-        })
-        .on_connect(move |conn: &dyn Any, ext: &mut Extensions| identify_peer(&registry, conn, ext))
-        .shutdown_timeout(config.server.shutdown_timeout_secs)
-        .disable_signals();
-        if let Some(workers) = config.server.workers {
-            http = http.workers(workers);
-        }
-        let server = http
-            .listen_rustls_0_23(listener, tls_config)
-            .context("starting the agency listener")?
-            .run();
+        let server = agency_server(
+            listener,
+            tls_config.config,
+            &config,
+            metrics.clone(),
+            move || {
+                App::new()
+                    .app_data(app_state.clone())
+                    .app_data(api::problem::query_config())
+                    .wrap(middleware::from_fn(
+                        api::middleware::correlation::middleware,
+                    ))
+                    .wrap(middleware::from_fn(count_requests))
+                    .wrap(middleware::from_fn(
+                        api::middleware::body::drain_unread_body,
+                    ))
+                    .configure(api::agency_routes)
+                    .default_service(web::to(api::problem::no_such_route))
+            },
+            registry,
+        )
+        .context("starting the agency listener")?;
 
         let (ops_server, ops_addr) = match config.server.ops_listen {
             None => (None, None),
@@ -418,12 +418,120 @@ async fn wait_for_stop_signal() {
     }
 }
 
+/// The agency (mTLS) listener: what `HttpServer::listen_rustls_0_23` builds, from its
+/// parts, with each connection run inside `handshake::observe` so that a refused client
+/// is logged with its address and counted (`refgw_tls_handshake_failures_total`).
+fn agency_server<F, I, S, B>(
+    listener: TcpListener,
+    tls_config: rustls::ServerConfig,
+    config: &Config,
+    metrics: Arc<Metrics>,
+    app: F,
+    registry: Arc<AgencyRegistry>,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_web::dev::ServiceFactory<
+            actix_http::Request,
+            Config = actix_web::dev::AppConfig,
+            InitError = (),
+        > + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as actix_web::dev::Service<actix_http::Request>>::Future: 'static,
+    S::Service: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    use actix_service::{ServiceFactoryExt, map_config};
+    use actix_web::dev::{AppConfig, Service, ServiceFactory, fn_factory, fn_service};
+
+    let addr = listener.local_addr()?;
+    let mut builder = Server::build()
+        .disable_signals()
+        .shutdown_timeout(config.server.shutdown_timeout_secs);
+    if let Some(workers) = config.server.workers {
+        builder = builder.workers(workers);
+    }
+    let shutdown = builder.graceful_shutdown_signal();
+    builder
+        .listen("agency", listener, move || {
+            let shutdown = shutdown.clone();
+            let registry = registry.clone();
+            let metrics = metrics.clone();
+            let app = app().into_factory().map_err(|e| e.into().error_response());
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .on_connect_ext({
+                    let metrics = metrics.clone();
+                    move |io: &TlsStream<TcpStream>, ext: &mut Extensions| {
+                        identify_peer(&registry, &metrics, io, ext)
+                    }
+                })
+                .finish(map_config(app, move |_| {
+                    // As HttpServer does: host and address for URL generation.
+                    AppConfig::__priv_test_new(true, addr.to_string(), addr)
+                }))
+                .rustls_0_23(tls_config.clone());
+            fn_factory(move || {
+                let created = http.new_service(());
+                let metrics = metrics.clone();
+                async move {
+                    let service = std::rc::Rc::new(created.await?);
+                    Ok::<_, ()>(fn_service(move |tcp: TcpStream| {
+                        let service = service.clone();
+                        let metrics = metrics.clone();
+                        async move {
+                            let peer = tcp.peer_addr().ok();
+                            let (result, refusal) = handshake::observe(service.call(tcp)).await;
+                            if let Err(error) = &result
+                                && let Some((reason, fingerprint)) =
+                                    handshake::classify(error, refusal)
+                            {
+                                handshake::report(
+                                    &metrics,
+                                    "agency",
+                                    peer,
+                                    reason,
+                                    fingerprint.as_ref(),
+                                );
+                            }
+                            Ok::<(), ()>(())
+                        }
+                    }))
+                }
+            })
+        })
+        .map(|builder| builder.run())
+}
+
+/// Each registered agency's latest certificate expiry in `dir` (tls.issued_dir).
+fn certificate_expiries(
+    dir: &std::path::Path,
+    registry: &AgencyRegistry,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let mut latest: std::collections::BTreeMap<String, i64> = Default::default();
+    for (agency, cert) in
+        crate::security::certs::issued_certificates(dir, registry).context("tls.issued_dir")?
+    {
+        let not_after = cert.not_after.unix_timestamp();
+        let entry = latest.entry(agency).or_insert(not_after);
+        *entry = (*entry).max(not_after);
+    }
+    Ok(latest.into_iter().collect())
+}
+
 /// Runs once per TLS connection, after the handshake verified the client certificate.
-fn identify_peer(registry: &AgencyRegistry, conn: &dyn Any, ext: &mut Extensions) {
-    let Some(stream) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
-        return;
-    };
-    let (_, session) = stream.get_ref();
+fn identify_peer(
+    registry: &AgencyRegistry,
+    metrics: &Metrics,
+    stream: &TlsStream<TcpStream>,
+    ext: &mut Extensions,
+) {
+    let (tcp, session) = stream.get_ref();
     // The leaf is the first certificate of the chain the client sent.
     let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) else {
         return;
@@ -432,7 +540,14 @@ fn identify_peer(registry: &AgencyRegistry, conn: &dyn Any, ext: &mut Extensions
     let fingerprint = crate::security::digest::fingerprint_hex(&presented.sha256);
     let agency = registry.identify(&presented).cloned();
     if agency.is_none() {
-        tracing::warn!(%fingerprint, "client certificate signed by the scheme CA maps to no agency");
+        // Signed by the scheme CA, but registered to no agency: every request gets 403.
+        crate::security::handshake::report(
+            metrics,
+            "agency",
+            tcp.peer_addr().ok(),
+            crate::security::handshake::FailureReason::UnknownAgency,
+            Some(&presented.sha256),
+        );
     }
     ext.insert(PeerCertificate {
         agency,

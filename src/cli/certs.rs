@@ -1,10 +1,13 @@
-//! `certs init` and `certs fingerprint`.
+//! `certs init`, `certs fingerprint`, and the agency certificate lifecycle: `certs
+//! issue`, `certs revoke` and `certs expiring` (docs/onboarding.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 use referral_gateway::config::{Config, ProcessEnv};
+use referral_gateway::domain::CertificateIdentity;
 use referral_gateway::security::{certs, digest, tls};
 
 #[derive(Subcommand)]
@@ -26,6 +29,50 @@ pub enum CertsCommand {
     },
     /// Print the SHA-256 fingerprint of a certificate, for `certificate.sha256` in the config.
     Fingerprint { file: PathBuf },
+    /// Issue a client certificate to a registered agency, from its certificate signing
+    /// request (--csr; the certificate goes to standard output) or with a new key pair
+    /// (--out DIR: DIR/<agency-id>.crt and .key).
+    Issue {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The agency's id in the registry.
+        #[arg(long)]
+        agency: String,
+        #[arg(long, conflicts_with = "out", required_unless_present = "out")]
+        csr: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Add a certificate's serial number to a CRL (made if missing, earlier entries kept,
+    /// CRL number bumped); list the CRL in tls.crls for the gateway to refuse it.
+    Revoke {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        #[arg(long)]
+        crl: PathBuf,
+        /// Days until the CRL's nextUpdate (issue a new one before then).
+        #[arg(long, default_value_t = 30)]
+        next_update_days: i64,
+        /// The certificate to revoke (PEM).
+        cert: PathBuf,
+    },
+    /// List registered agencies' certificates in --dir that expire within --days; exits
+    /// 1 when there is any.
+    Expiring {
+        /// Directory of issued certificates (*.crt, PEM), matched to agencies by SAN or
+        /// fingerprint.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
 }
 
 pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode> {
@@ -50,6 +97,22 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
             println!("\nDevelopment use only: keep ca.key offline in any real scheme.");
             Ok(ExitCode::SUCCESS)
         }
+        CertsCommand::Issue {
+            ca_cert,
+            ca_key,
+            agency,
+            csr,
+            out,
+            days,
+        } => issue(config_path, &ca_cert, &ca_key, &agency, csr, out, days),
+        CertsCommand::Revoke {
+            ca_cert,
+            ca_key,
+            crl,
+            next_update_days,
+            cert,
+        } => revoke(&ca_cert, &ca_key, &crl, next_update_days, &cert),
+        CertsCommand::Expiring { dir, days } => expiring(config_path, &dir, days),
         CertsCommand::Fingerprint { file } => {
             for cert in tls::load_certs("file", &file)? {
                 println!(
@@ -60,4 +123,140 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn issue(
+    config_path: &Path,
+    ca_cert: &Path,
+    ca_key: &Path,
+    agency_id: &str,
+    csr: Option<PathBuf>,
+    out: Option<PathBuf>,
+    days: i64,
+) -> anyhow::Result<ExitCode> {
+    if !(1..=825).contains(&days) {
+        anyhow::bail!("--days must be between 1 and 825");
+    }
+    let config = Config::load_before_certificates(config_path, &ProcessEnv)?;
+    let Some(agency) = config
+        .registry
+        .agencies()
+        .find(|a| a.id.as_str() == agency_id)
+    else {
+        anyhow::bail!("no agency '{agency_id}' is registered in the config: register it first");
+    };
+    let ca = certs::Authority::load(&read(ca_cert)?, &read(ca_key)?, days)?;
+    let name = certs::client_name_for(agency.id.as_str(), &agency.certificate);
+    let (serial, sha256, not_after) = match (csr, out) {
+        (Some(csr), _) => {
+            let issued = ca.issue_client_for_csr(&agency.name, &name, &read(&csr)?)?;
+            print!("{}", issued.cert_pem);
+            (issued.serial, issued.sha256, issued.not_after)
+        }
+        (None, Some(dir)) => {
+            let issued = ca.issue_client(&agency.name, &name)?;
+            let cert = dir.join(format!("{agency_id}.crt"));
+            let key = dir.join(format!("{agency_id}.key"));
+            certs::write_file(&cert, &issued.cert_pem, false)?;
+            certs::write_file(&key, &issued.key_pem, true)?;
+            eprintln!("wrote {} and {} (mode 0600)", cert.display(), key.display());
+            let facts =
+                certs::certificate_facts(tls::load_certs("certificate", &cert)?[0].as_ref(), None)?;
+            (issued.serial, issued.sha256, facts.not_after)
+        }
+        (None, None) => anyhow::bail!("give --csr FILE or --out DIR"),
+    };
+    let subject = match &name {
+        certs::ClientName::Uri(u) => format!("SAN URI {u}"),
+        certs::ClientName::Dns(d) => format!("SAN DNS {d}"),
+    };
+    eprintln!(
+        "issued to {agency_id}: {subject}, EKU clientAuth, serial {}, expires {}",
+        hex::encode(&serial),
+        not_after.date()
+    );
+    let fingerprint = digest::fingerprint_hex(&sha256);
+    match agency.certificate {
+        CertificateIdentity::Sha256(_) => eprintln!(
+            "agency {agency_id} is registered by fingerprint: set its certificate = {{ sha256 = \"{fingerprint}\" }} and restart the gateway"
+        ),
+        _ => eprintln!("SHA-256 fingerprint {fingerprint}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revoke(
+    ca_cert: &Path,
+    ca_key: &Path,
+    crl: &Path,
+    next_update_days: i64,
+    cert: &Path,
+) -> anyhow::Result<ExitCode> {
+    if !(1..=366).contains(&next_update_days) {
+        anyhow::bail!("--next-update-days must be between 1 and 366");
+    }
+    let ca_pem = read(ca_cert)?;
+    let ca = certs::Authority::load(&ca_pem, &read(ca_key)?, 1)?;
+    let der = tls::load_certs("certificate", cert)?;
+    let facts = certs::certificate_facts(der[0].as_ref(), Some(&ca_pem))?;
+    if !facts.issuer_matches {
+        anyhow::bail!("{} was not issued by --ca-cert", cert.display());
+    }
+    let previous = match std::fs::read_to_string(crl) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", crl.display())),
+    };
+    let (pem, count) = ca.crl_adding(
+        previous.as_deref(),
+        &facts.serial,
+        None,
+        time::Duration::days(next_update_days),
+    )?;
+    // Written next to the old one and renamed over it: a reader never sees half a CRL.
+    let partial = crl.with_extension("partial");
+    certs::write_file(&partial, &pem, false)?;
+    std::fs::rename(&partial, crl).with_context(|| format!("replacing {}", crl.display()))?;
+    eprintln!(
+        "revoked serial {} ({}); {} now lists {count} certificate(s). Restart the gateway (or reload it) to apply.",
+        hex::encode(&facts.serial),
+        digest::fingerprint_hex(&facts.presented.sha256),
+        crl.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn expiring(config_path: &Path, dir: &Path, days: i64) -> anyhow::Result<ExitCode> {
+    let config = Config::load_before_certificates(config_path, &ProcessEnv)?;
+    let now = time::OffsetDateTime::now_utc();
+    let found = certs::issued_certificates(dir, &config.registry)?;
+    let mut any = false;
+    for (agency, cert) in &found {
+        let left = (cert.not_after - now).whole_days();
+        if left <= days {
+            any = true;
+            println!(
+                "{agency}  expires {}  ({left} days)  serial {}  {}",
+                cert.not_after.date(),
+                hex::encode(&cert.serial),
+                cert.path.display()
+            );
+        }
+    }
+    if !any {
+        println!(
+            "no registered agency's certificate in {} expires within {days} days ({} checked)",
+            dir.display(),
+            found.len()
+        );
+    }
+    Ok(if any {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

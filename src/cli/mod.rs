@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod broker;
 pub mod certs;
 pub mod config_check;
 pub mod dev_token;

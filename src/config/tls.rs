@@ -1,4 +1,5 @@
-//! `[tls]`: the scheme CA, the server certificate and key, and CRLs.
+//! `[tls]`: the scheme CA, the server certificate and key, CRLs, and the directory of
+//! issued agency certificates.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,8 @@ pub(super) struct RawTls {
     crls: Vec<PathBuf>,
     #[serde(default)]
     crl_enforce_expiry: bool,
+    #[serde(default)]
+    issued_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -25,6 +28,9 @@ pub struct TlsConfig {
     pub key: PathBuf,
     pub crls: Vec<PathBuf>,
     pub crl_enforce_expiry: bool,
+    /// Where `certs issue` output is kept: the agencies' certificates whose days to
+    /// expiry `refgw_agency_certificate_expiry_days` reports.
+    pub issued_dir: Option<PathBuf>,
 }
 
 pub(super) fn check_tls_files(raw: &RawTls, checks: FileChecks, problems: &mut Problems) {
@@ -40,6 +46,15 @@ pub(super) fn check_tls_files(raw: &RawTls, checks: FileChecks, problems: &mut P
             problems.push(key, format!("file '{}' does not exist", path.display()));
         }
     }
+    if let Some(dir) = &raw.issued_dir
+        && checks == FileChecks::Required
+        && !dir.is_dir()
+    {
+        problems.push(
+            "tls.issued_dir",
+            format!("directory '{}' does not exist", dir.display()),
+        );
+    }
 }
 
 pub(super) fn build_tls(raw: RawTls) -> TlsConfig {
@@ -49,5 +64,6 @@ pub(super) fn build_tls(raw: RawTls) -> TlsConfig {
         key: raw.key,
         crls: raw.crls,
         crl_enforce_expiry: raw.crl_enforce_expiry,
+        issued_dir: raw.issued_dir,
     }
 }

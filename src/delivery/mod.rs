@@ -2,6 +2,7 @@
 //! publisher confirms (`relay`), and the operator's view of the backlog and dead letters
 //! (`inspect`).
 
+pub mod definitions;
 pub mod inspect;
 pub mod relay;
 pub mod topology;

@@ -72,6 +72,11 @@ impl Topology {
         self.exchange(Exchange::Escalations)
     }
 
+    /// `name` under the namespace (`<namespace>.<name>`, or `name` without one).
+    pub fn prefixed(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     /// Every exchange of the topology (what `declare` makes and `delete` removes).
     fn exchanges(&self) -> [String; 4] {
         Exchange::ALL.map(|e| self.exchange(e))
@@ -93,32 +98,98 @@ impl Topology {
         format!("{}status.{agency_id}", self.prefix)
     }
 
-    fn quorum_args(&self, dead_letter: bool) -> FieldTable {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), string("quorum"));
+    /// A queue's arguments: every queue is a durable quorum queue; a receiving agency's
+    /// referral queue also dead-letters (at least once) after [`DELIVERY_LIMIT`]
+    /// redeliveries and refuses publishes when full.
+    fn quorum_args(&self, dead_letter: bool) -> Vec<(&'static str, ArgValue)> {
+        let mut args = vec![("x-queue-type", ArgValue::Str("quorum".into()))];
         if dead_letter {
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                string(&self.dead_letter_exchange()),
-            );
-            args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
-            args.insert("x-overflow".into(), string("reject-publish"));
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(DELIVERY_LIMIT),
-            );
+            args.extend([
+                (
+                    "x-dead-letter-exchange",
+                    ArgValue::Str(self.dead_letter_exchange()),
+                ),
+                (
+                    "x-dead-letter-strategy",
+                    ArgValue::Str("at-least-once".into()),
+                ),
+                ("x-overflow", ArgValue::Str("reject-publish".into())),
+                ("x-delivery-limit", ArgValue::Int(DELIVERY_LIMIT)),
+            ]);
         }
         args
+    }
+
+    /// Everything the topology holds, in declaration order: what `declare` makes and
+    /// what `broker definitions` writes for the broker to import.
+    pub fn plan(&self) -> Plan {
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        let mut add = |name: String, dead_letter: bool, exchange: String, key: String| {
+            bindings.push(BindingSpec {
+                exchange,
+                queue: name.clone(),
+                key,
+            });
+            queues.push(QueueSpec {
+                arguments: self.quorum_args(dead_letter),
+                name,
+            });
+        };
+        for (agency, key) in &self.receivers {
+            add(
+                self.referral_queue(agency),
+                true,
+                self.referrals_exchange(),
+                key.as_str().to_owned(),
+            );
+            add(
+                self.dead_letter_queue(agency),
+                false,
+                self.dead_letter_exchange(),
+                key.as_str().to_owned(),
+            );
+        }
+        add(
+            self.escalations_queue(),
+            false,
+            self.escalations_exchange(),
+            "#".to_owned(),
+        );
+        for agency in &self.senders {
+            add(
+                self.status_queue(agency),
+                false,
+                self.status_exchange(),
+                format!("{agency}.#"),
+            );
+        }
+        Plan {
+            exchanges: self.exchanges().to_vec(),
+            queues,
+            bindings,
+        }
+    }
+
+    /// The receiving agencies' ids (each has a referral and a dead-letter queue).
+    pub fn receivers(&self) -> impl Iterator<Item = &str> {
+        self.receivers.iter().map(|(a, _)| a.as_str())
+    }
+
+    /// The sending agencies' ids (each has a status queue).
+    pub fn senders(&self) -> impl Iterator<Item = &str> {
+        self.senders.iter().map(String::as_str)
     }
 
     /// Declares everything; idempotent. Fails if an existing queue was declared with
     /// other arguments (the broker refuses with PRECONDITION_FAILED).
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let plan = self.plan();
         let durable_exchange = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        for exchange in self.exchanges() {
+        for exchange in plan.exchanges {
             channel
                 .exchange_declare(
                     exchange.into(),
@@ -132,64 +203,78 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
-        for (agency, key) in &self.receivers {
-            let queue = self.referral_queue(agency);
+        for queue in plan.queues {
             channel
-                .queue_declare(queue.clone().into(), durable_queue, self.quorum_args(true))
+                .queue_declare(
+                    queue.name.into(),
+                    durable_queue,
+                    field_table(&queue.arguments),
+                )
                 .await?;
-            bind(channel, &queue, &self.referrals_exchange(), key.as_str()).await?;
-            let dead = self.dead_letter_queue(agency);
-            channel
-                .queue_declare(dead.clone().into(), durable_queue, self.quorum_args(false))
-                .await?;
-            bind(channel, &dead, &self.dead_letter_exchange(), key.as_str()).await?;
         }
-        let escalations = self.escalations_queue();
-        channel
-            .queue_declare(
-                escalations.clone().into(),
-                durable_queue,
-                self.quorum_args(false),
-            )
-            .await?;
-        bind(channel, &escalations, &self.escalations_exchange(), "#").await?;
-        for agency in &self.senders {
-            let queue = self.status_queue(agency);
-            channel
-                .queue_declare(queue.clone().into(), durable_queue, self.quorum_args(false))
-                .await?;
-            bind(
-                channel,
-                &queue,
-                &self.status_exchange(),
-                &format!("{agency}.#"),
-            )
-            .await?;
+        for binding in plan.bindings {
+            bind(channel, &binding.queue, &binding.exchange, &binding.key).await?;
         }
         Ok(())
     }
 
     /// Deletes everything `declare` made (for tests and decommissioning a namespace).
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
-        let mut queues = Vec::new();
-        for (agency, _) in &self.receivers {
-            queues.push(self.referral_queue(agency));
-            queues.push(self.dead_letter_queue(agency));
-        }
-        queues.extend(self.senders.iter().map(|a| self.status_queue(a)));
-        queues.push(self.escalations_queue());
-        for queue in queues {
+        let plan = self.plan();
+        for queue in plan.queues {
             channel
-                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .queue_delete(queue.name.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in self.exchanges() {
+        for exchange in plan.exchanges {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await?;
         }
         Ok(())
     }
+}
+
+/// A queue argument's value (the two kinds the topology uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgValue {
+    Str(String),
+    Int(i64),
+}
+
+/// A durable quorum queue and its arguments.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub arguments: Vec<(&'static str, ArgValue)>,
+}
+
+/// A queue bound to a (topic) exchange with a routing key pattern.
+#[derive(Debug, Clone)]
+pub struct BindingSpec {
+    pub exchange: String,
+    pub queue: String,
+    pub key: String,
+}
+
+/// The whole topology: durable topic exchanges, durable quorum queues and bindings.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub exchanges: Vec<String>,
+    pub queues: Vec<QueueSpec>,
+    pub bindings: Vec<BindingSpec>,
+}
+
+fn field_table(arguments: &[(&'static str, ArgValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in arguments {
+        let value = match value {
+            ArgValue::Str(s) => string(s),
+            ArgValue::Int(i) => AMQPValue::LongLongInt(*i),
+        };
+        table.insert((*name).into(), value);
+    }
+    table
 }
 
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {

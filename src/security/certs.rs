@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
+use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
 use crate::domain::{AgencyRegistry, CertificateIdentity};
@@ -26,6 +27,8 @@ pub enum CertsError {
     Exists(PathBuf),
     #[error("'{0}' cannot be put in a certificate name")]
     BadName(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A PEM certificate and its PEM private key.
@@ -100,6 +103,159 @@ impl Authority {
         &self.key_pem
     }
 
+    /// The scheme CA from its certificate and private key (PEM), for `certs issue` and
+    /// `certs revoke`; certificates it issues are valid for `validity_days`. Refuses a
+    /// key that is not the certificate's.
+    pub fn load(cert_pem: &str, key_pem: &str, validity_days: i64) -> Result<Self, CertsError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(CertsError::Refused(
+                "--ca-key is not the key of --ca-cert".to_owned(),
+            ));
+        }
+        if !cert.is_ca() {
+            return Err(CertsError::Refused(
+                "--ca-cert is not a CA certificate (basicConstraints cA)".to_owned(),
+            ));
+        }
+        Ok(Self {
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            validity_days,
+        })
+    }
+
+    /// A client certificate for the public key of a certificate signing request (whose
+    /// signature is checked), carrying `name` as its only SAN and the clientAuth EKU;
+    /// whatever else the request asks for (names, usages) is ignored. Refuses keys other
+    /// than ECDSA P-256/P-384, Ed25519 and RSA of 2048 to 8192 bits.
+    pub fn issue_client_for_csr(
+        &self,
+        common_name: &str,
+        name: &ClientName,
+        csr_pem: &str,
+    ) -> Result<IssuedCert, CertsError> {
+        let spki = checked_csr_key(csr_pem)?;
+        let public = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+            .map_err(|e| CertsError::Refused(format!("the request's key is not supported: {e}")))?;
+        let params =
+            self.client_params(common_name, name, ExtendedKeyUsagePurpose::ClientAuth, None)?;
+        let cert = params.signed_by(&public, &self.issuer)?;
+        IssuedCert::of(cert.der())
+    }
+
+    /// The parameters of a client certificate (`validity` overrides the usual
+    /// yesterday-to-`validity_days` span; tests make expired ones).
+    fn client_params(
+        &self,
+        common_name: &str,
+        name: &ClientName,
+        usage: ExtendedKeyUsagePurpose,
+        validity: Option<(OffsetDateTime, OffsetDateTime)>,
+    ) -> Result<CertificateParams, CertsError> {
+        let mut params = base_params(common_name, self.validity_days)?;
+        params.subject_alt_names = vec![san(name)?];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        if let Some((not_before, not_after)) = validity {
+            params.not_before = not_before;
+            params.not_after = not_after;
+        }
+        Ok(params)
+    }
+
+    /// A client certificate and a new key with any extended key usage and validity: for
+    /// tests of refused certificates (expired, not yet valid, server-only).
+    pub fn issue_client_with(
+        &self,
+        common_name: &str,
+        name: &ClientName,
+        usage: ExtendedKeyUsagePurpose,
+        validity: (OffsetDateTime, OffsetDateTime),
+    ) -> Result<Issued, CertsError> {
+        let params = self.client_params(common_name, name, usage, Some(validity))?;
+        let serial = params
+            .serial_number
+            .as_ref()
+            .map(|s| s.as_ref().to_vec())
+            .unwrap_or_default();
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            sha256: crate::security::digest::sha256(cert.der()),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial,
+        })
+    }
+
+    /// A CRL holding `previous`'s entries (when given: a CRL this CA issued, PEM) and
+    /// `serial`, numbered one past `previous`, valid for `valid_for`.
+    pub fn crl_adding(
+        &self,
+        previous: Option<&str>,
+        serial: &[u8],
+        reason: Option<RevocationReason>,
+        valid_for: Duration,
+    ) -> Result<(String, usize), CertsError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = Vec::new();
+        let mut number = vec![0u8];
+        if let Some(previous) = previous {
+            let der = rustls::pki_types::CertificateRevocationListDer::from_pem_slice(
+                previous.as_bytes(),
+            )
+            .map_err(|e| CertsError::Refused(format!("--crl: {e}")))?;
+            let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+                .map_err(|e| CertsError::Refused(format!("--crl: {e}")))?;
+            let ca_der =
+                rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+                    .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+            let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref())
+                .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+            crl.verify_signature(ca.public_key())
+                .map_err(|_| CertsError::Refused("--crl was not issued by --ca-cert".to_owned()))?;
+            if let Some(n) = crl.crl_number() {
+                number = n.to_bytes_be();
+            }
+            for entry in crl.iter_revoked_certificates() {
+                revoked.push(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(trim_serial(entry.raw_serial())),
+                    revocation_time: entry.revocation_date.to_datetime(),
+                    reason_code: entry.reason_code().and_then(|(_, code)| reason_of(code.0)),
+                    invalidity_date: None,
+                });
+            }
+        }
+        let serial = trim_serial(serial);
+        if !revoked
+            .iter()
+            .any(|r| trim_serial(r.serial_number.as_ref()) == serial)
+        {
+            revoked.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: now,
+                reason_code: reason,
+                invalidity_date: None,
+            });
+        }
+        let count = revoked.len();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + valid_for,
+            crl_number: SerialNumber::from_slice(&increment(&number)),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok((params.signed_by(&self.issuer)?.pem()?, count))
+    }
+
     fn issue(
         &self,
         common_name: &str,
@@ -144,19 +300,11 @@ impl Authority {
 
     /// A client certificate carrying one SAN.
     pub fn issue_client(&self, common_name: &str, name: &ClientName) -> Result<Issued, CertsError> {
-        let san = match name {
-            ClientName::Uri(u) => SanType::URI(
-                u.clone()
-                    .try_into()
-                    .map_err(|_| CertsError::BadName(u.clone()))?,
-            ),
-            ClientName::Dns(d) => SanType::DnsName(
-                d.clone()
-                    .try_into()
-                    .map_err(|_| CertsError::BadName(d.clone()))?,
-            ),
-        };
-        self.issue(common_name, vec![san], ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(
+            common_name,
+            vec![san(name)?],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
     }
 
     /// A CRL revoking the given serial numbers, valid for `valid_for`.
@@ -184,6 +332,182 @@ impl Authority {
         };
         Ok(params.signed_by(&self.issuer)?.pem()?)
     }
+}
+
+/// What `certs issue` reports about a certificate it made.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub serial: Vec<u8>,
+    pub sha256: [u8; 32],
+    pub not_after: OffsetDateTime,
+}
+
+impl IssuedCert {
+    fn of(der: &[u8]) -> Result<Self, CertsError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| CertsError::Refused(format!("issued certificate: {e}")))?;
+        Ok(Self {
+            cert_pem: pem_block("CERTIFICATE", der),
+            serial: cert.raw_serial().to_vec(),
+            sha256: crate::security::digest::sha256(der),
+            not_after: cert.validity().not_after.to_datetime(),
+        })
+    }
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn san(name: &ClientName) -> Result<SanType, CertsError> {
+    Ok(match name {
+        ClientName::Uri(u) => SanType::URI(
+            u.clone()
+                .try_into()
+                .map_err(|_| CertsError::BadName(u.clone()))?,
+        ),
+        ClientName::Dns(d) => SanType::DnsName(
+            d.clone()
+                .try_into()
+                .map_err(|_| CertsError::BadName(d.clone()))?,
+        ),
+    })
+}
+
+/// The DER SubjectPublicKeyInfo of a CSR whose signature checks and whose key is one
+/// the gateway accepts.
+fn checked_csr_key(csr_pem: &str) -> Result<Vec<u8>, CertsError> {
+    use x509_parser::prelude::FromDer;
+    let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|e| CertsError::Refused(format!("--csr: {e}")))?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+            .map_err(|e| CertsError::Refused(format!("--csr: {e}")))?;
+    let spki = &csr.certification_request_info.subject_pki;
+    let algorithm = spki.algorithm.algorithm.to_id_string();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    match (algorithm.as_str(), curve.as_deref()) {
+        // id-ecPublicKey on P-256 or P-384
+        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7" | "1.3.132.0.34")) => {}
+        ("1.2.840.10045.2.1", _) => {
+            return Err(CertsError::Refused(
+                "the request's EC key is not on P-256 or P-384".to_owned(),
+            ));
+        }
+        // Ed25519
+        ("1.3.101.112", _) => {}
+        // rsaEncryption
+        ("1.2.840.113549.1.1.1", _) => {
+            let bits = match spki.parsed() {
+                Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa.key_size(),
+                _ => 0,
+            };
+            if !(2048..=8192).contains(&bits) {
+                return Err(CertsError::Refused(format!(
+                    "the request's RSA key has {bits} bits; 2048 to 8192 are accepted"
+                )));
+            }
+        }
+        (other, _) => {
+            return Err(CertsError::Refused(format!(
+                "the request's key type ({other}) is not accepted: use ECDSA P-256 or P-384, Ed25519, or RSA of at least 2048 bits"
+            )));
+        }
+    }
+    // The request's signature: proof that its sender holds the key (checked once the key is
+    // one we accept: ring refuses to verify with RSA keys under 2048 bits). What else it
+    // asks for, names or usages, is not used.
+    csr.verify_signature().map_err(|_| {
+        CertsError::Refused(
+            "the certificate signing request's signature does not verify".to_owned(),
+        )
+    })?;
+    Ok(spki.raw.to_vec())
+}
+
+/// A serial number without the sign byte DER may put in front.
+fn trim_serial(serial: &[u8]) -> &[u8] {
+    let start = serial
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(serial.len().saturating_sub(1));
+    &serial[start..]
+}
+
+/// A big-endian unsigned number plus one.
+fn increment(number: &[u8]) -> Vec<u8> {
+    let mut out = number.to_vec();
+    for byte in out.iter_mut().rev() {
+        if *byte == 0xff {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return out;
+        }
+    }
+    out.insert(0, 1);
+    out
+}
+
+fn reason_of(code: u8) -> Option<RevocationReason> {
+    Some(match code {
+        1 => RevocationReason::KeyCompromise,
+        2 => RevocationReason::CaCompromise,
+        3 => RevocationReason::AffiliationChanged,
+        4 => RevocationReason::Superseded,
+        5 => RevocationReason::CessationOfOperation,
+        6 => RevocationReason::CertificateHold,
+        9 => RevocationReason::PrivilegeWithdrawn,
+        10 => RevocationReason::AaCompromise,
+        _ => return None,
+    })
+}
+
+/// A certificate's serial number, SAN names, fingerprint and validity, as `certs
+/// revoke` and `certs expiring` read it.
+pub struct CertificateFacts {
+    pub serial: Vec<u8>,
+    pub presented: crate::domain::agency::PresentedIdentity,
+    pub not_after: OffsetDateTime,
+    pub issuer_matches: bool,
+}
+
+/// Reads `der` (a certificate); `issuer_of` is the CA it should come from.
+pub fn certificate_facts(
+    der: &[u8],
+    ca_cert_pem: Option<&str>,
+) -> Result<CertificateFacts, CertsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| CertsError::Refused(format!("not an X.509 certificate: {e}")))?;
+    let issuer_matches = match ca_cert_pem {
+        None => true,
+        Some(pem) => {
+            let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+            let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref())
+                .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+            cert.verify_signature(Some(ca.public_key())).is_ok()
+        }
+    };
+    Ok(CertificateFacts {
+        serial: cert.raw_serial().to_vec(),
+        presented: crate::security::tls::presented_identity(der),
+        not_after: cert.validity().not_after.to_datetime(),
+        issuer_matches,
+    })
 }
 
 /// The SAN that `certs init` writes for an agency: its configured name, or for a pinned
@@ -405,4 +729,98 @@ pub fn init(
         None,
     )?;
     Ok(written)
+}
+
+/// Writes `contents` to `path` (parent directories made), mode 0600 when `private`.
+pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
+    write(path, contents, private)
+}
+
+/// A certificate found in the issued-certificates directory.
+pub struct IssuedFile {
+    pub path: PathBuf,
+    pub serial: Vec<u8>,
+    pub not_after: OffsetDateTime,
+}
+
+/// At most this many files of the directory are read.
+const MAX_ISSUED_FILES: usize = 10_000;
+
+/// The certificates (`*.crt`, PEM; the first certificate of each file) in `dir` that
+/// belong to a registered agency (by SAN or fingerprint, as the gateway identifies
+/// clients), sorted by agency and expiry. Files that are not certificates, and
+/// certificates of no agency, are skipped.
+pub fn issued_certificates(
+    dir: &Path,
+    registry: &AgencyRegistry,
+) -> Result<Vec<(String, IssuedFile)>, CertsError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| CertsError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut found = Vec::new();
+    for entry in entries.take(MAX_ISSUED_FILES).flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("crt") {
+            continue;
+        }
+        let Ok(der) = rustls::pki_types::CertificateDer::from_pem_file(&path) else {
+            continue;
+        };
+        let Ok(facts) = certificate_facts(der.as_ref(), None) else {
+            continue;
+        };
+        if let Some(agency) = registry.identify(&facts.presented) {
+            found.push((
+                agency.id.to_string(),
+                IssuedFile {
+                    path,
+                    serial: facts.serial,
+                    not_after: facts.not_after,
+                },
+            ));
+        }
+    }
+    found.sort_by(|a, b| (&a.0, a.1.not_after).cmp(&(&b.0, b.1.not_after)));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crl_numbers_count_up_and_serials_lose_their_sign_byte() {
+        assert_eq!(increment(&[0]), vec![1]);
+        assert_eq!(increment(&[0x01, 0xff]), vec![0x02, 0x00]);
+        assert_eq!(increment(&[0xff]), vec![0x01, 0x00]);
+        assert_eq!(trim_serial(&[0, 0x80, 1]), &[0x80, 1]);
+        assert_eq!(trim_serial(&[0x12]), &[0x12]);
+        assert_eq!(trim_serial(&[0]), &[0]);
+    }
+
+    /// A CRL made by `crl_adding` keeps earlier entries, adds one serial once, and
+    /// counts its number up; a CRL from another CA is refused.
+    #[test]
+    fn crls_grow_and_belong_to_their_ca() {
+        let ca = Authority::new("Test CA", 30).unwrap();
+        let week = Duration::days(7);
+        let (first, n) = ca.crl_adding(None, &[0x01, 0x02], None, week).unwrap();
+        assert_eq!(n, 1);
+        let (second, n) = ca
+            .crl_adding(Some(&first), &[0x00, 0x03], None, week)
+            .unwrap();
+        assert_eq!(n, 2);
+        let (third, n) = ca.crl_adding(Some(&second), &[0x03], None, week).unwrap();
+        assert_eq!(n, 2, "the same serial is listed once");
+        let der = rustls::pki_types::CertificateRevocationListDer::from_pem_slice(third.as_bytes())
+            .unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).unwrap();
+        assert_eq!(
+            crl.crl_number().map(|n| n.to_string()).as_deref(),
+            Some("3")
+        );
+        let other = Authority::new("Other CA", 30).unwrap();
+        assert!(other.crl_adding(Some(&third), &[0x04], None, week).is_err());
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod digest;
+pub mod handshake;
 pub mod published;
 pub mod sealing;
 pub mod signing;

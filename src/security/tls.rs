@@ -9,11 +9,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use x509_parser::extensions::GeneralName;
 
 use crate::config::TlsConfig;
 use crate::domain::agency::PresentedIdentity;
+use crate::security::handshake::{ReloadableVerifier, ReportingVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -95,9 +97,13 @@ pub fn load_crls(
     Ok(crls)
 }
 
-/// The server config for the agency (mTLS) listener.
-pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    let provider = provider();
+/// The client certificate verifier `[tls]` describes: certificates must chain to `tls.ca`
+/// and, when `tls.crls` lists CRLs, must not be revoked. With CRLs configured, a
+/// certificate whose revocation status no CRL gives (its issuer has none) is refused
+/// (`allow_unknown_revocation_status` is not set: fail closed). Built anew from the
+/// config, so a reload can make a fresh one and swap it into the running listener's
+/// [`ReloadableVerifier`].
+pub fn client_verifier(tls: &TlsConfig) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in load_certs("tls.ca", &tls.ca)? {
         roots.add(ca).map_err(|e| TlsError::BadCa {
@@ -105,18 +111,33 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
             message: e.to_string(),
         })?;
     }
-    let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .with_crls(load_crls(&tls.crls)?);
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(load_crls(&tls.crls)?);
     if tls.crl_enforce_expiry {
         verifier = verifier.enforce_revocation_expiration();
     }
-    let verifier = verifier
+    verifier
         .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        .map_err(|e| TlsError::Verifier(e.to_string()))
+}
 
-    let builder = versions(provider)?.with_client_cert_verifier(verifier);
-    with_server_cert(builder, tls)
+/// The agency listener's TLS: its server config, whose client certificate verifier
+/// reports refusals ([`ReportingVerifier`]) and can be replaced while running
+/// (`verifier`).
+pub struct AgencyTls {
+    pub config: ServerConfig,
+    pub verifier: Arc<ReloadableVerifier>,
+}
+
+/// The server config for the agency (mTLS) listener.
+pub fn server_config(tls: &TlsConfig) -> Result<AgencyTls, TlsError> {
+    let verifier = Arc::new(ReloadableVerifier::new(client_verifier(tls)?));
+    let reporting = Arc::new(ReportingVerifier::new(verifier.clone()));
+    let builder = versions(provider())?.with_client_cert_verifier(reporting);
+    Ok(AgencyTls {
+        config: with_server_cert(builder, tls)?,
+        verifier,
+    })
 }
 
 /// TLS 1.3 and 1.2 only.

@@ -411,7 +411,7 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
     broker.cleanup().await;
 }
 
-fn example_binary(name: &str) -> std::path::PathBuf {
+pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
     // target/<profile>/deps/it-<hash> -> target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let path = exe
@@ -434,7 +434,7 @@ fn example_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
-fn python_has_pika() -> bool {
+pub(crate) fn python_has_pika() -> bool {
     std::process::Command::new("python3")
         .args(["-c", "import pika"])
         .status()
@@ -534,6 +534,12 @@ async fn the_example_consumers_receive_referrals() {
         assert!(
             logs.contains(&format!("duplicate {duplicate_of}")),
             "{name}: {logs}"
+        );
+        assert!(
+            logs.contains(&format!(
+                "reading queue {namespace}.referrals.coventry-iapt"
+            )),
+            "{name}: prints the queue it reads: {logs}"
         );
         let queue = broker.topology.referral_queue("coventry-iapt");
         assert!(

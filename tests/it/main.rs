@@ -6,12 +6,14 @@
 mod common;
 
 mod audit;
+mod broker_users;
 mod cli;
 mod commit;
 mod console;
 mod delivery;
 mod deploy;
 mod docs;
+mod handshake;
 mod lifecycle;
 mod referrals;
 mod sharing;
