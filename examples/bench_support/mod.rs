@@ -73,13 +73,10 @@ impl BenchDatabase {
     }
 }
 
-/// The shipped config with absolute paths, port 0, no ops listener, and `extra` overrides.
-pub fn config(
-    database_url: &str,
-    workers: usize,
-    extra: Vec<(&'static str, String)>,
-) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(root().join("config/gateway.toml"))?
+/// The shipped config's text with every relative path made absolute (so it works from
+/// any directory).
+pub fn config_text() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(root().join("config/gateway.toml"))?
         .replace(
             "\"certs-example/",
             &format!("\"{}/certs-example/", root().display()),
@@ -88,7 +85,16 @@ pub fn config(
         .replace(
             "dir = \"schemas\"",
             &format!("dir = \"{}/schemas\"", root().display()),
-        );
+        ))
+}
+
+/// The shipped config with absolute paths, port 0, no ops listener, and `extra` overrides.
+pub fn config(
+    database_url: &str,
+    workers: usize,
+    extra: Vec<(&'static str, String)>,
+) -> anyhow::Result<Config> {
+    let text = config_text()?;
     let mut vars = vec![
         ("REFGW_LISTEN", "127.0.0.1:0".to_owned()),
         ("REFGW_OPS_LISTEN", "off".to_owned()),
