@@ -74,6 +74,9 @@ pub struct Metrics {
     pub outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     pub publish_confirms: Family<OutcomeLabels, Counter>,
     pub publish_latency_seconds: Histogram,
+    /// Rows per relay round (claimed together, published pipelined, marked in one
+    /// transaction).
+    pub relay_batch_size: Histogram,
     pub broker_connected: Gauge,
     pub sla_breaches: Family<ClockLabels, Counter>,
     /// Writes per committed batch (`[database] commit_batch_max` at most).
@@ -136,6 +139,12 @@ impl Metrics {
             "Time from publish to the broker's confirm",
             publish_latency_seconds.clone(),
         );
+        let relay_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "relay_batch_size",
+            "Outbox rows per relay round (claimed, published and marked together)",
+            relay_batch_size.clone(),
+        );
         let broker_connected = Gauge::default();
         registry.register(
             "broker_connected",
@@ -196,6 +205,7 @@ impl Metrics {
             outbox_oldest_age_seconds,
             publish_confirms,
             publish_latency_seconds,
+            relay_batch_size,
             broker_connected,
             sla_breaches,
             commit_batch_size,

@@ -75,6 +75,21 @@ impl BenchDatabase {
     }
 }
 
+/// The shipped config's text with every relative path made absolute (so it works from
+/// any directory).
+pub fn config_text() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(root().join("config/gateway.toml"))?
+        .replace(
+            "\"certs-example/",
+            &format!("\"{}/certs-example/", root().display()),
+        )
+        .replace("\"config/", &format!("\"{}/config/", root().display()))
+        .replace(
+            "dir = \"schemas\"",
+            &format!("dir = \"{}/schemas\"", root().display()),
+        ))
+}
+
 /// The shipped config with absolute paths, port 0, no ops listener, and `extra` overrides.
 pub fn config(
     database_url: &str,
@@ -91,17 +106,7 @@ pub fn config_with(
     extra: Vec<(&'static str, String)>,
     toml: &str,
 ) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(root().join("config/gateway.toml"))?
-        .replace(
-            "\"certs-example/",
-            &format!("\"{}/certs-example/", root().display()),
-        )
-        .replace("\"config/", &format!("\"{}/config/", root().display()))
-        .replace(
-            "dir = \"schemas\"",
-            &format!("dir = \"{}/schemas\"", root().display()),
-        )
-        + toml;
+    let text = config_text()? + toml;
     let mut vars = vec![
         ("REFGW_LISTEN", "127.0.0.1:0".to_owned()),
         ("REFGW_OPS_LISTEN", "off".to_owned()),

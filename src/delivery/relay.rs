@@ -277,6 +277,7 @@ impl Relay {
         batch: &[ClaimedMessage],
     ) -> Result<(), RelayError> {
         let started = std::time::Instant::now();
+        self.metrics.relay_batch_size.observe(batch.len() as f64);
         let mut in_flight = Vec::with_capacity(batch.len());
         let mut lost: Option<lapin::Error> = None;
         for msg in batch {

@@ -295,6 +295,133 @@ async fn two_relays_on_postgres_never_publish_a_row_twice() {
     broker.cleanup().await;
 }
 
+/// One round's batch holds a message nothing is bound to: the broker returns it (mandatory
+/// publish), so only that row is released with the reason and retried, while the rest of
+/// the batch is confirmed and marked published together (one token, referrals `queued`,
+/// one `message.delivered` entry each).
+async fn an_unroutable_message_leaves_the_rest_of_its_batch_published(backend: Backend) {
+    use referral_gateway::delivery::relay::Relay;
+    use referral_gateway::metrics::Metrics;
+    use referral_gateway::store::Store;
+    use sqlx::Row;
+    use std::sync::Arc;
+
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn(backend).await; // relay off: the batch is in the outbox first
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(app.submit(example_text("cmht")).await);
+    }
+    let stray = ids.remove(2);
+    // As if the recipient's queue had gone: no binding matches this routing key.
+    sqlx::query(
+        "UPDATE outbox SET routing_key = 'cmht.coventry.nobody-bound' WHERE referral_id = $1",
+    )
+    .bind(&stray)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+
+    let config = delivering_config(&shipped_config_text(), &app.db.url, AMQP_URL, &namespace);
+    let metrics = Arc::new(Metrics::new());
+    let relay = Relay::new(
+        Store::open(&config).await.unwrap(),
+        referral_gateway::delivery::topology::Topology::new(&namespace, &config.registry),
+        AMQP_URL.to_owned(),
+        config.relay.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_metrics(metrics.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(relay.run(stopped));
+
+    let queue = broker.topology.referral_queue("coventry-cmht");
+    let messages = broker.take(&queue, 5, Duration::from_secs(20)).await;
+    let received: BTreeSet<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(received, ids.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(messages.len(), 5, "each once; the stray one nowhere");
+    // The relay marks the batch after its confirms: wait for that commit.
+    let started = std::time::Instant::now();
+    while app.store.outbox_backlog().await.unwrap().pending > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "batch never marked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    running.await.unwrap();
+
+    let rows = sqlx::query(
+        "SELECT referral_id, claimed_by, published_at, attempts, last_error FROM outbox ORDER BY id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 6);
+    let mut tokens = BTreeSet::new();
+    for row in &rows {
+        let referral: String = row.get("referral_id");
+        let published: Option<i64> = row.get("published_at");
+        let error: Option<String> = row.get("last_error");
+        if referral == stray {
+            assert_eq!(
+                published, None,
+                "an unconfirmed row is never marked published"
+            );
+            assert!(row.get::<i64, _>("attempts") >= 1);
+            let error = error.expect("the reason is kept for operators");
+            assert!(
+                error.starts_with("returned by the broker: 312 NO_ROUTE"),
+                "{error}"
+            );
+            let view = app.view_as("coventry-liaison", &stray, 200).await;
+            assert_eq!(view["status"], "received");
+        } else {
+            assert!(published.is_some() && error.is_none());
+            tokens.insert(row.get::<Option<String>, _>("claimed_by").unwrap());
+            let view = app.view_as("coventry-liaison", &referral, 200).await;
+            assert_eq!(view["status"], "queued");
+        }
+    }
+    assert_eq!(tokens.len(), 1, "the five were one round: {tokens:?}");
+    assert_eq!(app.count_action("message.delivered").await, 5);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'message.delivered' AND referral_id = $1",
+            &stray
+        )
+        .await,
+        0
+    );
+    let text = metrics.render();
+    for line in [
+        "refgw_publish_confirms_total{outcome=\"ack\"} 5",
+        "refgw_relay_batch_size_count",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    assert!(text.contains("refgw_publish_confirms_total{outcome=\"returned\"}"));
+    // The first round held all six (later rounds retry the stray row alone): exactly one
+    // round falls in the (4, 8] bucket.
+    let bucket = |le: &str| -> u64 {
+        let prefix = format!("refgw_relay_batch_size_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no bucket {le} in:\n{text}"))
+    };
+    assert_eq!(bucket("8.0") - bucket("4.0"), 1, "{text}");
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+on_both_backends!(an_unroutable_message_leaves_the_rest_of_its_batch_published);
+
 /// An operator command against `database_url`, in the test's broker `namespace`: whether
 /// it succeeded, and what it wrote.
 fn gateway_cli(namespace: &str, database_url: &str, args: &[&str]) -> (bool, String) {
