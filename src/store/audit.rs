@@ -431,20 +431,24 @@ impl Store {
     }
 
     /// The referrals declined (an `event.posted` entry whose detail is the event type
-    /// `declined`) before `to`, with when each decline was posted. Declines from before
-    /// the period count too: a referral made in the period may follow one declined earlier.
+    /// `declined`) in `[from, to)`, with when each decline was posted. What the repeat
+    /// referrals of a period need: a referral submitted in the period can only have been
+    /// declined after `from`, and only the period's referrals are compared
+    /// (`governance::repeats`). Read through the `(action, at)` index.
     pub async fn declined_referrals(
         &self,
+        from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<(String, Timestamp)>, StoreError> {
         let rows = sqlx::query(
             "SELECT referral_id, at FROM audit_log \
-             WHERE action = $1 AND detail = $2 AND referral_id IS NOT NULL AND at < $3 \
+             WHERE action = $1 AND at >= $2 AND at < $3 AND detail = $4 AND referral_id IS NOT NULL \
              ORDER BY at, seq",
         )
         .bind(AuditAction::EventPosted.as_str())
-        .bind("declined")
+        .bind(from.as_micros())
         .bind(to.as_micros())
+        .bind("declined")
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
