@@ -80,6 +80,10 @@ pub(crate) enum Write {
     Event(Box<NewEvent>),
     /// Entries appended in order, all at `at` (µs).
     Audit(Vec<AuditRecord>, i64),
+    /// The relay's outbox rows claimed under this token were confirmed by the broker at
+    /// `at` (µs): marked published, their referrals moved from `received` to `queued`, a
+    /// `message.delivered` entry each (see [`Store::mark_claimed_published`]).
+    Published { token: String, at: i64 },
 }
 
 /// What a write came to once committed.
@@ -89,6 +93,8 @@ pub(crate) enum Written {
     Event(EventOutcome),
     /// The seq of the last entry appended (the head's, if none were).
     Audit(i64),
+    /// How many outbox rows were marked published.
+    Published(u64),
 }
 
 /// Why a batch was not committed.
@@ -169,10 +175,17 @@ pub(crate) async fn write_batch(
         return Err(BatchFailure::KeysTaken(now_taken));
     }
 
-    // Events, in order: each sees the ones before it.
+    // Events and publications, in order: each sees the ones before it.
     let mut outcomes: Vec<Option<Written>> = Vec::with_capacity(batch.len());
+    let mut delivered: Vec<Vec<AuditRecord>> = Vec::new();
+    delivered.resize_with(batch.len(), Vec::new);
     for (i, write) in batch.iter().enumerate() {
         outcomes.push(match write {
+            Write::Published { token, at } => {
+                let (records, marked) = mark_published(&mut tx, token, *at).await?;
+                delivered[i] = records;
+                Some(Written::Published(marked))
+            }
             Write::Referral(_) => match plans[i] {
                 Some(Planned::Insert) => Some(Written::Referral(Inserted::Created)),
                 // Answered after the commit, from the rows that hold their keys.
@@ -192,8 +205,9 @@ pub(crate) async fn write_batch(
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev_hash: String = head.try_get("hash")?;
     let mut entries = Vec::with_capacity(batch.len());
-    for (write, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+    for ((write, outcome), delivered) in batch.iter().zip(outcomes.iter_mut()).zip(&delivered) {
         let records: &[AuditRecord] = match (write, &*outcome) {
+            (Write::Published { .. }, _) => delivered,
             (Write::Referral(r), Some(_)) => std::slice::from_ref(&r.audit),
             (Write::Event(e), Some(Written::Event(EventOutcome::Recorded(_)))) => {
                 std::slice::from_ref(&e.audit)
@@ -204,7 +218,7 @@ pub(crate) async fn write_batch(
         let at = match write {
             Write::Referral(r) => r.at,
             Write::Event(e) => e.recorded_at.as_micros(),
-            Write::Audit(_, at) => *at,
+            Write::Audit(_, at) | Write::Published { at, .. } => *at,
         };
         for record in records {
             seq += 1;
@@ -251,6 +265,52 @@ pub(crate) async fn write_batch(
         });
     }
     Ok(answers)
+}
+
+/// Marks every outbox row still claimed by `token` as published at `at`, moves their
+/// referrals from `received` to `queued`: the `message.delivered` entries to append (in
+/// outbox order) and how many rows were marked.
+async fn mark_published(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    token: &str,
+    at: i64,
+) -> Result<(Vec<AuditRecord>, u64), StoreError> {
+    let rows = sqlx::query(
+        "SELECT o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
+         WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
+    )
+    .bind(token)
+    .fetch_all(&mut **tx)
+    .await?;
+    let records = rows
+        .iter()
+        .map(|row| {
+            let message_type: String = row.try_get("message_type")?;
+            let mut record =
+                AuditRecord::new("gateway", crate::domain::audit::AuditAction::MessageDelivered)
+                    .referral(row.try_get::<String, _>("referral_id")?)
+                    .detail(format!("{message_type} confirmed by the broker"));
+            record.recipient = Some(row.try_get("recipient_agency")?);
+            Ok(record)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    sqlx::query(
+        "UPDATE referrals SET status = 'queued', updated_at = $1 WHERE status = 'received' AND id IN \
+         (SELECT referral_id FROM outbox WHERE claimed_by = $2 AND published_at IS NULL AND message_type = 'referral')",
+    )
+    .bind(at)
+    .bind(token)
+    .execute(&mut **tx)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE outbox SET published_at = $1, claimed_until = NULL, last_error = NULL \
+         WHERE claimed_by = $2 AND published_at IS NULL",
+    )
+    .bind(at)
+    .bind(token)
+    .execute(&mut **tx)
+    .await?;
+    Ok((records, done.rows_affected()))
 }
 
 /// The answer for a referral whose key another request holds: that request's record.

@@ -56,6 +56,16 @@ impl CommitHandle {
         answer.await.map_err(|_| StoreError::CommitterStopped)?
     }
 
+    /// [`Self::write`], waiting for room in the queue rather than refusing.
+    pub(crate) async fn write_waiting(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| StoreError::CommitterStopped)?;
+        answer.await.map_err(|_| StoreError::CommitterStopped)?
+    }
+
     /// Writes waiting for the committer.
     pub fn waiting(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()

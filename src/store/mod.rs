@@ -156,6 +156,19 @@ impl Store {
         }
     }
 
+    /// [`Self::write`] for the gateway's own workers: waits for room in the committer's
+    /// queue instead of failing with [`StoreError::Busy`] (a request is refused when the
+    /// queue is full; a worker's write must not be dropped).
+    pub(crate) async fn write_waiting(
+        &self,
+        write: batch::Write,
+    ) -> Result<batch::Written, StoreError> {
+        match &self.committer {
+            Some(committer) => committer.write_waiting(write).await,
+            None => self.write(write).await,
+        }
+    }
+
     /// Seals a payload for storage: `(stored text, key id)`.
     pub(crate) fn seal_payload(
         &self,

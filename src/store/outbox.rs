@@ -3,8 +3,8 @@
 
 use sqlx::Row;
 
-use super::{AuditRecord, Store, StoreError, append_audit_many};
-use crate::domain::audit::AuditAction;
+use super::batch::{Write, Written};
+use super::{Store, StoreError};
 use crate::domain::messages::{Exchange, MessageType};
 use crate::domain::{AgencyId, Priority, ReferralId, ServiceType, Timestamp};
 
@@ -211,53 +211,24 @@ impl Store {
     }
 
     /// Marks every row still claimed by `token` as published (call after releasing the
-    /// rows that failed), and moves their referrals from `received` to `queued`.
-    /// Returns how many rows were marked.
+    /// rows that failed), and moves their referrals from `received` to `queued`, with a
+    /// `message.delivered` entry each: through the committer, in the same batches as the
+    /// intake's writes (one writer of the chain). Returns how many rows were marked.
     pub async fn mark_claimed_published(
         &self,
         token: &str,
         at: Timestamp,
     ) -> Result<u64, StoreError> {
-        let at = at.as_micros();
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
-        let delivered = sqlx::query(
-            "SELECT o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
-             WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
-        )
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?;
-        let records = delivered
-            .iter()
-            .map(|row| {
-                let message_type: String = row.try_get("message_type")?;
-                let mut record = AuditRecord::new("gateway", AuditAction::MessageDelivered)
-                    .referral(row.try_get::<String, _>("referral_id")?)
-                    .detail(format!("{message_type} confirmed by the broker"));
-                record.recipient = Some(row.try_get("recipient_agency")?);
-                Ok(record)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        append_audit_many(&mut tx, self.backend, &records, at).await?;
-        sqlx::query(
-            "UPDATE referrals SET status = 'queued', updated_at = $1 WHERE status = 'received' AND id IN \
-             (SELECT referral_id FROM outbox WHERE claimed_by = $2 AND published_at IS NULL AND message_type = 'referral')",
-        )
-        .bind(at)
-        .bind(token)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query(
-            "UPDATE outbox SET published_at = $1, claimed_until = NULL, last_error = NULL \
-             WHERE claimed_by = $2 AND published_at IS NULL",
-        )
-        .bind(at)
-        .bind(token)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        let write = Write::Published {
+            token: token.to_owned(),
+            at: at.as_micros(),
+        };
+        match self.write_waiting(write).await? {
+            Written::Published(marked) => Ok(marked),
+            other => Err(StoreError::Corrupt(format!(
+                "a publication came back as {other:?}"
+            ))),
+        }
     }
 
     pub async fn outbox_backlog(&self) -> Result<Backlog, StoreError> {
