@@ -122,10 +122,10 @@ impl StaffCaller {
     ) -> Result<Option<String>, ApiError> {
         // An empty `agency=` is no filter, as for the other parameters.
         let requested = requested.filter(|a| !a.is_empty());
+        let runtime = state.runtime.load();
         let known = |id: &str| {
-            state
-                .intake
-                .registry()
+            runtime
+                .registry
                 .agencies()
                 .any(|a| a.id.as_str() == id)
         };

@@ -274,7 +274,8 @@ impl ReloadableVerifier {
         *current = inner;
     }
 
-    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+    /// The verifier it delegates to now.
+    pub fn current(&self) -> Arc<dyn ClientCertVerifier> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
