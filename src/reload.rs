@@ -546,7 +546,9 @@ pub fn reload_on_sighup(reloader: Arc<Reloader>) {
                     }
                 });
             }
-            Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP: reload needs a restart"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: reload needs a restart")
+            }
         }
     }
     #[cfg(not(unix))]

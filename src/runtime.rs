@@ -12,7 +12,7 @@
 use std::sync::{Arc, RwLock};
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use time::OffsetDateTime;
 
 use crate::config::Config;

@@ -147,7 +147,10 @@ impl Relay {
     /// Declares each topology sent on `updates` (a configuration reload's). Names never
     /// change (the namespace is not reloadable): only queues and bindings are added;
     /// nothing is deleted.
-    pub fn with_topology_updates(mut self, updates: tokio::sync::watch::Receiver<Topology>) -> Self {
+    pub fn with_topology_updates(
+        mut self,
+        updates: tokio::sync::watch::Receiver<Topology>,
+    ) -> Self {
         self.updates = Some(updates);
         self
     }

@@ -288,7 +288,10 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
         )
         .replace(
             "[server]\n",
-            &format!("[server]\npid_file = \"{}\"\n", d.join("gateway.pid").display()),
+            &format!(
+                "[server]\npid_file = \"{}\"\n",
+                d.join("gateway.pid").display()
+            ),
         )
         + "\n[relay]\nenabled = false\n";
     let config = d.join("gateway.toml");
@@ -425,7 +428,10 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
     );
     let (code, out) = served.reload(&config);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("reloaded: configuration generation 2 is in force"), "{out}");
+    assert!(
+        out.contains("reloaded: configuration generation 2 is in force"),
+        "{out}"
+    );
     let liaison = client(&ca_cert, Some((liaison_crt.clone(), d.join("liaison.key"))));
     assert!(submit(&liaison, &served).await.is_err(), "revoked");
     let lines = served.refusals(expected.len() + 1).await;
@@ -487,7 +493,10 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
     // The reload is in the audit log, with what changed.
     let details = reload_audit(&d.join("gateway.db")).await;
     assert_eq!(details.len(), 1, "{details:?}");
-    assert!(details[0].starts_with("generation 2; agencies added [] removed [] changed []"), "{details:?}");
+    assert!(
+        details[0].starts_with("generation 2; agencies added [] removed [] changed []"),
+        "{details:?}"
+    );
     assert!(details[0].contains("crls changed"), "{details:?}");
     served.stop();
 }
@@ -498,9 +507,10 @@ async fn reload_audit(path: &Path) -> Vec<String> {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    let rows = sqlx::query("SELECT detail FROM audit_log WHERE action = 'config.reloaded' ORDER BY seq")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let rows =
+        sqlx::query("SELECT detail FROM audit_log WHERE action = 'config.reloaded' ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     rows.iter().map(|r| r.get::<String, _>("detail")).collect()
 }

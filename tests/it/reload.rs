@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use referral_gateway::config::Config;
 use referral_gateway::reload::{FileWithEnv, ReloadOutcome};
-use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::common::*;
@@ -177,10 +177,7 @@ async fn adding_an_agency_and_agreement_needs_no_restart(backend: Backend) {
 
     // A broken configuration: refused whole, every problem listed, nothing swapped.
     let broken = with_warwickshire(&shipped)
-        .replace(
-            "id = \"warwickshire-cmht\"",
-            "id = \"Warwickshire CMHT\"",
-        )
+        .replace("id = \"warwickshire-cmht\"", "id = \"Warwickshire CMHT\"")
         .replace(
             "senders = [\"warwickshire-liaison\"]",
             "senders = [\"warwickshire-nobody\"]",
@@ -283,7 +280,10 @@ async fn reloaded_details(app: &TestApp) -> Vec<String> {
 
 /// Removes the queues the relay declared for Warwickshire.
 async fn delete_queues(broker: &Broker, namespace: &str) {
-    let config = test_config(&with_warwickshire(&shipped_config_text()), "sqlite::memory:");
+    let config = test_config(
+        &with_warwickshire(&shipped_config_text()),
+        "sqlite::memory:",
+    );
     let topology = referral_gateway::delivery::topology::Topology::new(namespace, &config.registry);
     let _ = topology.delete(&broker.channel).await;
 }
@@ -304,7 +304,12 @@ fn config_check_reports_every_problem_of_a_broken_configuration() {
             &format!("{}\"", Path::new("/nonexistent/schemas").display()),
         );
     std::fs::write(&file, broken).unwrap();
-    let (code, out) = cli::output(cli::gateway().arg("--config").arg(&file).args(["config", "check"]));
+    let (code, out) = cli::output(
+        cli::gateway()
+            .arg("--config")
+            .arg(&file)
+            .args(["config", "check"]),
+    );
     assert_eq!(code, Some(2), "{out}");
     for needle in [
         "warwickshire-nobody",
