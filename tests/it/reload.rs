@@ -2,7 +2,9 @@
 //! agreement) lets it submit at once, its new recipient's queue declared and delivered
 //! to; a broken configuration is refused whole, every problem reported, the one in
 //! force kept; a request in flight finishes under the configuration it started with;
-//! each applied reload is audited with what changed, and counted.
+//! each applied reload is audited with what changed, and counted; a setting that needs a
+//! restart is reported and kept; a reload whose audit entry cannot be written changes
+//! nothing.
 
 use std::path::Path;
 use std::time::Duration;
@@ -258,6 +260,40 @@ async fn adding_an_agency_and_agreement_needs_no_restart(backend: Backend) {
         "{details:?}"
     );
 
+    // A setting that is not reloadable: reported as needing a restart, kept as it is,
+    // while what is reloadable is applied.
+    std::fs::write(
+        &file,
+        with_warwickshire(&shipped).replace("max_body_bytes = 262144", "max_body_bytes = 1024"),
+    )
+    .unwrap();
+    let outcome = applied(&app).await;
+    let ReloadOutcome::Applied {
+        generation,
+        restart_needed,
+        changes,
+        ..
+    } = &outcome
+    else {
+        panic!("reload refused: {outcome:?}");
+    };
+    assert_eq!(
+        (*generation, restart_needed.as_slice()),
+        (4, ["server"].as_slice())
+    );
+    assert_eq!(changes.agreements.added, ["warwickshire-ld-health-2026"]);
+    // The running body limit is still 256 KiB: a 2 KiB referral is accepted.
+    expect_json(
+        post_referral(&unregistered_client(), &app, warwickshire_referral()).await,
+        202,
+    )
+    .await;
+    let details = reloaded_details(&app).await;
+    assert!(
+        details[2].ends_with("; needs restart: server"),
+        "{details:?}"
+    );
+
     app.wait_until_drained(Duration::from_secs(20)).await;
     app.stop().await;
     delete_queues(&broker, &namespace).await;
@@ -318,4 +354,52 @@ fn config_check_reports_every_problem_of_a_broken_configuration() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in {out}");
     }
+}
+
+/// Fail closed: when the `config.reloaded` entry cannot be written (here a trigger on
+/// the PostgreSQL audit table refuses it), the reload changes nothing.
+#[tokio::test]
+async fn a_reload_that_cannot_be_audited_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let shipped = shipped_config_text();
+    std::fs::write(&file, &shipped).unwrap();
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let mut config = Config::load(&file, &test_env(&db.url)).unwrap();
+    adjust_for_test(&mut config);
+    let source = FileWithEnv {
+        path: file.clone(),
+        env: test_env(&db.url),
+        adjust: Box::new(adjust_for_test),
+    };
+    let app = TestApp::start_reloadable(config, db, Box::new(source)).await;
+    for sql in [
+        "CREATE FUNCTION refuse_reload_entries() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no reload entries'; END $$",
+        "CREATE TRIGGER refuse_reload_entries BEFORE INSERT ON audit_log FOR EACH ROW WHEN (NEW.action = 'config.reloaded') EXECUTE FUNCTION refuse_reload_entries()",
+    ] {
+        sqlx::query(sql).execute(app.store.pool()).await.unwrap();
+    }
+    std::fs::write(&file, with_warwickshire(&shipped)).unwrap();
+    let ReloadOutcome::Rejected { problems } = applied(&app).await else {
+        panic!("applied without its audit entry");
+    };
+    assert!(
+        problems[0].contains("the config.reloaded audit entry cannot be written"),
+        "{problems:?}"
+    );
+    // Still the configuration started with: Warwickshire is not registered.
+    problem(
+        post_referral(&unregistered_client(), &app, warwickshire_referral()).await,
+        403,
+    )
+    .await;
+    assert_eq!(metric(&app, "refgw_config_generation ").await, 1.0);
+    assert_eq!(
+        metric(&app, "refgw_config_reloads_total{outcome=\"rejected\"} ").await,
+        1.0
+    );
+    // Other entries are still written (the 403 above was audited).
+    assert_eq!(app.count_action("auth.refused").await, 1);
+    assert_eq!(app.count_action("config.reloaded").await, 0);
+    app.stop().await;
 }
