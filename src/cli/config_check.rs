@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use referral_gateway::reload::FileSource;
+use referral_gateway::reload::{Checked, FileSource};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
@@ -25,10 +25,10 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     let source = FileSource {
         path: config_path.to_owned(),
     };
-    let checked = match referral_gateway::reload::load_and_check(&source) {
+    let checked = match load_and_check(&source) {
         Ok(checked) => checked,
-        Err(problems) => {
-            eprintln!("{}", describe_problems(config_path, &problems));
+        Err(message) => {
+            eprintln!("{message}");
             return Ok(ExitCode::from(2));
         }
     };
@@ -47,12 +47,17 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every problem, one a line, as start-up and a refused reload list them.
-pub fn describe_problems(config_path: &Path, problems: &[String]) -> String {
-    format!(
-        "error: config file {} has {} problem(s):\n  - {}",
-        config_path.display(),
-        problems.len(),
-        problems.join("\n  - ")
-    )
+/// The configuration from `source`, checked as start-up and a reload check it; or the
+/// message listing every problem (as `serve` prints it when it cannot start).
+pub fn load_and_check(source: &FileSource) -> Result<Checked, String> {
+    use referral_gateway::reload::ConfigSource;
+    let config = source.load().map_err(|e| format!("error: {e}"))?;
+    referral_gateway::reload::check(config).map_err(|problems| {
+        format!(
+            "error: config file {} has {} problem(s):\n  - {}",
+            source.path.display(),
+            problems.len(),
+            problems.join("\n  - ")
+        )
+    })
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use referral_gateway::reload::FileSource;
 
-use super::config_check::describe_problems;
+use super::config_check::load_and_check;
 
 /// The most of `/metrics` read.
 const MAX_METRICS: u64 = 4 * 1024 * 1024;
@@ -23,10 +23,10 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
     let source = FileSource {
         path: config_path.to_owned(),
     };
-    let checked = match referral_gateway::reload::load_and_check(&source) {
+    let checked = match load_and_check(&source) {
         Ok(checked) => checked,
-        Err(problems) => {
-            eprintln!("{}", describe_problems(config_path, &problems));
+        Err(message) => {
+            eprintln!("{message}");
             eprintln!("nothing was reloaded: the gateway keeps the configuration in force");
             return Ok(ExitCode::from(2));
         }

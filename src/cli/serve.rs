@@ -18,6 +18,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         path: config_path.to_owned(),
     };
     actix_web::rt::System::new().block_on(async move {
+        // SIGHUP's default action ends the process: from here on it is caught (one that
+        // arrives before the gateway is up is ignored; later ones reload).
+        #[cfg(unix)]
+        let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let app =
             Application::build_reloadable(config, Arc::new(SystemClock), Some(Box::new(source)))
                 .await?;
