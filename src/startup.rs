@@ -214,10 +214,15 @@ impl Application {
             .with_context(|| format!("binding the agency listener to {}", config.server.listen))?;
         let addr = listener.local_addr()?;
         let app_state = state.clone();
-        let server = agency_server(
-            listener,
-            agency_tls.config,
-            &config,
+        let server = tls_server(
+            TlsListener {
+                name: "agency",
+                listener,
+                tls: agency_tls.config,
+                workers: config.server.workers,
+                shutdown_timeout_secs: config.server.shutdown_timeout_secs,
+                identify: Some(runtime),
+            },
             metrics.clone(),
             move || {
                 App::new()
@@ -233,7 +238,6 @@ impl Application {
                     .configure(api::agency_routes)
                     .default_service(web::to(api::problem::no_such_route))
             },
-            runtime,
         )
         .context("starting the agency listener")?;
 
@@ -281,32 +285,38 @@ impl Application {
                     .map(web::Data::new);
                 let console_routes =
                     api::console::configure(config.staff.as_ref().is_some_and(|s| s.dev_tokens));
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(staff_state.clone())
-                        .app_data(api::problem::query_config())
-                        .wrap(middleware::from_fn(
-                            api::middleware::correlation::middleware,
-                        ))
-                        .wrap(middleware::from_fn(count_requests))
-                        .wrap(middleware::from_fn(
-                            api::middleware::body::drain_unread_body,
-                        ))
-                        .configure(api::staff_routes)
-                        .configure(|cfg| {
-                            if let Some(console) = &console {
-                                cfg.app_data(console.clone());
-                                console_routes(cfg);
-                            }
-                        })
-                        .default_service(web::to(api::problem::no_such_route))
-                })
-                .workers(2)
-                .disable_signals()
-                .shutdown_timeout(config.server.shutdown_timeout_secs)
-                .listen_rustls_0_23(listener, tls_config)
-                .context("starting the staff listener")?
-                .run();
+                let server = tls_server(
+                    TlsListener {
+                        name: "staff",
+                        listener,
+                        tls: tls_config,
+                        workers: Some(2),
+                        shutdown_timeout_secs: config.server.shutdown_timeout_secs,
+                        identify: None,
+                    },
+                    metrics.clone(),
+                    move || {
+                        App::new()
+                            .app_data(staff_state.clone())
+                            .app_data(api::problem::query_config())
+                            .wrap(middleware::from_fn(
+                                api::middleware::correlation::middleware,
+                            ))
+                            .wrap(middleware::from_fn(count_requests))
+                            .wrap(middleware::from_fn(
+                                api::middleware::body::drain_unread_body,
+                            ))
+                            .configure(api::staff_routes)
+                            .configure(|cfg| {
+                                if let Some(console) = &console {
+                                    cfg.app_data(console.clone());
+                                    console_routes(cfg);
+                                }
+                            })
+                            .default_service(web::to(api::problem::no_such_route))
+                    },
+                )
+                .context("starting the staff listener")?;
                 (Some(server), Some(staff_addr))
             }
         };
@@ -460,16 +470,26 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// The agency (mTLS) listener: what `HttpServer::listen_rustls_0_23` builds, from its
-/// parts, with each connection run inside `handshake::observe` so that a refused client
-/// is logged with its address and counted (`refgw_tls_handshake_failures_total`).
-fn agency_server<F, I, S, B>(
+/// A TLS listener assembled from actix's parts.
+struct TlsListener {
+    /// `agency` or `staff`: the `listener` label of refused handshakes.
+    name: &'static str,
     listener: TcpListener,
-    tls_config: rustls::ServerConfig,
-    config: &Config,
+    tls: rustls::ServerConfig,
+    workers: Option<usize>,
+    shutdown_timeout_secs: u64,
+    /// The agency listener: what each verified client certificate presents is recorded
+    /// with its connection (and one registered to no agency is reported).
+    identify: Option<Arc<RuntimeCell>>,
+}
+
+/// A TLS listener (agency or staff): what `HttpServer::listen_rustls_0_23` builds, from
+/// its parts, with each connection run inside `handshake::observe` so that a refused
+/// client is logged with its address and counted (`refgw_tls_handshake_failures_total`).
+fn tls_server<F, I, S, B>(
+    tls: TlsListener,
     metrics: Arc<Metrics>,
     app: F,
-    runtime: Arc<RuntimeCell>,
 ) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -488,18 +508,26 @@ where
     use actix_service::{ServiceFactoryExt, map_config};
     use actix_web::dev::{AppConfig, Service, ServiceFactory, fn_factory, fn_service};
 
+    let TlsListener {
+        name,
+        listener,
+        tls: tls_config,
+        workers,
+        shutdown_timeout_secs,
+        identify,
+    } = tls;
     let addr = listener.local_addr()?;
     let mut builder = Server::build()
         .disable_signals()
-        .shutdown_timeout(config.server.shutdown_timeout_secs);
-    if let Some(workers) = config.server.workers {
+        .shutdown_timeout(shutdown_timeout_secs);
+    if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
     let shutdown = builder.graceful_shutdown_signal();
     builder
-        .listen("agency", listener, move || {
+        .listen(name, listener, move || {
             let shutdown = shutdown.clone();
-            let runtime = runtime.clone();
+            let identify = identify.clone();
             let metrics = metrics.clone();
             let app = app().into_factory().map_err(|e| e.into().error_response());
             let http = actix_http::HttpService::build()
@@ -510,7 +538,9 @@ where
                 .on_connect_ext({
                     let metrics = metrics.clone();
                     move |io: &TlsStream<TcpStream>, ext: &mut Extensions| {
-                        identify_peer(&runtime.load().registry, &metrics, io, ext)
+                        if let Some(runtime) = &identify {
+                            identify_peer(&runtime.load().registry, &metrics, io, ext);
+                        }
                     }
                 })
                 .finish(map_config(app, move |_| {
@@ -535,7 +565,7 @@ where
                             {
                                 handshake::report(
                                     &metrics,
-                                    "agency",
+                                    name,
                                     peer,
                                     reason,
                                     fingerprint.as_ref(),
