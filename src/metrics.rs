@@ -54,7 +54,7 @@ pub struct ClockLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
-    /// `agency` (the mTLS listener).
+    /// `agency` (the mTLS listener) or `staff`.
     pub listener: &'static str,
     /// One of `security::handshake::FailureReason`'s fixed names.
     pub reason: &'static str,
