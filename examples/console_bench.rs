@@ -1420,7 +1420,13 @@ async fn load(b: &mut Browser, req: &Req) -> anyhow::Result<(String, Duration, D
     let status = res.status();
     let text = res.text().await?;
     let total = started.elapsed();
-    anyhow::ensure!(status == 200, "{} answered {status}", req.path);
+    // "Verify now" starts a background run and sends the auditor back to the audit page.
+    let expected = if req.path.starts_with("/console/audit/verify") {
+        303
+    } else {
+        200
+    };
+    anyhow::ensure!(status == expected, "{} answered {status}", req.path);
     let rows = match req.count {
         Count::HtmlRows => {
             let rows = text.matches("<tr class=\"nhsuk-table__row\"").count();
@@ -1432,12 +1438,6 @@ async fn load(b: &mut Browser, req: &Req) -> anyhow::Result<(String, Duration, D
             .as_array()
             .map_or_else(|| "-".to_owned(), |a| a.len().to_string()),
     };
-    if req.path.starts_with("/console/audit/verify") {
-        anyhow::ensure!(
-            text.contains("The chain verifies"),
-            "verify now did not verify"
-        );
-    }
     Ok((rows, first, total))
 }
 
@@ -1833,12 +1833,34 @@ async fn time_pages(
     out.push(
         measure(
             a,
-            "verify now",
-            "whole chain",
+            "verify now (starts it)",
+            "whole chain, in the background",
             &Req::post("/console/audit/verify", &[("csrf", "")]),
             reps,
         )
         .await?,
+    );
+    // The background run itself: the audit page is polled until it shows the outcome.
+    let started = Instant::now();
+    loop {
+        let text = a.send(&Req::get("/console/audit")).await?.text().await?;
+        if text.contains("data-verified=\"true\"") {
+            break;
+        }
+        anyhow::ensure!(
+            !text.contains("data-verified=\"false\""),
+            "verify now did not verify"
+        );
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "verify now did not finish within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "  {:<28} {:<44} {:>6} {:>9.1}",
+        "verify now (background run)", "  until the audit page shows the outcome", "", took
     );
     out.push(
         measure(

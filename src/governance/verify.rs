@@ -98,9 +98,30 @@ pub async fn verify_with(
     keys: &[PublicKey],
     policy: &VerifyPolicy,
 ) -> Result<Verified, VerifyError> {
+    verify_reporting(store, keys, policy, &VerifyProgress::default()).await
+}
+
+/// How far a verification has gone: what the console shows while one runs.
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    /// The head the verification runs up to (known once it has started).
+    pub head_seq: std::sync::atomic::AtomicI64,
+    /// Entries checked so far.
+    pub entries: std::sync::atomic::AtomicU64,
+}
+
+/// [`verify_with`], recording its progress in `progress` as it goes.
+pub async fn verify_reporting(
+    store: &Store,
+    keys: &[PublicKey],
+    policy: &VerifyPolicy,
+    progress: &VerifyProgress,
+) -> Result<Verified, VerifyError> {
+    use std::sync::atomic::Ordering;
     // The head first: entries appended while the chain is read are checked but do not
     // count as unsigned.
     let (head_seq, head_hash) = store.audit_head().await?;
+    progress.head_seq.store(head_seq, Ordering::Relaxed);
     let checkpoints = store.audit_checkpoints().await?;
     let mut verifier = ChainVerifier::new(
         checkpoints,
@@ -126,6 +147,7 @@ pub async fn verify_with(
         for (entry, hash) in &page {
             verifier.feed(entry, hash)?;
         }
+        progress.entries.store(verifier.entries, Ordering::Relaxed);
     }
     let (entries, checkpoints_verified) = (verifier.entries, verifier.checkpoints_verified);
     let newest = verifier.newest_checkpoint();

@@ -282,6 +282,33 @@ impl Store {
             Some(ActionFilter::Family(prefix)) => (prefix.as_str(), true),
         };
         let mut tx = self.filtered_read().await?;
+        let (mut after_seq, mut upto_seq) = (q.after_seq, q.upto_seq);
+        if q.from > Timestamp::MIN || q.to < Timestamp::MAX {
+            // The period's entries lie between the first and the last sequence number logged
+            // in it: the walk below starts and ends there rather than at the log's ends.
+            // `seq + 0` keeps the planner from turning MIN/MAX into a walk of the primary
+            // key (what this avoids); it reads the `(at, seq)` index alone instead.
+            let row = sqlx::query(
+                "SELECT MIN(seq + 0) AS first, MAX(seq + 0) AS last FROM audit_log WHERE at >= $1 AND at < $2",
+            )
+            .bind(q.from.as_micros())
+            .bind(q.to.as_micros())
+            .fetch_one(&mut *tx)
+            .await?;
+            match (
+                row.try_get::<Option<i64>, _>("first")?,
+                row.try_get::<Option<i64>, _>("last")?,
+            ) {
+                (Some(first), Some(last)) => {
+                    after_seq = after_seq.max(first - 1);
+                    upto_seq = upto_seq.min(last);
+                }
+                _ => {
+                    tx.commit().await?;
+                    return Ok(Vec::new());
+                }
+            }
+        }
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
              withheld, person_key, detail, prev_hash, hash FROM audit_log \
@@ -292,8 +319,8 @@ impl Store {
              AND ($10 = '' OR referral_id = $10) \
              ORDER BY seq LIMIT $11",
         )
-        .bind(q.after_seq)
-        .bind(q.upto_seq)
+        .bind(after_seq)
+        .bind(upto_seq)
         .bind(q.from.as_micros())
         .bind(q.to.as_micros())
         .bind(q.agency)
@@ -431,20 +458,24 @@ impl Store {
     }
 
     /// The referrals declined (an `event.posted` entry whose detail is the event type
-    /// `declined`) before `to`, with when each decline was posted. Declines from before
-    /// the period count too: a referral made in the period may follow one declined earlier.
+    /// `declined`) in `[from, to)`, with when each decline was posted. What the repeat
+    /// referrals of a period need: a referral submitted in the period can only have been
+    /// declined after `from`, and only the period's referrals are compared
+    /// (`governance::repeats`). Read through the `(action, at)` index.
     pub async fn declined_referrals(
         &self,
+        from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<(String, Timestamp)>, StoreError> {
         let rows = sqlx::query(
             "SELECT referral_id, at FROM audit_log \
-             WHERE action = $1 AND detail = $2 AND referral_id IS NOT NULL AND at < $3 \
+             WHERE action = $1 AND at >= $2 AND at < $3 AND detail = $4 AND referral_id IS NOT NULL \
              ORDER BY at, seq",
         )
         .bind(AuditAction::EventPosted.as_str())
-        .bind("declined")
+        .bind(from.as_micros())
         .bind(to.as_micros())
+        .bind("declined")
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

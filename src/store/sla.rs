@@ -239,7 +239,34 @@ impl Store {
         .await?;
         rows.iter().map(ClockRow::from_row).collect()
     }
+
+    /// The clocks of several referrals (a page of a list) in one read per
+    /// [`CLOCKS_PER_READ`] ids, each referral's by deadline.
+    pub async fn clocks_of(&self, ids: &[ReferralId]) -> Result<Vec<ClockRow>, StoreError> {
+        let mut clocks = Vec::with_capacity(ids.len() * 3);
+        for chunk in ids.chunks(CLOCKS_PER_READ) {
+            let placeholders = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT referral_id, clock, started_at, due_at, met_at, met_late, stopped_at, warned_at, breached_at \
+                 FROM sla_clocks WHERE referral_id IN ({placeholders}) ORDER BY referral_id, due_at"
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                clocks.push(ClockRow::from_row(&row)?);
+            }
+        }
+        Ok(clocks)
+    }
 }
+
+/// The most ids one read of [`Store::clocks_of`] binds (well under SQLite's 32,766).
+const CLOCKS_PER_READ: usize = 500;
 
 /// RFC 3339 text of a stored timestamp (empty if out of range).
 pub fn rfc3339(micros: i64) -> String {

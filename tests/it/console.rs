@@ -1020,3 +1020,119 @@ async fn the_repeat_referrals_page_counts_people_and_remade_referrals(backend: B
 }
 
 on_both_backends!(the_repeat_referrals_page_counts_people_and_remade_referrals);
+
+/// Polls the audit page until "verify now" has ended; the page's verification block.
+async fn verification_outcome(app: &TestApp, who: &Signed) -> String {
+    for _ in 0..200 {
+        let r = get_page(app, who, "/console/audit").await;
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        let start = html
+            .find("id=\"verification\"")
+            .unwrap_or_else(|| panic!("no verification block: {html}"));
+        let block = &html[start..];
+        let block = &block[..block.find("</div>").unwrap_or(block.len())];
+        if block.contains("data-verified=") {
+            return block.to_owned();
+        }
+        assert!(block.contains("is running"), "{block}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("verify now did not end");
+}
+
+/// "Verify now" runs in the background: the POST answers at once with a redirect to the
+/// audit page, which shows the outcome; a tampered entry is named; a service manager
+/// cannot start one.
+async fn verify_now_runs_in_the_background(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(backend, &text, clock.clone()).await;
+    seed(&app, &clock, t0).await;
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    // What the running gateway's checkpointer would have signed by now.
+    referral_gateway::governance::checkpoints::Checkpointer::new(
+        app.store.clone(),
+        signing_key(),
+        1000,
+        std::time::Duration::from_secs(300),
+    )
+    .checkpoint()
+    .await
+    .unwrap();
+    // No run yet: no verification block.
+    let html = get_page(&app, &auditor, "/console/audit")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("id=\"verification\""));
+    // Without the CSRF token nothing starts.
+    let r = post_form(&app, &auditor, "/console/audit/verify", "csrf=wrong").await;
+    assert_ne!(r.status(), 303);
+    assert!(
+        !get_page(&app, &auditor, "/console/audit")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("id=\"verification\"")
+    );
+    let r = post_form(
+        &app,
+        &auditor,
+        "/console/audit/verify",
+        &format!("csrf={}", auditor.csrf),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/audit#verification");
+    let block = verification_outcome(&app, &auditor).await;
+    assert!(block.contains("data-verified=\"true\""), "{block}");
+    assert!(block.contains("The chain verifies"), "{block}");
+    assert!(block.contains("started by"), "{block}");
+
+    // An attacker with database superuser rights switches the protection off and changes
+    // an entry: the next run finds it and names it.
+    let off: &[&str] = match backend {
+        Backend::Sqlite => &[
+            "DROP TRIGGER audit_log_no_update",
+            "DROP TRIGGER audit_log_no_delete",
+        ],
+        Backend::Postgres => &["ALTER TABLE audit_log DISABLE TRIGGER USER"],
+    };
+    for sql in off
+        .iter()
+        .chain(&["UPDATE audit_log SET action = 'x' WHERE seq = 2"])
+    {
+        sqlx::query(sql).execute(app.store.pool()).await.unwrap();
+    }
+    let r = post_form(
+        &app,
+        &auditor,
+        "/console/audit/verify",
+        &format!("csrf={}", auditor.csrf),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let block = verification_outcome(&app, &auditor).await;
+    assert!(block.contains("data-verified=\"false\""), "{block}");
+    assert!(block.contains("does NOT verify"), "{block}");
+    assert!(block.contains("entry 2"), "{block}");
+
+    // A service manager may not start one.
+    let manager = dev_sign_in(&app, "service_manager", "coventry-cmht").await;
+    let r = post_form(
+        &app,
+        &manager,
+        "/console/audit/verify",
+        &format!("csrf={}", manager.csrf),
+    )
+    .await;
+    assert!(matches!(r.status().as_u16(), 403 | 404), "{}", r.status());
+    app.stop().await;
+}
+
+on_both_backends!(verify_now_runs_in_the_background);

@@ -829,29 +829,54 @@ async fn events_and_export(backend: Backend) {
     // A walk page by page (even one entry at a time, while each page adds an entry of
     // its own) ends, and covers the log as it was when it began.
     let head = app.store.audit_head().await.unwrap().0;
-    let mut seqs = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..200 {
-        let path = match &cursor {
-            None => "/v1/audit/events?limit=1".to_owned(),
-            Some(c) => format!("/v1/audit/events?limit=1&cursor={c}"),
-        };
-        let p = page(path).await;
-        seqs.extend(
-            p["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["seq"].as_i64().unwrap()),
-        );
-        cursor = p["next_cursor"].as_str().map(str::to_owned);
-        if cursor.is_none() {
-            break;
+    let walk = |query: String| {
+        let page = &page;
+        async move {
+            let mut entries: Vec<(i64, String)> = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..200 {
+                let path = match &cursor {
+                    None => format!("/v1/audit/events?limit=1{query}"),
+                    Some(c) => format!("/v1/audit/events?limit=1{query}&cursor={c}"),
+                };
+                let p = page(path).await;
+                entries.extend(p["items"].as_array().unwrap().iter().map(|e| {
+                    (
+                        e["seq"].as_i64().unwrap(),
+                        e["at"].as_str().unwrap().to_owned(),
+                    )
+                }));
+                cursor = p["next_cursor"].as_str().map(str::to_owned);
+                if cursor.is_none() {
+                    return entries;
+                }
+            }
+            panic!("the walk does not end");
         }
-    }
-    assert!(cursor.is_none(), "the walk ends");
+    };
+    let queried_before_walks = app.count_action("audit.queried").await;
+    let entries = walk(String::new()).await;
+    let seqs: Vec<i64> = entries.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
-    let walked_pages = seqs.len() as i64;
+    // A period in the middle of the log: exactly the entries logged in it, page by page.
+    let parse = |at: &str| {
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let (from, to) = (&entries[1].1, &entries[entries.len() - 2].1);
+    let expected: Vec<i64> = entries
+        .iter()
+        .filter(|(_, at)| parse(from) <= parse(at) && parse(at) < parse(to))
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < entries.len());
+    let enc = |t: &str| t.replace(':', "%3A").replace('+', "%2B");
+    let within: Vec<i64> = walk(format!("&from={}&to={}", enc(from), enc(to)))
+        .await
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(within, expected);
+    let walked_pages = app.count_action("audit.queried").await - queried_before_walks;
     let future = page("/v1/audit/events?from=2999-01-01".into()).await;
     assert_eq!(future["items"], json!([]));
     for bad in [

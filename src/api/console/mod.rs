@@ -12,6 +12,7 @@
 pub mod oidc;
 mod pages;
 pub mod session;
+pub mod verification;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -36,6 +37,8 @@ pub struct ConsoleState {
     pub(crate) signed_out: SignedOut,
     /// The audit settings, for "verify now" to apply `audit verify`'s bounds.
     pub(crate) audit: crate::config::AuditConfig,
+    /// "Verify now": the newest background verification of the chain.
+    pub(crate) verifications: std::sync::Arc<verification::Verifications>,
 }
 
 impl ConsoleState {
@@ -62,6 +65,7 @@ impl ConsoleState {
             absolute_secs: console.absolute_timeout.as_secs() as i64,
             signed_out: SignedOut::default(),
             audit: config.audit.clone(),
+            verifications: Default::default(),
         }))
     }
 

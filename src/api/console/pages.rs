@@ -15,8 +15,8 @@ use super::session::{
 use super::{ConsoleError, ConsoleState, SignedIn};
 use crate::api::AppState;
 use crate::api::problem::{ApiError, ProblemKind};
-use crate::domain::Timestamp;
 use crate::domain::audit::{AuditAction, AuditEntry};
+use crate::domain::{ReferralId, Timestamp};
 use crate::staff_auth::tokens::{Role, StaffIdentity};
 use crate::store::AuditRecord;
 
@@ -997,25 +997,31 @@ pub async fn overdue(
         "No overdue referrals.",
     );
     let now = Timestamp::from(state.clock.now());
+    // The page's clocks in one read, grouped by referral.
+    let ids: Vec<ReferralId> = items.iter().map(|i| i.receipt.referral_id).collect();
+    let mut late_by_referral: std::collections::HashMap<ReferralId, Vec<String>> =
+        std::collections::HashMap::new();
+    for c in state
+        .store
+        .clocks_of(&ids)
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .filter(|c| c.state(now) == "breached")
+    {
+        late_by_referral
+            .entry(c.referral_id)
+            .or_default()
+            .push(format!(
+                "{}: due {}, {} late",
+                c.clock.as_str().replace('_', " "),
+                when(c.due_at),
+                lateness(now.micros_since(c.due_at))
+            ));
+    }
     for item in &items {
         let r = &item.receipt;
-        // The page holds at most 50 referrals: one small read of clocks each.
-        let late: Vec<String> = state
-            .store
-            .clocks(r.referral_id)
-            .await
-            .map_err(ApiError::from)?
-            .into_iter()
-            .filter(|c| c.state(now) == "breached")
-            .map(|c| {
-                format!(
-                    "{}: due {}, {} late",
-                    c.clock.as_str().replace('_', " "),
-                    when(c.due_at),
-                    lateness(now.micros_since(c.due_at))
-                )
-            })
-            .collect();
+        let late = late_by_referral.remove(&r.referral_id).unwrap_or_default();
         table.rows.push(vec![
             Cell::link(
                 r.referral_id.to_string(),
@@ -1173,7 +1179,8 @@ struct AuditPage {
     searched: bool,
     tables: Vec<Table>,
     next: Option<String>,
-    verified: Option<String>,
+    /// The newest "verify now": (running?, verified?, what to say).
+    verification: Option<(bool, bool, String)>,
 }
 
 #[derive(Default)]
@@ -1272,7 +1279,7 @@ async fn audit_page(
     state: &AppState,
     form: &AuditForm,
     searched: bool,
-    verified: Option<String>,
+    verifications: &super::verification::Verifications,
 ) -> Result<HttpResponse, ConsoleError> {
     let caller = user.caller();
     caller
@@ -1307,25 +1314,71 @@ async fn audit_page(
         searched,
         tables,
         next,
-        verified,
+        verification: verification_state(verifications.state()),
     };
     Ok(render(&page))
 }
 
+/// What the audit page says of the newest "verify now": (running, verified, words).
+fn verification_state(run: super::verification::RunState) -> Option<(bool, bool, String)> {
+    use super::verification::RunState;
+    match run {
+        RunState::None => None,
+        RunState::Running {
+            started_at,
+            started_by,
+            checked,
+            head_seq,
+        } => Some((
+            true,
+            false,
+            format!(
+                "Verification started {} by {started_by} is running: {checked} of {} entries checked.",
+                when(started_at),
+                head_seq.max(0)
+            ),
+        )),
+        RunState::Ended {
+            started_by,
+            ended_at,
+            verified,
+            outcome,
+        } => Some((
+            false,
+            verified,
+            format!(
+                "{outcome} (started by {started_by}, finished {})",
+                when(ended_at)
+            ),
+        )),
+    }
+}
+
 pub async fn audit_form(
+    req: HttpRequest,
     user: SignedIn,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
-    audit_page(&user, &state, &AuditForm::default(), false, None).await
+    let console = console(&req)?;
+    audit_page(
+        &user,
+        &state,
+        &AuditForm::default(),
+        false,
+        &console.verifications,
+    )
+    .await
 }
 
 pub async fn audit_search(
+    req: HttpRequest,
     user: SignedIn,
     form: web::Form<AuditForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.check_csrf(&form.csrf)?;
-    audit_page(&user, &state, &form, true, None).await
+    let console = console(&req)?;
+    audit_page(&user, &state, &form, true, &console.verifications).await
 }
 
 #[derive(Deserialize)]
@@ -1350,6 +1403,8 @@ pub async fn audit_export(
     Ok(crate::api::auditor::export_response(&user.caller(), &state, &query).await?)
 }
 
+/// Starts a verification of the whole chain in the background (unless one is running)
+/// and sends the auditor back to the audit page, which shows its progress and outcome.
 pub async fn audit_verify(
     req: HttpRequest,
     user: SignedIn,
@@ -1357,34 +1412,26 @@ pub async fn audit_verify(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
     user.check_csrf(&form.csrf)?;
-    user.caller()
+    let caller = user.caller();
+    caller
         .require(&state, &[Role::Auditor], "/console/audit/verify")
         .await?;
+    let console = console(&req)?;
     let mut keys = vec![state.signing_key.public().clone()];
     keys.extend(state.previous_keys.iter().cloned());
     // The same bounds as `referral-gateway audit verify` (entries left unsigned).
-    let policy = crate::governance::verify::VerifyPolicy::from_config(
-        &console(&req)?.audit,
-        state.clock.now(),
+    let policy =
+        crate::governance::verify::VerifyPolicy::from_config(&console.audit, state.clock.now());
+    console.verifications.start(
+        state.store.clone(),
+        keys,
+        policy,
+        &caller.0.actor(),
+        state.clock.clone(),
     );
-    let outcome = match crate::governance::verify::verify_with(&state.store, &keys, &policy).await {
-        Ok(v) => format!(
-            "The chain verifies: {} entries and {} signed checkpoints, up to entry {}; {} entries after the newest checkpoint.",
-            v.entries, v.checkpoints, v.head_seq, v.uncovered
-        ),
-        Err(e) => format!("The chain does NOT verify: {e}"),
-    };
-    audit_page(
-        &user,
-        &state,
-        &AuditForm {
-            csrf: form.csrf.clone(),
-            ..Default::default()
-        },
-        false,
-        Some(outcome),
-    )
-    .await
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/audit#verification"))
+        .finish())
 }
 
 // ---------------------------------------------------------------- subject access
@@ -1833,7 +1880,7 @@ pub async fn repeats(
         .map_err(ApiError::from)?;
     let declined: std::collections::HashMap<String, Timestamp> = state
         .store
-        .declined_referrals(to)
+        .declined_referrals(from, to)
         .await
         .map_err(ApiError::from)?
         .into_iter()
