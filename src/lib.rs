@@ -12,6 +12,8 @@ pub mod domain;
 pub mod governance;
 pub mod intake;
 pub mod metrics;
+pub mod reload;
+pub mod runtime;
 pub mod security;
 pub mod sla;
 pub mod staff_auth;

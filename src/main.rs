@@ -45,8 +45,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway until SIGTERM or SIGINT.
+    /// Run the gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration.
     Serve,
+    /// Have the running gateway reload its configuration (agencies, permissions,
+    /// sharing agreements, SLA targets and calendar, schemas, CRLs) without a restart:
+    /// check it here first, then send the gateway SIGHUP and wait for the outcome on its
+    /// ops listener. Exit 0 when applied, 1 when the gateway refused it, 2 when the
+    /// configuration has problems (nothing is signalled).
+    Reload {
+        /// The gateway's process id (default: read from `[server] pid_file`).
+        #[arg(long)]
+        pid: Option<i32>,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 10)]
+        wait_secs: u64,
+    },
     /// Check the configuration without starting anything.
     Config {
         #[command(subcommand)]
@@ -156,6 +169,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.as_path();
     match cli.command {
         Command::Serve => cli::serve::run(config_path),
+        Command::Reload { pid, wait_secs } => cli::reload::run(
+            config_path,
+            pid,
+            std::time::Duration::from_secs(wait_secs.max(1)),
+        ),
         Command::Config { command } => cli::config_check::run(config_path, command),
         Command::Migrate { grant_to } => cli::migrate::run(config_path, grant_to),
         Command::Certs { command } => cli::certs::run(config_path, command),

@@ -54,10 +54,16 @@ pub struct ClockLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
-    /// `agency` (the mTLS listener).
+    /// `agency` (the mTLS listener) or `staff`.
     pub listener: &'static str,
     /// One of `security::handshake::FailureReason`'s fixed names.
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `rejected`.
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +95,12 @@ pub struct Metrics {
     pub commit_batches_split: Counter,
     pub tls_handshake_failures: Family<HandshakeLabels, Counter>,
     pub agency_certificate_expiry_days: Family<AgencyLabels, Gauge<f64, AtomicU64>>,
+    /// Configuration reloads by outcome.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    /// The generation of the configuration in force (1 at start-up).
+    pub config_generation: Gauge,
+    /// When the configuration in force was loaded (Unix seconds).
+    pub config_loaded_timestamp: Gauge,
     /// Each registered agency's latest certificate expiry (Unix seconds), from
     /// `tls.issued_dir`; the gauge is computed from it at each scrape.
     certificate_expiries: std::sync::Mutex<Vec<(String, i64)>>,
@@ -194,8 +206,33 @@ impl Metrics {
             "Days until the agency's certificate (latest in tls.issued_dir) expires; negative once expired",
             agency_certificate_expiry_days.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, referral-gateway reload) by outcome: applied or rejected",
+            config_reloads.clone(),
+        );
+        // Both outcomes are shown from the start, so a rate over them is defined.
+        for outcome in ["applied", "rejected"] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { outcome });
+        }
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation of the configuration in force: 1 at start-up, one more per applied reload",
+            config_generation.clone(),
+        );
+        let config_loaded_timestamp = Gauge::default();
+        registry.register(
+            "config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded (Unix time)",
+            config_loaded_timestamp.clone(),
+        );
         Self {
             registry,
+            config_reloads,
+            config_generation,
+            config_loaded_timestamp,
             tls_handshake_failures,
             agency_certificate_expiry_days,
             certificate_expiries: std::sync::Mutex::new(Vec::new()),
@@ -243,9 +280,25 @@ impl Metrics {
             .inc();
     }
 
+    /// One configuration reload ended with `outcome` (`applied` or `rejected`).
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels { outcome })
+            .inc();
+    }
+
+    /// Configuration `generation`, loaded at `at`, is in force.
+    pub fn config_loaded(&self, generation: u64, at: time::OffsetDateTime) {
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.config_loaded_timestamp.set(at.unix_timestamp());
+    }
+
     /// The agencies' certificate expiries (agency id, not-after in Unix seconds) that
     /// `refgw_agency_certificate_expiry_days` reports from now on.
     pub fn set_certificate_expiries(&self, expiries: Vec<(String, i64)>) {
+        // Agencies a reload removed are no longer reported.
+        self.agency_certificate_expiry_days.clear();
         *self
             .certificate_expiries
             .lock()

@@ -19,12 +19,11 @@ use crate::delivery::topology::Topology;
 use crate::domain::AgencyRegistry;
 use crate::governance::checkpoints::Checkpointer;
 use crate::governance::person_keys::PersonKeyer;
-use crate::intake::events::Events;
-use crate::intake::referrals::Intake;
 use crate::intake::schema::SchemaRegistry;
 use crate::metrics::{HttpLabels, Metrics};
-use crate::security::signing::GatewayKey;
-use crate::security::{handshake, tls};
+use crate::reload::{self, ConfigSource, Reloader, ReloaderParts};
+use crate::runtime::{Runtime, RuntimeCell, Shared};
+use crate::security::handshake;
 use crate::sla::scanner::Scanner;
 use crate::store::AuditRecord;
 use crate::store::Store;
@@ -41,6 +40,8 @@ pub struct Application {
     /// The agency listener, then the ops and staff listeners when configured.
     servers: Vec<Server>,
     store: Store,
+    /// Re-reads the configuration (when built with a source).
+    reloader: Option<Arc<Reloader>>,
     /// The background workers, in the order they are stopped: the scanner first (what it
     /// flags goes out through the relay), then the relay, the committer, the audit
     /// checkpointer and the staff key refresher.
@@ -57,15 +58,30 @@ impl Application {
         config: Config,
         clock: Arc<dyn TimeSource>,
     ) -> anyhow::Result<Self> {
-        let schemas =
-            Arc::new(SchemaRegistry::load(&config.schemas_dir).with_context(|| {
-                format!("loading schemas from {}", config.schemas_dir.display())
-            })?);
-        for warning in configuration_warnings(&config, &schemas) {
+        Self::build_reloadable(config, clock, None).await
+    }
+
+    /// As `build_with_clock`; with a `source`, [`Application::reloader`] re-reads the
+    /// configuration from it (SIGHUP under `run_until_signalled`).
+    pub async fn build_reloadable(
+        config: Config,
+        clock: Arc<dyn TimeSource>,
+        source: Option<Box<dyn ConfigSource>>,
+    ) -> anyhow::Result<Self> {
+        // The same checks as `config check` and every reload.
+        let checked = reload::check(config).map_err(|problems| {
+            anyhow::anyhow!(
+                "the configuration has {} problem(s):\n  - {}",
+                problems.len(),
+                problems.join("\n  - ")
+            )
+        })?;
+        for warning in &checked.warnings {
             tracing::warn!("{warning}");
         }
-        let tls_config =
-            tls::server_config(&config.tls).context("building the TLS configuration")?;
+        let config = checked.config.clone();
+        let schemas = checked.schemas.clone();
+        let in_force = reload::InForce::of(&checked);
         let store = Store::open(&config)
             .await
             .context("connecting to the database (database.url / REFGW_DATABASE_URL)")?;
@@ -74,8 +90,7 @@ impl Application {
         )?;
         warn_about_audit_powers(&store).await;
 
-        let signing_key =
-            Arc::new(GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?);
+        let signing_key = Arc::new(checked.signing_key);
         let keyer = Arc::new(PersonKeyer::new(&config.audit.person_key_secret));
         store
             .audit(
@@ -128,20 +143,23 @@ impl Application {
         if let Some(dir) = &config.tls.issued_dir {
             metrics.set_certificate_expiries(certificate_expiries(dir, &config.registry)?);
         }
-        let (relay, relay_status) = if config.relay.enabled {
+        let (relay, relay_status, topology_updates) = if config.relay.enabled {
+            let topology = Topology::new(&config.amqp.namespace, &config.registry);
+            let (updates, updated) = tokio::sync::watch::channel(topology.clone());
             let relay = Relay::new(
                 store.clone(),
-                Topology::new(&config.amqp.namespace, &config.registry),
+                topology,
                 config.amqp.url.clone(),
                 config.relay.clone(),
                 wake.clone(),
             )
             .with_metrics(metrics.clone())
-            .with_clock(clock.clone());
+            .with_clock(clock.clone())
+            .with_topology_updates(updated);
             let status = relay.status();
-            (Some(relay), Some(status))
+            (Some(relay), Some(status), Some(updates))
         } else {
-            (None, None)
+            (None, None, None)
         };
         let scanner = config.sla.scanner_enabled.then(|| {
             Scanner::new(
@@ -152,22 +170,35 @@ impl Application {
             )
             .with_metrics(metrics.clone())
         });
+        let shared = Shared {
+            store: store.clone(),
+            relay_wake: wake,
+            keyer,
+        };
+        let runtime = Arc::new(RuntimeCell::new(Runtime::new(
+            1,
+            clock.now(),
+            &config,
+            schemas,
+            &shared,
+        )));
+        let agency_tls = checked.agency_tls;
+        let reloader = source.map(|source| {
+            Arc::new(Reloader::new(
+                ReloaderParts {
+                    source,
+                    cell: runtime.clone(),
+                    verifier: agency_tls.verifier.clone(),
+                    shared: shared.clone(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                    topology: topology_updates,
+                },
+                in_force,
+            ))
+        });
         let state = web::Data::new(AppState {
-            events: Events::new(
-                config.registry.clone(),
-                schemas.clone(),
-                store.clone(),
-                wake.clone(),
-            ),
-            intake: Intake::new(
-                config.registry.clone(),
-                schemas,
-                store.clone(),
-                wake,
-                Arc::new(config.sla.policy.clone()),
-                keyer,
-                config.sharing_agreements.clone(),
-            ),
+            runtime: runtime.clone(),
             store: store.clone(),
             max_body_bytes: config.server.max_body_bytes,
             relay: relay_status,
@@ -182,12 +213,16 @@ impl Application {
         let listener = TcpListener::bind(config.server.listen)
             .with_context(|| format!("binding the agency listener to {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        let registry = config.registry.clone();
         let app_state = state.clone();
-        let server = agency_server(
-            listener,
-            tls_config.config,
-            &config,
+        let server = tls_server(
+            TlsListener {
+                name: "agency",
+                listener,
+                tls: agency_tls.config,
+                workers: config.server.workers,
+                shutdown_timeout_secs: config.server.shutdown_timeout_secs,
+                identify: Some(runtime),
+            },
             metrics.clone(),
             move || {
                 App::new()
@@ -203,7 +238,6 @@ impl Application {
                     .configure(api::agency_routes)
                     .default_service(web::to(api::problem::no_such_route))
             },
-            registry,
         )
         .context("starting the agency listener")?;
 
@@ -238,7 +272,9 @@ impl Application {
         let (staff_server, staff_addr) = match config.staff.as_ref().and_then(|s| s.listen) {
             None => (None, None),
             Some(staff) => {
-                let tls_config = tls::staff_server_config(&config.tls)
+                let tls_config = checked
+                    .staff_tls
+                    .clone()
                     .context("building the staff listener's TLS configuration")?;
                 let listener = TcpListener::bind(staff)
                     .with_context(|| format!("binding the staff listener to {staff}"))?;
@@ -249,32 +285,38 @@ impl Application {
                     .map(web::Data::new);
                 let console_routes =
                     api::console::configure(config.staff.as_ref().is_some_and(|s| s.dev_tokens));
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(staff_state.clone())
-                        .app_data(api::problem::query_config())
-                        .wrap(middleware::from_fn(
-                            api::middleware::correlation::middleware,
-                        ))
-                        .wrap(middleware::from_fn(count_requests))
-                        .wrap(middleware::from_fn(
-                            api::middleware::body::drain_unread_body,
-                        ))
-                        .configure(api::staff_routes)
-                        .configure(|cfg| {
-                            if let Some(console) = &console {
-                                cfg.app_data(console.clone());
-                                console_routes(cfg);
-                            }
-                        })
-                        .default_service(web::to(api::problem::no_such_route))
-                })
-                .workers(2)
-                .disable_signals()
-                .shutdown_timeout(config.server.shutdown_timeout_secs)
-                .listen_rustls_0_23(listener, tls_config)
-                .context("starting the staff listener")?
-                .run();
+                let server = tls_server(
+                    TlsListener {
+                        name: "staff",
+                        listener,
+                        tls: tls_config,
+                        workers: Some(2),
+                        shutdown_timeout_secs: config.server.shutdown_timeout_secs,
+                        identify: None,
+                    },
+                    metrics.clone(),
+                    move || {
+                        App::new()
+                            .app_data(staff_state.clone())
+                            .app_data(api::problem::query_config())
+                            .wrap(middleware::from_fn(
+                                api::middleware::correlation::middleware,
+                            ))
+                            .wrap(middleware::from_fn(count_requests))
+                            .wrap(middleware::from_fn(
+                                api::middleware::body::drain_unread_body,
+                            ))
+                            .configure(api::staff_routes)
+                            .configure(|cfg| {
+                                if let Some(console) = &console {
+                                    cfg.app_data(console.clone());
+                                    console_routes(cfg);
+                                }
+                            })
+                            .default_service(web::to(api::problem::no_such_route))
+                    },
+                )
+                .context("starting the staff listener")?;
                 (Some(server), Some(staff_addr))
             }
         };
@@ -307,8 +349,14 @@ impl Application {
                 .chain(staff_server)
                 .collect(),
             store,
+            reloader,
             workers,
         })
+    }
+
+    /// What reloads the configuration (`None` when built without a source).
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reloader.clone()
     }
 
     /// The bound agency (mTLS) address; with port 0 in the config, the port chosen.
@@ -350,8 +398,12 @@ impl Application {
         result
     }
 
-    /// Like `run_until_stopped`, and SIGTERM or SIGINT stop the gateway gracefully.
+    /// Like `run_until_stopped`, and SIGTERM or SIGINT stop the gateway gracefully;
+    /// SIGHUP reloads the configuration.
     pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        if let Some(reloader) = self.reloader() {
+            reload::reload_on_sighup(reloader);
+        }
         let handles = self.handles();
         tokio::spawn(async move {
             wait_for_stop_signal().await;
@@ -418,16 +470,26 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// The agency (mTLS) listener: what `HttpServer::listen_rustls_0_23` builds, from its
-/// parts, with each connection run inside `handshake::observe` so that a refused client
-/// is logged with its address and counted (`refgw_tls_handshake_failures_total`).
-fn agency_server<F, I, S, B>(
+/// A TLS listener assembled from actix's parts.
+struct TlsListener {
+    /// `agency` or `staff`: the `listener` label of refused handshakes.
+    name: &'static str,
     listener: TcpListener,
-    tls_config: rustls::ServerConfig,
-    config: &Config,
+    tls: rustls::ServerConfig,
+    workers: Option<usize>,
+    shutdown_timeout_secs: u64,
+    /// The agency listener: what each verified client certificate presents is recorded
+    /// with its connection (and one registered to no agency is reported).
+    identify: Option<Arc<RuntimeCell>>,
+}
+
+/// A TLS listener (agency or staff): what `HttpServer::listen_rustls_0_23` builds, from
+/// its parts, with each connection run inside `handshake::observe` so that a refused
+/// client is logged with its address and counted (`refgw_tls_handshake_failures_total`).
+fn tls_server<F, I, S, B>(
+    tls: TlsListener,
     metrics: Arc<Metrics>,
     app: F,
-    registry: Arc<AgencyRegistry>,
 ) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -446,18 +508,26 @@ where
     use actix_service::{ServiceFactoryExt, map_config};
     use actix_web::dev::{AppConfig, Service, ServiceFactory, fn_factory, fn_service};
 
+    let TlsListener {
+        name,
+        listener,
+        tls: tls_config,
+        workers,
+        shutdown_timeout_secs,
+        identify,
+    } = tls;
     let addr = listener.local_addr()?;
     let mut builder = Server::build()
         .disable_signals()
-        .shutdown_timeout(config.server.shutdown_timeout_secs);
-    if let Some(workers) = config.server.workers {
+        .shutdown_timeout(shutdown_timeout_secs);
+    if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
     let shutdown = builder.graceful_shutdown_signal();
     builder
-        .listen("agency", listener, move || {
+        .listen(name, listener, move || {
             let shutdown = shutdown.clone();
-            let registry = registry.clone();
+            let identify = identify.clone();
             let metrics = metrics.clone();
             let app = app().into_factory().map_err(|e| e.into().error_response());
             let http = actix_http::HttpService::build()
@@ -468,7 +538,9 @@ where
                 .on_connect_ext({
                     let metrics = metrics.clone();
                     move |io: &TlsStream<TcpStream>, ext: &mut Extensions| {
-                        identify_peer(&registry, &metrics, io, ext)
+                        if let Some(runtime) = &identify {
+                            identify_peer(&runtime.load().registry, &metrics, io, ext);
+                        }
                     }
                 })
                 .finish(map_config(app, move |_| {
@@ -493,7 +565,7 @@ where
                             {
                                 handshake::report(
                                     &metrics,
-                                    "agency",
+                                    name,
                                     peer,
                                     reason,
                                     fingerprint.as_ref(),
@@ -509,7 +581,7 @@ where
 }
 
 /// Each registered agency's latest certificate expiry in `dir` (tls.issued_dir).
-fn certificate_expiries(
+pub(crate) fn certificate_expiries(
     dir: &std::path::Path,
     registry: &AgencyRegistry,
 ) -> anyhow::Result<Vec<(String, i64)>> {
@@ -536,10 +608,9 @@ fn identify_peer(
     let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) else {
         return;
     };
-    let presented = tls::presented_identity(leaf.as_ref());
+    let presented = crate::security::tls::presented_identity(leaf.as_ref());
     let fingerprint = crate::security::digest::fingerprint_hex(&presented.sha256);
-    let agency = registry.identify(&presented).cloned();
-    if agency.is_none() {
+    if registry.identify(&presented).is_none() {
         // Signed by the scheme CA, but registered to no agency: every request gets 403.
         crate::security::handshake::report(
             metrics,
@@ -550,7 +621,7 @@ fn identify_peer(
         );
     }
     ext.insert(PeerCertificate {
-        agency,
+        presented,
         fingerprint,
     });
 }

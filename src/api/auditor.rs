@@ -372,9 +372,10 @@ pub(crate) async fn subject_access(
     caller
         .require(state, &[Role::Auditor], "/v1/audit/disclosures")
         .await?;
-    let subject = read_subject(body, state.intake.person_keyer()).map_err(|violations| {
-        ApiError::schema_validation("Subject access request is incomplete", violations)
-    })?;
+    let subject =
+        read_subject(body, state.runtime.load().intake.person_keyer()).map_err(|violations| {
+            ApiError::schema_validation("Subject access request is incomplete", violations)
+        })?;
     let snapshot = snapshot(state, subject.cursor).await?.ok_or_else(|| {
         ApiError::schema_validation(
             "Subject access request is incomplete",

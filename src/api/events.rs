@@ -26,13 +26,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn post_event(
     req: HttpRequest,
     caller: CallerAgency,
+    snapshot: crate::runtime::Snapshot,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json_body(&req, payload, state.max_body_bytes).await?;
     let now = state.clock.now();
-    let posted = state
+    let posted = snapshot
         .events
         .post(&caller.0, &path.into_inner(), &body, now)
         .await?;

@@ -11,13 +11,22 @@ use super::problem::{ApiError, ProblemKind};
 use crate::domain::Agency;
 use crate::domain::audit::AuditAction;
 
-/// Stored in the connection's extensions once per TLS connection, after the handshake.
+/// Stored in the connection's extensions once per TLS connection, after the handshake:
+/// what the verified certificate presents. Which agency that is, is decided per request
+/// against the request's configuration snapshot (a reload can register or remove it
+/// while the connection stays open).
 #[derive(Debug, Clone)]
 pub struct PeerCertificate {
-    /// The agency the certificate maps to, if exactly one does.
-    pub agency: Option<Arc<Agency>>,
+    pub presented: crate::domain::agency::PresentedIdentity,
     /// SHA-256 of the leaf, `AB:CD:...`; safe to log and to show to the caller.
     pub fingerprint: String,
+}
+
+impl PeerCertificate {
+    /// The agency the certificate maps to in `registry`, if exactly one does.
+    pub fn agency(&self, registry: &crate::domain::AgencyRegistry) -> Option<Arc<Agency>> {
+        registry.identify(&self.presented).cloned()
+    }
 }
 
 /// Extractor for handlers open to registered agencies only. Refuses with 403 when the
@@ -44,19 +53,21 @@ impl FromRequest for CallerAgency {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = match req.conn_data::<PeerCertificate>() {
-            Some(PeerCertificate {
-                agency: Some(agency),
-                ..
-            }) => Ok(Self(agency.clone())),
-            Some(peer) => Err(ApiError::forbidden(
+        let snapshot = crate::runtime::Snapshot::of(req);
+        let peer = req.conn_data::<PeerCertificate>();
+        let agency = peer
+            .zip(snapshot.as_ref())
+            .and_then(|(peer, snapshot)| peer.agency(&snapshot.registry));
+        let result = match (peer, agency) {
+            (Some(_), Some(agency)) => Ok(Self(agency)),
+            (Some(peer), None) => Err(ApiError::forbidden(
                 ProblemKind::UnknownAgency,
                 format!(
                     "The client certificate (SHA-256 {}) is signed by the scheme CA but is not registered to any agency. Ask the scheme operator to register it (docs/onboarding.md).",
                     peer.fingerprint
                 ),
             )),
-            None => Err(ApiError::forbidden(
+            (None, _) => Err(ApiError::forbidden(
                 ProblemKind::NoClientCertificate,
                 "This endpoint needs a client certificate registered to an agency.",
             )),

@@ -14,15 +14,16 @@ pub mod staff;
 
 use actix_web::web;
 
-use crate::intake::referrals::Intake;
 use crate::store::Store;
 
 pub use referrals::IDEMPOTENCY_KEY;
 
 /// Shared by every handler.
 pub struct AppState {
-    pub intake: Intake,
-    pub events: crate::intake::events::Events,
+    /// The reloadable configuration in force (registry, agreements, SLA targets) with
+    /// intake and events built from it; a request takes one snapshot
+    /// ([`crate::runtime::Snapshot`]) and keeps it.
+    pub runtime: std::sync::Arc<crate::runtime::RuntimeCell>,
     pub store: Store,
     pub max_body_bytes: usize,
     /// How long a request body may take (every listener).

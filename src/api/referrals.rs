@@ -39,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn submit(
     req: HttpRequest,
     caller: CallerAgency,
+    snapshot: crate::runtime::Snapshot,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -49,7 +50,7 @@ async fn submit(
         .get::<CorrelationId>()
         .cloned()
         .unwrap_or_else(CorrelationId::generate);
-    let submitted = state
+    let submitted = snapshot
         .intake
         .submit(
             &caller.0,
@@ -282,10 +283,11 @@ pub(crate) async fn list_referrals(
         let at = Timestamp::from(r.received_at).as_micros();
         format!("{at}_{}", r.id)
     });
+    let runtime = state.runtime.load();
     let items: Vec<ListItem> = records
         .iter()
         .map(|r| ListItem {
-            receipt: state.intake.receipt(r),
+            receipt: runtime.intake.receipt(r),
             updated_at: r.updated_at,
         })
         .collect();
@@ -408,7 +410,7 @@ pub(crate) async fn referral_status(
         })
         .collect();
     Ok(StatusView {
-        receipt: state.intake.receipt(&record),
+        receipt: state.runtime.load().intake.receipt(&record),
         updated_at: record.updated_at,
         timeline,
         sla,

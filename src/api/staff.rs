@@ -122,13 +122,8 @@ impl StaffCaller {
     ) -> Result<Option<String>, ApiError> {
         // An empty `agency=` is no filter, as for the other parameters.
         let requested = requested.filter(|a| !a.is_empty());
-        let known = |id: &str| {
-            state
-                .intake
-                .registry()
-                .agencies()
-                .any(|a| a.id.as_str() == id)
-        };
+        let runtime = state.runtime.load();
+        let known = |id: &str| runtime.registry.agencies().any(|a| a.id.as_str() == id);
         if self.0.has(Role::Auditor) {
             return match requested {
                 Some(id) if !known(id) => Err(ApiError::bad_request(

@@ -3,17 +3,15 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
-use referral_gateway::security::signing::GatewayKey;
-
-use super::load_config;
+use referral_gateway::reload::{Checked, FileSource};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Run every start-up check on the configuration (keys, certificates, agencies,
-    /// agreements, schemas) offline: exit 0 when the gateway would start (printing any
-    /// warnings), 2 with every problem otherwise. Touches no database or broker.
+    /// Run every start-up check on the configuration (keys, certificates, CRLs,
+    /// agencies, agreements, schemas) offline: the checks `serve` and every reload make.
+    /// Exit 0 when the gateway would start (printing any warnings), 2 with every problem
+    /// otherwise. Touches no database or broker.
     Check,
 }
 
@@ -24,23 +22,42 @@ pub fn run(config_path: &Path, command: ConfigCommand) -> anyhow::Result<ExitCod
 }
 
 fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_config(config_path)?;
-    let schemas = referral_gateway::intake::schema::SchemaRegistry::load(&config.schemas_dir)
-        .with_context(|| format!("loading schemas from {}", config.schemas_dir.display()))?;
-    referral_gateway::security::tls::server_config(&config.tls)
-        .context("building the TLS configuration")?;
-    GatewayKey::load(&config.audit.signing_key).context("audit.signing_key")?;
-    let warnings = referral_gateway::startup::configuration_warnings(&config, &schemas);
-    for warning in &warnings {
+    let source = FileSource {
+        path: config_path.to_owned(),
+    };
+    let checked = match load_and_check(&source) {
+        Ok(checked) => checked,
+        Err(message) => {
+            eprintln!("{message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for warning in &checked.warnings {
         println!("warning: {warning}");
     }
+    let config = &checked.config;
     println!(
         "{}: the configuration is valid ({} agencies, {} sharing agreements, profile {:?}; {} warning(s))",
         config_path.display(),
         config.registry.agencies().count(),
         config.sharing_agreements.len(),
         config.profile,
-        warnings.len()
+        checked.warnings.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration from `source`, checked as start-up and a reload check it; or the
+/// message listing every problem (as `serve` prints it when it cannot start).
+pub fn load_and_check(source: &FileSource) -> Result<Checked, String> {
+    use referral_gateway::reload::ConfigSource;
+    let config = source.load().map_err(|e| format!("error: {e}"))?;
+    referral_gateway::reload::check(config).map_err(|problems| {
+        format!(
+            "error: config file {} has {} problem(s):\n  - {}",
+            source.path.display(),
+            problems.len(),
+            problems.join("\n  - ")
+        )
+    })
 }

@@ -13,6 +13,7 @@ pub mod migrate_data;
 pub mod outbox;
 pub mod purge;
 pub mod receipt;
+pub mod reload;
 pub mod serve;
 pub mod sla;
 pub mod validate;

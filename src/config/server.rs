@@ -19,6 +19,7 @@ pub(super) struct RawServer {
     workers: Option<usize>,
     body_timeout_secs: Option<u64>,
     body_idle_timeout_secs: Option<u64>,
+    pid_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     /// How long a request body may take: in all, and between two chunks.
     pub body_timeouts: crate::config::BodyTimeouts,
+    /// Where `serve` writes its process id (removed when it stops), for
+    /// `referral-gateway reload` to signal it.
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 /// The listeners and the body size limit; checked before the other sections, the body
@@ -105,6 +109,7 @@ pub(super) fn build_server(
         shutdown_timeout_secs: raw.shutdown_timeout_secs.unwrap_or(30),
         workers: raw.workers,
         body_timeouts,
+        pid_file: raw.pid_file,
     })
 }
 

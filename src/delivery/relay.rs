@@ -58,6 +58,9 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     /// Claims, leases and retry times are read from it.
     clock: Arc<dyn TimeSource>,
+    /// A reloaded registry's topology (new agencies' queues), declared on the open
+    /// channel before the next batch and on every later connection.
+    updates: Option<tokio::sync::watch::Receiver<Topology>>,
 }
 
 /// A random factor in [0.5, 1.0): "equal jitter", so retries of many rows spread out.
@@ -137,7 +140,19 @@ impl Relay {
             status: Arc::new(RelayStatus::default()),
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),
+            updates: None,
         }
+    }
+
+    /// Declares each topology sent on `updates` (a configuration reload's). Names never
+    /// change (the namespace is not reloadable): only queues and bindings are added;
+    /// nothing is deleted.
+    pub fn with_topology_updates(
+        mut self,
+        updates: tokio::sync::watch::Receiver<Topology>,
+    ) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// Reads "now" (claims, leases, retry times) from `clock` instead of the system clock.
@@ -167,8 +182,9 @@ impl Relay {
 
     /// Runs until it is asked to stop (or the stop signal's sender is gone); finishes the
     /// batch in flight first, then publishes what was committed before the stop.
-    pub async fn run(self, shutdown: impl Into<StopSignal>) {
+    pub async fn run(mut self, shutdown: impl Into<StopSignal>) {
         let mut shutdown = shutdown.into();
+        let mut updates = self.updates.take();
         if self.store.backend().single_writer() {
             match self.store.release_stale_claims().await {
                 Ok(0) => {}
@@ -181,6 +197,11 @@ impl Relay {
         }
         let mut failures = 0u32;
         while !shutdown.is_stopped() {
+            if let Some(updates) = updates.as_mut() {
+                // The newest topology is declared on this connection.
+                updates.mark_unchanged();
+                self.topology = updates.borrow().clone();
+            }
             match topology::connect_confirming(&self.url).await {
                 Ok((connection, channel)) => match self.topology.declare(&channel).await {
                     Ok(()) => {
@@ -188,7 +209,7 @@ impl Relay {
                         self.status.connected.store(true, Ordering::Relaxed);
                         self.metrics.broker_connected.set(1);
                         tracing::info!(instance = %self.instance, "relay connected to the broker");
-                        let result = self.pump(&channel, &mut shutdown).await;
+                        let result = self.pump(&channel, &mut shutdown, &mut updates).await;
                         self.status.connected.store(false, Ordering::Relaxed);
                         self.metrics.broker_connected.set(0);
                         if let Err(e) = result {
@@ -218,10 +239,22 @@ impl Relay {
         tracing::info!("relay stopped");
     }
 
-    async fn pump(&self, channel: &Channel, shutdown: &mut StopSignal) -> Result<(), RelayError> {
+    async fn pump(
+        &self,
+        channel: &Channel,
+        shutdown: &mut StopSignal,
+        updates: &mut Option<tokio::sync::watch::Receiver<Topology>>,
+    ) -> Result<(), RelayError> {
         while !shutdown.is_stopped() {
             if !channel.status().connected() {
                 return Err(RelayError::ChannelClosed);
+            }
+            if let Some(updates) = updates.as_mut()
+                && updates.has_changed().unwrap_or(false)
+            {
+                let topology = updates.borrow_and_update().clone();
+                topology.declare(channel).await?;
+                tracing::info!("relay declared the reloaded configuration's queues");
             }
             let (token, batch) = match self.claim().await {
                 Ok(claimed) => claimed,

@@ -187,6 +187,11 @@ impl AgencyRegistry {
     /// Permissions wider than their recipients: an area granted for service types no
     /// receiving agency provides there (one onboarded later would be open to the sender
     /// at once). For start-up logs; registry ids only.
+    /// The (service type, area) pairs `sender` may refer to.
+    pub fn permissions_of(&self, sender: &AgencyId) -> Option<&BTreeSet<(ServiceType, Area)>> {
+        self.permissions.get(sender)
+    }
+
     pub fn permission_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         for (sender, grants) in &self.permissions {

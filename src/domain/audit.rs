@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AuditAction {
     ConfigLoaded,
+    /// A configuration reload was applied (what changed: agency and agreement ids only).
+    ConfigReloaded,
     AuthRefused,
     ReferralSubmitted,
     ReferralRefused,
@@ -31,8 +33,9 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::ConfigLoaded,
+        Self::ConfigReloaded,
         Self::AuthRefused,
         Self::ReferralSubmitted,
         Self::ReferralRefused,
@@ -54,6 +57,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConfigLoaded => "config.loaded",
+            Self::ConfigReloaded => "config.reloaded",
             Self::AuthRefused => "auth.refused",
             Self::ReferralSubmitted => "referral.submitted",
             Self::ReferralRefused => "referral.refused",

@@ -184,6 +184,12 @@ impl SchemaRegistry {
     }
 
     /// Service types that have an overlay schema.
+    /// SHA-256 over every schema document: whether a reload changed the schemas.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let text = serde_json::to_string(&self.documents).unwrap_or_default();
+        crate::security::digest::sha256(text.as_bytes())
+    }
+
     pub fn overlay_service_types(&self) -> impl Iterator<Item = &str> {
         self.overlays.keys().map(String::as_str)
     }

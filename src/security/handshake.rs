@@ -1,10 +1,11 @@
-//! Failed client-certificate handshakes on the agency listener, made visible: one `WARN`
-//! line with the peer address, a fixed reason and (when a certificate was sent) its
-//! SHA-256 fingerprint, and `refgw_tls_handshake_failures_total{listener,reason}`.
+//! Failed TLS handshakes on the agency and staff listeners, made visible: one `WARN`
+//! line with the listener, the peer address, a fixed reason and (when a certificate was
+//! sent) its SHA-256 fingerprint, and `refgw_tls_handshake_failures_total{listener,reason}`.
 //!
-//! The reason and fingerprint come from [`ReportingVerifier`], which wraps the client
-//! certificate verifier; the address from the connection, which the verifier never sees:
-//! the agency listener runs each connection inside [`observe`], a task-local scope the
+//! The reason and fingerprint come from [`ReportingVerifier`], which wraps the agency
+//! listener's client certificate verifier; the address from the connection, which the
+//! verifier never sees: both TLS listeners (`startup::tls_server`) run each connection
+//! inside [`observe`], a task-local scope the
 //! verifier writes into (it runs synchronously inside the handshake, on the
 //! connection's task). A handshake that fails before any certificate is checked (no
 //! certificate, a client alert, a protocol error, a timeout) is classified from the
@@ -274,7 +275,8 @@ impl ReloadableVerifier {
         *current = inner;
     }
 
-    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+    /// The verifier it delegates to now.
+    pub fn current(&self) -> Arc<dyn ClientCertVerifier> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,8 +1,9 @@
 //! The agency certificate lifecycle, run as an operator would with the real binary:
-//! `certs issue` from a CSR, a real mTLS submission, `certs revoke`, the restarted
-//! gateway refusing the revoked certificate; every refused handshake logged (WARN, peer
-//! address, fixed reason, fingerprint) and counted in /metrics; `certs expiring` and the
-//! expiry metric.
+//! `certs issue` from a CSR, a real mTLS submission, `certs revoke`, and after
+//! `referral-gateway reload` (no restart) the gateway refusing the revoked certificate;
+//! every refused handshake logged (WARN, peer address, fixed reason, fingerprint) and
+//! counted in /metrics; `certs expiring` and the expiry metric; a reload with a CRL
+//! that cannot be read refused, the CRL in force kept.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,6 +81,18 @@ impl Served {
             "fewer than {expected} refusals logged: {}",
             std::fs::read_to_string(&self.log).unwrap()
         );
+    }
+
+    /// `referral-gateway reload` as an operator runs it (with the gateway's environment).
+    fn reload(&self, config: &Path) -> (Option<i32>, String) {
+        output(
+            gateway()
+                .arg("--config")
+                .arg(config)
+                .arg("reload")
+                .env("REFGW_LISTEN", format!("127.0.0.1:{}", self.port))
+                .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{}", self.ops)),
+        )
     }
 
     fn stop(mut self) {
@@ -273,6 +286,13 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
             "url = \"sqlite://data/gateway.db\"",
             &format!("url = \"sqlite://{}\"", d.join("gateway.db").display()),
         )
+        .replace(
+            "[server]\n",
+            &format!(
+                "[server]\npid_file = \"{}\"\n",
+                d.join("gateway.pid").display()
+            ),
+        )
         + "\n[relay]\nenabled = false\n";
     let config = d.join("gateway.toml");
     write(&config, &config_text);
@@ -397,22 +417,100 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
             Some("2".to_owned())
         );
     }
-    served.stop();
+    // Revoked, but the gateway has not re-read its configuration: still accepted.
+    let liaison = client(&ca_cert, Some((liaison_crt.clone(), d.join("liaison.key"))));
+    assert_eq!(submit(&liaison, &served).await.unwrap(), 202);
 
+    // The operator lists the CRL and reloads: no restart.
     write(
         &config,
         &config_text.replace("crls = []", &format!("crls = [\"{}\"]", crl.display())),
     );
-    let served = Served::start(&config, d, "second").await;
-    let liaison = client(&ca_cert, Some((liaison_crt, d.join("liaison.key"))));
+    let (code, out) = served.reload(&config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("reloaded: configuration generation 2 is in force"),
+        "{out}"
+    );
+    let liaison = client(&ca_cert, Some((liaison_crt.clone(), d.join("liaison.key"))));
     assert!(submit(&liaison, &served).await.is_err(), "revoked");
-    let lines = served.refusals(1).await;
-    assert_eq!(lines[0]["reason"], "revoked");
-    assert_eq!(lines[0]["level"], "WARN");
-    assert_eq!(lines[0]["fingerprint"], liaison_fp.as_str());
-    assert_eq!(failures(&served.metrics().await, "revoked"), 1);
+    let lines = served.refusals(expected.len() + 1).await;
+    let revoked: Vec<_> = lines.iter().filter(|l| l["reason"] == "revoked").collect();
+    assert_eq!(revoked.len(), 1, "{lines:?}");
+    assert_eq!(revoked[0]["level"], "WARN");
+    assert_eq!(revoked[0]["fingerprint"], liaison_fp.as_str());
+    let metrics = served.metrics().await;
+    assert_eq!(failures(&metrics, "revoked"), 1);
+    assert!(
+        metrics.contains("refgw_config_reloads_total{outcome=\"applied\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("refgw_config_generation 2\n"), "{metrics}");
     // Nothing but the fixed fields: no certificate subject or SAN in the log.
     let log = std::fs::read_to_string(&served.log).unwrap();
     assert!(!log.contains(LIAISON_URI), "{log}");
+    // A certificate the CRL does not list still completes its handshake.
+    assert_eq!(submit(&c, &served).await.unwrap(), 403);
+
+    // A CRL that cannot be read: `reload` reports it and signals nothing; SIGHUP
+    // itself (as systemd's ExecReload or `kill -HUP` sends it) is refused by the
+    // gateway, which keeps the CRL in force.
+    write(
+        &config,
+        &config_text.replace("crls = []", "crls = [\"/nonexistent/crl.pem\"]"),
+    );
+    let (code, out) = served.reload(&config);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("tls.crls: file '/nonexistent/crl.pem' does not exist"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was reloaded"), "{out}");
+    let status = Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rejected = false;
+    for _ in 0..50 {
+        if served
+            .metrics()
+            .await
+            .contains("refgw_config_reloads_total{outcome=\"rejected\"} 1\n")
+        {
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rejected, "{}", served.metrics().await);
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    assert!(log.contains("configuration reload refused"), "{log}");
+    assert!(log.contains("/nonexistent/crl.pem"), "{log}");
+    let liaison = client(&ca_cert, Some((liaison_crt, d.join("liaison.key"))));
+    assert!(submit(&liaison, &served).await.is_err(), "still revoked");
+
+    // The reload is in the audit log, with what changed.
+    let details = reload_audit(&d.join("gateway.db")).await;
+    assert_eq!(details.len(), 1, "{details:?}");
+    assert!(
+        details[0].starts_with("generation 2; agencies added [] removed [] changed []"),
+        "{details:?}"
+    );
+    assert!(details[0].contains("crls changed"), "{details:?}");
     served.stop();
+}
+
+/// The `config.reloaded` entries' details in the SQLite database at `path`.
+async fn reload_audit(path: &Path) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let rows =
+        sqlx::query("SELECT detail FROM audit_log WHERE action = 'config.reloaded' ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    rows.iter().map(|r| r.get::<String, _>("detail")).collect()
 }

@@ -16,6 +16,7 @@ mod docs;
 mod handshake;
 mod lifecycle;
 mod referrals;
+mod reload;
 mod sharing;
 mod sla;
 mod staff;

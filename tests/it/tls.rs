@@ -1,6 +1,7 @@
-//! The agency listener's TLS: client certificates are mandatory and must chain to the
-//! scheme CA, revoked ones are refused, and a valid certificate unknown to the registry
-//! gets 403.
+//! The listeners' TLS. On the agency listener client certificates are mandatory and must
+//! chain to the scheme CA, revoked ones are refused, and a valid certificate unknown to
+//! the registry gets 403. Refused handshakes are counted on the agency and the staff
+//! listener.
 
 use std::path::Path;
 
@@ -327,5 +328,73 @@ async fn trickled_bodies_time_out_on_every_listener() {
     }
     // Still serving.
     assert_eq!(healthz(&agency, &app).await.unwrap().status(), 200);
+    app.stop().await;
+}
+
+/// The staff listener (no client certificates) counts its refused handshakes too: a
+/// client that does not trust the gateway's certificate (`client_alert`) and one that
+/// does not speak TLS (`protocol`), under `listener="staff"`; its clients still work.
+#[tokio::test]
+async fn refused_staff_handshakes_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let untrusting = http_client(client_tls(
+        &root().join("certs-example/rogue/ca.crt"),
+        None,
+        rustls::ALL_VERSIONS,
+    ));
+    assert!(
+        untrusting
+            .get(app.staff_url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    let staff = app.staff_base.clone().unwrap();
+    let port = staff.rsplit(':').next().unwrap();
+    let mut plain = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain.read_to_end(&mut answer),
+    )
+    .await;
+    // A trusting client is served.
+    let ok = staff_client()
+        .get(app.staff_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+
+    let counted = |metrics: &str, reason: &str| {
+        let prefix = format!(
+            "refgw_tls_handshake_failures_total{{listener=\"staff\",reason=\"{reason}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = app.ops_text("/metrics").await;
+        if counted(&metrics, "client_alert") >= 1 && counted(&metrics, "protocol") >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted(&metrics, "client_alert"), 1, "{metrics}");
+    assert_eq!(counted(&metrics, "protocol"), 1, "{metrics}");
+    assert!(
+        !metrics.contains("listener=\"agency\""),
+        "nothing was refused on the agency listener: {metrics}"
+    );
     app.stop().await;
 }

@@ -226,8 +226,9 @@ fn agency_options(
     all: bool,
 ) -> Vec<Option2> {
     let mut ids: Vec<String> = state
-        .intake
-        .registry()
+        .runtime
+        .load()
+        .registry
         .agencies()
         .map(|a| a.id.to_string())
         .filter(|id| identity.has(Role::Auditor) || identity.agency.as_deref() == Some(id))
@@ -318,8 +319,9 @@ pub async fn sign_in(
         issued_at: now(&state),
     };
     let mut agencies: Vec<Option2> = state
-        .intake
-        .registry()
+        .runtime
+        .load()
+        .registry
         .agencies()
         .map(|a| Option2 {
             value: a.id.to_string(),
@@ -401,8 +403,9 @@ pub async fn dev_sign_in(
         .filter(|a| !a.is_empty())
         .filter(|a| {
             state
-                .intake
-                .registry()
+                .runtime
+                .load()
+                .registry
                 .agencies()
                 .any(|x| x.id.as_str() == *a)
         });
@@ -955,8 +958,9 @@ pub async fn overdue(
     let requested = empty_none(&query.agency).map(str::to_owned).or_else(|| {
         if caller.0.has(Role::Auditor) {
             let mut ids: Vec<String> = state
-                .intake
-                .registry()
+                .runtime
+                .load()
+                .registry
                 .agencies()
                 .map(|a| a.id.to_string())
                 .collect();
@@ -1754,9 +1758,9 @@ pub async fn agreements(
     )
     .await?;
     let today = crate::domain::calendar::to_london(state.clock.now()).date();
-    let agreements = state
-        .intake
-        .agreements()
+    let runtime = state.runtime.load();
+    let agreements = runtime
+        .agreements
         .iter()
         .map(|a| {
             let (status, tag) = agreement_status(a, today);
@@ -1887,7 +1891,8 @@ pub async fn repeats(
             .detail(format!("console repeat referrals, {from} to {to}")),
     )
     .await?;
-    let registry = state.intake.registry();
+    let runtime = state.runtime.load();
+    let registry = &runtime.registry;
     let found = crate::governance::repeats::repeats(&submissions, &declined, |recipient| {
         registry
             .get(recipient)

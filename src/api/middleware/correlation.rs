@@ -55,9 +55,12 @@ pub async fn middleware(
         })?,
     };
     req.extensions_mut().insert(id.clone());
+    // The request's configuration snapshot is taken here, at its start.
+    let snapshot = crate::runtime::Snapshot::of(req.request());
     let agency = req
         .conn_data::<PeerCertificate>()
-        .and_then(|p| p.agency.as_ref().map(|a| a.id.to_string()))
+        .zip(snapshot.as_ref())
+        .and_then(|(p, s)| p.agency(&s.registry).map(|a| a.id.to_string()))
         .unwrap_or_default();
     // A fixed method name, and (below) the route pattern: never the caller's path or
     // method text, which could hold anything.

@@ -199,14 +199,24 @@ pub fn shipped_config_text() -> String {
 }
 
 pub fn test_config(text: &str, database_url: &str) -> Config {
-    let env = TestEnv(vec![
+    let mut config = Config::from_toml(text, Path::new("test.toml"), &test_env(database_url))
+        .expect("test config is valid");
+    adjust_for_test(&mut config);
+    config
+}
+
+/// The environment of a test gateway: port 0 for every listener, its own database.
+pub fn test_env(database_url: &str) -> TestEnv {
+    TestEnv(vec![
         ("REFGW_LISTEN".into(), "127.0.0.1:0".into()),
         ("REFGW_OPS_LISTEN".into(), "127.0.0.1:0".into()),
         ("REFGW_STAFF_LISTEN".into(), "127.0.0.1:0".into()),
         ("REFGW_DATABASE_URL".into(), database_url.into()),
-    ]);
-    let mut config =
-        Config::from_toml(text, Path::new("test.toml"), &env).expect("test config is valid");
+    ])
+}
+
+/// What every test gateway's configuration gets after loading.
+pub fn adjust_for_test(config: &mut Config) {
     config.server.workers = Some(1);
     config.server.shutdown_timeout_secs = 1;
     config.database.max_connections = 5;
@@ -214,7 +224,6 @@ pub fn test_config(text: &str, database_url: &str) -> Config {
     config.relay.enabled = false;
     // Tests that exercise SLA clocks run scans themselves, with a clock they move.
     config.sla.scanner_enabled = false;
-    config
 }
 
 /// The same, delivering to RabbitMQ (at `amqp_url`) under `namespace`.
@@ -225,12 +234,17 @@ pub fn delivering_config(
     namespace: &str,
 ) -> Config {
     let mut config = test_config(text, database_url);
+    adjust_for_delivery(&mut config, amqp_url, namespace);
+    config
+}
+
+/// Turns the relay on, delivering to `amqp_url` under `namespace`.
+pub fn adjust_for_delivery(config: &mut Config, amqp_url: &str, namespace: &str) {
     config.relay.enabled = true;
     config.relay.max_backoff = std::time::Duration::from_secs(1);
     config.relay.poll_interval = std::time::Duration::from_millis(100);
     config.amqp.url = amqp_url.to_owned();
     config.amqp.namespace = namespace.to_owned();
-    config
 }
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -248,6 +262,8 @@ pub struct TestApp {
     handles: Vec<actix_web::dev::ServerHandle>,
     running: tokio::task::JoinHandle<std::io::Result<()>>,
     pub db: TestDatabase,
+    /// Reloads the configuration (a gateway started with `start_reloadable`).
+    pub reloader: Option<Arc<referral_gateway::reload::Reloader>>,
 }
 
 impl TestApp {
@@ -277,9 +293,34 @@ impl TestApp {
         db: TestDatabase,
         clock: Arc<dyn referral_gateway::clock::TimeSource>,
     ) -> Self {
-        let app = Application::build_with_clock(config, clock)
+        Self::start_from(config, db, clock, None).await
+    }
+
+    /// A gateway whose [`TestApp::reloader`] re-reads its configuration from `source`.
+    pub async fn start_reloadable(
+        config: Config,
+        db: TestDatabase,
+        source: Box<dyn referral_gateway::reload::ConfigSource>,
+    ) -> Self {
+        Self::start_from(
+            config,
+            db,
+            Arc::new(referral_gateway::clock::SystemClock),
+            Some(source),
+        )
+        .await
+    }
+
+    async fn start_from(
+        config: Config,
+        db: TestDatabase,
+        clock: Arc<dyn referral_gateway::clock::TimeSource>,
+        source: Option<Box<dyn referral_gateway::reload::ConfigSource>>,
+    ) -> Self {
+        let app = Application::build_reloadable(config, clock, source)
             .await
             .expect("gateway starts");
+        let reloader = app.reloader();
         let base = format!("https://localhost:{}", app.addr().port());
         let ops_base = format!(
             "http://127.0.0.1:{}",
@@ -299,6 +340,7 @@ impl TestApp {
             handles,
             running,
             db,
+            reloader,
         }
     }
 

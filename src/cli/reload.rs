@@ -1,0 +1,149 @@
+//! `reload`: have the running gateway re-read its configuration, without a restart.
+//!
+//! The configuration is checked here first, with the checks the gateway makes (a
+//! broken one is reported and nothing is signalled); then the gateway (its process id
+//! from `--pid` or `[server] pid_file`) gets SIGHUP, and, when `[server] ops_listen` is
+//! set, its `/metrics` are read until `refgw_config_reloads_total` shows the outcome.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use referral_gateway::reload::FileSource;
+
+use super::config_check::load_and_check;
+
+/// The most of `/metrics` read.
+const MAX_METRICS: u64 = 4 * 1024 * 1024;
+
+pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Result<ExitCode> {
+    let source = FileSource {
+        path: config_path.to_owned(),
+    };
+    let checked = match load_and_check(&source) {
+        Ok(checked) => checked,
+        Err(message) => {
+            eprintln!("{message}");
+            eprintln!("nothing was reloaded: the gateway keeps the configuration in force");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for warning in &checked.warnings {
+        println!("warning: {warning}");
+    }
+    let server = &checked.config.server;
+    let pid = match (pid, &server.pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!(
+                    "server.pid_file: cannot read {} (is the gateway running?)",
+                    file.display()
+                )
+            })?;
+            text.trim().parse().with_context(|| {
+                format!("server.pid_file: {} holds no process id", file.display())
+            })?
+        }
+        (None, None) => anyhow::bail!(
+            "which gateway? give --pid, or set [server] pid_file in the configuration"
+        ),
+    };
+    let ops = server.ops_listen;
+    let before = ops.map(reload_counts).transpose()?;
+    signal_hangup(pid)?;
+    let (Some(ops), Some(before)) = (ops, before) else {
+        println!(
+            "sent SIGHUP to process {pid}; the outcome is in its log (no [server] ops_listen to read it from)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let started = Instant::now();
+    while started.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = reload_counts(ops)?;
+        if now.applied > before.applied {
+            println!(
+                "reloaded: configuration generation {} is in force (process {pid})",
+                now.generation
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if now.rejected > before.rejected {
+            eprintln!(
+                "the gateway (process {pid}) refused the configuration and keeps the one in force; its log lists every problem"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    eprintln!(
+        "sent SIGHUP to process {pid}, but no reload was counted within {} s",
+        wait.as_secs()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+#[cfg(unix)]
+fn signal_hangup(pid: i32) -> anyhow::Result<()> {
+    use rustix::process::{Pid, Signal, kill_process};
+    let target = Pid::from_raw(pid).context("the process id must be a positive number")?;
+    kill_process(target, Signal::HUP)
+        .with_context(|| format!("cannot signal process {pid} (is the gateway running?)"))
+}
+
+#[cfg(not(unix))]
+fn signal_hangup(_: i32) -> anyhow::Result<()> {
+    anyhow::bail!("reload needs SIGHUP, which only Unix has")
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ReloadCounts {
+    applied: u64,
+    rejected: u64,
+    generation: u64,
+}
+
+/// The reload counters and generation from the ops listener's `/metrics`.
+fn reload_counts(ops: SocketAddr) -> anyhow::Result<ReloadCounts> {
+    let text = get_metrics(ops).with_context(|| format!("reading http://{ops}/metrics"))?;
+    let mut counts = ReloadCounts::default();
+    for line in text.lines() {
+        let value = |prefix: &str| {
+            line.strip_prefix(prefix)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| v as u64)
+        };
+        if let Some(v) = value("refgw_config_reloads_total{outcome=\"applied\"} ") {
+            counts.applied = v;
+        } else if let Some(v) = value("refgw_config_reloads_total{outcome=\"rejected\"} ") {
+            counts.rejected = v;
+        } else if let Some(v) = value("refgw_config_generation ") {
+            counts.generation = v;
+        }
+    }
+    Ok(counts)
+}
+
+fn get_metrics(ops: SocketAddr) -> anyhow::Result<String> {
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&ops, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {ops}\r\nUser-Agent: referral-gateway-reload\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(MAX_METRICS).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("the answer is not HTTP")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
