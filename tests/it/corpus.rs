@@ -939,6 +939,7 @@ async fn refused_header_values_never_reach_the_log() {
         log.contains(&good),
         "the accepted correlation id is not in the log:\n{log}"
     );
+    assert!(!log.contains("panicked"), "the gateway panicked:\n{log}");
     assert!(
         !log.to_ascii_lowercase().contains(&bad.to_ascii_lowercase()),
         "a refused header value reached the log:\n{log}"
