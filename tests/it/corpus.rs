@@ -541,6 +541,62 @@ fn hpack_literal(name: u8, value: &str) -> Vec<u8> {
     out
 }
 
+/// One HTTP/2 request (POST /v1/referrals, no body) written by hand with an extra header
+/// `name: value` as raw bytes (CR, LF, NUL, capitals: what HTTP/2 clients refuse to
+/// send); what came back for it: `reset <code>`, `goaway <code>`, `closed`, or
+/// `status <first HPACK byte of the answer>`.
+async fn h2_raw_header(port: u16, name: &[u8], value: &[u8]) -> String {
+    let tls = tls_connect_to(port, "coventry-liaison", &[b"h2"]).await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let mut block = vec![0x83, 0x87]; // :method POST, :scheme https
+    block.extend(hpack_literal(0x04, "/v1/referrals"));
+    block.extend(hpack_literal(0x01, "localhost"));
+    // A literal field, not indexed, with a new name.
+    block.push(0x00);
+    block.push(u8::try_from(name.len()).unwrap_or(0));
+    block.extend_from_slice(name);
+    block.push(u8::try_from(value.len()).unwrap_or(0));
+    block.extend_from_slice(value);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(h2_frame(0x1, 0x5, 1, &block)); // HEADERS, END_STREAM | END_HEADERS
+    if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+        return "closed".into();
+    }
+    let answer = async {
+        let mut head = [0u8; 9];
+        loop {
+            if reader.read_exact(&mut head).await.is_err() {
+                return "closed".to_owned();
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0; len];
+            if reader.read_exact(&mut payload).await.is_err() {
+                return "closed".to_owned();
+            }
+            let code = |at: usize| {
+                payload
+                    .get(at..at + 4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            match (head[3], stream) {
+                (0x3, 1) => return format!("reset {}", code(0)),
+                (0x7, _) => return format!("goaway {}", code(4)),
+                (0x1, 1) => {
+                    return format!("status {:#04x}", payload.first().copied().unwrap_or(0));
+                }
+                _ => {}
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .unwrap_or_else(|_| "no answer in 10 s".to_owned());
+    let _ = writer.shutdown().await;
+    outcome
+}
+
 /// What the server did about a flood of HTTP/2 frames.
 #[derive(Debug)]
 struct FloodResult {
@@ -920,6 +976,40 @@ async fn refused_header_values_never_reach_the_log() {
             }
         }
     }
+    // Over HTTP/2, written by hand: the request is reset (PROTOCOL_ERROR) or answered
+    // 400 (HPACK static index 12, 0x8c), never passed on.
+    for (name, value) in [
+        (
+            &b"x-correlation-id"[..],
+            format!("{bad}\r\nset-cookie: x=1"),
+        ),
+        (b"x-correlation-id", format!("{bad}\u{0}x")),
+        (b"x-correlation-id", format!("{bad}\rx")),
+        (b"idempotency-key", format!("{bad}\nx-evil: 1")),
+        (b"X-Correlation-ID", bad.clone()),
+    ] {
+        let outcome = h2_raw_header(port, name, value.as_bytes()).await;
+        if !(outcome.starts_with("reset")
+            || outcome.starts_with("goaway")
+            || outcome == "closed"
+            || outcome == "status 0x8c")
+        {
+            failures.push(format!(
+                "HTTP/2 {}: {value:?}: {outcome}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        eprintln!(
+            "HTTP/2 {} with {:?}: {outcome}",
+            String::from_utf8_lossy(name),
+            value.replace(&bad, "…")
+        );
+    }
+
+    // The same hand-written request with a valid header is answered (the writer is sound).
+    let control = h2_raw_header(port, b"x-correlation-id", good.as_bytes()).await;
+    assert!(control.starts_with("status"), "control request: {control}");
+
     // An accepted correlation id is logged with its request.
     let response = client("coventry-liaison", Protocol::Http1)
         .get(format!(
