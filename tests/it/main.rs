@@ -10,6 +10,7 @@ mod broker_users;
 mod cli;
 mod commit;
 mod console;
+mod corpus;
 mod delivery;
 mod deploy;
 mod docs;
