@@ -83,7 +83,10 @@ pub(crate) enum Write {
     /// The relay's outbox rows claimed under this token were confirmed by the broker at
     /// `at` (µs): marked published, their referrals moved from `received` to `queued`, a
     /// `message.delivered` entry each (see [`Store::mark_claimed_published`]).
-    Published { token: String, at: i64 },
+    Published {
+        token: String,
+        at: i64,
+    },
 }
 
 /// What a write came to once committed.
@@ -286,10 +289,12 @@ async fn mark_published(
         .iter()
         .map(|row| {
             let message_type: String = row.try_get("message_type")?;
-            let mut record =
-                AuditRecord::new("gateway", crate::domain::audit::AuditAction::MessageDelivered)
-                    .referral(row.try_get::<String, _>("referral_id")?)
-                    .detail(format!("{message_type} confirmed by the broker"));
+            let mut record = AuditRecord::new(
+                "gateway",
+                crate::domain::audit::AuditAction::MessageDelivered,
+            )
+            .referral(row.try_get::<String, _>("referral_id")?)
+            .detail(format!("{message_type} confirmed by the broker"));
             record.recipient = Some(row.try_get("recipient_agency")?);
             Ok(record)
         })
