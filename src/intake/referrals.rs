@@ -335,15 +335,14 @@ impl Intake {
         // Stored timestamps have microsecond precision: use the stored value everywhere.
         let received_at = crate::store::from_micros(crate::store::to_micros(now))?;
         let clocks = self.sla_deadlines(&recipient, referral.priority(), received_at);
+        // The person key comes from the full document (identity may be withheld).
         let mut audit = submission_record(
             sender.id.as_str(),
             recipient.id.as_str(),
             &id.to_string(),
             &shared,
-            &self.keyer,
+            person_key,
         );
-        // The person key comes from the full document (identity may be withheld).
-        audit.person_key = person_key;
         if let Some(basis) = &basis {
             audit.isa_id = Some(basis.isa_id.clone());
             audit.lawful_basis = Some(basis.lawful_basis.clone());
