@@ -81,7 +81,7 @@ pub(crate) struct AuditPage<'a> {
 #[allow(dead_code)] // documents the body `read_subject` reads
 pub(crate) struct SubjectAccessRequestDoc {
     /// 10 digits (spaces or hyphens allowed) with a valid check digit.
-    #[schema(pattern = "^[0-9 -]*$", nullable = false)]
+    #[schema(pattern = "^[ -]*([0-9][ -]*){10}$", nullable = false)]
     nhs_number: Option<String>,
     #[schema(nullable = false)]
     name: Option<PersonName>,

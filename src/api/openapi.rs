@@ -63,6 +63,26 @@ const SCHEMAS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The example referrals (docs/examples/), one per service type, as request examples.
+const REFERRAL_EXAMPLES: &[(&str, &str)] = &[
+    (
+        "cmht",
+        include_str!("../../docs/examples/referral-cmht.json"),
+    ),
+    (
+        "iapt",
+        include_str!("../../docs/examples/referral-iapt.json"),
+    ),
+    (
+        "housing",
+        include_str!("../../docs/examples/referral-housing.json"),
+    ),
+    (
+        "substance_misuse",
+        include_str!("../../docs/examples/referral-substance_misuse.json"),
+    ),
+];
+
 const CORRELATION_ID_PATTERN: &str = r"^[A-Za-z0-9_.:/+=@-]{1,128}$";
 const AGENCY_SCHEME: &str = "agencyCertificate";
 const STAFF_SCHEME: &str = "staffBearer";
@@ -264,6 +284,7 @@ pub fn document(listener: Listener) -> Value {
         }
     });
     add_links(&mut doc, listener);
+    add_request_examples(&mut doc);
     restrict_subject_access_request(&mut doc);
     doc
 }
@@ -544,6 +565,46 @@ fn add_links(doc: &mut Value, listener: Listener) {
                 "operationId": "getReferral",
                 "parameters": {"id": "$response.body#/items/0/referral_id"},
                 "description": "The first referral of the page."
+            }
+        });
+    }
+}
+
+/// Example bodies: the example referrals and a follow-up event.
+fn add_request_examples(doc: &mut Value) {
+    if let Some(op) = operation_mut(doc, "/v1/referrals", "post") {
+        let examples: Map<String, Value> = REFERRAL_EXAMPLES
+            .iter()
+            .map(|(service_type, text)| {
+                let value: Value = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("docs/examples/referral-{service_type}.json: {e}"));
+                (
+                    (*service_type).to_owned(),
+                    json!({
+                        "summary": format!("A referral to a {service_type} service (docs/examples/)"),
+                        "value": value
+                    }),
+                )
+            })
+            .collect();
+        op["requestBody"]["content"]["application/json"]["examples"] = Value::Object(examples);
+    }
+    if let Some(op) = operation_mut(doc, "/v1/referrals/{id}/events", "post") {
+        op["requestBody"]["content"]["application/json"]["examples"] = json!({
+            "follow_up": {
+                "summary": "The sender adds information",
+                "value": {
+                    "event_id": "0193a3c2-5f1e-7a55-9d1e-3b2f6c1d8e90",
+                    "type": "follow_up",
+                    "detail": "The person has asked to be contacted in the afternoons."
+                }
+            },
+            "acknowledged": {
+                "summary": "The recipient acknowledges the referral",
+                "value": {
+                    "event_id": "0193a3c2-5f1e-7a55-9d1e-3b2f6c1d8e91",
+                    "type": "acknowledged"
+                }
             }
         });
     }

@@ -175,7 +175,8 @@ async fn report(
     })
 }
 
-/// The report's period: `from`/`to` as given, by default the 30 days up to now.
+/// The report's period: `from`/`to` as given; `to` by default now, `from` by default 30
+/// days before `to`.
 pub(crate) fn report_period(
     state: &AppState,
     from: Option<&str>,
@@ -183,7 +184,9 @@ pub(crate) fn report_period(
 ) -> Result<(Timestamp, Timestamp), ApiError> {
     let now = Timestamp::from(state.clock.now());
     let days = time::Duration::days(crate::sla::report::DEFAULT_PERIOD_DAYS);
-    period(from, to, now.saturating_sub(days), now)
+    // `to` alone: checked (and read) first, so the default `from` can count back from it.
+    let (_, end) = period(None, to, Timestamp::MIN, now)?;
+    period(from, to, end.saturating_sub(days), now)
 }
 
 /// The SLA report over `agency`'s referrals (all agencies when `None`) received in

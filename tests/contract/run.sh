@@ -13,7 +13,7 @@
 # Every check is on (--checks all), in every phase (examples, coverage, fuzzing,
 # stateful). A few operations have rules no JSON Schema can state (the NHS number's check
 # digit, routing and permissions from the configuration, `to` after `from`, an agency that
-# must be registered); schemathesis.toml lets their valid-looking requests be refused with
+# must be registered); tests/contract/{agency,staff}.toml let their valid-looking requests be refused with
 # the documented 400 or 422 (positive_data_acceptance), and nothing else.
 #
 # Exits non-zero on any failure. SCHEMATHESIS_SEED and SCHEMATHESIS_MAX_EXAMPLES override
@@ -31,6 +31,8 @@ staff_port=${CONTRACT_STAFF_PORT:-18444}
 command -v st >/dev/null || { echo "schemathesis (st) is not installed: pip install schemathesis"; exit 2; }
 [ -x "$bin" ] || { echo "no gateway binary at $bin"; exit 2; }
 
+reports=${CONTRACT_REPORT_DIR:-target/contract}
+mkdir -p "$reports"
 work=$(mktemp -d)
 gateway_pid=
 cleanup() {
@@ -76,14 +78,15 @@ echo "== schemathesis $(st --version | awk '{print $NF}'): seed $seed, max examp
 # Runs one listener; prints its request and failure counts from the JSON report.
 run() {
   local name=$1; shift
-  local report="$work/$name"
+  local report="$reports/$name"
   local status=0
-  st run "$@" \
+  st --config-file "tests/contract/$name.toml" run "$@" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$max_examples" \
     --seed "$seed" \
     --generation-database none \
+    --generation-allow-x00 false \
     --workers 2 \
     --request-timeout 10 \
     --tls-verify certs-example/ca.crt \
