@@ -269,10 +269,11 @@ pub fn document(listener: Listener) -> Value {
         Listener::Staff => StaffApi::openapi(),
     };
     let mut doc = serde_json::to_value(&api).unwrap_or_else(|_| json!({}));
-    embed_schemas(&mut doc);
+    embed_schemas(&mut doc, listener);
     add_security(&mut doc, listener);
     for_each_operation(&mut doc, |path, method, op| {
         let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+        parameters_are_never_null(op);
         add_correlation_header(op);
         add_problems(listener, &id, op)
             .unwrap_or_else(|| panic!("{} {method} {path}: no problem list", listener.name()));
@@ -311,8 +312,9 @@ fn operation_mut<'a>(doc: &'a mut Value, path: &str, method: &str) -> Option<&'a
 /// `Overlay.<service type>` for each overlay, and `ReferralSubmission`, the common schema
 /// with the overlay of the destination's service type. Each keeps its annotations
 /// (`x-category`); its `$id` becomes `x-schema-id` and its references point into the
-/// document.
-fn embed_schemas(doc: &mut Value) {
+/// document. The staff document, which takes no referrals, has only `Event` (the shape of a
+/// referral's timeline).
+fn embed_schemas(doc: &mut Value, listener: Listener) {
     let mut parsed: Vec<(String, Value)> = Vec::new();
     let mut ids: Vec<(String, String)> = Vec::new();
     let mut overlays: Vec<(String, String)> = Vec::new();
@@ -334,15 +336,46 @@ fn embed_schemas(doc: &mut Value) {
         parsed.push((name, schema));
     }
     let mut components = Map::new();
+    if listener == Listener::Staff {
+        parsed.retain(|(name, _)| name == "Event");
+        overlays.clear();
+    }
     for (name, mut schema) in parsed {
+        let mut defs = Map::new();
         if let Some(map) = schema.as_object_mut() {
             map.remove("$schema");
             if let Some(id) = map.remove("$id") {
                 map.insert("x-schema-id".to_owned(), id);
             }
+            if let Some(Value::Object(found)) = map.remove("$defs") {
+                defs = found;
+            }
         }
         rewrite_refs(&mut schema, &name, &ids);
+        boolean_consts_as_enums(&mut schema);
+        if name == "Event" {
+            // Each member a component of its own, which an `EventRecord` refers to.
+            if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+                for (member, member_schema) in properties.iter_mut() {
+                    let component = format!("Event.{member}");
+                    let hoisted = std::mem::replace(
+                        member_schema,
+                        json!({"$ref": format!("#/components/schemas/{component}")}),
+                    );
+                    components.insert(component, hoisted);
+                }
+            }
+        }
+        for (def, mut def_schema) in defs {
+            boolean_consts_as_enums(&mut def_schema);
+            rewrite_refs(&mut def_schema, &name, &ids);
+            components.insert(format!("{name}.{def}"), def_schema);
+        }
         components.insert(name, schema);
+    }
+    if listener == Listener::Staff {
+        insert_components(doc, components);
+        return;
     }
     let conditions: Vec<Value> = overlays
         .iter()
@@ -368,6 +401,30 @@ fn embed_schemas(doc: &mut Value) {
             "allOf": all_of
         }),
     );
+    insert_components(doc, components);
+}
+
+/// `{"const": true}` as the equivalent `{"type": "boolean", "enum": [true]}`, which code
+/// generators handle (openapi-python-client 0.29 writes invalid Python for a boolean
+/// `const`).
+fn boolean_consts_as_enums(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Bool(b)) = map.get("const").cloned() {
+                map.remove("const");
+                map.insert("type".to_owned(), json!("boolean"));
+                map.insert("enum".to_owned(), json!([b]));
+            }
+            for child in map.values_mut() {
+                boolean_consts_as_enums(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(boolean_consts_as_enums),
+        _ => {}
+    }
+}
+
+fn insert_components(doc: &mut Value, components: Map<String, Value>) {
     let schemas = &mut doc["components"]["schemas"];
     if !schemas.is_object() {
         *schemas = json!({});
@@ -380,8 +437,10 @@ fn embed_schemas(doc: &mut Value) {
     }
 }
 
-/// Points `$ref`s in the schema component `name` into the document: local ones
-/// (`#/$defs/x`) into the component, ones naming another schema's `$id` at that component.
+/// Points `$ref`s in the schema component `name` into the document: `#/$defs/x` at the
+/// component `name.x` (each definition is a component of its own, which code generators
+/// understand), other local ones into the component, and ones naming another schema's
+/// `$id` at that schema's component.
 fn rewrite_refs(value: &mut Value, name: &str, ids: &[(String, String)]) {
     match value {
         Value::Object(map) => {
@@ -393,7 +452,12 @@ fn rewrite_refs(value: &mut Value, name: &str, ids: &[(String, String)]) {
                     ids.iter().find(|(id, _)| id == base).map(|(_, n)| n.clone())
                 };
                 if let Some(component) = component {
-                    *target = format!("#/components/schemas/{component}{fragment}");
+                    *target = match fragment.strip_prefix("/$defs/") {
+                        Some(def) if !def.contains('/') => {
+                            format!("#/components/schemas/{component}.{def}")
+                        }
+                        _ => format!("#/components/schemas/{component}{fragment}"),
+                    };
                 }
             }
             for child in map.values_mut() {
@@ -430,6 +494,23 @@ fn add_security(doc: &mut Value, listener: Listener) {
     };
     doc["components"]["securitySchemes"] = json!({ name: scheme });
     doc["security"] = json!([{ name: [] }]);
+}
+
+/// An optional parameter is absent, never null: `Option<T>` says `required: false`, and
+/// the `"null"` utoipa adds to its type goes.
+fn parameters_are_never_null(op: &mut Value) {
+    let Some(parameters) = op["parameters"].as_array_mut() else {
+        return;
+    };
+    for parameter in parameters {
+        if let Some(types) = parameter["schema"]["type"].as_array() {
+            let types: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+            parameter["schema"]["type"] = match types.as_slice() {
+                [one] => one.clone(),
+                _ => Value::Array(types),
+            };
+        }
+    }
 }
 
 /// `X-Correlation-ID` on every operation.
@@ -474,10 +555,7 @@ fn add_problems(listener: Listener, operation_id: &str, op: &mut Value) -> Optio
                     "schema": {
                         "allOf": [
                             {"$ref": "#/components/schemas/Problem"},
-                            {"properties": {
-                                "type": {"enum": uris},
-                                "status": {"const": status}
-                            }}
+                            {"properties": {"type": {"enum": uris}}}
                         ]
                     }
                 }
@@ -670,14 +748,22 @@ mod tests {
         let schemas = &doc["components"]["schemas"];
         assert_eq!(
             schemas["Referral"]["properties"]["destination"]["$ref"],
-            "#/components/schemas/Referral/$defs/destination"
+            "#/components/schemas/Referral.destination"
+        );
+        assert_eq!(
+            schemas["Referral.destination"]["properties"]["area"]["$ref"],
+            "#/components/schemas/Referral.slug"
         );
         assert_eq!(
             schemas["Referral"]["properties"]["risk"]["x-category"],
             "risk"
         );
         assert!(schemas["Overlay.cmht"].is_object());
-        assert!(schemas["Event"]["properties"]["event_id"].is_object());
+        assert_eq!(
+            schemas["Event"]["properties"]["event_id"]["$ref"],
+            "#/components/schemas/Event.event_id"
+        );
+        assert_eq!(schemas["Event.event_id"]["format"], "uuid");
         let text = document_text(Listener::Agency);
         assert!(!text.contains("\"#/$defs"), "a reference left unresolved");
         assert!(!text.contains("\"$id\""));

@@ -123,7 +123,7 @@ impl fmt::Display for MessageType {
 /// `timeline`, and the body of its status, follow-up and withdrawal messages.
 /// Members are declared in name order, as the record has always been written.
 /// The members copied from the posted event have the event schema's shape
-/// (`#/components/schemas/Event` in the OpenAPI documents).
+/// (`#/components/schemas/Event.<member>` in the OpenAPI documents).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = EventRecord)]
 pub struct EventRecord<'a> {
@@ -188,7 +188,7 @@ event_members!(
 /// A reference to the event schema's own definition of member `M`.
 fn event_member<M: EventMember>() -> utoipa::openapi::Ref {
     utoipa::openapi::Ref::new(format!(
-        "#/components/schemas/Event/properties/{}",
+        "#/components/schemas/Event.{}",
         M::NAME
     ))
 }

@@ -15,6 +15,7 @@ mod deploy;
 mod docs;
 mod handshake;
 mod lifecycle;
+mod openapi;
 mod referrals;
 mod sharing;
 mod sla;
