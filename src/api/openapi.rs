@@ -255,8 +255,8 @@ pub fn document_text(listener: Listener) -> &'static str {
         Listener::Staff => &STAFF,
     };
     cell.get_or_init(|| {
-        let mut text = serde_json::to_string_pretty(&document(listener))
-            .unwrap_or_else(|_| "{}".to_owned());
+        let mut text =
+            serde_json::to_string_pretty(&document(listener)).unwrap_or_else(|_| "{}".to_owned());
         text.push('\n');
         text
     })
@@ -449,7 +449,9 @@ fn rewrite_refs(value: &mut Value, name: &str, ids: &[(String, String)]) {
                 let component = if base.is_empty() {
                     Some(name.to_owned())
                 } else {
-                    ids.iter().find(|(id, _)| id == base).map(|(_, n)| n.clone())
+                    ids.iter()
+                        .find(|(id, _)| id == base)
+                        .map(|(_, n)| n.clone())
                 };
                 if let Some(component) = component {
                     *target = match fragment.strip_prefix("/$defs/") {
@@ -727,7 +729,8 @@ mod tests {
                         .chain(operation_problems(listener, id).unwrap())
                     {
                         let status = kind.status().as_u16().to_string();
-                        let schema = &responses[&status]["content"][problem::PROBLEM_JSON]["schema"];
+                        let schema =
+                            &responses[&status]["content"][problem::PROBLEM_JSON]["schema"];
                         let uris = schema["allOf"][1]["properties"]["type"]["enum"]
                             .as_array()
                             .unwrap();

@@ -187,10 +187,7 @@ event_members!(
 
 /// A reference to the event schema's own definition of member `M`.
 fn event_member<M: EventMember>() -> utoipa::openapi::Ref {
-    utoipa::openapi::Ref::new(format!(
-        "#/components/schemas/Event.{}",
-        M::NAME
-    ))
+    utoipa::openapi::Ref::new(format!("#/components/schemas/Event.{}", M::NAME))
 }
 
 fn event_name<S: serde::Serializer>(event: &EventType, serializer: S) -> Result<S::Ok, S::Error> {

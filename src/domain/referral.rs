@@ -129,8 +129,8 @@ impl FromStr for ReferralStatus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
-        .find(|status| status.as_str() == s)
-        .ok_or(UnknownValue)
+            .find(|status| status.as_str() == s)
+            .ok_or(UnknownValue)
     }
 }
 

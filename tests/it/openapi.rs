@@ -76,7 +76,10 @@ async fn served_documents_are_the_committed_ones() {
             let status = response.status().as_u16();
             let body = response.text().await.unwrap();
             assert!(
-                status != 405 && !(status == 404 && body.contains("No such resource") && !path.contains("{id}")),
+                status != 405
+                    && !(status == 404
+                        && body.contains("No such resource")
+                        && !path.contains("{id}")),
                 "{method} {path}: {status} {body}"
             );
         }
@@ -93,5 +96,40 @@ async fn served_documents_are_the_committed_ones() {
             assert_eq!(allowed, documented, "Allow on {path}");
         }
     }
+    app.stop().await;
+}
+
+/// What Schemathesis found, fixed: an empty `agency=` is no filter on the agency listener
+/// (as on the staff listener) rather than a `400`, and an SLA report given only `to`
+/// covers the 30 days up to it rather than refusing a `to` older than 30 days.
+#[tokio::test]
+async fn contract_findings_stay_fixed() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.submit(example_text("cmht")).await;
+
+    let page = app
+        .get_as("coventry-liaison", "/v1/referrals?agency=&status=", 200)
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let report = app
+        .get_as("coventry-liaison", "/v1/reports/sla?agency=", 200)
+        .await;
+    assert_eq!(report["agency"], "coventry-liaison");
+    assert_eq!(report["rows"][0]["referrals"], 1);
+    let other = app
+        .get_as(
+            "coventry-liaison",
+            "/v1/referrals?agency=coventry-cmht",
+            400,
+        )
+        .await;
+    assert_eq!(other["type"], "urn:referral-gateway:problem:bad-query");
+
+    let report = app
+        .get_as("coventry-liaison", "/v1/reports/sla?to=2000-01-01", 200)
+        .await;
+    assert_eq!(report["from"], "1999-12-03T00:00:00Z");
+    assert_eq!(report["to"], "2000-01-02T00:00:00Z");
+    assert_eq!(report["rows"], serde_json::json!([]));
     app.stop().await;
 }
