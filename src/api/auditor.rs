@@ -73,8 +73,8 @@ pub(crate) struct AuditPage<'a> {
 }
 
 /// A subject access request: the person's NHS number, or name and date of birth, or both.
-/// (`read_subject` reads it, with a JSON Pointer for each problem; the OpenAPI documents
-/// add that at least one identifier is needed, and name and date of birth go together.)
+// `read_subject` reads it, with a JSON Pointer for each problem; the OpenAPI documents add
+// that at least one identifier is needed, and that name and date of birth go together.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = SubjectAccessRequest)]

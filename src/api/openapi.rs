@@ -650,8 +650,20 @@ fn add_links(doc: &mut Value, listener: Listener) {
     }
 }
 
-/// Example bodies: the example referrals and a follow-up event.
+/// Example bodies: the example referrals, two events and two subject access requests.
 fn add_request_examples(doc: &mut Value) {
+    if let Some(op) = operation_mut(doc, "/v1/audit/disclosures", "post") {
+        op["requestBody"]["content"]["application/json"]["examples"] = json!({
+            "nhs_number": {
+                "summary": "By NHS number (the example referrals' person)",
+                "value": {"nhs_number": "943 476 5919"}
+            },
+            "name_and_date_of_birth": {
+                "summary": "By name and date of birth",
+                "value": {"name": {"given": "Alex", "family": "Example"}, "date_of_birth": "1991-06-14"}
+            }
+        });
+    }
     if let Some(op) = operation_mut(doc, "/v1/referrals", "post") {
         let examples: Map<String, Value> = REFERRAL_EXAMPLES
             .iter()

@@ -474,8 +474,8 @@ pub(crate) async fn status(
     .await
 }
 
-/// Staff listener. Who may call: an auditor (any referral) or a service manager (the
-/// referrals their agency sent or received; 404 for others). Metadata, events and SLA
+/// One referral's status. Who may call: an auditor (any referral) or a service manager
+/// (the referrals their agency sent or received; 404 for others). Metadata, events and SLA
 /// clocks only, never the payload.
 #[utoipa::path(
     get,
