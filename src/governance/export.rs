@@ -179,23 +179,38 @@ impl ExportFormat {
 
 /// One entry as auditors see it: `at` as RFC 3339 and as the microseconds the hash
 /// covers, and the entry's own hash, so an export can be checked against the chain.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct EntryView<'a> {
     seq: i64,
+    #[schema(format = DateTime)]
     at: String,
     at_micros: i64,
+    #[schema(value_type = String)]
     actor: &'a str,
+    #[schema(value_type = String)]
     action: &'a str,
+    #[schema(value_type = Option<String>)]
     referral_id: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     recipient: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     isa_id: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     lawful_basis: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     consent: Option<&'a str>,
+    #[schema(value_type = Vec<String>)]
     categories: &'a [String],
+    #[schema(value_type = Vec<String>)]
     withheld: &'a [String],
+    #[schema(value_type = Option<String>)]
     person_key: Option<&'a str>,
+    #[schema(value_type = String)]
     detail: &'a str,
+    #[schema(value_type = String)]
     prev_hash: &'a str,
+    #[schema(value_type = String)]
     hash: &'a str,
 }
 

@@ -16,6 +16,7 @@ mod deploy;
 mod docs;
 mod handshake;
 mod lifecycle;
+mod openapi;
 mod referrals;
 mod reload;
 mod sharing;
