@@ -316,7 +316,15 @@ pub(crate) async fn search_events(
         None | Some("") => None,
         Some(c) => Some(parse_cursor(c, None).ok_or_else(bad_cursor)?),
     };
-    let snapshot = snapshot(state, cursor).await?.ok_or_else(bad_cursor)?;
+    let mut snapshot = snapshot(state, cursor).await?.ok_or_else(bad_cursor)?;
+    if cursor.is_none() {
+        // The first page of a search over a period: the walk (and its cursors) covers
+        // only the sequence range the period's entries lie in.
+        (snapshot.after, snapshot.upto) = state
+            .store
+            .audit_period_bounds(from, to, snapshot.after, snapshot.upto)
+            .await?;
+    }
     let entries = state
         .store
         .search_audit(&AuditQuery {

@@ -23,6 +23,8 @@ pub struct Export {
     from: Timestamp,
     to: Timestamp,
     upto: i64,
+    /// The last entry the walk reads: the period's last one, at most `upto`.
+    walk_upto: i64,
     /// Where the next page starts; `None` once the last page has been read.
     after: Option<i64>,
     header_written: bool,
@@ -37,13 +39,16 @@ impl Export {
         to: Timestamp,
     ) -> Result<Self, StoreError> {
         let (upto, _) = store.audit_head().await?;
+        // Only the sequence range the period's entries lie in is walked.
+        let (after, walk_upto) = store.audit_period_bounds(from, to, 0, upto).await?;
         Ok(Self {
             store: store.clone(),
             format,
             from,
             to,
             upto,
-            after: Some(0),
+            walk_upto,
+            after: Some(after),
             header_written: false,
         })
     }
@@ -83,7 +88,7 @@ impl Export {
             .search_audit(&AuditQuery {
                 from: self.from,
                 to: self.to,
-                ..AuditQuery::everything(after, self.upto, EXPORT_PAGE + 1)
+                ..AuditQuery::everything(after, self.walk_upto, EXPORT_PAGE + 1)
             })
             .await?;
         let more = entries.len() as i64 > EXPORT_PAGE;

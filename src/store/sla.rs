@@ -367,16 +367,28 @@ impl Store {
                 });
             }
         }
-        let rows = sqlx::query(
-            "SELECT e.referral_id, e.body FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
-             WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
-             AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)",
-        )
-        .bind(from.as_micros())
-        .bind(to.as_micros())
-        .bind(agency)
-        .fetch_all(&mut *tx)
-        .await?;
+        // PostgreSQL plans the join below as a scan of every event; given the period's
+        // referral ids as an array it looks each one up in `referral_events_by_referral`
+        // (70 ms rather than 300 ms for a month of a 100,000-referral year).
+        let contacts_sql = match self.backend {
+            super::Backend::Postgres => {
+                "SELECT e.referral_id, e.body FROM referral_events e \
+                 WHERE e.event_type = 'first_contact' AND e.referral_id = ANY(ARRAY( \
+                   SELECT r.id FROM referrals r WHERE r.received_at >= $1 AND r.received_at < $2 \
+                   AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)))"
+            }
+            super::Backend::Sqlite => {
+                "SELECT e.referral_id, e.body FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
+                 WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
+                 AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)"
+            }
+        };
+        let rows = sqlx::query(contacts_sql)
+            .bind(from.as_micros())
+            .bind(to.as_micros())
+            .bind(agency)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         let contacts = rows
             .iter()
