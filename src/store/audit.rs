@@ -84,7 +84,7 @@ pub(crate) async fn append_audit_many(
         prev_hash = entry.hash();
         entries.push((entry, prev_hash.clone()));
     }
-    insert_entries(tx, &entries).await?;
+    insert_entries(backend, tx, &entries).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev_hash)

@@ -321,10 +321,7 @@ impl Store {
         // (`clock,started,due,met,stopped;...`, met and stopped empty when unset): a
         // quarter of the rows, and each row decoded through the `Any` driver costs far more
         // than splitting a short text.
-        let fold = match self.backend {
-            super::Backend::Postgres => "string_agg",
-            super::Backend::Sqlite => "group_concat",
-        };
+        let fold = self.backend.text_aggregate();
         let mut tx = self.filtered_read().await?;
         let rows = sqlx::query(&format!(
             "SELECT r.id, r.received_at, r.recipient_agency, r.service_type, r.priority, \
@@ -367,23 +364,8 @@ impl Store {
                 });
             }
         }
-        // PostgreSQL plans the join below as a scan of every event; given the period's
-        // referral ids as an array it looks each one up in `referral_events_by_referral`
-        // (70 ms rather than 300 ms for a month of a 100,000-referral year).
-        let contacts_sql = match self.backend {
-            super::Backend::Postgres => {
-                "SELECT e.referral_id, e.body FROM referral_events e \
-                 WHERE e.event_type = 'first_contact' AND e.referral_id = ANY(ARRAY( \
-                   SELECT r.id FROM referrals r WHERE r.received_at >= $1 AND r.received_at < $2 \
-                   AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)))"
-            }
-            super::Backend::Sqlite => {
-                "SELECT e.referral_id, e.body FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
-                 WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
-                 AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)"
-            }
-        };
-        let rows = sqlx::query(contacts_sql)
+        // On PostgreSQL by an array of the period's referral ids (`dialect.rs`).
+        let rows = sqlx::query(self.backend.first_contacts_sql())
             .bind(from.as_micros())
             .bind(to.as_micros())
             .bind(agency)
