@@ -23,7 +23,7 @@ mod sla;
 
 pub use crate::domain::messages::OutboxMessage;
 pub use audit::{AuditQuery, AuditRecord, PersonSubmission, PersonSummary};
-use audit::{append_audit, append_audit_many};
+use audit::append_audit;
 pub use batch::{Decide, NewEvent, Render};
 pub use events::{EventOutcome, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};

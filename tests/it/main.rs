@@ -13,6 +13,7 @@ mod console;
 mod delivery;
 mod deploy;
 mod docs;
+mod faults;
 mod handshake;
 mod lifecycle;
 mod referrals;
