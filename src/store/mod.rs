@@ -22,8 +22,8 @@ mod roles;
 mod sla;
 
 pub use crate::domain::messages::OutboxMessage;
-pub use audit::{AuditQuery, AuditRecord, PersonSubmission, PersonSummary};
 use audit::append_audit;
+pub use audit::{AuditQuery, AuditRecord, PersonSubmission, PersonSummary};
 pub use batch::{Decide, NewEvent, Render};
 pub use events::{EventOutcome, StoredEvent};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};

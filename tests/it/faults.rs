@@ -336,7 +336,11 @@ struct PrivatePostgres {
 
 fn postgres_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions
@@ -417,7 +421,10 @@ impl PrivatePostgres {
     /// A fresh database: its URL on `port` (the cluster's, or a proxy's in front of it).
     async fn database(&self) -> String {
         use sqlx::Connection;
-        let name = format!("refgw_faults_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = format!(
+            "refgw_faults_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let mut conn = sqlx::PgConnection::connect(&self.url("postgres", self.port))
             .await
             .expect("private PostgreSQL");
@@ -460,7 +467,8 @@ impl Gateway {
     async fn start(db_url: &str, amqp_url: &str, namespace: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         // Short relay backoff and polling: a restored broker is used within seconds.
-        let text = shipped_config_text() + "\n[relay]\nmax_backoff_secs = 2\npoll_interval_ms = 100\n";
+        let text =
+            shipped_config_text() + "\n[relay]\nmax_backoff_secs = 2\npoll_interval_ms = 100\n";
         std::fs::write(dir.path().join("gateway.toml"), text).expect("config");
         let mut gateway = Self {
             child: None,
@@ -588,34 +596,37 @@ async fn submit_load(base: String, until: Instant) -> Vec<Submission> {
                         .header("x-correlation-id", &correlation)
                         .body(bodies[n % bodies.len()].clone())
                         .send();
-                    let (outcome, referral_id) = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-                        Err(_) => (Outcome::Unknown, None),
-                        Ok(Err(e)) if e.is_connect() => {
-                            if std::env::var_os("REFGW_FAULTS_DEBUG").is_some() {
-                                eprintln!("not sent: {e:?}");
-                            }
-                            (Outcome::Refused, None)
-                        }
-                        Ok(Err(_)) => (Outcome::Unknown, None),
-                        Ok(Ok(response)) => {
-                            let status = response.status().as_u16();
-                            let body = tokio::time::timeout(REQUEST_TIMEOUT, response.json::<Value>()).await;
-                            match (status, body) {
-                                (202, Ok(Ok(body))) => match body["referral_id"].as_str() {
-                                    Some(id) => (Outcome::Accepted, Some(id.to_owned())),
-                                    None => (Outcome::Unknown, None),
-                                },
-                                (202, _) => (Outcome::Unknown, None),
-                                (400..=499 | 503, _) => {
-                                    if std::env::var_os("REFGW_FAULTS_DEBUG").is_some() {
-                                        eprintln!("refused: {status}");
-                                    }
-                                    (Outcome::Refused, None)
+                    let (outcome, referral_id) =
+                        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+                            Err(_) => (Outcome::Unknown, None),
+                            Ok(Err(e)) if e.is_connect() => {
+                                if std::env::var_os("REFGW_FAULTS_DEBUG").is_some() {
+                                    eprintln!("not sent: {e:?}");
                                 }
-                                _ => (Outcome::Unknown, None),
+                                (Outcome::Refused, None)
                             }
-                        }
-                    };
+                            Ok(Err(_)) => (Outcome::Unknown, None),
+                            Ok(Ok(response)) => {
+                                let status = response.status().as_u16();
+                                let body =
+                                    tokio::time::timeout(REQUEST_TIMEOUT, response.json::<Value>())
+                                        .await;
+                                match (status, body) {
+                                    (202, Ok(Ok(body))) => match body["referral_id"].as_str() {
+                                        Some(id) => (Outcome::Accepted, Some(id.to_owned())),
+                                        None => (Outcome::Unknown, None),
+                                    },
+                                    (202, _) => (Outcome::Unknown, None),
+                                    (400..=499 | 503, _) => {
+                                        if std::env::var_os("REFGW_FAULTS_DEBUG").is_some() {
+                                            eprintln!("refused: {status}");
+                                        }
+                                        (Outcome::Refused, None)
+                                    }
+                                    _ => (Outcome::Unknown, None),
+                                }
+                            }
+                        };
                     if outcome != Outcome::Accepted {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -698,9 +709,10 @@ impl Queues {
     /// every id in `expected` has come and the queues stay empty for a moment (or, short
     /// of them, for a few seconds).
     async fn drain(&self, expected: &BTreeSet<String>) -> Vec<Delivered> {
-        let connection = lapin::Connection::connect(&self.url, lapin::ConnectionProperties::default())
-            .await
-            .expect("broker for the drain");
+        let connection =
+            lapin::Connection::connect(&self.url, lapin::ConnectionProperties::default())
+                .await
+                .expect("broker for the drain");
         let channel = connection.create_channel().await.expect("channel");
         let mut taken = Vec::new();
         let mut seen = BTreeSet::new();
@@ -852,14 +864,15 @@ const TABLE_HEAD: &str = "| scenario | submitted | acknowledged | refused | unkn
 /// Waits until the gateway's outbox holds nothing unpublished (read directly, not
 /// through any proxy).
 async fn wait_outbox_published(db_url: &str, gateway: &Gateway, timeout: Duration) {
-    let store = referral_gateway::store::Store::connect(&referral_gateway::config::DatabaseConfig {
-        url: db_url.to_owned(),
-        max_connections: 1,
-        commit_batch_max: 1,
-        commit_queue_depth: 1,
-    })
-    .await
-    .expect("the scenario's database");
+    let store =
+        referral_gateway::store::Store::connect(&referral_gateway::config::DatabaseConfig {
+            url: db_url.to_owned(),
+            max_connections: 1,
+            commit_batch_max: 1,
+            commit_queue_depth: 1,
+        })
+        .await
+        .expect("the scenario's database");
     let started = Instant::now();
     loop {
         match store.outbox_backlog().await {
@@ -920,7 +933,11 @@ where
     report.chain_verified = code == Some(0);
     queues.delete().await;
     println!("{TABLE_HEAD}\n{}", report.row());
-    assert!(report.acknowledged > 0, "nothing was accepted: {report:?}\n{}", gateway.log());
+    assert!(
+        report.acknowledged > 0,
+        "nothing was accepted: {report:?}\n{}",
+        gateway.log()
+    );
     assert_eq!(
         (report.lost, report.unexpected),
         (0, 0),
@@ -976,19 +993,23 @@ async fn broker_connection_cut_and_restored() {
     let proxy = FaultProxy::start("127.0.0.1:5672").await;
     let rig = sqlite_rig(dir.path(), &amqp_via(&proxy)).await;
     let proxy = &proxy;
-    scenario("broker connection cut/reset/stall/slow", rig, |gateway, until| async move {
-        for (i, mode) in [Mode::Cut, Mode::Reset, Mode::Stall, Mode::Slow]
-            .into_iter()
-            .enumerate()
-        {
-            let i = i as u32;
-            sleep_until(part(until, 2 * i + 1, 9)).await;
-            proxy.set(mode);
-            sleep_until(part(until, 2 * i + 2, 9)).await;
-            proxy.set(Mode::Up);
-        }
-        (gateway, Vec::new())
-    })
+    scenario(
+        "broker connection cut/reset/stall/slow",
+        rig,
+        |gateway, until| async move {
+            for (i, mode) in [Mode::Cut, Mode::Reset, Mode::Stall, Mode::Slow]
+                .into_iter()
+                .enumerate()
+            {
+                let i = i as u32;
+                sleep_until(part(until, 2 * i + 1, 9)).await;
+                proxy.set(mode);
+                sleep_until(part(until, 2 * i + 2, 9)).await;
+                proxy.set(Mode::Up);
+            }
+            (gateway, Vec::new())
+        },
+    )
     .await;
 }
 
@@ -1008,16 +1029,20 @@ async fn broker_node_stopped_and_started() {
         db_url,
     };
     let broker = &broker;
-    scenario("broker node stop_app/start_app", rig, |gateway, until| async move {
-        sleep_until(part(until, 1, 3)).await;
-        let (ok, out) = broker.ctl(&["stop_app"]).await;
-        assert!(ok, "stop_app: {out}");
-        sleep_until(part(until, 2, 3)).await;
-        let (ok, out) = broker.ctl(&["start_app"]).await;
-        assert!(ok, "start_app: {out}");
-        broker.wait_amqp(Duration::from_secs(60)).await;
-        (gateway, Vec::new())
-    })
+    scenario(
+        "broker node stop_app/start_app",
+        rig,
+        |gateway, until| async move {
+            sleep_until(part(until, 1, 3)).await;
+            let (ok, out) = broker.ctl(&["stop_app"]).await;
+            assert!(ok, "stop_app: {out}");
+            sleep_until(part(until, 2, 3)).await;
+            let (ok, out) = broker.ctl(&["start_app"]).await;
+            assert!(ok, "start_app: {out}");
+            broker.wait_amqp(Duration::from_secs(60)).await;
+            (gateway, Vec::new())
+        },
+    )
     .await;
 }
 
@@ -1036,16 +1061,23 @@ async fn postgres_connection_cut() {
         db_url: pg.url(&database, pg.port),
     };
     let proxy = &proxy;
-    scenario("PostgreSQL connection cut/reset/stall", rig, |gateway, until| async move {
-        for (i, mode) in [Mode::Cut, Mode::Reset, Mode::Stall].into_iter().enumerate() {
-            let i = i as u32;
-            sleep_until(part(until, 2 * i + 1, 7)).await;
-            proxy.set(mode);
-            sleep_until(part(until, 2 * i + 2, 7)).await;
-            proxy.set(Mode::Up);
-        }
-        (gateway, Vec::new())
-    })
+    scenario(
+        "PostgreSQL connection cut/reset/stall",
+        rig,
+        |gateway, until| async move {
+            for (i, mode) in [Mode::Cut, Mode::Reset, Mode::Stall]
+                .into_iter()
+                .enumerate()
+            {
+                let i = i as u32;
+                sleep_until(part(until, 2 * i + 1, 7)).await;
+                proxy.set(mode);
+                sleep_until(part(until, 2 * i + 2, 7)).await;
+                proxy.set(Mode::Up);
+            }
+            (gateway, Vec::new())
+        },
+    )
     .await;
 }
 
@@ -1065,13 +1097,17 @@ async fn postgres_restarted() {
         db_url,
     };
     let pg = &pg;
-    scenario("PostgreSQL restart (fast, immediate)", rig, |gateway, until| async move {
-        sleep_until(part(until, 1, 3)).await;
-        pg.ctl(&["-m", "fast", "restart"]).await;
-        sleep_until(part(until, 2, 3)).await;
-        pg.ctl(&["-m", "immediate", "restart"]).await;
-        (gateway, Vec::new())
-    })
+    scenario(
+        "PostgreSQL restart (fast, immediate)",
+        rig,
+        |gateway, until| async move {
+            sleep_until(part(until, 1, 3)).await;
+            pg.ctl(&["-m", "fast", "restart"]).await;
+            sleep_until(part(until, 2, 3)).await;
+            pg.ctl(&["-m", "immediate", "restart"]).await;
+            (gateway, Vec::new())
+        },
+    )
     .await;
 }
 
@@ -1080,15 +1116,19 @@ async fn postgres_restarted() {
 async fn gateway_killed_and_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rig = sqlite_rig(dir.path(), AMQP_URL).await;
-    scenario("gateway SIGKILL and restart", rig, |mut gateway, until| async move {
-        for i in 1..=2 {
-            sleep_until(part(until, i, 3)).await;
-            gateway.kill().await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            gateway.spawn().await;
-        }
-        (gateway, Vec::new())
-    })
+    scenario(
+        "gateway SIGKILL and restart",
+        rig,
+        |mut gateway, until| async move {
+            for i in 1..=2 {
+                sleep_until(part(until, i, 3)).await;
+                gateway.kill().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                gateway.spawn().await;
+            }
+            (gateway, Vec::new())
+        },
+    )
     .await;
 }
 
@@ -1152,7 +1192,10 @@ async fn sqlite_disk_full() {
     let tmpfs = match Tmpfs::mount("64m").await {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
-            println!("| SQLite disk full | skipped: cannot mount a tmpfs here ({}) |", why.trim());
+            println!(
+                "| SQLite disk full | skipped: cannot mount a tmpfs here ({}) |",
+                why.trim()
+            );
             return;
         }
     };
@@ -1181,53 +1224,65 @@ async fn consumer_crashes_before_acking() {
     let proxy = FaultProxy::start("127.0.0.1:5672").await;
     let url = amqp_via(&proxy);
     let proxy = &proxy;
-    scenario("consumer crashes before ack", rig, |gateway, until| async move {
-        let mut received = Vec::new();
-        let mut crashes = 0;
-        while Instant::now() < until {
-            let Ok(connection) =
-                lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
-            else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let channel = connection.create_channel().await.expect("channel");
-            channel
-                .basic_qos(10, BasicQosOptions::default())
-                .await
-                .expect("qos");
-            let mut consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "crashing-consumer".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("consume");
-            let mut taken = 0;
-            while taken < 10 {
-                match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
-                    Ok(Some(Ok(delivery))) => {
-                        received.push(delivered(&delivery));
-                        taken += 1;
-                    }
-                    _ => break,
+    scenario(
+        "consumer crashes before ack",
+        rig,
+        |gateway, until| async move {
+            let mut received = Vec::new();
+            let mut crashes = 0;
+            while Instant::now() < until {
+                let Ok(connection) =
+                    lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                // A broker that is not ready for us yet (the last crash still closing): again.
+                let Ok(channel) = connection.create_channel().await else {
+                    continue;
+                };
+                if channel
+                    .basic_qos(10, BasicQosOptions::default())
+                    .await
+                    .is_err()
+                {
+                    continue;
                 }
+                let Ok(mut consumer) = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "crashing-consumer".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                let mut taken = 0;
+                while taken < 10 {
+                    match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
+                        Ok(Some(Ok(delivery))) => {
+                            received.push(delivered(&delivery));
+                            taken += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                // The crash: the connection reset under the consumer, nothing acked.
+                proxy.set(Mode::Reset);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(consumer);
+                drop(channel);
+                drop(connection);
+                proxy.set(Mode::Up);
+                crashes += 1;
             }
-            // The crash: the connection reset under the consumer, nothing acked.
-            proxy.set(Mode::Reset);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            drop(consumer);
-            drop(channel);
-            drop(connection);
-            proxy.set(Mode::Up);
-            crashes += 1;
-        }
-        assert!(crashes > 1, "the consumer crashed repeatedly");
-        assert!(!received.is_empty(), "the consumer received messages");
-        (gateway, received)
-    })
+            assert!(crashes > 1, "the consumer crashed repeatedly");
+            assert!(!received.is_empty(), "the consumer received messages");
+            (gateway, received)
+        },
+    )
     .await;
 }
 
@@ -1238,47 +1293,56 @@ async fn consumer_rejects_to_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rig = sqlite_rig(dir.path(), AMQP_URL).await;
     let queue = rig.queues.topology.referral_queue("coventry-cmht");
-    let report = scenario("consumer rejects (dead-lettered)", rig, |gateway, until| async move {
-        let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-            .await
-            .expect("broker");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .basic_qos(10, BasicQosOptions::default())
-            .await
-            .expect("qos");
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "rejecting-consumer".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let (mut received, mut rejected) = (Vec::new(), 0);
-        while Instant::now() < until {
-            let Ok(Some(Ok(delivery))) =
-                tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
-            else {
-                continue;
-            };
-            if (received.len() + rejected) % 3 == 0 {
-                delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
+    let report = scenario(
+        "consumer rejects (dead-lettered)",
+        rig,
+        |gateway, until| async move {
+            let connection =
+                lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
                     .await
-                    .expect("reject");
-                rejected += 1;
-            } else {
-                delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
-                received.push(delivered(&delivery));
+                    .expect("broker");
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .basic_qos(10, BasicQosOptions::default())
+                .await
+                .expect("qos");
+            let mut consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "rejecting-consumer".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume");
+            let (mut received, mut rejected) = (Vec::new(), 0);
+            while Instant::now() < until {
+                let Ok(Some(Ok(delivery))) =
+                    tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
+                else {
+                    continue;
+                };
+                if (received.len() + rejected) % 3 == 0 {
+                    delivery
+                        .acker
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await
+                        .expect("reject");
+                    rejected += 1;
+                } else {
+                    delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .expect("ack");
+                    received.push(delivered(&delivery));
+                }
             }
-        }
-        let _ = connection.close(200, "done".into()).await;
-        assert!(rejected > 0, "the consumer rejected messages");
-        (gateway, received)
-    })
+            let _ = connection.close(200, "done".into()).await;
+            assert!(rejected > 0, "the consumer rejected messages");
+            (gateway, received)
+        },
+    )
     .await;
     assert!(report.delivered > 0);
 }
