@@ -121,6 +121,12 @@ enum Command {
     DevToken(DevTokenArgs),
     /// Check a referral file against the schemas, offline, and print every problem.
     Validate(ValidateArgs),
+    /// Print a listener's OpenAPI 3.1 document (what it serves at /v1/openapi.json, and
+    /// docs/openapi/<listener>.json). Reads no configuration.
+    Openapi {
+        #[arg(long, value_parser = ["agency", "staff"])]
+        listener: String,
+    },
     /// Probe the ops listener with one plain HTTP GET (a container's HEALTHCHECK):
     /// exit 0 on 200, 1 otherwise. Reads no configuration.
     Healthcheck {
@@ -186,6 +192,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge { older_than } => cli::purge::run(config_path, older_than),
         Command::DevToken(args) => cli::dev_token::run(config_path, args),
         Command::Validate(args) => cli::validate::run(config_path, args),
+        Command::Openapi { listener } => {
+            let listener = listener
+                .parse::<referral_gateway::api::openapi::Listener>()
+                .map_err(anyhow::Error::msg)?;
+            print!(
+                "{}",
+                referral_gateway::api::openapi::document_text(listener)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Healthcheck { url, timeout_secs } => {
             cli::healthcheck::run(&url, std::time::Duration::from_secs(timeout_secs.max(1)))
         }

@@ -27,17 +27,101 @@ use crate::staff_auth::tokens::Role;
 use crate::store::{AuditQuery, AuditRecord};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    for (path, route) in [
-        ("/v1/audit/events", web::get().to(events)),
-        ("/v1/audit/disclosures", web::post().to(disclosures)),
-        ("/v1/audit/export", web::get().to(export)),
+    for (path, route, allow) in [
+        ("/v1/audit/events", web::get().to(events), "GET"),
+        ("/v1/audit/disclosures", web::post().to(disclosures), "POST"),
+        ("/v1/audit/export", web::get().to(export), "GET"),
     ] {
         cfg.service(
             web::resource(path)
                 .route(route)
-                .default_service(web::to(super::problem::method_not_allowed)),
+                .default_service(super::problem::method_not_allowed(allow)),
         );
     }
+}
+
+/// Problems `GET /v1/audit/events` and `GET /v1/audit/export` answer with (besides those
+/// of every staff operation).
+pub(crate) const QUERY_PROBLEMS: &[ProblemKind] = &[
+    ProblemKind::BadQuery,
+    ProblemKind::InsufficientRole,
+    ProblemKind::Internal,
+    ProblemKind::Overloaded,
+];
+
+/// Problems `POST /v1/audit/disclosures` answers with (besides those of every staff
+/// operation).
+pub(crate) const DISCLOSURE_PROBLEMS: &[ProblemKind] = &[
+    ProblemKind::UnreadableBody,
+    ProblemKind::MalformedJson,
+    ProblemKind::InsufficientRole,
+    ProblemKind::BodyTimeout,
+    ProblemKind::PayloadTooLarge,
+    ProblemKind::UnsupportedMediaType,
+    ProblemKind::SchemaValidation,
+    ProblemKind::Internal,
+    ProblemKind::Overloaded,
+];
+
+/// A page of audit entries, oldest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage<'a> {
+    #[schema(value_type = Vec<EntryView>)]
+    items: Vec<EntryView<'a>>,
+    /// Give it as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A subject access request: the person's NHS number, or name and date of birth, or both.
+// `read_subject` reads it, with a JSON Pointer for each problem; the OpenAPI documents add
+// that at least one identifier is needed, and that name and date of birth go together.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SubjectAccessRequest)]
+#[allow(dead_code)] // documents the body `read_subject` reads
+pub(crate) struct SubjectAccessRequestDoc {
+    /// 10 digits (spaces or hyphens allowed) with a valid check digit.
+    #[schema(pattern = "^[ -]*([0-9][ -]*){10}$", nullable = false)]
+    nhs_number: Option<String>,
+    #[schema(nullable = false)]
+    name: Option<PersonName>,
+    /// YYYY-MM-DD; needed with `name`.
+    #[schema(format = Date, nullable = false)]
+    date_of_birth: Option<String>,
+    /// `next_cursor` of the previous page (for the same identifiers).
+    cursor: Option<String>,
+    /// Page size, 1 to 5000 (default 1000).
+    #[schema(minimum = 1, maximum = 5000)]
+    limit: Option<i64>,
+}
+
+/// A person's name as a referral's `/person/name` holds it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body `read_subject` reads
+pub(crate) struct PersonName {
+    #[schema(min_length = 1)]
+    given: String,
+    #[schema(min_length = 1)]
+    family: String,
+}
+
+/// A subject access request's answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SubjectAccessPage<'a> {
+    /// `nhs_number` and/or `name_and_date_of_birth`.
+    #[schema(value_type = Vec<String>)]
+    searched_by: Vec<&'static str>,
+    /// Every referral about the person.
+    #[schema(value_type = Vec<String>)]
+    referrals: &'a [String],
+    /// How many times the person's data was shared.
+    disclosures: i64,
+    /// How many submissions about the person were refused.
+    refused: i64,
+    #[schema(value_type = Vec<EntryView>)]
+    items: Vec<EntryView<'a>>,
+    /// Give it as `cursor` (with the same identifiers) for the next page; null on the last.
+    next_cursor: Option<String>,
 }
 
 fn bad(detail: impl Into<String>) -> ApiError {
@@ -113,15 +197,62 @@ fn page(
     (entries, next)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// Entries written at or after.
+    #[param(schema_with = super::query::period_schema)]
     pub(crate) from: Option<String>,
+    /// Entries written before (a date: up to the end of that day).
+    #[param(schema_with = super::query::period_schema)]
     pub(crate) to: Option<String>,
+    /// Entries about a registered agency (empty: any).
     pub(crate) agency: Option<String>,
+    /// An action (`referral.submitted`) or a family (`referral.*`); empty: any.
+    #[param(schema_with = action_filter_schema)]
     pub(crate) action: Option<String>,
+    /// Entries about this referral (empty: any).
+    #[param(schema_with = referral_filter_schema)]
     pub(crate) referral: Option<String>,
+    /// `next_cursor` of the previous page.
     pub(crate) cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub(crate) limit: Option<String>,
+}
+
+/// Every action and every family (`referral.*`) `action=` takes.
+fn action_filter_schema() -> utoipa::openapi::schema::Object {
+    let mut values: Vec<String> = AuditAction::ALL
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    let mut families: Vec<String> = AuditAction::ALL
+        .iter()
+        .filter_map(|a| a.as_str().split_once('.').map(|(f, _)| format!("{f}.*")))
+        .collect();
+    families.sort();
+    families.dedup();
+    values.extend(families);
+    super::query::filter_schema(values)
+}
+
+/// A referral id (a UUID) or nothing.
+fn referral_filter_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([""])),
+        )
+        .build()
+        .into()
 }
 
 /// `action=referral.submitted` (exact) or `action=referral.*` (a family).
@@ -138,14 +269,23 @@ fn action_filter(action: Option<&str>) -> Result<Option<ActionFilter>, ApiError>
     })
 }
 
-async fn events(
+/// Search the audit log (auditors only); the search is itself audited.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events",
+    operation_id = "searchAuditLog",
+    tag = "audit",
+    params(EventsQuery),
+    responses((status = 200, description = "A page of entries, oldest first, within the log as it was when the first page was read.", body = AuditPage))
+)]
+pub(crate) async fn events(
     caller: StaffCaller,
     query: web::Query<EventsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (entries, next_cursor) = search_events(&caller, &state, &query).await?;
     let items: Vec<EntryView> = entries.iter().map(|(e, h)| view(e, h)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
 }
 
 /// An audit search (auditors only), itself audited before the entries are returned:
@@ -176,7 +316,15 @@ pub(crate) async fn search_events(
         None | Some("") => None,
         Some(c) => Some(parse_cursor(c, None).ok_or_else(bad_cursor)?),
     };
-    let snapshot = snapshot(state, cursor).await?.ok_or_else(bad_cursor)?;
+    let mut snapshot = snapshot(state, cursor).await?.ok_or_else(bad_cursor)?;
+    if cursor.is_none() {
+        // The first page of a search over a period: the walk (and its cursors) covers
+        // only the sequence range the period's entries lie in.
+        (snapshot.after, snapshot.upto) = state
+            .store
+            .audit_period_bounds(from, to, snapshot.after, snapshot.upto)
+            .await?;
+    }
     let entries = state
         .store
         .search_audit(&AuditQuery {
@@ -330,7 +478,17 @@ fn read_subject(body: &Value, keyer: &PersonKeyer) -> Result<Subject, Vec<Violat
     }
 }
 
-async fn disclosures(
+/// A subject access request (auditors only): every audit entry about a person, found by
+/// NHS number or by name and date of birth.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/disclosures",
+    operation_id = "subjectAccess",
+    tag = "audit",
+    request_body(content = SubjectAccessRequestDoc, content_type = "application/json"),
+    responses((status = 200, description = "The person's referrals, disclosures and refusals, and a page of the entries about them.", body = SubjectAccessPage))
+)]
+pub(crate) async fn disclosures(
     req: HttpRequest,
     caller: StaffCaller,
     payload: web::Payload,
@@ -343,14 +501,14 @@ async fn disclosures(
     let body = crate::intake::json::parse(&body).map_err(|e| ApiError::malformed_json(&e))?;
     let answer = subject_access(&caller, &state, &body).await?;
     let items: Vec<EntryView> = answer.entries.iter().map(|(e, h)| view(e, h)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "searched_by": answer.searched_by,
-        "referrals": answer.summary.referrals,
-        "disclosures": answer.summary.shared,
-        "refused": answer.summary.refused,
-        "items": items,
-        "next_cursor": answer.next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(SubjectAccessPage {
+        searched_by: answer.searched_by,
+        referrals: &answer.summary.referrals,
+        disclosures: answer.summary.shared,
+        refused: answer.summary.refused,
+        items,
+        next_cursor: answer.next_cursor,
+    }))
 }
 
 /// A subject access request's answer.
@@ -430,17 +588,46 @@ pub(crate) async fn subject_access(
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ExportQuery {
+    /// Entries written at or after.
+    #[param(schema_with = super::query::period_schema)]
     pub(crate) from: Option<String>,
+    /// Entries written before (a date: up to the end of that day).
+    #[param(schema_with = super::query::period_schema)]
     pub(crate) to: Option<String>,
+    /// `ndjson` (default) or `csv`.
+    #[param(schema_with = export_format_schema)]
     pub(crate) format: Option<String>,
+}
+
+fn export_format_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["ndjson", "csv"]))
+        .build()
 }
 
 /// A subject access request is a few identifiers.
 const MAX_SUBJECT_ACCESS_BODY: usize = 16 * 1024;
 
-async fn export(
+/// Export the audit log (auditors only), streamed; the export is itself audited.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    operation_id = "exportAuditLog",
+    tag = "audit",
+    params(ExportQuery),
+    responses((status = 200, description = "The entries, oldest first: one JSON object per line (each an `AuditEntry`), or CSV with the same columns.",
+        headers(("Content-Disposition" = String, description = "`attachment; filename=\"audit-upto-<seq>.<format>\"`")),
+        content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )))
+)]
+pub(crate) async fn export(
     caller: StaffCaller,
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::AppState;
 use super::identity::CallerAgency;
 use super::middleware::body::read_json_body;
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use crate::intake::events::Posted;
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -19,11 +19,47 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/referrals/{id}/events")
             .route(web::post().to(post_event))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("POST")),
     );
 }
 
-async fn post_event(
+/// Problems `POST /v1/referrals/{id}/events` answers with (besides those of every operation).
+pub(crate) const PROBLEMS: &[ProblemKind] = &[
+    ProblemKind::UnreadableBody,
+    ProblemKind::MalformedJson,
+    ProblemKind::UnknownAgency,
+    ProblemKind::NotPermitted,
+    ProblemKind::NotFound,
+    ProblemKind::BodyTimeout,
+    ProblemKind::IdempotencyConflict,
+    ProblemKind::IllegalTransition,
+    ProblemKind::PayloadTooLarge,
+    ProblemKind::UnsupportedMediaType,
+    ProblemKind::SchemaValidation,
+    ProblemKind::Internal,
+    ProblemKind::Overloaded,
+];
+
+/// Post a lifecycle event on a referral (docs/lifecycle.md).
+#[utoipa::path(
+    post,
+    path = "/v1/referrals/{id}/events",
+    operation_id = "postReferralEvent",
+    tag = "referrals",
+    params(("id" = String, Path, description = "The `referral_id`.")),
+    request_body(
+        content = crate::api::openapi::EventDocument,
+        content_type = "application/json",
+        description = "The event; `event_id` (chosen by the client) makes retries idempotent."
+    ),
+    responses(
+        (status = 201, description = "Recorded: the event's record.", body = crate::domain::messages::EventRecord),
+        (status = 200, description = "A replay of an event already recorded with the same `event_id` and body (`Idempotent-Replayed: true`).",
+         body = crate::domain::messages::EventRecord,
+         headers(("Idempotent-Replayed" = String, description = "`true`."))),
+    )
+)]
+pub(crate) async fn post_event(
     req: HttpRequest,
     caller: CallerAgency,
     snapshot: crate::runtime::Snapshot,

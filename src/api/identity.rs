@@ -38,7 +38,8 @@ impl CallerAgency {
     /// Agencies see their own data only: an `agency` query parameter may name only the
     /// caller (it is there for staff, who name the agency they look at).
     pub fn own_agency_only(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        match requested {
+        // An empty `agency=` is no filter, as on the staff listener.
+        match requested.filter(|a| !a.is_empty()) {
             Some(a) if a != self.0.id.as_str() => Err(ApiError::bad_request(
                 ProblemKind::BadQuery,
                 "'agency' can only be your own agency: an agency sees the referrals it sent or received",

@@ -6,6 +6,7 @@ mod events;
 mod health;
 pub mod identity;
 pub mod middleware;
+pub mod openapi;
 pub mod problem;
 pub mod query;
 mod referrals;
@@ -62,6 +63,7 @@ pub(crate) async fn record_access(
 /// Routes of the agency (mTLS) listener.
 pub fn agency_routes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    openapi::configure_agency(cfg);
     referrals::configure(cfg);
     events::configure(cfg);
     reports::configure(cfg);
@@ -71,6 +73,7 @@ pub fn agency_routes(cfg: &mut web::ServiceConfig) {
 /// referral lists.
 pub fn staff_routes(cfg: &mut web::ServiceConfig) {
     health::configure_public(cfg);
+    openapi::configure_staff(cfg);
     auditor::configure(cfg);
     reports::configure_staff(cfg);
     referrals::configure_staff(cfg);
@@ -79,5 +82,9 @@ pub fn staff_routes(cfg: &mut web::ServiceConfig) {
 /// Routes of the plain-HTTP operations listener: probes only, no referral data.
 pub fn ops_routes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
-    cfg.route("/metrics", web::get().to(health::metrics));
+    cfg.service(
+        web::resource("/metrics")
+            .route(web::get().to(health::metrics))
+            .default_service(problem::method_not_allowed("GET")),
+    );
 }

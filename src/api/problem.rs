@@ -187,15 +187,33 @@ pub struct ApiError {
     pub errors: Vec<Violation>,
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemBody<'a> {
+    /// `urn:referral-gateway:problem:<kind>`; each response lists the kinds it can be.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:referral-gateway:problem:[a-z-]+$")]
     type_uri: String,
+    /// Short, the same for every problem of a kind (a resource may word it more precisely).
+    #[schema(value_type = String)]
     title: &'a str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// What went wrong in this request, in words.
+    #[schema(value_type = String)]
     detail: &'a str,
+    /// Each problem with the JSON Pointer of the value at fault (schema validation, malformed
+    /// JSON, excess data); absent when there are none.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<Violation>, max_items = 100)]
     errors: &'a [Violation],
+}
+
+/// The problem `type` URI of `kind`.
+pub fn type_uri(kind: ProblemKind) -> String {
+    format!("{TYPE_PREFIX}{kind}")
 }
 
 impl ApiError {
@@ -303,7 +321,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let body = ProblemBody {
-            type_uri: format!("{TYPE_PREFIX}{}", self.kind),
+            type_uri: type_uri(self.kind),
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
@@ -426,13 +444,20 @@ pub async fn no_such_route() -> HttpResponse {
     ApiError::not_found().error_response()
 }
 
-/// Fallback for a known path with another method.
-pub async fn method_not_allowed() -> HttpResponse {
-    ApiError::of(
-        ProblemKind::MethodNotAllowed,
-        "This resource does not support that method; see docs/api.md.",
-    )
-    .error_response()
+/// Fallback for a known path with another method: `405` with an `Allow` header naming
+/// the methods it has (`allow`, for example `"GET, POST"`), as RFC 9110 asks.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        let mut response = ApiError::of(
+            ProblemKind::MethodNotAllowed,
+            format!("This resource supports {allow} only; see docs/api.md."),
+        )
+        .error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    })
 }
 
 #[cfg(test)]

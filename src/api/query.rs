@@ -64,3 +64,32 @@ pub fn page_limit(text: Option<&str>, default: i64, max: i64) -> Result<i64, Api
             }),
     }
 }
+
+/// OpenAPI schema of a `from`/`to` value: a date or an RFC 3339 date-time.
+pub fn period_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let string = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    AnyOfBuilder::new()
+        .item(string(KnownFormat::Date))
+        .item(string(KnownFormat::DateTime))
+        .description(Some(
+            "A date (YYYY-MM-DD; as `to`, up to the end of that day) or an RFC 3339 date-time (UTC offset required).",
+        ))
+        .build()
+        .into()
+}
+
+/// OpenAPI schema of a filter that takes one of `values`, or nothing (empty: no filter).
+pub fn filter_schema(values: impl IntoIterator<Item = String>) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let mut values: Vec<String> = values.into_iter().collect();
+    values.push(String::new());
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .build()
+}

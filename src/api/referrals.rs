@@ -26,17 +26,59 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/referrals")
             .route(web::post().to(submit))
             .route(web::get().to(list))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("GET, POST")),
     )
     .service(
         web::resource("/v1/referrals/{id}")
             .route(web::get().to(status))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("GET")),
     );
 }
 
-/// Who may call: a registered agency with a sending role, over mTLS.
-async fn submit(
+/// Problems `POST /v1/referrals` answers with (besides those of every operation).
+pub(crate) const SUBMIT_PROBLEMS: &[ProblemKind] = &[
+    ProblemKind::BadIdempotencyKey,
+    ProblemKind::UnreadableBody,
+    ProblemKind::MalformedJson,
+    ProblemKind::UnknownAgency,
+    ProblemKind::NotPermitted,
+    ProblemKind::SharingRefused,
+    ProblemKind::BodyTimeout,
+    ProblemKind::IdempotencyConflict,
+    ProblemKind::PayloadTooLarge,
+    ProblemKind::UnsupportedMediaType,
+    ProblemKind::Unroutable,
+    ProblemKind::SchemaValidation,
+    ProblemKind::ExcessData,
+    ProblemKind::Internal,
+    ProblemKind::Overloaded,
+];
+
+/// Submit one referral. Who may call: a registered agency with a sending role, over mTLS.
+#[utoipa::path(
+    post,
+    path = "/v1/referrals",
+    operation_id = "submitReferral",
+    tag = "referrals",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+         description = "Scoped to the sending agency: the same key with the same body answers with the original receipt; with another body, 409."),
+    ),
+    request_body(
+        content = crate::api::openapi::ReferralSubmission,
+        content_type = "application/json",
+        description = "The referral document: the common schema plus the destination service type's overlay (docs/onboarding.md)."
+    ),
+    responses(
+        (status = 202, description = "Accepted and stored (or, with `Idempotent-Replayed: true`, the original receipt of a replay).",
+         body = AcceptedBody,
+         headers(
+             ("Location" = String, description = "`/v1/referrals/{referral_id}`"),
+             ("Idempotent-Replayed" = String, description = "`true` on an idempotent replay; absent otherwise."),
+         )),
+    )
+)]
+pub(crate) async fn submit(
     req: HttpRequest,
     caller: CallerAgency,
     snapshot: crate::runtime::Snapshot,
@@ -84,10 +126,14 @@ async fn submit(
     Ok(accepted(&receipt, &signed, replayed))
 }
 
-#[derive(Serialize)]
-struct AcceptedBody<'a> {
+/// The `202` answer: the receipt and its signed form.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AcceptedReferral)]
+pub(crate) struct AcceptedBody<'a> {
     #[serde(flatten)]
+    #[schema(value_type = Receipt)]
     receipt: &'a Receipt,
+    #[schema(value_type = ReceiptSigned)]
     signed_receipt: &'a ReceiptSigned,
 }
 
@@ -126,38 +172,102 @@ pub fn configure_staff(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/referrals")
             .route(web::get().to(staff_list))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("GET")),
     )
     .service(
         web::resource("/v1/referrals/{id}")
             .route(web::get().to(staff_status))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("GET")),
     );
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// The agency whose referrals to list. An agency may name only itself; an auditor any
+    /// registered agency (required on the staff listener unless the token is a service
+    /// manager's, who sees their own).
     pub(crate) agency: Option<String>,
+    /// Only referrals with this status (empty: any).
+    #[param(schema_with = status_filter_schema)]
     pub(crate) status: Option<String>,
+    /// Only referrals with an SLA clock past its deadline.
+    #[param(value_type = Option<bool>)]
     pub(crate) overdue: Option<String>,
+    /// Received at or after.
+    #[param(schema_with = crate::api::query::period_schema)]
     pub(crate) from: Option<String>,
+    /// Received before (a date: up to the end of that day).
+    #[param(schema_with = crate::api::query::period_schema)]
     pub(crate) to: Option<String>,
+    /// `sent` or `received` by the agency (empty: either).
+    #[param(schema_with = role_filter_schema)]
     pub(crate) role: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub(crate) limit: Option<String>,
+    /// `next_cursor` of the previous page.
     pub(crate) cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+fn status_filter_schema() -> utoipa::openapi::schema::Object {
+    super::query::filter_schema(
+        crate::domain::ReferralStatus::ALL
+            .iter()
+            .map(|s| s.as_str().to_owned()),
+    )
+}
+
+fn role_filter_schema() -> utoipa::openapi::schema::Object {
+    super::query::filter_schema(["sent".to_owned(), "received".to_owned()])
+}
+
+/// One referral in a list: its receipt fields and when it last changed.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ListItem {
     #[serde(flatten)]
     pub(crate) receipt: Receipt,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) updated_at: OffsetDateTime,
 }
 
-/// Who may call: any registered agency; it sees the referrals it sent or received.
-/// Newest first; `next_cursor` continues the list, given only when another page exists.
-async fn list(
+/// A page of referrals, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ReferralPage {
+    items: Vec<ListItem>,
+    /// Give it as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Problems the referral lists answer with (besides those of every operation).
+pub(crate) const LIST_PROBLEMS: &[ProblemKind] = &[
+    ProblemKind::BadQuery,
+    ProblemKind::UnknownAgency,
+    ProblemKind::Internal,
+    ProblemKind::Overloaded,
+];
+
+/// Problems `GET /v1/referrals/{id}` answers with (besides those of every operation).
+pub(crate) const STATUS_PROBLEMS: &[ProblemKind] = &[
+    ProblemKind::UnknownAgency,
+    ProblemKind::NotFound,
+    ProblemKind::Internal,
+    ProblemKind::Overloaded,
+];
+
+/// List the referrals the calling agency sent or received, newest first. Who may call:
+/// any registered agency. `next_cursor` continues the list, given only when another page
+/// exists.
+#[utoipa::path(
+    get,
+    path = "/v1/referrals",
+    operation_id = "listReferrals",
+    tag = "referrals",
+    params(ListQuery),
+    responses((status = 200, description = "A page of referrals.", body = ReferralPage))
+)]
+pub(crate) async fn list(
     caller: CallerAgency,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -172,7 +282,17 @@ async fn list(
     .await
 }
 
-async fn staff_list(
+/// List one agency's referrals (sent or received), newest first: an auditor names the
+/// agency with `?agency=`, a service manager sees their own.
+#[utoipa::path(
+    get,
+    path = "/v1/referrals",
+    operation_id = "listReferrals",
+    tag = "referrals",
+    params(ListQuery),
+    responses((status = 200, description = "A page of referrals.", body = ReferralPage))
+)]
+pub(crate) async fn staff_list(
     caller: StaffCaller,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -197,7 +317,7 @@ async fn list_for(
     query: &ListQuery,
 ) -> Result<HttpResponse, ApiError> {
     let (items, next_cursor) = list_referrals(state, agency, actor, query).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(ReferralPage { items, next_cursor }))
 }
 
 /// The list `GET /v1/referrals` answers (and the console's overdue page shows): the
@@ -294,20 +414,54 @@ pub(crate) async fn list_referrals(
     Ok((items, next_cursor))
 }
 
-#[derive(Serialize)]
+/// A referral's metadata, timeline and clocks: never its document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReferralStatusView)]
 pub(crate) struct StatusView {
     #[serde(flatten)]
     pub(crate) receipt: Receipt,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub(crate) updated_at: OffsetDateTime,
     /// Every lifecycle event, oldest first.
+    #[schema(value_type = Vec<crate::domain::messages::EventRecord>)]
     pub(crate) timeline: Vec<serde_json::Value>,
     /// The SLA clocks and where each stands.
-    pub(crate) sla: Vec<serde_json::Value>,
+    pub(crate) sla: Vec<ClockView>,
 }
 
-/// Who may call: the referral's sender or its recipient; 404 for everyone else.
-async fn status(
+/// One SLA clock of a referral.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ClockView {
+    /// `acknowledge`, `decision`, `first_contact` or `delivery`.
+    pub(crate) clock: String,
+    /// `running`, `met`, `met_late`, `breached` or `stopped`.
+    #[schema(value_type = String, pattern = "^(running|met|met_late|breached|stopped)$")]
+    pub(crate) state: &'static str,
+    #[schema(format = DateTime)]
+    pub(crate) started_at: String,
+    #[schema(format = DateTime)]
+    pub(crate) due_at: String,
+    #[schema(format = DateTime)]
+    pub(crate) met_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub(crate) warned_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub(crate) breached_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub(crate) stopped_at: Option<String>,
+}
+
+/// One referral's status, for its sender or its recipient; 404 for everyone else.
+#[utoipa::path(
+    get,
+    path = "/v1/referrals/{id}",
+    operation_id = "getReferral",
+    tag = "referrals",
+    params(("id" = String, Path, description = "The `referral_id`.")),
+    responses((status = 200, description = "The referral's status, timeline and SLA clocks.", body = StatusView))
+)]
+pub(crate) async fn status(
     caller: CallerAgency,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -322,10 +476,18 @@ async fn status(
     .await
 }
 
-/// Staff listener. Who may call: an auditor (any referral) or a service manager (the
-/// referrals their agency sent or received; 404 for others). Metadata, events and SLA
+/// One referral's status. Who may call: an auditor (any referral) or a service manager
+/// (the referrals their agency sent or received; 404 for others). Metadata, events and SLA
 /// clocks only, never the payload.
-async fn staff_status(
+#[utoipa::path(
+    get,
+    path = "/v1/referrals/{id}",
+    operation_id = "getReferral",
+    tag = "referrals",
+    params(("id" = String, Path, description = "The `referral_id`.")),
+    responses((status = 200, description = "The referral's status, timeline and SLA clocks.", body = StatusView))
+)]
+pub(crate) async fn staff_status(
     caller: StaffCaller,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -396,17 +558,15 @@ pub(crate) async fn referral_status(
         .clocks(id)
         .await?
         .into_iter()
-        .map(|c| {
-            serde_json::json!({
-                "clock": c.clock.as_str(),
-                "state": c.state(now),
-                "started_at": c.started_at.to_rfc3339(),
-                "due_at": c.due_at.to_rfc3339(),
-                "met_at": optional(c.met_at),
-                "warned_at": optional(c.warned_at),
-                "breached_at": optional(c.breached_at),
-                "stopped_at": optional(c.stopped_at),
-            })
+        .map(|c| ClockView {
+            clock: c.clock.as_str().to_owned(),
+            state: c.state(now),
+            started_at: c.started_at.to_rfc3339(),
+            due_at: c.due_at.to_rfc3339(),
+            met_at: optional(c.met_at),
+            warned_at: optional(c.warned_at),
+            breached_at: optional(c.breached_at),
+            stopped_at: optional(c.stopped_at),
         })
         .collect();
     Ok(StatusView {

@@ -20,7 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/reports/sla")
             .route(web::get().to(sla_report))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("GET")),
     );
 }
 
@@ -28,17 +28,53 @@ pub fn configure_staff(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/reports/sla")
             .route(web::get().to(staff_sla_report))
-            .default_service(web::to(super::problem::method_not_allowed)),
+            .default_service(super::problem::method_not_allowed("GET")),
     );
 }
 
-#[derive(Deserialize)]
-struct ReportQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReportQuery {
+    /// Referrals received at or after (default: 30 days before `to`, or before now).
+    #[param(schema_with = super::query::period_schema)]
     from: Option<String>,
+    /// Referrals received before (a date: up to the end of that day; default now).
+    #[param(schema_with = super::query::period_schema)]
     to: Option<String>,
+    /// The agency the report covers. An agency may name only itself; an auditor any
+    /// registered agency (empty or absent: all); a service manager only their own.
     agency: Option<String>,
+    /// `json` (default) or `csv` (the rows, with the JSON rows' member names as header).
+    #[param(schema_with = report_format_schema)]
     format: Option<String>,
 }
+
+fn report_format_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["json", "csv"]))
+        .build()
+}
+
+/// The SLA report (`format=json`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SlaReport {
+    #[schema(format = DateTime)]
+    from: String,
+    #[schema(format = DateTime)]
+    to: String,
+    /// The agency covered; null for all agencies.
+    agency: Option<String>,
+    rows: Vec<ReportRow>,
+}
+
+/// Problems the SLA report answers with on the agency listener (besides those of every
+/// operation).
+pub(crate) const PROBLEMS: &[super::problem::ProblemKind] = {
+    use super::problem::ProblemKind as K;
+    &[K::BadQuery, K::UnknownAgency, K::Internal, K::Overloaded]
+};
 
 /// What `?format=` asks for: the JSON document (default) or the CSV of the rows, whose
 /// header is the JSON rows' member names (`sla::report::COLUMNS`).
@@ -60,7 +96,20 @@ impl ReportFormat {
     }
 }
 
-async fn sla_report(
+/// The SLA report over the referrals the calling agency sent or received.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/sla",
+    operation_id = "getSlaReport",
+    tag = "reports",
+    params(ReportQuery),
+    responses((status = 200, description = "The report, as JSON or (`format=csv`) CSV.",
+        content(
+            (SlaReport = "application/json"),
+            (String = "text/csv", example = json!("agency,service_type,priority,referrals,...\n")),
+        )))
+)]
+pub(crate) async fn sla_report(
     caller: CallerAgency,
     query: web::Query<ReportQuery>,
     state: web::Data<AppState>,
@@ -75,7 +124,20 @@ async fn sla_report(
     .await
 }
 
-async fn staff_sla_report(
+/// The SLA report over all agencies or one (`agency`).
+#[utoipa::path(
+    get,
+    path = "/v1/reports/sla",
+    operation_id = "getSlaReport",
+    tag = "reports",
+    params(ReportQuery),
+    responses((status = 200, description = "The report, as JSON or (`format=csv`) CSV.",
+        content(
+            (SlaReport = "application/json"),
+            (String = "text/csv", example = json!("agency,service_type,priority,referrals,...\n")),
+        )))
+)]
+pub(crate) async fn staff_sla_report(
     caller: StaffCaller,
     query: web::Query<ReportQuery>,
     state: web::Data<AppState>,
@@ -97,12 +159,12 @@ async fn report(
     let (from, to) = report_period(state, query.from.as_deref(), query.to.as_deref())?;
     let rows = sla_rows(state, actor, agency, from, to).await?;
     Ok(match format {
-        ReportFormat::Json => HttpResponse::Ok().json(serde_json::json!({
-            "from": from.to_rfc3339(),
-            "to": to.to_rfc3339(),
-            "agency": agency,
-            "rows": rows,
-        })),
+        ReportFormat::Json => HttpResponse::Ok().json(SlaReport {
+            from: from.to_rfc3339(),
+            to: to.to_rfc3339(),
+            agency: agency.map(str::to_owned),
+            rows,
+        }),
         ReportFormat::Csv => HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
             .insert_header((
@@ -113,7 +175,8 @@ async fn report(
     })
 }
 
-/// The report's period: `from`/`to` as given, by default the 30 days up to now.
+/// The report's period: `from`/`to` as given; `to` by default now, `from` by default 30
+/// days before `to`.
 pub(crate) fn report_period(
     state: &AppState,
     from: Option<&str>,
@@ -121,7 +184,9 @@ pub(crate) fn report_period(
 ) -> Result<(Timestamp, Timestamp), ApiError> {
     let now = Timestamp::from(state.clock.now());
     let days = time::Duration::days(crate::sla::report::DEFAULT_PERIOD_DAYS);
-    period(from, to, now.saturating_sub(days), now)
+    // `to` alone: checked (and read) first, so the default `from` can count back from it.
+    let (_, end) = period(None, to, Timestamp::MIN, now)?;
+    period(from, to, end.saturating_sub(days), now)
 }
 
 /// The SLA report over `agency`'s referrals (all agencies when `None`) received in

@@ -122,30 +122,72 @@ impl fmt::Display for MessageType {
 /// An event's stored record: the answer to its `POST`, its entry in the referral's
 /// `timeline`, and the body of its status, follow-up and withdrawal messages.
 /// Members are declared in name order, as the record has always been written.
-#[derive(Debug, Clone, Serialize)]
+/// The members copied from the posted event have the event schema's shape
+/// (`#/components/schemas/Event.<member>` in the OpenAPI documents).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = EventRecord)]
 pub struct EventRecord<'a> {
+    #[schema(value_type = String)]
     pub actor_agency: &'a AgencyId,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = event_member::<Contact>)]
     pub contact: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = event_member::<Detail>)]
     pub detail: Option<&'a Value>,
+    #[schema(value_type = String)]
     pub event_id: &'a str,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub occurred_at: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = event_member::<Outcome>)]
     pub outcome: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = event_member::<ReasonCode>)]
     pub reason_code: Option<&'a Value>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub recorded_at: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = event_member::<RedirectedTo>)]
     pub redirected_to: Option<&'a Value>,
+    #[schema(value_type = uuid::Uuid)]
     pub referral_id: ReferralId,
     pub status: ReferralStatus,
     #[serde(rename = "type", serialize_with = "event_name")]
+    #[schema(schema_with = event_member::<Type>)]
     pub event_type: EventType,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = event_member::<WithdrawalReason>)]
     pub withdrawal_reason: Option<&'a Value>,
+}
+
+/// The event schema's members an [`EventRecord`] copies, by name.
+trait EventMember {
+    const NAME: &'static str;
+}
+macro_rules! event_members {
+    ($($ty:ident = $name:literal),*) => {$(
+        struct $ty;
+        impl EventMember for $ty {
+            const NAME: &'static str = $name;
+        }
+    )*};
+}
+event_members!(
+    Contact = "contact",
+    Detail = "detail",
+    Outcome = "outcome",
+    ReasonCode = "reason_code",
+    RedirectedTo = "redirected_to",
+    Type = "type",
+    WithdrawalReason = "withdrawal_reason"
+);
+
+/// A reference to the event schema's own definition of member `M`.
+fn event_member<M: EventMember>() -> utoipa::openapi::Ref {
+    utoipa::openapi::Ref::new(format!("#/components/schemas/Event.{}", M::NAME))
 }
 
 fn event_name<S: serde::Serializer>(event: &EventType, serializer: S) -> Result<S::Ok, S::Error> {

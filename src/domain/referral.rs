@@ -39,7 +39,7 @@ impl Destination {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Emergency,
@@ -74,7 +74,7 @@ impl FromStr for Priority {
 pub struct UnknownValue;
 
 /// Where a referral is in its life. Stored as the snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReferralStatus {
     /// Accepted by the gateway, stored, waiting in the outbox.
@@ -93,6 +93,20 @@ pub enum ReferralStatus {
 }
 
 impl ReferralStatus {
+    pub const ALL: [Self; 11] = [
+        Self::Received,
+        Self::Queued,
+        Self::Delivered,
+        Self::Acknowledged,
+        Self::Accepted,
+        Self::Declined,
+        Self::Redirected,
+        Self::FirstContact,
+        Self::Closed,
+        Self::Withdrawn,
+        Self::Undelivered,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Received => "received",
@@ -113,22 +127,10 @@ impl ReferralStatus {
 impl FromStr for ReferralStatus {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Received,
-            Self::Queued,
-            Self::Delivered,
-            Self::Acknowledged,
-            Self::Accepted,
-            Self::Declined,
-            Self::Redirected,
-            Self::FirstContact,
-            Self::Closed,
-            Self::Withdrawn,
-            Self::Undelivered,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
-        .ok_or(UnknownValue)
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or(UnknownValue)
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Export {
     from: Timestamp,
     to: Timestamp,
     upto: i64,
+    /// The last entry the walk reads: the period's last one, at most `upto`.
+    walk_upto: i64,
     /// Where the next page starts; `None` once the last page has been read.
     after: Option<i64>,
     header_written: bool,
@@ -37,13 +39,16 @@ impl Export {
         to: Timestamp,
     ) -> Result<Self, StoreError> {
         let (upto, _) = store.audit_head().await?;
+        // Only the sequence range the period's entries lie in is walked.
+        let (after, walk_upto) = store.audit_period_bounds(from, to, 0, upto).await?;
         Ok(Self {
             store: store.clone(),
             format,
             from,
             to,
             upto,
-            after: Some(0),
+            walk_upto,
+            after: Some(after),
             header_written: false,
         })
     }
@@ -83,7 +88,7 @@ impl Export {
             .search_audit(&AuditQuery {
                 from: self.from,
                 to: self.to,
-                ..AuditQuery::everything(after, self.upto, EXPORT_PAGE + 1)
+                ..AuditQuery::everything(after, self.walk_upto, EXPORT_PAGE + 1)
             })
             .await?;
         let more = entries.len() as i64 > EXPORT_PAGE;
@@ -179,23 +184,38 @@ impl ExportFormat {
 
 /// One entry as auditors see it: `at` as RFC 3339 and as the microseconds the hash
 /// covers, and the entry's own hash, so an export can be checked against the chain.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct EntryView<'a> {
     seq: i64,
+    #[schema(format = DateTime)]
     at: String,
     at_micros: i64,
+    #[schema(value_type = String)]
     actor: &'a str,
+    #[schema(value_type = String)]
     action: &'a str,
+    #[schema(value_type = Option<String>)]
     referral_id: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     recipient: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     isa_id: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     lawful_basis: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     consent: Option<&'a str>,
+    #[schema(value_type = Vec<String>)]
     categories: &'a [String],
+    #[schema(value_type = Vec<String>)]
     withheld: &'a [String],
+    #[schema(value_type = Option<String>)]
     person_key: Option<&'a str>,
+    #[schema(value_type = String)]
     detail: &'a str,
+    #[schema(value_type = String)]
     prev_hash: &'a str,
+    #[schema(value_type = String)]
     hash: &'a str,
 }
 

@@ -77,13 +77,15 @@ impl PersonKeyer {
     }
 }
 
-/// The audit entry for an accepted referral: what was shared, on what basis.
+/// The audit entry for an accepted referral: what was shared, on what basis, about the
+/// person with `person_key` (from the full document: identity may have been withheld from
+/// what was shared, so the caller keys the person once, before minimisation).
 pub fn submission_record(
     sender: &str,
     recipient: &str,
     referral_id: &str,
     document: &Value,
-    keyer: &PersonKeyer,
+    person_key: Option<String>,
 ) -> AuditRecord {
     let consent = document.get("consent");
     let given = consent
@@ -115,7 +117,7 @@ pub fn submission_record(
         // The caller fills in the field categories shared (from minimisation).
         categories: Vec::new(),
         withheld: Vec::new(),
-        person_key: keyer.key_of(document),
+        person_key,
         detail: String::new(),
     }
 }

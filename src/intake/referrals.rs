@@ -53,19 +53,25 @@ pub enum IntakeError {
 }
 
 /// What the sender gets back: enough to prove what was accepted, and where it goes.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Receipt {
+    /// The referral's id, a UUID (version 7).
+    #[schema(value_type = uuid::Uuid)]
     pub referral_id: ReferralId,
     pub status: ReferralStatus,
+    /// UTC, RFC 3339, up to microsecond precision.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: OffsetDateTime,
     pub sender: AgencyRef,
     pub recipient: AgencyRef,
     pub priority: crate::domain::Priority,
+    /// The `$id` of the schema (overlay, or the common schema) the document was checked against.
     pub schema_id: String,
     /// SHA-256 (hex) of the stored and delivered payload: the canonical serialisation of
     /// the validated (and, where an agreement says so, minimised) document, never the
     /// request's own bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub payload_sha256: String,
     pub correlation_id: String,
     /// The information sharing agreement the referral was shared under.
@@ -75,7 +81,7 @@ pub struct Receipt {
     pub withheld: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AgencyRef {
     pub agency_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,15 +341,14 @@ impl Intake {
         // Stored timestamps have microsecond precision: use the stored value everywhere.
         let received_at = crate::store::from_micros(crate::store::to_micros(now))?;
         let clocks = self.sla_deadlines(&recipient, referral.priority(), received_at);
+        // The person key comes from the full document (identity may be withheld).
         let mut audit = submission_record(
             sender.id.as_str(),
             recipient.id.as_str(),
             &id.to_string(),
             &shared,
-            &self.keyer,
+            person_key,
         );
-        // The person key comes from the full document (identity may be withheld).
-        audit.person_key = person_key;
         if let Some(basis) = &basis {
             audit.isa_id = Some(basis.isa_id.clone());
             audit.lawful_basis = Some(basis.lawful_basis.clone());

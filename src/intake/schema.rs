@@ -52,7 +52,7 @@ pub enum SchemaLoadError {
 
 /// One reason a document failed its schema. `pointer` is an RFC 6901 JSON Pointer to the
 /// offending value (for a missing property: to where it should be).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Violation {
     pub pointer: String,
     pub keyword: String,

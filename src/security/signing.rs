@@ -124,7 +124,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// What a receipt signature covers. Field order is part of the signed bytes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptClaims {
     pub referral_id: String,
@@ -157,7 +157,7 @@ pub fn keys_from_jwks(text: &str) -> Result<Vec<PublicKey>, String> {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SignedReceipt {
     pub receipt: ReceiptClaims,
     /// Always `EdDSA` (Ed25519).

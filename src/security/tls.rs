@@ -130,14 +130,21 @@ pub struct AgencyTls {
 }
 
 /// The server config for the agency (mTLS) listener.
+///
+/// No session resumption (no session cache, no TLS 1.3 tickets; rustls makes no TLS 1.2
+/// tickets unless given a ticketer): a resumed session keeps the client certificate
+/// verified when the session began, so a certificate revoked (by a CRL the verifier
+/// reloads) or expired since would go on being accepted for as long as the session
+/// could be resumed (a day). Every connection is verified in full instead; agencies
+/// keep their connections open, so the cost is one handshake per connection.
 pub fn server_config(tls: &TlsConfig) -> Result<AgencyTls, TlsError> {
     let verifier = Arc::new(ReloadableVerifier::new(client_verifier(tls)?));
     let reporting = Arc::new(ReportingVerifier::new(verifier.clone()));
     let builder = versions(provider())?.with_client_cert_verifier(reporting);
-    Ok(AgencyTls {
-        config: with_server_cert(builder, tls)?,
-        verifier,
-    })
+    let mut config = with_server_cert(builder, tls)?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(AgencyTls { config, verifier })
 }
 
 /// TLS 1.3 and 1.2 only.

@@ -212,7 +212,7 @@ pub struct ContactFact {
     pub outcome: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ReportRow {
     pub agency: String,
     pub service_type: String,

@@ -84,7 +84,7 @@ pub(crate) async fn append_audit_many(
         prev_hash = entry.hash();
         entries.push((entry, prev_hash.clone()));
     }
-    insert_entries(tx, &entries).await?;
+    insert_entries(backend, tx, &entries).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev_hash)
@@ -282,33 +282,6 @@ impl Store {
             Some(ActionFilter::Family(prefix)) => (prefix.as_str(), true),
         };
         let mut tx = self.filtered_read().await?;
-        let (mut after_seq, mut upto_seq) = (q.after_seq, q.upto_seq);
-        if q.from > Timestamp::MIN || q.to < Timestamp::MAX {
-            // The period's entries lie between the first and the last sequence number logged
-            // in it: the walk below starts and ends there rather than at the log's ends.
-            // `seq + 0` keeps the planner from turning MIN/MAX into a walk of the primary
-            // key (what this avoids); it reads the `(at, seq)` index alone instead.
-            let row = sqlx::query(
-                "SELECT MIN(seq + 0) AS first, MAX(seq + 0) AS last FROM audit_log WHERE at >= $1 AND at < $2",
-            )
-            .bind(q.from.as_micros())
-            .bind(q.to.as_micros())
-            .fetch_one(&mut *tx)
-            .await?;
-            match (
-                row.try_get::<Option<i64>, _>("first")?,
-                row.try_get::<Option<i64>, _>("last")?,
-            ) {
-                (Some(first), Some(last)) => {
-                    after_seq = after_seq.max(first - 1);
-                    upto_seq = upto_seq.min(last);
-                }
-                _ => {
-                    tx.commit().await?;
-                    return Ok(Vec::new());
-                }
-            }
-        }
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, categories, \
              withheld, person_key, detail, prev_hash, hash FROM audit_log \
@@ -319,8 +292,8 @@ impl Store {
              AND ($10 = '' OR referral_id = $10) \
              ORDER BY seq LIMIT $11",
         )
-        .bind(after_seq)
-        .bind(upto_seq)
+        .bind(q.after_seq)
+        .bind(q.upto_seq)
         .bind(q.from.as_micros())
         .bind(q.to.as_micros())
         .bind(q.agency)
@@ -334,6 +307,47 @@ impl Store {
         .await?;
         tx.commit().await?;
         rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Where a walk through the entries logged in `[from, to)` starts and ends: the
+    /// `(after, upto)` sequence bounds that hold them all, within `(after, upto)` as given,
+    /// so that a search or an export over a period reads the log from the period's first
+    /// entry rather than from the log's (and stops at its last). An empty range
+    /// (`after == upto`) when nothing was logged in the period; the bounds as given when
+    /// the period is unbounded. The walk still filters on `at`: entries are appended in
+    /// nearly but not strictly increasing `at`, which is why the bounds are the MIN and MAX
+    /// of `seq` over the period (an index-only scan of `(at, seq)`), not a guess.
+    pub async fn audit_period_bounds(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        after: i64,
+        upto: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        if from == Timestamp::MIN && to == Timestamp::MAX {
+            return Ok((after, upto));
+        }
+        // `seq + 0` keeps the planner from turning MIN/MAX into a walk of the primary key
+        // (what this avoids); it reads the `(at, seq)` index alone instead.
+        let row = sqlx::query(
+            "SELECT MIN(seq + 0) AS first, MAX(seq + 0) AS last FROM audit_log WHERE at >= $1 AND at < $2",
+        )
+        .bind(from.as_micros())
+        .bind(to.as_micros())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(
+            match (
+                row.try_get::<Option<i64>, _>("first")?,
+                row.try_get::<Option<i64>, _>("last")?,
+            ) {
+                (Some(first), Some(last)) => {
+                    let upto = upto.min(last);
+                    (after.max(first - 1).min(upto), upto)
+                }
+                _ => (upto, upto),
+            },
+        )
     }
 
     /// Every entry about a person (a subject access request): entries carrying one of

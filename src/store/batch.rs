@@ -10,8 +10,8 @@ use sqlx::Row;
 
 use super::events::insert_outbox;
 use super::{
-    AuditRecord, EventOutcome, IdempotencyRecord, Inserted, Store, StoreError, StoredEvent,
-    from_micros,
+    AuditRecord, Backend, EventOutcome, IdempotencyRecord, Inserted, Store, StoreError,
+    StoredEvent, from_micros,
 };
 use crate::domain::audit::AuditEntry;
 use crate::domain::messages::OutboxMessage;
@@ -192,8 +192,8 @@ async fn write_batch_on(
             _ => None,
         })
         .collect();
-    insert_referrals(&mut tx, &inserted).await?;
-    let now_taken = insert_keys(&mut tx, &inserted).await?;
+    insert_referrals(store.backend, &mut tx, &inserted).await?;
+    let now_taken = insert_keys(store.backend, &mut tx, &inserted).await?;
     if !now_taken.is_empty() {
         tx.rollback().await?;
         return Err(BatchFailure::KeysTaken(now_taken));
@@ -255,7 +255,7 @@ async fn write_batch_on(
         }
     }
     if !entries.is_empty() {
-        insert_entries(&mut tx, &entries).await?;
+        insert_entries(store.backend, &mut tx, &entries).await?;
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
             .bind(&prev_hash)
@@ -355,9 +355,9 @@ fn referral_id(id: &str) -> Result<ReferralId, StoreError> {
     ReferralId::parse(id).map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))
 }
 
-/// `INSERT INTO <into> VALUES (...), (...)` for `rows` rows of `columns` placeholders,
-/// numbered from `$1`, then `tail`.
-fn values_sql(into: &str, columns: usize, rows: usize, tail: &str) -> String {
+/// `INSERT INTO <into> VALUES (...), (...)` for `rows` rows of `columns` placeholders
+/// (the backend's, in order: `$1`, `$2`, ... or `?`), then `tail`.
+fn values_sql(backend: Backend, into: &str, columns: usize, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(into.len() + tail.len() + rows * columns * 6);
     sql.push_str("INSERT INTO ");
     sql.push_str(into);
@@ -370,8 +370,7 @@ fn values_sql(into: &str, columns: usize, rows: usize, tail: &str) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&n.to_string());
+            backend.push_placeholder(&mut sql, n);
         }
         sql.push(')');
     }
@@ -381,12 +380,14 @@ fn values_sql(into: &str, columns: usize, rows: usize, tail: &str) -> String {
 
 /// Referral rows, their outbox rows and their clocks, a few statements for the batch.
 async fn insert_referrals(
+    backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     referrals: &[(usize, &PreparedReferral)],
 ) -> Result<(), StoreError> {
     const REFERRAL_COLUMNS: usize = 16;
     for chunk in referrals.chunks(MAX_BINDS / REFERRAL_COLUMNS) {
         let sql = values_sql(
+            backend,
             "referrals (id, sender_agency, recipient_agency, service_type, area, priority, status, \
              schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id, \
              isa_id, withheld)",
@@ -418,7 +419,7 @@ async fn insert_referrals(
     }
     const OUTBOX_COLUMNS: usize = 5;
     for chunk in referrals.chunks(MAX_BINDS / OUTBOX_COLUMNS) {
-        let sql = outbox_sql(chunk.len());
+        let sql = outbox_sql(backend, chunk.len());
         let mut insert = sqlx::query(&sql);
         for (_, r) in chunk {
             insert = insert
@@ -437,6 +438,7 @@ async fn insert_referrals(
     const CLOCK_COLUMNS: usize = 5;
     for chunk in clocks.chunks(MAX_BINDS / CLOCK_COLUMNS) {
         let sql = values_sql(
+            backend,
             "sla_clocks (referral_id, clock, started_at, due_at, warn_at)",
             CLOCK_COLUMNS,
             chunk.len(),
@@ -457,23 +459,17 @@ async fn insert_referrals(
 }
 
 /// The referrals' outbox rows: five values each, and `next_attempt_at` 0 (due at once).
-fn outbox_sql(rows: usize) -> String {
+fn outbox_sql(backend: Backend, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) VALUES ",
     );
     for row in 0..rows {
-        let n = row * 5;
-        if row > 0 {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=5 {
+            backend.push_placeholder(&mut sql, row * 5 + column);
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, 0)",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5
-        ));
+        sql.push_str("0)");
     }
     sql
 }
@@ -482,6 +478,7 @@ fn outbox_sql(rows: usize) -> String {
 /// referrals whose key was already taken (by a transaction committed since their handler
 /// looked, perhaps another instance's).
 async fn insert_keys(
+    backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     referrals: &[(usize, &PreparedReferral)],
 ) -> Result<Vec<usize>, StoreError> {
@@ -496,6 +493,7 @@ async fn insert_keys(
     const KEY_COLUMNS: usize = 5;
     for chunk in keyed.chunks(MAX_BINDS / KEY_COLUMNS) {
         let sql = values_sql(
+            backend,
             "idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at)",
             KEY_COLUMNS,
             chunk.len(),
@@ -651,12 +649,14 @@ pub(crate) fn entry_of(record: &AuditRecord, seq: i64, at: i64, prev_hash: Strin
 /// Numbered and linked entries, with their hashes, in as few statements as the bind
 /// limit allows.
 pub(crate) async fn insert_entries(
+    backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[(AuditEntry, String)],
 ) -> Result<(), StoreError> {
     const ENTRY_COLUMNS: usize = 15;
     for chunk in entries.chunks(MAX_BINDS / ENTRY_COLUMNS) {
         let sql = values_sql(
+            backend,
             "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
              categories, withheld, person_key, detail, prev_hash, hash)",
             ENTRY_COLUMNS,
@@ -694,11 +694,20 @@ mod tests {
     #[test]
     fn values_are_numbered_row_by_row() {
         assert_eq!(
-            values_sql("t (a, b)", 2, 3, " RETURNING a"),
+            values_sql(Backend::Postgres, "t (a, b)", 2, 3, " RETURNING a"),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
         );
         assert_eq!(
-            outbox_sql(2),
+            values_sql(Backend::Sqlite, "t (a, b)", 2, 2, ""),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+        assert_eq!(
+            outbox_sql(Backend::Sqlite, 1),
+            "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
+             VALUES (?, ?, ?, ?, ?, 0)"
+        );
+        assert_eq!(
+            outbox_sql(Backend::Postgres, 2),
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, 0), ($6, $7, $8, $9, $10, 0)"
         );

@@ -10,6 +10,12 @@
 //! - One process per database on SQLite: the relay may drop every outbox claim at start
 //!   (a crashed predecessor's), and the SLA scanner needs no advisory lock.
 //! - Filtered reads plan with their actual parameters on PostgreSQL.
+//! - Multi-row inserts: `$n` placeholders on PostgreSQL, anonymous `?` on SQLite (which
+//!   treats `$n` as a name and looks each one up in a list: quadratic in a statement's
+//!   placeholders, 11% of the gateway's CPU under load before).
+//! - Text aggregation: `string_agg` on PostgreSQL, `group_concat` on SQLite.
+//! - The SLA report's first contacts: looked up by an array of the period's referral ids
+//!   on PostgreSQL (whose planner otherwise scans every event), a join on SQLite.
 
 use sqlx::migrate::Migrator;
 
@@ -117,6 +123,43 @@ impl Backend {
         match self {
             Self::Postgres => Some("SET LOCAL plan_cache_mode = force_custom_plan"),
             Self::Sqlite => None,
+        }
+    }
+    /// Appends the `n`th (1-based) placeholder of a statement whose placeholders appear
+    /// once each, in order.
+    pub(crate) fn push_placeholder(self, sql: &mut String, n: usize) {
+        match self {
+            Self::Postgres => {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+            Self::Sqlite => sql.push('?'),
+        }
+    }
+
+    /// The aggregate function that joins text values with a separator.
+    pub(crate) const fn text_aggregate(self) -> &'static str {
+        match self {
+            Self::Postgres => "string_agg",
+            Self::Sqlite => "group_concat",
+        }
+    }
+
+    /// The first-contact events (`referral_id`, `body`) of the referrals received in
+    /// `[$1, $2)` that agency `$3` sent or received (every agency's when `$3` is empty).
+    pub(crate) const fn first_contacts_sql(self) -> &'static str {
+        match self {
+            Self::Postgres => {
+                "SELECT e.referral_id, e.body FROM referral_events e \
+                 WHERE e.event_type = 'first_contact' AND e.referral_id = ANY(ARRAY( \
+                   SELECT r.id FROM referrals r WHERE r.received_at >= $1 AND r.received_at < $2 \
+                   AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)))"
+            }
+            Self::Sqlite => {
+                "SELECT e.referral_id, e.body FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
+                 WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
+                 AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)"
+            }
         }
     }
 }

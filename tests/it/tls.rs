@@ -99,6 +99,67 @@ async fn tls_1_2_and_1_3_clients_are_both_served() {
     app.stop().await;
 }
 
+/// The kind of each of two handshakes made with one client config (and so one resumption
+/// store) to `port`, each followed by a request whose answer is read to the end (so TLS
+/// 1.3 session tickets, sent after the handshake, have arrived).
+async fn two_handshakes(port: u16, tls: rustls::ClientConfig) -> Vec<rustls::HandshakeKind> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        kinds.push(stream.get_ref().1.handshake_kind().unwrap());
+    }
+    kinds
+}
+
+/// The agency listener resumes no TLS session, so every connection's client certificate
+/// is verified in full (a certificate revoked or expired since an earlier connection is
+/// not carried on by resumption); the staff listener (bearer tokens, no client
+/// certificate) does resume.
+#[tokio::test]
+async fn agency_listener_never_resumes_a_session() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let port = |base: &str| base.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let dir = root().join("certs-example/agencies");
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let agency = client_tls(
+            &ca(),
+            Some((
+                dir.join("coventry-liaison.crt"),
+                dir.join("coventry-liaison.key"),
+            )),
+            versions,
+        );
+        assert_eq!(
+            two_handshakes(port(&app.base), agency).await,
+            [rustls::HandshakeKind::Full, rustls::HandshakeKind::Full],
+            "agency listener, {versions:?}"
+        );
+        let staff = client_tls(&ca(), None, versions);
+        assert_eq!(
+            two_handshakes(port(app.staff_base.as_deref().unwrap()), staff).await,
+            [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed],
+            "staff listener, {versions:?}"
+        );
+    }
+    app.stop().await;
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }

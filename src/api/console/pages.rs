@@ -1112,18 +1112,18 @@ pub async fn referral(
         "No clocks.",
     );
     for c in &view.sla {
-        let at = |k: &str| {
-            crate::api::query::parse_instant(&text(c, k), false)
+        let at = |t: Option<&str>| {
+            t.and_then(|t| crate::api::query::parse_instant(t, false))
                 .map(|t| when(Timestamp::from(t)))
                 .unwrap_or_default()
         };
         clocks.rows.push(vec![
-            Cell::text(text(c, "clock")),
-            Cell::text(text(c, "state")),
-            Cell::text(at("started_at")),
-            Cell::text(at("due_at")),
-            Cell::text(at("met_at")),
-            Cell::text(at("breached_at")),
+            Cell::text(c.clock.as_str()),
+            Cell::text(c.state),
+            Cell::text(at(Some(&c.started_at))),
+            Cell::text(at(Some(&c.due_at))),
+            Cell::text(at(c.met_at.as_deref())),
+            Cell::text(at(c.breached_at.as_deref())),
         ]);
     }
     // Event types and times only: an event's other fields may hold notes.

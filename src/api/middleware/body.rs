@@ -19,8 +19,10 @@ use futures_util::{Stream, StreamExt};
 use crate::api::problem::{ApiError, ProblemKind};
 use crate::config::BodyTimeouts;
 
-/// How much of an unread body is read and discarded so the answer reaches the client.
-/// Bodies declared larger are left alone.
+/// How much of an unread body, beyond the body size limit, is read and discarded so the
+/// answer reaches the client: a body just over the limit still gets its 413. Bodies
+/// declared larger are left alone (the connection is closed after the answer, and the
+/// client may see the close rather than the answer).
 const DRAIN_CAP: usize = 1024 * 1024;
 /// How long the middleware waits for an unread body before answering anyway.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
@@ -93,18 +95,19 @@ fn timed_out(error: &PayloadError) -> bool {
 /// Over HTTP/2, answering while the client is still sending its body (a 404, 405, 413
 /// or 415, a refused token or certificate, a bad header) makes the server reset the
 /// stream, and clients such as curl then report a stream error instead of the answer.
-/// So once the handler has answered, the rest of the body (up to [`DRAIN_CAP`] bytes and
-/// [`DRAIN_TIME`]) is read and discarded before the answer is sent; a client that is
-/// slower than that gets its answer anyway.
+/// So once the handler has answered, the rest of the body (up to the body size limit plus
+/// [`DRAIN_CAP`] bytes, and [`DRAIN_TIME`]) is read and discarded before the answer is
+/// sent; a client that is slower than that gets its answer anyway.
 pub async fn drain_unread_body(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let timeouts = req
+    let (timeouts, limit) = req
         .app_data::<web::Data<crate::api::AppState>>()
-        .map(|s| s.body_timeouts)
+        .map(|s| (s.body_timeouts, s.max_body_bytes))
         .unwrap_or_default();
-    let drainable = declared_length(req.headers()).is_none_or(|n| n <= DRAIN_CAP);
+    let cap = limit.saturating_add(DRAIN_CAP);
+    let drainable = declared_length(req.headers()).is_none_or(|n| n <= cap);
     // The handler reads through a pass-through; the original stays here for the drain.
     let original = Rc::new(RefCell::new(req.take_payload()));
     let timed: Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>> =
@@ -115,7 +118,7 @@ pub async fn drain_unread_body(
         let mut rest = std::mem::replace(&mut *original.borrow_mut(), Payload::None);
         let drain = async {
             let mut seen = 0;
-            while seen <= DRAIN_CAP {
+            while seen <= cap {
                 match rest.next().await {
                     Some(Ok(chunk)) => seen += chunk.len(),
                     _ => break,

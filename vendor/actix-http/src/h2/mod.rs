@@ -61,6 +61,12 @@ impl Stream for Payload {
 /// value bytes plus 32 per field, as RFC 9113 counts), in line with HTTP/1.1's limits.
 pub const MAX_HEADER_LIST_SIZE: u32 = 32 * 1024;
 
+/// referral-gateway patch: the most streams a client may have open at once on one
+/// connection (SETTINGS_MAX_CONCURRENT_STREAMS; h2 sets none, so unlimited). Streams
+/// beyond it are refused (RST_STREAM REFUSED_STREAM), and a client that keeps opening
+/// them meets h2's limit on such resets (GOAWAY ENHANCE_YOUR_CALM).
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
 pub(crate) fn handshake_with_timeout<T>(io: T, config: &ServiceConfig) -> HandshakeWithTimeout<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -72,7 +78,10 @@ where
         // referral-gateway patch: h2 otherwise decodes header lists of up to 16 MiB per
         // stream (SETTINGS_MAX_HEADER_LIST_SIZE default); larger ones get 431 and the
         // stream is refused without keeping the excess.
-        .max_header_list_size(MAX_HEADER_LIST_SIZE);
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        // referral-gateway patch: each open stream is a request waiting for its body (up
+        // to the body timeout); without a limit one connection could hold any number.
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
