@@ -140,7 +140,28 @@ pub(crate) async fn write_batch(
     taken: &[usize],
 ) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
     let _turn = store.write_turn().await;
-    let mut tx = store.pool.begin().await?;
+    let mut conn = store.pool.acquire().await?;
+    let written = write_batch_on(&mut conn, store, batch, taken).await;
+    if matches!(written, Err(BatchFailure::Failed(_))) {
+        // A transaction that failed may still be open on its connection. SQLite rolls a
+        // transaction back by itself on some errors (a full disk, an I/O error); sqlx's
+        // own ROLLBACK then fails and the connection goes back to the pool believing it
+        // is inside a transaction: its next BEGIN becomes a SAVEPOINT that is never
+        // committed, and the write lock is held for ever ("database is locked" for every
+        // writer, found by the fault suite's disk-full scenario). Such a connection is
+        // closed (which rolls back whatever it holds), never reused.
+        conn.close_on_drop();
+    }
+    written
+}
+
+async fn write_batch_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    store: &Store,
+    batch: &[Write],
+    taken: &[usize],
+) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
 
     // Referrals: in-batch repeats of a (sender, key) answer as replays of the first.
     let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());

@@ -268,8 +268,11 @@ impl Store {
 /// The most ids one read of [`Store::clocks_of`] binds (well under SQLite's 32,766).
 const CLOCKS_PER_READ: usize = 500;
 
+/// A clock unfolded: `(clock, started, due, met, stopped)`.
+type UnfoldedClock = (Clock, i64, i64, Option<i64>, Option<i64>);
+
 /// One clock as [`Store::report_facts`] folds it: `clock,started,due,met,stopped`.
-fn unfold_clock(text: &str) -> Option<(Clock, i64, i64, Option<i64>, Option<i64>)> {
+fn unfold_clock(text: &str) -> Option<UnfoldedClock> {
     let mut parts = text.split(',');
     let clock = parts.next()?.parse().ok()?;
     let started = parts.next()?.parse().ok()?;

@@ -14,6 +14,7 @@ mod corpus;
 mod delivery;
 mod deploy;
 mod docs;
+mod faults;
 mod handshake;
 mod lifecycle;
 mod openapi;
