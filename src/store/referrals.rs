@@ -209,9 +209,26 @@ impl Store {
         cutoff: Timestamp,
         at: Timestamp,
     ) -> Result<u64, StoreError> {
-        let (cutoff, at) = (cutoff.as_micros(), at.as_micros());
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let purged = self
+            .purge_payloads_on(&mut conn, cutoff.as_micros(), at.as_micros())
+            .await;
+        if purged.is_err() {
+            // A connection whose transaction failed is closed, never reused (see
+            // `batch::write_batch`).
+            conn.close_on_drop();
+        }
+        purged
+    }
+
+    async fn purge_payloads_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        cutoff: i64,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         let done = sqlx::query(
             "UPDATE referrals SET payload = '', payload_key_id = 'purged' \
              WHERE received_at < $1 AND (payload_key_id IS NULL OR payload_key_id <> 'purged') \

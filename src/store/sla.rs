@@ -154,9 +154,25 @@ impl Store {
         now: Timestamp,
         render: impl Fn(&DueClock, Due) -> Vec<OutboxMessage>,
     ) -> Result<ScanCounts, StoreError> {
-        let now = now.as_micros();
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let scanned = self.sla_scan_on(&mut conn, now.as_micros(), render).await;
+        if scanned.is_err() {
+            // As the committer does (`batch::write_batch`): a connection whose transaction
+            // failed may still hold one (SQLite rolls back by itself on a full disk, and
+            // sqlx's ROLLBACK then fails), so it is closed, never reused.
+            conn.close_on_drop();
+        }
+        scanned
+    }
+
+    async fn sla_scan_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        now: i64,
+        render: impl Fn(&DueClock, Due) -> Vec<OutboxMessage>,
+    ) -> Result<ScanCounts, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
         if let Some(lock) = self.backend.scanner_lock_sql() {
             let row = sqlx::query(lock)
                 .bind(SCANNER_LOCK)
