@@ -139,20 +139,9 @@ pub(crate) async fn write_batch(
     batch: &[Write],
     taken: &[usize],
 ) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
-    let _turn = store.write_turn().await;
-    let mut conn = store.pool.acquire().await?;
-    let written = write_batch_on(&mut conn, store, batch, taken).await;
-    if matches!(written, Err(BatchFailure::Failed(_))) {
-        // A transaction that failed may still be open on its connection. SQLite rolls a
-        // transaction back by itself on some errors (a full disk, an I/O error); sqlx's
-        // own ROLLBACK then fails and the connection goes back to the pool believing it
-        // is inside a transaction: its next BEGIN becomes a SAVEPOINT that is never
-        // committed, and the write lock is held for ever ("database is locked" for every
-        // writer, found by the fault suite's disk-full scenario). Such a connection is
-        // closed (which rolls back whatever it holds), never reused.
-        conn.close_on_drop();
-    }
-    written
+    store
+        .on_write_connection(async |conn| write_batch_on(conn, store, batch, taken).await)
+        .await
 }
 
 async fn write_batch_on(

@@ -215,6 +215,26 @@ impl Store {
         }
     }
 
+    /// Runs a write on a connection of its own, in the write turn. A connection whose
+    /// write failed is closed (which rolls back whatever it holds), never returned to the
+    /// pool: SQLite rolls a transaction back by itself on some errors (a full disk, an
+    /// I/O error), sqlx's own ROLLBACK then fails, and the connection would go back
+    /// believing it is inside a transaction: its next BEGIN becomes a SAVEPOINT that is
+    /// never committed, and SQLite's write lock is held for ever ("database is locked"
+    /// for every writer; found by the fault suite's disk-full scenario).
+    pub(crate) async fn on_write_connection<T, E: From<sqlx::Error>>(
+        &self,
+        write: impl AsyncFnOnce(&mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _turn = self.write_turn().await;
+        let mut conn = self.pool.acquire().await?;
+        let written = write(&mut conn).await;
+        if written.is_err() {
+            conn.close_on_drop();
+        }
+        written
+    }
+
     /// A read-only transaction for queries with optional filters (`$n = '' OR ...`). On
     /// PostgreSQL it plans each statement with its actual parameters: a cached generic
     /// plan cannot know which filters are off and picks scans that grow with the table.

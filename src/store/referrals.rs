@@ -209,17 +209,11 @@ impl Store {
         cutoff: Timestamp,
         at: Timestamp,
     ) -> Result<u64, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut conn = self.pool.acquire().await?;
-        let purged = self
-            .purge_payloads_on(&mut conn, cutoff.as_micros(), at.as_micros())
-            .await;
-        if purged.is_err() {
-            // A connection whose transaction failed is closed, never reused (see
-            // `batch::write_batch`).
-            conn.close_on_drop();
-        }
-        purged
+        self.on_write_connection(async |conn| {
+            self.purge_payloads_on(conn, cutoff.as_micros(), at.as_micros())
+                .await
+        })
+        .await
     }
 
     async fn purge_payloads_on(

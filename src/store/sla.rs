@@ -154,16 +154,8 @@ impl Store {
         now: Timestamp,
         render: impl Fn(&DueClock, Due) -> Vec<OutboxMessage>,
     ) -> Result<ScanCounts, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut conn = self.pool.acquire().await?;
-        let scanned = self.sla_scan_on(&mut conn, now.as_micros(), render).await;
-        if scanned.is_err() {
-            // As the committer does (`batch::write_batch`): a connection whose transaction
-            // failed may still hold one (SQLite rolls back by itself on a full disk, and
-            // sqlx's ROLLBACK then fails), so it is closed, never reused.
-            conn.close_on_drop();
-        }
-        scanned
+        self.on_write_connection(async |conn| self.sla_scan_on(conn, now.as_micros(), render).await)
+            .await
     }
 
     async fn sla_scan_on(
@@ -244,16 +236,9 @@ impl Store {
         Ok(counts)
     }
 
-    /// A referral's clocks.
+    /// A referral's clocks, by deadline.
     pub async fn clocks(&self, referral_id: ReferralId) -> Result<Vec<ClockRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT referral_id, clock, started_at, due_at, met_at, met_late, stopped_at, warned_at, breached_at \
-             FROM sla_clocks WHERE referral_id = $1 ORDER BY due_at",
-        )
-        .bind(referral_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(ClockRow::from_row).collect()
+        self.clocks_of(&[referral_id]).await
     }
 
     /// The clocks of several referrals (a page of a list) in one read per
