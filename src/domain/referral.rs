@@ -171,6 +171,12 @@ impl ValidatedReferral {
         &self.document
     }
 
+    /// The document, to be minimised (and so no longer the validated one): with the
+    /// priority and schema id it was validated with.
+    pub fn into_parts(self) -> (Value, Priority, String) {
+        (self.document, self.priority, self.schema_id)
+    }
+
     pub fn priority(&self) -> Priority {
         self.priority
     }

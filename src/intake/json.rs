@@ -57,19 +57,19 @@ impl JsonError {
 
 /// Parses `bytes` as one JSON document under the rules above.
 pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
-    if std::str::from_utf8(bytes).is_err() {
-        return Err(JsonError::NotUtf8);
-    }
+    // serde_json checks the UTF-8 of every string it reads, and any other non-ASCII byte
+    // is a syntax error: a document it reads is UTF-8, so only a refused one is checked.
     let found = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let result = Node {
         found: &found,
-        pointer: String::new(),
+        at: &Step::Root,
     }
     .deserialize(&mut deserializer)
     .and_then(|value| deserializer.end().map(|()| value));
     match result {
         Ok(value) => Ok(value),
+        Err(_) if std::str::from_utf8(bytes).is_err() => Err(JsonError::NotUtf8),
         Err(error) => Err(found.into_inner().unwrap_or_else(|| syntax(&error))),
     }
 }
@@ -124,7 +124,27 @@ const KNOWN_REASONS: [&str; 20] = [
 /// One value being read, and where it sits in the document.
 struct Node<'a> {
     found: &'a RefCell<Option<JsonError>>,
-    pointer: String,
+    at: &'a Step<'a>,
+}
+
+/// Where a value sits: a path kept on the stack, turned into a JSON Pointer only when a
+/// value is refused.
+enum Step<'a> {
+    Root,
+    Member(&'a str, &'a Step<'a>),
+    Item(usize, &'a Step<'a>),
+}
+
+impl Step<'_> {
+    fn pointer(&self) -> String {
+        match self {
+            Self::Root => String::new(),
+            Self::Member(name, parent) => {
+                format!("{}/{}", parent.pointer(), escape_pointer_token(name))
+            }
+            Self::Item(index, parent) => format!("{}/{index}", parent.pointer()),
+        }
+    }
 }
 
 impl Node<'_> {
@@ -137,7 +157,7 @@ impl Node<'_> {
     fn string<E: de::Error>(&self, text: String) -> Result<Value, E> {
         if text.contains('\0') {
             return Err(self.refuse(JsonError::NulCharacter {
-                pointer: self.pointer.clone(),
+                pointer: self.at.pointer(),
             }));
         }
         Ok(Value::String(text))
@@ -196,9 +216,10 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
         loop {
+            let at = Step::Item(items.len(), self.at);
             let item = Node {
                 found: self.found,
-                pointer: format!("{}/{}", self.pointer, items.len()),
+                at: &at,
             };
             match seq.next_element_seed(item)? {
                 Some(value) => items.push(value),
@@ -210,16 +231,20 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         while let Some(name) = map.next_key::<String>()? {
-            let pointer = format!("{}/{}", self.pointer, escape_pointer_token(&name));
+            let at = Step::Member(&name, self.at);
             if name.contains('\0') {
-                return Err(self.refuse(JsonError::NulCharacter { pointer }));
+                return Err(self.refuse(JsonError::NulCharacter {
+                    pointer: at.pointer(),
+                }));
             }
             if members.contains_key(&name) {
-                return Err(self.refuse(JsonError::DuplicateMember { pointer }));
+                return Err(self.refuse(JsonError::DuplicateMember {
+                    pointer: at.pointer(),
+                }));
             }
             let value = map.next_value_seed(Node {
                 found: self.found,
-                pointer,
+                at: &at,
             })?;
             members.insert(name, value);
         }
@@ -229,7 +254,11 @@ impl<'de> Visitor<'de> for Node<'_> {
 
 /// RFC 6901: `~` becomes `~0` and `/` becomes `~1` in a pointer's tokens.
 pub fn escape_pointer_token(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+    if token.contains(['~', '/']) {
+        token.replace('~', "~0").replace('/', "~1")
+    } else {
+        token.to_owned()
+    }
 }
 
 #[cfg(test)]

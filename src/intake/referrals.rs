@@ -310,7 +310,7 @@ impl Intake {
         // Minimisation: only the categories the agreement lets this recipient receive
         // (all of them without agreements). The categories kept are what the audit entry
         // records as shared.
-        let mut shared = referral.document().clone();
+        let (mut shared, priority, schema_id) = referral.into_parts();
         let kept = std::cell::RefCell::new(std::collections::BTreeSet::new());
         let withheld =
             self.schemas
@@ -340,7 +340,7 @@ impl Intake {
         let id = ReferralId::new();
         // Stored timestamps have microsecond precision: use the stored value everywhere.
         let received_at = crate::store::from_micros(crate::store::to_micros(now))?;
-        let clocks = self.sla_deadlines(&recipient, referral.priority(), received_at);
+        let clocks = self.sla_deadlines(&recipient, priority, received_at);
         // The person key comes from the full document (identity may be withheld).
         let mut audit = submission_record(
             sender.id.as_str(),
@@ -362,8 +362,8 @@ impl Intake {
             received_at,
             sender: AgencyRef::id_only(&sender.id),
             recipient: AgencyRef::full(&recipient),
-            priority: referral.priority(),
-            schema_id: referral.schema_id().to_owned(),
+            priority,
+            schema_id,
             payload_sha256,
             correlation_id: correlation_id.to_owned(),
             isa_id: basis.map(|b| b.isa_id),

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use time::{Date, OffsetDateTime, format_description::well_known::Iso8601};
 
 use crate::domain::{NhsNumber, ServiceType, ValidatedReferral};
+use crate::intake::categories::Categories;
 
 pub const COMMON_SCHEMA_FILE: &str = "referral.v1.json";
 pub const EVENT_SCHEMA_FILE: &str = "event.v1.json";
@@ -62,6 +63,8 @@ pub struct Violation {
 struct Compiled {
     schema_id: String,
     validator: Validator,
+    /// Its `x-category` annotations, for minimisation.
+    categories: Categories,
 }
 
 pub struct SchemaRegistry {
@@ -134,14 +137,14 @@ impl SchemaRegistry {
             .find(|(p, _, _)| *p == common_path)
             .map(|(_, id, _)| id.clone())
             .ok_or_else(|| SchemaLoadError::MissingCommon(common_path.clone()))?;
-        let common = compile(&registry, &common_path, &common_id, None)?;
+        let common = compile(&registry, &common_path, &common_id, None, &documents)?;
         let event_path = dir.join(EVENT_SCHEMA_FILE);
         let event_id = documents
             .iter()
             .find(|(p, _, _)| *p == event_path)
             .map(|(_, id, _)| id.clone())
             .ok_or_else(|| SchemaLoadError::MissingCommon(event_path.clone()))?;
-        let event = compile(&registry, &event_path, &event_id, None)?;
+        let event = compile(&registry, &event_path, &event_id, None, &[])?;
 
         let mut overlays: BTreeMap<String, (PathBuf, Compiled)> = BTreeMap::new();
         for (path, id, value) in &documents {
@@ -157,7 +160,7 @@ impl SchemaRegistry {
                         "\"{OVERLAY_KEYWORD}\" must be a service type such as \"cmht\""
                     ),
                 })?;
-            let compiled = compile(&registry, path, &common_id, Some(id))?;
+            let compiled = compile(&registry, path, &common_id, Some(id), &documents)?;
             if let Some((first, _)) = overlays.get(service_type.as_str()) {
                 return Err(SchemaLoadError::DuplicateOverlay {
                     service_type: service_type.to_string(),
@@ -214,21 +217,9 @@ impl SchemaRegistry {
         document: &mut Value,
         allowed: &dyn Fn(&str) -> bool,
     ) -> Vec<String> {
-        let common_id = &self.common.schema_id;
-        let overlay_id = &self.compiled_for(service_type).schema_id;
-        let mut roots: Vec<(&Value, &Value)> = Vec::new();
-        for id in [common_id, overlay_id] {
-            if let Some(doc) = self.documents.get(id)
-                && !roots.iter().any(|(r, _)| std::ptr::eq(*r, doc))
-            {
-                roots.push((doc, doc));
-            }
-        }
-        let mut withheld = Vec::new();
-        if let Value::Object(map) = document {
-            withhold(map, &roots, None, "", allowed, &mut withheld);
-        }
-        withheld
+        self.compiled_for(service_type)
+            .categories
+            .withhold(document, allowed)
     }
 
     /// `pointer` with every member name the schemas do not declare replaced by `*` (array
@@ -306,7 +297,16 @@ fn compile(
     path: &Path,
     common_id: &str,
     overlay_id: Option<&str>,
+    documents: &[(PathBuf, String, Value)],
 ) -> Result<Compiled, SchemaLoadError> {
+    // The common schema first: its annotation wins where both annotate a property.
+    let roots: Vec<&Value> = [Some(common_id), overlay_id]
+        .into_iter()
+        .flatten()
+        .filter_map(|id| documents.iter().find(|(_, i, _)| i == id))
+        .map(|(_, _, value)| value)
+        .collect();
+    let categories = Categories::compile(&roots);
     let (schema, schema_id) = match overlay_id {
         None => (json!({ "$ref": common_id }), common_id.to_owned()),
         Some(overlay) => (
@@ -331,6 +331,7 @@ fn compile(
     Ok(Compiled {
         schema_id,
         validator,
+        categories,
     })
 }
 
@@ -343,103 +344,6 @@ fn is_past_or_present_date(value: &str) -> bool {
     };
     let uk_today = (OffsetDateTime::now_utc() + time::Duration::hours(1)).date();
     value.len() == 10 && date <= uk_today
-}
-
-/// Follows a local `$ref` (`#/...`) within its root document.
-fn resolve<'a>(node: &'a Value, root: &'a Value) -> &'a Value {
-    match node.get("$ref").and_then(Value::as_str) {
-        Some(r) if r.starts_with('#') => root.pointer(&r[1..]).unwrap_or(node),
-        _ => node,
-    }
-}
-
-fn withhold(
-    map: &mut serde_json::Map<String, Value>,
-    schemas: &[(&Value, &Value)],
-    inherited: Option<&str>,
-    path: &str,
-    allowed: &dyn Fn(&str) -> bool,
-    withheld: &mut Vec<String>,
-) {
-    let keys: Vec<String> = map.keys().cloned().collect();
-    for key in keys {
-        // The property's schema as written (its `x-category` may sit beside a `$ref`).
-        let declared: Vec<(&Value, &Value)> = schemas
-            .iter()
-            .filter_map(|(node, root)| {
-                resolve(node, root)
-                    .get("properties")
-                    .and_then(|p| p.get(&key))
-                    .map(|sub| (sub, *root))
-            })
-            .collect();
-        let category = declared
-            .iter()
-            .find_map(|(sub, root)| {
-                sub.get("x-category")
-                    .or_else(|| resolve(sub, root).get("x-category"))
-                    .and_then(Value::as_str)
-            })
-            .or(inherited);
-        let subs: Vec<(&Value, &Value)> = declared
-            .iter()
-            .map(|(sub, root)| (resolve(sub, root), *root))
-            .collect();
-        let pointer = format!("{path}/{}", escape_pointer_token(&key));
-        // An array may categorise each item by one of its properties (`x-item-category`):
-        // items are withheld one by one, and the array goes only if nothing is left.
-        let item_rule = declared.iter().find_map(|(sub, root)| {
-            resolve(sub, root)
-                .get("x-item-category")
-                .or_else(|| sub.get("x-item-category"))
-        });
-        if let (Some(rule), Some(Value::Array(items))) = (item_rule, map.get_mut(&key)) {
-            let field = rule
-                .get("property")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let categories = rule.get("categories");
-            let before = withheld.len();
-            let mut index = 0;
-            let total = items.len();
-            items.retain(|item| {
-                let item_category = item
-                    .get(field)
-                    .and_then(Value::as_str)
-                    .and_then(|v| categories.and_then(|c| c.get(v)).and_then(Value::as_str))
-                    .or(category);
-                let keep = item_category.is_none_or(allowed);
-                if !keep {
-                    withheld.push(format!("{pointer}/{index}"));
-                }
-                index += 1;
-                keep
-            });
-            if items.is_empty() && total > 0 && withheld.len() > before {
-                // Every item withheld: report the array itself, as for a whole property.
-                withheld.truncate(before);
-                map.remove(&key);
-                withheld.push(pointer);
-            }
-            continue;
-        }
-        match category {
-            Some(c) if !allowed(c) => {
-                map.remove(&key);
-                withheld.push(pointer);
-            }
-            _ => {
-                if let Some(Value::Object(child)) = map.get_mut(&key) {
-                    let before = withheld.len();
-                    withhold(child, &subs, category, &pointer, allowed, withheld);
-                    // An object left empty by withholding goes too.
-                    if child.is_empty() && withheld.len() > before {
-                        map.remove(&key);
-                    }
-                }
-            }
-        }
-    }
 }
 
 use crate::intake::json::escape_pointer_token;
