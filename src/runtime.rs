@@ -68,7 +68,6 @@ impl Runtime {
                 config.registry.clone(),
                 schemas.clone(),
                 shared.store.clone(),
-                shared.relay_wake.clone(),
                 sla,
                 shared.keyer.clone(),
                 config.sharing_agreements.clone(),

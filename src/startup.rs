@@ -33,6 +33,10 @@ use crate::worker::Worker;
 /// How long each background worker may take to stop.
 const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Committed batches of referrals waiting for the relay in memory; beyond this they wait
+/// in the outbox for it to claim them.
+const RELAY_HAND_OFF_DEPTH: usize = 8;
+
 pub struct Application {
     addr: SocketAddr,
     ops_addr: Option<SocketAddr>,
@@ -138,7 +142,7 @@ impl Application {
                 queue_depth: config.database.commit_queue_depth,
             },
         );
-        let committer = committer.with_metrics(metrics.clone());
+        let mut committer = committer.with_metrics(metrics.clone());
         let store = store.with_committer(commits);
         if let Some(dir) = &config.tls.issued_dir {
             metrics.set_certificate_expiries(certificate_expiries(dir, &config.registry)?);
@@ -146,7 +150,7 @@ impl Application {
         let (relay, relay_status, topology_updates) = if config.relay.enabled {
             let topology = Topology::new(&config.amqp.namespace, &config.registry);
             let (updates, updated) = tokio::sync::watch::channel(topology.clone());
-            let relay = Relay::new(
+            let mut relay = Relay::new(
                 store.clone(),
                 topology,
                 config.amqp.url.clone(),
@@ -156,6 +160,7 @@ impl Application {
             .with_metrics(metrics.clone())
             .with_clock(clock.clone())
             .with_topology_updates(updated);
+            committer = committer.with_relay(relay.hand_off(RELAY_HAND_OFF_DEPTH));
             let status = relay.status();
             (Some(relay), Some(status), Some(updates))
         } else {

@@ -22,6 +22,7 @@ use crate::config::RelayConfig;
 use crate::delivery::topology::{self, Topology, short, string};
 use crate::domain::Timestamp;
 use crate::metrics::Metrics;
+use crate::store::committer::{Handed, RelayLink};
 use crate::store::{ClaimedMessage, Store, StoreError};
 use crate::worker::StopSignal;
 
@@ -61,6 +62,20 @@ pub struct Relay {
     /// A reloaded registry's topology (new agencies' queues), declared on the open
     /// channel before the next batch and on every later connection.
     updates: Option<tokio::sync::watch::Receiver<Topology>>,
+    /// Referrals the committer wrote claimed for this relay and hands over once
+    /// committed: published without a claim or a read (see [`Relay::hand_off`]).
+    hand_off: Option<tokio::sync::mpsc::Receiver<Handed>>,
+    /// Told to the committer: whether to hand referrals over (only while connected).
+    accepting: Arc<AtomicBool>,
+}
+
+/// What woke the relay while it waited.
+enum Waited {
+    Handed(Handed),
+    /// The committer is gone: nothing more will be handed over.
+    HandOffClosed,
+    Poll,
+    Other,
 }
 
 /// A random factor in [0.5, 1.0): "equal jitter", so retries of many rows spread out.
@@ -141,6 +156,23 @@ impl Relay {
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(SystemClock),
             updates: None,
+            hand_off: None,
+            accepting: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The committer's side of this relay: committed referrals are handed over through
+    /// it (at most `depth` batches waiting; beyond that the committer writes them
+    /// unclaimed and wakes the relay to claim them).
+    pub fn hand_off(&mut self, depth: usize) -> RelayLink {
+        let (sender, receiver) = tokio::sync::mpsc::channel(depth.max(1));
+        self.hand_off = Some(receiver);
+        RelayLink {
+            hand_off: sender,
+            instance: self.instance.clone(),
+            lease: self.config.lease,
+            wake: self.wake.clone(),
+            connected: self.accepting.clone(),
         }
     }
 
@@ -185,8 +217,9 @@ impl Relay {
     pub async fn run(mut self, shutdown: impl Into<StopSignal>) {
         let mut shutdown = shutdown.into();
         let mut updates = self.updates.take();
+        let mut hand_off = self.hand_off.take();
         if self.store.backend().single_writer() {
-            match self.store.release_stale_claims().await {
+            match self.store.release_stale_claims(&self.instance).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     rows = n,
@@ -207,11 +240,20 @@ impl Relay {
                     Ok(()) => {
                         failures = 0;
                         self.status.connected.store(true, Ordering::Relaxed);
+                        self.accepting.store(true, Ordering::Relaxed);
                         self.metrics.broker_connected.set(1);
                         tracing::info!(instance = %self.instance, "relay connected to the broker");
-                        let result = self.pump(&channel, &mut shutdown, &mut updates).await;
+                        let result = self
+                            .pump(&channel, &mut shutdown, &mut updates, &mut hand_off)
+                            .await;
+                        self.accepting.store(false, Ordering::Relaxed);
                         self.status.connected.store(false, Ordering::Relaxed);
                         self.metrics.broker_connected.set(0);
+                        // What was handed over meanwhile goes back to the outbox, for
+                        // whichever relay connects first.
+                        while let Some(handed) = hand_off.as_mut().and_then(|h| h.try_recv().ok()) {
+                            self.release_handed(&handed).await;
+                        }
                         if let Err(e) = result {
                             tracing::warn!(error = %e, "relay lost the broker; reconnecting");
                         }
@@ -244,7 +286,12 @@ impl Relay {
         channel: &Channel,
         shutdown: &mut StopSignal,
         updates: &mut Option<tokio::sync::watch::Receiver<Topology>>,
+        hand_off: &mut Option<tokio::sync::mpsc::Receiver<Handed>>,
     ) -> Result<(), RelayError> {
+        // The outbox is read when woken (rows written unclaimed, retries due), on every
+        // `poll_interval`, and again at once after a read that found rows.
+        let mut poll_due = true;
+        let mut next_poll = tokio::time::Instant::now();
         while !shutdown.is_stopped() {
             if !channel.status().connected() {
                 return Err(RelayError::ChannelClosed);
@@ -256,27 +303,54 @@ impl Relay {
                 topology.declare(channel).await?;
                 tracing::info!("relay declared the reloaded configuration's queues");
             }
-            let (token, batch) = match self.claim().await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::error!(error = %e, "relay cannot read the outbox");
-                    tokio::time::sleep(self.config.poll_interval).await;
-                    continue;
+            // Hand-overs and the outbox take turns, so that neither waits on the other.
+            let mut worked = false;
+            if let Some(handed) = hand_off.as_mut().and_then(|h| h.try_recv().ok()) {
+                self.publish_handed(channel, handed, hand_off).await?;
+                worked = true;
+            }
+            if futures_util::FutureExt::now_or_never(self.wake.notified()).is_some() {
+                poll_due = true;
+            }
+            if poll_due || tokio::time::Instant::now() >= next_poll {
+                poll_due = false;
+                next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+                match self.claim().await {
+                    Ok((token, batch)) if !batch.is_empty() => {
+                        self.publish_batch(channel, &token, &batch).await?;
+                        poll_due = true;
+                        worked = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "relay cannot read the outbox"),
                 }
-            };
-            if batch.is_empty() {
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
-                    () = shutdown.stopped() => {}
-                }
+            }
+            if worked {
                 continue;
             }
-            self.publish_batch(channel, &token, &batch).await?;
+            let waited = tokio::select! {
+                handed = next_handed(hand_off) => match handed {
+                    Some(handed) => Waited::Handed(handed),
+                    None => Waited::HandOffClosed,
+                },
+                () = self.wake.notified() => Waited::Poll,
+                () = tokio::time::sleep_until(next_poll) => Waited::Other,
+                () = shutdown.stopped() => Waited::Other,
+            };
+            match waited {
+                Waited::Handed(handed) => self.publish_handed(channel, handed, hand_off).await?,
+                Waited::HandOffClosed => *hand_off = None,
+                Waited::Poll => poll_due = true,
+                Waited::Other => {}
+            }
         }
         // Stopping: publish what was committed before the stop (every referral answered
         // 202 by now) while the broker is there; the worker's stop timeout bounds this.
         while channel.status().connected() {
+            if let Some(handed) = hand_off.as_mut().and_then(|h| h.try_recv().ok()) {
+                self.publish_handed(channel, handed, hand_off).await?;
+                continue;
+            }
             let (token, batch) = self.claim().await?;
             if batch.is_empty() {
                 break;
@@ -284,6 +358,54 @@ impl Relay {
             self.publish_batch(channel, &token, &batch).await?;
         }
         Ok(())
+    }
+
+    /// Publishes referrals the committer handed over, with every further hand-over
+    /// already waiting (up to the relay's batch size in all) in the same round, except
+    /// those whose claim's lease is (nearly) over: a claim of the outbox may take them, so
+    /// they go back to it.
+    async fn publish_handed(
+        &self,
+        channel: &Channel,
+        first: Handed,
+        hand_off: &mut Option<tokio::sync::mpsc::Receiver<Handed>>,
+    ) -> Result<(), RelayError> {
+        let limit = usize::try_from(self.config.batch_size).unwrap_or(usize::MAX);
+        let mut round = vec![first];
+        let mut size = round[0].messages.len();
+        while size < limit
+            && let Some(next) = hand_off.as_mut().and_then(|h| h.try_recv().ok())
+        {
+            size += next.messages.len();
+            round.push(next);
+        }
+        let margin =
+            time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO);
+        let now = self.now();
+        let mut groups = Vec::with_capacity(round.len());
+        for handed in &round {
+            if now.saturating_add(margin) >= handed.lease_until {
+                tracing::info!(
+                    rows = handed.messages.len(),
+                    "handed-over referrals reached the relay late; back to the outbox"
+                );
+                self.release_handed(handed).await;
+            } else {
+                groups.push((handed.token.as_str(), handed.messages.as_slice()));
+            }
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
+        self.publish_round(channel, &groups).await
+    }
+
+    /// Gives up a hand-over's claim: its rows are claimable again at once (if this fails,
+    /// once the lease has passed).
+    async fn release_handed(&self, handed: &Handed) {
+        if let Err(e) = self.store.release_claim(&handed.token).await {
+            tracing::warn!(error = %e, "cannot release handed-over outbox rows; they wait for their lease");
+        }
     }
 
     /// Claims the next batch of due outbox rows under a fresh claim token.
@@ -309,11 +431,26 @@ impl Relay {
         token: &str,
         batch: &[ClaimedMessage],
     ) -> Result<(), RelayError> {
+        self.publish_round(channel, &[(token, batch)]).await
+    }
+
+    /// Publishes groups of rows, each claimed under its token, as one pipelined round:
+    /// every message sent before any confirm is awaited, then the failed ones released and
+    /// the rest marked published in one write.
+    async fn publish_round(
+        &self,
+        channel: &Channel,
+        groups: &[(&str, &[ClaimedMessage])],
+    ) -> Result<(), RelayError> {
         let started = std::time::Instant::now();
+        let batch: Vec<(&str, &ClaimedMessage)> = groups
+            .iter()
+            .flat_map(|(token, messages)| messages.iter().map(move |m| (*token, m)))
+            .collect();
         self.metrics.relay_batch_size.observe(batch.len() as f64);
         let mut in_flight = Vec::with_capacity(batch.len());
         let mut lost: Option<lapin::Error> = None;
-        for msg in batch {
+        for &(token, msg) in &batch {
             let published = channel
                 .basic_publish(
                     self.topology.exchange(msg.exchange).into(),
@@ -327,16 +464,16 @@ impl Relay {
                 )
                 .await;
             match published {
-                Ok(confirm) => in_flight.push((msg, confirm)),
+                Ok(confirm) => in_flight.push(((token, msg), confirm)),
                 Err(e) => {
                     lost = Some(e);
                     break;
                 }
             }
         }
-        let mut failed: Vec<(&ClaimedMessage, String)> = batch[in_flight.len()..]
+        let mut failed: Vec<((&str, &ClaimedMessage), String)> = batch[in_flight.len()..]
             .iter()
-            .map(|m| (m, "not sent: broker connection lost".to_owned()))
+            .map(|m| (*m, "not sent: broker connection lost".to_owned()))
             .collect();
         for (msg, confirm) in in_flight {
             let outcome = confirm.await;
@@ -369,7 +506,7 @@ impl Relay {
             }
         }
         let now = self.now();
-        for (msg, error) in &failed {
+        for ((token, msg), error) in &failed {
             let failures = u32::try_from(msg.attempts).unwrap_or(u32::MAX);
             let delay = backoff(failures, self.config.max_backoff);
             let at =
@@ -379,7 +516,8 @@ impl Relay {
                 .release_outbox(msg.outbox_id, token, at, error)
                 .await?;
         }
-        let published = self.store.mark_claimed_published(token, now).await?;
+        let tokens: Vec<&str> = groups.iter().map(|(token, _)| *token).collect();
+        let published = self.store.mark_claimed_published(&tokens, now).await?;
         if published > 0 {
             tracing::debug!(published, "batch confirmed by the broker");
         }
@@ -387,6 +525,14 @@ impl Relay {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+}
+
+/// The next hand-over, or never without a hand-off channel.
+async fn next_handed(hand_off: &mut Option<tokio::sync::mpsc::Receiver<Handed>>) -> Option<Handed> {
+    match hand_off {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

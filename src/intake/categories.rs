@@ -99,8 +99,15 @@ impl Categories {
             };
             let category = property.category.as_deref().or(inherited);
             let len = path.len();
-            path.push('/');
-            path.push_str(&escape_pointer_token(key));
+            // Only declared members get here: the path grows by their (schema-declared)
+            // name, escaped only when it needs to be.
+            if key.contains(['~', '/']) {
+                path.push('/');
+                path.push_str(&escape_pointer_token(key));
+            } else {
+                path.push('/');
+                path.push_str(key);
+            }
             let keep = match (&property.items, &mut *value) {
                 (Some(rule), Value::Array(items)) => {
                     let before = withheld.len();

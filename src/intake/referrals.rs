@@ -104,8 +104,6 @@ pub struct Intake {
     registry: Arc<AgencyRegistry>,
     schemas: Arc<SchemaRegistry>,
     store: Store,
-    /// Woken after each commit so the relay publishes at once instead of at its next poll.
-    relay_wake: Arc<tokio::sync::Notify>,
     sla: Arc<SlaPolicy>,
     keyer: Arc<PersonKeyer>,
     agreements: Arc<Vec<crate::domain::sharing::SharingAgreement>>,
@@ -116,7 +114,6 @@ impl Intake {
         registry: Arc<AgencyRegistry>,
         schemas: Arc<SchemaRegistry>,
         store: Store,
-        relay_wake: Arc<tokio::sync::Notify>,
         sla: Arc<SlaPolicy>,
         keyer: Arc<PersonKeyer>,
         agreements: Arc<Vec<crate::domain::sharing::SharingAgreement>>,
@@ -125,7 +122,6 @@ impl Intake {
             registry,
             schemas,
             store,
-            relay_wake,
             sla,
             keyer,
             agreements,
@@ -316,7 +312,7 @@ impl Intake {
             self.schemas
                 .minimise(Some(&recipient.service_type), &mut shared, &|category| {
                     let allowed = agreement.is_none_or(|a| a.allows(category));
-                    if allowed {
+                    if allowed && !kept.borrow().contains(category) {
                         kept.borrow_mut().insert(category.to_owned());
                     }
                     allowed
@@ -390,7 +386,7 @@ impl Intake {
         };
         match self.store.insert_referral(new).await? {
             Inserted::Created => {
-                self.relay_wake.notify_one();
+                // The committer hands it to the relay (or wakes the relay to claim it).
                 tracing::info!(referral_id = %id, recipient = %receipt.recipient.agency_id, priority = receipt.priority.as_str(), "referral accepted");
                 Ok(Submitted::Created(receipt))
             }

@@ -17,7 +17,8 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::Clock;
 use crate::domain::{
-    AgencyId, EventType, IllegalTransition, ReferralId, ReferralStatus, Timestamp,
+    AgencyId, Area, EventType, IllegalTransition, Priority, ReferralId, ReferralStatus,
+    ServiceType, Timestamp,
 };
 
 /// Statements bind at most this many values (SQLite allows 32766, PostgreSQL 65535):
@@ -26,15 +27,21 @@ const MAX_BINDS: usize = 30_000;
 
 /// A referral ready to be written: its payload already sealed, every column computed.
 pub(crate) struct PreparedReferral {
+    pub referral_id: ReferralId,
+    /// `referral_id` as text, as bound.
     pub id: String,
-    pub sender: String,
-    pub recipient: String,
-    pub service_type: String,
-    pub area: String,
-    pub priority: &'static str,
+    pub sender: AgencyId,
+    pub recipient: AgencyId,
+    pub service_type: ServiceType,
+    pub area: Area,
+    pub priority: Priority,
     pub schema_id: String,
+    /// The sealed payload, as stored.
     pub payload: String,
     pub payload_key_id: Option<String>,
+    /// The payload before sealing: what the relay publishes when the committer hands it
+    /// the referral (see [`Claim`]). Holds personal data: never log it.
+    pub plaintext: String,
     pub payload_sha256: String,
     pub correlation_id: String,
     pub at: i64,
@@ -47,6 +54,22 @@ pub(crate) struct PreparedReferral {
     /// JSON array of the withheld pointers.
     pub withheld: String,
     pub outbox: OutboxMessage,
+}
+
+/// A batch's referral outbox rows written already claimed, for the relay of this process
+/// to publish from memory once the batch is committed ([`super::committer`]): as if its
+/// relay had claimed them under `token` until `until` (µs). Rows the relay never gets to
+/// are claimable again once the lease has passed.
+pub(crate) struct Claim {
+    pub token: String,
+    pub until: i64,
+}
+
+/// A committed batch: each write's outcome, in order, and the outbox row id of each
+/// referral written under the batch's [`Claim`] (by batch index).
+pub(crate) struct Committed {
+    pub outcomes: Vec<Result<Written, StoreError>>,
+    pub claimed: Vec<(usize, i64)>,
 }
 
 /// Decides an event's new status from the current one.
@@ -80,11 +103,11 @@ pub(crate) enum Write {
     Event(Box<NewEvent>),
     /// Entries appended in order, all at `at` (µs).
     Audit(Vec<AuditRecord>, i64),
-    /// The relay's outbox rows claimed under this token were confirmed by the broker at
-    /// `at` (µs): marked published, their referrals moved from `received` to `queued`, a
-    /// `message.delivered` entry each (see [`Store::mark_claimed_published`]).
+    /// The relay's outbox rows claimed under these tokens were confirmed by the broker
+    /// at `at` (µs): marked published, their referrals moved from `received` to
+    /// `queued`, a `message.delivered` entry each (see [`Store::mark_claimed_published`]).
     Published {
-        token: String,
+        tokens: Vec<String>,
         at: i64,
     },
 }
@@ -138,9 +161,10 @@ pub(crate) async fn write_batch(
     store: &Store,
     batch: &[Write],
     taken: &[usize],
-) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
+    claim: Option<&Claim>,
+) -> Result<Committed, BatchFailure> {
     store
-        .on_write_connection(async |conn| write_batch_on(conn, store, batch, taken).await)
+        .on_write_connection(async |conn| write_batch_on(conn, store, batch, taken, claim).await)
         .await
 }
 
@@ -149,7 +173,8 @@ async fn write_batch_on(
     store: &Store,
     batch: &[Write],
     taken: &[usize],
-) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
+    claim: Option<&Claim>,
+) -> Result<Committed, BatchFailure> {
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
 
     // Referrals: in-batch repeats of a (sender, key) answer as replays of the first.
@@ -181,7 +206,7 @@ async fn write_batch_on(
             _ => None,
         })
         .collect();
-    insert_referrals(store.backend, &mut tx, &inserted).await?;
+    let claimed = insert_referrals(store.backend, &mut tx, &inserted, claim).await?;
     let now_taken = insert_keys(store.backend, &mut tx, &inserted).await?;
     if !now_taken.is_empty() {
         tx.rollback().await?;
@@ -194,9 +219,13 @@ async fn write_batch_on(
     delivered.resize_with(batch.len(), Vec::new);
     for (i, write) in batch.iter().enumerate() {
         outcomes.push(match write {
-            Write::Published { token, at } => {
-                let (records, marked) = mark_published(&mut tx, token, *at).await?;
-                delivered[i] = records;
+            Write::Published { tokens, at } => {
+                let mut marked = 0;
+                for token in tokens {
+                    let (records, rows) = mark_published(&mut tx, token, *at).await?;
+                    delivered[i].extend(records);
+                    marked += rows;
+                }
                 Some(Written::Published(marked))
             }
             Write::Referral(_) => match plans[i] {
@@ -259,16 +288,16 @@ async fn write_batch_on(
         answers.push(match (write, plan, outcome) {
             (_, _, Some(written)) => Ok(written),
             (Write::Referral(_), Some(Planned::SameKeyAs(first)), None) => match &batch[*first] {
-                Write::Referral(first) => referral_id(&first.id).map(|referral_id| {
-                    Written::Referral(Inserted::KeyTaken(IdempotencyRecord {
+                Write::Referral(first) => {
+                    Ok(Written::Referral(Inserted::KeyTaken(IdempotencyRecord {
                         request_sha256: first
                             .idempotency
                             .as_ref()
                             .map(|(_, sha)| sha.clone())
                             .unwrap_or_default(),
-                        referral_id,
-                    }))
-                }),
+                        referral_id: first.referral_id,
+                    })))
+                }
                 _ => Err(StoreError::Corrupt(
                     "a repeated key names no referral".into(),
                 )),
@@ -277,7 +306,10 @@ async fn write_batch_on(
             (_, _, None) => Err(StoreError::Corrupt("a write has no outcome".into())),
         });
     }
-    Ok(answers)
+    Ok(Committed {
+        outcomes: answers,
+        claimed,
+    })
 }
 
 /// Marks every outbox row still claimed by `token` as published at `at`, moves their
@@ -330,18 +362,12 @@ async fn mark_published(
 
 /// The answer for a referral whose key another request holds: that request's record.
 async fn taken_key(store: &Store, r: &PreparedReferral) -> Result<Written, StoreError> {
-    let sender = AgencyId::parse(r.sender.as_str())
-        .map_err(|_| StoreError::Corrupt(format!("agency id '{}'", r.sender)))?;
     let key = r.idempotency.as_ref().map_or("", |(k, _)| k.as_str());
     let record = store
-        .idempotency_record(&sender, key)
+        .idempotency_record(&r.sender, key)
         .await?
         .ok_or_else(|| StoreError::Corrupt("idempotency key vanished after a conflict".into()))?;
     Ok(Written::Referral(Inserted::KeyTaken(record)))
-}
-
-fn referral_id(id: &str) -> Result<ReferralId, StoreError> {
-    ReferralId::parse(id).map_err(|_| StoreError::Corrupt(format!("referral id '{id}'")))
 }
 
 /// `INSERT INTO <into> VALUES (...), (...)` for `rows` rows of `columns` placeholders
@@ -367,12 +393,15 @@ fn values_sql(backend: Backend, into: &str, columns: usize, rows: usize, tail: &
     sql
 }
 
-/// Referral rows, their outbox rows and their clocks, a few statements for the batch.
+/// Referral rows, their outbox rows and their clocks, a few statements for the batch:
+/// with a claim, the outbox rows are written claimed, and their ids returned (by batch
+/// index).
 async fn insert_referrals(
     backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     referrals: &[(usize, &PreparedReferral)],
-) -> Result<(), StoreError> {
+    claim: Option<&Claim>,
+) -> Result<Vec<(usize, i64)>, StoreError> {
     const REFERRAL_COLUMNS: usize = 16;
     for chunk in referrals.chunks(MAX_BINDS / REFERRAL_COLUMNS) {
         let sql = values_sql(
@@ -388,11 +417,11 @@ async fn insert_referrals(
         for (_, r) in chunk {
             insert = insert
                 .bind(&r.id)
-                .bind(&r.sender)
-                .bind(&r.recipient)
-                .bind(&r.service_type)
-                .bind(&r.area)
-                .bind(r.priority)
+                .bind(r.sender.as_str())
+                .bind(r.recipient.as_str())
+                .bind(r.service_type.as_str())
+                .bind(r.area.as_str())
+                .bind(r.priority.as_str())
                 .bind(ReferralStatus::Received.as_str())
                 .bind(&r.schema_id)
                 .bind(&r.payload)
@@ -406,9 +435,10 @@ async fn insert_referrals(
         }
         insert.execute(&mut **tx).await?;
     }
-    const OUTBOX_COLUMNS: usize = 5;
+    let mut claimed = Vec::new();
+    const OUTBOX_COLUMNS: usize = 7;
     for chunk in referrals.chunks(MAX_BINDS / OUTBOX_COLUMNS) {
-        let sql = outbox_sql(backend, chunk.len());
+        let sql = outbox_sql(backend, chunk.len(), claim.is_some());
         let mut insert = sqlx::query(&sql);
         for (_, r) in chunk {
             insert = insert
@@ -417,8 +447,26 @@ async fn insert_referrals(
                 .bind(r.outbox.exchange().as_str())
                 .bind(r.outbox.routing_key())
                 .bind(r.at);
+            if let Some(claim) = claim {
+                insert = insert.bind(&claim.token).bind(claim.until);
+            }
         }
-        insert.execute(&mut **tx).await?;
+        if claim.is_none() {
+            insert.execute(&mut **tx).await?;
+            continue;
+        }
+        // One referral outbox row per referral: matched to the batch by referral id.
+        for row in insert.fetch_all(&mut **tx).await? {
+            let referral_id: String = row.try_get("referral_id")?;
+            let index = chunk
+                .iter()
+                .find(|(_, r)| r.id == referral_id)
+                .map(|(i, _)| *i)
+                .ok_or_else(|| {
+                    StoreError::Corrupt("an outbox row names no referral of its batch".into())
+                })?;
+            claimed.push((index, row.try_get::<i64, _>("id")?));
+        }
     }
     let clocks: Vec<(&str, &(&'static str, i64, i64), i64)> = referrals
         .iter()
@@ -444,21 +492,40 @@ async fn insert_referrals(
         }
         insert.execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(claimed)
 }
 
-/// The referrals' outbox rows: five values each, and `next_attempt_at` 0 (due at once).
-fn outbox_sql(backend: Backend, rows: usize) -> String {
+/// The referrals' outbox rows: five values each, and `next_attempt_at` 0 (due at once);
+/// `claimed`: two more (`claimed_by`, `claimed_until`), one attempt (as a claim counts
+/// it), and their ids returned.
+fn outbox_sql(backend: Backend, rows: usize, claimed: bool) -> String {
     let mut sql = String::from(
-        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) VALUES ",
+        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at",
     );
+    sql.push_str(if claimed {
+        ", claimed_by, claimed_until, attempts) VALUES "
+    } else {
+        ") VALUES "
+    });
+    let values = if claimed { 7 } else { 5 };
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 1..=5 {
-            backend.push_placeholder(&mut sql, row * 5 + column);
+            backend.push_placeholder(&mut sql, row * values + column);
             sql.push_str(", ");
         }
-        sql.push_str("0)");
+        sql.push('0');
+        if claimed {
+            for column in 6..=7 {
+                sql.push_str(", ");
+                backend.push_placeholder(&mut sql, row * values + column);
+            }
+            sql.push_str(", 1");
+        }
+        sql.push(')');
+    }
+    if claimed {
+        sql.push_str(" RETURNING id, referral_id");
     }
     sql
 }
@@ -477,7 +544,7 @@ async fn insert_keys(
         .collect();
     // In one order in every instance, so that two batches waiting on each other's keys
     // cannot deadlock.
-    keyed.sort_by(|a, b| (&a.1.sender, &a.2.0).cmp(&(&b.1.sender, &b.2.0)));
+    keyed.sort_by(|a, b| (a.1.sender.as_str(), &a.2.0).cmp(&(b.1.sender.as_str(), &b.2.0)));
     let mut taken = Vec::new();
     const KEY_COLUMNS: usize = 5;
     for chunk in keyed.chunks(MAX_BINDS / KEY_COLUMNS) {
@@ -491,7 +558,7 @@ async fn insert_keys(
         let mut insert = sqlx::query(&sql);
         for (_, r, (key, sha)) in chunk {
             insert = insert
-                .bind(&r.sender)
+                .bind(r.sender.as_str())
                 .bind(key)
                 .bind(sha)
                 .bind(&r.id)
@@ -691,14 +758,20 @@ mod tests {
             "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
         );
         assert_eq!(
-            outbox_sql(Backend::Sqlite, 1),
+            outbox_sql(Backend::Sqlite, 1, false),
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES (?, ?, ?, ?, ?, 0)"
         );
         assert_eq!(
-            outbox_sql(Backend::Postgres, 2),
+            outbox_sql(Backend::Postgres, 2, false),
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, 0), ($6, $7, $8, $9, $10, 0)"
+        );
+        assert_eq!(
+            outbox_sql(Backend::Postgres, 2, true),
+            "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at, \
+             claimed_by, claimed_until, attempts) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, 1), ($8, $9, $10, $11, $12, 0, $13, $14, 1) RETURNING id, referral_id"
         );
     }
 }

@@ -10,12 +10,15 @@
 //! conflicts), and a batch that fails otherwise is written again item by item.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::batch::{BatchFailure, Write, Written, write_batch};
-use super::{Store, StoreError};
+use super::batch::{BatchFailure, Claim, Committed, PreparedReferral, Write, Written, write_batch};
+use super::outbox::ClaimedMessage;
+use super::{Inserted, Store, StoreError};
+use crate::domain::Timestamp;
 use crate::metrics::Metrics;
 use crate::worker::StopSignal;
 
@@ -72,6 +75,32 @@ impl CommitHandle {
     }
 }
 
+/// Referral messages a committed batch wrote already claimed for this process's relay
+/// (see [`Claim`]), handed over in memory: the relay publishes them without claiming
+/// and reading them back.
+pub struct Handed {
+    /// The claim token of the rows, as if the relay had claimed them.
+    pub token: String,
+    /// The claim's lease: a relay that gets them later leaves them to the next claim.
+    pub lease_until: Timestamp,
+    pub messages: Vec<ClaimedMessage>,
+}
+
+/// How the committer reaches this process's relay.
+pub struct RelayLink {
+    /// Bounded: when it is full, a batch's outbox rows are written unclaimed and the
+    /// relay is woken to claim them.
+    pub hand_off: mpsc::Sender<Handed>,
+    /// The relay's instance id: the prefix of its claim tokens.
+    pub instance: String,
+    pub lease: Duration,
+    /// Wakes the relay to claim rows from the database.
+    pub wake: Arc<Notify>,
+    /// Whether the relay holds a broker connection: while it does not, nothing is
+    /// handed to it (rows wait in the outbox, claimable by any relay).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// The committer task: run it with [`crate::worker::Worker`].
 pub struct Committer {
     /// A store without a committer: this one writes directly.
@@ -79,6 +108,7 @@ pub struct Committer {
     queue: mpsc::Receiver<Pending>,
     batch_max: usize,
     metrics: Option<Arc<Metrics>>,
+    relay: Option<RelayLink>,
 }
 
 impl Committer {
@@ -90,12 +120,20 @@ impl Committer {
             queue,
             batch_max: limits.batch_max.max(1),
             metrics: None,
+            relay: None,
         };
         (CommitHandle { queue: sender }, committer)
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Hands committed referrals to the relay (or wakes it), instead of leaving them for
+    /// its next poll.
+    pub fn with_relay(mut self, relay: RelayLink) -> Self {
+        self.relay = Some(relay);
         self
     }
 
@@ -123,10 +161,59 @@ impl Committer {
     async fn commit(&self, batch: &mut Vec<Pending>) {
         let started = Instant::now();
         let size = batch.len();
-        let (writes, replies): (Vec<Write>, Vec<_>) =
+        let (mut writes, replies): (Vec<Write>, Vec<_>) =
             batch.drain(..).map(|p| (p.write, p.reply)).unzip();
-        match write_all(&self.store, &writes).await {
-            Ok(outcomes) => answer(replies, outcomes),
+        // Room to hand this batch's referrals to the relay, reserved before writing them
+        // claimed, so that no claimed row is left waiting for its lease to pass.
+        let latest = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Referral(r) => Some(r.at),
+                _ => None,
+            })
+            .max();
+        let hand_off = match (&self.relay, latest) {
+            (Some(relay), Some(at)) if relay.connected.load(Ordering::Relaxed) => {
+                relay.hand_off.try_reserve().ok().map(|permit| {
+                    let lease = i64::try_from(relay.lease.as_micros()).unwrap_or(i64::MAX);
+                    let claim = Claim {
+                        token: format!("{}:{}", relay.instance, uuid::Uuid::new_v4().simple()),
+                        until: at.saturating_add(lease),
+                    };
+                    (permit, claim)
+                })
+            }
+            _ => None,
+        };
+        let claim = hand_off.as_ref().map(|(_, claim)| claim);
+        match write_all(&self.store, &writes, claim).await {
+            Ok(Committed { outcomes, claimed }) => {
+                let created = writes.iter().zip(&outcomes).any(|(w, o)| {
+                    matches!(
+                        (w, o),
+                        (Write::Referral(_), Ok(Written::Referral(Inserted::Created)))
+                    )
+                });
+                match hand_off {
+                    Some((permit, claim)) if !claimed.is_empty() => {
+                        let messages = claimed
+                            .iter()
+                            .filter_map(|(i, outbox_id)| match writes.get_mut(*i) {
+                                Some(Write::Referral(r)) => Some(handed_message(r, *outbox_id)),
+                                _ => None,
+                            })
+                            .collect();
+                        permit.send(Handed {
+                            lease_until: Timestamp::from_micros(claim.until),
+                            token: claim.token,
+                            messages,
+                        });
+                    }
+                    _ if created => self.wake_relay(),
+                    _ => {}
+                }
+                answer(replies, outcomes);
+            }
             Err(e) if writes.len() == 1 => {
                 tracing::error!(error = %e, "write failed");
                 answer_one(replies.into_iter().next(), Err(e));
@@ -138,16 +225,25 @@ impl Committer {
                 if let Some(metrics) = &self.metrics {
                     metrics.commit_batches_split.inc();
                 }
+                let mut created = false;
                 for (write, reply) in writes.iter().zip(replies) {
-                    let outcome = write_all(&self.store, std::slice::from_ref(write))
+                    let outcome = write_all(&self.store, std::slice::from_ref(write), None)
                         .await
-                        .and_then(|mut outcomes| {
-                            outcomes.pop().unwrap_or_else(|| Err(unanswered()))
+                        .and_then(|mut committed| {
+                            committed
+                                .outcomes
+                                .pop()
+                                .unwrap_or_else(|| Err(unanswered()))
                         });
-                    if let Err(e) = &outcome {
-                        tracing::error!(error = %e, "write failed");
+                    match &outcome {
+                        Err(e) => tracing::error!(error = %e, "write failed"),
+                        Ok(Written::Referral(Inserted::Created)) => created = true,
+                        Ok(_) => {}
                     }
                     answer_one(Some(reply), outcome);
+                }
+                if created {
+                    self.wake_relay();
                 }
             }
         }
@@ -160,14 +256,45 @@ impl Committer {
     }
 }
 
+impl Committer {
+    fn wake_relay(&self) {
+        if let Some(relay) = &self.relay {
+            relay.wake.notify_one();
+        }
+    }
+}
+
+/// The message the relay publishes for a referral written claimed as outbox row
+/// `outbox_id` (its plaintext payload moves into it).
+fn handed_message(r: &mut PreparedReferral, outbox_id: i64) -> ClaimedMessage {
+    ClaimedMessage {
+        outbox_id,
+        referral_id: r.referral_id,
+        message_id: r.id.clone(),
+        message_type: r.outbox.message_type(),
+        exchange: r.outbox.exchange(),
+        routing_key: r.outbox.routing_key().to_owned(),
+        attempts: 1,
+        created_at: Timestamp::from_micros(r.at),
+        payload: std::mem::take(&mut r.plaintext),
+        priority: r.priority,
+        sender_agency: r.sender.clone(),
+        recipient_agency: r.recipient.clone(),
+        service_type: r.service_type.clone(),
+        schema_id: r.schema_id.clone(),
+        correlation_id: r.correlation_id.clone(),
+    }
+}
+
 /// Writes a batch, again without the referrals whose keys turn out to be taken.
 pub(crate) async fn write_all(
     store: &Store,
     writes: &[Write],
-) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+    claim: Option<&Claim>,
+) -> Result<Committed, StoreError> {
     let mut taken = Vec::new();
     loop {
-        match write_batch(store, writes, &taken).await {
+        match write_batch(store, writes, &taken, claim).await {
             Ok(outcomes) => return Ok(outcomes),
             Err(BatchFailure::KeysTaken(more)) if more.iter().any(|i| !taken.contains(i)) => {
                 taken.extend(more);

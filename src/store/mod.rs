@@ -149,8 +149,9 @@ impl Store {
     pub(crate) async fn write(&self, write: batch::Write) -> Result<batch::Written, StoreError> {
         match &self.committer {
             Some(committer) => committer.write(write).await,
-            None => committer::write_all(self, std::slice::from_ref(&write))
+            None => committer::write_all(self, std::slice::from_ref(&write), None)
                 .await?
+                .outcomes
                 .pop()
                 .unwrap_or_else(|| Err(StoreError::Corrupt("a write has no outcome".into()))),
         }

@@ -174,14 +174,31 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Drops every claim at once. Only for SQLite, where one process owns the relay: the
-    /// claims left by a crashed predecessor need not wait for their lease to run out.
-    pub async fn release_stale_claims(&self) -> Result<u64, StoreError> {
+    /// Drops every claim but those of relay `instance` (this process's, whose committer
+    /// may already have written rows claimed for it) at once. Only for SQLite, where one
+    /// process owns the relay: the claims left by a crashed predecessor need not wait for
+    /// their lease to run out.
+    pub async fn release_stale_claims(&self, instance: &str) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
-             WHERE published_at IS NULL AND claimed_by IS NOT NULL",
+             WHERE published_at IS NULL AND claimed_by IS NOT NULL AND claimed_by NOT LIKE $1",
         )
+        // Instance ids are digits, `-` and hex: nothing LIKE would read as a wildcard.
+        .bind(format!("{instance}:%"))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives up every row still claimed by `token`, unpublished: claimable again at once.
+    pub async fn release_claim(&self, token: &str) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
+             WHERE claimed_by = $1 AND published_at IS NULL",
+        )
+        .bind(token)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -210,17 +227,18 @@ impl Store {
         Ok(())
     }
 
-    /// Marks every row still claimed by `token` as published (call after releasing the
-    /// rows that failed), and moves their referrals from `received` to `queued`, with a
-    /// `message.delivered` entry each: through the committer, in the same batches as the
-    /// intake's writes (one writer of the chain). Returns how many rows were marked.
+    /// Marks every row still claimed by one of `tokens` as published (call after
+    /// releasing the rows that failed), and moves their referrals from `received` to
+    /// `queued`, with a `message.delivered` entry each: through the committer, in the same
+    /// batches as the intake's writes (one writer of the chain). Returns how many rows
+    /// were marked.
     pub async fn mark_claimed_published(
         &self,
-        token: &str,
+        tokens: &[&str],
         at: Timestamp,
     ) -> Result<u64, StoreError> {
         let write = Write::Published {
-            token: token.to_owned(),
+            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
             at: at.as_micros(),
         };
         match self.write_waiting(write).await? {

@@ -121,14 +121,16 @@ impl Store {
         let id = new.id.to_string();
         let (payload, payload_key_id) = self.seal_payload(&new.payload, &id)?;
         let prepared = PreparedReferral {
-            sender: new.sender.to_string(),
-            recipient: new.recipient.to_string(),
-            service_type: new.service_type.to_string(),
-            area: new.area.to_string(),
-            priority: new.priority.as_str(),
+            referral_id: new.id,
+            sender: new.sender,
+            recipient: new.recipient,
+            service_type: new.service_type,
+            area: new.area,
+            priority: new.priority,
             schema_id: new.schema_id,
             payload,
             payload_key_id,
+            plaintext: new.payload,
             payload_sha256: new.payload_sha256,
             correlation_id: new.correlation_id,
             at: to_micros(new.received_at),
