@@ -47,6 +47,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// handed_over (by the committer, in memory) or claimed (read from the outbox).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClockLabels {
     /// acknowledge, decision, first_contact or delivery (`Clock::as_str`).
     pub clock: &'static str,
@@ -83,6 +89,8 @@ pub struct Metrics {
     /// Rows per relay round (claimed together, published pipelined, marked in one
     /// transaction).
     pub relay_batch_size: Histogram,
+    /// Outbox rows the relay took, by how they reached it.
+    pub relay_rows: Family<SourceLabels, Counter>,
     pub broker_connected: Gauge,
     pub sla_breaches: Family<ClockLabels, Counter>,
     /// Writes per committed batch (`[database] commit_batch_max` at most).
@@ -156,6 +164,12 @@ impl Metrics {
             "relay_batch_size",
             "Outbox rows per relay round (claimed, published and marked together)",
             relay_batch_size.clone(),
+        );
+        let relay_rows = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "relay_rows",
+            "Outbox rows the relay took to publish: handed_over by the committer in memory, or claimed from the outbox",
+            relay_rows.clone(),
         );
         let broker_connected = Gauge::default();
         registry.register(
@@ -243,6 +257,7 @@ impl Metrics {
             publish_confirms,
             publish_latency_seconds,
             relay_batch_size,
+            relay_rows,
             broker_connected,
             sla_breaches,
             commit_batch_size,
@@ -250,6 +265,13 @@ impl Metrics {
             commit_queue_depth,
             commit_batches_split,
         }
+    }
+
+    /// `rows` outbox rows reached the relay from `source` (see [`SourceLabels`]).
+    pub fn relay_rows(&self, source: &'static str, rows: usize) {
+        self.relay_rows
+            .get_or_create(&SourceLabels { source })
+            .inc_by(rows as u64);
     }
 
     pub fn confirm(&self, outcome: &'static str) {

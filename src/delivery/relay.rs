@@ -317,6 +317,7 @@ impl Relay {
                 next_poll = tokio::time::Instant::now() + self.config.poll_interval;
                 match self.claim().await {
                     Ok((token, batch)) if !batch.is_empty() => {
+                        self.metrics.relay_rows("claimed", batch.len());
                         self.publish_batch(channel, &token, &batch).await?;
                         poll_due = true;
                         worked = true;
@@ -355,6 +356,7 @@ impl Relay {
             if batch.is_empty() {
                 break;
             }
+            self.metrics.relay_rows("claimed", batch.len());
             self.publish_batch(channel, &token, &batch).await?;
         }
         Ok(())
@@ -391,6 +393,8 @@ impl Relay {
                 );
                 self.release_handed(handed).await;
             } else {
+                self.metrics
+                    .relay_rows("handed_over", handed.messages.len());
                 groups.push((handed.token.as_str(), handed.messages.as_slice()));
             }
         }

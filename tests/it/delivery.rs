@@ -134,11 +134,103 @@ async fn referrals_wait_out_a_broker_outage(backend: Backend) {
     assert_eq!(row.get::<i64, _>("rows"), 25);
     assert_eq!(row.get::<i64, _>("published"), 25);
     assert_eq!(row.get::<i64, _>("referrals"), 25);
+    // Written while the relay had no broker: nothing was handed to it, every row waited
+    // unclaimed in the outbox and was claimed from there.
+    let metrics = app.ops_text("/metrics").await;
+    assert!(
+        metrics.contains("refgw_relay_rows_total{source=\"claimed\"} 25"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("source=\"handed_over\"} "), "{metrics}");
     app.stop().await;
     broker.cleanup().await;
 }
 
 on_both_backends!(referrals_wait_out_a_broker_outage);
+
+/// While the relay holds a broker connection, the committer writes each batch's referral
+/// outbox rows claimed for it and hands the messages over in memory once committed: they
+/// arrive without a claim of the outbox, exactly once, as stored, and their rows end
+/// published after one attempt, the referrals `queued`, a `message.delivered` entry each.
+async fn committed_referrals_are_handed_to_the_relay(backend: Backend) {
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
+    let app = TestApp::spawn_delivering(backend, AMQP_URL, &namespace).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app.ops_get("/readyz").await["checks"]["broker"] != "ok" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ids = BTreeSet::new();
+    let queue = broker.topology.referral_queue("coventry-iapt");
+    let mut messages = Vec::new();
+    for round in 0..6 {
+        // One, then several at once (batches of several); each round delivered before
+        // the next, so that the hand-over never fills up (it holds 8 batches).
+        let bodies: Vec<_> = (0..=round).map(|_| example_text("iapt")).collect();
+        let futures = bodies.into_iter().map(|b| app.submit(b));
+        ids.extend(futures_util::future::join_all(futures).await);
+        messages.extend(
+            broker
+                .take(&queue, round + 1, Duration::from_secs(30))
+                .await,
+        );
+    }
+    assert_eq!(ids.len(), 21);
+    let received: Vec<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(received.len(), 21, "none arrived twice");
+    assert_eq!(received.iter().cloned().collect::<BTreeSet<_>>(), ids);
+    for m in &messages {
+        assert_eq!(
+            m.data,
+            example("iapt").to_string().into_bytes(),
+            "body as stored"
+        );
+    }
+    app.wait_until_drained(Duration::from_secs(5)).await;
+
+    let metrics = app.ops_text("/metrics").await;
+    assert!(
+        metrics.contains("refgw_relay_rows_total{source=\"handed_over\"} 21"),
+        "every referral handed over:\n{metrics}"
+    );
+    assert!(!metrics.contains("source=\"claimed\"} "), "{metrics}");
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS rows, COUNT(published_at) AS published, MAX(attempts) AS most, MIN(attempts) AS least \
+         FROM outbox",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.get::<i64, _>("rows"), 21);
+    assert_eq!(row.get::<i64, _>("published"), 21);
+    assert_eq!(
+        (row.get::<i64, _>("least"), row.get::<i64, _>("most")),
+        (1, 1)
+    );
+    let queued = sqlx::query("SELECT COUNT(*) AS n FROM referrals WHERE status = 'queued'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(queued.get::<i64, _>("n"), 21);
+    let delivered =
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'message.delivered'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(delivered.get::<i64, _>("n"), 21);
+    app.stop().await;
+    broker.cleanup().await;
+}
+
+on_both_backends!(committed_referrals_are_handed_to_the_relay);
 
 /// `/readyz` and the relay read the gateway's injected clock, never the system clock:
 /// the backlog's age is counted by it, and rows are claimed and marked published at its
