@@ -220,12 +220,8 @@ async fn write_batch_on(
     for (i, write) in batch.iter().enumerate() {
         outcomes.push(match write {
             Write::Published { tokens, at } => {
-                let mut marked = 0;
-                for token in tokens {
-                    let (records, rows) = mark_published(&mut tx, token, *at).await?;
-                    delivered[i].extend(records);
-                    marked += rows;
-                }
+                let (records, marked) = mark_published(&mut tx, store.backend, tokens, *at).await?;
+                delivered[i] = records;
                 Some(Written::Published(marked))
             }
             Write::Referral(_) => match plans[i] {
@@ -312,21 +308,40 @@ async fn write_batch_on(
     })
 }
 
-/// Marks every outbox row still claimed by `token` as published at `at`, moves their
-/// referrals from `received` to `queued`: the `message.delivered` entries to append (in
-/// outbox order) and how many rows were marked.
+/// Marks every outbox row still claimed by one of `tokens` as published at `at`, moves
+/// their referrals from `received` to `queued`: the `message.delivered` entries to append
+/// (in outbox order) and how many rows were marked. Three statements, however many tokens.
 async fn mark_published(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    token: &str,
+    backend: Backend,
+    tokens: &[String],
     at: i64,
 ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-    let rows = sqlx::query(
+    if tokens.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    // `IN (...)` of the tokens, their placeholders numbered from `first`.
+    let claimed_by = |first: usize| {
+        let mut list = String::from("claimed_by IN (");
+        for n in 0..tokens.len() {
+            if n > 0 {
+                list.push_str(", ");
+            }
+            backend.push_placeholder(&mut list, first + n);
+        }
+        list.push(')');
+        list
+    };
+    let sql = format!(
         "SELECT o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
-         WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
-    )
-    .bind(token)
-    .fetch_all(&mut **tx)
-    .await?;
+         WHERE o.{} AND o.published_at IS NULL ORDER BY o.id",
+        claimed_by(1)
+    );
+    let mut select = sqlx::query(&sql);
+    for token in tokens {
+        select = select.bind(token);
+    }
+    let rows = select.fetch_all(&mut **tx).await?;
     let records = rows
         .iter()
         .map(|row| {
@@ -341,22 +356,28 @@ async fn mark_published(
             Ok(record)
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    sqlx::query(
-        "UPDATE referrals SET status = 'queued', updated_at = $1 WHERE status = 'received' AND id IN \
-         (SELECT referral_id FROM outbox WHERE claimed_by = $2 AND published_at IS NULL AND message_type = 'referral')",
-    )
-    .bind(at)
-    .bind(token)
-    .execute(&mut **tx)
-    .await?;
-    let done = sqlx::query(
-        "UPDATE outbox SET published_at = $1, claimed_until = NULL, last_error = NULL \
-         WHERE claimed_by = $2 AND published_at IS NULL",
-    )
-    .bind(at)
-    .bind(token)
-    .execute(&mut **tx)
-    .await?;
+    let mut at_sql = String::new();
+    backend.push_placeholder(&mut at_sql, 1);
+    let sql = format!(
+        "UPDATE referrals SET status = 'queued', updated_at = {at_sql} WHERE status = 'received' AND id IN \
+         (SELECT referral_id FROM outbox WHERE {} AND published_at IS NULL AND message_type = 'referral')",
+        claimed_by(2)
+    );
+    let mut queued = sqlx::query(&sql).bind(at);
+    for token in tokens {
+        queued = queued.bind(token);
+    }
+    queued.execute(&mut **tx).await?;
+    let sql = format!(
+        "UPDATE outbox SET published_at = {at_sql}, claimed_until = NULL, last_error = NULL \
+         WHERE {} AND published_at IS NULL",
+        claimed_by(2)
+    );
+    let mut published = sqlx::query(&sql).bind(at);
+    for token in tokens {
+        published = published.bind(token);
+    }
+    let done = published.execute(&mut **tx).await?;
     Ok((records, done.rows_affected()))
 }
 
