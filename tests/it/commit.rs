@@ -401,6 +401,8 @@ async fn sigkill_while_committing_loses_no_accepted_referral(backend: Backend) {
     let proxy = CuttableProxy::start("127.0.0.1:5672", false).await;
     let (port, ops) = (free_port(), free_port());
     let namespace = unique_namespace();
+    // Removes the namespace's queues and exchanges afterwards (also when the test fails).
+    let broker = Broker::new(&namespace).await;
     let mut first = spawn_serve(port, ops, &db.url, &proxy.url(), &namespace);
     wait_ready(ops).await;
 
@@ -495,6 +497,7 @@ async fn sigkill_while_committing_loses_no_accepted_referral(backend: Backend) {
     let _ = tokio::task::spawn_blocking(move || second.wait_with_output()).await;
     assert_one_chain(store.pool(), &db.url).await;
     store.close().await;
+    broker.cleanup().await;
 }
 
 on_both_backends!(sigkill_while_committing_loses_no_accepted_referral);
