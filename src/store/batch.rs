@@ -322,15 +322,10 @@ async fn mark_published(
     }
     // `IN (...)` of the tokens, their placeholders numbered from `first`.
     let claimed_by = |first: usize| {
-        let mut list = String::from("claimed_by IN (");
-        for n in 0..tokens.len() {
-            if n > 0 {
-                list.push_str(", ");
-            }
-            backend.push_placeholder(&mut list, first + n);
-        }
-        list.push(')');
-        list
+        format!(
+            "claimed_by IN ({})",
+            backend.placeholder_list(first, tokens.len())
+        )
     };
     let sql = format!(
         "SELECT o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
@@ -767,6 +762,13 @@ pub(crate) async fn insert_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_lists_follow_the_backend() {
+        assert_eq!(Backend::Postgres.placeholder_list(2, 3), "$2, $3, $4");
+        assert_eq!(Backend::Sqlite.placeholder_list(2, 2), "?, ?");
+        assert_eq!(Backend::Sqlite.placeholder_list(1, 0), "");
+    }
 
     #[test]
     fn values_are_numbered_row_by_row() {

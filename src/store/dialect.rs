@@ -137,6 +137,18 @@ impl Backend {
         }
     }
 
+    /// `count` placeholders numbered from `first`, comma-separated: an `IN (...)` list.
+    pub(crate) fn placeholder_list(self, first: usize, count: usize) -> String {
+        let mut list = String::new();
+        for n in first..first + count {
+            if n > first {
+                list.push_str(", ");
+            }
+            self.push_placeholder(&mut list, n);
+        }
+        list
+    }
+
     /// The aggregate function that joins text values with a separator.
     pub(crate) const fn text_aggregate(self) -> &'static str {
         match self {

@@ -246,10 +246,7 @@ impl Store {
     pub async fn clocks_of(&self, ids: &[ReferralId]) -> Result<Vec<ClockRow>, StoreError> {
         let mut clocks = Vec::with_capacity(ids.len() * 3);
         for chunk in ids.chunks(CLOCKS_PER_READ) {
-            let placeholders = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let placeholders = self.backend.placeholder_list(1, chunk.len());
             let sql = format!(
                 "SELECT referral_id, clock, started_at, due_at, met_at, met_late, stopped_at, warned_at, breached_at \
                  FROM sla_clocks WHERE referral_id IN ({placeholders}) ORDER BY referral_id, due_at"
