@@ -25,6 +25,29 @@ use crate::domain::{
 /// longer lists of rows are split.
 const MAX_BINDS: usize = 30_000;
 
+/// `rows` as the runs one multi-row statement each writes: lengths that are powers of two,
+/// longest first, none binding more than [`MAX_BINDS`] values of `columns` each. A table's
+/// insert then has one of a few shapes (a batch of 37 is written as 32 + 4 + 1), so each
+/// shape is prepared once per connection and reused: a statement for every batch length
+/// seen would overflow the connection's statement cache (100) and be prepared again for
+/// nearly every batch.
+pub(crate) fn statement_chunks<T>(mut rows: &[T], columns: usize) -> impl Iterator<Item = &[T]> {
+    let longest = power_of_two_at_most((MAX_BINDS / columns.max(1)).max(1));
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let (run, rest) = rows.split_at(power_of_two_at_most(rows.len()).min(longest));
+        rows = rest;
+        Some(run)
+    })
+}
+
+/// The largest power of two not above `n` (`n` > 0).
+fn power_of_two_at_most(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
+}
+
 /// A referral ready to be written: its payload already sealed, every column computed.
 pub(crate) struct PreparedReferral {
     pub referral_id: ReferralId,
@@ -321,10 +344,11 @@ async fn mark_published(
         return Ok((Vec::new(), 0));
     }
     // `IN (...)` of the tokens, their placeholders numbered from `first`.
+    let tokens = super::dialect::in_list(tokens);
     let claimed_by = |first: usize| {
         format!(
             "claimed_by IN ({})",
-            backend.placeholder_list(first, tokens.len())
+            backend.placeholder_list(first, tokens.clone().count())
         )
     };
     let sql = format!(
@@ -333,7 +357,7 @@ async fn mark_published(
         claimed_by(1)
     );
     let mut select = sqlx::query(&sql);
-    for token in tokens {
+    for token in tokens.clone() {
         select = select.bind(token);
     }
     let rows = select.fetch_all(&mut **tx).await?;
@@ -359,7 +383,7 @@ async fn mark_published(
         claimed_by(2)
     );
     let mut queued = sqlx::query(&sql).bind(at);
-    for token in tokens {
+    for token in tokens.clone() {
         queued = queued.bind(token);
     }
     queued.execute(&mut **tx).await?;
@@ -419,7 +443,7 @@ async fn insert_referrals(
     claim: Option<&Claim>,
 ) -> Result<Vec<(usize, i64)>, StoreError> {
     const REFERRAL_COLUMNS: usize = 16;
-    for chunk in referrals.chunks(MAX_BINDS / REFERRAL_COLUMNS) {
+    for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
         let sql = values_sql(
             backend,
             "referrals (id, sender_agency, recipient_agency, service_type, area, priority, status, \
@@ -453,7 +477,7 @@ async fn insert_referrals(
     }
     let mut claimed = Vec::new();
     const OUTBOX_COLUMNS: usize = 7;
-    for chunk in referrals.chunks(MAX_BINDS / OUTBOX_COLUMNS) {
+    for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
         let sql = outbox_sql(backend, chunk.len(), claim.is_some());
         let mut insert = sqlx::query(&sql);
         for (_, r) in chunk {
@@ -489,7 +513,7 @@ async fn insert_referrals(
         .flat_map(|(_, r)| r.clocks.iter().map(|c| (r.id.as_str(), c, r.at)))
         .collect();
     const CLOCK_COLUMNS: usize = 5;
-    for chunk in clocks.chunks(MAX_BINDS / CLOCK_COLUMNS) {
+    for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
         let sql = values_sql(
             backend,
             "sla_clocks (referral_id, clock, started_at, due_at, warn_at)",
@@ -563,7 +587,7 @@ async fn insert_keys(
     keyed.sort_by(|a, b| (a.1.sender.as_str(), &a.2.0).cmp(&(b.1.sender.as_str(), &b.2.0)));
     let mut taken = Vec::new();
     const KEY_COLUMNS: usize = 5;
-    for chunk in keyed.chunks(MAX_BINDS / KEY_COLUMNS) {
+    for chunk in statement_chunks(&keyed, KEY_COLUMNS) {
         let sql = values_sql(
             backend,
             "idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at)",
@@ -726,7 +750,7 @@ pub(crate) async fn insert_entries(
     entries: &[(AuditEntry, String)],
 ) -> Result<(), StoreError> {
     const ENTRY_COLUMNS: usize = 15;
-    for chunk in entries.chunks(MAX_BINDS / ENTRY_COLUMNS) {
+    for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
         let sql = values_sql(
             backend,
             "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
@@ -768,6 +792,30 @@ mod tests {
         assert_eq!(Backend::Postgres.placeholder_list(2, 3), "$2, $3, $4");
         assert_eq!(Backend::Sqlite.placeholder_list(2, 2), "?, ?");
         assert_eq!(Backend::Sqlite.placeholder_list(1, 0), "");
+    }
+
+    #[test]
+    fn rows_are_written_in_runs_of_a_few_lengths() {
+        let rows: Vec<u32> = (0..37).collect();
+        let runs: Vec<usize> = statement_chunks(&rows, 16).map(<[u32]>::len).collect();
+        assert_eq!(runs, [32, 4, 1]);
+        let again: Vec<u32> = statement_chunks(&rows, 16).flatten().copied().collect();
+        assert_eq!(again, rows, "every row once, in order");
+        // No run binds more than MAX_BINDS values.
+        let many: Vec<u32> = (0..5000).collect();
+        let runs: Vec<usize> = statement_chunks(&many, 15).map(<[u32]>::len).collect();
+        assert_eq!(runs, [1024, 1024, 1024, 1024, 512, 256, 128, 8]);
+        assert!(runs.iter().all(|n| n * 15 <= MAX_BINDS));
+        assert_eq!(statement_chunks(&[] as &[u32], 5).count(), 0);
+    }
+
+    #[test]
+    fn in_lists_are_padded_with_their_last_value() {
+        use super::super::dialect::in_list;
+        assert_eq!(in_list(&["a", "b", "c"]).collect::<Vec<_>>(), [&"a", &"b", &"c", &"c"]);
+        assert_eq!(in_list(&["a"]).collect::<Vec<_>>(), [&"a"]);
+        assert_eq!(in_list(&[1, 2, 3, 4, 5]).count(), 8);
+        assert_eq!(in_list(&[] as &[u8]).count(), 0);
     }
 
     #[test]

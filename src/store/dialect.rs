@@ -137,7 +137,8 @@ impl Backend {
         }
     }
 
-    /// `count` placeholders numbered from `first`, comma-separated: an `IN (...)` list.
+    /// `count` placeholders numbered from `first`, comma-separated: an `IN (...)` list
+    /// (of [`in_list`]'s values).
     pub(crate) fn placeholder_list(self, first: usize, count: usize) -> String {
         let mut list = String::new();
         for n in first..first + count {
@@ -174,4 +175,15 @@ impl Backend {
             }
         }
     }
+}
+
+/// The values to bind in an `IN (...)` list of `values`: padded to the next power of two by
+/// repeating the last one, which matches nothing more. A statement with such a list then
+/// has one of a few shapes, prepared once per connection and reused, rather than one per
+/// list length (which would overflow the connection's statement cache).
+pub(crate) fn in_list<T>(values: &[T]) -> impl Iterator<Item = &T> + Clone {
+    let padding = values.len().next_power_of_two() - values.len();
+    values
+        .iter()
+        .chain(values.last().into_iter().cycle().take(padding))
 }

@@ -72,6 +72,11 @@ pub struct Store {
     /// SQLite has one writer at a time; queueing writers here (FIFO) instead of letting
     /// them poll the database lock keeps tail latency flat under concurrent submissions.
     sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite (a file): one connection that every write in the write turn runs on. A
+    /// connection's page cache is emptied whenever another connection has written since
+    /// its last transaction, and its prepared statements are its own: writes taken in turn
+    /// from the whole pool found both cold, every batch. Reads use [`Self::pool`].
+    writer: Option<AnyPool>,
     /// Encrypts referral payloads at rest; a store without keys (tools that never touch
     /// payloads) refuses to store one.
     payload_keys: Option<Arc<crate::security::sealing::PayloadKeys>>,
@@ -90,25 +95,36 @@ impl Store {
             Backend::Postgres => config.url.clone(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    for statement in backend.connection_setup() {
-                        conn.execute(*statement).await?;
-                    }
-                    Ok(())
+        let pool_of = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        for statement in backend.connection_setup() {
+                            conn.execute(*statement).await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(config.max_connections)
+            .connect_with(options.clone())
             .await?;
         let sqlite_writer = backend
             .single_writer()
             .then(|| Arc::new(tokio::sync::Mutex::new(())));
+        // An in-memory database is one per pool: it keeps its single pool.
+        let writer = match backend {
+            Backend::Sqlite if !url.contains(":memory:") => {
+                Some(pool_of(1).connect_with(options).await?)
+            }
+            _ => None,
+        };
         Ok(Self {
             pool,
             backend,
             sqlite_writer,
+            writer,
             payload_keys: None,
             committer: None,
         })
@@ -216,6 +232,12 @@ impl Store {
         }
     }
 
+    /// Where writes in the write turn run: the writer's connection on SQLite, the pool
+    /// on PostgreSQL.
+    pub(crate) fn write_pool(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
+    }
+
     /// Runs a write on a connection of its own, in the write turn. A connection whose
     /// write failed is closed (which rolls back whatever it holds), never returned to the
     /// pool: SQLite rolls a transaction back by itself on some errors (a full disk, an
@@ -228,7 +250,7 @@ impl Store {
         write: impl AsyncFnOnce(&mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<T, E>,
     ) -> Result<T, E> {
         let _turn = self.write_turn().await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.write_pool().acquire().await?;
         let written = write(&mut conn).await;
         if written.is_err() {
             conn.close_on_drop();
@@ -299,6 +321,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -246,13 +246,14 @@ impl Store {
     pub async fn clocks_of(&self, ids: &[ReferralId]) -> Result<Vec<ClockRow>, StoreError> {
         let mut clocks = Vec::with_capacity(ids.len() * 3);
         for chunk in ids.chunks(CLOCKS_PER_READ) {
-            let placeholders = self.backend.placeholder_list(1, chunk.len());
+            let ids = super::dialect::in_list(chunk);
+            let placeholders = self.backend.placeholder_list(1, ids.clone().count());
             let sql = format!(
                 "SELECT referral_id, clock, started_at, due_at, met_at, met_late, stopped_at, warned_at, breached_at \
                  FROM sla_clocks WHERE referral_id IN ({placeholders}) ORDER BY referral_id, due_at"
             );
             let mut query = sqlx::query(&sql);
-            for id in chunk {
+            for id in ids {
                 query = query.bind(id.to_string());
             }
             for row in query.fetch_all(&self.pool).await? {
@@ -264,7 +265,7 @@ impl Store {
 }
 
 /// The most ids one read of [`Store::clocks_of`] binds (well under SQLite's 32,766).
-const CLOCKS_PER_READ: usize = 500;
+const CLOCKS_PER_READ: usize = 512;
 
 /// A clock unfolded: `(clock, started, due, met, stopped)`.
 type UnfoldedClock = (Clock, i64, i64, Option<i64>, Option<i64>);
