@@ -113,6 +113,11 @@ struct Report {
     gateway_cpu_us_per_referral: f64,
     broker_cpu_us_per_message: f64,
     gateway_peak_rss_mib: f64,
+    /// This process's own CPU (the TLS clients and the queue consumer) per referral.
+    bench_cpu_us_per_referral: f64,
+    /// How busy the whole machine was over the interval (100 = every core busy): above
+    /// about 90 the run measures the machine, not the gateway.
+    machine_busy_pct: f64,
     /// Mean outbox rows per relay round over the interval (from /metrics).
     relay_mean_batch: f64,
     broker_alone_before_per_sec: f64,
@@ -295,6 +300,22 @@ fn cpu_micros(pid: u32) -> anyhow::Result<f64> {
     let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
         + fields.get(12).context("stime")?.parse::<f64>()?;
     Ok(ticks * 1e6 / clock_ticks())
+}
+
+/// The whole machine's busy and total CPU time so far (all cores, `/proc/stat`), in ticks:
+/// busy is everything but idle and I/O wait.
+fn machine_ticks() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let total: f64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    Ok((total - idle, total))
 }
 
 /// `VmHWM` of `pid` in MiB.
@@ -574,6 +595,8 @@ async fn drive(
     };
     let gw_cpu_before = cpu_micros(pid)?;
     let beam_cpu_before = beam.map(cpu_micros).transpose()?;
+    let own_cpu_before = cpu_micros(std::process::id())?;
+    let machine_before = machine_ticks()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let budget = Arc::new(AtomicUsize::new(args.count.unwrap_or(usize::MAX)));
@@ -648,6 +671,10 @@ async fn drive(
     let drained = wait_for(&arrived, warm + accepted.len(), Duration::from_secs(300)).await;
     let interval = started.elapsed().as_secs_f64();
     let gw_cpu = cpu_micros(pid)? - gw_cpu_before;
+    let own_cpu = cpu_micros(std::process::id())? - own_cpu_before;
+    let machine_after = machine_ticks()?;
+    let machine_busy_pct = 100.0 * (machine_after.0 - machine_before.0)
+        / (machine_after.1 - machine_before.1).max(1.0);
     let beam_cpu = match (beam, beam_cpu_before) {
         (Some(b), Some(before)) => Some(cpu_micros(b)? - before),
         _ => None,
@@ -698,6 +725,8 @@ async fn drive(
         gateway_cpu_us_per_referral: gw_cpu / accepted.len().max(1) as f64,
         broker_cpu_us_per_message: beam_cpu.map_or(f64::NAN, |c| c / delivered.max(1) as f64),
         gateway_peak_rss_mib: peak_rss,
+        bench_cpu_us_per_referral: own_cpu / accepted.len().max(1) as f64,
+        machine_busy_pct,
         relay_mean_batch: if rounds > 0.0 {
             (batches_after.0 - batches_before.0) / rounds
         } else {
@@ -724,7 +753,7 @@ async fn wait_for(counter: &AtomicUsize, target: usize, timeout: Duration) -> bo
 
 fn print_table(reports: &[Report]) {
     println!(
-        "{:<9} {:>7} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8} {:>6}",
+        "{:<9} {:>7} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9} {:>8} {:>6}",
         "database",
         "clients",
         "load",
@@ -737,6 +766,8 @@ fn print_table(reports: &[Report]) {
         "gw µs/ref",
         "mq µs/msg",
         "RSS MiB",
+        "bench µs",
+        "busy %",
         "batch",
         "broker/s<",
         "broker/s>",
@@ -745,7 +776,7 @@ fn print_table(reports: &[Report]) {
     );
     for r in reports {
         println!(
-            "{:<9} {:>7} {:>5.2} {:>8} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.0} {:>8.0} {:>8.1} {:>6.1} {:>9.0} {:>9.0} {:>8.0} {:>6.2}",
+            "{:<9} {:>7} {:>5.2} {:>8} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.0} {:>8.0} {:>8.1} {:>8.0} {:>6.0} {:>6.1} {:>9.0} {:>9.0} {:>8.0} {:>6.2}",
             r.database,
             r.clients,
             r.load_before,
@@ -758,6 +789,8 @@ fn print_table(reports: &[Report]) {
             r.gateway_cpu_us_per_referral,
             r.broker_cpu_us_per_message,
             r.gateway_peak_rss_mib,
+            r.bench_cpu_us_per_referral,
+            r.machine_busy_pct,
             r.relay_mean_batch,
             r.broker_alone_before_per_sec,
             r.broker_alone_after_per_sec,
@@ -772,7 +805,7 @@ fn print_table(reports: &[Report]) {
         }
     }
     println!(
-        "(latencies in ms; broker/s< and broker/s> = the broker alone before and after, mq alone = its CPU µs per message after; ratio = accept/s over their mean)"
+        "(latencies in ms; broker/s< and broker/s> = the broker alone before and after, mq alone = its CPU µs per message after; bench µs = the load generator's own CPU per referral; busy % = the whole machine, all cores; ratio = accept/s over their mean)"
     );
 }
 

@@ -146,10 +146,17 @@ fn accepted(receipt: &Receipt, signed: &ReceiptSigned, replayed: bool) -> HttpRe
     if replayed {
         res.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
-    res.json(AcceptedBody {
+    let answer = AcceptedBody {
         receipt,
         signed_receipt: signed,
-    })
+    };
+    // Serialised into room for a typical answer (about 1 KiB), not grown from empty.
+    let mut body = Vec::with_capacity(1536);
+    match serde_json::to_writer(&mut body, &answer) {
+        Ok(()) => res.insert_header(header::ContentType::json()).body(body),
+        // Not expected (plain fields): actix's own serialisation answers as it would.
+        Err(_) => res.json(answer),
+    }
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {

@@ -164,8 +164,24 @@ impl AuditEntry {
 
     /// SHA-256 (hex) of the entry's canonical JSON, which includes `prev_hash`.
     pub fn hash(&self) -> String {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
+        let mut digest = Digesting(ring::digest::Context::new(&ring::digest::SHA256));
+        // Serialising into the digest cannot fail: it writes nothing but to the digest.
+        let _ = serde_json::to_writer(&mut digest, self);
+        hex::encode(digest.0.finish())
+    }
+}
+
+/// Bytes written to it go into a digest (the entry is hashed as it is serialised).
+struct Digesting(ring::digest::Context);
+
+impl std::io::Write for Digesting {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -330,7 +330,12 @@ impl Intake {
         // What is stored, signed for and delivered: the canonical serialisation of the
         // checked (and minimised) document, never the caller's bytes, so that a recipient
         // reads exactly what was validated.
-        let stored_text = shared.to_string();
+        // Written into room for the request's size (it is rarely larger): no regrowth.
+        let mut stored_text = String::with_capacity(body.len());
+        {
+            use std::fmt::Write as _;
+            let _ = write!(stored_text, "{shared}");
+        }
         let payload_sha256 = crate::security::digest::sha256_hex(stored_text.as_bytes());
 
         let id = ReferralId::new();

@@ -812,7 +812,10 @@ mod tests {
     #[test]
     fn in_lists_are_padded_with_their_last_value() {
         use super::super::dialect::in_list;
-        assert_eq!(in_list(&["a", "b", "c"]).collect::<Vec<_>>(), [&"a", &"b", &"c", &"c"]);
+        assert_eq!(
+            in_list(&["a", "b", "c"]).collect::<Vec<_>>(),
+            [&"a", &"b", &"c", &"c"]
+        );
         assert_eq!(in_list(&["a"]).collect::<Vec<_>>(), [&"a"]);
         assert_eq!(in_list(&[1, 2, 3, 4, 5]).count(), 8);
         assert_eq!(in_list(&[] as &[u8]).count(), 0);
