@@ -17,6 +17,11 @@ use cli::receipt::ReceiptCommand;
 use cli::sla::SlaCommand;
 use cli::validate::ValidateArgs;
 use referral_gateway::config;
+
+/// jemalloc instead of glibc's allocator (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use referral_gateway::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
