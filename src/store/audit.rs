@@ -229,7 +229,7 @@ impl Store {
         .bind(checkpoint.signed_at)
         .bind(&checkpoint.key_id)
         .bind(&checkpoint.signature)
-        .execute(self.write_pool())
+        .execute(&self.pool)
         .await?;
         Ok(())
     }

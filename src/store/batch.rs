@@ -192,13 +192,13 @@ pub(crate) async fn write_batch(
 }
 
 async fn write_batch_on(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     store: &Store,
     batch: &[Write],
     taken: &[usize],
     claim: Option<&Claim>,
 ) -> Result<Committed, BatchFailure> {
-    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
 
     // Referrals: in-batch repeats of a (sender, key) answer as replays of the first.
     let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());

@@ -71,12 +71,18 @@ pub struct Store {
     backend: Backend,
     /// SQLite has one writer at a time; queueing writers here (FIFO) instead of letting
     /// them poll the database lock keeps tail latency flat under concurrent submissions.
-    sqlite_writer: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// SQLite (a file): one connection that every write in the write turn runs on. A
-    /// connection's page cache is emptied whenever another connection has written since
-    /// its last transaction, and its prepared statements are its own: writes taken in turn
-    /// from the whole pool found both cold, every batch. Reads use [`Self::pool`].
-    writer: Option<AnyPool>,
+    ///
+    /// The mutex also holds, on a SQLite file, the one connection that
+    /// [`Self::on_write_connection`] runs every write on (opened when first needed, again
+    /// after a write failed), outside the pool. A connection's page cache is emptied
+    /// whenever another connection has written since its last transaction, and its
+    /// prepared statements are its own: writes taken in turn from the whole pool found
+    /// both cold, every batch. A pool of one would do the same but test the connection
+    /// with a round trip on every acquire and every release.
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>>,
+    /// How to open that connection: `None` for PostgreSQL and in-memory SQLite (one
+    /// database per pool), whose writes take a connection from the pool.
+    writer_options: Option<AnyConnectOptions>,
     /// Encrypts referral payloads at rest; a store without keys (tools that never touch
     /// payloads) refuses to store one.
     payload_keys: Option<Arc<crate::security::sealing::PayloadKeys>>,
@@ -95,36 +101,28 @@ impl Store {
             Backend::Postgres => config.url.clone(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool_of = |connections: u32| {
-            AnyPoolOptions::new()
-                .max_connections(connections)
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        for statement in backend.connection_setup() {
-                            conn.execute(*statement).await?;
-                        }
-                        Ok(())
-                    })
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    for statement in backend.connection_setup() {
+                        conn.execute(*statement).await?;
+                    }
+                    Ok(())
                 })
-        };
-        let pool = pool_of(config.max_connections)
+            })
             .connect_with(options.clone())
             .await?;
         let sqlite_writer = backend
             .single_writer()
-            .then(|| Arc::new(tokio::sync::Mutex::new(())));
-        // An in-memory database is one per pool: it keeps its single pool.
-        let writer = match backend {
-            Backend::Sqlite if !url.contains(":memory:") => {
-                Some(pool_of(1).connect_with(options).await?)
-            }
-            _ => None,
-        };
+            .then(|| Arc::new(tokio::sync::Mutex::new(None)));
+        let writer_options =
+            (backend == Backend::Sqlite && !url.contains(":memory:")).then_some(options);
         Ok(Self {
             pool,
             backend,
             sqlite_writer,
-            writer,
+            writer_options,
             payload_keys: None,
             committer: None,
         })
@@ -225,37 +223,59 @@ impl Store {
     }
 
     /// Held for the duration of a write transaction on SQLite; a no-op on PostgreSQL.
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(
+        &self,
+    ) -> Option<tokio::sync::MutexGuard<'_, Option<sqlx::AnyConnection>>> {
         match &self.sqlite_writer {
             Some(lock) => Some(lock.lock().await),
             None => None,
         }
     }
 
-    /// Where writes in the write turn run: the writer's connection on SQLite, the pool
-    /// on PostgreSQL.
-    pub(crate) fn write_pool(&self) -> &AnyPool {
-        self.writer.as_ref().unwrap_or(&self.pool)
-    }
-
-    /// Runs a write on a connection of its own, in the write turn. A connection whose
-    /// write failed is closed (which rolls back whatever it holds), never returned to the
-    /// pool: SQLite rolls a transaction back by itself on some errors (a full disk, an
-    /// I/O error), sqlx's own ROLLBACK then fails, and the connection would go back
+    /// Runs a write in the write turn: on a SQLite file on the writer's own connection
+    /// (see [`Self::sqlite_writer`]), otherwise on a connection from the pool. A
+    /// connection whose write failed is closed (which rolls back whatever it holds), never
+    /// used again: SQLite rolls a transaction back by itself on some errors (a full disk,
+    /// an I/O error), sqlx's own ROLLBACK then fails, and the connection would be left
     /// believing it is inside a transaction: its next BEGIN becomes a SAVEPOINT that is
     /// never committed, and SQLite's write lock is held for ever ("database is locked"
     /// for every writer; found by the fault suite's disk-full scenario).
     pub(crate) async fn on_write_connection<T, E: From<sqlx::Error>>(
         &self,
-        write: impl AsyncFnOnce(&mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<T, E>,
+        write: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, E>,
     ) -> Result<T, E> {
-        let _turn = self.write_turn().await;
-        let mut conn = self.write_pool().acquire().await?;
+        let mut turn = self.write_turn().await;
+        if let (Some(slot), Some(options)) = (turn.as_deref_mut(), &self.writer_options) {
+            let conn = match slot {
+                Some(conn) => conn,
+                None => slot.insert(self.open_writer(options).await?),
+            };
+            let written = write(conn).await;
+            if written.is_err() {
+                // Dropped: SQLite closes it (rolling back) on the connection's own thread.
+                slot.take();
+            }
+            return written;
+        }
+        let mut conn = self.pool.acquire().await?;
         let written = write(&mut conn).await;
         if written.is_err() {
             conn.close_on_drop();
         }
         written
+    }
+
+    /// The SQLite writer's connection, set up as the pool's are.
+    async fn open_writer(
+        &self,
+        options: &AnyConnectOptions,
+    ) -> Result<sqlx::AnyConnection, sqlx::Error> {
+        use sqlx::ConnectOptions as _;
+        let mut conn = options.connect().await?;
+        for statement in self.backend.connection_setup() {
+            conn.execute(*statement).await?;
+        }
+        Ok(conn)
     }
 
     /// A read-only transaction for queries with optional filters (`$n = '' OR ...`). On
@@ -321,8 +341,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(writer) = &self.writer {
-            writer.close().await;
+        if let Some(conn) = self.write_turn().await.and_then(|mut slot| slot.take()) {
+            let _ = sqlx::Connection::close(conn).await;
         }
         self.pool.close().await;
     }

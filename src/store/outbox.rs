@@ -87,7 +87,7 @@ impl Store {
                 .bind(lease_until)
                 .bind(now)
                 .bind(limit)
-                .execute(self.write_pool())
+                .execute(&self.pool)
                 .await?;
         }
         let rows = sqlx::query(
@@ -186,7 +186,7 @@ impl Store {
         )
         // Instance ids are digits, `-` and hex: nothing LIKE would read as a wildcard.
         .bind(format!("{instance}:%"))
-        .execute(self.write_pool())
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
     }
@@ -199,7 +199,7 @@ impl Store {
              WHERE claimed_by = $1 AND published_at IS NULL",
         )
         .bind(token)
-        .execute(self.write_pool())
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
     }
@@ -222,7 +222,7 @@ impl Store {
         .bind(error)
         .bind(outbox_id)
         .bind(token)
-        .execute(self.write_pool())
+        .execute(&self.pool)
         .await?;
         Ok(())
     }

@@ -220,11 +220,11 @@ impl Store {
 
     async fn purge_payloads_on(
         &self,
-        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        conn: &mut sqlx::AnyConnection,
         cutoff: i64,
         at: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         let done = sqlx::query(
             "UPDATE referrals SET payload = '', payload_key_id = 'purged' \
              WHERE received_at < $1 AND (payload_key_id IS NULL OR payload_key_id <> 'purged') \

@@ -160,11 +160,11 @@ impl Store {
 
     async fn sla_scan_on(
         &self,
-        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        conn: &mut sqlx::AnyConnection,
         now: i64,
         render: impl Fn(&DueClock, Due) -> Vec<OutboxMessage>,
     ) -> Result<ScanCounts, StoreError> {
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         if let Some(lock) = self.backend.scanner_lock_sql() {
             let row = sqlx::query(lock)
                 .bind(SCANNER_LOCK)
