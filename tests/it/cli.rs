@@ -724,6 +724,10 @@ async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() 
     let file = dir.path().join("production.toml");
     std::fs::write(&file, &text).unwrap();
     let db = TestDatabase::create(Backend::Sqlite).await;
+    // The gateway declares its topology in this namespace: removed afterwards (also if
+    // the test fails), after the gateway has stopped, so that nothing declares it again.
+    let namespace = unique_namespace();
+    let broker = Broker::new(&namespace).await;
     let (port, ops) = (free_port(), free_port());
     let mut child = gateway()
         .arg("--config")
@@ -732,7 +736,7 @@ async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() 
         .env("REFGW_LISTEN", format!("127.0.0.1:{port}"))
         .env("REFGW_OPS_LISTEN", format!("127.0.0.1:{ops}"))
         .env("REFGW_DATABASE_URL", &db.url)
-        .env("REFGW_AMQP_NAMESPACE", unique_namespace())
+        .env("REFGW_AMQP_NAMESPACE", &namespace)
         .env("REFGW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -741,6 +745,7 @@ async fn production_profile_refuses_published_keys_and_starts_with_fresh_ones() 
     wait_ready(ops).await;
     let _ = child.kill();
     let _ = child.wait();
+    broker.cleanup().await;
 }
 
 /// `config check` runs the start-up checks offline: every problem (exit 2), or valid
