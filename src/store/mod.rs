@@ -117,7 +117,7 @@ impl Store {
             .single_writer()
             .then(|| Arc::new(tokio::sync::Mutex::new(None)));
         let writer_options =
-            (backend == Backend::Sqlite && !url.contains(":memory:")).then_some(options);
+            (backend == Backend::Sqlite && !sqlite_in_memory(&url)).then_some(options);
         Ok(Self {
             pool,
             backend,
@@ -348,14 +348,26 @@ impl Store {
     }
 }
 
-/// Adds `mode=rwc` (create if missing) and creates the parent directory of a file URL.
-fn sqlite_url_creating_dirs(url: &str) -> Result<String, StoreError> {
+/// Whether a SQLite URL names an in-memory database (`sqlite::memory:`, or
+/// `mode=memory`): one per pool, with no file.
+fn sqlite_in_memory(url: &str) -> bool {
+    let (path, query) = sqlite_path_and_query(url);
+    path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
+}
+
+/// A SQLite URL's path and query string (empty when it has none).
+fn sqlite_path_and_query(url: &str) -> (&str, &str) {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:"
+    rest.split_once('?').unwrap_or((rest, ""))
+}
+
+/// Adds `mode=rwc` (create if missing) and creates the parent directory of a file URL.
+fn sqlite_url_creating_dirs(url: &str) -> Result<String, StoreError> {
+    let (path, query) = sqlite_path_and_query(url);
+    if !sqlite_in_memory(url)
         && let Some(parent) = Path::new(path)
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -406,6 +418,17 @@ mod tests {
             sqlite_url_creating_dirs("sqlite://x.db?mode=ro").unwrap(),
             "sqlite://x.db?mode=ro"
         );
+    }
+
+    #[test]
+    fn in_memory_sqlite_urls_are_recognised() {
+        assert!(sqlite_in_memory("sqlite::memory:"));
+        assert!(sqlite_in_memory("sqlite::memory:?mode=rwc"));
+        assert!(sqlite_in_memory(
+            "sqlite://scratch.db?cache=shared&mode=memory"
+        ));
+        assert!(!sqlite_in_memory("sqlite://data/gateway.db?mode=rwc"));
+        assert!(!sqlite_in_memory("sqlite://data/memory.db"));
     }
 
     #[test]
