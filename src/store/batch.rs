@@ -464,7 +464,9 @@ async fn insert_referrals(
                 .bind(r.priority.as_str())
                 .bind(ReferralStatus::Received.as_str())
                 .bind(&r.schema_id)
-                .bind(&r.payload)
+                // Borrowed, not cloned into the arguments: PostgreSQL's encoder copies it
+                // once into its buffer (SQLite's worker takes its own copy either way).
+                .bind(r.payload.as_str())
                 .bind(&r.payload_sha256)
                 .bind(&r.correlation_id)
                 .bind(r.at)
