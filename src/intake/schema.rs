@@ -270,33 +270,25 @@ impl SchemaRegistry {
         let compiled = self.compiled_for(service_type);
         // Most documents are valid: the short-circuiting check, which builds no error and
         // tracks no location, first; the full walk only to say what is wrong.
-        if compiled.validator.is_valid(&document) {
-            return ValidatedReferral::after_schema_check(document, compiled.schema_id.clone())
-                .map_err(|_| vec![priority_violation()]);
+        if !compiled.validator.is_valid(&document) {
+            let mut violations: Vec<Violation> = compiled
+                .validator
+                .iter_errors(&document)
+                .flat_map(|e| violations_of(&e))
+                .collect();
+            if !violations.is_empty() {
+                violations.sort_by(|a, b| a.pointer.cmp(&b.pointer));
+                violations.dedup();
+                return Err(violations);
+            }
         }
-        let mut violations: Vec<Violation> = compiled
-            .validator
-            .iter_errors(&document)
-            .flat_map(|e| violations_of(&e))
-            .collect();
-        if violations.is_empty() {
-            // Not expected: the full walk found nothing the short check did.
-            ValidatedReferral::after_schema_check(document, compiled.schema_id.clone())
-                .map_err(|_| vec![priority_violation()])
-        } else {
-            violations.sort_by(|a, b| a.pointer.cmp(&b.pointer));
-            violations.dedup();
-            Err(violations)
-        }
-    }
-}
-
-/// What a document that passed the schema but names no known priority is told.
-fn priority_violation() -> Violation {
-    Violation {
-        pointer: "/priority".into(),
-        keyword: "enum".into(),
-        detail: "must be one of emergency, urgent, routine".into(),
+        ValidatedReferral::after_schema_check(document, compiled.schema_id.clone()).map_err(|_| {
+            vec![Violation {
+                pointer: "/priority".into(),
+                keyword: "enum".into(),
+                detail: "must be one of emergency, urgent, routine".into(),
+            }]
+        })
     }
 }
 

@@ -103,14 +103,7 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    for statement in backend.connection_setup() {
-                        conn.execute(*statement).await?;
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _meta| Box::pin(set_up(conn, backend)))
             .connect_with(options.clone())
             .await?;
         let sqlite_writer = backend
@@ -272,9 +265,7 @@ impl Store {
     ) -> Result<sqlx::AnyConnection, sqlx::Error> {
         use sqlx::ConnectOptions as _;
         let mut conn = options.connect().await?;
-        for statement in self.backend.connection_setup() {
-            conn.execute(*statement).await?;
-        }
+        set_up(&mut conn, self.backend).await?;
         Ok(conn)
     }
 
@@ -346,6 +337,15 @@ impl Store {
         }
         self.pool.close().await;
     }
+}
+
+/// Runs the backend's per-connection statements ([`Backend::connection_setup`]) on a new
+/// connection: the pool's and the SQLite writer's alike.
+async fn set_up(conn: &mut sqlx::AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
+    for statement in backend.connection_setup() {
+        conn.execute(*statement).await?;
+    }
+    Ok(())
 }
 
 /// Whether a SQLite URL names an in-memory database (`sqlite::memory:`, or
