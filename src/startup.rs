@@ -140,6 +140,7 @@ impl Application {
             CommitLimits {
                 batch_max: config.database.commit_batch_max,
                 queue_depth: config.database.commit_queue_depth,
+                transactions: config.database.commit_transactions,
             },
         );
         let mut committer = committer.with_metrics(metrics.clone());

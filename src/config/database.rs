@@ -13,6 +13,7 @@ pub(super) struct RawDatabase {
     max_connections: Option<u32>,
     commit_batch_max: Option<usize>,
     commit_queue_depth: Option<usize>,
+    commit_transactions: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,10 @@ pub struct DatabaseConfig {
     pub commit_batch_max: usize,
     /// The most writes waiting for the committer; beyond it requests are answered 503.
     pub commit_queue_depth: usize,
+    /// The most batches committing at once: on PostgreSQL the next batch writes its rows
+    /// while the one before waits for its commit (the audit chain's head lock orders
+    /// them); SQLite has one writer, so 1.
+    pub commit_transactions: usize,
 }
 
 /// Bounds of `commit_batch_max`: multi-row statements stay within the databases' limits
@@ -68,10 +73,28 @@ pub(super) fn build_database(
     if !(1..=100_000).contains(&commit_queue_depth) {
         problems.push("database.commit_queue_depth", "must be from 1 to 100000");
     }
+    let sqlite = db_url.starts_with("sqlite:");
+    let commit_transactions = raw
+        .commit_transactions
+        .unwrap_or(if sqlite || max_connections <= 2 { 1 } else { 2 });
+    if sqlite && commit_transactions != 1 {
+        problems.push(
+            "database.commit_transactions",
+            "must be 1 with SQLite (one writer)",
+        );
+    } else if !(1..=8).contains(&commit_transactions) {
+        problems.push("database.commit_transactions", "must be from 1 to 8");
+    } else if u32::try_from(commit_transactions).is_ok_and(|n| n >= max_connections) {
+        problems.push(
+            "database.commit_transactions",
+            "must be less than database.max_connections (reads need connections too)",
+        );
+    }
     DatabaseConfig {
         url: db_url,
         max_connections,
         commit_batch_max,
         commit_queue_depth,
+        commit_transactions,
     }
 }

@@ -412,6 +412,33 @@ mod tests {
     }
 
     #[test]
+    fn commit_transactions_default_per_database_and_bounded() {
+        let with = |db: &str| format!("{}\n[database]\n{db}\n", base());
+        assert_eq!(load(&base(), &NoEnv).unwrap().database.commit_transactions, 1);
+        let pg = with("url = \"postgres://x@h/db\"");
+        assert_eq!(load(&pg, &NoEnv).unwrap().database.commit_transactions, 2);
+        let one = with("url = \"postgres://x@h/db\"\nmax_connections = 2");
+        assert_eq!(load(&one, &NoEnv).unwrap().database.commit_transactions, 1);
+        for (db, problem) in [
+            (
+                "url = \"sqlite://x.db\"\ncommit_transactions = 2",
+                "database.commit_transactions: must be 1 with SQLite",
+            ),
+            (
+                "url = \"postgres://x@h/db\"\ncommit_transactions = 9",
+                "database.commit_transactions: must be from 1 to 8",
+            ),
+            (
+                "url = \"postgres://x@h/db\"\nmax_connections = 4\ncommit_transactions = 4",
+                "database.commit_transactions: must be less than database.max_connections",
+            ),
+        ] {
+            let err = load(&with(db), &NoEnv).unwrap_err().to_string();
+            assert!(err.contains(problem), "missing {problem:?} in {err}");
+        }
+    }
+
+    #[test]
     fn missing_files_are_named() {
         let text = base().replace("certs-example/ca.crt", "certs-example/nope.crt");
         let err = load(&text, &NoEnv).unwrap_err().to_string();

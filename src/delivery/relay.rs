@@ -67,6 +67,8 @@ pub struct Relay {
     hand_off: Option<tokio::sync::mpsc::Receiver<Handed>>,
     /// Told to the committer: whether to hand referrals over (only while connected).
     accepting: Arc<AtomicBool>,
+    /// The last round's confirmed rows being marked published (see `publish_round`).
+    marking: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<u64, StoreError>>>>,
 }
 
 /// What woke the relay while it waited.
@@ -158,6 +160,7 @@ impl Relay {
             updates: None,
             hand_off: None,
             accepting: Arc::new(AtomicBool::new(false)),
+            marking: std::sync::Mutex::new(None),
         }
     }
 
@@ -243,9 +246,12 @@ impl Relay {
                         self.accepting.store(true, Ordering::Relaxed);
                         self.metrics.broker_connected.set(1);
                         tracing::info!(instance = %self.instance, "relay connected to the broker");
-                        let result = self
+                        let mut result = self
                             .pump(&channel, &mut shutdown, &mut updates, &mut hand_off)
                             .await;
+                        if let Err(e) = self.marked().await {
+                            result = result.and(Err(e));
+                        }
                         self.accepting.store(false, Ordering::Relaxed);
                         self.status.connected.store(false, Ordering::Relaxed);
                         self.metrics.broker_connected.set(0);
@@ -359,7 +365,7 @@ impl Relay {
             self.metrics.relay_rows("claimed", batch.len());
             self.publish_batch(channel, &token, &batch).await?;
         }
-        Ok(())
+        self.marked().await
     }
 
     /// Publishes referrals the committer handed over, with every further hand-over
@@ -520,15 +526,51 @@ impl Relay {
                 .release_outbox(msg.outbox_id, token, at, error)
                 .await?;
         }
-        let tokens: Vec<&str> = groups.iter().map(|(token, _)| *token).collect();
-        let published = self.store.mark_claimed_published(&tokens, now).await?;
-        if published > 0 {
-            tracing::debug!(published, "batch confirmed by the broker");
+        let tokens: Vec<String> = groups
+            .iter()
+            .map(|(token, _)| (*token).to_owned())
+            .collect();
+        let failed_ids: std::collections::HashSet<i64> =
+            failed.iter().map(|((_, msg), _)| msg.outbox_id).collect();
+        let confirmed: Vec<i64> = batch
+            .iter()
+            .map(|(_, msg)| msg.outbox_id)
+            .filter(|id| !failed_ids.contains(id))
+            .collect();
+        // Marked while the next round publishes: the round before's marking is awaited
+        // first, so that at most one is in flight. Should it fail, its rows stay claimed
+        // and are published again once their lease has passed (at least once).
+        self.marked().await?;
+        if !confirmed.is_empty() {
+            let store = self.store.clone();
+            let marking =
+                tokio::spawn(
+                    async move { store.mark_claimed_published(tokens, confirmed, now).await },
+                );
+            *self.marking.lock().unwrap_or_else(|e| e.into_inner()) = Some(marking);
         }
         match lost {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+}
+
+impl Relay {
+    /// Waits for the marking of the last round published, if one is in flight.
+    async fn marked(&self) -> Result<(), RelayError> {
+        let marking = self
+            .marking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(marking) = marking {
+            let published = marking
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("marking published rows: {e}")))??;
+            tracing::debug!(published, "batch confirmed by the broker");
+        }
+        Ok(())
     }
 }
 

@@ -126,11 +126,13 @@ pub(crate) enum Write {
     Event(Box<NewEvent>),
     /// Entries appended in order, all at `at` (µs).
     Audit(Vec<AuditRecord>, i64),
-    /// The relay's outbox rows claimed under these tokens were confirmed by the broker
+    /// The relay's outbox rows `ids`, claimed under these tokens, were confirmed by the broker
     /// at `at` (µs): marked published, their referrals moved from `received` to
     /// `queued`, a `message.delivered` entry each (see [`Store::mark_claimed_published`]).
     Published {
         tokens: Vec<String>,
+        /// The outbox rows confirmed.
+        ids: Vec<i64>,
         at: i64,
     },
 }
@@ -242,8 +244,9 @@ async fn write_batch_on(
     delivered.resize_with(batch.len(), Vec::new);
     for (i, write) in batch.iter().enumerate() {
         outcomes.push(match write {
-            Write::Published { tokens, at } => {
-                let (records, marked) = mark_published(&mut tx, store.backend, tokens, *at).await?;
+            Write::Published { tokens, ids, at } => {
+                let (records, marked) =
+                    mark_published(&mut tx, store.backend, tokens, ids, *at).await?;
                 delivered[i] = records;
                 Some(Written::Published(marked))
             }
@@ -331,70 +334,84 @@ async fn write_batch_on(
     })
 }
 
-/// Marks every outbox row still claimed by one of `tokens` as published at `at`, moves
-/// their referrals from `received` to `queued`: the `message.delivered` entries to append
-/// (in outbox order) and how many rows were marked. Three statements, however many tokens.
+/// Marks the outbox rows `ids` published at `at` (µs), those still claimed under one of
+/// `tokens` and unpublished (a row whose lease ran out and was claimed again is left to
+/// its new claim), and their referrals `queued`: the `message.delivered` entries to
+/// append, and how many rows were marked. Every statement finds its rows by primary key,
+/// so its cost does not grow with the outbox.
 async fn mark_published(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     tokens: &[String],
+    ids: &[i64],
     at: i64,
 ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-    if tokens.is_empty() {
+    if tokens.is_empty() || ids.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    // `IN (...)` of the tokens, their placeholders numbered from `first`.
-    let tokens = super::dialect::in_list(tokens);
-    let claimed_by = |first: usize| {
-        format!(
-            "claimed_by IN ({})",
-            backend.placeholder_list(first, tokens.clone().count())
-        )
-    };
+    // `IN (...)` lists padded to a few shapes (see `in_list`).
+    let token_list = super::dialect::in_list(tokens);
+    let id_list = super::dialect::in_list(ids);
     let sql = format!(
-        "SELECT o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
-         WHERE o.{} AND o.published_at IS NULL ORDER BY o.id",
-        claimed_by(1)
+        "SELECT o.id, o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
+         WHERE o.id IN ({}) AND o.claimed_by IN ({}) AND o.published_at IS NULL ORDER BY o.id",
+        backend.placeholder_list(1, id_list.clone().count()),
+        backend.placeholder_list(1 + id_list.clone().count(), token_list.clone().count()),
     );
     let mut select = sqlx::query(&sql);
-    for token in tokens.clone() {
+    for id in id_list {
+        select = select.bind(*id);
+    }
+    for token in token_list {
         select = select.bind(token);
     }
     let rows = select.fetch_all(&mut **tx).await?;
-    let records = rows
-        .iter()
-        .map(|row| {
-            let message_type: String = row.try_get("message_type")?;
-            let mut record = AuditRecord::new(
-                "gateway",
-                crate::domain::audit::AuditAction::MessageDelivered,
-            )
-            .referral(row.try_get::<String, _>("referral_id")?)
-            .detail(format!("{message_type} confirmed by the broker"));
-            record.recipient = Some(row.try_get("recipient_agency")?);
-            Ok(record)
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut marked = Vec::with_capacity(rows.len());
+    let mut referrals = Vec::with_capacity(rows.len());
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let message_type: String = row.try_get("message_type")?;
+        let referral_id: String = row.try_get("referral_id")?;
+        let mut record = AuditRecord::new(
+            "gateway",
+            crate::domain::audit::AuditAction::MessageDelivered,
+        )
+        .referral(referral_id.clone())
+        .detail(format!("{message_type} confirmed by the broker"));
+        record.recipient = Some(row.try_get("recipient_agency")?);
+        records.push(record);
+        marked.push(row.try_get::<i64, _>("id")?);
+        if message_type == "referral" {
+            referrals.push(referral_id);
+        }
+    }
+    if marked.is_empty() {
+        return Ok((records, 0));
+    }
     let mut at_sql = String::new();
     backend.push_placeholder(&mut at_sql, 1);
-    let sql = format!(
-        "UPDATE referrals SET status = 'queued', updated_at = {at_sql} WHERE status = 'received' AND id IN \
-         (SELECT referral_id FROM outbox WHERE {} AND published_at IS NULL AND message_type = 'referral')",
-        claimed_by(2)
-    );
-    let mut queued = sqlx::query(&sql).bind(at);
-    for token in tokens.clone() {
-        queued = queued.bind(token);
+    if !referrals.is_empty() {
+        let list = super::dialect::in_list(&referrals);
+        let sql = format!(
+            "UPDATE referrals SET status = 'queued', updated_at = {at_sql} \
+             WHERE status = 'received' AND id IN ({})",
+            backend.placeholder_list(2, list.clone().count())
+        );
+        let mut queued = sqlx::query(&sql).bind(at);
+        for id in list {
+            queued = queued.bind(id.as_str());
+        }
+        queued.execute(&mut **tx).await?;
     }
-    queued.execute(&mut **tx).await?;
+    let list = super::dialect::in_list(&marked);
     let sql = format!(
         "UPDATE outbox SET published_at = {at_sql}, claimed_until = NULL, last_error = NULL \
-         WHERE {} AND published_at IS NULL",
-        claimed_by(2)
+         WHERE id IN ({})",
+        backend.placeholder_list(2, list.clone().count())
     );
     let mut published = sqlx::query(&sql).bind(at);
-    for token in tokens {
-        published = published.bind(token);
+    for id in list {
+        published = published.bind(*id);
     }
     let done = published.execute(&mut **tx).await?;
     Ok((records, done.rows_affected()))

@@ -29,6 +29,8 @@ pub struct CommitLimits {
     pub batch_max: usize,
     /// The most writes waiting; more are refused with [`StoreError::Busy`].
     pub queue_depth: usize,
+    /// The most batches committing at once (each on its own connection; 1 on SQLite).
+    pub transactions: usize,
 }
 
 struct Pending {
@@ -107,6 +109,7 @@ pub struct Committer {
     store: Store,
     queue: mpsc::Receiver<Pending>,
     batch_max: usize,
+    transactions: usize,
     metrics: Option<Arc<Metrics>>,
     relay: Option<RelayLink>,
 }
@@ -119,6 +122,7 @@ impl Committer {
             store: store.without_committer(),
             queue,
             batch_max: limits.batch_max.max(1),
+            transactions: limits.transactions.max(1),
             metrics: None,
             relay: None,
         };
@@ -138,31 +142,57 @@ impl Committer {
     }
 
     /// Commits batches until stopped, then refuses new writes and commits those waiting.
+    /// Up to `transactions` batches commit at once: a batch forms from what is waiting
+    /// as soon as a transaction is free, so the next one writes its rows while the one
+    /// before waits for its commit.
     pub async fn run(mut self, mut stop: StopSignal) {
-        let mut batch = Vec::with_capacity(self.batch_max);
-        loop {
+        use futures_util::StreamExt as _;
+        // Owned apart from `self`, which the batches committing borrow.
+        let (_, closed) = mpsc::channel(1);
+        let mut queue = std::mem::replace(&mut self.queue, closed);
+        let this = &self;
+        let mut committing = futures_util::stream::FuturesUnordered::new();
+        let mut open = true;
+        while open {
+            let mut batch = Vec::with_capacity(this.batch_max);
             tokio::select! {
                 biased;
                 () = stop.stopped() => break,
-                taken = self.queue.recv_many(&mut batch, self.batch_max) => {
+                Some(()) = committing.next(), if !committing.is_empty() => {}
+                taken = queue.recv_many(&mut batch, this.batch_max),
+                    if committing.len() < this.transactions =>
+                {
                     if taken == 0 {
-                        return;
+                        open = false;
+                    } else {
+                        committing.push(this.commit(batch));
                     }
-                    self.commit(&mut batch).await;
                 }
             }
         }
-        self.queue.close();
-        while self.queue.recv_many(&mut batch, self.batch_max).await > 0 {
-            self.commit(&mut batch).await;
+        queue.close();
+        loop {
+            let mut batch = Vec::with_capacity(this.batch_max);
+            tokio::select! {
+                Some(()) = committing.next(), if !committing.is_empty() => {}
+                taken = queue.recv_many(&mut batch, this.batch_max),
+                    if committing.len() < this.transactions =>
+                {
+                    if taken == 0 {
+                        break;
+                    }
+                    committing.push(this.commit(batch));
+                }
+            }
         }
+        while committing.next().await.is_some() {}
     }
 
-    async fn commit(&self, batch: &mut Vec<Pending>) {
+    async fn commit(&self, batch: Vec<Pending>) {
         let started = Instant::now();
         let size = batch.len();
         let (mut writes, replies): (Vec<Write>, Vec<_>) =
-            batch.drain(..).map(|p| (p.write, p.reply)).unzip();
+            batch.into_iter().map(|p| (p.write, p.reply)).unzip();
         // Room to hand this batch's referrals to the relay, reserved before writing them
         // claimed, so that no claimed row is left waiting for its lease to pass.
         let latest = writes

@@ -227,18 +227,20 @@ impl Store {
         Ok(())
     }
 
-    /// Marks every row still claimed by one of `tokens` as published (call after
-    /// releasing the rows that failed), and moves their referrals from `received` to
+    /// Marks the rows `ids` still claimed by one of `tokens` as published (the rows the
+    /// broker confirmed), and moves their referrals from `received` to
     /// `queued`, with a `message.delivered` entry each: through the committer, in the same
     /// batches as the intake's writes (one writer of the chain). Returns how many rows
     /// were marked.
     pub async fn mark_claimed_published(
         &self,
-        tokens: &[&str],
+        tokens: Vec<String>,
+        ids: Vec<i64>,
         at: Timestamp,
     ) -> Result<u64, StoreError> {
         let write = Write::Published {
-            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+            tokens,
+            ids,
             at: at.as_micros(),
         };
         match self.write_waiting(write).await? {

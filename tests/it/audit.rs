@@ -666,6 +666,7 @@ async fn runtime_role_cannot_rewrite_the_audit_log() {
             max_connections: 1,
             commit_batch_max: 256,
             commit_queue_depth: 1024,
+            commit_transactions: 1,
         })
         .await
         .unwrap();
@@ -792,6 +793,7 @@ async fn a_signed_head_outside_the_database_catches_rollbacks(backend: Backend) 
             max_connections: 1,
             commit_batch_max: 256,
             commit_queue_depth: 1024,
+            commit_transactions: 1,
         })
         .await
         .unwrap();

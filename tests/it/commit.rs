@@ -456,6 +456,7 @@ async fn sigkill_while_committing_loses_no_accepted_referral(backend: Backend) {
             max_connections: 1,
             commit_batch_max: 1,
             commit_queue_depth: 1,
+            commit_transactions: 1,
         })
         .await
         .unwrap();

@@ -870,6 +870,7 @@ async fn wait_outbox_published(db_url: &str, gateway: &Gateway, timeout: Duratio
             max_connections: 1,
             commit_batch_max: 1,
             commit_queue_depth: 1,
+            commit_transactions: 1,
         })
         .await
         .expect("the scenario's database");
