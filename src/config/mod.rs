@@ -414,7 +414,10 @@ mod tests {
     #[test]
     fn commit_transactions_default_per_database_and_bounded() {
         let with = |db: &str| format!("{}\n[database]\n{db}\n", base());
-        assert_eq!(load(&base(), &NoEnv).unwrap().database.commit_transactions, 1);
+        assert_eq!(
+            load(&base(), &NoEnv).unwrap().database.commit_transactions,
+            1
+        );
         let pg = with("url = \"postgres://x@h/db\"");
         assert_eq!(load(&pg, &NoEnv).unwrap().database.commit_transactions, 2);
         let one = with("url = \"postgres://x@h/db\"\nmax_connections = 2");

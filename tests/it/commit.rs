@@ -325,11 +325,23 @@ async fn a_failing_write_fails_alone_in_its_batch(backend: Backend) {
         }
     };
 
-    // The committer takes a first referral and waits for the chain; eight more queue up
-    // behind it and become the next batch, one of them poisoned.
+    // The committer takes a first referral (on PostgreSQL, where two batches are in
+    // flight at once, a second in the other transaction) and waits for the chain; eight
+    // more queue up behind them and become the next batch, one of them poisoned.
     let lock = hold_chain(&app, backend).await;
-    let plug = tokio::spawn(send("plug".into()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut plugs = Vec::new();
+    for i in 0..match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    } {
+        plugs.push(tokio::spawn(send(format!("plug-{i}"))));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Each plug is in a transaction of its own, none waiting in the queue.
+    assert_eq!(
+        metric(&app.ops_text("/metrics").await, "refgw_commit_queue_depth"),
+        0.0
+    );
     let batch: Vec<_> = (0..8)
         .map(|i| {
             let correlation = if i == 3 {
@@ -349,7 +361,9 @@ async fn a_failing_write_fails_alone_in_its_batch(backend: Backend) {
     sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
     drop(lock);
 
-    assert_eq!(plug.await.unwrap().0, 202);
+    for plug in plugs {
+        assert_eq!(plug.await.unwrap().0, 202);
+    }
     let mut accepted = 0;
     for (i, answer) in batch.into_iter().enumerate() {
         let (status, body) = answer.await.unwrap();
@@ -376,7 +390,15 @@ async fn a_failing_write_fails_alone_in_its_batch(backend: Backend) {
     assert_eq!(size("8.0") - size("4.0"), 1.0, "{metrics}");
 
     let pool = app.store.pool().clone();
-    assert_eq!(scalar(&pool, "SELECT COUNT(*) FROM referrals").await, 8);
+    // The plugs and the seven neighbours.
+    let plugs = match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    };
+    assert_eq!(
+        scalar(&pool, "SELECT COUNT(*) FROM referrals").await,
+        7 + plugs
+    );
     assert_eq!(
         scalar(
             &pool,
@@ -385,8 +407,18 @@ async fn a_failing_write_fails_alone_in_its_batch(backend: Backend) {
         .await,
         0
     );
-    assert_eq!(app.count_action("referral.submitted").await, 8);
-    assert_eq!(app.last_audit().await.1, "store-failure");
+    assert_eq!(app.count_action("referral.submitted").await, 7 + plugs);
+    // The poisoned one is recorded as refused for a storage failure (on PostgreSQL its
+    // entry may land before the neighbours written after it, in the other transaction).
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'referral.refused' AND detail = 'store-failure'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(app.count_action("referral.refused").await, 1);
     assert_one_chain(&pool, &app.db.url).await;
     app.stop().await;
 }
