@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::batch::{Write, Written, entry_of, insert_entries};
+use super::batch::{Write, Written, append_entries, entry_of};
 use super::{Backend, Store, StoreError, to_micros};
 use crate::domain::Timestamp;
 use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry, Checkpoint};
@@ -84,12 +84,7 @@ pub(crate) async fn append_audit_many(
         prev_hash = entry.hash();
         entries.push((entry, prev_hash.clone()));
     }
-    insert_entries(backend, tx, &entries).await?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev_hash)
-        .execute(&mut **tx)
-        .await?;
+    append_entries(backend, tx, &entries).await?;
     Ok(seq)
 }
 

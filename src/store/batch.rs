@@ -294,14 +294,7 @@ async fn write_batch_on(
             *last = seq;
         }
     }
-    if !entries.is_empty() {
-        insert_entries(store.backend, &mut tx, &entries).await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev_hash)
-            .execute(&mut *tx)
-            .await?;
-    }
+    append_entries(store.backend, &mut tx, &entries).await?;
     tx.commit().await?;
 
     // Referrals answered from other rows: repeats within the batch, keys taken before it.
@@ -450,106 +443,157 @@ fn values_sql(backend: Backend, into: &str, columns: usize, rows: usize, tail: &
     sql
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+const REFERRAL_COLUMNS: usize = 16;
+const REFERRALS_INTO: &str = "referrals (id, sender_agency, recipient_agency, service_type, area, priority, status, \
+     schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id, \
+     isa_id, withheld)";
+const OUTBOX_COLUMNS: usize = 7;
+const CLOCK_COLUMNS: usize = 5;
+const CLOCKS_INTO: &str = "sla_clocks (referral_id, clock, started_at, due_at, warn_at)";
+
+/// A referral clock row: `(referral id, (clock, due_at, warn_at), started_at)`.
+type ClockRow<'a> = (&'a str, &'a (&'static str, i64, i64), i64);
+
+fn bind_referral<'q>(insert: AnyQuery<'q>, r: &'q PreparedReferral) -> AnyQuery<'q> {
+    insert
+        .bind(&r.id)
+        .bind(r.sender.as_str())
+        .bind(r.recipient.as_str())
+        .bind(r.service_type.as_str())
+        .bind(r.area.as_str())
+        .bind(r.priority.as_str())
+        .bind(ReferralStatus::Received.as_str())
+        .bind(&r.schema_id)
+        // Borrowed, not cloned into the arguments: PostgreSQL's encoder copies it once
+        // into its buffer (SQLite's worker takes its own copy either way).
+        .bind(r.payload.as_str())
+        .bind(&r.payload_sha256)
+        .bind(&r.correlation_id)
+        .bind(r.at)
+        .bind(r.at)
+        .bind(&r.payload_key_id)
+        .bind(&r.isa_id)
+        .bind(&r.withheld)
+}
+
+fn bind_outbox<'q>(
+    insert: AnyQuery<'q>,
+    r: &'q PreparedReferral,
+    claim: Option<&'q Claim>,
+) -> AnyQuery<'q> {
+    let insert = insert
+        .bind(&r.id)
+        .bind(r.outbox.message_type().as_str())
+        .bind(r.outbox.exchange().as_str())
+        .bind(r.outbox.routing_key())
+        .bind(r.at);
+    match claim {
+        Some(claim) => insert.bind(&claim.token).bind(claim.until),
+        None => insert,
+    }
+}
+
+fn bind_clock<'q>(insert: AnyQuery<'q>, clock: &ClockRow<'q>) -> AnyQuery<'q> {
+    let (id, (clock, due_at, warn_at), at) = *clock;
+    insert
+        .bind(id)
+        .bind(*clock)
+        .bind(at)
+        .bind(*due_at)
+        .bind(*warn_at)
+}
+
 /// Referral rows, their outbox rows and their clocks, a few statements for the batch:
 /// with a claim, the outbox rows are written claimed, and their ids returned (by batch
-/// index).
+/// index). On SQLite every statement goes in one call (its `?` placeholders number across
+/// statements): one round trip to the database's thread instead of one per statement.
 async fn insert_referrals(
     backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     referrals: &[(usize, &PreparedReferral)],
     claim: Option<&Claim>,
 ) -> Result<Vec<(usize, i64)>, StoreError> {
-    const REFERRAL_COLUMNS: usize = 16;
-    for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
-        let sql = values_sql(
-            backend,
-            "referrals (id, sender_agency, recipient_agency, service_type, area, priority, status, \
-             schema_id, payload, payload_sha256, correlation_id, received_at, updated_at, payload_key_id, \
-             isa_id, withheld)",
-            REFERRAL_COLUMNS,
-            chunk.len(),
-            "",
-        );
-        let mut insert = sqlx::query(&sql);
-        for (_, r) in chunk {
-            insert = insert
-                .bind(&r.id)
-                .bind(r.sender.as_str())
-                .bind(r.recipient.as_str())
-                .bind(r.service_type.as_str())
-                .bind(r.area.as_str())
-                .bind(r.priority.as_str())
-                .bind(ReferralStatus::Received.as_str())
-                .bind(&r.schema_id)
-                // Borrowed, not cloned into the arguments: PostgreSQL's encoder copies it
-                // once into its buffer (SQLite's worker takes its own copy either way).
-                .bind(r.payload.as_str())
-                .bind(&r.payload_sha256)
-                .bind(&r.correlation_id)
-                .bind(r.at)
-                .bind(r.at)
-                .bind(&r.payload_key_id)
-                .bind(&r.isa_id)
-                .bind(&r.withheld);
-        }
-        insert.execute(&mut **tx).await?;
-    }
-    let mut claimed = Vec::new();
-    const OUTBOX_COLUMNS: usize = 7;
-    for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
-        let sql = outbox_sql(backend, chunk.len(), claim.is_some());
-        let mut insert = sqlx::query(&sql);
-        for (_, r) in chunk {
-            insert = insert
-                .bind(&r.id)
-                .bind(r.outbox.message_type().as_str())
-                .bind(r.outbox.exchange().as_str())
-                .bind(r.outbox.routing_key())
-                .bind(r.at);
-            if let Some(claim) = claim {
-                insert = insert.bind(&claim.token).bind(claim.until);
-            }
-        }
-        if claim.is_none() {
-            insert.execute(&mut **tx).await?;
-            continue;
-        }
-        // One referral outbox row per referral: matched to the batch by referral id.
-        for row in insert.fetch_all(&mut **tx).await? {
-            let referral_id: String = row.try_get("referral_id")?;
-            let index = chunk
-                .iter()
-                .find(|(_, r)| r.id == referral_id)
-                .map(|(i, _)| *i)
-                .ok_or_else(|| {
-                    StoreError::Corrupt("an outbox row names no referral of its batch".into())
-                })?;
-            claimed.push((index, row.try_get::<i64, _>("id")?));
-        }
-    }
-    let clocks: Vec<(&str, &(&'static str, i64, i64), i64)> = referrals
+    let clocks: Vec<ClockRow<'_>> = referrals
         .iter()
         .flat_map(|(_, r)| r.clocks.iter().map(|c| (r.id.as_str(), c, r.at)))
         .collect();
-    const CLOCK_COLUMNS: usize = 5;
-    for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
-        let sql = values_sql(
-            backend,
-            "sla_clocks (referral_id, clock, started_at, due_at, warn_at)",
-            CLOCK_COLUMNS,
-            chunk.len(),
-            "",
-        );
-        let mut insert = sqlx::query(&sql);
-        for (id, (clock, due_at, warn_at), at) in chunk {
-            insert = insert
-                .bind(*id)
-                .bind(*clock)
-                .bind(*at)
-                .bind(*due_at)
-                .bind(*warn_at);
+    let referral_sql =
+        |rows: usize| values_sql(backend, REFERRALS_INTO, REFERRAL_COLUMNS, rows, "");
+    let clock_sql = |rows: usize| values_sql(backend, CLOCKS_INTO, CLOCK_COLUMNS, rows, "");
+    let returned = if backend == Backend::Sqlite {
+        let mut sql = String::new();
+        for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
+            sql.push_str(&referral_sql(chunk.len()));
+            sql.push_str(";\n");
         }
-        insert.execute(&mut **tx).await?;
+        for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
+            sql.push_str(&clock_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        // Last: the only statement returning rows (with a claim).
+        for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
+            sql.push_str(&outbox_sql(backend, chunk.len(), claim.is_some()));
+            sql.push_str(";\n");
+        }
+        let mut insert = sqlx::query(&sql);
+        for (_, r) in referrals {
+            insert = bind_referral(insert, r);
+        }
+        for clock in &clocks {
+            insert = bind_clock(insert, clock);
+        }
+        for (_, r) in referrals {
+            insert = bind_outbox(insert, r, claim);
+        }
+        if claim.is_some() {
+            insert.fetch_all(&mut **tx).await?
+        } else {
+            insert.execute(&mut **tx).await?;
+            Vec::new()
+        }
+    } else {
+        for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
+            let sql = referral_sql(chunk.len());
+            let mut insert = sqlx::query(&sql);
+            for (_, r) in chunk {
+                insert = bind_referral(insert, r);
+            }
+            insert.execute(&mut **tx).await?;
+        }
+        for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
+            let sql = clock_sql(chunk.len());
+            let mut insert = sqlx::query(&sql);
+            for clock in chunk {
+                insert = bind_clock(insert, clock);
+            }
+            insert.execute(&mut **tx).await?;
+        }
+        let mut returned = Vec::new();
+        for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
+            let sql = outbox_sql(backend, chunk.len(), claim.is_some());
+            let mut insert = sqlx::query(&sql);
+            for (_, r) in chunk {
+                insert = bind_outbox(insert, r, claim);
+            }
+            if claim.is_some() {
+                returned.extend(insert.fetch_all(&mut **tx).await?);
+            } else {
+                insert.execute(&mut **tx).await?;
+            }
+        }
+        returned
+    };
+    // One referral outbox row per referral: matched to the batch by referral id.
+    let by_id: HashMap<&str, usize> = referrals.iter().map(|(i, r)| (r.id.as_str(), *i)).collect();
+    let mut claimed = Vec::with_capacity(returned.len());
+    for row in returned {
+        let referral_id: String = row.try_get("referral_id")?;
+        let index = *by_id.get(referral_id.as_str()).ok_or_else(|| {
+            StoreError::Corrupt("an outbox row names no referral of its batch".into())
+        })?;
+        claimed.push((index, row.try_get::<i64, _>("id")?));
     }
     Ok(claimed)
 }
@@ -761,44 +805,74 @@ pub(crate) fn entry_of(record: &AuditRecord, seq: i64, at: i64, prev_hash: Strin
     }
 }
 
-/// Numbered and linked entries, with their hashes, in as few statements as the bind
-/// limit allows.
-pub(crate) async fn insert_entries(
+fn bind_entry<'q>(insert: AnyQuery<'q>, (entry, hash): &'q (AuditEntry, String)) -> AnyQuery<'q> {
+    insert
+        .bind(entry.seq)
+        .bind(entry.at.as_micros())
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.referral_id)
+        .bind(&entry.recipient)
+        .bind(&entry.isa_id)
+        .bind(&entry.lawful_basis)
+        .bind(&entry.consent)
+        .bind(serde_json::to_string(&entry.categories).unwrap_or_default())
+        .bind(serde_json::to_string(&entry.withheld).unwrap_or_default())
+        .bind(&entry.person_key)
+        .bind(&entry.detail)
+        .bind(&entry.prev_hash)
+        .bind(hash.as_str())
+}
+
+/// Appends chained `entries` (each with its hash) to the audit log and moves the chain
+/// head to the last of them. On SQLite every statement goes in one call.
+pub(crate) async fn append_entries(
     backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[(AuditEntry, String)],
 ) -> Result<(), StoreError> {
     const ENTRY_COLUMNS: usize = 15;
-    for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
-        let sql = values_sql(
-            backend,
-            "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
-             categories, withheld, person_key, detail, prev_hash, hash)",
-            ENTRY_COLUMNS,
-            chunk.len(),
-            "",
-        );
+    const INTO: &str = "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
+         categories, withheld, person_key, detail, prev_hash, hash)";
+    let Some((last, last_hash)) = entries.last() else {
+        return Ok(());
+    };
+    let mut head_sql = String::from("UPDATE audit_head SET seq = ");
+    backend.push_placeholder(&mut head_sql, 1);
+    head_sql.push_str(", hash = ");
+    backend.push_placeholder(&mut head_sql, 2);
+    head_sql.push_str(" WHERE id = 1");
+    if backend == Backend::Sqlite {
+        let mut sql = String::new();
+        for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
+            sql.push_str(&values_sql(backend, INTO, ENTRY_COLUMNS, chunk.len(), ""));
+            sql.push_str(";\n");
+        }
+        sql.push_str(&head_sql);
         let mut insert = sqlx::query(&sql);
-        for (entry, hash) in chunk {
-            insert = insert
-                .bind(entry.seq)
-                .bind(entry.at.as_micros())
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(&entry.referral_id)
-                .bind(&entry.recipient)
-                .bind(&entry.isa_id)
-                .bind(&entry.lawful_basis)
-                .bind(&entry.consent)
-                .bind(serde_json::to_string(&entry.categories).unwrap_or_default())
-                .bind(serde_json::to_string(&entry.withheld).unwrap_or_default())
-                .bind(&entry.person_key)
-                .bind(&entry.detail)
-                .bind(&entry.prev_hash)
-                .bind(hash);
+        for entry in entries {
+            insert = bind_entry(insert, entry);
+        }
+        insert
+            .bind(last.seq)
+            .bind(last_hash.as_str())
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+    for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
+        let sql = values_sql(backend, INTO, ENTRY_COLUMNS, chunk.len(), "");
+        let mut insert = sqlx::query(&sql);
+        for entry in chunk {
+            insert = bind_entry(insert, entry);
         }
         insert.execute(&mut **tx).await?;
     }
+    sqlx::query(&head_sql)
+        .bind(last.seq)
+        .bind(last_hash.as_str())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
