@@ -70,6 +70,9 @@ struct Args {
     /// `server.workers` for the gateway (default: its own, one per CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// `database.commit_transactions` for the gateway (PostgreSQL only; default: its own).
+    #[arg(long)]
+    commit_transactions: Option<usize>,
     /// Seconds of each broker-alone measurement (before and after the run).
     #[arg(long, default_value_t = 3)]
     broker_secs: u64,
@@ -181,6 +184,13 @@ impl Gateway {
         let mut text = bench_support::config_text()?;
         if let Some(workers) = args.workers {
             text = text.replacen("[server]\n", &format!("[server]\nworkers = {workers}\n"), 1);
+        }
+        if let Some(n) = args.commit_transactions {
+            text = text.replacen(
+                "[database]\n",
+                &format!("[database]\ncommit_transactions = {n}\n"),
+                1,
+            );
         }
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, text)?;
