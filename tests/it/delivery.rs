@@ -772,3 +772,86 @@ async fn the_example_consumers_receive_referrals() {
     app.stop().await;
     broker.cleanup().await;
 }
+
+/// The relay's marking names the rows the broker confirmed and the claim it published
+/// them under: a row whose lease ran out and was claimed again is left to its new claim,
+/// a row already published is not marked twice, and only the rows named are marked.
+async fn marks_name_their_rows_and_claim(backend: Backend) {
+    use referral_gateway::domain::Timestamp;
+    let app = TestApp::spawn(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.submit(example_text("cmht")).await);
+    }
+    let now = Timestamp::from(time::OffsetDateTime::now_utc());
+    let micros = |t: Timestamp, d: i64| Timestamp::from_micros(t.as_micros() + d);
+    // Claimed under `old` with a lease that runs out at once, then again under `new`.
+    let old = app
+        .store
+        .claim_outbox("test-old", now, micros(now, 1), 10)
+        .await
+        .unwrap();
+    assert_eq!(old.len(), 3);
+    let new = app
+        .store
+        .claim_outbox("test-new", micros(now, 2), micros(now, 60_000_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(new.len(), 3);
+    let rows: Vec<i64> = old.iter().map(|m| m.outbox_id).collect();
+
+    let marked = app
+        .store
+        .mark_claimed_published(vec!["test-old".into()], rows.clone(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        marked, 0,
+        "the old claim's marking leaves the new claim's rows"
+    );
+    let first = new
+        .iter()
+        .find(|m| m.referral_id.to_string() == ids[0])
+        .unwrap();
+    let marked = app
+        .store
+        .mark_claimed_published(vec!["test-new".into()], vec![first.outbox_id], now)
+        .await
+        .unwrap();
+    assert_eq!(marked, 1, "only the row named");
+    let again = app
+        .store
+        .mark_claimed_published(vec!["test-new".into()], vec![first.outbox_id], now)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "a published row is not marked twice");
+
+    let status = |id: &str| {
+        let id = id.to_owned();
+        let pool = app.store.pool().clone();
+        async move {
+            use sqlx::Row;
+            sqlx::query("SELECT status FROM referrals WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<String, _>("status")
+        }
+    };
+    assert_eq!(status(&ids[0]).await, "queued");
+    assert_eq!(status(&ids[1]).await, "received");
+    assert_eq!(status(&ids[2]).await, "received");
+    assert_eq!(app.count_action("message.delivered").await, 1);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'message.delivered' AND referral_id = $1",
+            &ids[0],
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+}
+
+on_both_backends!(marks_name_their_rows_and_claim);
