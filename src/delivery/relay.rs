@@ -250,7 +250,7 @@ impl Relay {
                             .pump(&channel, &mut shutdown, &mut updates, &mut hand_off)
                             .await;
                         if let Err(e) = self.marked().await {
-                            result = result.and(Err(e));
+                            result = result.and(Err(e.into()));
                         }
                         self.accepting.store(false, Ordering::Relaxed);
                         self.status.connected.store(false, Ordering::Relaxed);
@@ -365,7 +365,7 @@ impl Relay {
             self.metrics.relay_rows("claimed", batch.len());
             self.publish_batch(channel, &token, &batch).await?;
         }
-        self.marked().await
+        Ok(self.marked().await?)
     }
 
     /// Publishes referrals the committer handed over, with every further hand-over
@@ -418,8 +418,11 @@ impl Relay {
         }
     }
 
-    /// Claims the next batch of due outbox rows under a fresh claim token.
+    /// Claims the next batch of due outbox rows under a fresh claim token, once the
+    /// marking in flight is done: a row it marks must not be claimed again meanwhile
+    /// (its lease may have passed, or the clock moved on).
     async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>), StoreError> {
+        self.marked().await?;
         let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
         let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
         let now = self.now();
@@ -558,7 +561,7 @@ impl Relay {
 
 impl Relay {
     /// Waits for the marking of the last round published, if one is in flight.
-    async fn marked(&self) -> Result<(), RelayError> {
+    async fn marked(&self) -> Result<(), StoreError> {
         let marking = self
             .marking
             .lock()
