@@ -485,13 +485,13 @@ async fn run_once(args: &Args, database: &str, clients: u16) -> anyhow::Result<R
     let namespace = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let db = BenchDatabase::create(database, &args.postgres).await?;
     let result = measure(args, database, clients, &db.url, &namespace, load_before).await;
-    // Clean up whatever happened.
+    // Clean up whatever happened (the database first: nothing below may skip it).
+    db.drop().await?;
     let registry = bench_support::config("sqlite::memory:", 1, Vec::new())?.registry;
     if let Ok((connection, channel)) = connect_confirming(&args.amqp).await {
         let _ = Topology::new(&namespace, &registry).delete(&channel).await;
         let _ = connection.close(200, "bench done".into()).await;
     }
-    db.drop().await?;
     result
 }
 

@@ -68,8 +68,14 @@ pub struct Relay {
     /// Told to the committer: whether to hand referrals over (only while connected).
     accepting: Arc<AtomicBool>,
     /// The last round's confirmed rows being marked published (see `publish_round`).
-    marking: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<u64, StoreError>>>>,
+    /// With the time until which its rows cannot be claimed again: the round's start
+    /// plus half the lease (a claim's lease starts before the round; a hand-over reaching
+    /// the relay with less than half its lease left goes back to the outbox).
+    marking: std::sync::Mutex<Option<(Marking, Timestamp)>>,
 }
+
+/// A round's confirmed rows being marked published: how many were.
+type Marking = tokio::task::JoinHandle<Result<u64, StoreError>>;
 
 /// What woke the relay while it waited.
 enum Waited {
@@ -418,11 +424,19 @@ impl Relay {
         }
     }
 
-    /// Claims the next batch of due outbox rows under a fresh claim token, once the
-    /// marking in flight is done: a row it marks must not be claimed again meanwhile
-    /// (its lease may have passed, or the clock moved on).
+    /// Claims the next batch of due outbox rows under a fresh claim token. A row being
+    /// marked must not be claimed and published again: once its lease may have passed
+    /// (a slow marking, or a clock moved on), the marking is awaited first.
     async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>), StoreError> {
-        self.marked().await?;
+        let safe_until = self
+            .marking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, until)| *until);
+        if safe_until.is_some_and(|until| self.now() >= until) {
+            self.marked().await?;
+        }
         let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
         let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
         let now = self.now();
@@ -456,6 +470,7 @@ impl Relay {
         groups: &[(&str, &[ClaimedMessage])],
     ) -> Result<(), RelayError> {
         let started = std::time::Instant::now();
+        let round_at = self.now();
         let batch: Vec<(&str, &ClaimedMessage)> = groups
             .iter()
             .flat_map(|(token, messages)| messages.iter().map(move |m| (*token, m)))
@@ -550,7 +565,10 @@ impl Relay {
                 tokio::spawn(
                     async move { store.mark_claimed_published(tokens, confirmed, now).await },
                 );
-            *self.marking.lock().unwrap_or_else(|e| e.into_inner()) = Some(marking);
+            let half_lease =
+                time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO);
+            *self.marking.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((marking, round_at.saturating_add(half_lease)));
         }
         match lost {
             Some(e) => Err(e.into()),
@@ -567,7 +585,7 @@ impl Relay {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(marking) = marking {
+        if let Some((marking, _)) = marking {
             let published = marking
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("marking published rows: {e}")))??;
