@@ -68,9 +68,8 @@ pub struct Relay {
     /// Told to the committer: whether to hand referrals over (only while connected).
     accepting: Arc<AtomicBool>,
     /// The last round's confirmed rows being marked published (see `publish_round`).
-    /// With the time until which its rows cannot be claimed again: the round's start
-    /// plus half the lease (a claim's lease starts before the round; a hand-over reaching
-    /// the relay with less than half its lease left goes back to the outbox).
+    /// With the time from which a claim waits for it: half a lease before the earliest
+    /// lease of its rows ends (after which they could be claimed again).
     marking: std::sync::Mutex<Option<(Marking, Timestamp)>>,
 }
 
@@ -328,9 +327,9 @@ impl Relay {
                 poll_due = false;
                 next_poll = tokio::time::Instant::now() + self.config.poll_interval;
                 match self.claim().await {
-                    Ok((token, batch)) if !batch.is_empty() => {
+                    Ok((token, batch, until)) if !batch.is_empty() => {
                         self.metrics.relay_rows("claimed", batch.len());
-                        self.publish_batch(channel, &token, &batch).await?;
+                        self.publish_batch(channel, &token, &batch, until).await?;
                         poll_due = true;
                         worked = true;
                     }
@@ -364,12 +363,12 @@ impl Relay {
                 self.publish_handed(channel, handed, hand_off).await?;
                 continue;
             }
-            let (token, batch) = self.claim().await?;
+            let (token, batch, until) = self.claim().await?;
             if batch.is_empty() {
                 break;
             }
             self.metrics.relay_rows("claimed", batch.len());
-            self.publish_batch(channel, &token, &batch).await?;
+            self.publish_batch(channel, &token, &batch, until).await?;
         }
         Ok(self.marked().await?)
     }
@@ -397,6 +396,7 @@ impl Relay {
             time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO);
         let now = self.now();
         let mut groups = Vec::with_capacity(round.len());
+        let mut until: Option<Timestamp> = None;
         for handed in &round {
             if now.saturating_add(margin) >= handed.lease_until {
                 tracing::info!(
@@ -408,12 +408,13 @@ impl Relay {
                 self.metrics
                     .relay_rows("handed_over", handed.messages.len());
                 groups.push((handed.token.as_str(), handed.messages.as_slice()));
+                until = Some(until.map_or(handed.lease_until, |u| u.min(handed.lease_until)));
             }
         }
-        if groups.is_empty() {
-            return Ok(());
+        match until {
+            Some(until) => self.publish_round(channel, &groups, until).await,
+            None => Ok(()),
         }
-        self.publish_round(channel, &groups).await
     }
 
     /// Gives up a hand-over's claim: its rows are claimable again at once (if this fails,
@@ -427,7 +428,8 @@ impl Relay {
     /// Claims the next batch of due outbox rows under a fresh claim token. A row being
     /// marked must not be claimed and published again: once its lease may have passed
     /// (a slow marking, or a clock moved on), the marking is awaited first.
-    async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>), StoreError> {
+    /// Returns the claim's token, its rows and its lease.
+    async fn claim(&self) -> Result<(String, Vec<ClaimedMessage>, Timestamp), StoreError> {
         let safe_until = self
             .marking
             .lock()
@@ -440,16 +442,12 @@ impl Relay {
         let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
         let token = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
         let now = self.now();
+        let until = now.saturating_add(lease);
         let batch = self
             .store
-            .claim_outbox(
-                &token,
-                now,
-                now.saturating_add(lease),
-                i64::from(self.config.batch_size),
-            )
+            .claim_outbox(&token, now, until, i64::from(self.config.batch_size))
             .await?;
-        Ok((token, batch))
+        Ok((token, batch, until))
     }
 
     async fn publish_batch(
@@ -457,20 +455,22 @@ impl Relay {
         channel: &Channel,
         token: &str,
         batch: &[ClaimedMessage],
+        until: Timestamp,
     ) -> Result<(), RelayError> {
-        self.publish_round(channel, &[(token, batch)]).await
+        self.publish_round(channel, &[(token, batch)], until).await
     }
 
-    /// Publishes groups of rows, each claimed under its token, as one pipelined round:
-    /// every message sent before any confirm is awaited, then the failed ones released and
-    /// the rest marked published in one write.
+    /// Publishes groups of rows, each claimed under its token (the earliest of their
+    /// leases ending at `until`), as one pipelined round: every message sent before any
+    /// confirm is awaited, then the failed ones released and the rest marked published in
+    /// one write.
     async fn publish_round(
         &self,
         channel: &Channel,
         groups: &[(&str, &[ClaimedMessage])],
+        until: Timestamp,
     ) -> Result<(), RelayError> {
         let started = std::time::Instant::now();
-        let round_at = self.now();
         let batch: Vec<(&str, &ClaimedMessage)> = groups
             .iter()
             .flat_map(|(token, messages)| messages.iter().map(move |m| (*token, m)))
@@ -565,10 +565,12 @@ impl Relay {
                 tokio::spawn(
                     async move { store.mark_claimed_published(tokens, confirmed, now).await },
                 );
+            // Claimable again once the earliest lease has passed: awaited by a claim from
+            // half a lease before (see `claim`).
             let half_lease =
                 time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO);
             *self.marking.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((marking, round_at.saturating_add(half_lease)));
+                Some((marking, until.saturating_add(-half_lease)));
         }
         match lost {
             Some(e) => Err(e.into()),
