@@ -392,8 +392,7 @@ impl Relay {
             size += next.messages.len();
             round.push(next);
         }
-        let margin =
-            time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO);
+        let margin = self.half_lease();
         let now = self.now();
         let mut groups = Vec::with_capacity(round.len());
         let mut until: Option<Timestamp> = None;
@@ -567,19 +566,21 @@ impl Relay {
                 );
             // Claimable again once the earliest lease has passed: awaited by a claim from
             // half a lease before (see `claim`).
-            let half_lease =
-                time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO);
             *self.marking.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((marking, until.saturating_add(-half_lease)));
+                Some((marking, until.saturating_add(-self.half_lease())));
         }
         match lost {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
     }
-}
 
-impl Relay {
+    /// Half the claims' lease: a hand-over with less left goes back to the outbox, and a
+    /// claim waits for a marking whose rows have less left.
+    fn half_lease(&self) -> time::Duration {
+        time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::ZERO)
+    }
+
     /// Waits for the marking of the last round published, if one is in flight.
     async fn marked(&self) -> Result<(), StoreError> {
         let marking = self

@@ -152,32 +152,21 @@ impl Committer {
         let mut queue = std::mem::replace(&mut self.queue, closed);
         let this = &self;
         let mut committing = futures_util::stream::FuturesUnordered::new();
-        let mut open = true;
-        while open {
-            let mut batch = Vec::with_capacity(this.batch_max);
-            tokio::select! {
-                biased;
-                () = stop.stopped() => break,
-                Some(()) = committing.next(), if !committing.is_empty() => {}
-                taken = queue.recv_many(&mut batch, this.batch_max),
-                    if committing.len() < this.transactions =>
-                {
-                    if taken == 0 {
-                        open = false;
-                    } else {
-                        committing.push(this.commit(batch));
-                    }
-                }
-            }
-        }
-        queue.close();
+        let mut stopping = false;
         loop {
             let mut batch = Vec::with_capacity(this.batch_max);
             tokio::select! {
+                biased;
+                // Stopping: no new writes; those waiting are still committed.
+                () = stop.stopped(), if !stopping => {
+                    stopping = true;
+                    queue.close();
+                }
                 Some(()) = committing.next(), if !committing.is_empty() => {}
                 taken = queue.recv_many(&mut batch, this.batch_max),
                     if committing.len() < this.transactions =>
                 {
+                    // Closed (stopping, or every handle gone) and empty.
                     if taken == 0 {
                         break;
                     }

@@ -799,32 +799,35 @@ async fn marks_name_their_rows_and_claim(backend: Backend) {
         .unwrap();
     assert_eq!(new.len(), 3);
     let rows: Vec<i64> = old.iter().map(|m| m.outbox_id).collect();
+    let mark = |token: &str, ids: Vec<i64>| {
+        let (store, token) = (app.store.clone(), token.to_owned());
+        async move {
+            store
+                .mark_claimed_published(vec![token], ids, now)
+                .await
+                .unwrap()
+        }
+    };
 
-    let marked = app
-        .store
-        .mark_claimed_published(vec!["test-old".into()], rows.clone(), now)
-        .await
-        .unwrap();
     assert_eq!(
-        marked, 0,
+        mark("test-old", rows).await,
+        0,
         "the old claim's marking leaves the new claim's rows"
     );
     let first = new
         .iter()
         .find(|m| m.referral_id.to_string() == ids[0])
         .unwrap();
-    let marked = app
-        .store
-        .mark_claimed_published(vec!["test-new".into()], vec![first.outbox_id], now)
-        .await
-        .unwrap();
-    assert_eq!(marked, 1, "only the row named");
-    let again = app
-        .store
-        .mark_claimed_published(vec!["test-new".into()], vec![first.outbox_id], now)
-        .await
-        .unwrap();
-    assert_eq!(again, 0, "a published row is not marked twice");
+    assert_eq!(
+        mark("test-new", vec![first.outbox_id]).await,
+        1,
+        "only the row named"
+    );
+    assert_eq!(
+        mark("test-new", vec![first.outbox_id]).await,
+        0,
+        "a published row is not marked twice"
+    );
 
     let status = |id: &str| {
         let id = id.to_owned();
