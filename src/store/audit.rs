@@ -84,7 +84,7 @@ pub(crate) async fn append_audit_many(
         prev_hash = entry.hash();
         entries.push((entry, prev_hash.clone()));
     }
-    append_entries(backend, tx, &entries).await?;
+    append_entries(backend, tx, &entries, "").await?;
     Ok(seq)
 }
 

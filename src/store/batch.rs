@@ -200,102 +200,19 @@ async fn write_batch_on(
     taken: &[usize],
     claim: Option<&Claim>,
 ) -> Result<Committed, BatchFailure> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
-
-    // Referrals: in-batch repeats of a (sender, key) answer as replays of the first.
-    let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
-    let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
-    for (i, write) in batch.iter().enumerate() {
-        plans.push(match write {
-            Write::Referral(_) if taken.contains(&i) => Some(Planned::KeyTaken),
-            Write::Referral(r) => match &r.idempotency {
-                Some((key, _)) => match first_with_key.entry((r.sender.as_str(), key.as_str())) {
-                    std::collections::hash_map::Entry::Occupied(first) => {
-                        Some(Planned::SameKeyAs(*first.get()))
-                    }
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(i);
-                        Some(Planned::Insert)
-                    }
-                },
-                None => Some(Planned::Insert),
-            },
-            _ => None,
-        });
-    }
-    let inserted: Vec<(usize, &PreparedReferral)> = batch
-        .iter()
-        .enumerate()
-        .filter_map(|(i, w)| match (w, &plans[i]) {
-            (Write::Referral(r), Some(Planned::Insert)) => Some((i, &**r)),
-            _ => None,
-        })
-        .collect();
-    let claimed = insert_referrals(store.backend, &mut tx, &inserted, claim).await?;
-    let now_taken = insert_keys(store.backend, &mut tx, &inserted).await?;
-    if !now_taken.is_empty() {
-        tx.rollback().await?;
-        return Err(BatchFailure::KeysTaken(now_taken));
-    }
-
-    // Events and publications, in order: each sees the ones before it.
-    let mut outcomes: Vec<Option<Written>> = Vec::with_capacity(batch.len());
-    let mut delivered: Vec<Vec<AuditRecord>> = Vec::new();
-    delivered.resize_with(batch.len(), Vec::new);
-    for (i, write) in batch.iter().enumerate() {
-        outcomes.push(match write {
-            Write::Published { tokens, ids, at } => {
-                let (records, marked) =
-                    mark_published(&mut tx, store.backend, tokens, ids, *at).await?;
-                delivered[i] = records;
-                Some(Written::Published(marked))
-            }
-            Write::Referral(_) => match plans[i] {
-                Some(Planned::Insert) => Some(Written::Referral(Inserted::Created)),
-                // Answered after the commit, from the rows that hold their keys.
-                _ => None,
-            },
-            Write::Event(event) => Some(Written::Event(write_event(&mut tx, store, event).await?)),
-            // The seq is known once the chain is extended.
-            Write::Audit(..) => Some(Written::Audit(0)),
-        });
-    }
-
-    // The chain: its head locked once (late, to hold it briefly), the entries hashed in
-    // memory in the batch's order, then one insert.
-    let head = sqlx::query(store.backend.chain_head_sql())
-        .fetch_one(&mut *tx)
-        .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev_hash: String = head.try_get("hash")?;
-    let mut entries = Vec::with_capacity(batch.len());
-    for ((write, outcome), delivered) in batch.iter().zip(outcomes.iter_mut()).zip(&delivered) {
-        let records: &[AuditRecord] = match (write, &*outcome) {
-            (Write::Published { .. }, _) => delivered,
-            (Write::Referral(r), Some(_)) => std::slice::from_ref(&r.audit),
-            (Write::Event(e), Some(Written::Event(EventOutcome::Recorded(_)))) => {
-                std::slice::from_ref(&e.audit)
-            }
-            (Write::Audit(records, _), _) => records,
-            _ => &[],
-        };
-        let at = match write {
-            Write::Referral(r) => r.at,
-            Write::Event(e) => e.recorded_at.as_micros(),
-            Write::Audit(_, at) | Write::Published { at, .. } => *at,
-        };
-        for record in records {
-            seq += 1;
-            let entry = entry_of(record, seq, at, prev_hash);
-            prev_hash = entry.hash();
-            entries.push((entry, prev_hash.clone()));
-        }
-        if let Some(Written::Audit(last)) = outcome {
-            *last = seq;
-        }
-    }
-    append_entries(store.backend, &mut tx, &entries).await?;
-    tx.commit().await?;
+    let (plans, outcomes, claimed) = if store.backend == Backend::Sqlite {
+        // BEGIN and COMMIT travel with the batch's first and last statements (see
+        // `Bracket`). An error leaves the transaction open: the store then drops the
+        // connection, and closing it rolls the transaction back.
+        let mut bracket = Bracket::sqlite();
+        write_transaction(conn, &mut bracket, store, batch, taken, claim).await?
+    } else {
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        let written =
+            write_transaction(&mut tx, &mut Bracket::none(), store, batch, taken, claim).await?;
+        tx.commit().await?;
+        written
+    };
 
     // Referrals answered from other rows: repeats within the batch, keys taken before it.
     let mut answers = Vec::with_capacity(batch.len());
@@ -327,13 +244,203 @@ async fn write_batch_on(
     })
 }
 
+/// SQLite runs on a thread of its own, and each call to it is a crossing there and back:
+/// a transaction's `BEGIN` and `COMMIT` go in the same calls as the batch's first and last
+/// statements instead of calls of their own. PostgreSQL takes one statement per call, and
+/// its transaction is sqlx's.
+struct Bracket {
+    /// `BEGIN` is still to be sent, with the next call.
+    begin: bool,
+    /// `COMMIT` is to be sent with the last call.
+    commit: bool,
+}
+
+impl Bracket {
+    fn sqlite() -> Self {
+        Self {
+            begin: true,
+            commit: true,
+        }
+    }
+
+    fn none() -> Self {
+        Self {
+            begin: false,
+            commit: false,
+        }
+    }
+
+    /// What the next call starts with: `BEGIN IMMEDIATE` (the write lock at once, waiting
+    /// for another process's writer as long as the busy timeout allows), once.
+    fn begin(&mut self) -> &'static str {
+        if std::mem::take(&mut self.begin) {
+            "BEGIN IMMEDIATE;\n"
+        } else {
+            ""
+        }
+    }
+
+    /// What the last call ends with.
+    fn commit(&self) -> &'static str {
+        if self.commit { ";\nCOMMIT" } else { "" }
+    }
+
+    /// Sends `BEGIN` on its own, if it has not gone yet: before statements that cannot
+    /// carry it.
+    async fn begun(&mut self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        let begin = self.begin();
+        if !begin.is_empty() {
+            sqlx::query(begin).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Each write's plan and outcome (`None`: answered after the commit from other rows),
+/// and the claimed outbox rows: everything up to the commit, which on SQLite goes with
+/// the last statement.
+type Transacted = (
+    Vec<Option<Planned>>,
+    Vec<Option<Written>>,
+    Vec<(usize, i64)>,
+);
+
+async fn write_transaction(
+    conn: &mut sqlx::AnyConnection,
+    bracket: &mut Bracket,
+    store: &Store,
+    batch: &[Write],
+    taken: &[usize],
+    claim: Option<&Claim>,
+) -> Result<Transacted, BatchFailure> {
+    // Referrals: in-batch repeats of a (sender, key) answer as replays of the first.
+    let mut plans: Vec<Option<Planned>> = Vec::with_capacity(batch.len());
+    let mut first_with_key: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, write) in batch.iter().enumerate() {
+        plans.push(match write {
+            Write::Referral(_) if taken.contains(&i) => Some(Planned::KeyTaken),
+            Write::Referral(r) => match &r.idempotency {
+                Some((key, _)) => match first_with_key.entry((r.sender.as_str(), key.as_str())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        Some(Planned::SameKeyAs(*first.get()))
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(i);
+                        Some(Planned::Insert)
+                    }
+                },
+                None => Some(Planned::Insert),
+            },
+            _ => None,
+        });
+    }
+    let inserted: Vec<(usize, &PreparedReferral)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match (w, &plans[i]) {
+            (Write::Referral(r), Some(Planned::Insert)) => Some((i, &**r)),
+            _ => None,
+        })
+        .collect();
+    let mut head = None;
+    let (claimed, now_taken) = if store.backend == Backend::Sqlite {
+        // With nothing but referrals and entries in the batch, the chain head is read in
+        // the same call as the inserts.
+        let read_head = batch
+            .iter()
+            .all(|w| matches!(w, Write::Referral(_) | Write::Audit(..)));
+        let written = insert_referrals_sqlite(conn, bracket, &inserted, claim, read_head).await?;
+        head = written.head;
+        (written.claimed, written.taken)
+    } else {
+        let claimed = insert_referrals(store.backend, conn, &inserted, claim).await?;
+        (claimed, insert_keys(store.backend, conn, &inserted).await?)
+    };
+    if !now_taken.is_empty() {
+        // Nothing is committed: PostgreSQL's transaction is dropped, SQLite's connection too.
+        return Err(BatchFailure::KeysTaken(now_taken));
+    }
+
+    // Events and publications, in order: each sees the ones before it.
+    let mut outcomes: Vec<Option<Written>> = Vec::with_capacity(batch.len());
+    let mut delivered: Vec<Vec<AuditRecord>> = Vec::new();
+    delivered.resize_with(batch.len(), Vec::new);
+    for (i, write) in batch.iter().enumerate() {
+        outcomes.push(match write {
+            Write::Published { tokens, ids, at } => {
+                let (records, marked) =
+                    mark_published(conn, bracket, store.backend, tokens, ids, *at).await?;
+                delivered[i] = records;
+                Some(Written::Published(marked))
+            }
+            Write::Referral(_) => match plans[i] {
+                Some(Planned::Insert) => Some(Written::Referral(Inserted::Created)),
+                // Answered after the commit, from the rows that hold their keys.
+                _ => None,
+            },
+            Write::Event(event) => {
+                bracket.begun(conn).await?;
+                Some(Written::Event(write_event(conn, store, event).await?))
+            }
+            // The seq is known once the chain is extended.
+            Write::Audit(..) => Some(Written::Audit(0)),
+        });
+    }
+
+    // The chain: its head locked once (late, to hold it briefly), the entries hashed in
+    // memory in the batch's order, then one insert.
+    let (mut seq, mut prev_hash) = match head {
+        Some(head) => head,
+        None => {
+            let sql = format!("{}{}", bracket.begin(), store.backend.chain_head_sql());
+            let row = sqlx::query(&sql).fetch_one(&mut *conn).await?;
+            (row.try_get("seq")?, row.try_get("hash")?)
+        }
+    };
+    let mut entries = Vec::with_capacity(batch.len());
+    for ((write, outcome), delivered) in batch.iter().zip(outcomes.iter_mut()).zip(&delivered) {
+        let records: &[AuditRecord] = match (write, &*outcome) {
+            (Write::Published { .. }, _) => delivered,
+            (Write::Referral(r), Some(_)) => std::slice::from_ref(&r.audit),
+            (Write::Event(e), Some(Written::Event(EventOutcome::Recorded(_)))) => {
+                std::slice::from_ref(&e.audit)
+            }
+            (Write::Audit(records, _), _) => records,
+            _ => &[],
+        };
+        let at = match write {
+            Write::Referral(r) => r.at,
+            Write::Event(e) => e.recorded_at.as_micros(),
+            Write::Audit(_, at) | Write::Published { at, .. } => *at,
+        };
+        for record in records {
+            seq += 1;
+            let entry = entry_of(record, seq, at, prev_hash);
+            prev_hash = entry.hash();
+            entries.push((entry, prev_hash.clone()));
+        }
+        if let Some(Written::Audit(last)) = outcome {
+            *last = seq;
+        }
+    }
+    if entries.is_empty() {
+        if bracket.commit {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+        }
+    } else {
+        append_entries(store.backend, conn, &entries, bracket.commit()).await?;
+    }
+    Ok((plans, outcomes, claimed))
+}
+
 /// Marks the outbox rows `ids` published at `at` (µs), those still claimed under one of
 /// `tokens` and unpublished (a row whose lease ran out and was claimed again is left to
 /// its new claim), and their referrals `queued`: the `message.delivered` entries to
 /// append, and how many rows were marked. Every statement finds its rows by primary key,
 /// so its cost does not grow with the outbox.
 async fn mark_published(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
+    bracket: &mut Bracket,
     backend: Backend,
     tokens: &[String],
     ids: &[i64],
@@ -346,8 +453,9 @@ async fn mark_published(
     let token_list = super::dialect::in_list(tokens);
     let id_list = super::dialect::in_list(ids);
     let sql = format!(
-        "SELECT o.id, o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
+        "{}SELECT o.id, o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
          WHERE o.id IN ({}) AND o.claimed_by IN ({}) AND o.published_at IS NULL ORDER BY o.id",
+        bracket.begin(),
         backend.placeholder_list(1, id_list.clone().count()),
         backend.placeholder_list(1 + id_list.clone().count(), token_list.clone().count()),
     );
@@ -358,7 +466,7 @@ async fn mark_published(
     for token in token_list {
         select = select.bind(token);
     }
-    let rows = select.fetch_all(&mut **tx).await?;
+    let rows = select.fetch_all(&mut *conn).await?;
     let mut marked = Vec::with_capacity(rows.len());
     let mut referrals = Vec::with_capacity(rows.len());
     let mut records = Vec::with_capacity(rows.len());
@@ -381,33 +489,75 @@ async fn mark_published(
     if marked.is_empty() {
         return Ok((records, 0));
     }
-    let mut at_sql = String::new();
-    backend.push_placeholder(&mut at_sql, 1);
-    if !referrals.is_empty() {
-        let list = super::dialect::in_list(&referrals);
-        let sql = format!(
-            "UPDATE referrals SET status = 'queued', updated_at = {at_sql} \
-             WHERE status = 'received' AND id IN ({})",
-            backend.placeholder_list(2, list.clone().count())
-        );
-        let mut queued = sqlx::query(&sql).bind(at);
-        for id in list {
-            queued = queued.bind(id.as_str());
+    // The referrals moved to `queued`, then the rows marked: on PostgreSQL one statement
+    // per call; on SQLite both in one call (one writer: every row just read is marked).
+    let update = |first: usize| {
+        let mut sql = String::new();
+        if !referrals.is_empty() {
+            sql.push_str("UPDATE referrals SET status = 'queued', updated_at = ");
+            backend.push_placeholder(&mut sql, first);
+            sql.push_str(" WHERE status = 'received' AND id IN (");
+            let count = super::dialect::in_list(&referrals).count();
+            sql.push_str(&backend.placeholder_list(first + 1, count));
+            sql.push(')');
         }
-        queued.execute(&mut **tx).await?;
+        sql
+    };
+    let mark = |first: usize| {
+        let mut sql = String::from("UPDATE outbox SET published_at = ");
+        backend.push_placeholder(&mut sql, first);
+        sql.push_str(", claimed_until = NULL, last_error = NULL WHERE id IN (");
+        let count = super::dialect::in_list(&marked).count();
+        sql.push_str(&backend.placeholder_list(first + 1, count));
+        sql.push(')');
+        sql
+    };
+    if backend == Backend::Sqlite {
+        let mut sql = update(1);
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(&mark(1));
+        let mut query = sqlx::query(&sql);
+        if !referrals.is_empty() {
+            query = bind_at_and(
+                query,
+                at,
+                super::dialect::in_list(&referrals).map(String::as_str),
+            );
+        }
+        bind_at_and(query, at, super::dialect::in_list(&marked).copied())
+            .execute(&mut *conn)
+            .await?;
+        return Ok((records, marked.len() as u64));
     }
-    let list = super::dialect::in_list(&marked);
-    let sql = format!(
-        "UPDATE outbox SET published_at = {at_sql}, claimed_until = NULL, last_error = NULL \
-         WHERE id IN ({})",
-        backend.placeholder_list(2, list.clone().count())
-    );
-    let mut published = sqlx::query(&sql).bind(at);
-    for id in list {
-        published = published.bind(*id);
+    if !referrals.is_empty() {
+        let sql = update(1);
+        bind_at_and(
+            sqlx::query(&sql),
+            at,
+            super::dialect::in_list(&referrals).map(String::as_str),
+        )
+        .execute(&mut *conn)
+        .await?;
     }
-    let done = published.execute(&mut **tx).await?;
+    let sql = mark(1);
+    let done = bind_at_and(
+        sqlx::query(&sql),
+        at,
+        super::dialect::in_list(&marked).copied(),
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok((records, done.rows_affected()))
+}
+
+/// `query` with `at`, then `values`, bound.
+fn bind_at_and<'q, T>(query: AnyQuery<'q>, at: i64, values: impl Iterator<Item = T>) -> AnyQuery<'q>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    values.fold(query.bind(at), |query, value| query.bind(value))
 }
 
 /// The answer for a referral whose key another request holds: that request's record.
@@ -505,87 +655,175 @@ fn bind_clock<'q>(insert: AnyQuery<'q>, clock: &ClockRow<'q>) -> AnyQuery<'q> {
         .bind(*warn_at)
 }
 
-/// Referral rows, their outbox rows and their clocks, a few statements for the batch:
-/// with a claim, the outbox rows are written claimed, and their ids returned (by batch
-/// index). On SQLite every statement goes in one call (its `?` placeholders number across
-/// statements): one round trip to the database's thread instead of one per statement.
+/// Referral rows, their outbox rows and their clocks, a few statements for the batch
+/// (PostgreSQL: one call each): with a claim, the outbox rows are written claimed, and
+/// their ids returned (by batch index).
 async fn insert_referrals(
     backend: Backend,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     referrals: &[(usize, &PreparedReferral)],
     claim: Option<&Claim>,
 ) -> Result<Vec<(usize, i64)>, StoreError> {
-    let clocks: Vec<ClockRow<'_>> = referrals
-        .iter()
-        .flat_map(|(_, r)| r.clocks.iter().map(|c| (r.id.as_str(), c, r.at)))
-        .collect();
-    let referral_sql =
-        |rows: usize| values_sql(backend, REFERRALS_INTO, REFERRAL_COLUMNS, rows, "");
-    let clock_sql = |rows: usize| values_sql(backend, CLOCKS_INTO, CLOCK_COLUMNS, rows, "");
-    let returned = if backend == Backend::Sqlite {
-        let mut sql = String::new();
-        for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
-            sql.push_str(&referral_sql(chunk.len()));
-            sql.push_str(";\n");
-        }
-        for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
-            sql.push_str(&clock_sql(chunk.len()));
-            sql.push_str(";\n");
-        }
-        // Last: the only statement returning rows (with a claim).
-        for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
-            sql.push_str(&outbox_sql(backend, chunk.len(), claim.is_some()));
-            sql.push_str(";\n");
-        }
+    let clocks = clock_rows(referrals);
+    for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
+        let sql = values_sql(backend, REFERRALS_INTO, REFERRAL_COLUMNS, chunk.len(), "");
         let mut insert = sqlx::query(&sql);
-        for (_, r) in referrals {
+        for (_, r) in chunk {
             insert = bind_referral(insert, r);
         }
-        for clock in &clocks {
+        insert.execute(&mut *conn).await?;
+    }
+    for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
+        let sql = values_sql(backend, CLOCKS_INTO, CLOCK_COLUMNS, chunk.len(), "");
+        let mut insert = sqlx::query(&sql);
+        for clock in chunk {
             insert = bind_clock(insert, clock);
         }
-        for (_, r) in referrals {
+        insert.execute(&mut *conn).await?;
+    }
+    let mut returned = Vec::new();
+    for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
+        let sql = outbox_sql(backend, chunk.len(), claim.is_some());
+        let mut insert = sqlx::query(&sql);
+        for (_, r) in chunk {
             insert = bind_outbox(insert, r, claim);
         }
         if claim.is_some() {
-            insert.fetch_all(&mut **tx).await?
+            returned.extend(insert.fetch_all(&mut *conn).await?);
         } else {
-            insert.execute(&mut **tx).await?;
-            Vec::new()
+            insert.execute(&mut *conn).await?;
         }
-    } else {
-        for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
-            let sql = referral_sql(chunk.len());
-            let mut insert = sqlx::query(&sql);
-            for (_, r) in chunk {
-                insert = bind_referral(insert, r);
-            }
-            insert.execute(&mut **tx).await?;
-        }
-        for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
-            let sql = clock_sql(chunk.len());
-            let mut insert = sqlx::query(&sql);
-            for clock in chunk {
-                insert = bind_clock(insert, clock);
-            }
-            insert.execute(&mut **tx).await?;
-        }
-        let mut returned = Vec::new();
-        for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
-            let sql = outbox_sql(backend, chunk.len(), claim.is_some());
-            let mut insert = sqlx::query(&sql);
-            for (_, r) in chunk {
-                insert = bind_outbox(insert, r, claim);
-            }
-            if claim.is_some() {
-                returned.extend(insert.fetch_all(&mut **tx).await?);
-            } else {
-                insert.execute(&mut **tx).await?;
-            }
-        }
-        returned
+    }
+    claimed_rows(referrals, &returned)
+}
+
+/// What the SQLite batch's first call wrote and read.
+struct SqliteInserts {
+    claimed: Vec<(usize, i64)>,
+    /// Batch indexes of referrals whose idempotency key was taken.
+    taken: Vec<usize>,
+    /// The chain head `(seq, hash)`, when asked for.
+    head: Option<(i64, String)>,
+}
+
+/// SQLite: the batch's referral, clock and outbox rows, its idempotency keys (`ON
+/// CONFLICT DO NOTHING`: a key not written back was taken) and, with `read_head`, the
+/// chain head, in one call (after the transaction's `BEGIN`, if it has not gone yet).
+/// SQLite's `?` placeholders number across the statements; the rows returned are told
+/// apart by their first column's name.
+async fn insert_referrals_sqlite(
+    conn: &mut sqlx::AnyConnection,
+    bracket: &mut Bracket,
+    referrals: &[(usize, &PreparedReferral)],
+    claim: Option<&Claim>,
+    read_head: bool,
+) -> Result<SqliteInserts, StoreError> {
+    let mut written = SqliteInserts {
+        claimed: Vec::new(),
+        taken: Vec::new(),
+        head: None,
     };
-    // One referral outbox row per referral: matched to the batch by referral id.
+    if referrals.is_empty() && !read_head {
+        return Ok(written);
+    }
+    let backend = Backend::Sqlite;
+    let clocks = clock_rows(referrals);
+    let keyed: Vec<(usize, &PreparedReferral, &(String, String))> = referrals
+        .iter()
+        .filter_map(|(i, r)| r.idempotency.as_ref().map(|k| (*i, *r, k)))
+        .collect();
+    let mut sql = String::from(bracket.begin());
+    for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
+        sql.push_str(&values_sql(
+            backend,
+            REFERRALS_INTO,
+            REFERRAL_COLUMNS,
+            chunk.len(),
+            "",
+        ));
+        sql.push_str(";\n");
+    }
+    for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
+        sql.push_str(&values_sql(
+            backend,
+            CLOCKS_INTO,
+            CLOCK_COLUMNS,
+            chunk.len(),
+            "",
+        ));
+        sql.push_str(";\n");
+    }
+    for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
+        sql.push_str(&outbox_sql(backend, chunk.len(), claim.is_some()));
+        sql.push_str(";\n");
+    }
+    for chunk in statement_chunks(&keyed, KEY_COLUMNS) {
+        sql.push_str(&values_sql(
+            backend,
+            KEYS_INTO,
+            KEY_COLUMNS,
+            chunk.len(),
+            KEYS_RETURNING,
+        ));
+        sql.push_str(";\n");
+    }
+    if read_head {
+        sql.push_str(backend.chain_head_sql());
+    }
+    let mut query = sqlx::query(&sql);
+    for (_, r) in referrals {
+        query = bind_referral(query, r);
+    }
+    for clock in &clocks {
+        query = bind_clock(query, clock);
+    }
+    for (_, r) in referrals {
+        query = bind_outbox(query, r, claim);
+    }
+    for (_, r, key) in &keyed {
+        query = bind_key(query, r, key);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut outbox = Vec::new();
+    let mut keys_written = Vec::new();
+    for row in rows {
+        match row.columns().first().map(sqlx::Column::name) {
+            Some("id") => outbox.push(row),
+            Some(KEYED) => keys_written.push(row.try_get::<String, _>(KEYED)?),
+            Some("seq") => written.head = Some((row.try_get("seq")?, row.try_get("hash")?)),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "the batch's insert returned an unexpected row".into(),
+                ));
+            }
+        }
+    }
+    if read_head && written.head.is_none() {
+        return Err(StoreError::Corrupt("the audit chain has no head".into()));
+    }
+    written.claimed = claimed_rows(referrals, &outbox)?;
+    written.taken = keyed
+        .iter()
+        .filter(|(_, r, _)| !keys_written.contains(&r.id))
+        .map(|(i, _, _)| *i)
+        .collect();
+    Ok(written)
+}
+
+/// The batch's clock rows, referral by referral.
+fn clock_rows<'a>(referrals: &[(usize, &'a PreparedReferral)]) -> Vec<ClockRow<'a>> {
+    referrals
+        .iter()
+        .flat_map(|(_, r)| r.clocks.iter().map(|c| (r.id.as_str(), c, r.at)))
+        .collect()
+}
+
+/// The claimed outbox rows returned (`id`, `referral_id`), by batch index: one referral
+/// outbox row per referral, matched to the batch by referral id.
+fn claimed_rows(
+    referrals: &[(usize, &PreparedReferral)],
+    returned: &[sqlx::any::AnyRow],
+) -> Result<Vec<(usize, i64)>, StoreError> {
     let by_id: HashMap<&str, usize> = referrals.iter().map(|(i, r)| (r.id.as_str(), *i)).collect();
     let mut claimed = Vec::with_capacity(returned.len());
     for row in returned {
@@ -633,12 +871,32 @@ fn outbox_sql(backend: Backend, rows: usize, claimed: bool) -> String {
     sql
 }
 
-/// The batch's idempotency keys, `ON CONFLICT DO NOTHING`: the batch indexes of the
-/// referrals whose key was already taken (by a transaction committed since their handler
-/// looked, perhaps another instance's).
+const KEY_COLUMNS: usize = 5;
+const KEYS_INTO: &str =
+    "idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at)";
+/// The column naming a key written (by the referral it is for).
+const KEYED: &str = "keyed_referral_id";
+const KEYS_RETURNING: &str = " ON CONFLICT (sender_agency, idempotency_key) DO NOTHING RETURNING referral_id AS keyed_referral_id";
+
+fn bind_key<'q>(
+    insert: AnyQuery<'q>,
+    r: &'q PreparedReferral,
+    (key, sha): &'q (String, String),
+) -> AnyQuery<'q> {
+    insert
+        .bind(r.sender.as_str())
+        .bind(key.as_str())
+        .bind(sha.as_str())
+        .bind(r.id.as_str())
+        .bind(r.at)
+}
+
+/// The batch's idempotency keys, `ON CONFLICT DO NOTHING` (PostgreSQL: one call per
+/// statement): the batch indexes of the referrals whose key was already taken (by a
+/// transaction committed since their handler looked, perhaps another instance's).
 async fn insert_keys(
     backend: Backend,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     referrals: &[(usize, &PreparedReferral)],
 ) -> Result<Vec<usize>, StoreError> {
     let mut keyed: Vec<(usize, &PreparedReferral, &(String, String))> = referrals
@@ -649,29 +907,17 @@ async fn insert_keys(
     // cannot deadlock.
     keyed.sort_by(|a, b| (a.1.sender.as_str(), &a.2.0).cmp(&(b.1.sender.as_str(), &b.2.0)));
     let mut taken = Vec::new();
-    const KEY_COLUMNS: usize = 5;
     for chunk in statement_chunks(&keyed, KEY_COLUMNS) {
-        let sql = values_sql(
-            backend,
-            "idempotency_keys (sender_agency, idempotency_key, request_sha256, referral_id, created_at)",
-            KEY_COLUMNS,
-            chunk.len(),
-            " ON CONFLICT (sender_agency, idempotency_key) DO NOTHING RETURNING referral_id",
-        );
+        let sql = values_sql(backend, KEYS_INTO, KEY_COLUMNS, chunk.len(), KEYS_RETURNING);
         let mut insert = sqlx::query(&sql);
-        for (_, r, (key, sha)) in chunk {
-            insert = insert
-                .bind(r.sender.as_str())
-                .bind(key)
-                .bind(sha)
-                .bind(&r.id)
-                .bind(r.at);
+        for (_, r, key) in chunk {
+            insert = bind_key(insert, r, key);
         }
-        let rows = insert.fetch_all(&mut **tx).await?;
+        let rows = insert.fetch_all(&mut *conn).await?;
         if rows.len() < chunk.len() {
             let written: Vec<String> = rows
                 .iter()
-                .map(|row| row.try_get::<String, _>("referral_id"))
+                .map(|row| row.try_get::<String, _>(KEYED))
                 .collect::<Result<_, _>>()?;
             taken.extend(
                 chunk
@@ -686,7 +932,7 @@ async fn insert_keys(
 
 /// One event in the batch's transaction, with its referral's row locked.
 async fn write_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     store: &Store,
     new: &NewEvent,
 ) -> Result<EventOutcome, StoreError> {
@@ -694,7 +940,7 @@ async fn write_event(
     let (occurred_at, recorded_at) = (new.occurred_at.as_micros(), new.recorded_at.as_micros());
     let Some(row) = sqlx::query(store.backend.lock_referral_sql())
         .bind(&referral_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?
     else {
         return Ok(EventOutcome::NoSuchReferral);
@@ -711,7 +957,7 @@ async fn write_event(
     .bind(&referral_id)
     .bind(new.actor_agency.as_str())
     .bind(&new.event_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(previous) = previous {
         let same: String = previous.try_get("request_sha256")?;
@@ -741,16 +987,16 @@ async fn write_event(
     .bind(&new.request_sha256)
     .bind(occurred_at)
     .bind(recorded_at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
         .bind(next.as_str())
         .bind(recorded_at)
         .bind(&referral_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     for message in &messages {
-        insert_outbox(tx, &referral_id, message, recorded_at).await?;
+        insert_outbox(conn, &referral_id, message, recorded_at).await?;
     }
     for clock in new.meets {
         sqlx::query(
@@ -760,7 +1006,7 @@ async fn write_event(
         .bind(occurred_at)
         .bind(&referral_id)
         .bind(clock.as_str())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     }
     for clock in new.stops {
@@ -771,7 +1017,7 @@ async fn write_event(
         .bind(occurred_at)
         .bind(&referral_id)
         .bind(clock.as_str())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(EventOutcome::Recorded(StoredEvent {
@@ -825,11 +1071,14 @@ fn bind_entry<'q>(insert: AnyQuery<'q>, (entry, hash): &'q (AuditEntry, String))
 }
 
 /// Appends chained `entries` (each with its hash) to the audit log and moves the chain
-/// head to the last of them. On SQLite every statement goes in one call.
+/// head to the last of them. On SQLite every statement goes in one call, ending with
+/// `finish` (the batch's `COMMIT`, see [`Bracket`], or nothing); PostgreSQL takes one
+/// statement per call, and `finish` is only for SQLite.
 pub(crate) async fn append_entries(
     backend: Backend,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     entries: &[(AuditEntry, String)],
+    finish: &str,
 ) -> Result<(), StoreError> {
     const ENTRY_COLUMNS: usize = 15;
     const INTO: &str = "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
@@ -849,6 +1098,7 @@ pub(crate) async fn append_entries(
             sql.push_str(";\n");
         }
         sql.push_str(&head_sql);
+        sql.push_str(finish);
         let mut insert = sqlx::query(&sql);
         for entry in entries {
             insert = bind_entry(insert, entry);
@@ -856,7 +1106,7 @@ pub(crate) async fn append_entries(
         insert
             .bind(last.seq)
             .bind(last_hash.as_str())
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         return Ok(());
     }
@@ -866,12 +1116,12 @@ pub(crate) async fn append_entries(
         for entry in chunk {
             insert = bind_entry(insert, entry);
         }
-        insert.execute(&mut **tx).await?;
+        insert.execute(&mut *conn).await?;
     }
     sqlx::query(&head_sql)
         .bind(last.seq)
         .bind(last_hash.as_str())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

@@ -84,7 +84,7 @@ impl Store {
 /// Writes one outbox row, due at once (`next_attempt_at = 0`): the relay's retry times
 /// are its own business, independent of the clock that stamped the row.
 pub(crate) async fn insert_outbox(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     referral_id: &str,
     message: &OutboxMessage,
     at: i64,
@@ -100,7 +100,7 @@ pub(crate) async fn insert_outbox(
     .bind(at)
     .bind(message.payload())
     .bind(message.message_id())
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
