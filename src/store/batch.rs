@@ -361,17 +361,29 @@ async fn write_transaction(
         return Err(BatchFailure::KeysTaken(now_taken));
     }
 
-    // Events and publications, in order: each sees the ones before it.
+    // Events and publications, in order: each sees the ones before it. On SQLite, with no
+    // events in the batch, the chain head is read in the last publication mark's call.
+    let head_with_last_mark = match store.backend {
+        Backend::Sqlite if !batch.iter().any(|w| matches!(w, Write::Event(_))) => batch
+            .iter()
+            .rposition(|w| matches!(w, Write::Published { .. })),
+        _ => None,
+    };
     let mut outcomes: Vec<Option<Written>> = Vec::with_capacity(batch.len());
     let mut delivered: Vec<Vec<AuditRecord>> = Vec::new();
     delivered.resize_with(batch.len(), Vec::new);
     for (i, write) in batch.iter().enumerate() {
         outcomes.push(match write {
             Write::Published { tokens, ids, at } => {
-                let (records, marked) =
-                    mark_published(conn, bracket, store.backend, tokens, ids, *at).await?;
-                delivered[i] = records;
-                Some(Written::Published(marked))
+                let read_head = head_with_last_mark == Some(i);
+                let marked =
+                    mark_published(conn, bracket, store.backend, (tokens, ids, *at), read_head)
+                        .await?;
+                delivered[i] = marked.records;
+                if marked.head.is_some() {
+                    head = marked.head;
+                }
+                Some(Written::Published(marked.count))
             }
             Write::Referral(_) => match plans[i] {
                 Some(Planned::Insert) => Some(Written::Referral(Inserted::Created)),
@@ -442,35 +454,65 @@ async fn mark_published(
     conn: &mut sqlx::AnyConnection,
     bracket: &mut Bracket,
     backend: Backend,
-    tokens: &[String],
-    ids: &[i64],
-    at: i64,
-) -> Result<(Vec<AuditRecord>, u64), StoreError> {
+    (tokens, ids, at): (&[String], &[i64], i64),
+    read_head: bool,
+) -> Result<Marked, StoreError> {
+    let mut out = Marked {
+        records: Vec::new(),
+        count: 0,
+        head: None,
+    };
     if tokens.is_empty() || ids.is_empty() {
-        return Ok((Vec::new(), 0));
+        return Ok(out);
     }
     // `IN (...)` lists padded to a few shapes (see `in_list`).
-    let token_list = super::dialect::in_list(tokens);
-    let id_list = super::dialect::in_list(ids);
-    let sql = format!(
+    let id_count = super::dialect::in_list(ids).count();
+    let token_count = super::dialect::in_list(tokens).count();
+    // The rows still claimed under the round's tokens and unpublished, from placeholder
+    // `first` on (ids, then tokens).
+    let still_claimed = |first: usize| {
+        format!(
+            "o.id IN ({}) AND o.claimed_by IN ({}) AND o.published_at IS NULL",
+            backend.placeholder_list(first, id_count),
+            backend.placeholder_list(first + id_count, token_count),
+        )
+    };
+    let mut sql = format!(
         "{}SELECT o.id, o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
-         WHERE o.id IN ({}) AND o.claimed_by IN ({}) AND o.published_at IS NULL ORDER BY o.id",
+         WHERE {} ORDER BY o.id",
         bracket.begin(),
-        backend.placeholder_list(1, id_list.clone().count()),
-        backend.placeholder_list(1 + id_list.clone().count(), token_list.clone().count()),
+        still_claimed(1),
     );
-    let mut select = sqlx::query(&sql);
-    for id in id_list {
-        select = select.bind(*id);
+    let sqlite = backend == Backend::Sqlite;
+    if sqlite {
+        // One writer: the rows just read are the rows marked, so the updates can name
+        // them by the same conditions in the same call (the referrals first, while their
+        // rows are still unpublished), and the chain head can be read there too.
+        sql.push_str(
+            ";\nUPDATE referrals SET status = 'queued', updated_at = ? WHERE status = 'received' \
+             AND id IN (SELECT o.referral_id FROM outbox o WHERE o.message_type = 'referral' AND ",
+        );
+        sql.push_str(&still_claimed(0));
+        sql.push_str(");\nUPDATE outbox AS o SET published_at = ?, claimed_until = NULL, last_error = NULL WHERE ");
+        sql.push_str(&still_claimed(0));
+        if read_head {
+            sql.push_str(";\n");
+            sql.push_str(backend.chain_head_sql());
+        }
     }
-    for token in token_list {
-        select = select.bind(token);
+    let mut query = bind_still_claimed(sqlx::query(&sql), ids, tokens);
+    if sqlite {
+        query = bind_still_claimed(query.bind(at), ids, tokens);
+        query = bind_still_claimed(query.bind(at), ids, tokens);
     }
-    let rows = select.fetch_all(&mut *conn).await?;
+    let rows = query.fetch_all(&mut *conn).await?;
     let mut marked = Vec::with_capacity(rows.len());
     let mut referrals = Vec::with_capacity(rows.len());
-    let mut records = Vec::with_capacity(rows.len());
     for row in &rows {
+        if row.columns().first().map(sqlx::Column::name) == Some("seq") {
+            out.head = Some((row.try_get("seq")?, row.try_get("hash")?));
+            continue;
+        }
         let message_type: String = row.try_get("message_type")?;
         let referral_id: String = row.try_get("referral_id")?;
         let mut record = AuditRecord::new(
@@ -480,68 +522,35 @@ async fn mark_published(
         .referral(referral_id.clone())
         .detail(format!("{message_type} confirmed by the broker"));
         record.recipient = Some(row.try_get("recipient_agency")?);
-        records.push(record);
+        out.records.push(record);
         marked.push(row.try_get::<i64, _>("id")?);
         if message_type == "referral" {
             referrals.push(referral_id);
         }
     }
-    if marked.is_empty() {
-        return Ok((records, 0));
+    if read_head && out.head.is_none() {
+        return Err(StoreError::Corrupt("the audit chain has no head".into()));
     }
-    // The referrals moved to `queued`, then the rows marked: on PostgreSQL one statement
-    // per call; on SQLite both in one call (one writer: every row just read is marked).
-    let update = |first: usize| {
-        let mut sql = String::new();
-        if !referrals.is_empty() {
-            sql.push_str("UPDATE referrals SET status = 'queued', updated_at = ");
-            backend.push_placeholder(&mut sql, first);
-            sql.push_str(" WHERE status = 'received' AND id IN (");
-            let count = super::dialect::in_list(&referrals).count();
-            sql.push_str(&backend.placeholder_list(first + 1, count));
-            sql.push(')');
-        }
-        sql
-    };
-    let mark = |first: usize| {
-        let mut sql = String::from("UPDATE outbox SET published_at = ");
-        backend.push_placeholder(&mut sql, first);
-        sql.push_str(", claimed_until = NULL, last_error = NULL WHERE id IN (");
-        let count = super::dialect::in_list(&marked).count();
-        sql.push_str(&backend.placeholder_list(first + 1, count));
-        sql.push(')');
-        sql
-    };
-    if backend == Backend::Sqlite {
-        let mut sql = update(1);
-        if !sql.is_empty() {
-            sql.push_str(";\n");
-        }
-        sql.push_str(&mark(1));
-        let mut query = sqlx::query(&sql);
-        if !referrals.is_empty() {
-            query = bind_at_and(
-                query,
-                at,
-                super::dialect::in_list(&referrals).map(String::as_str),
-            );
-        }
-        bind_at_and(query, at, super::dialect::in_list(&marked).copied())
+    if sqlite || marked.is_empty() {
+        out.count = marked.len() as u64;
+        return Ok(out);
+    }
+    // PostgreSQL: one statement per call, naming the rows read by primary key.
+    if !referrals.is_empty() {
+        let sql = format!(
+            "UPDATE referrals SET status = 'queued', updated_at = $1 \
+             WHERE status = 'received' AND id IN ({})",
+            backend.placeholder_list(2, super::dialect::in_list(&referrals).count())
+        );
+        let list = super::dialect::in_list(&referrals).map(String::as_str);
+        bind_at_and(sqlx::query(&sql), at, list)
             .execute(&mut *conn)
             .await?;
-        return Ok((records, marked.len() as u64));
     }
-    if !referrals.is_empty() {
-        let sql = update(1);
-        bind_at_and(
-            sqlx::query(&sql),
-            at,
-            super::dialect::in_list(&referrals).map(String::as_str),
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    let sql = mark(1);
+    let sql = format!(
+        "UPDATE outbox SET published_at = $1, claimed_until = NULL, last_error = NULL WHERE id IN ({})",
+        backend.placeholder_list(2, super::dialect::in_list(&marked).count())
+    );
     let done = bind_at_and(
         sqlx::query(&sql),
         at,
@@ -549,7 +558,22 @@ async fn mark_published(
     )
     .execute(&mut *conn)
     .await?;
-    Ok((records, done.rows_affected()))
+    out.count = done.rows_affected();
+    Ok(out)
+}
+
+/// `query` with the (padded) lists of [`mark_published`]'s condition bound: ids, tokens.
+fn bind_still_claimed<'q>(query: AnyQuery<'q>, ids: &[i64], tokens: &'q [String]) -> AnyQuery<'q> {
+    let query = super::dialect::in_list(ids).fold(query, |q, id| q.bind(*id));
+    super::dialect::in_list(tokens).fold(query, |q, token| q.bind(token.as_str()))
+}
+
+/// What a publication mark came to: the `message.delivered` entries to append, how many
+/// rows were marked, and the chain head when it was read with them.
+struct Marked {
+    records: Vec<AuditRecord>,
+    count: u64,
+    head: Option<(i64, String)>,
 }
 
 /// `query` with `at`, then `values`, bound.
