@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::batch::{Write, Written, append_entries, entry_of};
+use super::batch::{Bracket, Write, Written, append_entries, entry_of};
 use super::{Backend, Store, StoreError, to_micros};
 use crate::domain::Timestamp;
 use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry, Checkpoint};
@@ -84,7 +84,7 @@ pub(crate) async fn append_audit_many(
         prev_hash = entry.hash();
         entries.push((entry, prev_hash.clone()));
     }
-    append_entries(backend, tx, &entries, "").await?;
+    append_entries(backend, tx, &entries, &Bracket::none()).await?;
     Ok(seq)
 }
 

@@ -244,45 +244,60 @@ async fn write_batch_on(
     })
 }
 
-/// SQLite runs on a thread of its own, and each call to it is a crossing there and back:
-/// a transaction's `BEGIN` and `COMMIT` go in the same calls as the batch's first and last
-/// statements instead of calls of their own. PostgreSQL takes one statement per call, and
-/// its transaction is sqlx's.
-struct Bracket {
+/// The transaction a batch's statements run in. SQLite runs on a thread of its own, and
+/// each call to it is a crossing there and back: a transaction's `BEGIN` and `COMMIT` go
+/// in the same calls as the batch's first and last statements instead of calls of their
+/// own. Such a transaction is the batch's alone, and abandoned whole on any error (the
+/// connection is dropped), so its statements resolve conflicts with `OR ROLLBACK` and
+/// its foreign keys are checked at the commit: then SQLite opens no statement journal (a
+/// copy of every page a multi-row statement touches, kept to undo that statement alone).
+/// PostgreSQL takes one statement per call, and its transaction is sqlx's; so is that of
+/// the command-line tools' appends ([`Bracket::none`]).
+pub(crate) struct Bracket {
     /// `BEGIN` is still to be sent, with the next call.
     begin: bool,
-    /// `COMMIT` is to be sent with the last call.
-    commit: bool,
+    /// The transaction is the batch's own, on SQLite: it ends with the last call.
+    own: bool,
 }
 
 impl Bracket {
     fn sqlite() -> Self {
         Self {
             begin: true,
-            commit: true,
+            own: true,
         }
     }
 
-    fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self {
             begin: false,
-            commit: false,
+            own: false,
         }
     }
 
     /// What the next call starts with: `BEGIN IMMEDIATE` (the write lock at once, waiting
-    /// for another process's writer as long as the busy timeout allows), once.
+    /// for another process's writer as long as the busy timeout allows) and foreign keys
+    /// deferred to the commit (SQLite resets that at every commit), once.
     fn begin(&mut self) -> &'static str {
         if std::mem::take(&mut self.begin) {
-            "BEGIN IMMEDIATE;\n"
+            "BEGIN IMMEDIATE;\nPRAGMA defer_foreign_keys = ON;\n"
         } else {
             ""
         }
     }
 
+    /// How an insert starts.
+    fn insert(&self) -> &'static str {
+        if self.own {
+            "INSERT OR ROLLBACK INTO "
+        } else {
+            INSERT
+        }
+    }
+
     /// What the last call ends with.
     fn commit(&self) -> &'static str {
-        if self.commit { ";\nCOMMIT" } else { "" }
+        if self.own { ";\nCOMMIT" } else { "" }
     }
 
     /// Sends `BEGIN` on its own, if it has not gone yet: before statements that cannot
@@ -295,6 +310,9 @@ impl Bracket {
         Ok(())
     }
 }
+
+/// How an insert starts in a transaction that is not the batch's own.
+const INSERT: &str = "INSERT INTO ";
 
 /// Each write's plan and outcome (`None`: answered after the commit from other rows),
 /// and the claimed outbox rows: everything up to the commit, which on SQLite goes with
@@ -436,11 +454,11 @@ async fn write_transaction(
         }
     }
     if entries.is_empty() {
-        if bracket.commit {
+        if bracket.own {
             sqlx::query("COMMIT").execute(&mut *conn).await?;
         }
     } else {
-        append_entries(store.backend, conn, &entries, bracket.commit()).await?;
+        append_entries(store.backend, conn, &entries, bracket).await?;
     }
     Ok((plans, outcomes, claimed))
 }
@@ -489,11 +507,11 @@ async fn mark_published(
         // them by the same conditions in the same call (the referrals first, while their
         // rows are still unpublished), and the chain head can be read there too.
         sql.push_str(
-            ";\nUPDATE referrals SET status = 'queued', updated_at = ? WHERE status = 'received' \
+            ";\nUPDATE OR ROLLBACK referrals SET status = 'queued', updated_at = ? WHERE status = 'received' \
              AND id IN (SELECT o.referral_id FROM outbox o WHERE o.message_type = 'referral' AND ",
         );
         sql.push_str(&still_claimed(0));
-        sql.push_str(");\nUPDATE outbox AS o SET published_at = ?, claimed_until = NULL, last_error = NULL WHERE ");
+        sql.push_str(");\nUPDATE OR ROLLBACK outbox AS o SET published_at = ?, claimed_until = NULL, last_error = NULL WHERE ");
         sql.push_str(&still_claimed(0));
         if read_head {
             sql.push_str(";\n");
@@ -594,11 +612,18 @@ async fn taken_key(store: &Store, r: &PreparedReferral) -> Result<Written, Store
     Ok(Written::Referral(Inserted::KeyTaken(record)))
 }
 
-/// `INSERT INTO <into> VALUES (...), (...)` for `rows` rows of `columns` placeholders
+/// `<insert> <into> VALUES (...), (...)` for `rows` rows of `columns` placeholders
 /// (the backend's, in order: `$1`, `$2`, ... or `?`), then `tail`.
-fn values_sql(backend: Backend, into: &str, columns: usize, rows: usize, tail: &str) -> String {
+fn values_sql(
+    insert: &str,
+    backend: Backend,
+    into: &str,
+    columns: usize,
+    rows: usize,
+    tail: &str,
+) -> String {
     let mut sql = String::with_capacity(into.len() + tail.len() + rows * columns * 6);
-    sql.push_str("INSERT INTO ");
+    sql.push_str(insert);
     sql.push_str(into);
     sql.push_str(" VALUES ");
     let mut n = 0;
@@ -690,7 +715,14 @@ async fn insert_referrals(
 ) -> Result<Vec<(usize, i64)>, StoreError> {
     let clocks = clock_rows(referrals);
     for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
-        let sql = values_sql(backend, REFERRALS_INTO, REFERRAL_COLUMNS, chunk.len(), "");
+        let sql = values_sql(
+            INSERT,
+            backend,
+            REFERRALS_INTO,
+            REFERRAL_COLUMNS,
+            chunk.len(),
+            "",
+        );
         let mut insert = sqlx::query(&sql);
         for (_, r) in chunk {
             insert = bind_referral(insert, r);
@@ -698,7 +730,7 @@ async fn insert_referrals(
         insert.execute(&mut *conn).await?;
     }
     for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
-        let sql = values_sql(backend, CLOCKS_INTO, CLOCK_COLUMNS, chunk.len(), "");
+        let sql = values_sql(INSERT, backend, CLOCKS_INTO, CLOCK_COLUMNS, chunk.len(), "");
         let mut insert = sqlx::query(&sql);
         for clock in chunk {
             insert = bind_clock(insert, clock);
@@ -707,7 +739,7 @@ async fn insert_referrals(
     }
     let mut returned = Vec::new();
     for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
-        let sql = outbox_sql(backend, chunk.len(), claim.is_some());
+        let sql = outbox_sql(INSERT, backend, chunk.len(), claim.is_some());
         let mut insert = sqlx::query(&sql);
         for (_, r) in chunk {
             insert = bind_outbox(insert, r, claim);
@@ -756,9 +788,11 @@ async fn insert_referrals_sqlite(
         .iter()
         .filter_map(|(i, r)| r.idempotency.as_ref().map(|k| (*i, *r, k)))
         .collect();
+    let insert = bracket.insert();
     let mut sql = String::from(bracket.begin());
     for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
         sql.push_str(&values_sql(
+            insert,
             backend,
             REFERRALS_INTO,
             REFERRAL_COLUMNS,
@@ -769,6 +803,7 @@ async fn insert_referrals_sqlite(
     }
     for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
         sql.push_str(&values_sql(
+            insert,
             backend,
             CLOCKS_INTO,
             CLOCK_COLUMNS,
@@ -778,11 +813,12 @@ async fn insert_referrals_sqlite(
         sql.push_str(";\n");
     }
     for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
-        sql.push_str(&outbox_sql(backend, chunk.len(), claim.is_some()));
+        sql.push_str(&outbox_sql(insert, backend, chunk.len(), claim.is_some()));
         sql.push_str(";\n");
     }
     for chunk in statement_chunks(&keyed, KEY_COLUMNS) {
         sql.push_str(&values_sql(
+            insert,
             backend,
             KEYS_INTO,
             KEY_COLUMNS,
@@ -863,9 +899,10 @@ fn claimed_rows(
 /// The referrals' outbox rows: five values each, and `next_attempt_at` 0 (due at once);
 /// `claimed`: two more (`claimed_by`, `claimed_until`), one attempt (as a claim counts
 /// it), and their ids returned.
-fn outbox_sql(backend: Backend, rows: usize, claimed: bool) -> String {
-    let mut sql = String::from(
-        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at",
+fn outbox_sql(insert: &str, backend: Backend, rows: usize, claimed: bool) -> String {
+    let mut sql = String::from(insert);
+    sql.push_str(
+        "outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at",
     );
     sql.push_str(if claimed {
         ", claimed_by, claimed_until, attempts) VALUES "
@@ -932,7 +969,14 @@ async fn insert_keys(
     keyed.sort_by(|a, b| (a.1.sender.as_str(), &a.2.0).cmp(&(b.1.sender.as_str(), &b.2.0)));
     let mut taken = Vec::new();
     for chunk in statement_chunks(&keyed, KEY_COLUMNS) {
-        let sql = values_sql(backend, KEYS_INTO, KEY_COLUMNS, chunk.len(), KEYS_RETURNING);
+        let sql = values_sql(
+            INSERT,
+            backend,
+            KEYS_INTO,
+            KEY_COLUMNS,
+            chunk.len(),
+            KEYS_RETURNING,
+        );
         let mut insert = sqlx::query(&sql);
         for (_, r, key) in chunk {
             insert = bind_key(insert, r, key);
@@ -1095,14 +1139,14 @@ fn bind_entry<'q>(insert: AnyQuery<'q>, (entry, hash): &'q (AuditEntry, String))
 }
 
 /// Appends chained `entries` (each with its hash) to the audit log and moves the chain
-/// head to the last of them. On SQLite every statement goes in one call, ending with
-/// `finish` (the batch's `COMMIT`, see [`Bracket`], or nothing); PostgreSQL takes one
-/// statement per call, and `finish` is only for SQLite.
+/// head to the last of them, in the transaction `bracket` describes (ending it, when it
+/// is the batch's own). On SQLite every statement goes in one call; PostgreSQL takes one
+/// statement per call.
 pub(crate) async fn append_entries(
     backend: Backend,
     conn: &mut sqlx::AnyConnection,
     entries: &[(AuditEntry, String)],
-    finish: &str,
+    bracket: &Bracket,
 ) -> Result<(), StoreError> {
     const ENTRY_COLUMNS: usize = 15;
     const INTO: &str = "audit_log (seq, at, actor, action, referral_id, recipient, isa_id, lawful_basis, consent, \
@@ -1118,11 +1162,18 @@ pub(crate) async fn append_entries(
     if backend == Backend::Sqlite {
         let mut sql = String::new();
         for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
-            sql.push_str(&values_sql(backend, INTO, ENTRY_COLUMNS, chunk.len(), ""));
+            sql.push_str(&values_sql(
+                bracket.insert(),
+                backend,
+                INTO,
+                ENTRY_COLUMNS,
+                chunk.len(),
+                "",
+            ));
             sql.push_str(";\n");
         }
         sql.push_str(&head_sql);
-        sql.push_str(finish);
+        sql.push_str(bracket.commit());
         let mut insert = sqlx::query(&sql);
         for entry in entries {
             insert = bind_entry(insert, entry);
@@ -1135,7 +1186,14 @@ pub(crate) async fn append_entries(
         return Ok(());
     }
     for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
-        let sql = values_sql(backend, INTO, ENTRY_COLUMNS, chunk.len(), "");
+        let sql = values_sql(
+            bracket.insert(),
+            backend,
+            INTO,
+            ENTRY_COLUMNS,
+            chunk.len(),
+            "",
+        );
         let mut insert = sqlx::query(&sql);
         for entry in chunk {
             insert = bind_entry(insert, entry);
@@ -1191,25 +1249,25 @@ mod tests {
     #[test]
     fn values_are_numbered_row_by_row() {
         assert_eq!(
-            values_sql(Backend::Postgres, "t (a, b)", 2, 3, " RETURNING a"),
+            values_sql(INSERT, Backend::Postgres, "t (a, b)", 2, 3, " RETURNING a"),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
         );
         assert_eq!(
-            values_sql(Backend::Sqlite, "t (a, b)", 2, 2, ""),
+            values_sql(INSERT, Backend::Sqlite, "t (a, b)", 2, 2, ""),
             "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
         );
         assert_eq!(
-            outbox_sql(Backend::Sqlite, 1, false),
+            outbox_sql(INSERT, Backend::Sqlite, 1, false),
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES (?, ?, ?, ?, ?, 0)"
         );
         assert_eq!(
-            outbox_sql(Backend::Postgres, 2, false),
+            outbox_sql(INSERT, Backend::Postgres, 2, false),
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, 0), ($6, $7, $8, $9, $10, 0)"
         );
         assert_eq!(
-            outbox_sql(Backend::Postgres, 2, true),
+            outbox_sql(INSERT, Backend::Postgres, 2, true),
             "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at, \
              claimed_by, claimed_until, attempts) \
              VALUES ($1, $2, $3, $4, $5, 0, $6, $7, 1), ($8, $9, $10, $11, $12, 0, $13, $14, 1) RETURNING id, referral_id"
