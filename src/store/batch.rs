@@ -248,9 +248,11 @@ async fn write_batch_on(
 /// each call to it is a crossing there and back: a transaction's `BEGIN` and `COMMIT` go
 /// in the same calls as the batch's first and last statements instead of calls of their
 /// own. Such a transaction is the batch's alone, and abandoned whole on any error (the
-/// connection is dropped), so its statements resolve conflicts with `OR ROLLBACK` and
-/// its foreign keys are checked at the commit: then SQLite opens no statement journal (a
-/// copy of every page a multi-row statement touches, kept to undo that statement alone).
+/// connection is dropped), so its statements resolve conflicts with `OR ROLLBACK`: then
+/// SQLite opens no statement journal (a copy of every page a multi-row statement touches,
+/// kept to undo that statement alone) for those with no foreign key to check, such as the
+/// referrals' and the audit entries' inserts. (`PRAGMA defer_foreign_keys` would spare
+/// the others too, but setting it expires every prepared statement of the connection.)
 /// PostgreSQL takes one statement per call, and its transaction is sqlx's; so is that of
 /// the command-line tools' appends ([`Bracket::none`]).
 pub(crate) struct Bracket {
@@ -276,11 +278,10 @@ impl Bracket {
     }
 
     /// What the next call starts with: `BEGIN IMMEDIATE` (the write lock at once, waiting
-    /// for another process's writer as long as the busy timeout allows) and foreign keys
-    /// deferred to the commit (SQLite resets that at every commit), once.
+    /// for another process's writer as long as the busy timeout allows), once.
     fn begin(&mut self) -> &'static str {
         if std::mem::take(&mut self.begin) {
-            "BEGIN IMMEDIATE;\nPRAGMA defer_foreign_keys = ON;\n"
+            "BEGIN IMMEDIATE;\n"
         } else {
             ""
         }
