@@ -324,6 +324,9 @@ type Transacted = (
     Vec<(usize, i64)>,
 );
 
+/// Writes the batch in the transaction `bracket` describes: on SQLite its own, begun with
+/// the first call and committed with the last; on PostgreSQL sqlx's, which the caller
+/// begins and commits.
 async fn write_transaction(
     conn: &mut sqlx::AnyConnection,
     bracket: &mut Bracket,
