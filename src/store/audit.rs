@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::batch::{Bracket, Write, Written, append_entries, entry_of};
+use super::batch::{Bracket, Write, Written, append_entries, chain_head, entry_of};
 use super::{Backend, Store, StoreError, to_micros};
 use crate::domain::Timestamp;
 use crate::domain::audit::{ActionFilter, AuditAction, AuditEntry, Checkpoint};
@@ -72,8 +72,7 @@ pub(crate) async fn append_audit_many(
     let head = sqlx::query(backend.chain_head_sql())
         .fetch_one(&mut **tx)
         .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev_hash: String = head.try_get("hash")?;
+    let (mut seq, mut prev_hash) = chain_head(&head)?;
     if records.is_empty() {
         return Ok(seq);
     }
@@ -163,7 +162,7 @@ impl Store {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
-        Ok((row.try_get("seq")?, row.try_get("hash")?))
+        chain_head(&row)
     }
 
     pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {

@@ -427,8 +427,7 @@ async fn write_transaction(
         Some(head) => head,
         None => {
             let sql = format!("{}{}", bracket.begin(), store.backend.chain_head_sql());
-            let row = sqlx::query(&sql).fetch_one(&mut *conn).await?;
-            (row.try_get("seq")?, row.try_get("hash")?)
+            chain_head(&sqlx::query(&sql).fetch_one(&mut *conn).await?)?
         }
     };
     let mut entries = Vec::with_capacity(batch.len());
@@ -532,7 +531,7 @@ async fn mark_published(
     let mut referrals = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.columns().first().map(sqlx::Column::name) == Some("seq") {
-            out.head = Some((row.try_get("seq")?, row.try_get("hash")?));
+            out.head = Some(chain_head(row)?);
             continue;
         }
         let message_type: String = row.try_get("message_type")?;
@@ -549,9 +548,6 @@ async fn mark_published(
         if message_type == "referral" {
             referrals.push(referral_id);
         }
-    }
-    if read_head && out.head.is_none() {
-        return Err(StoreError::Corrupt("the audit chain has no head".into()));
     }
     if sqlite || marked.is_empty() {
         out.count = marked.len() as u64;
@@ -719,14 +715,7 @@ async fn insert_referrals(
 ) -> Result<Vec<(usize, i64)>, StoreError> {
     let clocks = clock_rows(referrals);
     for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
-        let sql = values_sql(
-            INSERT,
-            backend,
-            REFERRALS_INTO,
-            REFERRAL_COLUMNS,
-            chunk.len(),
-            "",
-        );
+        let sql = referrals_sql(INSERT, backend, chunk.len());
         let mut insert = sqlx::query(&sql);
         for (_, r) in chunk {
             insert = bind_referral(insert, r);
@@ -734,7 +723,7 @@ async fn insert_referrals(
         insert.execute(&mut *conn).await?;
     }
     for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
-        let sql = values_sql(INSERT, backend, CLOCKS_INTO, CLOCK_COLUMNS, chunk.len(), "");
+        let sql = clocks_sql(INSERT, backend, chunk.len());
         let mut insert = sqlx::query(&sql);
         for clock in chunk {
             insert = bind_clock(insert, clock);
@@ -795,25 +784,11 @@ async fn insert_referrals_sqlite(
     let insert = bracket.insert();
     let mut sql = String::from(bracket.begin());
     for chunk in statement_chunks(referrals, REFERRAL_COLUMNS) {
-        sql.push_str(&values_sql(
-            insert,
-            backend,
-            REFERRALS_INTO,
-            REFERRAL_COLUMNS,
-            chunk.len(),
-            "",
-        ));
+        sql.push_str(&referrals_sql(insert, backend, chunk.len()));
         sql.push_str(";\n");
     }
     for chunk in statement_chunks(&clocks, CLOCK_COLUMNS) {
-        sql.push_str(&values_sql(
-            insert,
-            backend,
-            CLOCKS_INTO,
-            CLOCK_COLUMNS,
-            chunk.len(),
-            "",
-        ));
+        sql.push_str(&clocks_sql(insert, backend, chunk.len()));
         sql.push_str(";\n");
     }
     for chunk in statement_chunks(referrals, OUTBOX_COLUMNS) {
@@ -854,16 +829,13 @@ async fn insert_referrals_sqlite(
         match row.columns().first().map(sqlx::Column::name) {
             Some("id") => outbox.push(row),
             Some(KEYED) => keys_written.push(row.try_get::<String, _>(KEYED)?),
-            Some("seq") => written.head = Some((row.try_get("seq")?, row.try_get("hash")?)),
+            Some("seq") => written.head = Some(chain_head(&row)?),
             _ => {
                 return Err(StoreError::Corrupt(
                     "the batch's insert returned an unexpected row".into(),
                 ));
             }
         }
-    }
-    if read_head && written.head.is_none() {
-        return Err(StoreError::Corrupt("the audit chain has no head".into()));
     }
     written.claimed = claimed_rows(referrals, &outbox)?;
     written.taken = keyed
@@ -872,6 +844,16 @@ async fn insert_referrals_sqlite(
         .map(|(i, _, _)| *i)
         .collect();
     Ok(written)
+}
+
+/// A multi-row insert of `rows` referrals.
+fn referrals_sql(insert: &str, backend: Backend, rows: usize) -> String {
+    values_sql(insert, backend, REFERRALS_INTO, REFERRAL_COLUMNS, rows, "")
+}
+
+/// A multi-row insert of `rows` clocks.
+fn clocks_sql(insert: &str, backend: Backend, rows: usize) -> String {
+    values_sql(insert, backend, CLOCKS_INTO, CLOCK_COLUMNS, rows, "")
 }
 
 /// The batch's clock rows, referral by referral.
@@ -1103,6 +1085,13 @@ async fn write_event(
     }))
 }
 
+/// The audit chain head `(seq, hash)` from a row of [`Backend::chain_head_sql`]. (A batch
+/// whose call was to read it and did not is read again on its own, which fails when the
+/// head is missing.)
+pub(crate) fn chain_head(row: &sqlx::any::AnyRow) -> Result<(i64, String), StoreError> {
+    Ok((row.try_get("seq")?, row.try_get("hash")?))
+}
+
 /// The entry `record` becomes as entry `seq` after `prev_hash`.
 pub(crate) fn entry_of(record: &AuditRecord, seq: i64, at: i64, prev_hash: String) -> AuditEntry {
     AuditEntry {
@@ -1158,6 +1147,8 @@ pub(crate) async fn append_entries(
     let Some((last, last_hash)) = entries.last() else {
         return Ok(());
     };
+    let entries_sql =
+        |rows: usize| values_sql(bracket.insert(), backend, INTO, ENTRY_COLUMNS, rows, "");
     let mut head_sql = String::from("UPDATE audit_head SET seq = ");
     backend.push_placeholder(&mut head_sql, 1);
     head_sql.push_str(", hash = ");
@@ -1166,14 +1157,7 @@ pub(crate) async fn append_entries(
     if backend == Backend::Sqlite {
         let mut sql = String::new();
         for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
-            sql.push_str(&values_sql(
-                bracket.insert(),
-                backend,
-                INTO,
-                ENTRY_COLUMNS,
-                chunk.len(),
-                "",
-            ));
+            sql.push_str(&entries_sql(chunk.len()));
             sql.push_str(";\n");
         }
         sql.push_str(&head_sql);
@@ -1190,14 +1174,7 @@ pub(crate) async fn append_entries(
         return Ok(());
     }
     for chunk in statement_chunks(entries, ENTRY_COLUMNS) {
-        let sql = values_sql(
-            bracket.insert(),
-            backend,
-            INTO,
-            ENTRY_COLUMNS,
-            chunk.len(),
-            "",
-        );
+        let sql = entries_sql(chunk.len());
         let mut insert = sqlx::query(&sql);
         for entry in chunk {
             insert = bind_entry(insert, entry);
