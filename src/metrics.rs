@@ -67,6 +67,12 @@ pub struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// A fixed reason code (`api::refusals`), never the caller's text.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `applied` or `rejected`.
     pub outcome: &'static str,
@@ -102,6 +108,7 @@ pub struct Metrics {
     /// Batches that failed and were written again item by item.
     pub commit_batches_split: Counter,
     pub tls_handshake_failures: Family<HandshakeLabels, Counter>,
+    pub auth_refused_unverified: Family<RefusalLabels, Counter>,
     pub agency_certificate_expiry_days: Family<AgencyLabels, Gauge<f64, AtomicU64>>,
     /// Configuration reloads by outcome.
     pub config_reloads: Family<ReloadLabels, Counter>,
@@ -213,6 +220,12 @@ impl Metrics {
             "Clients refused at the TLS handshake (or, for unknown_agency, after it) by listener and reason",
             tls_handshake_failures.clone(),
         );
+        let auth_refused_unverified = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refused_unverified",
+            "Staff requests and console sign-ins refused before any identity was verified, by fixed reason (tallied in the audit log once a minute)",
+            auth_refused_unverified.clone(),
+        );
         let agency_certificate_expiry_days =
             Family::<AgencyLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -248,6 +261,7 @@ impl Metrics {
             config_generation,
             config_loaded_timestamp,
             tls_handshake_failures,
+            auth_refused_unverified,
             agency_certificate_expiry_days,
             certificate_expiries: std::sync::Mutex::new(Vec::new()),
             http_requests,
@@ -299,6 +313,13 @@ impl Metrics {
                 listener,
                 reason: reason.as_str(),
             })
+            .inc();
+    }
+
+    /// One refusal of a caller who proved no identity (see `api::refusals`).
+    pub fn refused_unverified(&self, reason: &'static str) {
+        self.auth_refused_unverified
+            .get_or_create(&RefusalLabels { reason })
             .inc();
     }
 

@@ -47,9 +47,11 @@ pub struct Application {
     /// Re-reads the configuration (when built with a source).
     reloader: Option<Arc<Reloader>>,
     /// The background workers, in the order they are stopped: the scanner first (what it
-    /// flags goes out through the relay), then the relay, the committer, the audit
-    /// checkpointer and the staff key refresher.
+    /// flags goes out through the relay), then the relay, the tally of unverified
+    /// refusals, the committer, the audit checkpointer and the staff key refresher.
     workers: Vec<Worker>,
+    /// Refusals of unverified callers waiting for their audit entry.
+    refusals: Arc<api::refusals::RefusalTally>,
 }
 
 impl Application {
@@ -203,6 +205,7 @@ impl Application {
                 in_force,
             ))
         });
+        let refusals = Arc::new(api::refusals::RefusalTally::default());
         let state = web::Data::new(AppState {
             runtime: runtime.clone(),
             store: store.clone(),
@@ -214,6 +217,7 @@ impl Application {
             signing_key,
             previous_keys: config.audit.previous_public_keys.clone(),
             staff_auth: config.staff.as_ref().map(|s| s.auth.clone()),
+            refusals: refusals.clone(),
         });
 
         let listener = TcpListener::bind(config.server.listen)
@@ -336,6 +340,13 @@ impl Application {
         }
         // Stopped after the listeners (whose requests wait for it) and before the
         // checkpointer (whose last checkpoint then covers every batch).
+        // Before the committer, so that its last tally is written.
+        let recorder = api::refusals::TallyRecorder {
+            tally: refusals.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+        };
+        workers.push(Worker::spawn("refusal tally", |stop| recorder.run(stop)));
         workers.push(Worker::spawn("committer", |stop| committer.run(stop)));
         workers.push(Worker::spawn("audit checkpointer", |stop| {
             checkpointer.run(stop)
@@ -357,6 +368,7 @@ impl Application {
             store,
             reloader,
             workers,
+            refusals,
         })
     }
 
@@ -381,6 +393,11 @@ impl Application {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The tally of unverified refusals (written to the audit log once a minute).
+    pub fn refusals(&self) -> Arc<api::refusals::RefusalTally> {
+        self.refusals.clone()
     }
 
     /// Handles to stop the servers gracefully (what SIGTERM/SIGINT also do).

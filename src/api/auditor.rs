@@ -344,8 +344,8 @@ pub(crate) async fn search_events(
         AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried).detail(format!(
             "{} entries; from={} to={} agency={agency} action={} referral={referral} after={} upto={}",
             entries.len(),
-            query.from.as_deref().unwrap_or(""),
-            query.to.as_deref().unwrap_or(""),
+            crate::governance::export::period_bound(from),
+            crate::governance::export::period_bound(to),
             query.action.as_deref().unwrap_or(""),
             snapshot.after,
             snapshot.upto,
@@ -382,7 +382,10 @@ fn read_subject(body: &Value, keyer: &PersonKeyer) -> Result<Subject, Vec<Violat
             key.as_str(),
             "nhs_number" | "name" | "date_of_birth" | "cursor" | "limit"
         ) {
-            problems.push(violation(&format!("/{key}"), "unknown field"));
+            problems.push(violation(
+                &format!("/{}", crate::intake::json::escape_pointer_token(key)),
+                "unknown field",
+            ));
         }
     }
     let text = |pointer: &str| -> Option<&str> { body.pointer(pointer).and_then(Value::as_str) };
@@ -656,7 +659,7 @@ pub(crate) async fn export_response(
     super::record_access(
         state,
         AuditRecord::new(caller.0.actor(), AuditAction::AuditExported)
-            .detail(export.detail(query.from.as_deref(), query.to.as_deref())),
+            .detail(export.detail(from, to)),
     )
     .await?;
     // A store failure mid-stream ends the response early (the client sees a truncated

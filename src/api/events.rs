@@ -33,6 +33,7 @@ pub(crate) const PROBLEMS: &[ProblemKind] = &[
     ProblemKind::BodyTimeout,
     ProblemKind::IdempotencyConflict,
     ProblemKind::IllegalTransition,
+    ProblemKind::TooManyEvents,
     ProblemKind::PayloadTooLarge,
     ProblemKind::UnsupportedMediaType,
     ProblemKind::SchemaValidation,

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod problem;
 pub mod query;
 mod referrals;
+pub mod refusals;
 pub mod reports;
 pub mod staff;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub previous_keys: Vec<crate::security::signing::PublicKey>,
     /// Checks staff bearer tokens; `None` when `[staff]` is not configured.
     pub staff_auth: Option<std::sync::Arc<crate::staff_auth::tokens::StaffAuth>>,
+    /// Refusals of callers who proved no identity, audited as one entry a minute.
+    pub refusals: std::sync::Arc<refusals::RefusalTally>,
 }
 
 /// Records an access in the audit log; the request fails (500) if it cannot be recorded,

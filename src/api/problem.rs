@@ -37,6 +37,7 @@ pub enum ProblemKind {
     BodyTimeout,
     IdempotencyConflict,
     IllegalTransition,
+    TooManyEvents,
     PayloadTooLarge,
     UnsupportedMediaType,
     Unroutable,
@@ -49,7 +50,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 29] = [
+    pub const ALL: [ProblemKind; 30] = [
         Self::BadCorrelationId,
         Self::BadIdempotencyKey,
         Self::DuplicateHeader,
@@ -70,6 +71,7 @@ impl ProblemKind {
         Self::BodyTimeout,
         Self::IdempotencyConflict,
         Self::IllegalTransition,
+        Self::TooManyEvents,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::Unroutable,
@@ -117,6 +119,7 @@ impl ProblemKind {
                 S::CONFLICT,
                 "Illegal status transition",
             ),
+            Self::TooManyEvents => ("too-many-events", S::CONFLICT, "Too many events"),
             Self::PayloadTooLarge => (
                 "payload-too-large",
                 S::PAYLOAD_TOO_LARGE,
@@ -405,6 +408,13 @@ impl From<crate::intake::events::EventError> for ApiError {
                 "This event_id was already used for a different event on this referral. Use a new event_id for a new event.",
             )
             .titled("Event id reused"),
+            E::TooMany => Self::of(
+                ProblemKind::TooManyEvents,
+                format!(
+                    "This referral already has {} events, the most one may have. Contact the other agency another way, or send a new referral.",
+                    crate::store::MAX_EVENTS_PER_REFERRAL
+                ),
+            ),
             E::Store(e) => Self::from(e),
         }
     }

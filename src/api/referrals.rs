@@ -479,13 +479,15 @@ pub(crate) async fn status(
         &path.into_inner(),
         format!("agency:{own}"),
         Some(own),
+        Viewer::Party,
     )
     .await
 }
 
 /// One referral's status. Who may call: an auditor (any referral) or a service manager
 /// (the referrals their agency sent or received; 404 for others). Metadata, events and SLA
-/// clocks only, never the payload.
+/// clocks only: never the payload, nor the events' free text (`detail`,
+/// `redirected_to.description`).
 #[utoipa::path(
     get,
     path = "/v1/referrals/{id}",
@@ -507,6 +509,7 @@ pub(crate) async fn staff_status(
         &path.into_inner(),
         caller.0.actor(),
         agency.as_deref(),
+        Viewer::Staff,
     )
     .await
 }
@@ -518,8 +521,36 @@ async fn status_for(
     requested: &str,
     actor: String,
     agency: Option<&str>,
+    viewer: Viewer,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(referral_status(state, requested, actor, agency).await?))
+    Ok(HttpResponse::Ok().json(referral_status(state, requested, actor, agency, viewer).await?))
+}
+
+/// Who reads a referral's timeline: one of its two agencies, or staff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Viewer {
+    /// The sender or the recipient: every event as posted.
+    Party,
+    /// An auditor or a service manager: events without their free text (`detail`,
+    /// `redirected_to.description`), which the two agencies wrote for each other and
+    /// which can hold personal data; the console shows event types and times only.
+    Staff,
+}
+
+/// An event record as `viewer` may see it.
+fn event_for(mut event: serde_json::Value, viewer: Viewer) -> serde_json::Value {
+    if viewer == Viewer::Staff
+        && let Some(members) = event.as_object_mut()
+    {
+        members.remove("detail");
+        if let Some(redirected) = members
+            .get_mut("redirected_to")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            redirected.remove("description");
+        }
+    }
+    event
 }
 
 /// A referral's metadata, timeline and clocks (never its payload), audited as read (or
@@ -530,6 +561,7 @@ pub(crate) async fn referral_status(
     requested: &str,
     actor: String,
     agency: Option<&str>,
+    viewer: Viewer,
 ) -> Result<StatusView, ApiError> {
     let denied = || {
         AuditRecord::new(actor.clone(), AuditAction::ReferralReadDenied)
@@ -557,6 +589,7 @@ pub(crate) async fn referral_status(
         .await?
         .into_iter()
         .filter_map(|e| serde_json::from_str(&e.body).ok())
+        .map(|e| event_for(e, viewer))
         .collect();
     let optional = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
     let now = Timestamp::from(state.clock.now());
@@ -582,4 +615,30 @@ pub(crate) async fn referral_status(
         timeline,
         sla,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staff_see_events_without_their_free_text() {
+        let event = serde_json::json!({
+            "type": "redirected",
+            "detail": "Spoke to J. Smith on 07700 900123.",
+            "redirected_to": {"agency_id": "coventry-iapt", "description": "Ask for J. Smith."},
+            "status": "redirected",
+        });
+        let party = event_for(event.clone(), Viewer::Party);
+        assert_eq!(party, event);
+        let staff = event_for(event, Viewer::Staff);
+        assert_eq!(
+            staff,
+            serde_json::json!({
+                "type": "redirected",
+                "redirected_to": {"agency_id": "coventry-iapt"},
+                "status": "redirected",
+            })
+        );
+    }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::identity::CallerAgency;
-use super::problem::ApiError;
+use super::problem::{ApiError, ProblemKind};
 use super::query::period;
 use super::staff::StaffCaller;
 use crate::domain::Timestamp;
@@ -176,7 +176,7 @@ async fn report(
 }
 
 /// The report's period: `from`/`to` as given; `to` by default now, `from` by default 30
-/// days before `to`.
+/// days before `to`; at most [`crate::sla::report::MAX_PERIOD_DAYS`] long (400 otherwise).
 pub(crate) fn report_period(
     state: &AppState,
     from: Option<&str>,
@@ -186,7 +186,19 @@ pub(crate) fn report_period(
     let days = time::Duration::days(crate::sla::report::DEFAULT_PERIOD_DAYS);
     // `to` alone: checked (and read) first, so the default `from` can count back from it.
     let (_, end) = period(None, to, Timestamp::MIN, now)?;
-    period(from, to, end.saturating_sub(days), now)
+    let (from, to) = period(from, to, end.saturating_sub(days), now)?;
+    // Bounded: a report reads every referral received in its period.
+    let longest = time::Duration::days(crate::sla::report::MAX_PERIOD_DAYS);
+    if i128::from(to.micros_since(from)) > longest.whole_microseconds() {
+        return Err(ApiError::bad_request(
+            ProblemKind::BadQuery,
+            format!(
+                "The period from 'from' to 'to' may be at most {} days long; ask for a longer one in parts.",
+                crate::sla::report::MAX_PERIOD_DAYS
+            ),
+        ));
+    }
+    Ok((from, to))
 }
 
 /// The SLA report over `agency`'s referrals (all agencies when `None`) received in

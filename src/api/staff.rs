@@ -1,7 +1,8 @@
 //! Who is calling the staff listener: a staff member named by a verified bearer token
-//! (`crate::staff_auth::tokens`). Every refusal, 401 or 403, is an `auth.refused` audit entry.
-
-use futures_util::future::LocalBoxFuture;
+//! (`crate::staff_auth::tokens`). A 403 (a verified caller without the role or agency
+//! needed) is an `auth.refused` audit entry of its own; a 401 (no verified identity) is
+//! counted in the tally of unverified refusals ([`super::refusals`]), which the audit log
+//! receives as one entry a minute.
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -43,33 +44,36 @@ fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
 
 impl FromRequest for StaffCaller {
     type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
 
+    /// A caller without a verified token is refused (401) and counted by reason in the
+    /// tally of unverified refusals ([`super::refusals`]), not audited one by one.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        // The route's pattern (`/v1/referrals/{id}`), not the caller's text.
-        let path = req
-            .match_pattern()
-            .unwrap_or_else(|| "(no route)".to_owned());
-        let result = match state.as_ref().and_then(|s| s.staff_auth.clone()) {
-            None => Err(ApiError::not_found()),
-            Some(auth) => bearer_token(req).and_then(|token| {
-                auth.verify(token).map(Self).map_err(|e| {
-                    ApiError::unauthorized(
-                        ProblemKind::InvalidToken,
-                        format!("The bearer token was refused: {e}."),
-                    )
-                })
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return std::future::ready(Err(ApiError::not_found()));
+        };
+        let Some(auth) = state.staff_auth.as_ref() else {
+            return std::future::ready(Err(ApiError::not_found()));
+        };
+        let refused = |reason: &'static str| {
+            state
+                .refusals
+                .count(&state.metrics, reason, state.clock.now());
+        };
+        let result = match bearer_token(req) {
+            Err(e) => {
+                refused("missing-token");
+                Err(e)
+            }
+            Ok(token) => auth.verify(token).map(Self).map_err(|e| {
+                refused(e.code());
+                ApiError::unauthorized(
+                    ProblemKind::InvalidToken,
+                    format!("The bearer token was refused: {e}."),
+                )
             }),
         };
-        Box::pin(async move {
-            if let (Err(e), Some(state)) = (&result, state) {
-                let record = AuditRecord::new("bearer:unverified", AuditAction::AuthRefused)
-                    .detail(format!("{} on {path}: {}", e.status.as_u16(), e.detail));
-                super::record_access(&state, record).await?;
-            }
-            result
-        })
+        std::future::ready(result)
     }
 }
 

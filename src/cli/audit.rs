@@ -173,7 +173,7 @@ fn export(
         actix_web::rt::System::new().block_on(async {
             let store = Store::connect(&config.database).await?;
             let export = Export::begin(&store, format, from_at, to_at).await?;
-            let detail = export.detail(from.as_deref(), to.as_deref());
+            let detail = export.detail(from_at, to_at);
             store
                 .audit(
                     &AuditRecord::new(format!("operator:{operator}"), AuditAction::AuditExported)

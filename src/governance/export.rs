@@ -62,14 +62,14 @@ impl Export {
         self.upto
     }
 
-    /// The detail of the export's `audit.exported` entry: the format and the period as
-    /// asked for (`from`, `to` as given, empty when absent), and the entry it ends at.
-    pub fn detail(&self, from: Option<&str>, to: Option<&str>) -> String {
+    /// The detail of the export's `audit.exported` entry: the format, the period asked
+    /// for ([`period_bound`]) and the entry it ends at.
+    pub fn detail(&self, from: Timestamp, to: Timestamp) -> String {
         format!(
             "format={} from={} to={} up to entry {}",
             self.format.name(),
-            from.unwrap_or(""),
-            to.unwrap_or(""),
+            period_bound(from),
+            period_bound(to),
             self.upto
         )
     }
@@ -274,9 +274,36 @@ fn csv_line(entry: &AuditEntry, hash: &str) -> String {
     fields.join(",") + "\n"
 }
 
+/// A period's bound as audit entries show it: the parsed instant in the gateway's own
+/// RFC 3339 form, never the text the caller gave (whose fraction of a second can be any
+/// number of digits); empty for an open end (`Timestamp::MIN`, `Timestamp::MAX`).
+pub fn period_bound(at: Timestamp) -> String {
+    if at == Timestamp::MIN || at == Timestamp::MAX {
+        String::new()
+    } else {
+        at.to_rfc3339()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn period_bounds_are_shown_in_the_gateways_form_not_the_callers() {
+        let given = crate::api::query::period(
+            Some("2026-01-01T00:00:00.9434765919Z"),
+            None,
+            Timestamp::MIN,
+            Timestamp::MAX,
+        );
+        let Ok((from, to)) = given else {
+            panic!("a valid period");
+        };
+        assert_eq!(period_bound(from), "2026-01-01T00:00:00.943476Z");
+        assert_eq!(period_bound(to), "");
+        assert_eq!(period_bound(Timestamp::MIN), "");
+    }
 
     #[test]
     fn csv_fields_are_quoted_when_needed() {

@@ -36,6 +36,11 @@ pub enum EventError {
     Illegal(#[from] IllegalTransition),
     #[error("this event_id was already used for a different event on this referral")]
     Conflict,
+    #[error(
+        "this referral already has {} events, the most one may have",
+        crate::store::MAX_EVENTS_PER_REFERRAL
+    )]
+    TooMany,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -212,6 +217,7 @@ impl Events {
             EventOutcome::Conflict => Err(EventError::Conflict),
             EventOutcome::Illegal(illegal) => Err(EventError::Illegal(illegal)),
             EventOutcome::NoSuchReferral => Err(EventError::NotFound),
+            EventOutcome::TooMany => Err(EventError::TooMany),
         }
     }
 }

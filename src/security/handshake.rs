@@ -149,6 +149,16 @@ pub fn report(
     fingerprint: Option<&[u8; 32]>,
 ) {
     metrics.handshake_failure(listener, reason);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(left_out) = LOG_BUDGET
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(now)
+    else {
+        return;
+    };
     let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     let fingerprint = fingerprint.map_or_else(|| "none".to_owned(), super::digest::fingerprint_hex);
     tracing::warn!(
@@ -156,8 +166,44 @@ pub fn report(
         %peer,
         reason = reason.as_str(),
         %fingerprint,
+        left_out,
         "client refused: TLS client certificate not accepted"
     );
+}
+
+/// At most this many refused clients are logged a second (the metric counts every one):
+/// anybody can open connections without a certificate as fast as they like.
+const LOGGED_PER_SECOND: u32 = 20;
+
+static LOG_BUDGET: std::sync::Mutex<LogBudget> = std::sync::Mutex::new(LogBudget {
+    second: 0,
+    used: 0,
+    left_out: 0,
+});
+
+/// How many refusals have been logged in the current second, and how many were left out
+/// since the last line logged.
+struct LogBudget {
+    second: u64,
+    used: u32,
+    left_out: u64,
+}
+
+impl LogBudget {
+    /// Whether a refusal at `second` may be logged: `Some(n)` with the number left out
+    /// before it (which its line reports), or `None` (it is left out).
+    fn admit(&mut self, second: u64) -> Option<u64> {
+        if second != self.second {
+            self.second = second;
+            self.used = 0;
+        }
+        if self.used >= LOGGED_PER_SECOND {
+            self.left_out = self.left_out.saturating_add(1);
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.left_out))
+    }
 }
 
 /// The handshake error of a failed connection, classified; `None` when the connection
@@ -333,6 +379,23 @@ impl ClientCertVerifier for ReloadableVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_logged_are_bounded_per_second_and_the_rest_reported() {
+        let mut budget = LogBudget {
+            second: 0,
+            used: 0,
+            left_out: 0,
+        };
+        for _ in 0..LOGGED_PER_SECOND {
+            assert_eq!(budget.admit(7), Some(0));
+        }
+        assert_eq!(budget.admit(7), None);
+        assert_eq!(budget.admit(7), None);
+        // The next second's first line says how many were left out.
+        assert_eq!(budget.admit(8), Some(2));
+        assert_eq!(budget.admit(8), Some(0));
+    }
 
     #[test]
     fn reasons_are_distinct_and_map_from_rustls_errors() {

@@ -356,6 +356,10 @@ pub const COLUMNS: [&str; 15] = [
 /// command line default to the same period, the 30 days up to now.
 pub const DEFAULT_PERIOD_DAYS: i64 = 30;
 
+/// The longest period a report (or a console page built on one) may cover: a year, leap
+/// or not.
+pub const MAX_PERIOD_DAYS: i64 = 366;
+
 fn cells(row: &ReportRow) -> Vec<String> {
     let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     vec![

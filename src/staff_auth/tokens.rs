@@ -109,6 +109,28 @@ pub enum TokenError {
     BadSubject,
 }
 
+impl TokenError {
+    /// A fixed code for the reason, for counts and the audit log (the message can hold
+    /// text from the token, such as its `kid`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::NoKeyId => "no-kid",
+            Self::UnknownKey(_) => "unknown-key",
+            Self::AlgorithmNotAllowed => "algorithm-not-allowed",
+            Self::BadSignature => "bad-signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not-yet-valid",
+            Self::WrongIssuer => "wrong-issuer",
+            Self::WrongAudience => "wrong-audience",
+            Self::MissingClaim(_) => "missing-claim",
+            Self::CriticalHeader => "crit-header",
+            Self::IssuerNotAString => "iss-not-a-string",
+            Self::BadSubject => "bad-sub",
+        }
+    }
+}
+
 impl From<jsonwebtoken::errors::Error> for TokenError {
     fn from(e: jsonwebtoken::errors::Error) -> Self {
         use jsonwebtoken::errors::ErrorKind;

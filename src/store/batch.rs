@@ -1026,6 +1026,16 @@ async fn write_event(
         Ok(next) => next,
         Err(illegal) => return Ok(EventOutcome::Illegal(illegal)),
     };
+    // Bounded: a referral's timeline is read whole, and follow-ups need no status change.
+    let recorded: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM referral_events WHERE referral_id = $1")
+            .bind(&referral_id)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("n")?;
+    if recorded >= super::events::MAX_EVENTS_PER_REFERRAL {
+        return Ok(EventOutcome::TooMany);
+    }
     let (body, messages) = (new.render)(next);
     sqlx::query(
         "INSERT INTO referral_events (id, referral_id, event_id, actor_agency, event_type, status_after, body, \

@@ -30,7 +30,12 @@ pub enum EventOutcome {
     Conflict,
     Illegal(IllegalTransition),
     NoSuchReferral,
+    /// The referral already has [`MAX_EVENTS_PER_REFERRAL`] events.
+    TooMany,
 }
+
+/// The most events one referral may have (its timeline is read and returned whole).
+pub const MAX_EVENTS_PER_REFERRAL: i64 = 200;
 
 impl StoredEvent {
     pub(crate) fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {

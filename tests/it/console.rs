@@ -713,6 +713,19 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         let got = post_form(&app, &auditor, path, body).await.status();
         assert_eq!(got, status, "POST {path} {body}");
     }
+    // A form that cannot be read gets the console's own error page, not plain text.
+    let unreadable = post_form(&app, &auditor, "/console/audit", "from=2020-01-01").await;
+    assert!(
+        unreadable.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        unreadable.headers()
+    );
+    let page = unreadable.text().await.unwrap();
+    assert!(page.contains("The form could not be read"), "{page}");
+    assert!(!page.contains("2020-01-01"), "{page}");
     // Sign-out ends the session even for a copy of the cookie.
     let r = post_form(
         &app,

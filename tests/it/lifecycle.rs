@@ -218,6 +218,56 @@ async fn refusals_and_retries(backend: Backend) {
 
 on_both_backends!(refusals_and_retries);
 
+/// A referral holds at most 200 events (its timeline is read whole): the 201st is refused
+/// with `409 too-many-events`, written nowhere; a retry of an event already recorded is
+/// still answered as its replay.
+async fn events_per_referral_are_bounded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.submit(example_text("cmht")).await;
+    let note = event("follow_up", json!({"detail": "Chased by phone."}));
+    app.post_event_as("coventry-liaison", &id, &note, 201).await;
+    // 199 more, written straight into the table (posting them would only be slower).
+    let recorded_at = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000;
+    for n in 0..199 {
+        sqlx::query(
+            "INSERT INTO referral_events (id, referral_id, event_id, actor_agency, event_type, status_after, body, \
+             request_sha256, occurred_at, recorded_at) VALUES ($1, $2, $3, 'coventry-liaison', 'follow_up', 'received', '{}', 'x', $4, $4)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&id)
+        .bind(format!("filler-{n}"))
+        .bind(recorded_at)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    }
+    let more = event("follow_up", json!({"detail": "Chased again."}));
+    let body = app.post_event_as("coventry-liaison", &id, &more, 409).await;
+    assert_eq!(body["type"], "urn:referral-gateway:problem:too-many-events");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("200 events")),
+        "{body}"
+    );
+    // Also a status change: the limit is on the timeline, whatever the event.
+    app.post_event_as("coventry-cmht", &id, &event("acknowledged", json!({})), 409)
+        .await;
+    // The first note's retry is still its replay.
+    app.post_event_as("coventry-liaison", &id, &note, 200).await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM referral_events WHERE referral_id = $1",
+            &id
+        )
+        .await,
+        200
+    );
+    app.stop().await;
+}
+
+on_both_backends!(events_per_referral_are_bounded);
+
 /// Follow-ups and withdrawals from the sender reach the recipient's queue.
 #[tokio::test]
 async fn withdrawal_reaches_the_recipient() {

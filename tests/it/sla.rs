@@ -446,6 +446,19 @@ async fn report_matches_hand_computed_values(backend: Backend) {
     assert_eq!(r["rows"], json!([]));
     app.get_as(cmht, "/v1/reports/sla?from=yesterday", 400)
         .await;
+    // A report reads every referral of its period: a year at most.
+    app.get_as(cmht, "/v1/reports/sla?from=2025-01-01&to=2025-12-31", 200)
+        .await;
+    let too_long = app
+        .get_as(cmht, "/v1/reports/sla?from=0001-01-01", 400)
+        .await;
+    assert_eq!(too_long["type"], "urn:referral-gateway:problem:bad-query");
+    assert!(
+        too_long["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 366 days")),
+        "{too_long}"
+    );
     let bad_format = app.get_as(cmht, "/v1/reports/sla?format=xml", 400).await;
     assert_eq!(bad_format["detail"], "'format' must be json or csv");
     // `?format=csv`: the same rows, under the JSON members' names.

@@ -211,34 +211,66 @@ async fn jwt_checks(backend: Backend) {
     let manager = idp.es256(&Idp::claims(&["service_manager"], Some("coventry-cmht")));
     app.staff_get("/v1/audit/export", &manager, 403).await;
 
-    // Every refusal is in the audit log: 9 bad tokens, 2 without one, 2 without the role.
-    assert_eq!(app.count_action("auth.refused").await, 13);
-    let refusal_details: Vec<String> = {
-        use sqlx::Row;
-        sqlx::query(
-            "SELECT actor, detail FROM audit_log WHERE action = 'auth.refused' ORDER BY seq",
-        )
-        .fetch_all(app.store.pool())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r.get::<String, _>("actor"),
-                r.get::<String, _>("detail")
+    // The 2 refusals of verified callers (without the role) are audit entries of their
+    // own; the 11 without a verified identity (9 bad tokens, 2 without one) are tallied,
+    // and reach the log as one entry holding counts by reason, none of the tokens' text.
+    let refusals = |app: &TestApp| {
+        let pool = app.store.pool().clone();
+        async move {
+            use sqlx::Row;
+            sqlx::query(
+                "SELECT actor, detail FROM audit_log WHERE action = 'auth.refused' ORDER BY seq",
             )
-        })
-        .collect()
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.get::<String, _>("actor"),
+                    r.get::<String, _>("detail")
+                )
+            })
+            .collect::<Vec<String>>()
+        }
     };
+    let audited = refusals(&app).await;
+    assert_eq!(audited.len(), 2, "{audited:?}");
     assert!(
-        refusal_details[2].contains("expired"),
-        "{refusal_details:?}"
+        audited
+            .iter()
+            .all(|d| d.starts_with("staff:ig.lead@example.org 403")),
+        "{audited:?}"
     );
+    app.record_refusals().await;
+    let audited = refusals(&app).await;
+    assert_eq!(audited.len(), 3, "{audited:?}");
+    let tally = &audited[2];
     assert!(
-        refusal_details[12].starts_with("staff:ig.lead@example.org 403"),
-        "{refusal_details:?}"
+        tally.starts_with("bearer:unverified 11 unverified requests refused from "),
+        "{tally}"
     );
+    for reason in [
+        "missing-token 2",
+        "expired 1",
+        "not-yet-valid 1",
+        "wrong-issuer 1",
+        "wrong-audience 1",
+        "unknown-key 1",
+    ] {
+        assert!(tally.contains(reason), "{reason}: {tally}");
+    }
+    assert!(!tally.contains("somebody-else"), "{tally}");
+    // Counted in the metrics too, by the same fixed reasons.
+    let metrics = app.ops_text("/metrics").await;
+    assert!(
+        metrics.contains("refgw_auth_refused_unverified_total{reason=\"missing-token\"} 2"),
+        "{metrics}"
+    );
+    // Nothing more to write: no empty entry.
+    app.record_refusals().await;
+    assert_eq!(app.count_action("auth.refused").await, 3);
     // Staff routes are not on the agency listener, and agency certificates are not
     // staff credentials.
     let r = agency_client("coventry-liaison")
@@ -360,7 +392,10 @@ async fn hostile_headers_and_claims(backend: Backend) {
             "{case}: {detail}"
         );
     }
-    assert_eq!(app.count_action("auth.refused").await, cases.len() as i64);
+    // Tallied, then written as one entry of counts by reason.
+    assert_eq!(app.count_action("auth.refused").await, 0);
+    app.record_refusals().await;
+    assert_eq!(app.count_action("auth.refused").await, 1);
     use sqlx::Row;
     let rows = sqlx::query("SELECT actor, detail FROM audit_log WHERE action = 'auth.refused'")
         .fetch_all(app.store.pool())
@@ -468,13 +503,31 @@ async fn service_manager_scope(backend: Backend) {
             "staff:ig.lead@example.org report.sla",
         ]
     );
-    // One referral's status and timeline (never its payload): a manager sees their
-    // agency's, and gets 404 for others; an auditor sees any.
+    // One referral's status and timeline (never its payload, nor the free text the two
+    // agencies wrote each other in its events): a manager sees their agency's, and gets
+    // 404 for others; an auditor sees any.
+    app.post_event_as(
+        "coventry-cmht",
+        &to_cmht,
+        &event(
+            "acknowledged",
+            json!({"detail": "Seen by the duty worker at the clinic."}),
+        ),
+        201,
+    )
+    .await;
+    let party = app.view_as("coventry-liaison", &to_cmht, 200).await;
+    assert_eq!(
+        party["timeline"][0]["detail"],
+        "Seen by the duty worker at the clinic."
+    );
     let view = app
         .staff_get(&format!("/v1/referrals/{to_cmht}"), &manager, 200)
         .await;
     assert_eq!(view["referral_id"], to_cmht.as_str());
     assert!(view["timeline"].is_array() && view.get("person").is_none());
+    assert_eq!(view["timeline"][0]["type"], "acknowledged");
+    assert!(view["timeline"][0].get("detail").is_none(), "{view}");
     app.staff_get(&format!("/v1/referrals/{to_iapt}"), &manager, 404)
         .await;
     app.staff_get(&format!("/v1/referrals/{to_iapt}"), &auditor, 200)

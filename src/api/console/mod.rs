@@ -92,6 +92,7 @@ pub fn configure(dev_sign_in: bool) -> impl Fn(&mut web::ServiceConfig) + Clone 
         cfg.route("/console", web::get().to(pages::to_root));
         let mut scope = web::scope("/console")
             .wrap(actix_web::middleware::from_fn(layer))
+            .app_data(form_config())
             .route("/", web::get().to(pages::overview))
             .route("/sign-in", web::get().to(pages::sign_in))
             .route("/sign-out", web::post().to(pages::sign_out))
@@ -113,6 +114,25 @@ pub fn configure(dev_sign_in: bool) -> impl Fn(&mut web::ServiceConfig) + Clone 
         }
         cfg.service(scope.default_service(web::to(pages::not_found)));
     }
+}
+
+/// A console form that cannot be read (another content type, too large, a field missing
+/// or malformed) is answered with the console's error page (400), not actix's plain text;
+/// the page says nothing of what was sent.
+fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _req| {
+            actix_web::error::InternalError::from_response(
+                err,
+                pages::error_page(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "The form could not be read",
+                    "Go back to the page, reload it and send the form again.",
+                ),
+            )
+            .into()
+        })
 }
 
 /// Security headers on every console response; the session from the cookie in the

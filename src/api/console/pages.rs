@@ -366,14 +366,12 @@ fn new_session(console: &ConsoleState, identity: &StaffIdentity, via: &str, now:
     }
 }
 
-async fn refuse_sign_in(state: &AppState, reason: &'static str) -> Result<(), ConsoleError> {
-    crate::api::record_access(
-        state,
-        AuditRecord::new("bearer:unverified", AuditAction::AuthRefused)
-            .detail(format!("console sign-in refused: {reason}")),
-    )
-    .await?;
-    Ok(())
+/// A sign-in refused before anybody was identified: counted in the tally of unverified
+/// refusals (`api::refusals`), which the audit log receives once a minute.
+fn refuse_sign_in(state: &AppState, reason: &'static str) {
+    state
+        .refusals
+        .count(&state.metrics, reason, state.clock.now());
 }
 
 #[derive(Deserialize)]
@@ -543,17 +541,13 @@ pub async fn oidc_callback(
     let (Some(login), Some(code), Some(returned)) =
         (login, query.code.as_deref(), query.state.as_deref())
     else {
-        refuse_sign_in(
-            &state,
-            "no sign-in in progress, or the provider returned no code",
-        )
-        .await?;
+        refuse_sign_in(&state, "console-no-sign-in");
         return Ok(refused(
             "The sign-in was not started here, took too long, or was cancelled.",
         ));
     };
     if !session::same_token(&login.state, returned) {
-        refuse_sign_in(&state, "state mismatch").await?;
+        refuse_sign_in(&state, "console-state-mismatch");
         return Ok(refused(
             "The sign-in response does not match the sign-in started here.",
         ));
@@ -565,7 +559,7 @@ pub async fn oidc_callback(
         Ok(identity) => identity,
         Err(e) => {
             tracing::warn!(error = %e, "console sign-in refused");
-            refuse_sign_in(&state, "the identity provider's answer was refused").await?;
+            refuse_sign_in(&state, "console-provider-refused");
             return Ok(refused(
                 "The identity provider's answer could not be verified.",
             ));
@@ -1081,6 +1075,7 @@ pub async fn referral(
         &path.into_inner(),
         caller.0.actor(),
         agency.as_deref(),
+        crate::api::referrals::Viewer::Staff,
     )
     .await?;
     let r = &view.receipt;

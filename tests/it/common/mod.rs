@@ -264,6 +264,7 @@ pub struct TestApp {
     pub db: TestDatabase,
     /// Reloads the configuration (a gateway started with `start_reloadable`).
     pub reloader: Option<Arc<referral_gateway::reload::Reloader>>,
+    refusals: Arc<referral_gateway::api::refusals::RefusalTally>,
 }
 
 impl TestApp {
@@ -330,6 +331,7 @@ impl TestApp {
             .staff_addr()
             .map(|a| format!("https://localhost:{}", a.port()));
         let store = app.store().clone();
+        let refusals = app.refusals();
         let handles = app.handles();
         let running = tokio::spawn(app.run_until_stopped());
         Self {
@@ -341,7 +343,17 @@ impl TestApp {
             running,
             db,
             reloader,
+            refusals,
         }
+    }
+
+    /// Writes the tally of unverified refusals to the audit log now (the gateway does it
+    /// once a minute and when it stops).
+    pub async fn record_refusals(&self) {
+        self.refusals
+            .record(&self.store, time::OffsetDateTime::now_utc())
+            .await
+            .expect("the tally is written");
     }
 
     pub fn url(&self, path: &str) -> String {
