@@ -299,6 +299,14 @@ fn build(
 
     let tls = tls::build_tls(raw.tls);
     if profile == crate::security::published::Profile::Production {
+        // Fail closed: without an agreement every referral would be shared whole, under
+        // permissions alone (which the development profile allows, for trying it out).
+        if sharing_agreements.is_empty() && registry.agencies().any(|a| a.role.sends()) {
+            problems.push(
+                "sharing_agreements",
+                "the production profile needs at least one [[sharing_agreements]] entry: without one, referrals are shared whole under permissions alone (docs/configuration.md; profile = \"development\" allows it for trying the gateway out)",
+            );
+        }
         profile::refuse_published_material(
             &tls,
             &audit,

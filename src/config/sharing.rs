@@ -195,6 +195,19 @@ mod tests {
     use crate::config::testing::{base, load};
 
     #[test]
+    fn production_needs_an_agreement_where_anybody_sends() {
+        let production = base().replace("profile = \"development\"", "profile = \"production\"");
+        let err = load(&production, &NoEnv).unwrap_err().to_string();
+        assert!(
+            err.contains("sharing_agreements: the production profile needs at least one"),
+            "{err}"
+        );
+        // Development allows it, for trying the gateway out.
+        let development = load(&base(), &NoEnv);
+        assert!(development.is_ok(), "{development:?}");
+    }
+
+    #[test]
     fn agreements_and_permissions_name_their_areas() {
         let agreement = |extra: &str| {
             format!(
