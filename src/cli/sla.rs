@@ -62,7 +62,8 @@ pub fn run(config_path: &Path, command: SlaCommand) -> anyhow::Result<ExitCode> 
         anyhow::bail!("--agency: no agency '{a}' is configured");
     }
     let rows = actix_web::rt::System::new().block_on(async move {
-        let store = Store::connect(&config.database).await?;
+        // With the payload keys: first contacts' outcomes are read from sealed events.
+        let store = Store::open(&config).await?;
         let rows = sla_report(&store, from, to, agency.as_deref(), now).await?;
         anyhow::Ok(rows)
     })?;

@@ -1005,7 +1005,7 @@ async fn write_event(
         .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?;
 
     let previous = sqlx::query(
-        "SELECT event_id, actor_agency, event_type, status_after, body, request_sha256, occurred_at, recorded_at \
+        "SELECT id, event_id, actor_agency, event_type, status_after, body, body_key_id, request_sha256, occurred_at, recorded_at \
          FROM referral_events WHERE referral_id = $1 AND actor_agency = $2 AND event_id = $3",
     )
     .bind(&referral_id)
@@ -1016,7 +1016,7 @@ async fn write_event(
     if let Some(previous) = previous {
         let same: String = previous.try_get("request_sha256")?;
         return Ok(if same == new.request_sha256 {
-            EventOutcome::Replayed(StoredEvent::from_row(&previous)?)
+            EventOutcome::Replayed(StoredEvent::from_row(&previous, store)?)
         } else {
             EventOutcome::Conflict
         });
@@ -1037,20 +1037,24 @@ async fn write_event(
         return Ok(EventOutcome::TooMany);
     }
     let (body, messages) = (new.render)(next);
+    // Sealed at rest, bound to the record's id: it holds the agencies' free text.
+    let record_id = new.id.to_string();
+    let (stored_body, body_key_id) = store.seal_payload(&body, &record_id)?;
     sqlx::query(
         "INSERT INTO referral_events (id, referral_id, event_id, actor_agency, event_type, status_after, body, \
-         request_sha256, occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         request_sha256, occurred_at, recorded_at, body_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(new.id.to_string())
+    .bind(&record_id)
     .bind(&referral_id)
     .bind(&new.event_id)
     .bind(new.actor_agency.as_str())
     .bind(new.event_type.as_str())
     .bind(next.as_str())
-    .bind(&body)
+    .bind(&stored_body)
     .bind(&new.request_sha256)
     .bind(occurred_at)
     .bind(recorded_at)
+    .bind(body_key_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
@@ -1060,7 +1064,7 @@ async fn write_event(
         .execute(&mut *conn)
         .await?;
     for message in &messages {
-        insert_outbox(conn, &referral_id, message, recorded_at).await?;
+        insert_outbox(conn, &referral_id, message, recorded_at, Some(store)).await?;
     }
     for clock in new.meets {
         sqlx::query(

@@ -158,18 +158,18 @@ impl Backend {
         }
     }
 
-    /// The first-contact events (`referral_id`, `body`) of the referrals received in
+    /// The first-contact events (`id`, `referral_id`, `body`, `body_key_id`) of the referrals received in
     /// `[$1, $2)` that agency `$3` sent or received (every agency's when `$3` is empty).
     pub(crate) const fn first_contacts_sql(self) -> &'static str {
         match self {
             Self::Postgres => {
-                "SELECT e.referral_id, e.body FROM referral_events e \
+                "SELECT e.id, e.referral_id, e.body, e.body_key_id FROM referral_events e \
                  WHERE e.event_type = 'first_contact' AND e.referral_id = ANY(ARRAY( \
                    SELECT r.id FROM referrals r WHERE r.received_at >= $1 AND r.received_at < $2 \
                    AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)))"
             }
             Self::Sqlite => {
-                "SELECT e.referral_id, e.body FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
+                "SELECT e.id, e.referral_id, e.body, e.body_key_id FROM referral_events e JOIN referrals r ON r.id = e.referral_id \
                  WHERE e.event_type = 'first_contact' AND r.received_at >= $1 AND r.received_at < $2 \
                  AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3)"
             }

@@ -38,7 +38,11 @@ pub enum EventOutcome {
 pub const MAX_EVENTS_PER_REFERRAL: i64 = 200;
 
 impl StoredEvent {
-    pub(crate) fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, StoreError> {
+    /// An event from its row (with `id` and `body_key_id`), its record opened with
+    /// `store`'s payload keys when it was sealed.
+    pub(crate) fn from_row(row: &sqlx::any::AnyRow, store: &Store) -> Result<Self, StoreError> {
+        let record_id: String = row.try_get("id")?;
+        let key_id: Option<String> = row.try_get("body_key_id")?;
         let status: String = row.try_get("status_after")?;
         let actor: String = row.try_get("actor_agency")?;
         let event_type: String = row.try_get("event_type")?;
@@ -52,7 +56,7 @@ impl StoredEvent {
             status_after: status
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?,
-            body: row.try_get("body")?,
+            body: store.open_payload(row.try_get("body")?, key_id.as_deref(), &record_id)?,
             occurred_at: from_micros(row.try_get("occurred_at")?)?,
             recorded_at: from_micros(row.try_get("recorded_at")?)?,
         })
@@ -76,35 +80,50 @@ impl Store {
     /// A referral's events, oldest first.
     pub async fn events(&self, id: ReferralId) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT event_id, actor_agency, event_type, status_after, body, occurred_at, recorded_at \
+            "SELECT id, event_id, actor_agency, event_type, status_after, body, body_key_id, occurred_at, recorded_at \
              FROM referral_events WHERE referral_id = $1 ORDER BY recorded_at, id",
         )
         .bind(id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(StoredEvent::from_row).collect()
+        rows.iter()
+            .map(|row| StoredEvent::from_row(row, self))
+            .collect()
     }
 }
 
 /// Writes one outbox row, due at once (`next_attempt_at = 0`): the relay's retry times
-/// are its own business, independent of the clock that stamped the row.
+/// are its own business, independent of the clock that stamped the row. With `sealer`,
+/// the message's own payload is sealed with its payload key, bound to the message's id
+/// (an event's messages carry the agencies' free text); SLA notices, which hold ids and
+/// times only, are written without.
 pub(crate) async fn insert_outbox(
     conn: &mut sqlx::AnyConnection,
     referral_id: &str,
     message: &OutboxMessage,
     at: i64,
+    sealer: Option<&Store>,
 ) -> Result<(), StoreError> {
+    let (payload, key_id) = match (message.payload(), sealer) {
+        (Some(plain), Some(store)) => {
+            let bound_to = message.message_id().unwrap_or(referral_id);
+            let (sealed, key_id) = store.seal_payload(plain, bound_to)?;
+            (Some(sealed), key_id)
+        }
+        (payload, _) => (payload.map(str::to_owned), None),
+    };
     sqlx::query(
-        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at, payload, message_id) \
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+        "INSERT INTO outbox (referral_id, message_type, exchange, routing_key, created_at, next_attempt_at, payload, message_id, payload_key_id) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)",
     )
     .bind(referral_id)
     .bind(message.message_type().as_str())
     .bind(message.exchange().as_str())
     .bind(message.routing_key())
     .bind(at)
-    .bind(message.payload())
+    .bind(payload)
     .bind(message.message_id())
+    .bind(key_id)
     .execute(conn)
     .await?;
     Ok(())

@@ -92,7 +92,7 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT o.id, o.referral_id, COALESCE(o.message_id, o.referral_id) AS message_id, o.message_type, o.exchange, o.routing_key, o.attempts, o.created_at, \
-             o.payload AS own_payload, r.payload AS referral_payload, r.payload_key_id, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
+             o.payload AS own_payload, o.payload_key_id AS own_key_id, r.payload AS referral_payload, r.payload_key_id, r.priority, r.sender_agency, r.recipient_agency, r.service_type, r.schema_id, r.correlation_id \
              FROM outbox o JOIN referrals r ON r.id = o.referral_id \
              WHERE o.claimed_by = $1 AND o.published_at IS NULL ORDER BY o.id",
         )
@@ -103,7 +103,11 @@ impl Store {
         for row in &rows {
             let referral_id: String = row.try_get("referral_id")?;
             let payload = match row.try_get::<Option<String>, _>("own_payload")? {
-                Some(own) => Ok(own),
+                Some(own) => {
+                    let key_id: Option<String> = row.try_get("own_key_id")?;
+                    let message_id: String = row.try_get("message_id")?;
+                    self.open_payload(own, key_id.as_deref(), &message_id)
+                }
                 None => {
                     let key_id: Option<String> = row.try_get("payload_key_id")?;
                     self.open_payload(

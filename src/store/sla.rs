@@ -195,7 +195,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             for message in render(&due, Due::Warning) {
-                insert_outbox(&mut tx, &referral_id, &message, now).await?;
+                insert_outbox(&mut tx, &referral_id, &message, now, None).await?;
             }
             counts.warnings += 1;
         }
@@ -228,7 +228,7 @@ impl Store {
                 counts.undelivered += usize::try_from(changed.rows_affected()).unwrap_or(0);
             }
             for message in render(&due, Due::Breach) {
-                insert_outbox(&mut tx, &referral_id, &message, now).await?;
+                insert_outbox(&mut tx, &referral_id, &message, now, None).await?;
             }
             counts.breaches += 1;
         }
@@ -377,7 +377,10 @@ impl Store {
         let contacts = rows
             .iter()
             .map(|row| {
-                let body: String = row.try_get("body")?;
+                let record_id: String = row.try_get("id")?;
+                let key_id: Option<String> = row.try_get("body_key_id")?;
+                let body =
+                    self.open_payload(row.try_get("body")?, key_id.as_deref(), &record_id)?;
                 let outcome = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["contact"]["outcome"].as_str().map(str::to_owned))

@@ -317,6 +317,38 @@ async fn withdrawal_reaches_the_recipient() {
         serde_json::from_slice::<Value>(&status[0].data).unwrap()["type"],
         "withdrawn"
     );
+    // The recipient got the note's text; the database holds it sealed only (the event
+    // records and their messages' payloads, each with its key id), and the parties'
+    // timeline opens it.
+    let note_message: Value = serde_json::from_slice(&messages[0].data).unwrap();
+    assert_eq!(
+        note_message["detail"],
+        "Chased by phone; GP details supplied."
+    );
+    use sqlx::Row;
+    let stored = sqlx::query(
+        "SELECT body AS text, body_key_id AS key_id FROM referral_events WHERE referral_id = $1 \
+         UNION ALL SELECT payload AS text, payload_key_id AS key_id FROM outbox WHERE referral_id = $1 AND payload IS NOT NULL",
+    )
+    .bind(&id)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 2 + 3, "two events, three messages of theirs");
+    for row in &stored {
+        let text: String = row.get("text");
+        let key_id: Option<String> = row.get("key_id");
+        assert!(key_id.is_some(), "sealed: {text}");
+        assert!(
+            !text.contains("Chased") && !text.contains("remanded"),
+            "{text}"
+        );
+    }
+    let view = app.view_as("coventry-substance-misuse", &id, 200).await;
+    assert_eq!(
+        view["timeline"][0]["detail"],
+        "Chased by phone; GP details supplied."
+    );
     app.stop().await;
     broker.cleanup().await;
 }
