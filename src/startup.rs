@@ -338,8 +338,6 @@ impl Application {
         if let Some(relay) = relay {
             workers.push(Worker::spawn("relay", |stop| relay.run(stop)));
         }
-        // Stopped after the listeners (whose requests wait for it) and before the
-        // checkpointer (whose last checkpoint then covers every batch).
         // Before the committer, so that its last tally is written.
         let recorder = api::refusals::TallyRecorder {
             tally: refusals.clone(),
@@ -347,6 +345,8 @@ impl Application {
             clock: clock.clone(),
         };
         workers.push(Worker::spawn("refusal tally", |stop| recorder.run(stop)));
+        // Stopped after the listeners (whose requests wait for it) and before the
+        // checkpointer (whose last checkpoint then covers every batch).
         workers.push(Worker::spawn("committer", |stop| committer.run(stop)));
         workers.push(Worker::spawn("audit checkpointer", |stop| {
             checkpointer.run(stop)

@@ -411,7 +411,7 @@ impl From<crate::intake::events::EventError> for ApiError {
             E::TooMany => Self::of(
                 ProblemKind::TooManyEvents,
                 format!(
-                    "This referral already has {} events, the most one may have. Contact the other agency another way, or send a new referral.",
+                    "Your agency already has {} events on this referral, the most it may post. Contact the other agency another way.",
                     crate::store::MAX_EVENTS_PER_REFERRAL
                 ),
             ),

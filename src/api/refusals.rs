@@ -87,7 +87,7 @@ impl RefusalTally {
             whole_seconds(last),
             reasons.join(", ")
         ));
-        match store.audit(&record, now).await {
+        match store.audit_waiting(&record, now).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.restore(taken);

@@ -37,7 +37,7 @@ pub enum EventError {
     #[error("this event_id was already used for a different event on this referral")]
     Conflict,
     #[error(
-        "this referral already has {} events, the most one may have",
+        "this agency already has {} events on this referral, the most it may post",
         crate::store::MAX_EVENTS_PER_REFERRAL
     )]
     TooMany,

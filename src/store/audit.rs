@@ -123,6 +123,24 @@ impl Store {
         self.audit_all(std::slice::from_ref(record), at).await
     }
 
+    /// [`Self::audit`] for a worker: waits for room in the committer's queue rather than
+    /// being refused while requests fill it (a worker's write must not be dropped).
+    pub async fn audit_waiting(
+        &self,
+        record: &AuditRecord,
+        at: time::OffsetDateTime,
+    ) -> Result<i64, StoreError> {
+        match self
+            .write_waiting(Write::Audit(vec![record.clone()], to_micros(at)))
+            .await?
+        {
+            Written::Audit(seq) => Ok(seq),
+            other => Err(StoreError::Corrupt(format!(
+                "an audit write came back as {other:?}"
+            ))),
+        }
+    }
+
     /// Appends entries in order, in one transaction.
     pub async fn audit_all(
         &self,

@@ -1026,20 +1026,25 @@ async fn write_event(
         Ok(next) => next,
         Err(illegal) => return Ok(EventOutcome::Illegal(illegal)),
     };
-    // Bounded: a referral's timeline is read whole, and follow-ups need no status change.
-    let recorded: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM referral_events WHERE referral_id = $1")
-            .bind(&referral_id)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get("n")?;
+    // Bounded: a referral's timeline is read whole, and follow-ups (and further first
+    // contacts) need no status change. Counted per agency, so that one agency's events
+    // never stop the other's.
+    let recorded: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM referral_events WHERE referral_id = $1 AND actor_agency = $2",
+    )
+    .bind(&referral_id)
+    .bind(new.actor_agency.as_str())
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("n")?;
     if recorded >= super::events::MAX_EVENTS_PER_REFERRAL {
         return Ok(EventOutcome::TooMany);
     }
     let (body, messages) = (new.render)(next);
     // Sealed at rest, bound to the record's id: it holds the agencies' free text.
     let record_id = new.id.to_string();
-    let (stored_body, body_key_id) = store.seal_payload(&body, &record_id)?;
+    let (stored_body, body_key_id) =
+        store.seal_payload(&body, &super::events::event_binding(&record_id))?;
     sqlx::query(
         "INSERT INTO referral_events (id, referral_id, event_id, actor_agency, event_type, status_after, body, \
          request_sha256, occurred_at, recorded_at, body_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -30,12 +30,24 @@ pub enum EventOutcome {
     Conflict,
     Illegal(IllegalTransition),
     NoSuchReferral,
-    /// The referral already has [`MAX_EVENTS_PER_REFERRAL`] events.
+    /// The posting agency already has [`MAX_EVENTS_PER_REFERRAL`] events on the referral.
     TooMany,
 }
 
-/// The most events one referral may have (its timeline is read and returned whole).
+/// The most events one agency may post on one referral (its timeline is read and
+/// returned whole); each of the two agencies has its own allowance.
 pub const MAX_EVENTS_PER_REFERRAL: i64 = 200;
+
+/// What an event record's seal is bound to: its record id, in a namespace of its own (a
+/// sealed record cannot pass for a message's payload or a referral's).
+pub(crate) fn event_binding(record_id: &str) -> String {
+    format!("event:{record_id}")
+}
+
+/// What an outbox message's own payload's seal is bound to: its message id.
+pub(crate) fn message_binding(message_id: &str) -> String {
+    format!("outbox:{message_id}")
+}
 
 impl StoredEvent {
     /// An event from its row (with `id` and `body_key_id`), its record opened with
@@ -56,7 +68,11 @@ impl StoredEvent {
             status_after: status
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?,
-            body: store.open_payload(row.try_get("body")?, key_id.as_deref(), &record_id)?,
+            body: store.open_payload(
+                row.try_get("body")?,
+                key_id.as_deref(),
+                &event_binding(&record_id),
+            )?,
             occurred_at: from_micros(row.try_get("occurred_at")?)?,
             recorded_at: from_micros(row.try_get("recorded_at")?)?,
         })
@@ -106,8 +122,8 @@ pub(crate) async fn insert_outbox(
 ) -> Result<(), StoreError> {
     let (payload, key_id) = match (message.payload(), sealer) {
         (Some(plain), Some(store)) => {
-            let bound_to = message.message_id().unwrap_or(referral_id);
-            let (sealed, key_id) = store.seal_payload(plain, bound_to)?;
+            let bound_to = message_binding(message.message_id().unwrap_or(referral_id));
+            let (sealed, key_id) = store.seal_payload(plain, &bound_to)?;
             (Some(sealed), key_id)
         }
         (payload, _) => (payload.map(str::to_owned), None),

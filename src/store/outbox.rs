@@ -106,7 +106,11 @@ impl Store {
                 Some(own) => {
                     let key_id: Option<String> = row.try_get("own_key_id")?;
                     let message_id: String = row.try_get("message_id")?;
-                    self.open_payload(own, key_id.as_deref(), &message_id)
+                    self.open_payload(
+                        own,
+                        key_id.as_deref(),
+                        &super::events::message_binding(&message_id),
+                    )
                 }
                 None => {
                     let key_id: Option<String> = row.try_get("payload_key_id")?;

@@ -218,9 +218,10 @@ async fn refusals_and_retries(backend: Backend) {
 
 on_both_backends!(refusals_and_retries);
 
-/// A referral holds at most 200 events (its timeline is read whole): the 201st is refused
-/// with `409 too-many-events`, written nowhere; a retry of an event already recorded is
-/// still answered as its replay.
+/// An agency may post at most 200 events on a referral (its timeline is read whole): the
+/// 201st is refused with `409 too-many-events`, written nowhere; a retry of an event
+/// already recorded is still answered as its replay; the other agency's allowance is its
+/// own, so a sender's follow-ups never stop the recipient's status changes.
 async fn events_per_referral_are_bounded(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let id = app.submit(example_text("cmht")).await;
@@ -250,18 +251,22 @@ async fn events_per_referral_are_bounded(backend: Backend) {
             .is_some_and(|d| d.contains("200 events")),
         "{body}"
     );
-    // Also a status change: the limit is on the timeline, whatever the event.
-    app.post_event_as("coventry-cmht", &id, &event("acknowledged", json!({})), 409)
+    // Also the sender's withdrawal: the limit is on the agency's events, whatever they are.
+    let withdraw = event("withdrawn", json!({"withdrawal_reason": "other"}));
+    app.post_event_as("coventry-liaison", &id, &withdraw, 409)
         .await;
     // The first note's retry is still its replay.
     app.post_event_as("coventry-liaison", &id, &note, 200).await;
+    // The recipient's allowance is its own.
+    app.post_event_as("coventry-cmht", &id, &event("acknowledged", json!({})), 201)
+        .await;
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM referral_events WHERE referral_id = $1",
             &id
         )
         .await,
-        200
+        201
     );
     app.stop().await;
 }
