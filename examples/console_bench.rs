@@ -776,7 +776,7 @@ async fn seed(
     copy_in(
         &mut conn,
         "referral_events",
-        "id, referral_id, event_id, actor_agency, event_type, status_after, body, request_sha256, occurred_at, recorded_at",
+        "id, referral_id, event_id, actor_agency, event_type, status_after, body, request_sha256, occurred_at, recorded_at, body_key_id",
         |out| {
             let Some(r) = rs.get(i) else { return Ok(false) };
             let Some(e) = r.events.get(k) else {
@@ -793,18 +793,23 @@ async fn seed(
                 r.recipient.id.as_str()
             };
             let body = with_record(r, e, &event_id, |record| record.to_json());
-            out.text(&uuid::Uuid::new_v4().to_string())
+            // Sealed as the gateway stores it (migration 0010).
+            let record_id = uuid::Uuid::new_v4().to_string();
+            let (key_id, sealed) =
+                keys.seal(&body, &referral_gateway::store::event_binding(&record_id))?;
+            out.text(&record_id)
                 .text(&r.id.to_string())
                 .text(&event_id)
                 .text(actor)
                 .text(e.kind.as_str())
                 .text(e.status_after.as_str())
-                .text(&body)
+                .text(&sealed)
                 .text(&referral_gateway::security::digest::sha256_hex(
                     body.as_bytes(),
                 ))
                 .int(e.occurred)
                 .int(e.recorded)
+                .text(&key_id)
                 .end();
             Ok(true)
         },
@@ -815,7 +820,7 @@ async fn seed(
     copy_in(
         &mut conn,
         "outbox",
-        "referral_id, message_type, exchange, routing_key, created_at, attempts, next_attempt_at, published_at, payload, message_id",
+        "referral_id, message_type, exchange, routing_key, created_at, attempts, next_attempt_at, published_at, payload, message_id, payload_key_id",
         |out| {
             let Some(r) = rs.get(i) else { return Ok(false) };
             let (message, created, published) = if k == 0 {
@@ -850,6 +855,14 @@ async fn seed(
             };
             k += 1;
             outbox_rows += 1;
+            // An event's message payload is sealed as the gateway stores it.
+            let sealed = match (message.payload(), message.message_id()) {
+                (Some(payload), Some(message_id)) => Some(keys.seal(
+                    payload,
+                    &referral_gateway::store::message_binding(message_id),
+                )?),
+                _ => None,
+            };
             out.text(&r.id.to_string())
                 .text(message.message_type().as_str())
                 .text(message.exchange().as_str())
@@ -858,8 +871,9 @@ async fn seed(
                 .int(i64::from(published.is_some()))
                 .int(0)
                 .opt_int(published)
-                .opt(message.payload())
+                .opt(sealed.as_ref().map(|(_, text)| text.as_str()))
                 .opt(message.message_id())
+                .opt(sealed.as_ref().map(|(key_id, _)| key_id.as_str()))
                 .end();
             Ok(true)
         },

@@ -40,12 +40,12 @@ pub const MAX_EVENTS_PER_REFERRAL: i64 = 200;
 
 /// What an event record's seal is bound to: its record id, in a namespace of its own (a
 /// sealed record cannot pass for a message's payload or a referral's).
-pub(crate) fn event_binding(record_id: &str) -> String {
+pub fn event_binding(record_id: &str) -> String {
     format!("event:{record_id}")
 }
 
 /// What an outbox message's own payload's seal is bound to: its message id.
-pub(crate) fn message_binding(message_id: &str) -> String {
+pub fn message_binding(message_id: &str) -> String {
     format!("outbox:{message_id}")
 }
 

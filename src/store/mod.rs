@@ -25,7 +25,9 @@ pub use crate::domain::messages::OutboxMessage;
 use audit::append_audit;
 pub use audit::{AuditQuery, AuditRecord, PersonSubmission, PersonSummary};
 pub use batch::{Decide, NewEvent, Render};
-pub use events::{EventOutcome, MAX_EVENTS_PER_REFERRAL, StoredEvent};
+pub use events::{
+    EventOutcome, MAX_EVENTS_PER_REFERRAL, StoredEvent, event_binding, message_binding,
+};
 pub use outbox::{Backlog, ClaimedMessage, FailingRow};
 pub use referrals::{
     IdempotencyRecord, Inserted, ListRole, NewReferral, ReferralFilter, ReferralRecord,
