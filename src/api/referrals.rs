@@ -539,16 +539,8 @@ pub(crate) enum Viewer {
 
 /// An event record as `viewer` may see it.
 fn event_for(mut event: serde_json::Value, viewer: Viewer) -> serde_json::Value {
-    if viewer == Viewer::Staff
-        && let Some(members) = event.as_object_mut()
-    {
-        members.remove("detail");
-        if let Some(redirected) = members
-            .get_mut("redirected_to")
-            .and_then(serde_json::Value::as_object_mut)
-        {
-            redirected.remove("description");
-        }
+    if viewer == Viewer::Staff {
+        crate::domain::messages::strip_free_text(&mut event);
     }
     event
 }

@@ -25,6 +25,8 @@ pub fn run(config_path: &Path, older_than: Option<u32>) -> anyhow::Result<ExitCo
                 .await?,
         )
     })?;
-    println!("purged {purged} referral payload(s) received more than {days} day(s) ago");
+    println!(
+        "purged {purged} referral payload(s) received more than {days} day(s) ago, and their events' free text"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -200,6 +200,22 @@ impl EventRecord<'_> {
     }
 }
 
+/// Removes from a stored event record (JSON) the free text the two agencies wrote each
+/// other, `detail` and `redirected_to.description`, which can hold personal data; the
+/// rest (type, status, times, codes) stays. What staff see of an event, and what is left
+/// of it once its referral's payload is purged.
+pub fn strip_free_text(record: &mut Value) {
+    if let Some(members) = record.as_object_mut() {
+        members.remove("detail");
+        if let Some(redirected) = members
+            .get_mut("redirected_to")
+            .and_then(Value::as_object_mut)
+        {
+            redirected.remove("description");
+        }
+    }
+}
+
 /// What an SLA notice says happened to a clock (its status message's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlaEvent {

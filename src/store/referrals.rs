@@ -204,8 +204,9 @@ impl Store {
     }
 
     /// Removes the payloads of referrals received before `cutoff` (µs) whose messages
-    /// have all been delivered, and records it in the audit log. Metadata, events, clocks
-    /// and the audit log stay. Returns how many payloads were removed.
+    /// have all been delivered, and the free text of their events, and records it in the
+    /// audit log. Metadata, events (without their free text), clocks and the audit log
+    /// stay. Returns how many payloads were removed.
     pub async fn purge_payloads(
         &self,
         cutoff: Timestamp,
@@ -225,22 +226,69 @@ impl Store {
         at: i64,
     ) -> Result<u64, StoreError> {
         let mut tx = sqlx::Connection::begin(conn).await?;
-        let done = sqlx::query(
+        let purged = sqlx::query(
             "UPDATE referrals SET payload = '', payload_key_id = 'purged' \
              WHERE received_at < $1 AND (payload_key_id IS NULL OR payload_key_id <> 'purged') \
-             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.referral_id = referrals.id AND o.published_at IS NULL)",
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.referral_id = referrals.id AND o.published_at IS NULL) \
+             RETURNING id",
         )
         .bind(cutoff)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let mut events = 0u64;
+        for row in &purged {
+            let referral_id: String = row.try_get("id")?;
+            events += self.purge_event_text(&mut tx, &referral_id).await?;
+        }
+        let count = purged.len() as u64;
         let record = AuditRecord::new("gateway", AuditAction::PayloadPurged).detail(format!(
-            "{} payload(s) of referrals received before {}",
-            done.rows_affected(),
+            "{count} payload(s) of referrals received before {}, and the free text of their {events} event(s)",
             super::rfc3339(cutoff)
         ));
         append_audit(&mut tx, self.backend, &record, at).await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(count)
+    }
+
+    /// With a referral's payload, the free text its events hold goes too
+    /// ([`crate::domain::messages::strip_free_text`]): each event record is opened, written
+    /// again without it (sealed, also when it was stored in plain text before migration
+    /// `0010`), and the delivered messages' own payloads are emptied. Returns how many
+    /// event records were rewritten.
+    async fn purge_event_text(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        referral_id: &str,
+    ) -> Result<u64, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, body, body_key_id FROM referral_events WHERE referral_id = $1")
+                .bind(referral_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for row in &rows {
+            let record_id: String = row.try_get("id")?;
+            let key_id: Option<String> = row.try_get("body_key_id")?;
+            let binding = super::events::event_binding(&record_id);
+            let plain = self.open_payload(row.try_get("body")?, key_id.as_deref(), &binding)?;
+            let mut record: serde_json::Value = serde_json::from_str(&plain)
+                .map_err(|_| StoreError::Corrupt(format!("event record {record_id}")))?;
+            crate::domain::messages::strip_free_text(&mut record);
+            let (sealed, key_id) = self.seal_payload(&record.to_string(), &binding)?;
+            sqlx::query("UPDATE referral_events SET body = $1, body_key_id = $2 WHERE id = $3")
+                .bind(sealed)
+                .bind(key_id)
+                .bind(&record_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE outbox SET payload = NULL, payload_key_id = NULL \
+             WHERE referral_id = $1 AND payload IS NOT NULL AND published_at IS NOT NULL",
+        )
+        .bind(referral_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok(rows.len() as u64)
     }
 }
 

@@ -416,10 +416,20 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
     let namespace = unique_namespace();
     let broker = Broker::new(&namespace).await;
     let app = TestApp::spawn_delivering(backend, AMQP_URL, &namespace).await;
+    let mut ids = Vec::new();
     for service in ["cmht", "housing"] {
-        app.submit_as("coventry-liaison", example_text(service), 202)
+        let receipt = app
+            .submit_as("coventry-liaison", example_text(service), 202)
             .await;
+        ids.push(receipt["referral_id"].as_str().unwrap().to_owned());
     }
+    // An event with free text, to the sender's status queue.
+    let seen = event(
+        "acknowledged",
+        serde_json::json!({"detail": "Seen by the duty worker."}),
+    );
+    app.post_event_as("coventry-cmht", &ids[0], &seen, 201)
+        .await;
     // Delivered in clear text to the recipient, all the same.
     let delivered = broker
         .take(
@@ -479,9 +489,40 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
         .unwrap()
         .get(0);
     assert_eq!(last, "payload.purged");
-    // Metadata stays readable.
+    // Metadata stays readable, and the events without their free text: the record is
+    // rewritten (still sealed), the delivered message's own payload emptied.
     app.get_as("coventry-liaison", "/v1/referrals?limit=5", 200)
         .await;
+    let view = app.view_as("coventry-liaison", &ids[0], 200).await;
+    assert_eq!(view["timeline"][0]["type"], "acknowledged");
+    assert!(view["timeline"][0].get("detail").is_none(), "{view}");
+    let sealed: Option<String> =
+        sqlx::query("SELECT body_key_id FROM referral_events WHERE referral_id = $1")
+            .bind(&ids[0])
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+            .get(0);
+    assert!(sealed.is_some());
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM outbox WHERE referral_id = $1 AND payload IS NOT NULL",
+            &ids[0]
+        )
+        .await,
+        0
+    );
+    let detail: String =
+        sqlx::query("SELECT detail FROM audit_log WHERE action = 'payload.purged'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+            .get(0);
+    assert!(
+        detail.starts_with("2 payload(s) of referrals received before ")
+            && detail.ends_with("and the free text of their 1 event(s)"),
+        "{detail}"
+    );
     app.stop().await;
     broker.cleanup().await;
 }
