@@ -484,6 +484,10 @@ impl Gateway {
     }
 
     async fn spawn(&mut self) {
+        // A fresh ops port at every start: nothing here reads it, and the one of the
+        // killed process may meanwhile be another connection's ephemeral port ("Address
+        // already in use" on restart, seen in a CI run).
+        self.ops = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
