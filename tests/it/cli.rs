@@ -556,6 +556,8 @@ async fn sigkill_while_publishing_loses_nothing() {
     };
     let _ = first.wait();
 
+    // A fresh ops port: the killed process's may meanwhile be a client's ephemeral port.
+    let ops = free_port();
     let second = spawn_serve(port, ops, &db_url, &proxy.url(), &namespace);
     wait_ready(ops).await;
     let messages = broker.take(&queue, 300, Duration::from_secs(60)).await;
