@@ -113,6 +113,16 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), Store
     ))
 }
 
+/// The sequence number of the last entry an audit write appended.
+fn audit_seq(written: Written) -> Result<i64, StoreError> {
+    match written {
+        Written::Audit(seq) => Ok(seq),
+        other => Err(StoreError::Corrupt(format!(
+            "an audit write came back as {other:?}"
+        ))),
+    }
+}
+
 impl Store {
     /// Appends one entry (through the committer, when the process has one).
     pub async fn audit(
@@ -130,15 +140,10 @@ impl Store {
         record: &AuditRecord,
         at: time::OffsetDateTime,
     ) -> Result<i64, StoreError> {
-        match self
-            .write_waiting(Write::Audit(vec![record.clone()], to_micros(at)))
-            .await?
-        {
-            Written::Audit(seq) => Ok(seq),
-            other => Err(StoreError::Corrupt(format!(
-                "an audit write came back as {other:?}"
-            ))),
-        }
+        audit_seq(
+            self.write_waiting(Write::Audit(vec![record.clone()], to_micros(at)))
+                .await?,
+        )
     }
 
     /// Appends entries in order, in one transaction.
@@ -147,15 +152,10 @@ impl Store {
         records: &[AuditRecord],
         at: time::OffsetDateTime,
     ) -> Result<i64, StoreError> {
-        match self
-            .write(Write::Audit(records.to_vec(), to_micros(at)))
-            .await?
-        {
-            Written::Audit(seq) => Ok(seq),
-            other => Err(StoreError::Corrupt(format!(
-                "an audit write came back as {other:?}"
-            ))),
-        }
+        audit_seq(
+            self.write(Write::Audit(records.to_vec(), to_micros(at)))
+                .await?,
+        )
     }
 
     /// Entries after `after_seq`, in `seq` order, with their stored hashes. A row whose

@@ -44,6 +44,25 @@ pub fn event_binding(record_id: &str) -> String {
     format!("event:{record_id}")
 }
 
+impl Store {
+    /// The record of an event row (`id`, `body`, `body_key_id`): `(record id, record)`,
+    /// opened with the payload keys when it was sealed ([`event_binding`]), as stored when
+    /// it was written before migration `0010`.
+    pub(crate) fn open_event_record(
+        &self,
+        row: &sqlx::any::AnyRow,
+    ) -> Result<(String, String), StoreError> {
+        let record_id: String = row.try_get("id")?;
+        let key_id: Option<String> = row.try_get("body_key_id")?;
+        let record = self.open_payload(
+            row.try_get("body")?,
+            key_id.as_deref(),
+            &event_binding(&record_id),
+        )?;
+        Ok((record_id, record))
+    }
+}
+
 /// What an outbox message's own payload's seal is bound to: its message id.
 pub fn message_binding(message_id: &str) -> String {
     format!("outbox:{message_id}")
@@ -53,8 +72,7 @@ impl StoredEvent {
     /// An event from its row (with `id` and `body_key_id`), its record opened with
     /// `store`'s payload keys when it was sealed.
     pub(crate) fn from_row(row: &sqlx::any::AnyRow, store: &Store) -> Result<Self, StoreError> {
-        let record_id: String = row.try_get("id")?;
-        let key_id: Option<String> = row.try_get("body_key_id")?;
+        let (_, body) = store.open_event_record(row)?;
         let status: String = row.try_get("status_after")?;
         let actor: String = row.try_get("actor_agency")?;
         let event_type: String = row.try_get("event_type")?;
@@ -68,11 +86,7 @@ impl StoredEvent {
             status_after: status
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("status '{status}'")))?,
-            body: store.open_payload(
-                row.try_get("body")?,
-                key_id.as_deref(),
-                &event_binding(&record_id),
-            )?,
+            body,
             occurred_at: from_micros(row.try_get("occurred_at")?)?,
             recorded_at: from_micros(row.try_get("recorded_at")?)?,
         })

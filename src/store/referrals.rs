@@ -266,14 +266,14 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
         for row in &rows {
-            let record_id: String = row.try_get("id")?;
-            let key_id: Option<String> = row.try_get("body_key_id")?;
-            let binding = super::events::event_binding(&record_id);
-            let plain = self.open_payload(row.try_get("body")?, key_id.as_deref(), &binding)?;
+            let (record_id, plain) = self.open_event_record(row)?;
             let mut record: serde_json::Value = serde_json::from_str(&plain)
                 .map_err(|_| StoreError::Corrupt(format!("event record {record_id}")))?;
             crate::domain::messages::strip_free_text(&mut record);
-            let (sealed, key_id) = self.seal_payload(&record.to_string(), &binding)?;
+            let (sealed, key_id) = self.seal_payload(
+                &record.to_string(),
+                &super::events::event_binding(&record_id),
+            )?;
             sqlx::query("UPDATE referral_events SET body = $1, body_key_id = $2 WHERE id = $3")
                 .bind(sealed)
                 .bind(key_id)

@@ -377,13 +377,7 @@ impl Store {
         let contacts = rows
             .iter()
             .map(|row| {
-                let record_id: String = row.try_get("id")?;
-                let key_id: Option<String> = row.try_get("body_key_id")?;
-                let body = self.open_payload(
-                    row.try_get("body")?,
-                    key_id.as_deref(),
-                    &super::events::event_binding(&record_id),
-                )?;
+                let (_, body) = self.open_event_record(row)?;
                 let outcome = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["contact"]["outcome"].as_str().map(str::to_owned))
