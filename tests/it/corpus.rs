@@ -795,11 +795,14 @@ async fn hostile_corpus_is_refused_without_side_effects(backend: Backend) {
         "HTTP/2 rapid reset: {} streams written in {:?}, GOAWAY {:?}, closed {}; requests the app answered: {handled}",
         reset.streams, reset.took, reset.goaway, reset.closed
     );
+    // GOAWAY with ENHANCE_YOUR_CALM (0xb), then the close. How many of the 20,000
+    // streams the client got written first is not a property of the server: on
+    // loopback the kernel's socket buffers can take all of them (1.3 MB) before the
+    // GOAWAY arrives, which a clean-clone CI run saw once. What the app answered is.
     assert!(
-        reset.goaway.is_some() && reset.closed,
-        "rapid reset: the server neither sent GOAWAY nor closed: {reset:?}"
+        reset.goaway == Some(0xb) && reset.closed,
+        "rapid reset: no GOAWAY(ENHANCE_YOUR_CALM) and close: {reset:?}"
     );
-    assert!(reset.streams < 20_000, "{reset:?}");
     assert!(handled <= 128, "{handled}");
     let before = referral_posts_counted(&app).await;
     let held = h2_flood(&app, 20_000, false).await;
