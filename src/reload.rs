@@ -87,6 +87,8 @@ pub struct Checked {
     pub signing_key: GatewayKey,
     /// SHA-256 over the CRLs' contents, so a reload sees a CRL file that changed.
     pub crl_digest: [u8; 32],
+    /// What the gateway's trust and identity are read from, by content.
+    pub material: Material,
     /// What is allowed but probably not meant (ids only).
     pub warnings: Vec<String>,
 }
@@ -133,10 +135,27 @@ pub fn check(config: Config) -> Result<Checked, Vec<String>> {
     let crl_digest = crl_digest(&config.tls.crls)
         .map_err(|e| problems.push(format!("tls.crls: {e}")))
         .ok();
-    match (schemas, agency_tls, staff_tls, signing_key, crl_digest) {
-        (Some(schemas), Some(agency_tls), Some(staff_tls), Some(signing_key), Some(crl_digest))
-            if problems.is_empty() =>
-        {
+    let material = signing_key.as_ref().and_then(|key| {
+        Material::read(&config, key)
+            .map_err(|e| problems.push(format!("tls: {e}")))
+            .ok()
+    });
+    match (
+        schemas,
+        agency_tls,
+        staff_tls,
+        signing_key,
+        crl_digest,
+        material,
+    ) {
+        (
+            Some(schemas),
+            Some(agency_tls),
+            Some(staff_tls),
+            Some(signing_key),
+            Some(crl_digest),
+            Some(material),
+        ) if problems.is_empty() => {
             let warnings = crate::startup::configuration_warnings(&config, &schemas);
             Ok(Checked {
                 config,
@@ -145,10 +164,34 @@ pub fn check(config: Config) -> Result<Checked, Vec<String>> {
                 staff_tls,
                 signing_key,
                 crl_digest,
+                material,
                 warnings,
             })
         }
         _ => Err(problems),
+    }
+}
+
+/// SHA-256 of the files the gateway's trust anchor and identity are read from, so that
+/// a reload notices a file replaced at the same path (a renewed certificate, a new CA
+/// bundle, a new signing key), not only a path that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    /// `tls.ca`: the trust anchor for agencies' and staff's client certificates.
+    pub tls_ca: [u8; 32],
+    /// `tls.cert` and `tls.key`: the gateway's own certificate.
+    pub tls_identity: [u8; 32],
+    /// `audit.signing_key`, by its public key id.
+    pub signing_key: String,
+}
+
+impl Material {
+    fn read(config: &Config, signing_key: &GatewayKey) -> std::io::Result<Self> {
+        Ok(Self {
+            tls_ca: crl_digest(std::slice::from_ref(&config.tls.ca))?,
+            tls_identity: crl_digest(&[config.tls.cert.clone(), config.tls.key.clone()])?,
+            signing_key: signing_key.key_id().to_string(),
+        })
     }
 }
 
@@ -178,8 +221,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     note(differs(&old.database, &new.database), "database");
     note(differs(&old.amqp, &new.amqp), "amqp");
     note(
-        old.tls.ca != new.tls.ca || old.tls.cert != new.tls.cert || old.tls.key != new.tls.key,
-        "tls.ca, tls.cert, tls.key",
+        old.tls.cert != new.tls.cert || old.tls.key != new.tls.key,
+        "tls.cert, tls.key",
     );
     note(differs(&old.relay, &new.relay), "relay");
     note(
@@ -205,6 +248,44 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             || old.console.session_secret != new.console.session_secret,
         "console",
     );
+    needed
+}
+
+/// Changes a reload refuses outright rather than leave for a restart, because the
+/// checks of the new file were made under them: another `profile` (the production
+/// profile's checks, such as "at least one sharing agreement", would have been judged
+/// by the development profile's rules) and another trust anchor (`tls.ca`, by path or
+/// contents: the CRLs' verifier is rebuilt from the file at each reload, so a new CA
+/// would be trusted at once). Each names its key; nothing is changed.
+fn refused_changes(running: &Config, material: Option<&Material>, new: &Checked) -> Vec<String> {
+    let mut refused = Vec::new();
+    if running.profile != new.config.profile {
+        refused.push(format!(
+            "profile: the gateway runs the {} profile and the file says {}; the profile changes only with a restart (nothing was changed)",
+            format!("{:?}", running.profile).to_lowercase(),
+            format!("{:?}", new.config.profile).to_lowercase()
+        ));
+    }
+    let ca_changed = running.tls.ca != new.config.tls.ca
+        || material.is_some_and(|m| m.tls_ca != new.material.tls_ca);
+    if ca_changed {
+        refused.push(
+            "tls.ca: the CA file differs from the one the gateway started with (its path or its contents); a new trust anchor needs a restart (nothing was changed)"
+                .to_string(),
+        );
+    }
+    refused
+}
+
+/// Files replaced at the same path that need a restart to take effect.
+fn material_restart_needed(running: &Material, new: &Material) -> Vec<&'static str> {
+    let mut needed = Vec::new();
+    if running.tls_identity != new.tls_identity {
+        needed.push("tls.cert, tls.key");
+    }
+    if running.signing_key != new.signing_key {
+        needed.push("audit");
+    }
     needed
 }
 
@@ -306,6 +387,8 @@ struct Loaded {
     sla: String,
     crl_digest: [u8; 32],
     schemas: String,
+    /// Not reloadable: a reload leaves the running one in place.
+    material: Option<Material>,
 }
 
 impl Loaded {
@@ -330,6 +413,7 @@ impl Loaded {
             sla: format!("{:?}", config.sla.policy),
             crl_digest: checked.crl_digest,
             schemas: format!("{:?}", checked.schemas.fingerprint()),
+            material: Some(checked.material.clone()),
         }
     }
 }
@@ -468,8 +552,20 @@ impl Reloader {
             Err(problems) => return ReloadOutcome::Rejected { problems },
         };
         let (running, loaded) = state;
-        let restart = restart_needed(running, &checked.config);
-        let new_loaded = Loaded::of(&checked);
+        let refusals = refused_changes(running, loaded.material.as_ref(), &checked);
+        if !refusals.is_empty() {
+            return ReloadOutcome::Rejected { problems: refusals };
+        }
+        let mut restart = restart_needed(running, &checked.config);
+        if let Some(material) = &loaded.material {
+            for part in material_restart_needed(material, &checked.material) {
+                if !restart.contains(&part) {
+                    restart.push(part);
+                }
+            }
+        }
+        let mut new_loaded = Loaded::of(&checked);
+        new_loaded.material = loaded.material.clone();
         let changes = Changes::between(loaded, &new_loaded);
         let generation = self.cell.load().generation + 1;
         let now = self.clock.now();

@@ -39,7 +39,14 @@ impl std::fmt::Debug for AuditConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditConfig")
             .field("signing_key", &self.signing_key)
-            .field("previous_public_keys", &self.previous_public_keys.len())
+            .field(
+                "previous_public_keys",
+                &self
+                    .previous_public_keys
+                    .iter()
+                    .map(|k| k.key_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("person_key_secret", &"<secret>")
             .field("checkpoint_every", &self.checkpoint_every)
             .field("checkpoint_interval", &self.checkpoint_interval)

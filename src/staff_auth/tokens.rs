@@ -191,6 +191,9 @@ pub struct StaffAuth {
     file_keys: KeySet,
     /// Whether the JWKS file holds the published development key (under any kid).
     file_trusts_dev_key: bool,
+    /// SHA-256 of the JWKS file's text: a key replaced under the same kid changes it,
+    /// so a reload reports `staff` as needing a restart.
+    file_digest: Option<[u8; 32]>,
     fetched_keys: std::sync::RwLock<std::sync::Arc<KeySet>>,
     policy: TokenPolicy,
     /// Woken when a token names a key nobody knows: the provider may have rotated.
@@ -203,6 +206,7 @@ impl std::fmt::Debug for StaffAuth {
         kids.sort();
         f.debug_struct("StaffAuth")
             .field("file_kids", &kids)
+            .field("file_digest", &self.file_digest.map(hex::encode))
             .field("policy", &self.policy)
             .finish()
     }
@@ -340,6 +344,7 @@ impl StaffAuth {
         let parsed = parse_jwks(text, &policy, Unusable::Refuse)?;
         let mut auth = Self::with_file_keys(parsed.keys, policy);
         auth.file_trusts_dev_key = parsed.has_dev_key;
+        auth.file_digest = Some(crate::security::digest::sha256(text.as_bytes()));
         Ok(auth)
     }
 
@@ -352,6 +357,7 @@ impl StaffAuth {
         Self {
             file_keys,
             file_trusts_dev_key: false,
+            file_digest: None,
             fetched_keys: std::sync::RwLock::new(std::sync::Arc::new(HashMap::new())),
             policy,
             unknown_key_seen: tokio::sync::Notify::new(),

@@ -403,3 +403,125 @@ async fn a_reload_that_cannot_be_audited_changes_nothing() {
     assert_eq!(app.count_action("config.reloaded").await, 0);
     app.stop().await;
 }
+
+/// What a reload would otherwise get wrong without a word: a new trust anchor (`tls.ca`
+/// replaced, even at the same path) and another profile are refused whole, since the new
+/// file's checks were made under them; the gateway's certificate replaced at the same
+/// path is reported as needing a restart (its bytes are compared, not only its path),
+/// and the certificate in force is kept.
+#[tokio::test]
+async fn a_new_trust_anchor_or_profile_is_refused_and_a_replaced_certificate_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    for name in ["ca.crt", "server.crt", "server.key"] {
+        std::fs::copy(root().join("certs-example").join(name), certs.join(name)).unwrap();
+    }
+    let text = shipped_config_text()
+        .replace(
+            &format!("{ROOT}/certs-example/ca.crt"),
+            &certs.join("ca.crt").display().to_string(),
+        )
+        .replace(
+            &format!("{ROOT}/certs-example/server.crt"),
+            &certs.join("server.crt").display().to_string(),
+        )
+        .replace(
+            &format!("{ROOT}/certs-example/server.key"),
+            &certs.join("server.key").display().to_string(),
+        );
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, &text).unwrap();
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    // The source's adjustment turns into the production profile on demand (the file
+    // itself cannot: the production profile refuses the published example keys).
+    let production = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let adjust = {
+        let production = production.clone();
+        move |config: &mut Config| {
+            adjust_for_test(config);
+            if production.load(std::sync::atomic::Ordering::SeqCst) {
+                config.profile = referral_gateway::security::published::Profile::Production;
+            }
+        }
+    };
+    let mut config = Config::load(&file, &test_env(&db.url)).unwrap();
+    adjust_for_test(&mut config);
+    let source = FileWithEnv {
+        path: file.clone(),
+        env: test_env(&db.url),
+        adjust: Box::new(adjust),
+    };
+    let app = TestApp::start_reloadable(config, db, Box::new(source)).await;
+    let coventry = agency_client("coventry-liaison");
+    let refused = |outcome: ReloadOutcome, key: &str| match outcome {
+        ReloadOutcome::Rejected { problems } => {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&format!("{key}: "))),
+                "{problems:?}"
+            );
+        }
+        other => panic!("a changed {key} was applied: {other:?}"),
+    };
+
+    // The CA bundle replaced at the same path (here: the same CA with a comment, which
+    // PEM readers skip; a real one would add or swap a CA).
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    std::fs::write(certs.join("ca.crt"), format!("# renewed bundle\n{ca}")).unwrap();
+    refused(applied(&app).await, "tls.ca");
+    // ... and at another path.
+    let moved = certs.join("ca-2027.crt");
+    std::fs::write(&moved, &ca).unwrap();
+    std::fs::write(certs.join("ca.crt"), &ca).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            &certs.join("ca.crt").display().to_string(),
+            &moved.display().to_string(),
+        ),
+    )
+    .unwrap();
+    refused(applied(&app).await, "tls.ca");
+    std::fs::write(&file, &text).unwrap();
+
+    // Another profile.
+    production.store(true, std::sync::atomic::Ordering::SeqCst);
+    refused(applied(&app).await, "profile");
+    production.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(metric(&app, "refgw_config_generation ").await, 1.0);
+
+    // The gateway's own certificate renewed in place: applied, named as needing a
+    // restart, and the running one still serves.
+    let cert = std::fs::read_to_string(certs.join("server.crt")).unwrap();
+    std::fs::write(certs.join("server.crt"), format!("# renewed\n{cert}")).unwrap();
+    let outcome = applied(&app).await;
+    let ReloadOutcome::Applied {
+        generation,
+        restart_needed,
+        ..
+    } = &outcome
+    else {
+        panic!("reload refused: {outcome:?}");
+    };
+    assert_eq!(
+        (*generation, restart_needed.as_slice()),
+        (2, ["tls.cert, tls.key"].as_slice())
+    );
+    // Reported again at the next reload: the running certificate is still the old one.
+    let outcome = applied(&app).await;
+    assert!(
+        matches!(&outcome, ReloadOutcome::Applied { restart_needed, .. } if restart_needed == &["tls.cert, tls.key"]),
+        "{outcome:?}"
+    );
+    let details = reloaded_details(&app).await;
+    assert!(
+        details[0].ends_with("; needs restart: tls.cert, tls.key"),
+        "{details:?}"
+    );
+    expect_json(
+        post_referral(&coventry, &app, example_text("cmht")).await,
+        202,
+    )
+    .await;
+    app.stop().await;
+}
