@@ -1040,7 +1040,17 @@ async fn write_event(
     if recorded >= super::events::MAX_EVENTS_PER_REFERRAL {
         return Ok(EventOutcome::TooMany);
     }
-    let (body, messages) = (new.render)(next);
+    let (mut body, messages) = (new.render)(next);
+    // A referral whose payload was purged keeps no free text: the event's record is
+    // stored without it (its messages still carry it to the other agency, and the next
+    // purge run empties them once delivered).
+    let key_id: Option<String> = row.try_get("payload_key_id")?;
+    if key_id.as_deref() == Some(super::referrals::PURGED) {
+        let mut record: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|_| StoreError::Corrupt(format!("event record {}", new.id)))?;
+        crate::domain::messages::strip_free_text(&mut record);
+        body = record.to_string();
+    }
     // Sealed at rest, bound to the record's id: it holds the agencies' free text.
     let record_id = new.id.to_string();
     let (stored_body, body_key_id) =

@@ -86,8 +86,10 @@ impl Backend {
     /// Reads a referral's status, locking its row until the transaction ends.
     pub(crate) const fn lock_referral_sql(self) -> &'static str {
         match self {
-            Self::Postgres => "SELECT status FROM referrals WHERE id = $1 FOR UPDATE",
-            Self::Sqlite => "SELECT status FROM referrals WHERE id = $1",
+            Self::Postgres => {
+                "SELECT status, payload_key_id FROM referrals WHERE id = $1 FOR UPDATE"
+            }
+            Self::Sqlite => "SELECT status, payload_key_id FROM referrals WHERE id = $1",
         }
     }
 

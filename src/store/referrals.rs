@@ -13,6 +13,9 @@ use crate::domain::messages::OutboxMessage;
 use crate::domain::sla::ClockDeadline;
 use crate::domain::{AgencyId, Area, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp};
 
+/// `payload_key_id` of a referral whose payload was purged.
+pub(crate) const PURGED: &str = "purged";
+
 /// Everything the intake step writes for one accepted referral.
 pub struct NewReferral {
     pub id: ReferralId,
@@ -240,9 +243,19 @@ impl Store {
             let referral_id: String = row.try_get("id")?;
             events += self.purge_event_text(&mut tx, &referral_id).await?;
         }
+        // Messages of events posted after an earlier purge, delivered since: their
+        // records were stored without free text, their payloads go now.
+        let late = sqlx::query(
+            "UPDATE outbox SET payload = NULL, payload_key_id = NULL \
+             WHERE payload IS NOT NULL AND published_at IS NOT NULL \
+             AND referral_id IN (SELECT id FROM referrals WHERE payload_key_id = 'purged')",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         let count = purged.len() as u64;
         let record = AuditRecord::new("gateway", AuditAction::PayloadPurged).detail(format!(
-            "{count} payload(s) of referrals received before {}, and the free text of their {events} event(s)",
+            "{count} payload(s) of referrals received before {}, and the free text of their {events} event(s); {late} delivered message(s) of events posted after an earlier purge emptied",
             super::rfc3339(cutoff)
         ));
         append_audit(&mut tx, self.backend, &record, at).await?;

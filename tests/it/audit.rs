@@ -520,9 +520,79 @@ async fn payloads_are_sealed_and_purgeable(backend: Backend) {
             .get(0);
     assert!(
         detail.starts_with("2 payload(s) of referrals received before ")
-            && detail.ends_with("and the free text of their 1 event(s)"),
+            && detail.ends_with(
+                "and the free text of their 1 event(s); 0 delivered message(s) of events posted after an earlier purge emptied"
+            ),
         "{detail}"
     );
+
+    // An event posted after the purge: its record is stored without its free text, its
+    // message still carries it to the sender, and the next purge run empties that
+    // message once delivered.
+    let closing = event(
+        "accepted",
+        serde_json::json!({"detail": "Allocated to the duty worker."}),
+    );
+    app.post_event_as("coventry-cmht", &ids[0], &closing, 201)
+        .await;
+    let view = app.view_as("coventry-liaison", &ids[0], 200).await;
+    assert_eq!(view["timeline"][1]["type"], "accepted");
+    assert!(view["timeline"][1].get("detail").is_none(), "{view}");
+    let status = broker
+        .take(
+            &broker.topology.status_queue("coventry-liaison"),
+            2,
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        status
+            .iter()
+            .any(|m| String::from_utf8_lossy(&m.data).contains("Allocated to the duty worker.")),
+        "the sender was not told"
+    );
+    app.wait_until_drained(std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM outbox WHERE referral_id = $1 AND payload IS NOT NULL",
+            &ids[0]
+        )
+        .await,
+        1
+    );
+    assert_eq!(app.store.purge_payloads(later, later).await.unwrap(), 0);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM outbox WHERE referral_id = $1 AND payload IS NOT NULL",
+            &ids[0]
+        )
+        .await,
+        0
+    );
+    let detail: String = sqlx::query(
+        "SELECT detail FROM audit_log WHERE action = 'payload.purged' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+    .get(0);
+    assert!(
+        detail.starts_with("0 payload(s)")
+            && detail.ends_with(
+                "; 1 delivered message(s) of events posted after an earlier purge emptied"
+            ),
+        "{detail}"
+    );
+    // The whole database holds the text nowhere.
+    let bodies: Vec<String> = sqlx::query("SELECT body FROM referral_events")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("body"))
+        .collect();
+    assert!(bodies.iter().all(|b| !b.contains("Allocated")));
     app.stop().await;
     broker.cleanup().await;
 }
