@@ -99,10 +99,10 @@ pub fn submission_record(
         referral_id: Some(referral_id.to_owned()),
         recipient: Some(recipient.to_owned()),
         isa_id: None,
-        lawful_basis: without
-            .and_then(|w| w.get("lawful_basis"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        // Only ever the agreement's own text (set by the caller when one applies): the
+        // sender's `sharing_without_consent.lawful_basis` is free text of its own, and
+        // free text never goes into the log. The consent entry keeps its fixed code.
+        lawful_basis: None,
         consent: Some(if given {
             "given".to_owned()
         } else {

@@ -76,6 +76,9 @@ pub struct SchemaRegistry {
     /// Every property name the schemas declare: the member names an audit entry may
     /// repeat (a caller's own names could hold personal data).
     known_names: std::collections::BTreeSet<String>,
+    /// Of those, the ones the schemas declare as arrays (`type: array` or `items`): only
+    /// after one of these is a number an index rather than a caller's member name.
+    array_names: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -171,11 +174,13 @@ impl SchemaRegistry {
             overlays.insert(service_type.to_string(), (path.clone(), compiled));
         }
         let mut known_names = std::collections::BTreeSet::new();
+        let mut array_names = std::collections::BTreeSet::new();
         for (_, _, value) in &documents {
-            collect_property_names(value, &mut known_names);
+            collect_property_names(value, &mut known_names, &mut array_names);
         }
         Ok(Self {
             known_names,
+            array_names,
             common,
             overlays: overlays.into_iter().map(|(k, (_, c))| (k, c)).collect(),
             event,
@@ -223,13 +228,18 @@ impl SchemaRegistry {
     }
 
     /// `pointer` with every member name the schemas do not declare replaced by `*` (array
-    /// indexes are kept), at most 256 characters: safe to write to the audit log.
+    /// indexes are kept where the schemas declare an array: elsewhere a number is the
+    /// caller's own member name), at most 256 characters: safe to write to the audit log.
     pub fn redact_pointer(&self, pointer: &str) -> String {
         let mut out = String::new();
+        let mut previous: Option<&str> = None;
         for token in pointer.split('/').skip(1) {
             out.push('/');
-            let index =
-                !token.is_empty() && token.len() <= 6 && token.bytes().all(|b| b.is_ascii_digit());
+            let index = previous.is_some_and(|p| self.array_names.contains(p))
+                && !token.is_empty()
+                && token.len() <= 6
+                && token.bytes().all(|b| b.is_ascii_digit());
+            previous = Some(token);
             if index || self.known_names.contains(token) {
                 out.push_str(token);
             } else {
@@ -350,19 +360,31 @@ fn is_past_or_present_date(value: &str) -> bool {
 use crate::intake::json::escape_pointer_token;
 
 /// Adds the names of every `properties` member found anywhere in `schema`.
-fn collect_property_names(schema: &Value, names: &mut std::collections::BTreeSet<String>) {
+fn collect_property_names(
+    schema: &Value,
+    names: &mut std::collections::BTreeSet<String>,
+    arrays: &mut std::collections::BTreeSet<String>,
+) {
     match schema {
         Value::Object(map) => {
             if let Some(Value::Object(properties)) = map.get("properties") {
-                names.extend(properties.keys().map(|k| escape_pointer_token(k)));
+                for (name, property) in properties {
+                    let token = escape_pointer_token(name);
+                    let array = property.get("type").and_then(Value::as_str) == Some("array")
+                        || property.get("items").is_some();
+                    if array {
+                        arrays.insert(token.clone());
+                    }
+                    names.insert(token);
+                }
             }
             for value in map.values() {
-                collect_property_names(value, names);
+                collect_property_names(value, names, arrays);
             }
         }
         Value::Array(items) => {
             for item in items {
-                collect_property_names(item, names);
+                collect_property_names(item, names, arrays);
             }
         }
         _ => {}
@@ -456,6 +478,21 @@ mod tests {
         }
         let overlays: Vec<_> = reg.overlay_service_types().collect();
         assert_eq!(overlays, ["cmht", "housing", "iapt", "substance_misuse"]);
+    }
+
+    #[test]
+    fn redacted_pointers_keep_only_schema_names_and_array_indexes() {
+        let reg = registry();
+        // An index inside an array the schemas declare is kept.
+        assert_eq!(reg.redact_pointer("/needs/3/type"), "/needs/3/type");
+        // A caller's own member names go, numeric ones too (a date of birth, a part of
+        // an NHS number), and so does a number at the top or under an object.
+        assert_eq!(reg.redact_pointer("/person/010180"), "/person/*");
+        assert_eq!(reg.redact_pointer("/943476/x"), "/*/*");
+        assert_eq!(reg.redact_pointer("/person/Alex Smith"), "/person/*");
+        assert_eq!(reg.redact_pointer("/needs/1234567"), "/needs/*");
+        assert_eq!(reg.redact_pointer(""), "");
+        assert!(reg.redact_pointer(&"/needs".repeat(100)).len() <= 256);
     }
 
     #[test]
