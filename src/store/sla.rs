@@ -186,14 +186,21 @@ impl Store {
         for row in &warnings {
             let due = due_clock(row)?;
             let referral_id = due.referral_id.to_string();
-            sqlx::query(
-                "UPDATE sla_clocks SET warned_at = $1 WHERE referral_id = $2 AND clock = $3",
+            // Under the same conditions as the read: on PostgreSQL an event's transaction
+            // can meet or stop the clock between the two (READ COMMITTED), and then
+            // nothing is due any more.
+            let warned = sqlx::query(
+                "UPDATE sla_clocks SET warned_at = $1 WHERE referral_id = $2 AND clock = $3 \
+                 AND met_at IS NULL AND stopped_at IS NULL AND warned_at IS NULL AND breached_at IS NULL",
             )
             .bind(now)
             .bind(&referral_id)
             .bind(due.clock.as_str())
             .execute(&mut *tx)
             .await?;
+            if warned.rows_affected() == 0 {
+                continue;
+            }
             for message in render(&due, Due::Warning) {
                 insert_outbox(&mut tx, &referral_id, &message, now, None).await?;
             }
@@ -207,15 +214,19 @@ impl Store {
         for row in &breaches {
             let due = due_clock(row)?;
             let referral_id = due.referral_id.to_string();
-            sqlx::query(
+            let breached = sqlx::query(
                 "UPDATE sla_clocks SET breached_at = $1, warned_at = COALESCE(warned_at, $1) \
-                 WHERE referral_id = $2 AND clock = $3",
+                 WHERE referral_id = $2 AND clock = $3 \
+                 AND met_at IS NULL AND stopped_at IS NULL AND breached_at IS NULL",
             )
             .bind(now)
             .bind(&referral_id)
             .bind(due.clock.as_str())
             .execute(&mut *tx)
             .await?;
+            if breached.rows_affected() == 0 {
+                continue;
+            }
             if due.clock == Clock::Delivery {
                 let changed = sqlx::query(
                     "UPDATE referrals SET status = 'undelivered', updated_at = $1 \
