@@ -152,6 +152,11 @@ pub(super) fn build(
             } else if !issuer_url.starts_with("https://") {
                 problems.push("console.issuer_url", "must be an https:// URL");
             }
+            if let Some(ca) = &raw.oidc_ca
+                && let Some(problem) = crate::security::tls::check_client_roots(ca)
+            {
+                problems.push("console.oidc_ca", problem);
+            }
             Some(OidcSettings {
                 issuer_url,
                 client_id,

@@ -143,12 +143,15 @@ pub(super) fn build_staff(
         }
         if let Some(ca) = &raw.jwks_ca
             && checks == FileChecks::Required
-            && !ca.is_file()
         {
-            problems.push(
-                "staff.jwks_ca",
-                format!("file '{}' does not exist", ca.display()),
-            );
+            if !ca.is_file() {
+                problems.push(
+                    "staff.jwks_ca",
+                    format!("file '{}' does not exist", ca.display()),
+                );
+            } else if let Some(problem) = crate::security::tls::check_client_roots(ca) {
+                problems.push("staff.jwks_ca", problem);
+            }
         }
         let refresh = raw.jwks_refresh_secs.unwrap_or(3600);
         if refresh < 60 {
@@ -290,6 +293,14 @@ mod tests {
         ] {
             assert!(err.contains(needle), "{needle} in {err}");
         }
+        // A file that exists but holds no certificate: refused by the check, not first
+        // by `serve` after the migrations.
+        let not_pem = "[staff]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"https://idp.example/jwks\"\njwks_ca = \"Cargo.toml\"\n";
+        let err = load(&(base() + not_pem), &NoEnv).unwrap_err().to_string();
+        assert!(
+            err.contains("staff.jwks_ca: Cargo.toml holds no CERTIFICATE block"),
+            "{err}"
+        );
         let neither = "[staff]\nissuer = \"i\"\naudience = \"a\"\n";
         let err = load(&(base() + neither), &NoEnv).unwrap_err().to_string();
         assert!(err.contains("jwks_file, jwks_url, or both"), "{err}");

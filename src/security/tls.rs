@@ -71,6 +71,35 @@ pub fn load_certs(
     Ok(certs)
 }
 
+/// Whether `path` holds certificates usable as trust anchors for the gateway's own HTTPS
+/// calls (the identity provider's JWKS and OpenID Connect endpoints): the problem, for
+/// the configuration check (which names the key itself), or nothing.
+pub fn check_client_roots(path: &Path) -> Option<String> {
+    let certs = match load_certs("", path) {
+        Ok(certs) => certs,
+        Err(TlsError::Pem { path, message, .. }) => {
+            return Some(format!(
+                "cannot read PEM from {}: {message}",
+                path.display()
+            ));
+        }
+        Err(TlsError::Empty { path, what, .. }) => {
+            return Some(format!("{} holds no {what}", path.display()));
+        }
+        Err(other) => return Some(other.to_string()),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        if let Err(e) = roots.add(cert) {
+            return Some(format!(
+                "a certificate in {} cannot be used as a trust anchor: {e}",
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
 pub fn load_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(key, path, e))
 }
