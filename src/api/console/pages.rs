@@ -1447,6 +1447,8 @@ struct SubjectPage {
     layout: Layout,
     errors: Vec<(String, String)>,
     answered: bool,
+    /// More entries than the console lists ([`SUBJECT_PAGES`] pages).
+    incomplete: bool,
     summary: Vec<(String, String)>,
     statements: Vec<Statement>,
     form: SubjectFormView,
@@ -1514,6 +1516,7 @@ pub async fn subject_access_form(
         layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
         errors: Vec::new(),
         answered: false,
+        incomplete: false,
         summary: Vec::new(),
         statements: Vec::new(),
         form: SubjectFormView::default(),
@@ -1529,6 +1532,11 @@ fn csv_field(text: &str) -> String {
     };
     format!("\"{}\"", text.replace('"', "\"\""))
 }
+
+/// Entries per page of a subject access request the console reads, and how many pages
+/// at most (100,000 entries about one person: beyond any real person's history).
+const SUBJECT_PAGE_ENTRIES: u32 = 5000;
+const SUBJECT_PAGES: usize = 20;
 
 pub async fn subject_access(
     user: SignedIn,
@@ -1560,7 +1568,7 @@ pub async fn subject_access(
     if let Some(dob) = value(&form.date_of_birth) {
         body.insert("date_of_birth".into(), dob.into());
     }
-    body.insert("limit".into(), 5000.into());
+    body.insert("limit".into(), SUBJECT_PAGE_ENTRIES.into());
     let form_view = SubjectFormView {
         nhs_number: form.nhs_number.clone().unwrap_or_default(),
         given: form.given.clone().unwrap_or_default(),
@@ -1570,7 +1578,7 @@ pub async fn subject_access(
     let answer = match crate::api::auditor::subject_access(
         &caller,
         &state,
-        &serde_json::Value::Object(body),
+        &serde_json::Value::Object(body.clone()),
     )
     .await
     {
@@ -1605,6 +1613,7 @@ pub async fn subject_access(
                 layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
                 errors,
                 answered: false,
+                incomplete: false,
                 summary: Vec::new(),
                 statements: Vec::new(),
                 form: form_view,
@@ -1614,7 +1623,30 @@ pub async fn subject_access(
         }
         Err(e) => return Err(e.into()),
     };
-    let statements: Vec<Statement> = answer.entries.iter().map(|(e, _)| statement(e)).collect();
+    let (answer_searched_by, answer_summary) = (answer.searched_by, answer.summary);
+    // The whole statement, page by page (each page is recorded in the log as the API's
+    // are), up to a bound; beyond it the page says the list is incomplete.
+    let mut entries = answer.entries;
+    let mut next_cursor = answer.next_cursor;
+    let mut pages = 1;
+    while let Some(cursor) = next_cursor.take() {
+        if pages == SUBJECT_PAGES {
+            next_cursor = Some(cursor);
+            break;
+        }
+        body.insert("cursor".into(), cursor.into());
+        let page = crate::api::auditor::subject_access(
+            &caller,
+            &state,
+            &serde_json::Value::Object(body.clone()),
+        )
+        .await?;
+        entries.extend(page.entries);
+        next_cursor = page.next_cursor;
+        pages += 1;
+    }
+    let incomplete = next_cursor.is_some();
+    let statements: Vec<Statement> = entries.iter().map(|(e, _)| statement(e)).collect();
     if form.format.as_deref() == Some("csv") {
         let mut csv = String::from(
             "when,what,referral,from,to,agreement,lawful_basis,consent,categories_shared,fields_withheld\n",
@@ -1641,6 +1673,12 @@ pub async fn subject_access(
             );
             csv.push('\n');
         }
+        if incomplete {
+            csv.push_str(&format!(
+                "# incomplete: more than {} entries; read the rest with POST /v1/audit/disclosures and its cursor\n",
+                statements.len()
+            ));
+        }
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
             .insert_header((
@@ -1652,16 +1690,17 @@ pub async fn subject_access(
     let summary = vec![
         (
             "Searched by".to_owned(),
-            answer.searched_by.join(" and ").replace('_', " "),
+            answer_searched_by.join(" and ").replace('_', " "),
         ),
-        ("Referrals".to_owned(), answer.summary.referrals.join(", ")),
-        ("Disclosures".to_owned(), answer.summary.shared.to_string()),
-        ("Refusals".to_owned(), answer.summary.refused.to_string()),
+        ("Referrals".to_owned(), answer_summary.referrals.join(", ")),
+        ("Disclosures".to_owned(), answer_summary.shared.to_string()),
+        ("Refusals".to_owned(), answer_summary.refused.to_string()),
     ];
     Ok(render(&SubjectPage {
         layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
         errors: Vec::new(),
         answered: true,
+        incomplete,
         summary,
         statements,
         form: form_view,
