@@ -11,11 +11,14 @@ use super::load_config;
 pub fn run(config_path: &Path, older_than: Option<u32>) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     let days = older_than.unwrap_or(config.storage.retention_days);
-    if days == 0 {
-        anyhow::bail!("--older-than must be at least 1 day");
+    let most = referral_gateway::config::MAX_RETENTION_DAYS;
+    if !(1..=most).contains(&days) {
+        anyhow::bail!("--older-than must be from 1 to {most} days");
     }
     let now = time::OffsetDateTime::now_utc();
-    let cutoff = now - time::Duration::days(i64::from(days));
+    let cutoff = now
+        .checked_sub(time::Duration::days(i64::from(days)))
+        .ok_or_else(|| anyhow::anyhow!("--older-than {days} reaches before the year -9999"))?;
     let purged = actix_web::rt::System::new().block_on(async move {
         let store = Store::open(&config).await?;
         store.migrate_if_needed().await?;

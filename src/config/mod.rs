@@ -41,6 +41,7 @@ pub use relay::RelayConfig;
 pub use server::{BodyTimeouts, ServerConfig};
 pub use sla::SlaConfig;
 pub use staff::{JwksUrl, StaffConfig};
+pub use storage::MAX_RETENTION_DAYS;
 pub use storage::StorageConfig;
 pub use tls::TlsConfig;
 

@@ -86,8 +86,14 @@ pub(super) fn build_storage(
     {
         problems.push("storage.payload_key_file", e);
     }
-    if storage.retention_days == 0 {
-        problems.push("storage.retention_days", "must be at least 1");
+    if !(1..=MAX_RETENTION_DAYS).contains(&storage.retention_days) {
+        problems.push(
+            "storage.retention_days",
+            format!("must be from 1 to {MAX_RETENTION_DAYS} (100 years)"),
+        );
     }
     storage
 }
+
+/// The longest retention a purge accepts (`storage.retention_days`, `purge --older-than`).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
