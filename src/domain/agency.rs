@@ -79,6 +79,11 @@ pub enum RoutingError {
     UnknownAgency(String),
     #[error("agency '{0}' does not receive referrals")]
     NotAReceiver(AgencyId),
+    /// Sender and recipient are one agency: the lifecycle needs two parties (a sender
+    /// withdraws and follows up, a recipient answers), and the gateway is for sharing
+    /// between agencies.
+    #[error("agency '{0}' cannot send a referral to itself")]
+    ToItself(AgencyId),
     #[error("no receiving agency provides service type '{service_type}' in area '{area}'")]
     NoAgency { service_type: String, area: String },
     #[error(
@@ -98,6 +103,7 @@ impl RoutingError {
         match self {
             Self::UnknownAgency(_) => "unknown-agency",
             Self::NotAReceiver(_) => "not-a-receiver",
+            Self::ToItself(_) => "to-itself",
             Self::NoAgency { .. } => "no-agency",
             Self::Ambiguous { .. } => "ambiguous",
         }

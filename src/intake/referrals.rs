@@ -278,6 +278,9 @@ impl Intake {
             });
         };
         let recipient = self.registry.resolve(destination)?.clone();
+        if recipient.id == sender.id {
+            return Err(RoutingError::ToItself(sender.id.clone()).into());
+        }
         if !self.registry.may_refer(sender, &recipient) {
             return Err(IntakeError::NotPermitted {
                 sender: sender.id.clone(),

@@ -877,3 +877,50 @@ async fn an_unwritable_refusal_entry_fails_the_request() {
     assert_eq!(body["type"], "urn:referral-gateway:problem:internal");
     app.stop().await;
 }
+
+/// An agency that both sends and receives cannot refer to itself (the lifecycle needs
+/// two parties): `422 unroutable`, audited with a fixed code, nothing stored or queued.
+#[tokio::test]
+async fn an_agency_cannot_refer_to_itself() {
+    let text = shipped_config_text()
+        .replace(
+            "id = \"coventry-cmht\"\nname = \"Coventry Community Mental Health Team\"\nservice_type = \"cmht\"\narea = \"coventry\"\nrole = \"receiver\"",
+            "id = \"coventry-cmht\"\nname = \"Coventry Community Mental Health Team\"\nservice_type = \"cmht\"\narea = \"coventry\"\nrole = \"both\"",
+        )
+        .replace(
+            "[[permissions]]\nsender = \"coventry-liaison\"",
+            "[[permissions]]\nsender = \"coventry-cmht\"\nservice_types = [\"cmht\"]\nareas = [\"coventry\"]\n\n[[permissions]]\nsender = \"coventry-liaison\"",
+        );
+    assert!(text.contains("sender = \"coventry-cmht\"") && text.contains("role = \"both\""));
+    let app = TestApp::spawn_with(Backend::Sqlite, &text).await;
+    for destination in [
+        json!({"service_type": "cmht", "area": "coventry"}),
+        json!({"agency_id": "coventry-cmht"}),
+    ] {
+        let mut doc = example("cmht");
+        doc["destination"] = destination;
+        let body = app.submit_as("coventry-cmht", doc.to_string(), 422).await;
+        assert_eq!(
+            body["type"], "urn:referral-gateway:problem:unroutable",
+            "{body}"
+        );
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot send a referral to itself"),
+            "{body}"
+        );
+        let (action, detail) = app.last_audit().await;
+        assert_eq!(
+            (action.as_str(), detail.as_str()),
+            ("referral.refused", "unroutable:to-itself")
+        );
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals WHERE id <> $1", "")
+            .await,
+        0
+    );
+    app.stop().await;
+}
