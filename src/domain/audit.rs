@@ -23,6 +23,8 @@ pub enum AuditAction {
     ReferralReadDenied,
     ReferralListed,
     EventPosted,
+    /// A lifecycle event refused (a fixed reason code, never the caller's values).
+    EventRefused,
     ReportSla,
     PayloadPurged,
     AuditQueried,
@@ -33,7 +35,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::ConfigLoaded,
         Self::ConfigReloaded,
         Self::AuthRefused,
@@ -44,6 +46,7 @@ impl AuditAction {
         Self::ReferralReadDenied,
         Self::ReferralListed,
         Self::EventPosted,
+        Self::EventRefused,
         Self::ReportSla,
         Self::PayloadPurged,
         Self::AuditQueried,
@@ -66,6 +69,7 @@ impl AuditAction {
             Self::ReferralReadDenied => "referral.read.denied",
             Self::ReferralListed => "referral.listed",
             Self::EventPosted => "event.posted",
+            Self::EventRefused => "event.refused",
             Self::ReportSla => "report.sla",
             Self::PayloadPurged => "payload.purged",
             Self::AuditQueried => "audit.queried",

@@ -14,7 +14,8 @@ use crate::domain::audit::AuditAction;
 use crate::domain::messages::{EventRecord, OutboxMessage};
 use crate::domain::sla::clock_effects;
 use crate::domain::{
-    Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, Timestamp, transition,
+    Agency, AgencyRegistry, EventType, IllegalTransition, Party, ReferralId, RoutingKey, Timestamp,
+    transition,
 };
 use crate::intake::schema::{SchemaRegistry, Violation};
 use crate::store::{AuditRecord, EventOutcome, NewEvent, Store, StoreError, StoredEvent};
@@ -73,7 +74,72 @@ impl Events {
         }
     }
 
+    /// Records an event, or refuses it; a refusal is recorded in the audit log
+    /// (`event.refused`, a fixed reason code), except when the store is busy or failing.
+    /// A refusal that cannot be recorded becomes a store error (500).
     pub async fn post(
+        &self,
+        caller: &Agency,
+        referral_id: &str,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Posted, EventError> {
+        let result = self.record(caller, referral_id, body, now).await;
+        if let Err(error) = &result
+            && let Some(reason) = self.refusal_reason(error)
+        {
+            let mut record =
+                AuditRecord::new(format!("agency:{}", caller.id), AuditAction::EventRefused)
+                    .detail(reason);
+            // The id only when it is one (never the caller's text).
+            record.referral_id = ReferralId::parse(referral_id).ok().map(|id| id.to_string());
+            if let Err(e) = self.store.audit(&record, now).await {
+                tracing::error!(error = %e, "cannot record a refused event in the audit log");
+                return Err(EventError::Store(e));
+            }
+        }
+        result
+    }
+
+    /// The audit detail of a refused event: a fixed code, with JSON Pointers whose
+    /// member names the schemas do not declare shown as `*`; `None` when nothing was
+    /// looked at (the store is busy: 503) or the store failed (500).
+    fn refusal_reason(&self, error: &EventError) -> Option<String> {
+        const AUDITED_POINTERS: usize = 20;
+        let with_pointers = |code: String, pointers: Vec<&str>| {
+            let mut out = code;
+            for (i, pointer) in pointers.iter().take(AUDITED_POINTERS).enumerate() {
+                out.push_str(if i == 0 { ": " } else { " " });
+                out.push_str(&self.schemas.redact_pointer(pointer));
+            }
+            if pointers.len() > AUDITED_POINTERS {
+                out.push_str(&format!(" (+{} more)", pointers.len() - AUDITED_POINTERS));
+            }
+            out
+        };
+        Some(match error {
+            EventError::NotFound => "not-found".to_owned(),
+            EventError::MalformedJson(e) => with_pointers(
+                format!("malformed-json:{}", e.code()),
+                e.pointer().into_iter().collect(),
+            ),
+            EventError::Invalid(violations) => with_pointers(
+                "schema-validation".to_owned(),
+                violations.iter().map(|v| v.pointer.as_str()).collect(),
+            ),
+            EventError::WrongParty(_, event) => format!("wrong-party:{}", event.as_str()),
+            EventError::Illegal(illegal) => format!(
+                "illegal-transition:{}:{}",
+                illegal.status.as_str(),
+                illegal.event.as_str()
+            ),
+            EventError::Conflict => "event-id-conflict".to_owned(),
+            EventError::TooMany => "too-many-events".to_owned(),
+            EventError::Store(_) => return None,
+        })
+    }
+
+    async fn record(
         &self,
         caller: &Agency,
         referral_id: &str,
@@ -143,10 +209,16 @@ impl Events {
         let (meets, stops) = clock_effects(event_type);
         let event_id = field("event_id").to_owned();
         let sender_agency = referral.sender_agency.clone();
-        let recipient = self
-            .registry
-            .get(referral.recipient_agency.as_str())
-            .cloned();
+        // The recipient's queue, also when a reload has removed the agency since (its
+        // queue stays on the broker): a withdrawal or follow-up is never dropped.
+        let recipient = match self.registry.get(referral.recipient_agency.as_str()) {
+            Some(agency) => RoutingKey::for_agency(agency),
+            None => RoutingKey::of(
+                &referral.service_type,
+                &referral.area,
+                &referral.recipient_agency,
+            ),
+        };
         let actor = caller_id.clone();
         let render_event_id = event_id.clone();
         // Owned by the write (the committer may run it again if its batch is retried).
@@ -174,14 +246,12 @@ impl Events {
                     &record,
                 ));
             }
-            if party == Party::Sender
-                && let Some(recipient) = &recipient
-            {
+            if party == Party::Sender {
                 let message_id = format!("{record_id}-recipient");
                 messages.push(if event_type == EventType::Withdrawn {
-                    OutboxMessage::withdrawal(message_id, recipient, &record)
+                    OutboxMessage::withdrawal(message_id, &recipient, &record)
                 } else {
-                    OutboxMessage::follow_up(message_id, recipient, &record)
+                    OutboxMessage::follow_up(message_id, &recipient, &record)
                 });
             }
             (record.to_json(), messages)

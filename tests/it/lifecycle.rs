@@ -213,6 +213,56 @@ async fn refusals_and_retries(backend: Backend) {
         "refused and replayed events are not in the timeline"
     );
     assert_eq!(timeline[1]["reason_code"], "out_of_area");
+
+    // Every refusal is in the audit log, with a fixed code and the referral's id (when
+    // the path holds one), never the caller's values; replays and accepted events are
+    // not refusals.
+    use sqlx::Row;
+    let refused: Vec<(String, Option<String>, String)> = sqlx::query(
+        "SELECT actor, referral_id, detail FROM audit_log WHERE action = 'event.refused' ORDER BY seq",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("actor"), r.get("referral_id"), r.get("detail")))
+    .collect();
+    let expected = [
+        (
+            "agency:coventry-cmht",
+            true,
+            "illegal-transition:received:first_contact",
+        ),
+        ("agency:coventry-iapt", true, "not-found"),
+        ("agency:coventry-cmht", true, "not-found"),
+        ("agency:coventry-cmht", false, "not-found"),
+        ("agency:coventry-liaison", true, "wrong-party:accepted"),
+        ("agency:coventry-cmht", true, "wrong-party:withdrawn"),
+        (
+            "agency:coventry-cmht",
+            true,
+            "schema-validation: /event_id /reason_code",
+        ),
+        (
+            "agency:coventry-cmht",
+            true,
+            "schema-validation: /occurred_at",
+        ),
+        ("agency:coventry-cmht", true, "event-id-conflict"),
+        (
+            "agency:coventry-liaison",
+            true,
+            "illegal-transition:declined:withdrawn",
+        ),
+    ];
+    assert_eq!(refused.len(), expected.len(), "{refused:?}");
+    for ((actor, referral, detail), (want_actor, has_id, want_detail)) in
+        refused.iter().zip(expected)
+    {
+        assert_eq!((actor.as_str(), detail.as_str()), (want_actor, want_detail));
+        assert_eq!(referral.is_some(), has_id, "{detail}");
+    }
+    assert_eq!(refused[0].1.as_deref(), Some(id.as_str()));
     app.stop().await;
 }
 
