@@ -841,7 +841,11 @@ async fn seed(
                 // A status message to the sender, or the withdrawal to the recipient.
                 let message = with_record(r, e, &event_id, |record| {
                     if e.by_sender {
-                        OutboxMessage::withdrawal(message_id, &r.recipient, record)
+                        OutboxMessage::withdrawal(
+                            message_id,
+                            &referral_gateway::domain::RoutingKey::for_agency(&r.recipient),
+                            record,
+                        )
                     } else {
                         OutboxMessage::event_status(message_id, &sender, record)
                     }

@@ -54,10 +54,13 @@ pub struct RoutingKey(String);
 
 impl RoutingKey {
     pub fn for_agency(agency: &Agency) -> Self {
-        Self(format!(
-            "{}.{}.{}",
-            agency.service_type, agency.area, agency.id
-        ))
+        Self::of(&agency.service_type, &agency.area, &agency.id)
+    }
+
+    /// The key of an agency by its parts (as a referral row records its recipient, which
+    /// a reload may have removed from the registry since).
+    pub fn of(service_type: &ServiceType, area: &Area, id: &AgencyId) -> Self {
+        Self(format!("{service_type}.{area}.{id}"))
     }
 
     pub fn as_str(&self) -> &str {

@@ -299,25 +299,29 @@ impl OutboxMessage {
     }
 
     /// A sender's follow-up, to the recipient's queue.
-    pub fn follow_up(message_id: String, recipient: &Agency, record: &EventRecord<'_>) -> Self {
+    pub fn follow_up(message_id: String, recipient: &RoutingKey, record: &EventRecord<'_>) -> Self {
         Self::to_recipient(MessageType::FollowUp, message_id, recipient, record)
     }
 
     /// A sender's withdrawal, to the recipient's queue.
-    pub fn withdrawal(message_id: String, recipient: &Agency, record: &EventRecord<'_>) -> Self {
+    pub fn withdrawal(
+        message_id: String,
+        recipient: &RoutingKey,
+        record: &EventRecord<'_>,
+    ) -> Self {
         Self::to_recipient(MessageType::Withdrawal, message_id, recipient, record)
     }
 
     fn to_recipient(
         message_type: MessageType,
         message_id: String,
-        recipient: &Agency,
+        recipient: &RoutingKey,
         record: &EventRecord<'_>,
     ) -> Self {
         Self {
             message_id: Some(message_id),
             message_type,
-            routing_key: RoutingKey::for_agency(recipient).as_str().to_owned(),
+            routing_key: recipient.as_str().to_owned(),
             payload: Some(record.to_json()),
         }
     }
