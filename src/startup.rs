@@ -685,5 +685,11 @@ pub fn configuration_warnings(config: &Config, schemas: &SchemaRegistry) -> Vec<
         &config.registry,
     ));
     warnings.extend(config.registry.permission_warnings());
+    let staff_listener = config.staff.as_ref().and_then(|s| s.listen).is_some();
+    if config.console.oidc.is_some() && !staff_listener {
+        warnings.push(
+            "console: OpenID Connect sign-in is configured, but the console is served on the staff listener, which is off ([staff] listen): nobody can sign in".to_owned(),
+        );
+    }
     warnings
 }

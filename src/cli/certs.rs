@@ -182,7 +182,7 @@ fn issue(
     let fingerprint = digest::fingerprint_hex(&sha256);
     match agency.certificate {
         CertificateIdentity::Sha256(_) => eprintln!(
-            "agency {agency_id} is registered by fingerprint: set its certificate = {{ sha256 = \"{fingerprint}\" }} and restart the gateway"
+            "agency {agency_id} is registered by fingerprint: set its certificate = {{ sha256 = \"{fingerprint}\" }} and reload the gateway (referral-gateway reload)"
         ),
         _ => eprintln!("SHA-256 fingerprint {fingerprint}"),
     }

@@ -40,7 +40,7 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file).with_context(|| {
                 format!(
-                    "server.pid_file: cannot read {} (is the gateway running?)",
+                    "server.pid_file: cannot read {} (is the gateway running? A pid_file changed in the file takes effect at the next restart: until then give --pid)",
                     file.display()
                 )
             })?;
@@ -53,7 +53,9 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
         ),
     };
     let ops = server.ops_listen;
-    let before = ops.map(reload_counts).transpose()?;
+    let before = ops.map(reload_counts).transpose().context(
+        "nothing was signalled (an ops_listen changed in the file takes effect at the next restart)",
+    )?;
     signal_hangup(pid)?;
     let (Some(ops), Some(before)) = (ops, before) else {
         println!(
