@@ -177,7 +177,8 @@ pub fn check(config: Config) -> Result<Checked, Vec<String>> {
 /// bundle, a new signing key), not only a path that changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Material {
-    /// `tls.ca`: the trust anchor for agencies' and staff's client certificates.
+    /// `tls.ca`: the trust anchors for agencies' client certificates, by the
+    /// certificates it holds (not the file's bytes: comments and line endings aside).
     pub tls_ca: [u8; 32],
     /// `tls.cert` and `tls.key`: the gateway's own certificate.
     pub tls_identity: [u8; 32],
@@ -188,11 +189,22 @@ pub struct Material {
 impl Material {
     fn read(config: &Config, signing_key: &GatewayKey) -> std::io::Result<Self> {
         Ok(Self {
-            tls_ca: crl_digest(std::slice::from_ref(&config.tls.ca))?,
+            tls_ca: certificates_digest(&config.tls.ca)?,
             tls_identity: crl_digest(&[config.tls.cert.clone(), config.tls.key.clone()])?,
             signing_key: signing_key.key_id().to_string(),
         })
     }
+}
+
+/// SHA-256 over the DER certificates of a PEM file, in order.
+fn certificates_digest(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let certs = tls::load_certs("tls.ca", path).map_err(std::io::Error::other)?;
+    let mut all = Vec::new();
+    for cert in &certs {
+        all.extend_from_slice(&(cert.len() as u64).to_be_bytes());
+        all.extend_from_slice(cert);
+    }
+    Ok(crate::security::digest::sha256(&all))
 }
 
 fn crl_digest(paths: &[PathBuf]) -> std::io::Result<[u8; 32]> {
@@ -220,6 +232,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     note(differs(&old.server, &new.server), "server");
     note(differs(&old.database, &new.database), "database");
     note(differs(&old.amqp, &new.amqp), "amqp");
+    note(old.tls.ca != new.tls.ca, "tls.ca");
     note(
         old.tls.cert != new.tls.cert || old.tls.key != new.tls.key,
         "tls.cert, tls.key",
@@ -251,13 +264,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     needed
 }
 
-/// Changes a reload refuses outright rather than leave for a restart, because the
-/// checks of the new file were made under them: another `profile` (the production
-/// profile's checks, such as "at least one sharing agreement", would have been judged
-/// by the development profile's rules) and another trust anchor (`tls.ca`, by path or
-/// contents: the CRLs' verifier is rebuilt from the file at each reload, so a new CA
-/// would be trusted at once). Each names its key; nothing is changed.
-fn refused_changes(running: &Config, material: Option<&Material>, new: &Checked) -> Vec<String> {
+/// Changes a reload refuses outright rather than leave for a restart: another
+/// `profile`, because the new file's checks were made under it (the production
+/// profile's, such as "at least one sharing agreement", would have been judged by the
+/// development profile's rules). Nothing is changed.
+fn refused_changes(running: &Config, new: &Checked) -> Vec<String> {
     let mut refused = Vec::new();
     if running.profile != new.config.profile {
         refused.push(format!(
@@ -266,20 +277,15 @@ fn refused_changes(running: &Config, material: Option<&Material>, new: &Checked)
             format!("{:?}", new.config.profile).to_lowercase()
         ));
     }
-    let ca_changed = running.tls.ca != new.config.tls.ca
-        || material.is_some_and(|m| m.tls_ca != new.material.tls_ca);
-    if ca_changed {
-        refused.push(
-            "tls.ca: the CA file differs from the one the gateway started with (its path or its contents); a new trust anchor needs a restart (nothing was changed)"
-                .to_string(),
-        );
-    }
     refused
 }
 
 /// Files replaced at the same path that need a restart to take effect.
 fn material_restart_needed(running: &Material, new: &Material) -> Vec<&'static str> {
     let mut needed = Vec::new();
+    if running.tls_ca != new.tls_ca {
+        needed.push("tls.ca");
+    }
     if running.tls_identity != new.tls_identity {
         needed.push("tls.cert, tls.key");
     }
@@ -444,6 +450,8 @@ pub struct Reloader {
     clock: Arc<dyn TimeSource>,
     /// The relay's topology (new agencies' queues are declared when it changes).
     topology: Option<tokio::sync::watch::Sender<Topology>>,
+    /// The trust anchors the gateway started with (`tls.ca`).
+    roots: Arc<rustls::RootCertStore>,
     /// The configuration in force: the one started with, with the reloadable parts of
     /// each applied reload.
     state: tokio::sync::Mutex<(Config, Loaded)>,
@@ -463,6 +471,7 @@ pub(crate) struct ReloaderParts {
 pub struct InForce {
     config: Config,
     loaded: Loaded,
+    roots: Arc<rustls::RootCertStore>,
 }
 
 impl InForce {
@@ -470,6 +479,7 @@ impl InForce {
         Self {
             config: checked.config.clone(),
             loaded: Loaded::of(checked),
+            roots: checked.agency_tls.roots.clone(),
         }
     }
 }
@@ -486,6 +496,7 @@ impl Reloader {
             metrics: parts.metrics,
             clock: parts.clock,
             topology: parts.topology,
+            roots: started.roots,
             state: tokio::sync::Mutex::new((started.config, started.loaded)),
         }
     }
@@ -552,7 +563,7 @@ impl Reloader {
             Err(problems) => return ReloadOutcome::Rejected { problems },
         };
         let (running, loaded) = state;
-        let refusals = refused_changes(running, loaded.material.as_ref(), &checked);
+        let refusals = refused_changes(running, &checked);
         if !refusals.is_empty() {
             return ReloadOutcome::Rejected { problems: refusals };
         }
@@ -566,6 +577,16 @@ impl Reloader {
         }
         let mut new_loaded = Loaded::of(&checked);
         new_loaded.material = loaded.material.clone();
+        // The new CRLs, with the trust anchors the gateway started with: a new `tls.ca`
+        // is trusted only after a restart (reported above), never by a reload.
+        let verifier = match tls::client_verifier_with(self.roots.clone(), &checked.config.tls) {
+            Ok(verifier) => verifier,
+            Err(e) => {
+                return ReloadOutcome::Rejected {
+                    problems: vec![format!("tls: {e}")],
+                };
+            }
+        };
         let changes = Changes::between(loaded, &new_loaded);
         let generation = self.cell.load().generation + 1;
         let now = self.clock.now();
@@ -584,11 +605,10 @@ impl Reloader {
         let Checked {
             config,
             schemas,
-            agency_tls,
             warnings,
             ..
         } = checked;
-        self.verifier.swap(agency_tls.verifier.current());
+        self.verifier.swap(verifier);
         self.cell.store(Runtime::new(
             generation,
             now,

@@ -97,6 +97,7 @@ pub(super) fn build(
     raw: Option<RawConsole>,
     staff_issuer: Option<&str>,
     env: &dyn super::Env,
+    checks: super::FileChecks,
     problems: &mut super::Problems,
 ) -> ConsoleConfig {
     let raw = raw.unwrap_or_default();
@@ -153,6 +154,7 @@ pub(super) fn build(
                 problems.push("console.issuer_url", "must be an https:// URL");
             }
             if let Some(ca) = &raw.oidc_ca
+                && checks == super::FileChecks::Required
                 && let Some(problem) = crate::security::tls::check_client_roots(ca)
             {
                 problems.push("console.oidc_ca", problem);

@@ -295,7 +295,7 @@ fn build(
     let staff = raw
         .staff
         .and_then(|staff| staff::build_staff(staff, env, checks, problems));
-    let console = console::build(raw.console, staff_issuer.as_deref(), env, problems);
+    let console = console::build(raw.console, staff_issuer.as_deref(), env, checks, problems);
     let sharing_agreements = sharing::build_agreements(raw.sharing_agreements, &registry, problems);
 
     let tls = tls::build_tls(raw.tls);

@@ -107,10 +107,16 @@ impl Events {
     fn refusal_reason(&self, error: &EventError) -> Option<String> {
         const AUDITED_POINTERS: usize = 20;
         let with_pointers = |code: String, pointers: Vec<&str>| {
+            // A parse error's pointer follows the caller's shape, not the schemas'.
+            let unchecked = code.starts_with("malformed-json");
             let mut out = code;
             for (i, pointer) in pointers.iter().take(AUDITED_POINTERS).enumerate() {
                 out.push_str(if i == 0 { ": " } else { " " });
-                out.push_str(&self.schemas.redact_pointer(pointer));
+                out.push_str(&if unchecked {
+                    self.schemas.redact_unchecked_pointer(pointer)
+                } else {
+                    self.schemas.redact_pointer(pointer)
+                });
             }
             if pointers.len() > AUDITED_POINTERS {
                 out.push_str(&format!(" (+{} more)", pointers.len() - AUDITED_POINTERS));

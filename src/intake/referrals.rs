@@ -192,10 +192,16 @@ impl Intake {
         let pointers = |code: &str, pointers: &mut dyn Iterator<Item = &str>| {
             let mut out = code.to_owned();
             let mut count = 0;
+            // A parse error's pointer follows the caller's shape, not the schemas'.
+            let unchecked = code.starts_with("malformed-json");
             for pointer in pointers {
                 if count < AUDITED_POINTERS {
                     out.push_str(if count == 0 { ": " } else { " " });
-                    out.push_str(&self.schemas.redact_pointer(pointer));
+                    out.push_str(&if unchecked {
+                        self.schemas.redact_unchecked_pointer(pointer)
+                    } else {
+                        self.schemas.redact_pointer(pointer)
+                    });
                 }
                 count += 1;
             }

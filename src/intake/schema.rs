@@ -231,11 +231,23 @@ impl SchemaRegistry {
     /// indexes are kept where the schemas declare an array: elsewhere a number is the
     /// caller's own member name), at most 256 characters: safe to write to the audit log.
     pub fn redact_pointer(&self, pointer: &str) -> String {
+        self.redact(pointer, true)
+    }
+
+    /// The same for a pointer into a document that was not read whole (a duplicate
+    /// member, a NUL character): its shape is the caller's, not the schemas', so no
+    /// number is taken for an array index.
+    pub fn redact_unchecked_pointer(&self, pointer: &str) -> String {
+        self.redact(pointer, false)
+    }
+
+    fn redact(&self, pointer: &str, indexes: bool) -> String {
         let mut out = String::new();
         let mut previous: Option<&str> = None;
         for token in pointer.split('/').skip(1) {
             out.push('/');
-            let index = previous.is_some_and(|p| self.array_names.contains(p))
+            let index = indexes
+                && previous.is_some_and(|p| self.array_names.contains(p))
                 && !token.is_empty()
                 && token.len() <= 6
                 && token.bytes().all(|b| b.is_ascii_digit());
@@ -492,6 +504,12 @@ mod tests {
         assert_eq!(reg.redact_pointer("/person/Alex Smith"), "/person/*");
         assert_eq!(reg.redact_pointer("/needs/1234567"), "/needs/*");
         assert_eq!(reg.redact_pointer(""), "");
+        // Where the document's shape is the caller's (a parse error), no number is kept.
+        assert_eq!(reg.redact_unchecked_pointer("/needs/010180"), "/needs/*");
+        assert_eq!(
+            reg.redact_unchecked_pointer("/needs/3/type"),
+            "/needs/*/type"
+        );
         assert!(reg.redact_pointer(&"/needs".repeat(100)).len() <= 256);
     }
 

@@ -133,6 +133,11 @@ pub fn load_crls(
 /// config, so a reload can make a fresh one and swap it into the running listener's
 /// [`ReloadableVerifier`].
 pub fn client_verifier(tls: &TlsConfig) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    client_verifier_with(trust_anchors(tls)?, tls)
+}
+
+/// The trust anchors of `tls.ca`.
+pub fn trust_anchors(tls: &TlsConfig) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in load_certs("tls.ca", &tls.ca)? {
         roots.add(ca).map_err(|e| TlsError::BadCa {
@@ -140,7 +145,16 @@ pub fn client_verifier(tls: &TlsConfig) -> Result<Arc<dyn ClientCertVerifier>, T
             message: e.to_string(),
         })?;
     }
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    Ok(Arc::new(roots))
+}
+
+/// A client certificate verifier for `roots` with `tls`'s CRLs: what a reload builds,
+/// with the trust anchors the gateway started with.
+pub fn client_verifier_with(
+    roots: Arc<RootCertStore>,
+    tls: &TlsConfig,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
         .with_crls(load_crls(&tls.crls)?);
     if tls.crl_enforce_expiry {
         verifier = verifier.enforce_revocation_expiration();
@@ -156,6 +170,8 @@ pub fn client_verifier(tls: &TlsConfig) -> Result<Arc<dyn ClientCertVerifier>, T
 pub struct AgencyTls {
     pub config: ServerConfig,
     pub verifier: Arc<ReloadableVerifier>,
+    /// The trust anchors it was built with (`tls.ca`).
+    pub roots: Arc<RootCertStore>,
 }
 
 /// The server config for the agency (mTLS) listener.
@@ -167,13 +183,21 @@ pub struct AgencyTls {
 /// could be resumed (a day). Every connection is verified in full instead; agencies
 /// keep their connections open, so the cost is one handshake per connection.
 pub fn server_config(tls: &TlsConfig) -> Result<AgencyTls, TlsError> {
-    let verifier = Arc::new(ReloadableVerifier::new(client_verifier(tls)?));
+    let roots = trust_anchors(tls)?;
+    let verifier = Arc::new(ReloadableVerifier::new(client_verifier_with(
+        roots.clone(),
+        tls,
+    )?));
     let reporting = Arc::new(ReportingVerifier::new(verifier.clone()));
     let builder = versions(provider())?.with_client_cert_verifier(reporting);
     let mut config = with_server_cert(builder, tls)?;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    Ok(AgencyTls { config, verifier })
+    Ok(AgencyTls {
+        config,
+        verifier,
+        roots,
+    })
 }
 
 /// TLS 1.3 and 1.2 only.

@@ -404,13 +404,13 @@ async fn a_reload_that_cannot_be_audited_changes_nothing() {
     app.stop().await;
 }
 
-/// What a reload would otherwise get wrong without a word: a new trust anchor (`tls.ca`
-/// replaced, even at the same path) and another profile are refused whole, since the new
-/// file's checks were made under them; the gateway's certificate replaced at the same
-/// path is reported as needing a restart (its bytes are compared, not only its path),
-/// and the certificate in force is kept.
+/// What a reload would otherwise get wrong without a word: another profile is refused
+/// whole (the new file's checks were made under it); a new trust anchor (`tls.ca`
+/// replaced, even at the same path) and the gateway's certificate replaced at the same
+/// path are compared by content, reported as needing a restart and not put in force (the
+/// CA the gateway started with still verifies clients, while CRLs still reload).
 #[tokio::test]
-async fn a_new_trust_anchor_or_profile_is_refused_and_a_replaced_certificate_needs_a_restart() {
+async fn a_new_profile_is_refused_and_a_new_trust_anchor_or_certificate_needs_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
@@ -453,26 +453,53 @@ async fn a_new_trust_anchor_or_profile_is_refused_and_a_replaced_certificate_nee
         adjust: Box::new(adjust),
     };
     let app = TestApp::start_reloadable(config, db, Box::new(source)).await;
-    let coventry = agency_client("coventry-liaison");
-    let refused = |outcome: ReloadOutcome, key: &str| match outcome {
-        ReloadOutcome::Rejected { problems } => {
-            assert!(
-                problems.iter().any(|p| p.starts_with(&format!("{key}: "))),
-                "{problems:?}"
-            );
-        }
-        other => panic!("a changed {key} was applied: {other:?}"),
+    let restart = |outcome: ReloadOutcome| match outcome {
+        ReloadOutcome::Applied { restart_needed, .. } => restart_needed,
+        other => panic!("reload refused: {other:?}"),
     };
 
-    // The CA bundle replaced at the same path (here: the same CA with a comment, which
-    // PEM readers skip; a real one would add or swap a CA).
+    // Another profile: refused, nothing changed.
+    production.store(true, std::sync::atomic::Ordering::SeqCst);
+    match applied(&app).await {
+        ReloadOutcome::Rejected { problems } => assert!(
+            problems.iter().any(|p| p.starts_with(
+                "profile: the gateway runs the development profile and the file says production"
+            )),
+            "{problems:?}"
+        ),
+        other => panic!("another profile was applied: {other:?}"),
+    }
+    production.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(metric(&app, "refgw_config_generation ").await, 1.0);
+
+    // The same CA rewritten (a comment, other line endings): the same trust anchors.
     let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
-    std::fs::write(certs.join("ca.crt"), format!("# renewed bundle\n{ca}")).unwrap();
-    refused(applied(&app).await, "tls.ca");
+    std::fs::write(
+        certs.join("ca.crt"),
+        format!("# the scheme CA\n{}", ca.replace('\n', "\r\n")),
+    )
+    .unwrap();
+    assert!(restart(applied(&app).await).is_empty());
+
+    // Another CA at the same path: reported, and not trusted until a restart: the
+    // agencies' certificates (from the CA the gateway started with) still work.
+    let other = referral_gateway::security::certs::Authority::new("Another CA", 30).unwrap();
+    std::fs::write(certs.join("ca.crt"), &other.cert_pem).unwrap();
+    assert_eq!(restart(applied(&app).await), ["tls.ca"]);
+    expect_json(
+        post_referral(
+            &agency_client("coventry-liaison"),
+            &app,
+            example_text("cmht"),
+        )
+        .await,
+        202,
+    )
+    .await;
     // ... and at another path.
+    std::fs::write(certs.join("ca.crt"), &ca).unwrap();
     let moved = certs.join("ca-2027.crt");
     std::fs::write(&moved, &ca).unwrap();
-    std::fs::write(certs.join("ca.crt"), &ca).unwrap();
     std::fs::write(
         &file,
         text.replace(
@@ -481,45 +508,31 @@ async fn a_new_trust_anchor_or_profile_is_refused_and_a_replaced_certificate_nee
         ),
     )
     .unwrap();
-    refused(applied(&app).await, "tls.ca");
+    assert_eq!(restart(applied(&app).await), ["tls.ca"]);
     std::fs::write(&file, &text).unwrap();
+    assert!(restart(applied(&app).await).is_empty());
 
-    // Another profile.
-    production.store(true, std::sync::atomic::Ordering::SeqCst);
-    refused(applied(&app).await, "profile");
-    production.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(metric(&app, "refgw_config_generation ").await, 1.0);
-
-    // The gateway's own certificate renewed in place: applied, named as needing a
-    // restart, and the running one still serves.
+    // The gateway's own certificate renewed in place: named as needing a restart, at
+    // every reload until then (the running one is still the old one).
     let cert = std::fs::read_to_string(certs.join("server.crt")).unwrap();
     std::fs::write(certs.join("server.crt"), format!("# renewed\n{cert}")).unwrap();
-    let outcome = applied(&app).await;
-    let ReloadOutcome::Applied {
-        generation,
-        restart_needed,
-        ..
-    } = &outcome
-    else {
-        panic!("reload refused: {outcome:?}");
-    };
-    assert_eq!(
-        (*generation, restart_needed.as_slice()),
-        (2, ["tls.cert, tls.key"].as_slice())
-    );
-    // Reported again at the next reload: the running certificate is still the old one.
-    let outcome = applied(&app).await;
-    assert!(
-        matches!(&outcome, ReloadOutcome::Applied { restart_needed, .. } if restart_needed == &["tls.cert, tls.key"]),
-        "{outcome:?}"
-    );
+    assert_eq!(restart(applied(&app).await), ["tls.cert, tls.key"]);
+    assert_eq!(restart(applied(&app).await), ["tls.cert, tls.key"]);
     let details = reloaded_details(&app).await;
     assert!(
-        details[0].ends_with("; needs restart: tls.cert, tls.key"),
+        details
+            .last()
+            .unwrap()
+            .ends_with("; needs restart: tls.cert, tls.key"),
         "{details:?}"
     );
     expect_json(
-        post_referral(&coventry, &app, example_text("cmht")).await,
+        post_referral(
+            &agency_client("coventry-liaison"),
+            &app,
+            example_text("cmht"),
+        )
+        .await,
         202,
     )
     .await;

@@ -1447,8 +1447,9 @@ struct SubjectPage {
     layout: Layout,
     errors: Vec<(String, String)>,
     answered: bool,
-    /// More entries than the console lists ([`SUBJECT_PAGES`] pages).
-    incomplete: bool,
+    /// More entries than the console lists ([`SUBJECT_PAGES`] pages): the API's cursor
+    /// for the rest.
+    incomplete: Option<String>,
     summary: Vec<(String, String)>,
     statements: Vec<Statement>,
     form: SubjectFormView,
@@ -1516,7 +1517,7 @@ pub async fn subject_access_form(
         layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
         errors: Vec::new(),
         answered: false,
-        incomplete: false,
+        incomplete: None,
         summary: Vec::new(),
         statements: Vec::new(),
         form: SubjectFormView::default(),
@@ -1613,7 +1614,7 @@ pub async fn subject_access(
                 layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
                 errors,
                 answered: false,
-                incomplete: false,
+                incomplete: None,
                 summary: Vec::new(),
                 statements: Vec::new(),
                 form: form_view,
@@ -1645,7 +1646,7 @@ pub async fn subject_access(
         next_cursor = page.next_cursor;
         pages += 1;
     }
-    let incomplete = next_cursor.is_some();
+    let incomplete = next_cursor;
     let statements: Vec<Statement> = entries.iter().map(|(e, _)| statement(e)).collect();
     if form.format.as_deref() == Some("csv") {
         let mut csv = String::from(
@@ -1673,9 +1674,9 @@ pub async fn subject_access(
             );
             csv.push('\n');
         }
-        if incomplete {
+        if let Some(cursor) = &incomplete {
             csv.push_str(&format!(
-                "# incomplete: more than {} entries; read the rest with POST /v1/audit/disclosures and its cursor\n",
+                "# incomplete: more than {} entries; read the rest with POST /v1/audit/disclosures and \"cursor\": \"{cursor}\"\n",
                 statements.len()
             ));
         }
