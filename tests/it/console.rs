@@ -913,6 +913,73 @@ async fn disclosures_are_audited(backend: Backend) {
 
 on_both_backends!(disclosures_are_audited);
 
+/// A person with more entries than one page of the API (5,000): the console's statement
+/// lists every one, reading page after page, each page recorded as an API request is.
+#[tokio::test]
+async fn a_long_subject_access_statement_is_read_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let app = start(Backend::Sqlite, &text, clock.clone()).await;
+    let (cmht, _) = seed(&app, &clock, t0).await;
+    use sqlx::Row;
+    let key: String = sqlx::query(
+        "SELECT person_key FROM audit_log WHERE action = 'referral.submitted' AND referral_id = $1",
+    )
+    .bind(&cmht)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+    .get(0);
+    // 5,050 reads of the referral recorded under the person's key.
+    let reads: Vec<referral_gateway::store::AuditRecord> = (0..5_050)
+        .map(|_| referral_gateway::store::AuditRecord {
+            person_key: Some(key.clone()),
+            ..referral_gateway::store::AuditRecord::new(
+                "agency:coventry-cmht",
+                referral_gateway::domain::audit::AuditAction::ReferralRead,
+            )
+            .referral(&cmht)
+        })
+        .collect();
+    app.store.audit_all(&reads, t0).await.unwrap();
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    let before = app.count_action("audit.disclosures").await;
+    let r = post_form(
+        &app,
+        &auditor,
+        "/console/subject-access",
+        &format!("csrf={}&nhs_number=9434765919&format=csv", auditor.csrf),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let csv = r.text().await.unwrap();
+    // A header line, then one line per entry: the seeded ones and the 5,050 reads.
+    let lines = csv.lines().count() - 1;
+    assert!(lines > 5_050, "{lines} lines");
+    assert!(!csv.contains("# incomplete"), "{csv:.200}");
+    // Two pages of the API: two requests recorded (one person key).
+    assert_eq!(app.count_action("audit.disclosures").await - before, 2);
+    let r = post_form(
+        &app,
+        &auditor,
+        "/console/subject-access",
+        &format!("csrf={}&nhs_number=9434765919", auditor.csrf),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("sar-incomplete"));
+    assert_eq!(
+        html.matches("<h3 class=\"nhsuk-heading-s\"><strong class=\"nhsuk-tag")
+            .count(),
+        lines + 2,
+        "one statement per line of the CSV, and the CSV request's two pages (recorded under the person's key)"
+    );
+    app.stop().await;
+}
+
 /// The row of the repeat-referrals counts table for `service_type`.
 fn repeats_row<'a>(html: &'a str, service_type: &str) -> &'a str {
     let start = html
