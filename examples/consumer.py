@@ -90,11 +90,17 @@ def main() -> int:
             updates = os.path.join(args.out, "updates")
             os.makedirs(updates, exist_ok=True)
             target = os.path.join(updates, f"{referral_id}.{kind}.json")
-            if not os.path.exists(target):
+            new = not os.path.exists(target)
+            if new:
                 with open(target, "wb") as f:
                     f.write(body)
                 print(f"received {kind} {referral_id}", file=sys.stderr)
             channel.basic_ack(method.delivery_tag)
+            # A new follow-up or withdrawal counts towards --max as a referral does.
+            if new:
+                handled += 1
+                if args.max is not None and handled >= args.max:
+                    break
             continue
         target = os.path.join(args.out, f"{referral_id}.json")
         if os.path.exists(target):

@@ -152,11 +152,19 @@ async fn main() -> anyhow::Result<()> {
         if kind != "referral" {
             let target = args.out.join("updates").join(format!("{id}.{kind}.json"));
             std::fs::create_dir_all(args.out.join("updates"))?;
-            if !target.exists() {
+            let new = !target.exists();
+            if new {
                 std::fs::write(&target, &delivery.data)?;
                 eprintln!("received {kind} {id}");
             }
             delivery.acker.ack(BasicAckOptions::default()).await?;
+            // A new follow-up or withdrawal counts towards --max as a referral does.
+            if new {
+                handled += 1;
+                if args.max.is_some_and(|max| handled >= max) {
+                    break;
+                }
+            }
             continue;
         }
         let target = args.out.join(format!("{id}.json"));

@@ -87,26 +87,31 @@ pub async fn dlq_list(
     while let Some(delivery) = take(&channel, &queue).await? {
         let p = &delivery.properties;
         out.push_str(&format!(
-            "{}  {}  correlation {}\n",
+            "{}  {}  {}  correlation {}  dead-lettered: {}\n",
             p.message_id()
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
+            p.kind()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".to_owned()),
             delivery.routing_key,
             p.correlation_id()
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
+            death_reason(p),
         ));
         held.push(delivery);
     }
-    // Unacknowledged until here, so nothing was counted twice; now put them all back.
-    for delivery in held.iter().rev() {
-        delivery
-            .acker
+    // Unacknowledged until here, so nothing was counted twice; now put them all back,
+    // in one call up to the last, so that they keep their order in the queue.
+    if let Some(last) = held.last() {
+        last.acker
             .nack(BasicNackOptions {
+                multiple: true,
                 requeue: true,
-                ..Default::default()
             })
             .await?;
     }
@@ -116,6 +121,31 @@ pub async fn dlq_list(
         held.len()
     ));
     Ok(out)
+}
+
+/// Why the broker dead-lettered a message: the newest `x-death` entry's `reason`
+/// (`rejected` by the consumer, `delivery_limit` after too many redeliveries, `expired`,
+/// `maxlen`), or `-`.
+fn death_reason(properties: &lapin::BasicProperties) -> String {
+    use lapin::types::AMQPValue;
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-death"))
+        .and_then(|deaths| match deaths {
+            AMQPValue::FieldArray(deaths) => deaths.as_slice().first(),
+            _ => None,
+        })
+        .and_then(|death| match death {
+            AMQPValue::FieldTable(death) => death.inner().get("reason"),
+            _ => None,
+        })
+        .and_then(|reason| match reason {
+            AMQPValue::LongString(reason) => Some(reason.to_string()),
+            AMQPValue::ShortString(reason) => Some(reason.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// `dlq replay`: republish one agency's dead-lettered messages to the referrals exchange

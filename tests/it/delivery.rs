@@ -590,6 +590,10 @@ async fn rejected_messages_are_dead_lettered_listed_and_replayed() {
     assert!(ok, "{out}");
     assert!(out.contains(&id), "{out}");
     assert!(out.contains("1 dead-lettered message(s)"), "{out}");
+    assert!(
+        out.contains("  referral  ") && out.contains("dead-lettered: rejected"),
+        "{out}"
+    );
     assert!(!out.contains("Alex"), "no content is printed");
     let (ok, out) = gateway_cli(
         &namespace,
