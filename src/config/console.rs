@@ -131,7 +131,26 @@ pub(super) fn build(
         }
     };
     let oidc = match (raw.client_id, raw.redirect_url) {
-        (None, None) => None,
+        (None, None) => {
+            // Settings of a sign-in that is not configured: refused rather than ignored.
+            let unused = [
+                ("console.issuer_url", raw.issuer_url.is_some()),
+                (
+                    "console.client_secret_file",
+                    raw.client_secret_file.is_some(),
+                ),
+                ("console.scopes", raw.scopes.is_some()),
+                ("console.provider_name", raw.provider_name.is_some()),
+                ("console.oidc_ca", raw.oidc_ca.is_some()),
+            ];
+            for (key, _) in unused.iter().filter(|(_, set)| *set) {
+                problems.push(
+                    key,
+                    "is used only for OpenID Connect sign-in, which needs console.client_id and console.redirect_url",
+                );
+            }
+            None
+        }
         (Some(client_id), Some(redirect_url)) => {
             if !redirect_url.starts_with("https://")
                 || !redirect_url.ends_with("/console/auth/callback")

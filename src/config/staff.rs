@@ -137,6 +137,17 @@ pub(super) fn build_staff(
         }
         PathBuf::new()
     });
+    if raw.jwks_url.is_none() {
+        // Settings of a JWKS URL that is not configured: refused rather than ignored.
+        for (key, set) in [
+            ("staff.jwks_ca", raw.jwks_ca.is_some()),
+            ("staff.jwks_refresh_secs", raw.jwks_refresh_secs.is_some()),
+        ] {
+            if set {
+                problems.push(key, "is used only with staff.jwks_url");
+            }
+        }
+    }
     let jwks_url = raw.jwks_url.map(|url| {
         if let Err(e) = check_jwks_url(&url) {
             problems.push("staff.jwks_url", format!("'{url}' {e}"));
@@ -301,6 +312,18 @@ mod tests {
             err.contains("staff.jwks_ca: Cargo.toml holds no CERTIFICATE block"),
             "{err}"
         );
+        // Settings of a JWKS URL that is not there are refused, not ignored.
+        let orphan = format!(
+            "{}jwks_ca = \"certs-example/ca.crt\"\njwks_refresh_secs = 600\n",
+            complete
+        );
+        let err = load(&(base() + &orphan), &NoEnv).unwrap_err().to_string();
+        for key in ["staff.jwks_ca", "staff.jwks_refresh_secs"] {
+            assert!(
+                err.contains(&format!("{key}: is used only with staff.jwks_url")),
+                "{err}"
+            );
+        }
         let neither = "[staff]\nissuer = \"i\"\naudience = \"a\"\n";
         let err = load(&(base() + neither), &NoEnv).unwrap_err().to_string();
         assert!(err.contains("jwks_file, jwks_url, or both"), "{err}");
