@@ -80,11 +80,15 @@ pub(super) fn build_audit(
             ),
         );
     }
+    let mut obtained = false;
     let secret = match (
         env.var("REFGW_PERSON_KEY_SECRET"),
         raw.person_key_secret_file,
     ) {
-        (Some(v), _) => v.into_bytes(),
+        (Some(v), _) => {
+            obtained = true;
+            v.into_bytes()
+        }
         (None, None) => {
             problems.push(
                 "audit.person_key_secret_file",
@@ -93,7 +97,10 @@ pub(super) fn build_audit(
             Vec::new()
         }
         (None, Some(path)) => match std::fs::read(&path) {
-            Ok(bytes) => bytes.trim_ascii().to_vec(),
+            Ok(bytes) => {
+                obtained = true;
+                bytes.trim_ascii().to_vec()
+            }
             Err(e) => {
                 if checks == FileChecks::Required {
                     problems.push(
@@ -126,10 +133,12 @@ pub(super) fn build_audit(
             }
         },
     };
-    if checks == FileChecks::Required && !secret.is_empty() && secret.len() < 32 {
+    // Read but empty or short (an empty file, a variable set to nothing): refused, as
+    // a missing one is; an HMAC under an empty key would let anyone compute person keys.
+    if checks == FileChecks::Required && obtained && secret.len() < 32 {
         problems.push(
             "audit.person_key_secret_file",
-            "the person-key secret must be at least 32 bytes (e.g. 64 hex digits)",
+            "the person-key secret must be at least 32 bytes (e.g. 64 hex digits); it is empty or shorter",
         );
     }
     let checkpoint_every = raw.checkpoint_every.unwrap_or(1000);
@@ -183,5 +192,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("audit.head_file: directory"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_or_short_person_key_secret_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = format!(
+            "person_key_secret_file = \"{}/certs-example/person-key.secret\"",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        assert!(base().contains(&shipped));
+        for (name, contents) in [("empty", ""), ("newline", "\n"), ("short", "0123456789\n")] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, contents).unwrap();
+            let text = base().replace(
+                &shipped,
+                &format!("person_key_secret_file = \"{}\"", file.display()),
+            );
+            let err = load(&text, &NoEnv).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "audit.person_key_secret_file: the person-key secret must be at least 32 bytes"
+                ),
+                "{name}: {err}"
+            );
+        }
     }
 }
