@@ -245,6 +245,7 @@ impl Application {
                     .wrap(middleware::from_fn(
                         api::middleware::body::drain_unread_body,
                     ))
+                    .wrap(response_headers(false))
                     .configure(api::agency_routes)
                     .default_service(web::to(api::problem::no_such_route))
             },
@@ -316,6 +317,7 @@ impl Application {
                             .wrap(middleware::from_fn(
                                 api::middleware::body::drain_unread_body,
                             ))
+                            .wrap(response_headers(true))
                             .configure(api::staff_routes)
                             .configure(|cfg| {
                                 if let Some(console) = &console {
@@ -542,7 +544,8 @@ where
     let addr = listener.local_addr()?;
     let mut builder = Server::build()
         .disable_signals()
-        .shutdown_timeout(shutdown_timeout_secs);
+        .shutdown_timeout(shutdown_timeout_secs)
+        .max_concurrent_connections(MAX_CONNECTIONS_PER_WORKER);
     if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
@@ -553,7 +556,14 @@ where
             let identify = identify.clone();
             let metrics = metrics.clone();
             let app = app().into_factory().map_err(|e| e.into().error_response());
+            // Every phase of a connection bounded, as `HttpServer` sets them (building the
+            // service by hand starts from actix-http's defaults, whose disconnect timeout
+            // is none): an idle keep-alive connection 5 s, a request's head 5 s, and the
+            // closing flush to a client that stopped reading 1 s.
             let http = actix_http::HttpService::build()
+                .keep_alive(std::time::Duration::from_secs(5))
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .graceful_shutdown_signal(move || {
                     let signal = shutdown.clone();
                     async move { signal.notified().await }
@@ -602,6 +612,29 @@ where
         })
         .map(|builder| builder.run())
 }
+
+/// Headers on every answer of the two TLS listeners, unless a handler set its own (the
+/// console sets the same and more): answers hold referrals, timelines and audit entries,
+/// so no cache keeps them; no content sniffing; and on the staff listener, which browsers
+/// use, HTTPS only (HSTS).
+fn response_headers(browsers: bool) -> middleware::DefaultHeaders {
+    let headers = middleware::DefaultHeaders::new()
+        .add((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    if browsers {
+        headers.add((
+            actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000",
+        ))
+    } else {
+        headers
+    }
+}
+
+/// Connections each worker of a TLS listener holds at most; beyond it, new ones wait in
+/// the listen backlog (three listeners of two workers stay well under the file limit,
+/// `LimitNOFILE=65536` in deploy/referral-gateway.service).
+const MAX_CONNECTIONS_PER_WORKER: usize = 4096;
 
 /// Each registered agency's latest certificate expiry in `dir` (tls.issued_dir).
 pub(crate) fn certificate_expiries(

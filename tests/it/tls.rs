@@ -279,6 +279,30 @@ async fn http2_header_lists_are_bounded() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+
+    // HTTP/1.1: a head over 32 KiB (40 headers of 1 KiB: under the 96-header limit) is
+    // refused with 431 too; one under it is served.
+    let h1 = http_client(client_tls(
+        &root().join("certs-example/ca.crt"),
+        None,
+        &[&rustls::version::TLS13],
+    ));
+    let mut request = h1.get(app.staff_url("/healthz"));
+    for i in 0..40 {
+        request = request.header(format!("x-filler-{i}"), value.as_str());
+    }
+    match request.send().await {
+        Ok(response) => {
+            assert_eq!(response.version(), reqwest::Version::HTTP_11);
+            assert_eq!(response.status(), 431);
+        }
+        Err(e) => assert!(e.is_request(), "{e:?}"),
+    }
+    let mut request = h1.get(app.staff_url("/healthz"));
+    for i in 0..20 {
+        request = request.header(format!("x-filler-{i}"), value.as_str());
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
     app.stop().await;
 }
 
@@ -456,6 +480,47 @@ async fn refused_staff_handshakes_are_counted() {
     assert!(
         !metrics.contains("listener=\"agency\""),
         "nothing was refused on the agency listener: {metrics}"
+    );
+    app.stop().await;
+}
+
+/// Answers of both TLS listeners hold personal data: no cache may keep them, no browser
+/// may sniff them, and the staff listener (which browsers use) is HTTPS only.
+#[tokio::test]
+async fn answers_are_not_cached() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.submit(example_text("cmht")).await;
+    let agency = agency_client("coventry-liaison")
+        .get(app.url(&format!("/v1/referrals/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(agency.status(), 200);
+    let problem = agency_client("coventry-liaison")
+        .get(app.url("/v1/referrals/not-an-id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem.status(), 404);
+    for response in [&agency, &problem] {
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .is_none()
+        );
+    }
+    let staff = staff_client()
+        .get(app.staff_url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(staff.headers()["cache-control"], "no-store");
+    assert_eq!(
+        staff.headers()["strict-transport-security"],
+        "max-age=31536000"
     );
     app.stop().await;
 }

@@ -13,6 +13,8 @@ use crate::{error::ParseError, header::HeaderMap, ConnectionType, Request, Respo
 
 pub(crate) const MAX_BUFFER_SIZE: usize = 131_072;
 const MAX_HEADERS: usize = 96;
+/// referral-gateway patch: the most a request's head (request line and headers) may hold.
+const MAX_REQUEST_HEAD_SIZE: usize = 32 * 1024;
 
 /// Incoming message decoder
 pub(crate) struct MessageDecoder<T: MessageType>(PhantomData<T>);
@@ -273,6 +275,11 @@ impl MessageType for Request {
             let mut req = httparse::Request::new(&mut []);
 
             match req.parse_with_uninit_headers(src, &mut parsed)? {
+                // referral-gateway patch: a whole head that arrived in one read is held to
+                // the same limit as one still arriving.
+                httparse::Status::Complete(len) if len > MAX_REQUEST_HEAD_SIZE => {
+                    return Err(ParseError::TooLarge);
+                }
                 httparse::Status::Complete(len) => {
                     let method = Method::from_bytes(req.method.unwrap().as_bytes())
                         .map_err(|_| ParseError::Method)?;
@@ -288,8 +295,10 @@ impl MessageType for Request {
                 }
 
                 httparse::Status::Partial => {
-                    return if src.len() >= MAX_BUFFER_SIZE {
-                        trace!("MAX_BUFFER_SIZE unprocessed data reached, closing");
+                    // referral-gateway patch: a request head is at most 32 KiB (as the
+                    // HTTP/2 header list), not the 128 KiB of the read buffer.
+                    return if src.len() >= MAX_REQUEST_HEAD_SIZE {
+                        trace!("MAX_REQUEST_HEAD_SIZE unprocessed data reached, closing");
                         Err(ParseError::TooLarge)
                     } else {
                         // Return None to notify more read are needed for parsing request
