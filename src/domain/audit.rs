@@ -263,6 +263,10 @@ pub enum ChainFault {
     #[error("entry {seq} does not match {what} (entries up to it were changed)")]
     Mismatch { seq: i64, what: &'static str },
     #[error(
+        "a checkpoint at entry {seq}, beyond the log's last entry {last}, is not signed by a known key (written outside the gateway)"
+    )]
+    ForgedCheckpoint { seq: i64, last: i64 },
+    #[error(
         "the log ends at entry {last} but {what} says it reached entry {claimed} (entries deleted from the end)"
     )]
     Truncated {
@@ -284,7 +288,7 @@ impl ChainFault {
             | Self::UnknownKey { seq, .. }
             | Self::OutOfOrder { seq, .. }
             | Self::Mismatch { seq, .. } => *seq,
-            Self::Truncated { last, .. } => last + 1,
+            Self::Truncated { last, .. } | Self::ForgedCheckpoint { last, .. } => last + 1,
         }
     }
 }
@@ -401,6 +405,16 @@ where
 
     /// After the last entry: no checkpoint, and not the recorded head, may lie beyond it.
     pub fn finish(self, head_seq: i64) -> Result<(i64, String), ChainFault> {
+        // A checkpoint beyond the end: a signed one means entries were deleted from the
+        // end; one no trusted key signed was written there by somebody else.
+        for (&seq, checkpoint) in &self.checkpoints {
+            if checkpoint.check_signature(&self.verify_signature) != Some(true) {
+                return Err(ChainFault::ForgedCheckpoint {
+                    seq,
+                    last: self.previous_seq,
+                });
+            }
+        }
         if let Some((&seq, _)) = self.checkpoints.iter().next_back() {
             return Err(ChainFault::Truncated {
                 last: self.previous_seq,

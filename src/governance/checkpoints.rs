@@ -18,6 +18,11 @@ pub struct Checkpointer {
     every: i64,
     interval: std::time::Duration,
     head_file: Option<std::path::PathBuf>,
+    /// The newest entry this process signed a checkpoint of: the stored checkpoints
+    /// never fall below it unless somebody deleted them (and then, likely, rewrote the
+    /// entries they covered), which this process will not sign over.
+    signed_up_to: std::sync::atomic::AtomicI64,
+    refused: std::sync::atomic::AtomicBool,
 }
 
 /// A signed chain head as it is kept outside the database: the `audit.head_file`
@@ -116,6 +121,8 @@ impl Checkpointer {
             every,
             interval,
             head_file: None,
+            signed_up_to: std::sync::atomic::AtomicI64::new(0),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,7 +135,20 @@ impl Checkpointer {
     /// Signs the current head if it moved since the last checkpoint. Returns its seq.
     pub async fn checkpoint(&self) -> Result<Option<i64>, StoreError> {
         let (seq, hash) = self.store.audit_head().await?;
-        let last = self.store.last_checkpoint_seq().await?;
+        let (last, _) = self.store.last_checkpoint_seq(seq).await?;
+        let signed_up_to = self.signed_up_to.load(std::sync::atomic::Ordering::SeqCst);
+        if last < signed_up_to {
+            // Checkpoints this process wrote are gone: signing the head now would vouch
+            // for whatever replaced the entries they covered.
+            if !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tracing::error!(
+                    signed_up_to,
+                    newest_stored = last,
+                    "checkpoints this gateway signed are missing from the database (deleted outside the gateway): no further checkpoint is signed until a restart; run `audit verify --head` against a shipped head"
+                );
+            }
+            return Ok(None);
+        }
         if seq == 0 || seq == last {
             return Ok(None);
         }
@@ -140,7 +160,18 @@ impl Checkpointer {
             signature: String::new(),
         };
         checkpoint.signature = self.key.sign(&checkpoint.message());
-        self.store.insert_checkpoint(&checkpoint).await?;
+        let written = self.store.insert_checkpoint(&checkpoint).await?;
+        // Stored either way (ours, or one for the same entry a moment before).
+        self.signed_up_to
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+        if !written {
+            // Another instance signed the same head a moment before (PostgreSQL), or a
+            // row was written there outside the gateway (which `audit verify` reports).
+            tracing::warn!(
+                seq,
+                "a checkpoint for this entry was already stored; this one was not written"
+            );
+        }
         self.publish(SignedHead {
             seq,
             hash: checkpoint.head_hash,
@@ -177,20 +208,30 @@ impl Checkpointer {
         // Cheap (two single-row reads), and keeps the unsigned tail short under load.
         let poll = std::time::Duration::from_secs(1).min(self.interval);
         let mut last_signed = std::time::Instant::now();
+        let mut warned_beyond = false;
         while !shutdown.is_stopped() {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
                 () = shutdown.stopped() => break,
             }
-            let due = match (
-                self.store.audit_head().await,
-                self.store.last_checkpoint_seq().await,
-            ) {
-                (Ok((seq, _)), Ok(last)) => {
-                    seq - last >= self.every
-                        || (seq > last && last_signed.elapsed() >= self.interval)
-                }
-                _ => false,
+            let due = match self.store.audit_head().await {
+                Ok((seq, _)) => match self.store.last_checkpoint_seq(seq).await {
+                    Ok((last, beyond)) => {
+                        // A checkpoint beyond the head was not written by a gateway: it
+                        // would otherwise stop every later checkpoint being due.
+                        if beyond && !warned_beyond {
+                            warned_beyond = true;
+                            tracing::error!(
+                                head = seq,
+                                "the checkpoints table holds a checkpoint beyond the log's head, written outside the gateway; checkpoints go on, and `audit verify` reports it"
+                            );
+                        }
+                        seq - last >= self.every
+                            || (seq > last && last_signed.elapsed() >= self.interval)
+                    }
+                    Err(_) => false,
+                },
+                Err(_) => false,
             };
             if due {
                 match self.checkpoint().await {

@@ -20,8 +20,6 @@ pub const EXPORT_PAGE: i64 = 1000;
 pub struct Export {
     store: Store,
     format: ExportFormat,
-    from: Timestamp,
-    to: Timestamp,
     upto: i64,
     /// The last entry the walk reads: the period's last one, at most `upto`.
     walk_upto: i64,
@@ -31,7 +29,8 @@ pub struct Export {
 }
 
 impl Export {
-    /// Begins an export of the entries logged in `[from, to)` (µs), up to the current head.
+    /// Begins an export of the entries logged in `[from, to)` (µs), up to the current head:
+    /// every entry from the period's first to its last, with no gap in the chain.
     pub async fn begin(
         store: &Store,
         format: ExportFormat,
@@ -44,8 +43,6 @@ impl Export {
         Ok(Self {
             store: store.clone(),
             format,
-            from,
-            to,
             upto,
             walk_upto,
             after: Some(after),
@@ -85,11 +82,15 @@ impl Export {
         };
         let mut entries = self
             .store
-            .search_audit(&AuditQuery {
-                from: self.from,
-                to: self.to,
-                ..AuditQuery::everything(after, self.walk_upto, EXPORT_PAGE + 1)
-            })
+            // Every entry between the period's first and last (`audit_period_bounds`),
+            // not only those whose time is in it: entries are appended in nearly but not
+            // strictly increasing time, and an export with a gap in its chain could not be
+            // verified on its own.
+            .search_audit(&AuditQuery::everything(
+                after,
+                self.walk_upto,
+                EXPORT_PAGE + 1,
+            ))
             .await?;
         let more = entries.len() as i64 > EXPORT_PAGE;
         entries.truncate(usize::try_from(EXPORT_PAGE).unwrap_or(usize::MAX));

@@ -222,17 +222,25 @@ impl Store {
     }
 
     /// The seq of the latest checkpoint (0 if none).
-    pub async fn last_checkpoint_seq(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
+    pub async fn last_checkpoint_seq(&self, head: i64) -> Result<(i64, bool), StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(CASE WHEN seq <= $1 THEN seq END) AS seq, \
+             COUNT(CASE WHEN seq > $1 THEN 1 END) AS beyond FROM audit_checkpoints",
+        )
+        .bind(head)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0),
+            row.try_get::<i64, _>("beyond")? > 0,
+        ))
     }
 
     /// Records a signed checkpoint of the head (`ON CONFLICT DO NOTHING`: one per seq).
-    pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    /// Returns whether it was written (not, when a row for that seq was already there).
+    pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, signature) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
         )
@@ -243,7 +251,7 @@ impl Store {
         .bind(&checkpoint.signature)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(written.rows_affected() == 1)
     }
 }
 
