@@ -274,6 +274,54 @@ async fn checkpoints_are_signed_and_checked() {
     app.stop().await;
 }
 
+/// A checkpoint row written beyond the log's end by whoever may insert checkpoints does
+/// not stop the gateway's own checkpoints, and `audit verify` names it as forged; when
+/// checkpoints the gateway signed are deleted, it signs no further head.
+#[tokio::test]
+async fn forged_or_deleted_checkpoints_do_not_silence_signing() {
+    use referral_gateway::governance::checkpoints::Checkpointer;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    seed(&app).await;
+    let key = signing_key();
+    let checkpointer = Checkpointer::new(
+        app.store.clone(),
+        key.clone(),
+        1000,
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(checkpointer.checkpoint().await.unwrap(), Some(7));
+    exec(
+        &app,
+        "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, signature) \
+         VALUES (1000000000000, 'x', 0, 'nobody', 'AAAA')",
+    )
+    .await
+    .unwrap();
+    app.submit(example_text("cmht")).await;
+    let signed = checkpointer.checkpoint().await.unwrap();
+    assert_eq!(signed, Some(8), "the forged row stopped signing");
+    let keys = [key.public().clone()];
+    let err = referral_gateway::governance::verify::verify(&app.store, &keys)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a checkpoint at entry 1000000000000, beyond the log's last entry 8, is not signed by a known key"),
+        "{err}"
+    );
+
+    // The owner deletes the checkpoints this process signed: it will not sign again.
+    exec(&app, "DROP TRIGGER IF EXISTS audit_checkpoints_no_delete")
+        .await
+        .unwrap();
+    exec(&app, "DELETE FROM audit_checkpoints").await.unwrap();
+    app.submit(example_text("cmht")).await;
+    assert_eq!(checkpointer.checkpoint().await.unwrap(), None);
+    app.submit(example_text("cmht")).await;
+    assert_eq!(checkpointer.checkpoint().await.unwrap(), None);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn receipts_are_signed_and_verifiable() {
     let app = TestApp::spawn(Backend::Sqlite).await;
