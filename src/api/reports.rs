@@ -182,7 +182,15 @@ pub(crate) fn report_period(
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<(Timestamp, Timestamp), ApiError> {
-    let now = Timestamp::from(state.clock.now());
+    report_period_at(Timestamp::from(state.clock.now()), from, to)
+}
+
+/// [`report_period`] at `now`: also what `referral-gateway sla report` uses.
+pub fn report_period_at(
+    now: Timestamp,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Timestamp, Timestamp), ApiError> {
     let days = time::Duration::days(crate::sla::report::DEFAULT_PERIOD_DAYS);
     // `to` alone: checked (and read) first, so the default `from` can count back from it.
     let (_, end) = period(None, to, Timestamp::MIN, now)?;

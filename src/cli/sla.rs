@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use referral_gateway::api::query::period;
-use referral_gateway::sla::report::{DEFAULT_PERIOD_DAYS, sla_report, to_csv, to_table};
+use referral_gateway::api::reports::report_period_at;
+use referral_gateway::sla::report::{sla_report, to_csv, to_table};
 use referral_gateway::store::Store;
 
 use super::load_config;
@@ -45,16 +45,10 @@ pub fn run(config_path: &Path, command: SlaCommand) -> anyhow::Result<ExitCode> 
         agency,
         format,
     } = command;
-    // The same period rules as `GET /v1/reports/sla` (api::query::period).
+    // The same period rules as `GET /v1/reports/sla`: one implementation.
     let now = Timestamp::from(time::OffsetDateTime::now_utc());
-    let days = time::Duration::days(DEFAULT_PERIOD_DAYS);
-    let (from, to) = period(
-        from.as_deref(),
-        to.as_deref(),
-        now.saturating_sub(days),
-        now,
-    )
-    .map_err(|e| anyhow::anyhow!("--from/--to: {}", e.detail))?;
+    let (from, to) = report_period_at(now, from.as_deref(), to.as_deref())
+        .map_err(|e| anyhow::anyhow!("--from/--to: {}", e.detail))?;
     let config = load_config(config_path)?;
     if let Some(a) = &agency
         && config.registry.get(a).is_none()

@@ -5,7 +5,8 @@
 //! Definitions (docs/sla.md):
 //! - *within SLA*: the clock was met at or before its deadline;
 //! - *breached*: a referral with at least one of the acknowledge, decision and
-//!   first-contact clocks met late, or overdue at `as_of` (`domain::sla::is_overdue`);
+//!   first-contact clocks met late, overdue at `as_of` (`domain::sla::is_overdue`), or
+//!   stopped after its deadline;
 //! - *times*: from the referral's receipt to the clock being met, in hours, over met
 //!   clocks; median and 90th percentile by the nearest-rank method;
 //! - *not attended rate*: first-contact events with outcome `not_attended`, over those
@@ -285,7 +286,11 @@ pub fn aggregate<'a>(
                     .or_default()
                     .push(hours(met - fact.started_at));
             }
-            None if is_overdue(fact.due_at, fact.met_at, fact.stopped_at, as_of) => {
+            // Overdue now, or stopped (a withdrawal, a decline) only after its deadline
+            // had passed: the breach happened, and was notified, before the stop.
+            None if is_overdue(fact.due_at, fact.met_at, fact.stopped_at, as_of)
+                || fact.stopped_at.is_some_and(|stopped| stopped > fact.due_at) =>
+            {
                 *breached = true
             }
             None => {}
@@ -548,6 +553,14 @@ mod tests {
         assert_eq!(r.decided_within_sla, 3);
         assert_eq!(r.contacted_within_sla, 1);
         assert_eq!(r.breached, 2);
+        // A clock stopped after its deadline was breached before the stop; one stopped
+        // in time (B's first contact, at 6 h of 24) was not.
+        let mut late_stop = clocks.clone();
+        late_stop.push(ClockFact {
+            stopped_at: Some(9 * H),
+            ..fact("D", Acknowledge, 4, None)
+        });
+        assert_eq!(aggregate(&late_stop, &contacts, 31 * H)[0].breached, 3);
         assert_eq!(r.acknowledge_median_hours, Some(2.0));
         assert_eq!(r.acknowledge_p90_hours, Some(5.0));
         assert_eq!(r.decision_median_hours, Some(3.0));

@@ -186,6 +186,12 @@ impl Store {
         for row in &warnings {
             let due = due_clock(row)?;
             let referral_id = due.referral_id.to_string();
+            // The referral's row first, as an event's transaction takes it (then its
+            // clocks): the same order, so the two never deadlock on PostgreSQL.
+            sqlx::query(self.backend.lock_referral_sql())
+                .bind(&referral_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             // Under the same conditions as the read: on PostgreSQL an event's transaction
             // can meet or stop the clock between the two (READ COMMITTED), and then
             // nothing is due any more.
@@ -214,6 +220,10 @@ impl Store {
         for row in &breaches {
             let due = due_clock(row)?;
             let referral_id = due.referral_id.to_string();
+            sqlx::query(self.backend.lock_referral_sql())
+                .bind(&referral_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let breached = sqlx::query(
                 "UPDATE sla_clocks SET breached_at = $1, warned_at = COALESCE(warned_at, $1) \
                  WHERE referral_id = $2 AND clock = $3 \
