@@ -12,8 +12,13 @@ pub fn parse_instant(text: &str, end_of_day: bool) -> Option<time::OffsetDateTim
     }
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let date = time::Date::parse(text, &format).ok()?;
-    let date = if end_of_day { date.next_day()? } else { date };
-    Some(date.midnight().assume_utc())
+    let at = match (end_of_day, date.next_day()) {
+        (false, _) => date.midnight(),
+        (true, Some(next)) => next.midnight(),
+        // The last day there is (9999-12-31): up to its last microsecond.
+        (true, None) => date.with_hms_micro(23, 59, 59, 999_999).ok()?,
+    };
+    Some(at.assume_utc())
 }
 
 /// `from` and `to` query values: each a date (`to` counting to the end of that day) or an
@@ -92,4 +97,24 @@ pub fn filter_schema(values: impl IntoIterator<Item = String>) -> utoipa::openap
         .schema_type(Type::String)
         .enum_values(Some(values))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_count_to_the_end_of_the_day_even_the_last_one() {
+        let end = parse_instant("2026-11-30", true).unwrap();
+        assert_eq!(end, time::macros::datetime!(2026-12-01 00:00 UTC));
+        let start = parse_instant("2026-11-30", false).unwrap();
+        assert_eq!(start, time::macros::datetime!(2026-11-30 00:00 UTC));
+        let last = parse_instant("9999-12-31", true).unwrap();
+        assert_eq!(
+            last,
+            time::macros::datetime!(9999-12-31 23:59:59.999_999 UTC)
+        );
+        assert!(period(None, Some("9999-12-31"), Timestamp::MIN, Timestamp::MAX).is_ok());
+        assert!(parse_instant("2026-02-30", true).is_none());
+    }
 }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use super::identity::CallerAgency;
-use super::middleware::body::read_json_body;
+use super::middleware::body::{read_body, require_json};
 use super::middleware::correlation::CorrelationId;
 use super::problem::{ApiError, ProblemKind};
 use super::staff::StaffCaller;
@@ -85,8 +85,11 @@ pub(crate) async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_json_body(&req, payload, state.max_body_bytes).await?;
+    // The headers' checks first, in the documented order (415, 400, then 413), so a bad
+    // key is refused before the body is read.
+    require_json(&req)?;
     let key = idempotency_key(&req)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
     let correlation = req
         .extensions()
         .get::<CorrelationId>()

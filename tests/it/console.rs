@@ -1216,3 +1216,31 @@ async fn verify_now_runs_in_the_background(backend: Backend) {
 }
 
 on_both_backends!(verify_now_runs_in_the_background);
+
+/// A console address whose query string cannot be read gets the console's own error
+/// page, not the API's problem document.
+#[tokio::test]
+async fn an_unreadable_console_address_gets_the_error_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(None, &session_key_file(&dir));
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let app = start(Backend::Sqlite, &text, clock).await;
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    for path in [
+        "/console/overdue?cursor=a&cursor=b",
+        "/console/?from=2026-01-01&from=2026-02-01",
+    ] {
+        let r = get_page(&app, &auditor, path).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let html = r.text().await.unwrap();
+        assert!(html.contains("The address could not be read"), "{path}");
+    }
+    app.stop().await;
+}

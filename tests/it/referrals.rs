@@ -924,3 +924,56 @@ async fn an_agency_cannot_refer_to_itself() {
     );
     app.stop().await;
 }
+
+/// Headers are judged before the body is read, in the documented order: a compressed
+/// body is refused with 415 (nothing is decompressed), a bad Idempotency-Key with 400
+/// even when the body would also be too large.
+#[tokio::test]
+async fn header_checks_come_before_the_body() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let liaison = agency_client("coventry-liaison");
+    for coding in ["gzip", "br", "identity, gzip"] {
+        let response = liaison
+            .post(app.url("/v1/referrals"))
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(example_text("cmht"))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, 415).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Encoding"),
+            "{body}"
+        );
+    }
+    // `identity` is no coding at all.
+    let response = liaison
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .body(example_text("cmht"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    // A bad key and a body far over the limit: the key's 400.
+    let response = liaison
+        .post(app.url("/v1/referrals"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "a b")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    problem(response, 400).await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals WHERE id <> $1", "")
+            .await,
+        1
+    );
+    app.stop().await;
+}

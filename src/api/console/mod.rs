@@ -93,6 +93,7 @@ pub fn configure(dev_sign_in: bool) -> impl Fn(&mut web::ServiceConfig) + Clone 
         let mut scope = web::scope("/console")
             .wrap(actix_web::middleware::from_fn(layer))
             .app_data(form_config())
+            .app_data(query_config())
             .route("/", web::get().to(pages::overview))
             .route("/sign-in", web::get().to(pages::sign_in))
             .route("/sign-out", web::post().to(pages::sign_out))
@@ -133,6 +134,23 @@ fn form_config() -> web::FormConfig {
             )
             .into()
         })
+}
+
+/// A console address whose query string cannot be read (a parameter given twice, one
+/// that does not parse) gets the console's error page (400), not the API's problem
+/// document; the page says nothing of what was sent.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        actix_web::error::InternalError::from_response(
+            err,
+            pages::error_page(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "The address could not be read",
+                "Go back to the page and follow its links again, or start from the overview.",
+            ),
+        )
+        .into()
+    })
 }
 
 /// Security headers on every console response; the session from the cookie in the

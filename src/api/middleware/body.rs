@@ -141,8 +141,19 @@ pub async fn read_json_body(
     read_body(req, payload, limit).await
 }
 
-/// Refuses anything but `application/json` (or `+json`), UTF-8.
-fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+/// Refuses anything but `application/json` (or `+json`), UTF-8, with no content coding
+/// (`Content-Encoding` other than `identity`: the gateway decodes none, RFC 9110 15.5.16).
+pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(coding) = req.headers().get(actix_web::http::header::CONTENT_ENCODING)
+        && !coding
+            .to_str()
+            .is_ok_and(|c| c.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::of(
+            ProblemKind::UnsupportedMediaType,
+            "Send the body without a Content-Encoding: the gateway accepts no compressed bodies.",
+        ));
+    }
     let unsupported = || {
         ApiError::of(
             ProblemKind::UnsupportedMediaType,
@@ -173,7 +184,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// The whole body, refused with 413 as soon as it exceeds `limit` (declared or streamed).
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
