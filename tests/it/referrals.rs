@@ -400,6 +400,21 @@ async fn body_limits_media_types_and_malformed_json() {
         body["type"],
         "urn:referral-gateway:problem:bad-correlation-id"
     );
+    // Counted under its route, though refused before the router ran.
+    let r = client
+        .get(app.url(&format!("/v1/referrals/{}", uuid::Uuid::now_v7())))
+        .header("x-correlation-id", "has spaces in it")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    let metrics = app.ops_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"refgw_http_requests_total{route="/v1/referrals/{id}",method="GET",status="400"} 1"#
+        ),
+        "{metrics}"
+    );
 
     let r = client
         .delete(app.url("/v1/referrals"))

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -43,16 +43,23 @@ impl CorrelationId {
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let started = Instant::now();
-    let id = match single_header(&req, &HEADER)? {
-        None => CorrelationId::generate(),
+    let id = match single_header(&req, &HEADER).and_then(|value| {
+        match value {
+        None => Ok(CorrelationId::generate()),
         Some(v) => v.to_str().ok().and_then(CorrelationId::parse).ok_or_else(|| {
             ApiError::bad_request(
                 ProblemKind::BadCorrelationId,
                 "X-Correlation-ID must be 1-128 characters of letters, digits and - _ . : / + = @",
             )
-        })?,
+        }),
+    }
+    }) {
+        Ok(id) => id,
+        // Answered here as a response, not an error, so that the request counter
+        // outside still sees the request and its route.
+        Err(refused) => return Ok(req.error_response(refused).map_into_right_body()),
     };
     req.extensions_mut().insert(id.clone());
     // The request's configuration snapshot is taken here, at its start.
@@ -90,7 +97,7 @@ pub async fn middleware(
             "request finished"
         )
     });
-    Ok(res)
+    Ok(res.map_into_left_body())
 }
 
 /// The value of a header that may appear at most once: `400 duplicate-header` when it
