@@ -38,6 +38,18 @@ pub fn run(config_path: &Path, to: &Path) -> anyhow::Result<ExitCode> {
         .to_str()
         .context("the backup path must be valid UTF-8")?
         .to_owned();
+    // Created empty first, readable by its owner only (the copy holds the audit log and
+    // the referrals' metadata): SQLite would create it with mode 0644. `VACUUM INTO`
+    // accepts an empty file.
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+    }
     let database = config.database.clone();
     let result = actix_web::rt::System::new().block_on(async move {
         let store = Store::connect(&database).await?;

@@ -161,6 +161,15 @@ fn issue(
             let issued = ca.issue_client(&agency.name, &name)?;
             let cert = dir.join(format!("{agency_id}.crt"));
             let key = dir.join(format!("{agency_id}.key"));
+            // A certificate and key in use are never replaced by a second run.
+            for existing in [&cert, &key] {
+                if existing.exists() {
+                    anyhow::bail!(
+                        "{} already exists: move it away first (nothing was written)",
+                        existing.display()
+                    );
+                }
+            }
             certs::write_file(&cert, &issued.cert_pem, false)?;
             certs::write_file(&key, &issued.key_pem, true)?;
             eprintln!("wrote {} and {} (mode 0600)", cert.display(), key.display());
@@ -211,16 +220,26 @@ fn revoke(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", crl.display())),
     };
+    // One CA's CRL a file: the others in a shared file would be dropped by the rewrite
+    // (and the gateway, failing closed, would then refuse their CAs' clients).
+    if previous
+        .as_deref()
+        .is_some_and(|text| text.matches("-----BEGIN X509 CRL-----").count() > 1)
+    {
+        anyhow::bail!(
+            "{} holds more than one CRL: keep each CA's CRL in a file of its own (list them all in tls.crls); nothing was written",
+            crl.display()
+        );
+    }
     let (pem, count) = ca.crl_adding(
         previous.as_deref(),
         &facts.serial,
         None,
         time::Duration::days(next_update_days),
     )?;
-    // Written next to the old one and renamed over it: a reader never sees half a CRL.
-    let partial = crl.with_extension("partial");
-    certs::write_file(&partial, &pem, false)?;
-    std::fs::rename(&partial, crl).with_context(|| format!("replacing {}", crl.display()))?;
+    // Written next to the old one (mode 0644: the gateway's user reads it, whatever the
+    // umask) and renamed over it: a reader never sees half a CRL.
+    certs::write_file(crl, &pem, false)?;
     eprintln!(
         "revoked serial {} ({}); {} now lists {count} certificate(s). Restart the gateway (or reload it) to apply.",
         hex::encode(&facts.serial),

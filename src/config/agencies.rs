@@ -61,6 +61,16 @@ pub(super) fn build_registry(
                 format!("'{}' is defined more than once", raw.id),
             );
         }
+        // Broker user names are the agency ids: this one is the gateway's own.
+        if raw.id == crate::delivery::definitions::GATEWAY_USER {
+            problems.push(
+                &format!("{key}.id"),
+                format!(
+                    "'{}' is reserved (the gateway's own broker user); choose another id",
+                    raw.id
+                ),
+            );
+        }
         let key = format!("agencies[{i}] ({})", raw.id);
         if raw.name.trim().is_empty() {
             problems.push(&format!("{key}.name"), "must not be empty");

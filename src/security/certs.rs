@@ -539,16 +539,63 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
-    std::fs::write(path, contents).map_err(err)?;
+    // Written whole beside the target with its final mode from the start (a key is never
+    // readable by others, not even for a moment; a certificate or CRL is readable by the
+    // gateway's user whatever the umask), then renamed over it.
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let _ = std::fs::remove_file(&partial);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = if private { 0o600 } else { 0o644 };
+        options.mode(mode);
+        let written = (|| {
+            use std::io::Write;
+            let mut file = options.open(&partial)?;
+            // The mode given at creation is masked by the umask: set it exactly.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(err(e));
+        }
     }
     #[cfg(not(unix))]
-    let _ = private;
-    Ok(())
+    {
+        let _ = private;
+        let written = (|| {
+            use std::io::Write;
+            let mut file = options.open(&partial)?;
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(err(e));
+        }
+    }
+    std::fs::rename(&partial, path).map_err(err)
 }
+
+/// The files `init` writes at the top of its directory: none may exist already (unless
+/// forced), so that a key set in use is never replaced by a run into the wrong directory.
+const INIT_FILES: [&str; 9] = [
+    "ca.crt",
+    "ca.key",
+    "server.crt",
+    "server.key",
+    "gateway-signing.key",
+    "person-key.secret",
+    "payload.key",
+    "staff-dev.key",
+    "staff-jwks.json",
+];
 
 /// Writes a complete development certificate set to `out`:
 /// `ca.crt`/`ca.key`, `server.crt`/`server.key`, `agencies/<id>.crt`/`.key` for every
@@ -561,8 +608,8 @@ pub fn init(
     validity_days: i64,
     force: bool,
 ) -> Result<Vec<Written>, CertsError> {
-    if !force && out.join("ca.crt").exists() {
-        return Err(CertsError::Exists(out.join("ca.crt")));
+    if !force && let Some(existing) = INIT_FILES.iter().map(|f| out.join(f)).find(|p| p.exists()) {
+        return Err(CertsError::Exists(existing));
     }
     let mut written = Vec::new();
     let mut put = |what: String, path: PathBuf, contents: &str, private: bool, note| {

@@ -91,6 +91,43 @@ fn certs_init_makes_a_complete_set_and_refuses_to_overwrite() {
     let again = run(false);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // Keys are readable by their owner only; certificates by everybody.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+        for key in [
+            "ca.key",
+            "server.key",
+            "payload.key",
+            "person-key.secret",
+            "gateway-signing.key",
+        ] {
+            assert_eq!(mode(key), 0o600, "{key}");
+        }
+        assert_eq!(mode("ca.crt"), 0o644);
+    }
+    // A directory holding a key set in use (no ca.crt: a credentials directory) is not
+    // overwritten either, and nothing in it changes.
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("payload.key"), "in use\n").unwrap();
+    let into_credentials = gateway()
+        .args(["certs", "init", "--out"])
+        .arg(&credentials)
+        .output()
+        .unwrap();
+    assert_eq!(into_credentials.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&into_credentials.stderr).contains("payload.key already exists"),
+        "{}",
+        String::from_utf8_lossy(&into_credentials.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(credentials.join("payload.key")).unwrap(),
+        "in use\n"
+    );
+    assert_eq!(std::fs::read_dir(&credentials).unwrap().count(), 1);
     assert!(run(true).status.success());
 }
 

@@ -147,6 +147,12 @@ async fn sqlite_backup_and_restore_drill() {
         out.contains("5 referrals") && out.contains("integrity check ok"),
         "{out}"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(backup_arg).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the copy is readable by its owner only");
+    }
     let (code, out) = cli::run(&url, &["backup", "--to", backup_arg]);
     assert_eq!(
         code,
