@@ -64,7 +64,9 @@ impl Backend {
                 "PRAGMA foreign_keys = ON",
                 "PRAGMA busy_timeout = 10000",
             ],
-            Self::Postgres => &[],
+            // On whatever the server, database or role default says (`off` on some
+            // tuned or managed servers would answer 202 before the commit is on disk).
+            Self::Postgres => &["SET synchronous_commit = on"],
         }
     }
 

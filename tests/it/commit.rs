@@ -589,3 +589,32 @@ async fn two_instances_share_one_chain_on_postgres() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Every PostgreSQL connection commits durably, whatever the database's default: a
+/// database set to `synchronous_commit = off` would answer 202 before the WAL is on disk.
+#[tokio::test]
+async fn postgres_commits_are_synchronous_whatever_the_default() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin =
+        <sqlx::postgres::PgConnection as sqlx::Connection>::connect(&postgres_admin_url())
+            .await
+            .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let app = TestApp::start(test_config(&shipped_config_text(), &db.url), db).await;
+    app.submit(example_text("cmht")).await;
+    for _ in 0..3 {
+        let setting: String = sqlx::query("SHOW synchronous_commit")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(setting, "on");
+    }
+    app.stop().await;
+}
