@@ -200,7 +200,7 @@ async fn write_batch_on(
     taken: &[usize],
     claim: Option<&Claim>,
 ) -> Result<Committed, BatchFailure> {
-    let (plans, outcomes, claimed) = if store.backend == Backend::Sqlite {
+    let (plans, outcomes, claimed, _) = if store.backend == Backend::Sqlite {
         // BEGIN and COMMIT travel with the batch's first and last statements (see
         // `Bracket`). An error leaves the transaction open: the store then drops the
         // connection, and closing it rolls the transaction back.
@@ -210,7 +210,16 @@ async fn write_batch_on(
         let mut tx = sqlx::Connection::begin(conn).await?;
         let written =
             write_transaction(&mut tx, &mut Bracket::none(), store, batch, taken, claim).await?;
-        tx.commit().await?;
+        if let Err(e) = tx.commit().await {
+            // The COMMIT's answer was lost (the connection dropped): the transaction may
+            // have committed all the same. Its last audit entry, read on another
+            // connection, says which; answering "failed" for a committed batch would
+            // have its senders retry into duplicates.
+            if !committed_after_all(store, written.3.as_ref()).await {
+                return Err(BatchFailure::Failed(e.into()));
+            }
+            tracing::warn!(error = %e, "the batch's COMMIT got no answer, but it committed");
+        }
         written
     };
 
@@ -322,6 +331,8 @@ type Transacted = (
     Vec<Option<Planned>>,
     Vec<Option<Written>>,
     Vec<(usize, i64)>,
+    // The batch's last audit entry (seq, hash): what shows whether it committed.
+    Option<(i64, String)>,
 );
 
 /// Writes the batch in the transaction `bracket` describes: on SQLite its own, begun with
@@ -463,7 +474,10 @@ async fn write_transaction(
     } else {
         append_entries(store.backend, conn, &entries, bracket).await?;
     }
-    Ok((plans, outcomes, claimed))
+    let last = entries
+        .last()
+        .map(|(entry, hash)| (entry.seq, hash.clone()));
+    Ok((plans, outcomes, claimed, last))
 }
 
 /// Marks the outbox rows `ids` published at `at` (µs), those still claimed under one of
@@ -1158,6 +1172,23 @@ fn bind_entry<'q>(insert: AnyQuery<'q>, (entry, hash): &'q (AuditEntry, String))
         .bind(&entry.detail)
         .bind(&entry.prev_hash)
         .bind(hash.as_str())
+}
+
+/// Whether the batch whose last audit entry is `last` (seq, hash) is in the log: read on a
+/// connection of its own, after the batch's connection failed at its COMMIT. Unknown (no
+/// entry, or the read fails) counts as not committed, as before.
+async fn committed_after_all(store: &Store, last: Option<&(i64, String)>) -> bool {
+    let Some((seq, hash)) = last else {
+        return false;
+    };
+    match sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
+        .bind(*seq)
+        .fetch_optional(&store.pool)
+        .await
+    {
+        Ok(Some(row)) => row.try_get::<String, _>("hash").is_ok_and(|h| &h == hash),
+        _ => false,
+    }
 }
 
 /// Appends chained `entries` (each with its hash) to the audit log and moves the chain
