@@ -38,6 +38,10 @@ impl RelayStatus {
     }
 }
 
+/// How long a stopping relay goes on publishing the outbox (see `pump`); the workers'
+/// stop timeout is 30 s.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
     #[error("broker: {0}")]
@@ -46,6 +50,8 @@ enum RelayError {
     Store(#[from] StoreError),
     #[error("the broker closed the channel")]
     ChannelClosed,
+    #[error("no publisher confirm before the claims' lease ran out")]
+    ConfirmTimeout,
 }
 
 pub struct Relay {
@@ -357,8 +363,12 @@ impl Relay {
             }
         }
         // Stopping: publish what was committed before the stop (every referral answered
-        // 202 by now) while the broker is there; the worker's stop timeout bounds this.
-        while channel.status().connected() {
+        // 202 by now) while the broker is there, for at most DRAIN_TIME: the rest waits in
+        // the outbox for the next start. Well within the worker's stop timeout, so that
+        // the last round is marked published while the committer still runs (rows
+        // confirmed but left claimed would be published again after the restart).
+        let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
+        while channel.status().connected() && tokio::time::Instant::now() < drain_until {
             if let Some(handed) = hand_off.as_mut().and_then(|h| h.try_recv().ok()) {
                 self.publish_handed(channel, handed, hand_off).await?;
                 continue;
@@ -476,7 +486,7 @@ impl Relay {
             .collect();
         self.metrics.relay_batch_size.observe(batch.len() as f64);
         let mut in_flight = Vec::with_capacity(batch.len());
-        let mut lost: Option<lapin::Error> = None;
+        let mut lost: Option<RelayError> = None;
         for &(token, msg) in &batch {
             let published = channel
                 .basic_publish(
@@ -493,7 +503,7 @@ impl Relay {
             match published {
                 Ok(confirm) => in_flight.push(((token, msg), confirm)),
                 Err(e) => {
-                    lost = Some(e);
+                    lost = Some(e.into());
                     break;
                 }
             }
@@ -502,8 +512,21 @@ impl Relay {
             .iter()
             .map(|m| (*m, "not sent: broker connection lost".to_owned()))
             .collect();
+        // Confirms are awaited only while the rows' lease lasts (less a margin): after it,
+        // another relay may claim and publish them, so a stalled broker (which lapin
+        // notices only after two heartbeats) must not keep this round waiting. What has
+        // no confirm by then is released and the connection dropped.
+        let left = until.micros_since(self.now()).max(0);
+        let margin = (left / 10).min(2_000_000);
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_micros(u64::try_from(left - margin).unwrap_or(0));
         for (msg, confirm) in in_flight {
-            let outcome = confirm.await;
+            let Ok(outcome) = tokio::time::timeout_at(deadline, confirm).await else {
+                self.metrics.confirm("lost");
+                failed.push((msg, "no confirm before the lease ran out".into()));
+                lost.get_or_insert(RelayError::ConfirmTimeout);
+                continue;
+            };
             self.metrics
                 .publish_latency_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -528,7 +551,7 @@ impl Relay {
                 }
                 Err(e) => {
                     failed.push((msg, format!("no confirm: {e}")));
-                    lost.get_or_insert(e);
+                    lost.get_or_insert(e.into());
                 }
             }
         }
@@ -570,7 +593,7 @@ impl Relay {
                 Some((marking, until.saturating_add(-self.half_lease())));
         }
         match lost {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
