@@ -122,8 +122,21 @@ impl Authority {
                 "--ca-cert is not a CA certificate (basicConstraints cA)".to_owned(),
             ));
         }
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        // The issuer name is rebuilt from the CA's (rcgen keeps one value per attribute
+        // type, and its own string types): what it writes must be the CA's subject byte
+        // for byte, or nothing issued with it (certificates, CRLs) would chain to the CA.
+        let probe_key = KeyPair::generate()?;
+        let probe = CertificateParams::default().signed_by(&probe_key, &issuer)?;
+        let (_, probe) = x509_parser::parse_x509_certificate(probe.der())
+            .map_err(|e| CertsError::Refused(format!("--ca-cert: {e}")))?;
+        if probe.issuer().as_raw() != cert.subject().as_raw() {
+            return Err(CertsError::Refused(
+                "--ca-cert's name cannot be reproduced exactly (it repeats an attribute type, such as two OU or DC values, or uses string types this tool does not keep): what it issued would not chain to the CA; issue with the CA's own tooling".to_owned(),
+            ));
+        }
         Ok(Self {
-            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            issuer,
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
             validity_days,
