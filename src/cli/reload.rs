@@ -52,6 +52,7 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
             "which gateway? give --pid, or set [server] pid_file in the configuration"
         ),
     };
+    same_program(pid)?;
     let ops = server.ops_listen;
     let before = ops.map(reload_counts).transpose().context(
         "nothing was signalled (an ops_listen changed in the file takes effect at the next restart)",
@@ -86,6 +87,36 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
         wait.as_secs()
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// Refuses to signal a process that is not this program (Linux: by `/proc/PID/exe`): a
+/// stale pid file, or one the service's own user rewrote, must not make `reload` (often
+/// run as root) hang up some other process.
+fn same_program(pid: i32) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let name = |path: &std::path::Path| {
+            path.file_name().map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_owned()
+            })
+        };
+        let ours = std::env::current_exe().ok().and_then(|p| name(&p));
+        let theirs = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| name(&p));
+        if let (Some(ours), Some(theirs)) = (&ours, &theirs)
+            && ours != theirs
+        {
+            anyhow::bail!(
+                "process {pid} runs {theirs}, not {ours}: the pid file is stale or not the gateway's; nothing was signalled"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pid;
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -834,3 +834,29 @@ fn config_check_reports_problems_and_warnings_without_starting() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("tls.ca: "), "{stderr}");
 }
+
+/// `reload` signals only a gateway: a pid (file) naming another program is refused, and
+/// that program is left running.
+#[test]
+fn reload_refuses_a_pid_that_is_not_a_gateway() {
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let out = gateway()
+        .arg("--config")
+        .arg(root().join("config/gateway.toml"))
+        .args(["reload", "--pid", &other.id().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("runs sleep, not referral-gateway")
+            && stderr.contains("nothing was signalled"),
+        "{stderr}"
+    );
+    assert!(other.try_wait().unwrap().is_none(), "sleep was signalled");
+    let _ = other.kill();
+    let _ = other.wait();
+}
