@@ -141,12 +141,9 @@ fn issue(
     if !(1..=825).contains(&days) {
         anyhow::bail!("--days must be between 1 and 825");
     }
-    let config = Config::load_before_certificates(config_path, &ProcessEnv)?;
-    let Some(agency) = config
-        .registry
-        .agencies()
-        .find(|a| a.id.as_str() == agency_id)
-    else {
+    // The registry alone: this runs where the CA's key is, without the gateway's secrets.
+    let registry = Config::load_registry(config_path)?;
+    let Some(agency) = registry.agencies().find(|a| a.id.as_str() == agency_id) else {
         anyhow::bail!("no agency '{agency_id}' is registered in the config: register it first");
     };
     let ca = certs::Authority::load(&read(ca_cert)?, &read(ca_key)?, days)?;
@@ -250,9 +247,9 @@ fn revoke(
 }
 
 fn expiring(config_path: &Path, dir: &Path, days: i64) -> anyhow::Result<ExitCode> {
-    let config = Config::load_before_certificates(config_path, &ProcessEnv)?;
+    let registry = Config::load_registry(config_path)?;
     let now = time::OffsetDateTime::now_utc();
-    let found = certs::issued_certificates(dir, &config.registry)?;
+    let found = certs::issued_certificates(dir, &registry)?;
     let mut any = false;
     for (agency, cert) in &found {
         let left = (cert.not_after - now).whole_days();

@@ -155,6 +155,50 @@ impl Config {
         Self::load_checked(path, env, FileChecks::SkipTls)
     }
 
+    /// The agency registry alone (`[[agencies]]` and `[[permissions]]`, checked as
+    /// `serve` checks them), for `certs issue` and `certs expiring`: they run where the
+    /// scheme CA's key is, which need hold none of the gateway's secrets, credentials or
+    /// schemas. The rest of the file is not read.
+    pub fn load_registry(path: &Path) -> Result<AgencyRegistry, ConfigError> {
+        #[derive(Deserialize)]
+        struct RegistryOnly {
+            #[serde(default)]
+            agencies: Vec<agencies::RawAgency>,
+            #[serde(default)]
+            permissions: Vec<agencies::RawPermission>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RegistryOnly = toml::from_str::<toml::Value>(&text)
+            .and_then(|value| {
+                let mut table = toml::Table::new();
+                if let Some(all) = value.as_table() {
+                    for key in ["agencies", "permissions"] {
+                        if let Some(v) = all.get(key) {
+                            table.insert(key.to_owned(), v.clone());
+                        }
+                    }
+                }
+                toml::Value::Table(table).try_into()
+            })
+            .map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        let mut problems = Problems::default();
+        let registry = agencies::build_registry(raw.agencies, raw.permissions, &mut problems);
+        if problems.0.is_empty() {
+            Ok(registry)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: problems.0,
+            })
+        }
+    }
+
     fn load_checked(path: &Path, env: &dyn Env, checks: FileChecks) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

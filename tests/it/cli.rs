@@ -860,3 +860,41 @@ fn reload_refuses_a_pid_that_is_not_a_gateway() {
     let _ = other.kill();
     let _ = other.wait();
 }
+
+/// `certs issue` and `certs expiring` need only the agency registry: they run where the
+/// scheme CA's key is, with the production configuration (whose secrets are systemd
+/// credentials) and none of the gateway's credentials present.
+#[test]
+fn certs_issue_runs_without_the_gateways_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("issued");
+    let output = gateway()
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .arg("--config")
+        .arg(root().join("deploy/gateway.production.toml"))
+        .args(["certs", "issue", "--ca-cert"])
+        .arg(root().join("certs-example/ca.crt"))
+        .arg("--ca-key")
+        .arg(root().join("certs-example/ca.key"))
+        .args(["--agency", "coventry-cmht", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.join("coventry-cmht.crt").is_file());
+    let expiring = gateway()
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .arg("--config")
+        .arg(root().join("deploy/gateway.production.toml"))
+        .args(["certs", "expiring", "--dir"])
+        .arg(&out)
+        .args(["--days", "3650"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&expiring.stdout);
+    assert!(stdout.contains("coventry-cmht  expires"), "{stdout}");
+}
