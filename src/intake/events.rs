@@ -105,33 +105,17 @@ impl Events {
     /// member names the schemas do not declare shown as `*`; `None` when nothing was
     /// looked at (the store is busy: 503) or the store failed (500).
     fn refusal_reason(&self, error: &EventError) -> Option<String> {
-        const AUDITED_POINTERS: usize = 20;
-        let with_pointers = |code: String, pointers: Vec<&str>| {
-            // A parse error's pointer follows the caller's shape, not the schemas'.
-            let unchecked = code.starts_with("malformed-json");
-            let mut out = code;
-            for (i, pointer) in pointers.iter().take(AUDITED_POINTERS).enumerate() {
-                out.push_str(if i == 0 { ": " } else { " " });
-                out.push_str(&if unchecked {
-                    self.schemas.redact_unchecked_pointer(pointer)
-                } else {
-                    self.schemas.redact_pointer(pointer)
-                });
-            }
-            if pointers.len() > AUDITED_POINTERS {
-                out.push_str(&format!(" (+{} more)", pointers.len() - AUDITED_POINTERS));
-            }
-            out
-        };
+        let schemas = &self.schemas;
         Some(match error {
             EventError::NotFound => "not-found".to_owned(),
-            EventError::MalformedJson(e) => with_pointers(
-                format!("malformed-json:{}", e.code()),
-                e.pointer().into_iter().collect(),
-            ),
-            EventError::Invalid(violations) => with_pointers(
-                "schema-validation".to_owned(),
-                violations.iter().map(|v| v.pointer.as_str()).collect(),
+            // A parse error's pointer follows the caller's shape, not the schemas'.
+            EventError::MalformedJson(e) => {
+                schemas.audit_detail(&format!("malformed-json:{}", e.code()), e.pointer(), true)
+            }
+            EventError::Invalid(violations) => schemas.audit_detail(
+                "schema-validation",
+                violations.iter().map(|v| v.pointer.as_str()),
+                false,
             ),
             EventError::WrongParty(_, event) => format!("wrong-party:{}", event.as_str()),
             EventError::Illegal(illegal) => format!(

@@ -20,9 +20,6 @@ use crate::governance::person_keys::submission_record;
 use crate::intake::schema::{SchemaRegistry, Violation};
 use crate::store::{AuditRecord, Inserted, NewReferral, ReferralRecord, Store, StoreError};
 
-/// How many JSON Pointers a refusal's audit entry lists (the problem document lists more).
-const AUDITED_POINTERS: usize = 20;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error("agency '{0}' is not registered as a sender")]
@@ -187,47 +184,28 @@ impl Intake {
     }
 
     /// The audit detail of a refusal: a fixed code, then JSON Pointers whose member
-    /// names are the schemas' own (others shown as `*`), at most [`AUDITED_POINTERS`].
+    /// names are the schemas' own (others shown as `*`; `SchemaRegistry::audit_detail`).
     fn refusal_reason(&self, error: &IntakeError) -> String {
-        let pointers = |code: &str, pointers: &mut dyn Iterator<Item = &str>| {
-            let mut out = code.to_owned();
-            let mut count = 0;
-            // A parse error's pointer follows the caller's shape, not the schemas'.
-            let unchecked = code.starts_with("malformed-json");
-            for pointer in pointers {
-                if count < AUDITED_POINTERS {
-                    out.push_str(if count == 0 { ": " } else { " " });
-                    out.push_str(&if unchecked {
-                        self.schemas.redact_unchecked_pointer(pointer)
-                    } else {
-                        self.schemas.redact_pointer(pointer)
-                    });
-                }
-                count += 1;
-            }
-            if count > AUDITED_POINTERS {
-                out.push_str(&format!(" (+{} more)", count - AUDITED_POINTERS));
-            }
-            out
-        };
+        let schemas = &self.schemas;
         match error {
             IntakeError::NotASender(_) => "not-a-sender".to_owned(),
-            IntakeError::MalformedJson(e) => pointers(
-                &format!("malformed-json:{}", e.code()),
-                &mut e.pointer().into_iter(),
-            ),
+            // A parse error's pointer follows the caller's shape, not the schemas'.
+            IntakeError::MalformedJson(e) => {
+                schemas.audit_detail(&format!("malformed-json:{}", e.code()), e.pointer(), true)
+            }
             IntakeError::Routing(e) => format!("unroutable:{}", e.code()),
             IntakeError::NotPermitted { service_type, .. } => {
                 format!("not-permitted:{service_type}")
             }
-            IntakeError::Invalid(violations) => pointers(
+            IntakeError::Invalid(violations) => schemas.audit_detail(
                 "schema-validation",
-                &mut violations.iter().map(|v| v.pointer.as_str()),
+                violations.iter().map(|v| v.pointer.as_str()),
+                false,
             ),
             IntakeError::IdempotencyConflict => "idempotency-conflict".to_owned(),
             IntakeError::Sharing(refusal) => format!("sharing-refused:{}", refusal.code()),
-            IntakeError::Excess { pointers: p, .. } => {
-                pointers("excess-data", &mut p.iter().map(String::as_str))
+            IntakeError::Excess { pointers, .. } => {
+                schemas.audit_detail("excess-data", pointers.iter().map(String::as_str), false)
             }
             IntakeError::Store(_) => "store-failure".to_owned(),
         }

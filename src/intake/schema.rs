@@ -51,6 +51,9 @@ pub enum SchemaLoadError {
     },
 }
 
+/// How many JSON Pointers a refusal's audit entry lists (the problem document lists more).
+pub const AUDITED_POINTERS: usize = 20;
+
 /// One reason a document failed its schema. `pointer` is an RFC 6901 JSON Pointer to the
 /// offending value (for a missing property: to where it should be).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -234,11 +237,30 @@ impl SchemaRegistry {
         self.redact(pointer, true)
     }
 
-    /// The same for a pointer into a document that was not read whole (a duplicate
-    /// member, a NUL character): its shape is the caller's, not the schemas', so no
-    /// number is taken for an array index.
-    pub fn redact_unchecked_pointer(&self, pointer: &str) -> String {
-        self.redact(pointer, false)
+    /// A refusal's audit detail: the fixed `code`, then at most [`AUDITED_POINTERS`] of
+    /// `pointers` redacted as [`Self::redact_pointer`] does, except that when `unchecked`
+    /// (pointers into a document that was not read whole: a duplicate member, a NUL) its
+    /// shape is the caller's, so no number is taken for an array index; then how many more
+    /// there were. What refused referrals and refused events both write.
+    pub fn audit_detail<'a>(
+        &self,
+        code: &str,
+        pointers: impl IntoIterator<Item = &'a str>,
+        unchecked: bool,
+    ) -> String {
+        let mut out = code.to_owned();
+        let mut count = 0;
+        for pointer in pointers {
+            if count < AUDITED_POINTERS {
+                out.push_str(if count == 0 { ": " } else { " " });
+                out.push_str(&self.redact(pointer, !unchecked));
+            }
+            count += 1;
+        }
+        if count > AUDITED_POINTERS {
+            out.push_str(&format!(" (+{} more)", count - AUDITED_POINTERS));
+        }
+        out
     }
 
     fn redact(&self, pointer: &str, indexes: bool) -> String {
@@ -505,12 +527,23 @@ mod tests {
         assert_eq!(reg.redact_pointer("/needs/1234567"), "/needs/*");
         assert_eq!(reg.redact_pointer(""), "");
         // Where the document's shape is the caller's (a parse error), no number is kept.
-        assert_eq!(reg.redact_unchecked_pointer("/needs/010180"), "/needs/*");
         assert_eq!(
-            reg.redact_unchecked_pointer("/needs/3/type"),
-            "/needs/*/type"
+            reg.audit_detail("malformed-json:duplicate-member", ["/needs/010180"], true),
+            "malformed-json:duplicate-member: /needs/*"
+        );
+        assert_eq!(
+            reg.audit_detail("malformed-json:nul", ["/needs/3/type"], true),
+            "malformed-json:nul: /needs/*/type"
         );
         assert!(reg.redact_pointer(&"/needs".repeat(100)).len() <= 256);
+        // At most AUDITED_POINTERS listed, and how many more.
+        let many: Vec<String> = (0..25).map(|i| format!("/needs/{i}")).collect();
+        let detail = reg.audit_detail("excess-data", many.iter().map(String::as_str), false);
+        assert!(
+            detail.starts_with("excess-data: /needs/0 /needs/1 "),
+            "{detail}"
+        );
+        assert!(detail.ends_with("/needs/19 (+5 more)"), "{detail}");
     }
 
     #[test]
