@@ -559,39 +559,26 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), CertsError> {
     partial.push(".partial");
     let partial = PathBuf::from(partial);
     let _ = std::fs::remove_file(&partial);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let written = (|| {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
         let mode = if private { 0o600 } else { 0o644 };
-        options.mode(mode);
-        let written = (|| {
-            use std::io::Write;
-            let mut file = options.open(&partial)?;
-            // The mode given at creation is masked by the umask: set it exactly.
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&partial);
-            return Err(err(e));
-        }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
         let _ = private;
-        let written = (|| {
-            use std::io::Write;
-            let mut file = options.open(&partial)?;
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&partial);
-            return Err(err(e));
-        }
+        let mut file = options.open(&partial)?;
+        // The mode given at creation is masked by the umask: set it exactly.
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(err(e));
     }
     std::fs::rename(&partial, path).map_err(err)
 }
