@@ -65,8 +65,9 @@ pub async fn sla_overview(
     })
 }
 
-/// The same report period by period: for each `step` from `from` (at most `max_steps`,
-/// the last one ending at `to`), the start of the period and [`aggregate`] over the facts
+/// The same report period by period: for each `step` from `from`, the start of the
+/// period and [`aggregate`] over the facts (the last `max_steps` periods, the last one
+/// ending at `to`: a longer report's trend shows its most recent steps), over the facts
 /// of the referrals received in it (`facts` cover the whole of `[from, to)`, so each
 /// period's rows are what [`sla_report`] gives for that period). The console's weekly trend.
 pub fn trend(
@@ -79,7 +80,17 @@ pub fn trend(
     max_steps: usize,
 ) -> Vec<(Timestamp, Vec<ReportRow>)> {
     let mut periods = Vec::new();
-    let mut start = from;
+    let step_micros = i64::try_from(step.whole_microseconds())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let span = to.micros_since(from).max(0);
+    let steps = span / step_micros + i64::from(span % step_micros != 0);
+    let skipped = steps
+        .saturating_sub(i64::try_from(max_steps).unwrap_or(i64::MAX))
+        .max(0);
+    let mut start = from.saturating_add(time::Duration::microseconds(
+        skipped.saturating_mul(step_micros),
+    ));
     while start < to && periods.len() < max_steps {
         let end = start.saturating_add(step).min(to);
         periods.push((start.as_micros(), end.as_micros()));
@@ -432,6 +443,23 @@ pub fn to_csv(rows: &[ReportRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_periods_trend_shows_its_most_recent_weeks() {
+        let week = time::Duration::weeks(1);
+        let from = Timestamp::from_micros(0);
+        // 52 weeks and a day: 53 periods, the last one a day long.
+        let to = from.saturating_add(time::Duration::days(52 * 7 + 1));
+        let long = trend(&[], &[], from, to, 0, week, 26);
+        assert_eq!(long.len(), 26);
+        let starts: Vec<i64> = long.iter().map(|(t, _)| t.as_micros()).collect();
+        assert_eq!(starts[0], from.saturating_add(week * 27).as_micros());
+        assert_eq!(starts[25], from.saturating_add(week * 52).as_micros());
+        // A short period: every week, from `from`.
+        let short = trend(&[], &[], from, from.saturating_add(week * 3), 0, week, 26);
+        assert_eq!(short.len(), 3);
+        assert_eq!(short[0].0, from);
+    }
 
     #[test]
     fn csv_and_table_columns_are_the_json_member_names() {

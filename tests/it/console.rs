@@ -20,8 +20,8 @@ const CLIENT_ID: &str = "refgw-console-test";
 #[derive(Clone)]
 struct StubIdp {
     issuer: String,
-    key: Arc<EncodingKey>,
-    jwk: Value,
+    /// The signing key, its JWK and key id: replaced to rotate the provider's keys.
+    signer: Arc<Mutex<(Arc<EncodingKey>, Value, String)>>,
     /// code -> (nonce, code_challenge)
     codes: Arc<Mutex<HashMap<String, (String, String)>>>,
     roles: Arc<Mutex<Vec<String>>>,
@@ -37,6 +37,7 @@ fn query_map(query: &str) -> HashMap<String, String> {
 async fn start_idp() -> StubIdp {
     use actix_web::{App, HttpRequest, HttpResponse, web};
     let (key, jwk) = es256_key("stub-idp");
+    let signer = Arc::new(Mutex::new((Arc::new(key), jwk, "stub-idp".to_owned())));
     let (listener, tls) = dev_https_listener();
     let issuer = format!(
         "https://localhost:{}",
@@ -44,17 +45,10 @@ async fn start_idp() -> StubIdp {
     );
     let codes: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
     let roles = Arc::new(Mutex::new(vec!["auditor".to_owned()]));
-    let key = Arc::new(key);
-    let (i, k, j, c, r) = (
-        issuer.clone(),
-        key.clone(),
-        jwk.clone(),
-        codes.clone(),
-        roles.clone(),
-    );
+    let (i, k, c, r) = (issuer.clone(), signer.clone(), codes.clone(), roles.clone());
     let handle = serve_https!(listener, tls, move || {
-        let (issuer, key, jwk, codes, roles) =
-            (i.clone(), k.clone(), j.clone(), c.clone(), r.clone());
+        let (issuer, key, codes, roles) = (i.clone(), k.clone(), c.clone(), r.clone());
+        let jwks_key = key.clone();
         let discovery = json!({
             "issuer": issuer,
             "authorization_endpoint": format!("{issuer}/authorize"),
@@ -77,7 +71,7 @@ async fn start_idp() -> StubIdp {
             .route(
                 "/jwks",
                 web::get().to(move || {
-                    let jwk = jwk.clone();
+                    let jwk = jwks_key.lock().unwrap().1.clone();
                     async move { HttpResponse::Ok().json(json!({"keys": [jwk]})) }
                 }),
             )
@@ -123,7 +117,8 @@ async fn start_idp() -> StubIdp {
                                 "iat": now, "exp": now + 300, "nonce": nonce,
                                 "roles": roles.lock().unwrap().clone(),
                             });
-                            let id_token = sign_es256(&key, "stub-idp", &claims);
+                            let (signing, _, kid) = key.lock().unwrap().clone();
+                            let id_token = sign_es256(&signing, &kid, &claims);
                             HttpResponse::Ok().json(json!({
                                 "access_token": "opaque", "token_type": "Bearer",
                                 "expires_in": 300, "id_token": id_token,
@@ -137,8 +132,7 @@ async fn start_idp() -> StubIdp {
     });
     StubIdp {
         issuer,
-        key,
-        jwk,
+        signer,
         codes,
         roles,
         handle,
@@ -539,7 +533,60 @@ async fn a_provider_account_without_a_staff_role_is_refused() {
     // A callback without the login cookie (or with another state) is refused too.
     let r = client.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 403);
-    let _ = (&idp.key, &idp.jwk, &idp.codes);
+    let _ = (&idp.signer, &idp.codes);
+    idp.handle.stop(false).await;
+    app.stop().await;
+}
+
+/// Signs in through the stub provider with reqwest (no browser): the callback's status.
+async fn oidc_sign_in_status(client: &reqwest::Client, app: &TestApp) -> u16 {
+    let start_r = client
+        .get(app.staff_url("/console/auth/oidc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start_r.status(), 303);
+    let login = set_cookie(&start_r, "__Host-refgw-console-login").unwrap();
+    let authorize = start_r.headers()["location"].to_str().unwrap().to_owned();
+    let back = staff_client_no_redirect_get(client, &authorize).await;
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    let r = client
+        .get(&callback)
+        .header("cookie", &login)
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 200 {
+        assert!(set_cookie(&r, "__Host-refgw-console").is_some());
+    }
+    r.status().as_u16()
+}
+
+/// The provider rotates its signing key at once (as Keycloak can): the console, which
+/// cached the old key with the provider's metadata, discovers the new one when an ID
+/// token does not verify, instead of refusing every sign-in until its cache expires.
+#[actix_web::test]
+async fn a_rotated_provider_key_is_fetched_again() {
+    let idp = start_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = console_config(Some(&idp), &session_key_file(&dir));
+    let app = start(
+        Backend::Sqlite,
+        &text,
+        Arc::new(ManualClock::new(time::OffsetDateTime::now_utc())),
+    )
+    .await;
+    let client = no_redirects();
+    assert_eq!(oidc_sign_in_status(&client, &app).await, 200);
+    let (key, jwk) = es256_key("stub-idp-2");
+    *idp.signer.lock().unwrap() = (Arc::new(key), jwk, "stub-idp-2".to_owned());
+    // Discovery is repeated at most every 5 s for this reason.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(oidc_sign_in_status(&client, &app).await, 200);
+    // A token no published key verifies is still refused.
+    let (stray, _) = es256_key("stub-idp-2");
+    idp.signer.lock().unwrap().0 = Arc::new(stray);
+    assert_eq!(oidc_sign_in_status(&client, &app).await, 403);
     idp.handle.stop(false).await;
     app.stop().await;
 }
@@ -582,6 +629,29 @@ async fn a_service_manager_sees_only_their_agency() {
         let got = post_form(&app, &manager, path, &format!("{csrf}{rest}")).await;
         assert_eq!(got.status(), 403, "POST {path}");
     }
+    // The outbox backlog counts every agency's messages: an auditor's figure only.
+    let overview = get_page(&app, &manager, "/console/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!overview.contains("Outbox backlog"), "{overview}");
+    let auditor = dev_sign_in(&app, "auditor", "").await;
+    let overview = get_page(&app, &auditor, "/console/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(overview.contains("Outbox backlog"), "{overview}");
+    // `/console` (no slash) is a console response too: its headers.
+    let r = no_redirects()
+        .get(app.staff_url("/console"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(r.headers().contains_key("content-security-policy"));
     app.stop().await;
 }
 

@@ -89,7 +89,11 @@ impl ConsoleState {
 /// The console's routes; the development sign-in exists only when `dev_sign_in`.
 pub fn configure(dev_sign_in: bool) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.route("/console", web::get().to(pages::to_root));
+        cfg.service(
+            web::resource("/console")
+                .wrap(actix_web::middleware::from_fn(layer))
+                .route(web::get().to(pages::to_root)),
+        );
         let mut scope = web::scope("/console")
             .wrap(actix_web::middleware::from_fn(layer))
             .app_data(form_config())
@@ -178,9 +182,11 @@ async fn layer(
     }
     let mut res = next.call(req).await?;
     let headers = res.headers_mut();
-    let sets_session = headers
-        .get_all(header::SET_COOKIE)
-        .any(|v| v.as_bytes().starts_with(SESSION_COOKIE.as_bytes()));
+    let sets_session = headers.get_all(header::SET_COOKIE).any(|v| {
+        v.as_bytes()
+            .strip_prefix(SESSION_COOKIE.as_bytes())
+            .is_some_and(|rest| rest.starts_with(b"="))
+    });
     if let Some(cookie) = renew.filter(|_| !sets_session)
         && let Ok(value) = HeaderValue::from_str(&cookie)
     {

@@ -23,6 +23,9 @@ use crate::staff_auth::tokens::{StaffAuth, StaffIdentity};
 const MAX_BODY: usize = 1024 * 1024;
 /// How long discovered metadata (and the JWKS it carries) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(3600);
+/// The least time between two discoveries caused by an ID token the cached keys did not
+/// verify.
+const METADATA_MIN_AGE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -151,9 +154,20 @@ impl Oidc {
     }
 
     async fn metadata(&self) -> Result<Arc<CoreProviderMetadata>, SignInError> {
+        self.metadata_other_than(None).await
+    }
+
+    /// The provider's metadata, discovered again when the cached one is older than
+    /// [`METADATA_TTL`], or is `stale` (whose keys did not verify an ID token: the
+    /// provider rotated its keys) and older than [`METADATA_MIN_AGE`].
+    async fn metadata_other_than(
+        &self,
+        stale: Option<&Arc<CoreProviderMetadata>>,
+    ) -> Result<Arc<CoreProviderMetadata>, SignInError> {
         let mut cached = self.metadata.lock().await;
         if let Some((metadata, at)) = cached.as_ref()
             && at.elapsed() < METADATA_TTL
+            && !stale.is_some_and(|s| Arc::ptr_eq(s, metadata) && at.elapsed() >= METADATA_MIN_AGE)
         {
             return Ok(metadata.clone());
         }
@@ -250,10 +264,25 @@ impl Oidc {
             .iter()
             .filter_map(|a| algorithm(*a))
             .collect();
-        let verifier = client.id_token_verifier().set_allowed_algs(allowed);
-        id_token
-            .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|e| SignInError::IdToken(e.to_string()))?;
+        let nonce = Nonce::new(nonce.to_owned());
+        let verified = {
+            let verifier = client.id_token_verifier().set_allowed_algs(allowed.clone());
+            id_token.claims(&verifier, &nonce).map(|_| ())
+        };
+        match verified {
+            Ok(()) => {}
+            // Signed with a key the cached metadata does not hold (a rotation at the
+            // provider): discover its keys again, once, and check again.
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
+                let fresh = self.metadata_other_than(Some(&metadata)).await?;
+                let client = self.client(&fresh)?;
+                let verifier = client.id_token_verifier().set_allowed_algs(allowed);
+                id_token
+                    .claims(&verifier, &nonce)
+                    .map_err(|e| SignInError::IdToken(e.to_string()))?;
+            }
+            Err(e) => return Err(SignInError::IdToken(e.to_string())),
+        }
         // Verified: now read the same claims staff API tokens are read by.
         let text = id_token.to_string();
         let payload = text

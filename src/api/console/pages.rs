@@ -590,17 +590,23 @@ pub async fn sign_out(
 ) -> Result<HttpResponse, ConsoleError> {
     user.check_csrf(&form.csrf)?;
     let console = console(&req)?;
-    crate::api::record_access(
-        &state,
-        AuditRecord::new(user.0.identity().actor(), AuditAction::StaffSignedOut)
-            .detail("console sign-out"),
-    )
-    .await?;
+    // The session ends first: a sign-out must hold even when its audit entry cannot be
+    // written (that failure is logged by `record_access`; signing in still fails closed).
     console.signed_out.add(
         &user.0.id,
         user.0.issued_at + console.absolute_secs,
         now(&state),
     );
+    if crate::api::record_access(
+        &state,
+        AuditRecord::new(user.0.identity().actor(), AuditAction::StaffSignedOut)
+            .detail("console sign-out"),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("a console sign-out took effect without its audit entry");
+    }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/console/sign-in?signed_out=1"))
         .insert_header((
@@ -633,7 +639,8 @@ struct OverviewPage {
     /// Time to first contact against the national standards, and its chart.
     contact: Table,
     contact_chart: String,
-    backlog: String,
+    /// For auditors only.
+    backlog: Option<String>,
 }
 
 fn empty_none(text: &Option<String>) -> Option<&str> {
@@ -785,18 +792,23 @@ pub async fn overview(
         contact.rows.push(row);
     }
     let contact_chart = contact_svg(&distribution);
-    let backlog = match state.store.outbox_backlog().await {
-        Ok(b) => format!(
-            "{} message(s) waiting to be published{}",
-            b.pending,
-            b.oldest_age_seconds(state.clock.now())
-                .map(|s| format!(", the oldest for {:.0} s", s))
-                .unwrap_or_default()
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the outbox backlog");
-            "not available".to_owned()
-        }
+    // The backlog counts every agency's messages: shown to auditors only.
+    let backlog = if !caller.0.has(Role::Auditor) {
+        None
+    } else {
+        Some(match state.store.outbox_backlog().await {
+            Ok(b) => format!(
+                "{} message(s) waiting to be published{}",
+                b.pending,
+                b.oldest_age_seconds(state.clock.now())
+                    .map(|s| format!(", the oldest for {:.0} s", s))
+                    .unwrap_or_default()
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox backlog");
+                "not available".to_owned()
+            }
+        })
     };
     let page = OverviewPage {
         layout: Layout::new("Overview", Some(&user.0), "/console/"),
@@ -842,7 +854,12 @@ fn contact_svg(rows: &[crate::sla::report::ContactDistribution]) -> String {
         svg.push_str(&format!(
             r##"<text x="4" y="{:.1}" font-size="11" fill="#212b32">{}</text>"##,
             base - 4.0,
+            // A slug when written (`ServiceType::parse`); kept to its characters here
+            // because this SVG is included unescaped.
             row.service_type
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+                .collect::<String>()
         ));
         for (k, n) in row.counts.iter().enumerate() {
             let bar_h = (row_h - 16.0) * *n as f64 / max;
