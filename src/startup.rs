@@ -218,6 +218,9 @@ impl Application {
             previous_keys: config.audit.previous_public_keys.clone(),
             staff_auth: config.staff.as_ref().map(|s| s.auth.clone()),
             refusals: refusals.clone(),
+            reports: Arc::new(tokio::sync::Semaphore::new(
+                api::reports::CONCURRENT_REPORTS,
+            )),
         });
 
         let listener = TcpListener::bind(config.server.listen)

@@ -317,14 +317,13 @@ pub(crate) async fn search_events(
         Some(c) => Some(parse_cursor(c, None).ok_or_else(bad_cursor)?),
     };
     let mut snapshot = snapshot(state, cursor).await?.ok_or_else(bad_cursor)?;
-    if cursor.is_none() {
-        // The first page of a search over a period: the walk (and its cursors) covers
-        // only the sequence range the period's entries lie in.
-        (snapshot.after, snapshot.upto) = state
-            .store
-            .audit_period_bounds(from, to, snapshot.after, snapshot.upto)
-            .await?;
-    }
+    // The walk (and its cursors) covers only the sequence range the period's entries lie
+    // in, on every page: a cursor (which is not bound to the filters) narrows it further
+    // but never widens it to a scan of the whole log.
+    (snapshot.after, snapshot.upto) = state
+        .store
+        .audit_period_bounds(from, to, snapshot.after, snapshot.upto)
+        .await?;
     let entries = state
         .store
         .search_audit(&AuditQuery {

@@ -41,6 +41,9 @@ pub struct AppState {
     pub staff_auth: Option<std::sync::Arc<crate::staff_auth::tokens::StaffAuth>>,
     /// Refusals of callers who proved no identity, audited as one entry a minute.
     pub refusals: std::sync::Arc<refusals::RefusalTally>,
+    /// SLA reports computed at once in this process (each reads every clock of its
+    /// period into memory): [`reports::CONCURRENT_REPORTS`].
+    pub reports: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Records an access in the audit log; the request fails (500) if it cannot be recorded,

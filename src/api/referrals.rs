@@ -401,11 +401,18 @@ pub(crate) async fn list_referrals(
     };
     super::record_access(
         state,
+        // Which page was shown: the filters, the period and where the page started and
+        // ended (received time and referral id: no personal data).
         record.detail(format!(
-            "{} referral(s) of {agency}; status={} role={} overdue={overdue}",
+            "{} referral(s) of {agency}; status={} role={} overdue={overdue} from={} to={} before={} first={} last={}",
             records.len(),
             status.map_or("", |s| s.as_str()),
-            role.as_str()
+            role.as_str(),
+            crate::governance::export::period_bound(from),
+            crate::governance::export::period_bound(to),
+            after.map_or(String::new(), |(at, id)| format!("{}_{id}", at.as_micros())),
+            records.first().map_or(String::new(), |r| r.id.to_string()),
+            records.last().map_or(String::new(), |r| r.id.to_string()),
         )),
     )
     .await?;

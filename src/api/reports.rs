@@ -223,8 +223,14 @@ pub(crate) async fn sla_rows(
     Ok(sla_overview(state, actor, agency, from, to, 0).await?.rows)
 }
 
+/// SLA reports computed at once per process, on every listener and the console: each
+/// reads every clock of its period (up to 366 days of an agency, or of all) into memory.
+pub const CONCURRENT_REPORTS: usize = 2;
+/// How long a report waits for one of [`CONCURRENT_REPORTS`] before `503 overloaded`.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// [`sla_rows`] with, from the same read, the time to first contact and the weekly trend
-/// (at most `weeks` weeks from `from`): the console's overview, audited as one report.
+/// (the last `weeks` weeks of the period): the console's overview, audited as one report.
 pub(crate) async fn sla_overview(
     state: &AppState,
     actor: String,
@@ -233,6 +239,15 @@ pub(crate) async fn sla_overview(
     to: Timestamp,
     weeks: usize,
 ) -> Result<crate::sla::report::SlaOverview, ApiError> {
+    let _computing = match tokio::time::timeout(REPORT_WAIT, state.reports.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::of(
+                ProblemKind::Overloaded,
+                "Too many SLA reports are being computed; retry after the time Retry-After gives.",
+            ));
+        }
+    };
     let now = Timestamp::from(state.clock.now());
     let overview = crate::sla::report::sla_overview(
         &state.store,

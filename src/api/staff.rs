@@ -46,8 +46,9 @@ impl FromRequest for StaffCaller {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
-    /// A caller without a verified token is refused (401) and counted by reason in the
-    /// tally of unverified refusals ([`super::refusals`]), not audited one by one.
+    /// A caller without a verified token is refused (401), and one whose token carries
+    /// no staff role 403, both counted by reason in the tally of unverified refusals
+    /// ([`super::refusals`]), not audited one by one.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
             return std::future::ready(Err(ApiError::not_found()));
@@ -65,13 +66,27 @@ impl FromRequest for StaffCaller {
                 refused("missing-token");
                 Err(e)
             }
-            Ok(token) => auth.verify(token).map(Self).map_err(|e| {
-                refused(e.code());
-                ApiError::unauthorized(
-                    ProblemKind::InvalidToken,
-                    format!("The bearer token was refused: {e}."),
-                )
-            }),
+            Ok(token) => match auth.verify(token) {
+                // A verified token with neither staff role (any account of the provider
+                // may get one for this audience) may call nothing: refused here and
+                // tallied like a 401, so such tokens neither grow the audit log one
+                // entry a request nor compete with referrals for the committer.
+                Ok(identity) if identity.roles.is_empty() => {
+                    refused("no-role");
+                    Err(ApiError::forbidden(
+                        ProblemKind::InsufficientRole,
+                        "Your token carries neither the auditor nor the service manager role.",
+                    ))
+                }
+                Ok(identity) => Ok(Self(identity)),
+                Err(e) => {
+                    refused(e.code());
+                    Err(ApiError::unauthorized(
+                        ProblemKind::InvalidToken,
+                        format!("The bearer token was refused: {e}."),
+                    ))
+                }
+            },
         };
         std::future::ready(result)
     }
