@@ -37,9 +37,10 @@ fn validate(
         .or_else(|| config.as_ref().map(|c| c.schemas_dir.clone()))
         .unwrap_or_else(|| PathBuf::from("schemas"));
     let registry = SchemaRegistry::load(&dir)?;
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let document: serde_json::Value = match serde_json::from_str(&text) {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    // The gateway's own reader: a duplicate member name or a NUL is refused here as the
+    // gateway refuses it (`400 malformed-json`).
+    let document = match referral_gateway::intake::json::parse(&bytes) {
         Ok(v) => v,
         Err(e) => {
             println!("{}: not valid JSON: {e}", file.display());

@@ -669,6 +669,31 @@ mod tests {
                 "contact": {"outcome": "attended", "date": "2026-11-20"}}))
                 .is_ok()
         );
+        // `redirected_to`: an agency, or a service type with its area, and/or a description.
+        let redirected = |to: Value| {
+            reg.validate_event(&json!({"event_id": id, "type": "redirected", "redirected_to": to}))
+        };
+        for good in [
+            json!({"agency_id": "coventry-iapt"}),
+            json!({"service_type": "iapt", "area": "coventry"}),
+            json!({"description": "The crisis team."}),
+            json!({"agency_id": "coventry-iapt", "description": "Self-referral first."}),
+        ] {
+            assert!(redirected(good.clone()).is_ok(), "{good}");
+        }
+        for bad in [
+            json!({}),
+            json!({"area": "coventry"}),
+            json!({"service_type": "iapt"}),
+            json!({"agency_id": "coventry-iapt", "service_type": "iapt", "area": "coventry"}),
+            json!({"agency_id": "coventry-iapt", "area": "coventry"}),
+        ] {
+            let errs = redirected(bad.clone()).unwrap_err();
+            assert!(
+                errs.iter().all(|v| v.pointer.starts_with("/redirected_to")),
+                "{bad}: {errs:?}"
+            );
+        }
     }
 
     #[test]

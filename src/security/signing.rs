@@ -132,6 +132,9 @@ pub struct ReceiptClaims {
     pub recipient: String,
     pub received_at: String,
     pub payload_sha256: String,
+    /// Always present, `null` when the referral was shared under no agreement: it is
+    /// part of the signed bytes.
+    #[schema(required = true)]
     pub isa_id: Option<String>,
 }
 

@@ -52,6 +52,20 @@ fn validate_accepts_every_example_and_lists_every_problem() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout.contains("/service_details/"), "{stdout}");
+
+    // A member named twice is refused as the gateway refuses it (`400 malformed-json`):
+    // otherwise a file `validate` passes would be refused at the gateway.
+    let text = std::fs::read_to_string("docs/examples/referral-cmht.json").unwrap();
+    let twice = text.replacen('{', "{\"priority\": \"routine\",", 1);
+    assert_ne!(twice, text);
+    std::fs::write(&file, twice).unwrap();
+    let out = gateway().arg("validate").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("member name appears more than once in its object at /priority"),
+        "{stdout}"
+    );
 }
 
 #[test]
