@@ -13,12 +13,22 @@ pub(super) struct RawAmqp {
     namespace: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the URL's password ([`super::url_for_debug`]).
+#[derive(Clone)]
 pub struct AmqpConfig {
     pub url: String,
     /// Prefix for every exchange and queue name (`<namespace>.referrals`, ...); empty
     /// for none. Lets several deployments or test runs share one broker.
     pub namespace: String,
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &super::url_for_debug(&self.url))
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 /// The broker URL; the namespace is checked later (after the TLS files), see `build_amqp`.

@@ -151,12 +151,20 @@ pub(super) fn build_audit(
             .as_deref()
             .and_then(Path::parent)
             .filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
     {
-        problems.push(
-            "audit.head_file",
-            format!("directory '{}' does not exist", parent.display()),
-        );
+        if !parent.is_dir() {
+            problems.push(
+                "audit.head_file",
+                format!("directory '{}' does not exist", parent.display()),
+            );
+        } else if let Err(e) = probe_writable(parent) {
+            // Otherwise each write of the head fails at run time, only logged (e.g. a
+            // systemd unit with `ProtectSystem=strict` and no `ReadWritePaths=`).
+            problems.push(
+                "audit.head_file",
+                format!("cannot write in directory '{}': {e}", parent.display()),
+            );
+        }
     }
     AuditConfig {
         signing_key,
@@ -168,6 +176,16 @@ pub(super) fn build_audit(
         ),
         head_file: raw.head_file,
     }
+}
+
+/// Creates and removes a file in `dir`: whether the gateway may write the head there.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".refgw-head-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 #[cfg(test)]

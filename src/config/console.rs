@@ -24,8 +24,9 @@ pub(super) struct RawConsole {
     absolute_timeout_hours: Option<u64>,
 }
 
-/// OpenID Connect sign-in settings (authorization code + PKCE).
-#[derive(Debug, Clone)]
+/// OpenID Connect sign-in settings (authorization code + PKCE). `Debug` leaves out the
+/// client secret.
+#[derive(Clone)]
 pub struct OidcSettings {
     /// Where discovery starts (`<issuer>/.well-known/openid-configuration`); by default
     /// `staff.issuer`, so ID tokens come from the provider that issues staff tokens.
@@ -43,8 +44,25 @@ pub struct OidcSettings {
     pub ca: Option<PathBuf>,
 }
 
-/// What `[console]` configures.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer_url", &self.issuer_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "(secret)"),
+            )
+            .field("redirect_url", &self.redirect_url)
+            .field("scopes", &self.scopes)
+            .field("provider_name", &self.provider_name)
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+/// What `[console]` configures. `Debug` leaves out the session secret.
+#[derive(Clone)]
 pub struct ConsoleConfig {
     pub enabled: bool,
     pub oidc: Option<OidcSettings>,
@@ -54,6 +72,21 @@ pub struct ConsoleConfig {
     pub session_secret: Option<Vec<u8>>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("enabled", &self.enabled)
+            .field("oidc", &self.oidc)
+            .field(
+                "session_secret",
+                &self.session_secret.as_ref().map(|_| "(secret)"),
+            )
+            .field("idle_timeout", &self.idle_timeout)
+            .field("absolute_timeout", &self.absolute_timeout)
+            .finish()
+    }
 }
 
 impl Default for ConsoleConfig {

@@ -16,7 +16,8 @@ pub(super) struct RawDatabase {
     commit_transactions: Option<usize>,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the URL's password ([`super::url_for_debug`]).
+#[derive(Clone)]
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
@@ -28,6 +29,18 @@ pub struct DatabaseConfig {
     /// while the one before waits for its commit (the audit chain's head lock orders
     /// them); SQLite has one writer, so 1.
     pub commit_transactions: usize,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &super::url_for_debug(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("commit_batch_max", &self.commit_batch_max)
+            .field("commit_queue_depth", &self.commit_queue_depth)
+            .field("commit_transactions", &self.commit_transactions)
+            .finish()
+    }
 }
 
 /// Bounds of `commit_batch_max`: multi-row statements stay within the databases' limits

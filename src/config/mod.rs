@@ -301,6 +301,23 @@ fn url_from_file(
     }
 }
 
+/// A connection URL for `Debug` output: its password (between `user:` and `@`) replaced.
+pub(crate) fn url_for_debug(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> Option<SocketAddr> {
     value
         .parse()
@@ -384,6 +401,25 @@ fn build(
 mod tests {
     use super::*;
     use testing::{MapEnv, base, load};
+
+    #[test]
+    fn debug_output_hides_url_passwords() {
+        assert_eq!(
+            url_for_debug("postgres://gw:s3cret@db.example:5432/refgw?sslmode=verify-full"),
+            "postgres://gw:***@db.example:5432/refgw?sslmode=verify-full"
+        );
+        assert_eq!(
+            url_for_debug("amqps://gw:p@ss@mq.example/vh"),
+            "amqps://gw:***@mq.example/vh"
+        );
+        assert_eq!(url_for_debug("amqp://mq:5672/%2f"), "amqp://mq:5672/%2f");
+        assert_eq!(url_for_debug("sqlite://data/gw.db"), "sqlite://data/gw.db");
+        let mut c = load(&base(), &NoEnv).unwrap();
+        c.database.url = "postgres://gw:s3cret@db/refgw".into();
+        c.amqp.url = "amqp://gw:s3cret@mq/".into();
+        let text = format!("{:?} {:?}", c.database, c.amqp);
+        assert!(!text.contains("s3cret"), "{text}");
+    }
 
     #[test]
     fn defaults_and_env_overrides() {

@@ -8,6 +8,8 @@ use super::{DEFAULT_LISTEN, Env, Problems, setting, socket_addr};
 
 /// Upper bound for `server.max_body_bytes`: referrals are small documents.
 const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// The most workers actix-server allows per listener (it panics beyond).
+const MAX_WORKERS: usize = 512;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -71,10 +73,14 @@ pub(super) fn build_listeners(
             format!("must be between 1 and {MAX_BODY_LIMIT} (got {max_body_bytes})"),
         );
     }
-    if raw.workers == Some(0) {
+    if let Some(workers) = raw.workers
+        && !(1..=MAX_WORKERS).contains(&workers)
+    {
         problems.push(
             "server.workers",
-            "must be at least 1 (leave it out to use one per CPU)",
+            format!(
+                "must be between 1 and {MAX_WORKERS} (leave it out to use one per CPU; got {workers})"
+            ),
         );
     }
     Listeners {
