@@ -485,41 +485,48 @@ impl Relay {
             .flat_map(|(token, messages)| messages.iter().map(move |m| (*token, m)))
             .collect();
         self.metrics.relay_batch_size.observe(batch.len() as f64);
+        // Publishing and confirms are awaited only while the rows' lease lasts (less a
+        // margin): after it, another relay may claim and publish them, so a stalled broker
+        // (which lapin notices only after two heartbeats), or one blocking publishers for
+        // a resource alarm (lapin then holds back every frame), must not keep this round
+        // waiting. What is not sent or confirmed by then is released and the connection
+        // dropped.
+        let left = until.micros_since(self.now()).max(0);
+        let margin = (left / 10).min(2_000_000);
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_micros(u64::try_from(left - margin).unwrap_or(0));
         let mut in_flight = Vec::with_capacity(batch.len());
         let mut lost: Option<RelayError> = None;
+        let mut not_sent = "not sent: broker connection lost";
         for &(token, msg) in &batch {
-            let published = channel
-                .basic_publish(
-                    self.topology.exchange(msg.exchange).into(),
-                    msg.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    msg.payload.as_bytes(),
-                    properties(msg),
-                )
-                .await;
-            match published {
-                Ok(confirm) => in_flight.push(((token, msg), confirm)),
-                Err(e) => {
+            let publish = channel.basic_publish(
+                self.topology.exchange(msg.exchange).into(),
+                msg.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                msg.payload.as_bytes(),
+                properties(msg),
+            );
+            match tokio::time::timeout_at(deadline, publish).await {
+                Ok(Ok(confirm)) => in_flight.push(((token, msg), confirm)),
+                Ok(Err(e)) => {
                     lost = Some(e.into());
+                    break;
+                }
+                Err(_) => {
+                    not_sent =
+                        "not sent before the lease ran out (is the broker blocking publishers?)";
+                    lost = Some(RelayError::ConfirmTimeout);
                     break;
                 }
             }
         }
         let mut failed: Vec<((&str, &ClaimedMessage), String)> = batch[in_flight.len()..]
             .iter()
-            .map(|m| (*m, "not sent: broker connection lost".to_owned()))
+            .map(|m| (*m, not_sent.to_owned()))
             .collect();
-        // Confirms are awaited only while the rows' lease lasts (less a margin): after it,
-        // another relay may claim and publish them, so a stalled broker (which lapin
-        // notices only after two heartbeats) must not keep this round waiting. What has
-        // no confirm by then is released and the connection dropped.
-        let left = until.micros_since(self.now()).max(0);
-        let margin = (left / 10).min(2_000_000);
-        let deadline = tokio::time::Instant::now()
-            + std::time::Duration::from_micros(u64::try_from(left - margin).unwrap_or(0));
         for (msg, confirm) in in_flight {
             let Ok(outcome) = tokio::time::timeout_at(deadline, confirm).await else {
                 self.metrics.confirm("lost");

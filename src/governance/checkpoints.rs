@@ -135,7 +135,7 @@ impl Checkpointer {
     /// Signs the current head if it moved since the last checkpoint. Returns its seq.
     pub async fn checkpoint(&self) -> Result<Option<i64>, StoreError> {
         let (seq, hash) = self.store.audit_head().await?;
-        let (last, _) = self.store.last_checkpoint_seq(seq).await?;
+        let (last, _, last_signed_at) = self.store.last_checkpoint_seq(seq).await?;
         let signed_up_to = self.signed_up_to.load(std::sync::atomic::Ordering::SeqCst);
         if last < signed_up_to {
             // Checkpoints this process wrote are gone: signing the head now would vouch
@@ -155,7 +155,10 @@ impl Checkpointer {
         let mut checkpoint = Checkpoint {
             seq,
             head_hash: hash,
-            signed_at: to_micros(time::OffsetDateTime::now_utc()),
+            // Never before the last checkpoint's time: after the wall clock stepped back
+            // (or on an instance whose clock is behind another's), `audit verify` would
+            // otherwise find checkpoints out of order for good.
+            signed_at: to_micros(time::OffsetDateTime::now_utc()).max(last_signed_at),
             key_id: self.key.key_id().to_owned(),
             signature: String::new(),
         };
@@ -216,7 +219,7 @@ impl Checkpointer {
             }
             let due = match self.store.audit_head().await {
                 Ok((seq, _)) => match self.store.last_checkpoint_seq(seq).await {
-                    Ok((last, beyond)) => {
+                    Ok((last, beyond, _)) => {
                         // A checkpoint beyond the head was not written by a gateway: it
                         // would otherwise stop every later checkpoint being due.
                         if beyond && !warned_beyond {

@@ -153,9 +153,10 @@ impl Intake {
             )
             .await;
         // A write refused because the committer's queue is full was never looked at: it
-        // is answered 503 (retry) and not recorded, which would only add to the queue.
+        // is answered 503 (retry) and not recorded, which would only add to the queue. A
+        // write whose outcome is unknown may have been stored: it is no refusal.
         if let Err(error) = &result
-            && !matches!(error, IntakeError::Store(StoreError::Busy))
+            && !matches!(error, IntakeError::Store(e) if matches!(e, StoreError::Busy) || e.outcome_unknown())
         {
             // Fixed reason codes and (redacted) pointers only: never the caller's values.
             let mut record = AuditRecord::new(

@@ -221,11 +221,13 @@ impl Store {
         .transpose()
     }
 
-    /// The seq of the latest checkpoint (0 if none).
-    pub async fn last_checkpoint_seq(&self, head: i64) -> Result<(i64, bool), StoreError> {
+    /// The seq of the latest checkpoint up to `head` (0 if none), whether any lies
+    /// beyond `head`, and the latest `signed_at` of those up to it (0 if none).
+    pub async fn last_checkpoint_seq(&self, head: i64) -> Result<(i64, bool, i64), StoreError> {
         let row = sqlx::query(
             "SELECT MAX(CASE WHEN seq <= $1 THEN seq END) AS seq, \
-             COUNT(CASE WHEN seq > $1 THEN 1 END) AS beyond FROM audit_checkpoints",
+             COUNT(CASE WHEN seq > $1 THEN 1 END) AS beyond, \
+             MAX(CASE WHEN seq <= $1 THEN signed_at END) AS signed_at FROM audit_checkpoints",
         )
         .bind(head)
         .fetch_one(&self.pool)
@@ -233,6 +235,7 @@ impl Store {
         Ok((
             row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0),
             row.try_get::<i64, _>("beyond")? > 0,
+            row.try_get::<Option<i64>, _>("signed_at")?.unwrap_or(0),
         ))
     }
 

@@ -215,10 +215,18 @@ async fn write_batch_on(
             // have committed all the same. Its last audit entry, read on another
             // connection, says which; answering "failed" for a committed batch would
             // have its senders retry into duplicates.
-            if !committed_after_all(store, written.3.as_ref()).await {
-                return Err(BatchFailure::Failed(e.into()));
+            match committed_after_all(store, written.3.as_ref()).await {
+                Some(true) => {
+                    tracing::warn!(error = %e, "the batch's COMMIT got no answer, but it committed");
+                }
+                Some(false) => return Err(BatchFailure::Failed(e.into())),
+                // Neither: writing the batch again could append its audit entries twice.
+                None => {
+                    return Err(BatchFailure::Failed(StoreError::CommitUnknown(
+                        e.to_string(),
+                    )));
+                }
             }
-            tracing::warn!(error = %e, "the batch's COMMIT got no answer, but it committed");
         }
         written
     };
@@ -1175,19 +1183,21 @@ fn bind_entry<'q>(insert: AnyQuery<'q>, (entry, hash): &'q (AuditEntry, String))
 }
 
 /// Whether the batch whose last audit entry is `last` (seq, hash) is in the log: read on a
-/// connection of its own, after the batch's connection failed at its COMMIT. Unknown (no
-/// entry, or the read fails) counts as not committed, as before.
-async fn committed_after_all(store: &Store, last: Option<&(i64, String)>) -> bool {
+/// connection of its own, after the batch's connection failed at its COMMIT. `None` when
+/// that read fails too (the outcome is unknown); a batch without an entry (there is none)
+/// counts as not committed.
+async fn committed_after_all(store: &Store, last: Option<&(i64, String)>) -> Option<bool> {
     let Some((seq, hash)) = last else {
-        return false;
+        return Some(false);
     };
     match sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
         .bind(*seq)
         .fetch_optional(&store.pool)
         .await
     {
-        Ok(Some(row)) => row.try_get::<String, _>("hash").is_ok_and(|h| &h == hash),
-        _ => false,
+        Ok(Some(row)) => Some(row.try_get::<String, _>("hash").is_ok_and(|h| &h == hash)),
+        Ok(None) => Some(false),
+        Err(_) => None,
     }
 }
 

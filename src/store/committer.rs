@@ -237,6 +237,16 @@ impl Committer {
                 tracing::error!(error = %e, "write failed");
                 answer_one(replies.into_iter().next(), Err(e));
             }
+            Err(StoreError::CommitUnknown(why)) => {
+                // It may have committed: written again, its audit entries could be
+                // appended twice. Every waiter is told the outcome is unknown (500): a
+                // referral's sender retries with its Idempotency-Key and gets its receipt
+                // if it was stored.
+                tracing::error!(error = %why, size, "a batch's outcome is unknown");
+                for reply in replies {
+                    answer_one(Some(reply), Err(StoreError::CommitUnknown(why.clone())));
+                }
+            }
             Err(e) => {
                 // Nothing was written: each write again on its own, so that only the one
                 // at fault fails.

@@ -59,6 +59,20 @@ pub enum StoreError {
     /// The committer stopped before answering: the write's outcome is unknown.
     #[error("the committer stopped before answering")]
     CommitterStopped,
+    /// A batch's COMMIT got no answer and the database could not be asked whether it
+    /// committed: the writes' outcome is unknown, so they are not written again.
+    #[error("the COMMIT got no answer and its outcome could not be read: {0}")]
+    CommitUnknown(String),
+}
+
+/// How long one write (a batch's transaction, a scan, a purge) may wait for the database.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl StoreError {
+    /// Whether the write may have been committed although it failed: not a refusal.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::CommitterStopped | Self::CommitUnknown(_))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +117,19 @@ impl Store {
             Backend::Postgres => config.url.clone(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        if backend == Backend::Postgres {
+            // One connection first: the pool retries a refused connection until its
+            // acquire timeout (30 s) and then reports only that it timed out; this
+            // reports the cause (refused, unknown host, authentication, no database).
+            use sqlx::Connection;
+            let first = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                sqlx::AnyConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            first.close().await?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .after_connect(move |conn, _meta| Box::pin(set_up(conn, backend)))
@@ -235,17 +262,31 @@ impl Store {
     /// believing it is inside a transaction: its next BEGIN becomes a SAVEPOINT that is
     /// never committed, and SQLite's write lock is held for ever ("database is locked"
     /// for every writer; found by the fault suite's disk-full scenario).
-    pub(crate) async fn on_write_connection<T, E: From<sqlx::Error>>(
+    ///
+    /// A write that gets no answer within [`WRITE_TIMEOUT`] (a database host gone silent,
+    /// which TCP notices only after many minutes) fails with
+    /// [`StoreError::CommitUnknown`]: it may have committed, so it is not written again.
+    pub(crate) async fn on_write_connection<T, E: From<sqlx::Error> + From<StoreError>>(
         &self,
         write: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, E>,
     ) -> Result<T, E> {
+        let bounded = async |conn: &mut sqlx::AnyConnection| -> Result<T, E> {
+            match tokio::time::timeout(WRITE_TIMEOUT, write(conn)).await {
+                Ok(written) => written,
+                Err(_) => Err(StoreError::CommitUnknown(format!(
+                    "no answer from the database within {} s",
+                    WRITE_TIMEOUT.as_secs()
+                ))
+                .into()),
+            }
+        };
         let mut turn = self.write_turn().await;
         if let (Some(slot), Some(options)) = (turn.as_deref_mut(), &self.writer_options) {
             let conn = match slot {
                 Some(conn) => conn,
                 None => slot.insert(self.open_writer(options).await?),
             };
-            let written = write(conn).await;
+            let written = bounded(conn).await;
             if written.is_err() {
                 // Dropped: SQLite closes it (rolling back) on the connection's own thread.
                 slot.take();
@@ -253,7 +294,7 @@ impl Store {
             return written;
         }
         let mut conn = self.pool.acquire().await?;
-        let written = write(&mut conn).await;
+        let written = bounded(&mut conn).await;
         if written.is_err() {
             conn.close_on_drop();
         }

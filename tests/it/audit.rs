@@ -322,6 +322,43 @@ async fn forged_or_deleted_checkpoints_do_not_silence_signing() {
     app.stop().await;
 }
 
+/// A checkpoint signed on a clock an hour ahead (another instance's, or this one's before
+/// the wall clock was stepped back): the next checkpoint is not dated before it, so the
+/// chain still verifies (checkpoints out of order would fail `audit verify` for good).
+#[tokio::test]
+async fn a_clock_behind_the_last_checkpoint_does_not_break_the_chain() {
+    use referral_gateway::domain::audit::Checkpoint;
+    use referral_gateway::governance::checkpoints::Checkpointer;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    seed(&app).await;
+    let key = signing_key();
+    let (seq, head_hash) = app.store.audit_head().await.unwrap();
+    let ahead = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000 + 3_600_000_000;
+    let mut early = Checkpoint {
+        seq,
+        head_hash,
+        signed_at: ahead,
+        key_id: key.key_id().to_owned(),
+        signature: String::new(),
+    };
+    early.signature = key.sign(&early.message());
+    assert!(app.store.insert_checkpoint(&early).await.unwrap());
+    app.submit(example_text("cmht")).await;
+    let checkpointer = Checkpointer::new(
+        app.store.clone(),
+        key.clone(),
+        1000,
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(checkpointer.checkpoint().await.unwrap(), Some(seq + 1));
+    let keys = [key.public().clone()];
+    let verified = referral_gateway::governance::verify::verify(&app.store, &keys)
+        .await
+        .unwrap();
+    assert_eq!(verified.checkpoints, 2);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn receipts_are_signed_and_verifiable() {
     let app = TestApp::spawn(Backend::Sqlite).await;
