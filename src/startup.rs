@@ -86,6 +86,9 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let config = checked.config.clone();
+        if let Some(head_file) = &config.audit.head_file {
+            crate::config::check_head_file_writable(head_file).map_err(anyhow::Error::msg)?;
+        }
         let schemas = checked.schemas.clone();
         let in_force = reload::InForce::of(&checked);
         let store = Store::open(&config)

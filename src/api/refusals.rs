@@ -1,5 +1,6 @@
 //! Refusals of callers who proved no identity (a staff request without a token, or with
-//! one that does not verify; a console sign-in callback with no sign-in in progress).
+//! one that does not verify, or whose token carries no staff role; a console sign-in
+//! callback with no sign-in in progress).
 //!
 //! Anybody who can reach the staff listener can make these, as fast as they like. Each is
 //! counted here and in `refgw_auth_refused_unverified_total{reason}`, and the tally goes
@@ -7,8 +8,9 @@
 //! interval ([`TALLY_INTERVAL`]) and when the gateway stops, instead of one entry each:
 //! otherwise an anonymous flood would grow the permanent log without limit and fill the
 //! committer's queue that referrals wait in. The entry holds counts by fixed reason code
-//! and the interval, never what the caller sent. Refusals of verified callers (a valid
-//! token without the role or agency it needs) are still audited one by one.
+//! and the interval, never what the caller sent. Refusals of staff members (a valid token
+//! with a staff role, but not the role or agency the request needs) are still audited
+//! one by one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

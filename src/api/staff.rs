@@ -1,8 +1,9 @@
 //! Who is calling the staff listener: a staff member named by a verified bearer token
-//! (`crate::staff_auth::tokens`). A 403 (a verified caller without the role or agency
-//! needed) is an `auth.refused` audit entry of its own; a 401 (no verified identity) is
-//! counted in the tally of unverified refusals ([`super::refusals`]), which the audit log
-//! receives as one entry a minute.
+//! (`crate::staff_auth::tokens`). A 403 of a staff member (a caller with a staff role but
+//! not the role or agency needed) is an `auth.refused` audit entry of its own; a 401 (no
+//! verified identity) and a 403 of a token with no staff role at all are counted in the
+//! tally of unverified refusals ([`super::refusals`]), which the audit log receives as
+//! one entry a minute.
 
 use actix_web::dev::Payload;
 use actix_web::http::header;

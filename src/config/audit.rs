@@ -151,20 +151,12 @@ pub(super) fn build_audit(
             .as_deref()
             .and_then(Path::parent)
             .filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
     {
-        if !parent.is_dir() {
-            problems.push(
-                "audit.head_file",
-                format!("directory '{}' does not exist", parent.display()),
-            );
-        } else if let Err(e) = probe_writable(parent) {
-            // Otherwise each write of the head fails at run time, only logged (e.g. a
-            // systemd unit with `ProtectSystem=strict` and no `ReadWritePaths=`).
-            problems.push(
-                "audit.head_file",
-                format!("cannot write in directory '{}': {e}", parent.display()),
-            );
-        }
+        problems.push(
+            "audit.head_file",
+            format!("directory '{}' does not exist", parent.display()),
+        );
     }
     AuditConfig {
         signing_key,
@@ -178,14 +170,31 @@ pub(super) fn build_audit(
     }
 }
 
-/// Creates and removes a file in `dir`: whether the gateway may write the head there.
-fn probe_writable(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".refgw-head-probe-{}", std::process::id()));
+/// Whether the gateway may write `audit.head_file` where it is configured: a file of a
+/// random name is created beside it and removed. Checked when `serve` starts (not by the
+/// other commands, which never write the head, nor by `config check`, which may run as
+/// another user): otherwise every write of the head would fail at run time, only
+/// logged (e.g. under a systemd unit with `ProtectSystem=strict` and no
+/// `ReadWritePaths=`).
+pub fn check_head_file_writable(head_file: &Path) -> Result<(), String> {
+    let Some(dir) = head_file.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let probe = dir.join(format!(
+        ".refgw-head-probe-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&probe)?;
-    std::fs::remove_file(&probe)
+        .open(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!(
+                "audit.head_file: cannot write in directory '{}': {e}",
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]

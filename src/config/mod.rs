@@ -35,7 +35,7 @@ use crate::domain::sharing::SharingAgreement;
 
 pub use agencies::parse_fingerprint;
 pub use amqp::AmqpConfig;
-pub use audit::AuditConfig;
+pub use audit::{AuditConfig, check_head_file_writable};
 pub use database::DatabaseConfig;
 pub use relay::RelayConfig;
 pub use server::{BodyTimeouts, ServerConfig};
@@ -301,20 +301,20 @@ fn url_from_file(
     }
 }
 
-/// A connection URL for `Debug` output: its password (between `user:` and `@`) replaced.
-pub(crate) fn url_for_debug(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
+/// A connection URL for `Debug` output: scheme, host, port and path only. The user
+/// information and the query (where a password may be, e.g. `?password=`) are left out,
+/// and a URL that does not parse (e.g. a password with an unescaped `/`) is not shown.
+pub(crate) fn url_for_debug(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(url) => format!(
+            "{}://{}{}{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            url.path(),
+            if url.query().is_some() { "?..." } else { "" }
+        ),
+        Err(_) => "(a URL that does not parse)".to_owned(),
     }
 }
 
@@ -406,11 +406,19 @@ mod tests {
     fn debug_output_hides_url_passwords() {
         assert_eq!(
             url_for_debug("postgres://gw:s3cret@db.example:5432/refgw?sslmode=verify-full"),
-            "postgres://gw:***@db.example:5432/refgw?sslmode=verify-full"
+            "postgres://db.example:5432/refgw?..."
         );
         assert_eq!(
             url_for_debug("amqps://gw:p@ss@mq.example/vh"),
-            "amqps://gw:***@mq.example/vh"
+            "amqps://mq.example/vh"
+        );
+        assert_eq!(
+            url_for_debug("postgres://gw@db/refgw?password=s3cret"),
+            "postgres://db/refgw?..."
+        );
+        assert_eq!(
+            url_for_debug("postgres://gw:s3/cret@db/refgw"),
+            "(a URL that does not parse)"
         );
         assert_eq!(url_for_debug("amqp://mq:5672/%2f"), "amqp://mq:5672/%2f");
         assert_eq!(url_for_debug("sqlite://data/gw.db"), "sqlite://data/gw.db");

@@ -274,7 +274,13 @@ impl Relay {
                         if let Err(e) = result {
                             tracing::warn!(error = %e, "relay lost the broker; reconnecting");
                         }
-                        let _ = connection.close(200, "relay stopping".into()).await;
+                        // Bounded: a broker blocking publishers takes no frame, not even
+                        // this close, until its alarm clears.
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            connection.close(200, "relay stopping".into()),
+                        )
+                        .await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot declare the broker topology");
@@ -516,8 +522,7 @@ impl Relay {
                     break;
                 }
                 Err(_) => {
-                    not_sent =
-                        "not sent before the lease ran out (is the broker blocking publishers?)";
+                    not_sent = "perhaps not sent before the lease ran out (is the broker blocking publishers?)";
                     lost = Some(RelayError::ConfirmTimeout);
                     break;
                 }

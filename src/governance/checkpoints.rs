@@ -9,6 +9,9 @@ use crate::domain::audit::Checkpoint;
 use crate::security::signing::{GatewayKey, PublicKey};
 use crate::store::{Store, StoreError, to_micros};
 
+/// How far ahead of this clock a stored checkpoint's time is followed (an hour).
+const MAX_CLOCK_AHEAD_MICROS: i64 = 3_600_000_000;
+
 /// Signs the chain head every `every` entries or `interval` (whichever first, if there
 /// are new entries), and once more at shutdown. Each signed head also leaves the
 /// database: as an `audit_checkpoint` log line and, when configured, in a head file.
@@ -152,13 +155,17 @@ impl Checkpointer {
         if seq == 0 || seq == last {
             return Ok(None);
         }
+        // Never before the last checkpoint's time: after the wall clock stepped back (or
+        // on an instance whose clock is behind another's), `audit verify` would otherwise
+        // find checkpoints out of order for good. That time is taken at most an hour
+        // ahead of this clock: a row dated far ahead (which whoever may insert checkpoints
+        // could plant) does not date every later checkpoint.
+        let now = to_micros(time::OffsetDateTime::now_utc());
+        let signed_at = now.max(last_signed_at.min(now.saturating_add(MAX_CLOCK_AHEAD_MICROS)));
         let mut checkpoint = Checkpoint {
             seq,
             head_hash: hash,
-            // Never before the last checkpoint's time: after the wall clock stepped back
-            // (or on an instance whose clock is behind another's), `audit verify` would
-            // otherwise find checkpoints out of order for good.
-            signed_at: to_micros(time::OffsetDateTime::now_utc()).max(last_signed_at),
+            signed_at,
             key_id: self.key.key_id().to_owned(),
             signature: String::new(),
         };

@@ -65,7 +65,7 @@ pub enum StoreError {
     CommitUnknown(String),
 }
 
-/// How long one write (a batch's transaction, a scan, a purge) may wait for the database.
+/// How long one write (a batch's transaction, an SLA scan) may wait for the database.
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl StoreError {
@@ -127,7 +127,15 @@ impl Store {
                 sqlx::AnyConnection::connect_with(&options),
             )
             .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer from {} within 30 s",
+                        crate::config::url_for_debug(&url)
+                    ),
+                ))
+            })??;
             first.close().await?;
         }
         let pool = AnyPoolOptions::new()
@@ -270,12 +278,26 @@ impl Store {
         &self,
         write: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.on_write_connection_within(Some(WRITE_TIMEOUT), write)
+            .await
+    }
+
+    /// [`Self::on_write_connection`] with another bound (`None`: none, for a purge, whose
+    /// one transaction over a year of referrals may rightly take longer).
+    pub(crate) async fn on_write_connection_within<T, E: From<sqlx::Error> + From<StoreError>>(
+        &self,
+        limit: Option<std::time::Duration>,
+        write: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let bounded = async |conn: &mut sqlx::AnyConnection| -> Result<T, E> {
-            match tokio::time::timeout(WRITE_TIMEOUT, write(conn)).await {
+            let Some(limit) = limit else {
+                return write(conn).await;
+            };
+            match tokio::time::timeout(limit, write(conn)).await {
                 Ok(written) => written,
                 Err(_) => Err(StoreError::CommitUnknown(format!(
                     "no answer from the database within {} s",
-                    WRITE_TIMEOUT.as_secs()
+                    limit.as_secs()
                 ))
                 .into()),
             }

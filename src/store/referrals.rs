@@ -215,7 +215,7 @@ impl Store {
         cutoff: Timestamp,
         at: Timestamp,
     ) -> Result<u64, StoreError> {
-        self.on_write_connection(async |conn| {
+        self.on_write_connection_within(None, async |conn| {
             self.purge_payloads_on(conn, cutoff.as_micros(), at.as_micros())
                 .await
         })
