@@ -574,9 +574,16 @@ impl Relay {
             let at =
                 now.saturating_add(time::Duration::try_from(delay).unwrap_or(time::Duration::MAX));
             tracing::warn!(referral_id = %msg.referral_id, attempts = msg.attempts, error = %error, "publish failed; will retry");
-            self.store
+            // A database fault is no reason to drop the broker connection, nor this
+            // round's confirmed rows: the row stays claimed and is published again once
+            // its lease has passed.
+            if let Err(e) = self
+                .store
                 .release_outbox(msg.outbox_id, token, at, error)
-                .await?;
+                .await
+            {
+                tracing::error!(error = %e, referral_id = %msg.referral_id, "cannot release a row whose publish failed; it is retried after its lease");
+            }
         }
         let tokens: Vec<String> = groups
             .iter()
@@ -591,8 +598,11 @@ impl Relay {
             .collect();
         // Marked while the next round publishes: the round before's marking is awaited
         // first, so that at most one is in flight. Should it fail, its rows stay claimed
-        // and are published again once their lease has passed (at least once).
-        self.marked().await?;
+        // and are published again once their lease has passed (at least once); this
+        // round's marking starts all the same.
+        if let Err(e) = self.marked().await {
+            tracing::error!(error = %e, "marking the previous round published failed; its rows are published again after their lease");
+        }
         if !confirmed.is_empty() {
             let store = self.store.clone();
             let marking =

@@ -694,6 +694,11 @@ mod tests {
                 "{bad}: {errs:?}"
             );
         }
+        // With an agency, the service's members are refused, not asked for.
+        let errs =
+            redirected(json!({"agency_id": "coventry-iapt", "area": "coventry"})).unwrap_err();
+        let pointers: Vec<&str> = errs.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/redirected_to/area"], "{errs:?}");
     }
 
     #[test]
