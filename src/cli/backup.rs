@@ -29,6 +29,13 @@ pub fn run(config_path: &Path, to: &Path) -> anyhow::Result<ExitCode> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "directory {} does not exist: create it first (e.g. install -d -m 0700 {})",
+            dir.display(),
+            dir.display()
+        );
+    }
     let partial = dir.join(format!(
         ".{}.{}.partial",
         name.to_string_lossy(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use referral_gateway::config::{Config, ProcessEnv};
+use referral_gateway::config::Config;
 use referral_gateway::domain::CertificateIdentity;
 use referral_gateway::security::{certs, digest, tls};
 
@@ -86,8 +86,23 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
             if !(1..=3650).contains(&days) {
                 anyhow::bail!("--days must be between 1 and 3650");
             }
-            let config = Config::load_before_certificates(config_path, &ProcessEnv)?;
-            let written = certs::init(&out, &config.registry, &server_names, days, force)?;
+            // Only the registry is read (a client certificate per registered agency): a
+            // scheme's keys are made before its secrets and database exist. Without a
+            // configuration file there are no agencies, and no client certificates.
+            let registry = match Config::load_registry(config_path) {
+                Ok(registry) => registry,
+                Err(referral_gateway::config::ConfigError::Read { error, .. })
+                    if error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    println!(
+                        "no configuration at {}: no agency certificates made (issue them with `certs issue` once agencies are registered)\n",
+                        config_path.display()
+                    );
+                    referral_gateway::domain::AgencyRegistry::default()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let written = certs::init(&out, &registry, &server_names, days, force)?;
             for w in written {
                 println!("{:<60} {}", w.what, w.path.display());
                 if let Some(note) = w.note {

@@ -114,6 +114,16 @@ mod tests {
             err.contains("audit.signing_key: 'credential:gateway-signing.key' needs"),
             "{err}"
         );
+        // Each once: not again as a file that cannot be read (whose fix would differ).
+        assert_eq!(err.matches("credential:").count(), 2, "{err}");
+        // A mistyped key in a file with credentials is still shown with its line.
+        let typo = text.replace("[storage]\n", "[storage]\nretention_day = 1\n");
+        assert_ne!(typo, text);
+        let err = load(&typo, &NoEnv).unwrap_err().to_string();
+        assert!(
+            err.contains("retention_day") && err.contains("line 19"),
+            "{err}"
+        );
 
         let err = load(&text, &MapEnv(vec![("CREDENTIALS_DIRECTORY", "relative")]))
             .unwrap_err()

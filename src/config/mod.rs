@@ -52,10 +52,12 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The I/O error is part of the message, not a `source`: printed as a chain, it
+    /// would appear twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -167,9 +169,9 @@ impl Config {
             #[serde(default)]
             permissions: Vec<agencies::RawPermission>,
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let raw: RegistryOnly = toml::from_str::<toml::Value>(&text)
             .and_then(|value| {
@@ -200,9 +202,9 @@ impl Config {
     }
 
     fn load_checked(path: &Path, env: &dyn Env, checks: FileChecks) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path, env, checks)
     }
@@ -228,11 +230,26 @@ impl Config {
         let raw: RawConfig = if text.contains(credentials::PREFIX) {
             let mut value: toml::Value = toml::from_str(text).map_err(invalid)?;
             credentials::resolve(&mut value, env, &mut problems);
-            value.try_into().map_err(invalid)?
+            value.try_into().map_err(|e| {
+                // The value has no positions: the text read directly (its `credential:`
+                // strings are still strings) gives the same error with its line.
+                invalid(toml::from_str::<RawConfig>(text).err().unwrap_or(e))
+            })?
         } else {
             toml::from_str(text).map_err(invalid)?
         };
+        let unresolved = problems.0.len();
         let config = build(raw, env, checks, &mut problems);
+        if unresolved > 0 {
+            // A `credential:` value that could not be resolved is already reported: the
+            // file checks' "cannot read 'credential:...'" would only repeat it, and point
+            // at the wrong fix.
+            let mut i = 0;
+            problems.0.retain(|p| {
+                i += 1;
+                i <= unresolved || !p.contains("credential:")
+            });
+        }
         match config {
             Some(config) if problems.0.is_empty() => Ok(config),
             _ => Err(ConfigError::Invalid {

@@ -143,6 +143,39 @@ fn certs_init_makes_a_complete_set_and_refuses_to_overwrite() {
     );
     assert_eq!(std::fs::read_dir(&credentials).unwrap().count(), 1);
     assert!(run(true).status.success());
+
+    // A new scheme's keys come first: without a configuration file there are no
+    // agencies, so no client certificates, and the server name is the one given.
+    let fresh = dir.path().join("fresh");
+    let alone = gateway()
+        .args([
+            "--config",
+            "/nonexistent/gateway.toml",
+            "certs",
+            "init",
+            "--out",
+        ])
+        .arg(&fresh)
+        .args(["--server-name", "gateway.example.org"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&alone.stdout);
+    assert!(
+        alone.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+    assert!(stdout.contains("no agency certificates made"), "{stdout}");
+    for file in [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "payload.key",
+    ] {
+        assert!(fresh.join(file).exists(), "{file}");
+    }
+    assert!(!fresh.join("agencies/coventry-liaison.crt").exists());
 }
 
 #[test]
