@@ -283,7 +283,7 @@ impl Relay {
                         .await;
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot declare the broker topology");
+                        tracing::error!(error = %e, "cannot declare the broker topology (an ACCESS_REFUSED means the gateway's broker user may not declare a queue: import `broker definitions` again after registering an agency, docs/onboarding.md)");
                         let _ = connection.close(200, "topology failed".into()).await;
                     }
                 },
