@@ -184,7 +184,15 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         for row in &warnings {
-            let due = due_clock(row)?;
+            // A row that cannot be read (changed outside the gateway) is skipped, not
+            // allowed to stop every scan.
+            let due = match due_clock(row) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, "an SLA clock row cannot be read; skipped");
+                    continue;
+                }
+            };
             let referral_id = due.referral_id.to_string();
             // The referral's row first, as an event's transaction takes it (then its
             // clocks): the same order, so the two never deadlock on PostgreSQL.
@@ -218,7 +226,15 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         for row in &breaches {
-            let due = due_clock(row)?;
+            // A row that cannot be read (changed outside the gateway) is skipped, not
+            // allowed to stop every scan.
+            let due = match due_clock(row) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, "an SLA clock row cannot be read; skipped");
+                    continue;
+                }
+            };
             let referral_id = due.referral_id.to_string();
             sqlx::query(self.backend.lock_referral_sql())
                 .bind(&referral_id)

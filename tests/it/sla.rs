@@ -559,3 +559,42 @@ async fn report_matches_hand_computed_values(backend: Backend) {
 }
 
 on_both_backends!(report_matches_hand_computed_values);
+
+/// A clock whose referral row cannot be read (changed outside the gateway: here a
+/// priority no gateway writes) is skipped with an error logged, and the scan goes on:
+/// the other referral's warning is still raised.
+#[tokio::test]
+async fn an_unreadable_clock_row_does_not_stop_the_scan() {
+    let t0 = datetime!(2026-11-25 10:00 UTC);
+    let clock = Arc::new(ManualClock::new(t0));
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let config = test_config(&shipped_config_text(), &db.url);
+    let app = TestApp::start_with_clock(config, db, clock.clone()).await;
+    let scanner = Scanner::new(
+        app.store.clone(),
+        clock.clone(),
+        StdDuration::from_secs(60),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let bad = app.submit(example_text("cmht")).await;
+    let good = app.submit(example_text("cmht")).await;
+    sqlx::query("UPDATE referrals SET priority = 'whenever' WHERE id = $1")
+        .bind(&bad)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    // Past the urgent acknowledgement's warning (3 h 12 min), before its deadline.
+    clock.set(t0 + Duration::minutes(3 * 60 + 30));
+    let counts = scanner.scan_once().await.unwrap();
+    assert_eq!((counts.warnings, counts.breaches), (1, 0));
+    let v = app.view_as("coventry-liaison", &good, 200).await;
+    let ack = v["sla"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clock"] == "acknowledge")
+        .unwrap()
+        .clone();
+    assert!(!ack["warned_at"].is_null(), "{ack}");
+    app.stop().await;
+}
