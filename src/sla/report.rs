@@ -215,6 +215,9 @@ pub struct ClockFact {
     pub due_at: i64,
     pub met_at: Option<i64>,
     pub stopped_at: Option<i64>,
+    /// When the SLA scanner recorded the breach (and told the sender): it stays a breach
+    /// whatever time a later event claims for meeting or stopping the clock.
+    pub breached_at: Option<i64>,
 }
 
 /// A first-contact event's outcome for a referral.
@@ -285,9 +288,12 @@ pub fn aggregate<'a>(
         if fact.clock == Clock::Delivery {
             continue;
         }
+        // A breach the scanner recorded (and notified) stays one: an event posted later
+        // with an `occurred_at` before the deadline does not make it "within target".
+        let recorded_breach = fact.breached_at.is_some();
         match fact.met_at {
             Some(met) => {
-                if met <= fact.due_at {
+                if met <= fact.due_at && !recorded_breach {
                     *acc.within.entry(fact.clock).or_default() += 1;
                 } else {
                     *breached = true;
@@ -299,7 +305,8 @@ pub fn aggregate<'a>(
             }
             // Overdue now, or stopped (a withdrawal, a decline) only after its deadline
             // had passed: the breach happened, and was notified, before the stop.
-            None if is_overdue(fact.due_at, fact.met_at, fact.stopped_at, as_of)
+            None if recorded_breach
+                || is_overdue(fact.due_at, fact.met_at, fact.stopped_at, as_of)
                 || fact.stopped_at.is_some_and(|stopped| stopped > fact.due_at) =>
             {
                 *breached = true
@@ -511,6 +518,7 @@ mod tests {
             due_at: due_h * H,
             met_at: met_h.map(|h| h * H),
             stopped_at: None,
+            breached_at: None,
         }
     }
 
@@ -589,6 +597,16 @@ mod tests {
             ..fact("D", Acknowledge, 4, None)
         });
         assert_eq!(aggregate(&late_stop, &contacts, 31 * H)[0].breached, 3);
+        // A breach the scanner recorded stays one when a later event claims a time
+        // before the deadline (E's acknowledgement backdated to 3 h of 4).
+        let mut backdated = clocks.clone();
+        backdated.push(ClockFact {
+            breached_at: Some(4 * H),
+            ..fact("E", Acknowledge, 4, Some(3))
+        });
+        let rows_backdated = aggregate(&backdated, &contacts, 31 * H);
+        assert_eq!(rows_backdated[0].breached, 3);
+        assert_eq!(rows_backdated[0].acknowledged_within_sla, 2);
         assert_eq!(r.acknowledge_median_hours, Some(2.0));
         assert_eq!(r.acknowledge_p90_hours, Some(5.0));
         assert_eq!(r.decision_median_hours, Some(3.0));

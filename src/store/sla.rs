@@ -305,9 +305,9 @@ impl Store {
 const CLOCKS_PER_READ: usize = 512;
 
 /// A clock unfolded: `(clock, started, due, met, stopped)`.
-type UnfoldedClock = (Clock, i64, i64, Option<i64>, Option<i64>);
+type UnfoldedClock = (Clock, i64, i64, Option<i64>, Option<i64>, Option<i64>);
 
-/// One clock as [`Store::report_facts`] folds it: `clock,started,due,met,stopped`.
+/// One clock as [`Store::report_facts`] folds it: `clock,started,due,met,stopped,breached`.
 fn unfold_clock(text: &str) -> Option<UnfoldedClock> {
     let mut parts = text.split(',');
     let clock = parts.next()?.parse().ok()?;
@@ -322,10 +322,11 @@ fn unfold_clock(text: &str) -> Option<UnfoldedClock> {
     };
     let met = optional(parts.next()?)?;
     let stopped = optional(parts.next()?)?;
+    let breached = optional(parts.next()?)?;
     parts
         .next()
         .is_none()
-        .then_some((clock, started, due, met, stopped))
+        .then_some((clock, started, due, met, stopped, breached))
 }
 
 /// RFC 3339 text of a stored timestamp (empty if out of range).
@@ -357,7 +358,7 @@ impl Store {
         let agency = agency.unwrap_or("");
         // In no particular order: the aggregation does not depend on it. One row per
         // referral, its clocks folded into one text column
-        // (`clock,started,due,met,stopped;...`, met and stopped empty when unset): a
+        // (`clock,started,due,met,stopped,breached;...`, the last three empty when unset): a
         // quarter of the rows, and each row decoded through the `Any` driver costs far more
         // than splitting a short text.
         let fold = self.backend.text_aggregate();
@@ -365,7 +366,8 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT r.id, r.received_at, r.recipient_agency, r.service_type, r.priority, \
              {fold}(c.clock || ',' || CAST(c.started_at AS TEXT) || ',' || CAST(c.due_at AS TEXT) || ',' || \
-             COALESCE(CAST(c.met_at AS TEXT), '') || ',' || COALESCE(CAST(c.stopped_at AS TEXT), ''), ';') AS clocks \
+             COALESCE(CAST(c.met_at AS TEXT), '') || ',' || COALESCE(CAST(c.stopped_at AS TEXT), '') || ',' || \
+             COALESCE(CAST(c.breached_at AS TEXT), ''), ';') AS clocks \
              FROM referrals r JOIN sla_clocks c ON c.referral_id = r.id \
              WHERE r.received_at >= $1 AND r.received_at < $2 \
              AND ($3 = '' OR r.recipient_agency = $3 OR r.sender_agency = $3) \
@@ -385,7 +387,7 @@ impl Store {
             let priority: String = row.try_get("priority")?;
             let folded: String = row.try_get("clocks")?;
             for clock in folded.split(';') {
-                let (clock, started_at, due_at, met_at, stopped_at) = unfold_clock(clock)
+                let (clock, started_at, due_at, met_at, stopped_at, breached_at) = unfold_clock(clock)
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!("the clocks of referral {referral_id}"))
                     })?;
@@ -400,6 +402,7 @@ impl Store {
                     due_at,
                     met_at,
                     stopped_at,
+                    breached_at,
                 });
             }
         }
@@ -436,17 +439,18 @@ mod tests {
     #[test]
     fn folded_clocks_unfold() {
         assert_eq!(
-            unfold_clock("acknowledge,10,20,15,"),
-            Some((Clock::Acknowledge, 10, 20, Some(15), None))
+            unfold_clock("acknowledge,10,20,15,,"),
+            Some((Clock::Acknowledge, 10, 20, Some(15), None, None))
         );
         assert_eq!(
-            unfold_clock("first_contact,-5,20,,30"),
-            Some((Clock::FirstContact, -5, 20, None, Some(30)))
+            unfold_clock("first_contact,-5,20,,30,25"),
+            Some((Clock::FirstContact, -5, 20, None, Some(30), Some(25)))
         );
         for bad in [
             "",
             "acknowledge,10,20,15",
-            "acknowledge,10,20,15,,",
+            "acknowledge,10,20,15,",
+            "acknowledge,10,20,15,,,",
             "nothing,1,2,,",
             "decision,x,2,,",
             "decision,1,2,y,",
