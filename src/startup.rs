@@ -105,9 +105,11 @@ impl Application {
             .audit(
                 &AuditRecord::new("gateway", crate::domain::audit::AuditAction::ConfigLoaded)
                     .detail(format!(
-                        "{} agencies; signing key {}",
+                        "{} agencies; {} sharing agreements; signing key {}; person-key secret {}",
                         config.registry.agencies().count(),
-                        signing_key.key_id()
+                        config.sharing_agreements.len(),
+                        signing_key.key_id(),
+                        keyer.fingerprint()
                     )),
                 clock.now(),
             )

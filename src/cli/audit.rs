@@ -165,9 +165,12 @@ fn export(
     if to_at <= from_at {
         anyhow::bail!("--to must be after --from");
     }
+    // Self-asserted (the environment's login name), and kept to what a staff subject may
+    // hold: the log takes no free text.
     let operator = ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .filter(|u| u.len() <= 64 && referral_gateway::staff_auth::tokens::is_acceptable_subject(u))
         .unwrap_or_else(|| "unknown".into());
     let export = |sink: &mut dyn Write| {
         actix_web::rt::System::new().block_on(async {

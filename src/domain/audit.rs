@@ -371,9 +371,8 @@ where
             });
         }
         if let Some(checkpoint) = self.checkpoints.remove(&entry.seq) {
-            if checkpoint.head_hash != stored_hash {
-                return Err(ChainFault::CheckpointMismatch { seq: entry.seq });
-            }
+            // The signature first: a row no known key signed is a forged checkpoint (not
+            // evidence that the entries were changed), wherever it lies.
             match checkpoint.check_signature(&self.verify_signature) {
                 None => {
                     return Err(ChainFault::UnknownKey {
@@ -382,8 +381,12 @@ where
                     });
                 }
                 Some(false) => return Err(ChainFault::BadSignature { seq: entry.seq }),
-                Some(true) => self.checkpoints_verified += 1,
+                Some(true) => {}
             }
+            if checkpoint.head_hash != stored_hash {
+                return Err(ChainFault::CheckpointMismatch { seq: entry.seq });
+            }
+            self.checkpoints_verified += 1;
             if let Some((previous, signed_at)) = self.last_checkpoint
                 && checkpoint.signed_at < signed_at.saturating_sub(CHECKPOINT_CLOCK_TOLERANCE)
             {

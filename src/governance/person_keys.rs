@@ -41,6 +41,15 @@ impl PersonKeyer {
         hex::encode(hmac::sign(&self.key, text.as_bytes()).as_ref())
     }
 
+    /// A short fingerprint of the secret (an HMAC of a fixed text, 16 hex digits): which
+    /// secret made the person keys, without revealing it. Recorded at start-up: a change
+    /// of secret leaves every earlier person key unfindable by subject access.
+    pub fn fingerprint(&self) -> String {
+        let mut mac = self.mac("referral-gateway person-key secret fingerprint");
+        mac.truncate(16);
+        mac
+    }
+
     /// From identifiers given directly (a subject access request).
     pub fn key_for(
         &self,

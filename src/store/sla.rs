@@ -387,8 +387,8 @@ impl Store {
             let priority: String = row.try_get("priority")?;
             let folded: String = row.try_get("clocks")?;
             for clock in folded.split(';') {
-                let (clock, started_at, due_at, met_at, stopped_at, breached_at) = unfold_clock(clock)
-                    .ok_or_else(|| {
+                let (clock, started_at, due_at, met_at, stopped_at, breached_at) =
+                    unfold_clock(clock).ok_or_else(|| {
                         StoreError::Corrupt(format!("the clocks of referral {referral_id}"))
                     })?;
                 clocks.push(crate::sla::report::ClockFact {
