@@ -144,14 +144,19 @@ pub const CONTACT_BUCKETS: [(i64, &str); 7] = [
     (i64::MAX, "over 18 weeks"),
 ];
 
-/// The national standards the console compares with (docs/sla.md): the words, and the
-/// number of days within which first contact counts as meeting it.
-fn national_standard(service_type: &str) -> Option<(&'static str, i64)> {
+/// The national standards the console compares with (docs/sla.md): the words, the
+/// number of days within which first contact counts as meeting it, and the priority it
+/// applies to (`None`: every priority). Housing has none: the duty to refer sets no
+/// national contact time.
+fn national_standard(service_type: &str) -> Option<(&'static str, i64, Option<&'static str>)> {
     match service_type {
-        "iapt" => Some(("75% start within 6 weeks (NHS Talking Therapies)", 42)),
-        "substance_misuse" => Some(("treatment starts within 3 weeks", 21)),
-        "housing" => Some(("duty-to-refer decision within 56 days", 56)),
-        "cmht" => Some(("urgent: contact within 24 hours", 1)),
+        "iapt" => Some(("75% start within 6 weeks (NHS Talking Therapies)", 42, None)),
+        "substance_misuse" => Some(("treatment starts within 3 weeks", 21, None)),
+        "cmht" => Some((
+            "urgent referrals: contact within 24 hours",
+            1,
+            Some("urgent"),
+        )),
         _ => None,
     }
 }
@@ -160,11 +165,16 @@ fn national_standard(service_type: &str) -> Option<(&'static str, i64)> {
 /// `clocks` (the same facts as [`sla_report`]).
 pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
     let day = 86_400_000_000_i64;
-    let mut by_type: BTreeMap<&str, (Vec<usize>, usize, usize)> = BTreeMap::new();
+    // Per service type: the buckets, the referrals with no contact yet, and for the
+    // national standard the referrals it applies to that met it and that count (contacted
+    // or still waiting; a clock stopped by a withdrawal or a decline counts neither way).
+    let mut by_type: BTreeMap<&str, (Vec<usize>, usize, usize, usize)> = BTreeMap::new();
     for fact in clocks.iter().filter(|c| c.clock == Clock::FirstContact) {
-        let (counts, not_yet, within) = by_type
+        let (counts, not_yet, within, counted) = by_type
             .entry(fact.service_type.as_str())
-            .or_insert_with(|| (vec![0; CONTACT_BUCKETS.len()], 0, 0));
+            .or_insert_with(|| (vec![0; CONTACT_BUCKETS.len()], 0, 0, 0));
+        let standard = national_standard(&fact.service_type)
+            .filter(|(_, _, priority)| priority.is_none_or(|p| p == fact.priority));
         match fact.met_at {
             Some(met) => {
                 let days = (met - fact.started_at).max(0) / day;
@@ -173,20 +183,27 @@ pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
                     .position(|(bound, _)| days < *bound)
                     .unwrap_or(CONTACT_BUCKETS.len() - 1);
                 counts[bucket] += 1;
-                if national_standard(&fact.service_type).is_some_and(|(_, limit)| days < limit) {
-                    *within += 1;
+                if let Some((_, limit, _)) = standard {
+                    *counted += 1;
+                    if days < limit {
+                        *within += 1;
+                    }
                 }
             }
-            None => *not_yet += 1,
+            None => {
+                *not_yet += 1;
+                if standard.is_some() && fact.stopped_at.is_none() {
+                    *counted += 1;
+                }
+            }
         }
     }
     by_type
         .into_iter()
-        .map(|(service_type, (counts, not_yet, within))| {
-            let all = counts.iter().sum::<usize>() + not_yet;
-            ContactDistribution {
+        .map(
+            |(service_type, (counts, not_yet, within, all))| ContactDistribution {
                 service_type: service_type.to_owned(),
-                standard: national_standard(service_type).map(|(words, _)| {
+                standard: national_standard(service_type).map(|(words, _, _)| {
                     let share = if all == 0 {
                         "-".to_owned()
                     } else {
@@ -196,8 +213,8 @@ pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
                 }),
                 counts,
                 not_yet,
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -552,6 +569,44 @@ mod tests {
                 "50%".to_owned()
             ))
         );
+    }
+
+    #[test]
+    fn a_standard_counts_only_the_referrals_it_applies_to() {
+        let cmht = |id: &str, priority: &str, met_days: Option<i64>| ClockFact {
+            priority: priority.into(),
+            ..fact(id, Clock::FirstContact, 24, met_days.map(|d| d * 24))
+        };
+        let clocks = vec![
+            cmht("A", "urgent", Some(0)),
+            cmht("B", "urgent", Some(3)),
+            // Routine: not held to the urgent 24 hours.
+            cmht("C", "routine", Some(20)),
+            // Withdrawn before contact: neither met nor missed.
+            ClockFact {
+                stopped_at: Some(H),
+                ..cmht("D", "urgent", None)
+            },
+            // Still waiting: counts as not (yet) met.
+            cmht("E", "urgent", None),
+        ];
+        let rows = contact_distribution(&clocks);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].not_yet, 2);
+        // A of A, B and E.
+        assert_eq!(
+            rows[0].standard,
+            Some((
+                "urgent referrals: contact within 24 hours",
+                "33%".to_owned()
+            ))
+        );
+        // Housing has no national contact standard.
+        let housing = ClockFact {
+            service_type: "housing".into(),
+            ..fact("H", Clock::FirstContact, 24, Some(1))
+        };
+        assert_eq!(contact_distribution(&[housing])[0].standard, None);
     }
 
     #[test]
