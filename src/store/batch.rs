@@ -521,7 +521,11 @@ async fn mark_published(
         )
     };
     let mut sql = format!(
-        "{}SELECT o.id, o.referral_id, o.message_type, r.recipient_agency FROM outbox o JOIN referrals r ON r.id = o.referral_id \
+        // The agency the message went to: the sender for a status message, otherwise the
+        // referral's recipient (escalations are about the recipient's clocks).
+        "{}SELECT o.id, o.referral_id, o.message_type, \
+         CASE WHEN o.message_type = 'status' THEN r.sender_agency ELSE r.recipient_agency END AS recipient_agency \
+         FROM outbox o JOIN referrals r ON r.id = o.referral_id \
          WHERE {} ORDER BY o.id",
         bracket.begin(),
         still_claimed(1),

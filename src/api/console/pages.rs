@@ -111,6 +111,12 @@ pub struct Table {
 }
 
 impl Table {
+    /// The heading of column `i` ("" past the last): repeated in each cell, where the
+    /// NHS table style shows it on narrow screens (the header row is hidden there).
+    pub fn header(&self, i: &usize) -> &str {
+        self.headers.get(*i).map_or("", String::as_str)
+    }
+
     fn new(caption: &str, headers: &[&str], empty: &str) -> Self {
         Self {
             caption: caption.to_owned(),
@@ -1497,9 +1503,13 @@ struct Statement {
 
 fn statement(e: &AuditEntry) -> Statement {
     let (kind, tag) = match e.action() {
-        Some(AuditAction::ReferralSubmitted | AuditAction::MessageDelivered) => {
+        Some(AuditAction::ReferralSubmitted) => ("Shared", "nhsuk-tag--blue"),
+        // The referral itself reaching the recipient's queue is a disclosure; status
+        // messages, follow-ups, withdrawals and escalations are delivered, not shared.
+        Some(AuditAction::MessageDelivered) if e.detail.starts_with("referral ") => {
             ("Shared", "nhsuk-tag--blue")
         }
+        Some(AuditAction::MessageDelivered) => ("Delivered", "nhsuk-tag--grey"),
         Some(AuditAction::ReferralRefused) => ("Refused (not shared)", "nhsuk-tag--red"),
         Some(AuditAction::ReferralRead) => ("Read", "nhsuk-tag--grey"),
         Some(AuditAction::AuditDisclosures) => {
