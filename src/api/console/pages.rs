@@ -883,8 +883,10 @@ fn contact_svg(rows: &[crate::sla::report::ContactDistribution]) -> String {
 
 /// A line chart of the weekly shares, built here as SVG (numbers and dates only).
 fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
-    let (w, h, left, bottom) = (640.0_f64, 240.0_f64, 40.0_f64, 30.0_f64);
-    let plot_w = w - left - 10.0;
+    // `h` is the plot and its date labels; the legend goes in a strip below it. The
+    // plot ends 40 units before the right edge, so the last date label fits.
+    let (w, h, left, bottom, legend) = (640.0_f64, 240.0_f64, 40.0_f64, 30.0_f64, 24.0_f64);
+    let plot_w = w - left - 40.0;
     let plot_h = h - bottom - 10.0;
     let x = |i: usize| {
         left + if points.len() > 1 {
@@ -895,7 +897,8 @@ fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
     };
     let y = |v: f64| 10.0 + plot_h * (1.0 - v / 100.0);
     let mut svg = format!(
-        r#"<svg class="app-chart" viewBox="0 0 {w} {h}" width="100%" role="img" aria-labelledby="trend-title"><title id="trend-title">Weekly share of referrals within target; the numbers are in the table below</title>"#
+        r#"<svg class="app-chart" viewBox="0 0 {w} {}" width="100%" role="img" aria-labelledby="trend-title"><title id="trend-title">Weekly share of referrals within target; the numbers are in the table below</title>"#,
+        h + legend
     );
     for v in [0.0, 50.0, 100.0] {
         svg.push_str(&format!(
@@ -921,6 +924,14 @@ fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
                 r#"<polyline fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
                 pts.join(" ")
             ));
+            // A marker on each week, so that a single week (no line) still shows.
+            for point in &pts {
+                if let Some((cx, cy)) = point.split_once(',') {
+                    svg.push_str(&format!(
+                        r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>"#
+                    ));
+                }
+            }
         }
     }
     for (i, label) in labels.iter().enumerate() {
@@ -938,10 +949,10 @@ fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
         svg.push_str(&format!(
             r##"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}" font-size="11" fill="#212b32">{name}</text>"##,
             lx + 20.0,
-            h - 0.0 - 2.0,
-            h - 2.0,
+            h + legend / 2.0,
+            h + legend / 2.0,
             lx + 24.0,
-            h + 2.0 - 0.0,
+            h + legend / 2.0 + 4.0,
         ));
     }
     svg.push_str("</svg>");
