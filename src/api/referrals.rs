@@ -250,6 +250,11 @@ pub(crate) struct ReferralPage {
     next_cursor: Option<String>,
 }
 
+/// A list's cursor: the received time (µs) and id of the last referral of a page.
+fn list_cursor(at: Timestamp, id: &ReferralId) -> String {
+    format!("{}_{id}", at.as_micros())
+}
+
 /// Problems the referral lists answer with (besides those of every operation).
 pub(crate) const LIST_PROBLEMS: &[ProblemKind] = &[
     ProblemKind::BadQuery,
@@ -410,16 +415,16 @@ pub(crate) async fn list_referrals(
             role.as_str(),
             crate::governance::export::period_bound(from),
             crate::governance::export::period_bound(to),
-            after.map_or(String::new(), |(at, id)| format!("{}_{id}", at.as_micros())),
+            after.map_or(String::new(), |(at, id)| list_cursor(at, &id)),
             records.first().map_or(String::new(), |r| r.id.to_string()),
             records.last().map_or(String::new(), |r| r.id.to_string()),
         )),
     )
     .await?;
-    let next_cursor = more.then(|| records.last()).flatten().map(|r| {
-        let at = Timestamp::from(r.received_at).as_micros();
-        format!("{at}_{}", r.id)
-    });
+    let next_cursor = more
+        .then(|| records.last())
+        .flatten()
+        .map(|r| list_cursor(Timestamp::from(r.received_at), &r.id));
     let runtime = state.runtime.load();
     let items: Vec<ListItem> = records
         .iter()

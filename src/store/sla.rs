@@ -158,6 +158,30 @@ impl Store {
             .await
     }
 
+    /// A due clock read by the scan, with its referral's row locked first, as an event's
+    /// transaction takes it (then its clocks): the same order, so the two never deadlock
+    /// on PostgreSQL. `None` for a row that cannot be read (changed outside the gateway):
+    /// it is logged and skipped, not allowed to stop every scan.
+    async fn lock_due(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        row: &sqlx::any::AnyRow,
+    ) -> Result<Option<(DueClock, String)>, StoreError> {
+        let due = match due_clock(row) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "an SLA clock row cannot be read; skipped");
+                return Ok(None);
+            }
+        };
+        let referral_id = due.referral_id.to_string();
+        sqlx::query(self.backend.lock_referral_sql())
+            .bind(&referral_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(Some((due, referral_id)))
+    }
+
     async fn sla_scan_on(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -184,22 +208,9 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         for row in &warnings {
-            // A row that cannot be read (changed outside the gateway) is skipped, not
-            // allowed to stop every scan.
-            let due = match due_clock(row) {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::error!(error = %e, "an SLA clock row cannot be read; skipped");
-                    continue;
-                }
+            let Some((due, referral_id)) = self.lock_due(&mut tx, row).await? else {
+                continue;
             };
-            let referral_id = due.referral_id.to_string();
-            // The referral's row first, as an event's transaction takes it (then its
-            // clocks): the same order, so the two never deadlock on PostgreSQL.
-            sqlx::query(self.backend.lock_referral_sql())
-                .bind(&referral_id)
-                .fetch_optional(&mut *tx)
-                .await?;
             // Under the same conditions as the read: on PostgreSQL an event's transaction
             // can meet or stop the clock between the two (READ COMMITTED), and then
             // nothing is due any more.
@@ -226,20 +237,9 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         for row in &breaches {
-            // A row that cannot be read (changed outside the gateway) is skipped, not
-            // allowed to stop every scan.
-            let due = match due_clock(row) {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::error!(error = %e, "an SLA clock row cannot be read; skipped");
-                    continue;
-                }
+            let Some((due, referral_id)) = self.lock_due(&mut tx, row).await? else {
+                continue;
             };
-            let referral_id = due.referral_id.to_string();
-            sqlx::query(self.backend.lock_referral_sql())
-                .bind(&referral_id)
-                .fetch_optional(&mut *tx)
-                .await?;
             let breached = sqlx::query(
                 "UPDATE sla_clocks SET breached_at = $1, warned_at = COALESCE(warned_at, $1) \
                  WHERE referral_id = $2 AND clock = $3 \
@@ -304,7 +304,7 @@ impl Store {
 /// The most ids one read of [`Store::clocks_of`] binds (well under SQLite's 32,766).
 const CLOCKS_PER_READ: usize = 512;
 
-/// A clock unfolded: `(clock, started, due, met, stopped)`.
+/// A clock unfolded: `(clock, started, due, met, stopped, breached)`.
 type UnfoldedClock = (Clock, i64, i64, Option<i64>, Option<i64>, Option<i64>);
 
 /// One clock as [`Store::report_facts`] folds it: `clock,started,due,met,stopped,breached`.

@@ -914,23 +914,25 @@ fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
         ("#330072", "First contact", "2 2"),
     ];
     for (k, (colour, _, dash)) in series.iter().enumerate() {
-        let pts: Vec<String> = points
+        let pts: Vec<(f64, f64)> = points
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p[k].map(|v| format!("{:.1},{:.1}", x(i), y(v))))
+            .filter_map(|(i, p)| p[k].map(|v| (x(i), y(v))))
             .collect();
         if !pts.is_empty() {
+            let line: Vec<String> = pts
+                .iter()
+                .map(|(cx, cy)| format!("{cx:.1},{cy:.1}"))
+                .collect();
             svg.push_str(&format!(
                 r#"<polyline fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
-                pts.join(" ")
+                line.join(" ")
             ));
             // A marker on each week, so that a single week (no line) still shows.
-            for point in &pts {
-                if let Some((cx, cy)) = point.split_once(',') {
-                    svg.push_str(&format!(
-                        r#"<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>"#
-                    ));
-                }
+            for (cx, cy) in &pts {
+                svg.push_str(&format!(
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{colour}"/>"#
+                ));
             }
         }
     }
