@@ -79,6 +79,12 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettingLabels {
+    /// A configuration section or key, from `reload::restart_needed`'s fixed list.
+    pub setting: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgencyLabels {
     /// A registered agency's id (the label set is the registry).
     pub agency: String,
@@ -116,6 +122,8 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// When the configuration in force was loaded (Unix seconds).
     pub config_loaded_timestamp: Gauge,
+    /// Settings changed in the file whose new values wait for a restart (1 each).
+    pub config_restart_needed: Family<SettingLabels, Gauge>,
     /// Each registered agency's latest certificate expiry (Unix seconds), from
     /// `tls.issued_dir`; the gauge is computed from it at each scrape.
     certificate_expiries: std::sync::Mutex<Vec<(String, i64)>>,
@@ -255,11 +263,18 @@ impl Metrics {
             "When the configuration in force was loaded (Unix time)",
             config_loaded_timestamp.clone(),
         );
+        let config_restart_needed = Family::<SettingLabels, Gauge>::default();
+        registry.register(
+            "config_restart_needed",
+            "1 for each setting that the last applied reload found changed but cannot apply: its new value takes effect at the next restart",
+            config_restart_needed.clone(),
+        );
         Self {
             registry,
             config_reloads,
             config_generation,
             config_loaded_timestamp,
+            config_restart_needed,
             tls_handshake_failures,
             auth_refused_unverified,
             agency_certificate_expiry_days,
@@ -335,6 +350,16 @@ impl Metrics {
         self.config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
         self.config_loaded_timestamp.set(at.unix_timestamp());
+    }
+
+    /// The settings the last applied reload could not apply (empty: none wait).
+    pub fn config_restart_needed(&self, settings: &[&'static str]) {
+        self.config_restart_needed.clear();
+        for &setting in settings {
+            self.config_restart_needed
+                .get_or_create(&SettingLabels { setting })
+                .set(1);
+        }
     }
 
     /// The agencies' certificate expiries (agency id, not-after in Unix seconds) that

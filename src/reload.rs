@@ -273,8 +273,8 @@ fn refused_changes(running: &Config, new: &Checked) -> Vec<String> {
     if running.profile != new.config.profile {
         refused.push(format!(
             "profile: the gateway runs the {} profile and the file says {}; the profile changes only with a restart (nothing was changed)",
-            format!("{:?}", running.profile).to_lowercase(),
-            format!("{:?}", new.config.profile).to_lowercase()
+            running.profile.as_str(),
+            new.config.profile.as_str()
         ));
     }
     refused
@@ -519,6 +519,7 @@ impl Reloader {
                 warnings,
             } => {
                 self.metrics.config_reload("applied");
+                self.metrics.config_restart_needed(restart_needed);
                 for warning in warnings {
                     tracing::warn!("{warning}");
                 }

@@ -78,7 +78,9 @@ pub(crate) async fn post_event(
         Posted::Created(e) => (e, StatusCode::CREATED, false),
         Posted::Replayed(e) => (e, StatusCode::OK, true),
     };
-    let record: Value = serde_json::from_str(&event.body).unwrap_or(Value::Null);
+    let record: Value = serde_json::from_str(&event.body).map_err(|_| {
+        crate::store::StoreError::Corrupt("a stored event record is not JSON".to_owned())
+    })?;
     let mut res = HttpResponse::build(status);
     if replayed {
         res.insert_header((IDEMPOTENT_REPLAYED, "true"));

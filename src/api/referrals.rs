@@ -216,6 +216,10 @@ pub(crate) struct ListQuery {
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub(crate) limit: Option<String>,
+    /// `newest` first (the default) or `oldest` first, by when each was received; give
+    /// the same order with each page's cursor.
+    #[param(schema_with = order_filter_schema)]
+    pub(crate) order: Option<String>,
     /// `next_cursor` of the previous page.
     pub(crate) cursor: Option<String>,
 }
@@ -226,6 +230,10 @@ fn status_filter_schema() -> utoipa::openapi::schema::Object {
             .iter()
             .map(|s| s.as_str().to_owned()),
     )
+}
+
+fn order_filter_schema() -> utoipa::openapi::schema::Object {
+    super::query::filter_schema(["newest".to_owned(), "oldest".to_owned()])
 }
 
 fn role_filter_schema() -> utoipa::openapi::schema::Object {
@@ -242,7 +250,7 @@ pub(crate) struct ListItem {
     pub(crate) updated_at: OffsetDateTime,
 }
 
-/// A page of referrals, newest first.
+/// A page of referrals, newest first (or oldest first with `order=oldest`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ReferralPage {
     items: Vec<ListItem>,
@@ -363,6 +371,11 @@ pub(crate) async fn list_referrals(
         Some("true") => true,
         Some(_) => return Err(bad("'overdue' must be true or false")),
     };
+    let oldest_first = match query.order.as_deref() {
+        None | Some("") | Some("newest") => false,
+        Some("oldest") => true,
+        Some(_) => return Err(bad("'order' must be newest or oldest")),
+    };
     let (from, to) = super::query::period(
         query.from.as_deref(),
         query.to.as_deref(),
@@ -392,6 +405,7 @@ pub(crate) async fn list_referrals(
         to,
         overdue,
         now: Timestamp::from(state.clock.now()),
+        oldest_first,
         after,
         // One more than asked for: it only says whether another page exists.
         limit: limit + 1,
@@ -409,10 +423,11 @@ pub(crate) async fn list_referrals(
         // Which page was shown: the filters, the period and where the page started and
         // ended (received time and referral id: no personal data).
         record.detail(format!(
-            "{} referral(s) of {agency}; status={} role={} overdue={overdue} from={} to={} before={} first={} last={}",
+            "{} referral(s) of {agency}; status={} role={} overdue={overdue} order={} from={} to={} after={} first={} last={}",
             records.len(),
             status.map_or("", |s| s.as_str()),
             role.as_str(),
+            if oldest_first { "oldest" } else { "newest" },
             crate::governance::export::period_bound(from),
             crate::governance::export::period_bound(to),
             after.map_or(String::new(), |(at, id)| list_cursor(at, &id)),
@@ -459,7 +474,7 @@ pub(crate) struct ClockView {
     pub(crate) clock: String,
     /// `running`, `met`, `met_late`, `breached` or `stopped`.
     #[schema(value_type = String, pattern = "^(running|met|met_late|breached|stopped)$")]
-    pub(crate) state: &'static str,
+    pub(crate) state: crate::domain::sla::ClockState,
     #[schema(format = DateTime)]
     pub(crate) started_at: String,
     #[schema(format = DateTime)]
@@ -595,9 +610,16 @@ pub(crate) async fn referral_status(
         .events(id)
         .await?
         .into_iter()
-        .filter_map(|e| serde_json::from_str(&e.body).ok())
-        .map(|e| event_for(e, viewer))
-        .collect();
+        .map(|e| {
+            serde_json::from_str(&e.body)
+                .map(|record| event_for(record, viewer))
+                .map_err(|_| {
+                    crate::store::StoreError::Corrupt(
+                        "a stored event record is not JSON".to_owned(),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
     let optional = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
     let now = Timestamp::from(state.clock.now());
     let sla = state

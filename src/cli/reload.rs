@@ -19,6 +19,10 @@ use super::config_check::load_and_check;
 /// The most of `/metrics` read.
 const MAX_METRICS: u64 = 4 * 1024 * 1024;
 
+/// The exit status when the reload was applied but some changed settings wait for a
+/// restart (0: applied whole; 1: refused, or no outcome seen; 2: the file does not check).
+pub const RESTART_NEEDED: u8 = 3;
+
 pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Result<ExitCode> {
     let source = FileSource {
         path: config_path.to_owned(),
@@ -58,7 +62,7 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
         "nothing was signalled (an ops_listen changed in the file takes effect at the next restart)",
     )?;
     signal_hangup(pid)?;
-    let (Some(ops), Some(before)) = (ops, before) else {
+    let (Some(ops), Some(before)) = (ops, before.as_ref()) else {
         println!(
             "sent SIGHUP to process {pid}; the outcome is in its log (no [server] ops_listen to read it from)"
         );
@@ -73,6 +77,13 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
                 "reloaded: configuration generation {} is in force (process {pid})",
                 now.generation
             );
+            if !now.restart_needed.is_empty() {
+                eprintln!(
+                    "not applied: these settings changed in the file but take effect only at the next restart, and the running values are kept: {}",
+                    now.restart_needed.join("; ")
+                );
+                return Ok(ExitCode::from(RESTART_NEEDED));
+            }
             return Ok(ExitCode::SUCCESS);
         }
         if now.rejected > before.rejected {
@@ -132,11 +143,13 @@ fn signal_hangup(_: i32) -> anyhow::Result<()> {
     anyhow::bail!("reload needs SIGHUP, which only Unix has")
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ReloadCounts {
     applied: u64,
     rejected: u64,
     generation: u64,
+    /// The settings the last applied reload left for a restart.
+    restart_needed: Vec<String>,
 }
 
 /// The reload counters and generation from the ops listener's `/metrics`.
@@ -155,6 +168,11 @@ fn reload_counts(ops: SocketAddr) -> anyhow::Result<ReloadCounts> {
             counts.rejected = v;
         } else if let Some(v) = value("refgw_config_generation ") {
             counts.generation = v;
+        } else if let Some(rest) = line.strip_prefix("refgw_config_restart_needed{setting=\"")
+            && let Some((setting, value)) = rest.split_once("\"} ")
+            && value.trim() == "1"
+        {
+            counts.restart_needed.push(setting.to_owned());
         }
     }
     Ok(counts)

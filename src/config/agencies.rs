@@ -61,12 +61,12 @@ pub(super) fn build_registry(
                 format!("'{}' is defined more than once", raw.id),
             );
         }
-        // Broker user names are the agency ids: this one is the gateway's own.
-        if raw.id == crate::delivery::definitions::GATEWAY_USER {
+        // Broker user names are the agency ids: these are the gateway's own users.
+        if crate::delivery::definitions::RESERVED_USERS.contains(&raw.id.as_str()) {
             problems.push(
                 &format!("{key}.id"),
                 format!(
-                    "'{}' is reserved (the gateway's own broker user); choose another id",
+                    "'{}' is reserved (one of the gateway's own broker users); choose another id",
                     raw.id
                 ),
             );

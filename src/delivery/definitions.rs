@@ -6,6 +6,9 @@
 //! - A receiving agency reads `referrals.<id>` and `referrals.<id>.dead`; a sending agency
 //!   reads `status.<id>` (an agency with role `both` both). Agencies configure and write
 //!   nothing (`^$`): they consume, they never declare or publish.
+//! - The escalations user (`referral-escalations`) reads the `escalations` queue, for
+//!   service managers' or the scheme's monitoring tooling; it too configures and writes
+//!   nothing.
 //! - The gateway's user configures (declares) its exchanges and queues at start-up, as
 //!   `Topology::declare` does; writes to its exchanges (publishing) and to its queues
 //!   (`queue.bind` needs write on the queue); reads its exchanges (`queue.bind` needs read
@@ -22,6 +25,13 @@ use crate::delivery::topology::{ArgValue, Topology};
 
 /// The gateway's own user, before the namespace prefix.
 pub const GATEWAY_USER: &str = "referral-gateway";
+
+/// The user that reads the `escalations` queue (service managers' or the scheme's
+/// monitoring tooling), before the namespace prefix.
+pub const ESCALATIONS_USER: &str = "referral-escalations";
+
+/// Broker user names that are not agencies: no agency may take one as its id.
+pub const RESERVED_USERS: [&str; 2] = [GATEWAY_USER, ESCALATIONS_USER];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionsError {
@@ -73,8 +83,9 @@ fn regex_escape(name: &str) -> String {
 }
 
 /// The users for `topology`: one per agency (named `<namespace>.<agency-id>`, or the
-/// agency id without a namespace), then the gateway's. Each password is in
-/// `passwords/<agency-id>` (`passwords/referral-gateway` for the gateway).
+/// agency id without a namespace), then the escalations reader's and the gateway's. Each
+/// password is in `passwords/<agency-id>` (`passwords/referral-escalations`,
+/// `passwords/referral-gateway`).
 pub fn users(topology: &Topology, agencies: &[String], passwords: &Path) -> Vec<BrokerUser> {
     let mut users = Vec::new();
     let receivers: Vec<&str> = topology.receivers().collect();
@@ -105,6 +116,15 @@ pub fn users(topology: &Topology, agencies: &[String], passwords: &Path) -> Vec<
         .map(|a| topology.dead_letter_queue(a))
         .collect();
     let reads: Vec<String> = plan.exchanges.iter().cloned().chain(dead).collect();
+    let escalations = vec![topology.escalations_queue()];
+    users.push(BrokerUser {
+        name: topology.prefixed(ESCALATIONS_USER),
+        password_file: passwords.join(ESCALATIONS_USER),
+        configure: "^$".to_owned(),
+        write: "^$".to_owned(),
+        role: format!("escalation tooling: reads {}", escalations.join(", ")),
+        read: exactly(&escalations),
+    });
     users.push(BrokerUser {
         name: topology.prefixed(GATEWAY_USER),
         password_file: passwords.join(GATEWAY_USER),

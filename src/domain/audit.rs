@@ -336,7 +336,7 @@ where
 
     /// Entry `seq` must exist and have `hash` (`what` names the claim in the fault).
     /// Seq 0 claims nothing.
-    pub fn expect(mut self, seq: i64, hash: &str, what: &'static str) -> Self {
+    pub fn requiring(mut self, seq: i64, hash: &str, what: &'static str) -> Self {
         if seq > 0 {
             self.expected.insert(seq, (hash.to_owned(), what));
         }
@@ -603,7 +603,7 @@ mod tests {
         let run = |expected: &[(i64, &str)]| {
             let mut v = ChainVerifier::new(vec![], |_: &str, _: &[u8], _: &str| Some(true));
             for (seq, hash) in expected {
-                v = v.expect(*seq, hash, "the signed head");
+                v = v.requiring(*seq, hash, "the signed head");
             }
             for (e, h) in &c[..5] {
                 v.feed(e, h)?;

@@ -123,10 +123,6 @@ impl ReferralId {
             .map(Self)
             .map_err(|_| IdError::NotUuid)
     }
-
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
 }
 
 impl Default for ReferralId {

@@ -103,6 +103,21 @@ impl MessageType {
     }
 }
 
+impl MessageType {
+    /// The detail of a `message.delivered` audit entry for a message of this type (hashed
+    /// into the chain: its wording must not change).
+    pub fn delivered_detail(self) -> String {
+        format!("{} confirmed by the broker", self.as_str())
+    }
+
+    /// The type of message a `message.delivered` entry's detail names.
+    pub fn of_delivered_detail(detail: &str) -> Option<Self> {
+        detail
+            .strip_suffix(" confirmed by the broker")
+            .and_then(|t| t.parse().ok())
+    }
+}
+
 impl FromStr for MessageType {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

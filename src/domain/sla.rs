@@ -72,6 +72,55 @@ pub fn clock_effects(event: EventType) -> (&'static [Clock], &'static [Clock]) {
     }
 }
 
+/// Where one SLA clock stands (docs/sla.md), as `GET /v1/referrals/{id}` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockState {
+    /// Open, its deadline not yet passed.
+    Running,
+    /// Met by its deadline.
+    Met,
+    /// Met after its deadline, or after the scanner recorded a breach (an event may carry
+    /// an `occurred_at` before the deadline once the breach was notified: a recorded breach
+    /// stays one, as the SLA report counts it).
+    MetLate,
+    /// Open past its deadline (`is_overdue`), whether or not the scanner flagged it yet.
+    Breached,
+    /// Stopped by the referral's end (declined, withdrawn, closed...) before being met.
+    Stopped,
+}
+
+impl ClockState {
+    /// The state of a clock with these instants at `now` (`breach_recorded`: the scanner
+    /// recorded a breach, `breached_at`).
+    pub fn of<T: Ord>(
+        due_at: T,
+        met_at: Option<T>,
+        met_late: bool,
+        breach_recorded: bool,
+        stopped_at: Option<T>,
+        now: T,
+    ) -> Self {
+        match (met_at, stopped_at) {
+            (Some(_), _) if met_late || breach_recorded => Self::MetLate,
+            (Some(_), _) => Self::Met,
+            (None, Some(_)) => Self::Stopped,
+            (None, None) if is_overdue(due_at, None, None, now) => Self::Breached,
+            (None, None) => Self::Running,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Met => "met",
+            Self::MetLate => "met_late",
+            Self::Breached => "breached",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// Whether a clock is **overdue** (docs/sla.md: "breached", open past its deadline):
 /// neither met nor stopped, and its deadline (µs) passed before `now` (µs), whether or not
 /// the scanner has flagged it yet. The one definition behind a clock's `breached` state in

@@ -131,9 +131,9 @@ pub async fn verify_reporting(
                 .map(|k| k.verify(message, signature))
         },
     )
-    .expect(head_seq, &head_hash, "the recorded chain head (audit_head)");
+    .requiring(head_seq, &head_hash, "the recorded chain head (audit_head)");
     if let Some(head) = &policy.head {
-        verifier = verifier.expect(
+        verifier = verifier.requiring(
             head.seq,
             &head.hash,
             "the signed head kept outside the database",

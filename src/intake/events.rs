@@ -194,6 +194,22 @@ impl Events {
             }
             None => now,
         };
+        // A first contact cannot be dated before the day the referral was received (UTC);
+        // the schema has already checked it is a date and not in the future.
+        if let Some(date) = document
+            .pointer("/contact/date")
+            .and_then(Value::as_str)
+            .and_then(|d| {
+                time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()
+            })
+            && date < referral.received_at.to_offset(time::UtcOffset::UTC).date()
+        {
+            return Err(invalid(
+                "/contact/date",
+                "minimum",
+                "must not be before the day the referral was received",
+            ));
+        }
 
         let record_id = uuid::Uuid::now_v7();
         let (meets, stops) = clock_effects(event_type);

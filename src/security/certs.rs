@@ -64,10 +64,19 @@ fn random_serial() -> Result<Vec<u8>, CertsError> {
     Ok(bytes.to_vec())
 }
 
-fn base_params(common_name: &str, validity_days: i64) -> Result<CertificateParams, CertsError> {
+/// A certificate's parameters; the subject is `CN = common_name`, with `O = organisation`
+/// when given (only the development CA of `certs init` has one: an agency's or the
+/// server's certificate issued by a scheme's CA must not claim to be for development).
+fn base_params(
+    common_name: &str,
+    organisation: Option<&str>,
+    validity_days: i64,
+) -> Result<CertificateParams, CertsError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Referral gateway (development)");
+    if let Some(organisation) = organisation {
+        dn.push(DnType::OrganizationName, organisation);
+    }
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
@@ -81,7 +90,11 @@ fn base_params(common_name: &str, validity_days: i64) -> Result<CertificateParam
 
 impl Authority {
     pub fn new(common_name: &str, validity_days: i64) -> Result<Self, CertsError> {
-        let mut params = base_params(common_name, validity_days)?;
+        let mut params = base_params(
+            common_name,
+            Some("Referral gateway (development)"),
+            validity_days,
+        )?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.use_authority_key_identifier_extension = false;
         params.key_usages = vec![
@@ -171,7 +184,7 @@ impl Authority {
         usage: ExtendedKeyUsagePurpose,
         validity: Option<(OffsetDateTime, OffsetDateTime)>,
     ) -> Result<CertificateParams, CertsError> {
-        let mut params = base_params(common_name, self.validity_days)?;
+        let mut params = base_params(common_name, None, self.validity_days)?;
         params.subject_alt_names = vec![san(name)?];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
@@ -275,7 +288,7 @@ impl Authority {
         sans: Vec<SanType>,
         usage: ExtendedKeyUsagePurpose,
     ) -> Result<Issued, CertsError> {
-        let mut params = base_params(common_name, self.validity_days)?;
+        let mut params = base_params(common_name, None, self.validity_days)?;
         params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];

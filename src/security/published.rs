@@ -18,6 +18,16 @@ pub enum Profile {
     Production,
 }
 
+impl Profile {
+    /// The name the configuration's `profile` key gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
 impl std::str::FromStr for Profile {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {

@@ -60,7 +60,7 @@ pub async fn sla_overview(
     let as_of = as_of.as_micros();
     Ok(SlaOverview {
         rows: aggregate(&clocks, &contacts, as_of),
-        contact_times: contact_distribution(&clocks),
+        contact_times: contact_distribution(&clocks, as_of),
         trend: trend(&clocks, &contacts, from, to, as_of, step, max_steps),
     })
 }
@@ -126,10 +126,14 @@ pub struct ContactDistribution {
     pub service_type: String,
     /// Referrals whose first contact was met, per bucket of [`CONTACT_BUCKETS`].
     pub counts: Vec<usize>,
-    /// Referrals in the period with no first contact yet (still open, or stopped).
-    pub not_yet: usize,
+    /// Referrals in the period still waiting for a first contact (the clock open).
+    pub waiting: usize,
+    /// Referrals that ended without a first contact (declined, withdrawn, redirected or
+    /// closed first: the clock stopped).
+    pub ended_without_contact: usize,
     /// The national standard for the service type, in words, and the share that met it
-    /// (over referrals contacted or still waiting), when there is one.
+    /// (over the referrals it applies to that were contacted, or are still waiting past
+    /// the standard's time), when there is one.
     pub standard: Option<(&'static str, String)>,
 }
 
@@ -162,17 +166,36 @@ fn national_standard(service_type: &str) -> Option<(&'static str, i64, Option<&'
 }
 
 /// Time from receipt to first contact, per service type, over the first-contact clocks in
-/// `clocks` (the same facts as [`sla_report`]).
-pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
+/// `clocks` (the same facts as [`sla_report`]), open clocks judged at `as_of` (µs).
+pub fn contact_distribution(clocks: &[ClockFact], as_of: i64) -> Vec<ContactDistribution> {
     let day = 86_400_000_000_i64;
-    // Per service type: the buckets, the referrals with no contact yet, and for the
-    // national standard the referrals it applies to that met it and that count (contacted
-    // or still waiting; a clock stopped by a withdrawal or a decline counts neither way).
-    let mut by_type: BTreeMap<&str, (Vec<usize>, usize, usize, usize)> = BTreeMap::new();
+    // Per service type: the buckets, the referrals still waiting and those that ended
+    // without contact, and for the national standard the referrals it applies to that met
+    // it and that count: contacted, or still waiting past the standard's time (one still
+    // within it has neither met nor missed it yet; a clock stopped by a withdrawal or a
+    // decline counts neither way).
+    #[derive(Default)]
+    struct Tally {
+        counts: Vec<usize>,
+        waiting: usize,
+        ended: usize,
+        within: usize,
+        counted: usize,
+    }
+    let mut by_type: BTreeMap<&str, Tally> = BTreeMap::new();
     for fact in clocks.iter().filter(|c| c.clock == Clock::FirstContact) {
-        let (counts, not_yet, within, counted) = by_type
+        let Tally {
+            counts,
+            waiting,
+            ended,
+            within,
+            counted,
+        } = by_type
             .entry(fact.service_type.as_str())
-            .or_insert_with(|| (vec![0; CONTACT_BUCKETS.len()], 0, 0, 0));
+            .or_insert_with(|| Tally {
+                counts: vec![0; CONTACT_BUCKETS.len()],
+                ..Tally::default()
+            });
         let standard = national_standard(&fact.service_type)
             .filter(|(_, _, priority)| priority.is_none_or(|p| p == fact.priority));
         match fact.met_at {
@@ -190,9 +213,12 @@ pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
                     }
                 }
             }
+            None if fact.stopped_at.is_some() => *ended += 1,
             None => {
-                *not_yet += 1;
-                if standard.is_some() && fact.stopped_at.is_none() {
+                *waiting += 1;
+                if let Some((_, limit, _)) = standard
+                    && as_of - fact.started_at >= limit * day
+                {
                     *counted += 1;
                 }
             }
@@ -200,21 +226,20 @@ pub fn contact_distribution(clocks: &[ClockFact]) -> Vec<ContactDistribution> {
     }
     by_type
         .into_iter()
-        .map(
-            |(service_type, (counts, not_yet, within, all))| ContactDistribution {
-                service_type: service_type.to_owned(),
-                standard: national_standard(service_type).map(|(words, _, _)| {
-                    let share = if all == 0 {
-                        "-".to_owned()
-                    } else {
-                        format!("{:.0}%", within as f64 * 100.0 / all as f64)
-                    };
-                    (words, share)
-                }),
-                counts,
-                not_yet,
-            },
-        )
+        .map(|(service_type, tally)| ContactDistribution {
+            service_type: service_type.to_owned(),
+            standard: national_standard(service_type).map(|(words, _, _)| {
+                let share = if tally.counted == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}%", tally.within as f64 * 100.0 / tally.counted as f64)
+                };
+                (words, share)
+            }),
+            counts: tally.counts,
+            waiting: tally.waiting,
+            ended_without_contact: tally.ended,
+        })
         .collect()
 }
 
@@ -555,12 +580,13 @@ mod tests {
             // Other clocks and service types do not mix in.
             fact("G", Clock::Acknowledge, 4, Some(1)),
         ];
-        let rows = contact_distribution(&clocks);
+        // Judged a year on: F has waited past the 6 weeks.
+        let rows = contact_distribution(&clocks, 365 * 24 * H);
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
         assert_eq!(row.service_type, "iapt");
         assert_eq!(row.counts, vec![1, 0, 1, 1, 1, 0, 1]);
-        assert_eq!(row.not_yet, 1);
+        assert_eq!((row.waiting, row.ended_without_contact), (1, 0));
         // 3 of 6 (A, B, C) within 6 weeks.
         assert_eq!(
             row.standard,
@@ -587,12 +613,12 @@ mod tests {
                 stopped_at: Some(H),
                 ..cmht("D", "urgent", None)
             },
-            // Still waiting: counts as not (yet) met.
+            // Still waiting past the 24 hours: missed.
             cmht("E", "urgent", None),
         ];
-        let rows = contact_distribution(&clocks);
+        let rows = contact_distribution(&clocks, 48 * H);
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].not_yet, 2);
+        assert_eq!((rows[0].waiting, rows[0].ended_without_contact), (1, 1));
         // A of A, B and E.
         assert_eq!(
             rows[0].standard,
@@ -601,12 +627,22 @@ mod tests {
                 "33%".to_owned()
             ))
         );
+        // Judged 2 hours after receipt, E is still within its 24 hours: neither met nor
+        // missed, so A of A and B.
+        let early = contact_distribution(&clocks, 2 * H);
+        assert_eq!(
+            early[0].standard,
+            Some((
+                "urgent referrals: contact within 24 hours",
+                "50%".to_owned()
+            ))
+        );
         // Housing has no national contact standard.
         let housing = ClockFact {
             service_type: "housing".into(),
             ..fact("H", Clock::FirstContact, 24, Some(1))
         };
-        assert_eq!(contact_distribution(&[housing])[0].standard, None);
+        assert_eq!(contact_distribution(&[housing], 48 * H)[0].standard, None);
     }
 
     #[test]

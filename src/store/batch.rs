@@ -14,7 +14,7 @@ use super::{
     StoredEvent, from_micros,
 };
 use crate::domain::audit::AuditEntry;
-use crate::domain::messages::OutboxMessage;
+use crate::domain::messages::{MessageType, OutboxMessage};
 use crate::domain::sla::Clock;
 use crate::domain::{
     AgencyId, Area, EventType, IllegalTransition, Priority, ReferralId, ReferralStatus,
@@ -560,18 +560,21 @@ async fn mark_published(
             out.head = Some(chain_head(row)?);
             continue;
         }
-        let message_type: String = row.try_get("message_type")?;
+        let message_type: MessageType = row
+            .try_get::<String, _>("message_type")?
+            .parse()
+            .map_err(|_| StoreError::Corrupt("outbox row: message_type".to_owned()))?;
         let referral_id: String = row.try_get("referral_id")?;
         let mut record = AuditRecord::new(
             "gateway",
             crate::domain::audit::AuditAction::MessageDelivered,
         )
         .referral(referral_id.clone())
-        .detail(format!("{message_type} confirmed by the broker"));
+        .detail(message_type.delivered_detail());
         record.recipient = Some(row.try_get("recipient_agency")?);
         out.records.push(record);
         marked.push(row.try_get::<i64, _>("id")?);
-        if message_type == "referral" {
+        if message_type == MessageType::Referral {
             referrals.push(referral_id);
         }
     }
@@ -1054,17 +1057,21 @@ async fn write_event(
     };
     // Bounded: a referral's timeline is read whole, and follow-ups (and further first
     // contacts) need no status change. Counted per agency, so that one agency's events
-    // never stop the other's.
-    let recorded: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM referral_events WHERE referral_id = $1 AND actor_agency = $2",
-    )
-    .bind(&referral_id)
-    .bind(new.actor_agency.as_str())
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("n")?;
-    if recorded >= super::events::MAX_EVENTS_PER_REFERRAL {
-        return Ok(EventOutcome::TooMany);
+    // never stop the other's. The event that ends the referral (closed, declined,
+    // redirected, withdrawn) is always taken: there can be only one, and a referral at its
+    // bound must still be able to end.
+    if !next.is_final() {
+        let recorded: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM referral_events WHERE referral_id = $1 AND actor_agency = $2",
+        )
+        .bind(&referral_id)
+        .bind(new.actor_agency.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+        if recorded >= super::events::MAX_EVENTS_PER_REFERRAL {
+            return Ok(EventOutcome::TooMany);
+        }
     }
     let (mut body, messages) = (new.render)(next);
     // A referral whose payload was purged keeps no free text: the event's record is

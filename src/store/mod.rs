@@ -390,12 +390,6 @@ impl Store {
         self.migrate().await
     }
 
-    /// Round trip to the database, for readiness checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         if let Some(conn) = self.write_turn().await.and_then(|mut slot| slot.take()) {
             let _ = sqlx::Connection::close(conn).await;

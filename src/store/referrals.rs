@@ -325,7 +325,7 @@ impl ListRole {
     }
 }
 
-/// Filters for listing an agency's referrals, newest first, keyset-paginated.
+/// Filters for listing an agency's referrals, newest (or oldest) first, keyset-paginated.
 #[derive(Debug, Clone)]
 pub struct ReferralFilter<'a> {
     pub agency: &'a str,
@@ -337,10 +337,40 @@ pub struct ReferralFilter<'a> {
     /// Only referrals with an SLA clock overdue at `now` (`domain::sla::is_overdue`).
     pub overdue: bool,
     pub now: Timestamp,
-    /// Continue after this `(received_at, id)`.
+    /// Oldest first (the longest waiting at the top) instead of newest first.
+    pub oldest_first: bool,
+    /// Continue after this `(received_at, id)`, in the list's order.
     pub after: Option<(Timestamp, ReferralId)>,
     pub limit: i64,
 }
+
+/// `list_referrals`' statement up to its order. `$6`: the overdue filter,
+/// `domain::sla::is_overdue` in SQL (met_at and stopped_at unset, due_at before now).
+macro_rules! list_referrals_sql {
+    ($after:literal, $order:literal) => {
+        concat!(
+            "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
+             schema_id, payload_sha256, correlation_id, received_at, updated_at, isa_id, withheld FROM referrals r \
+             WHERE (r.sender_agency = $1 OR r.recipient_agency = $1) \
+             AND ($2 = '' OR ($2 = 'sent' AND r.sender_agency = $1) OR ($2 = 'received' AND r.recipient_agency = $1)) \
+             AND ($3 = '' OR r.status = $3) \
+             AND r.received_at >= $4 AND r.received_at < $5 \
+             AND ($6 = 0 OR EXISTS (SELECT 1 FROM sla_clocks c WHERE c.referral_id = r.id \
+                  AND c.met_at IS NULL AND c.stopped_at IS NULL AND c.due_at < $7)) ",
+            $after,
+            $order
+        )
+    };
+}
+
+const LIST_NEWEST_FIRST: &str = list_referrals_sql!(
+    "AND (r.received_at < $8 OR (r.received_at = $8 AND r.id < $9)) ",
+    "ORDER BY r.received_at DESC, r.id DESC LIMIT $10"
+);
+const LIST_OLDEST_FIRST: &str = list_referrals_sql!(
+    "AND (r.received_at > $8 OR (r.received_at = $8 AND r.id > $9)) ",
+    "ORDER BY r.received_at ASC, r.id ASC LIMIT $10"
+);
 
 impl Store {
     /// How many referrals were received in `[from, to)` under each information sharing
@@ -373,36 +403,31 @@ impl Store {
         &self,
         filter: &ReferralFilter<'_>,
     ) -> Result<Vec<ReferralRecord>, StoreError> {
-        let (after_at, after_id) = filter.after.map_or((i64::MAX, String::new()), |(at, id)| {
-            (at.as_micros(), id.to_string())
-        });
+        // Before the first page: past the end the list starts from (an id sorts after "").
+        let (after_at, after_id) = match filter.after {
+            Some((at, id)) => (at.as_micros(), id.to_string()),
+            None if filter.oldest_first => (i64::MIN, String::new()),
+            None => (i64::MAX, String::new()),
+        };
         let mut tx = self.filtered_read().await?;
-        // `$6`: the overdue filter, `domain::sla::is_overdue` in SQL (met_at and stopped_at
-        // unset, due_at before now).
-        let rows = sqlx::query(
-            "SELECT id, sender_agency, recipient_agency, service_type, area, priority, status, \
-             schema_id, payload_sha256, correlation_id, received_at, updated_at, isa_id, withheld FROM referrals r \
-             WHERE (r.sender_agency = $1 OR r.recipient_agency = $1) \
-             AND ($2 = '' OR ($2 = 'sent' AND r.sender_agency = $1) OR ($2 = 'received' AND r.recipient_agency = $1)) \
-             AND ($3 = '' OR r.status = $3) \
-             AND r.received_at >= $4 AND r.received_at < $5 \
-             AND ($6 = 0 OR EXISTS (SELECT 1 FROM sla_clocks c WHERE c.referral_id = r.id \
-                  AND c.met_at IS NULL AND c.stopped_at IS NULL AND c.due_at < $7)) \
-             AND (r.received_at < $8 OR (r.received_at = $8 AND r.id < $9)) \
-             ORDER BY r.received_at DESC, r.id DESC LIMIT $10",
-        )
-        .bind(filter.agency)
-        .bind(filter.role.as_str())
-        .bind(filter.status.map_or("", ReferralStatus::as_str))
-        .bind(filter.from.as_micros())
-        .bind(filter.to.as_micros())
-        .bind(i64::from(filter.overdue))
-        .bind(filter.now.as_micros())
-        .bind(after_at)
-        .bind(after_id)
-        .bind(filter.limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let sql = if filter.oldest_first {
+            LIST_OLDEST_FIRST
+        } else {
+            LIST_NEWEST_FIRST
+        };
+        let rows = sqlx::query(sql)
+            .bind(filter.agency)
+            .bind(filter.role.as_str())
+            .bind(filter.status.map_or("", ReferralStatus::as_str))
+            .bind(filter.from.as_micros())
+            .bind(filter.to.as_micros())
+            .bind(i64::from(filter.overdue))
+            .bind(filter.now.as_micros())
+            .bind(after_at)
+            .bind(after_id)
+            .bind(filter.limit)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.iter().map(ReferralRecord::from_row).collect()
     }

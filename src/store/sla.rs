@@ -5,7 +5,7 @@ use sqlx::Row;
 use super::events::insert_outbox;
 use super::{Store, StoreError, from_micros};
 use crate::domain::messages::OutboxMessage;
-use crate::domain::sla::{Clock, is_overdue};
+use crate::domain::sla::{Clock, ClockState};
 use crate::domain::{AgencyId, Priority, ReferralId, ReferralStatus, ServiceType, Timestamp};
 
 /// A clock that reached its warning point or its deadline.
@@ -65,17 +65,18 @@ impl ClockRow {
         })
     }
 
-    /// running, met, met_late, breached (still open past its deadline at `now`, µs, as
-    /// `domain::sla::is_overdue` says, whether or not the scanner has flagged it yet) or
-    /// stopped.
-    pub fn state(&self, now: Timestamp) -> &'static str {
-        match (self.met_at, self.stopped_at) {
-            (Some(_), _) if self.met_late => "met_late",
-            (Some(_), _) => "met",
-            (None, Some(_)) => "stopped",
-            (None, None) if is_overdue(self.due_at, None, None, now) => "breached",
-            (None, None) => "running",
-        }
+    /// running, met, met_late (also when met after a recorded breach), breached (still
+    /// open past its deadline at `now`, µs, as `domain::sla::is_overdue` says, whether or
+    /// not the scanner has flagged it yet) or stopped.
+    pub fn state(&self, now: Timestamp) -> ClockState {
+        ClockState::of(
+            self.due_at,
+            self.met_at,
+            self.met_late,
+            self.breached_at.is_some(),
+            self.stopped_at,
+            now,
+        )
     }
 }
 

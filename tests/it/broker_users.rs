@@ -140,6 +140,7 @@ async fn agency_users_read_only_their_own_queues() {
         "{users:?}"
     );
     assert!(users.contains(&format!("{namespace}.referral-gateway")));
+    assert!(users.contains(&format!("{namespace}.referral-escalations")));
     // Hashes only: no password in the document.
     let password = |name: &str| {
         std::fs::read_to_string(passwords.join(name))
@@ -285,6 +286,36 @@ async fn agency_users_read_only_their_own_queues() {
     }
     assert!(status.is_some(), "the status message arrives");
     let e = get(&liaison, &topology.referral_queue("coventry-cmht"))
+        .await
+        .unwrap_err();
+    assert!(refused(&e), "{e:?}");
+
+    // The escalations user reads the escalations queue, and nothing else.
+    publish(
+        &gw,
+        &topology.escalations_exchange(),
+        "coventry-cmht.acknowledge",
+    )
+    .await
+    .expect("the gateway publishes an escalation");
+    let (_escalations_conn, escalations) = connect(&url(
+        &format!("{namespace}.referral-escalations"),
+        &password("referral-escalations"),
+        &vhost_path,
+    ))
+    .await;
+    let mut escalation = None;
+    for _ in 0..50 {
+        escalation = get(&escalations, &topology.escalations_queue())
+            .await
+            .expect("reads the escalations queue");
+        if escalation.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(escalation.is_some(), "the escalation arrives");
+    let e = get(&escalations, &topology.referral_queue("coventry-cmht"))
         .await
         .unwrap_err();
     assert!(refused(&e), "{e:?}");

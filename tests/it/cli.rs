@@ -19,7 +19,7 @@ fn validate_accepts_every_example_and_lists_every_problem() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{service_type}: {stdout}");
-        assert!(stdout.contains("valid"), "{stdout}");
+        assert!(stdout.contains(": valid ("), "{stdout}");
     }
 
     let dir = tempfile::tempdir().unwrap();

@@ -398,12 +398,24 @@ async fn browser_signs_in_with_openid_connect_and_walks_the_console() {
     let browser = browser().await;
     let b = &browser;
 
-    b.client.goto(&app.staff_url("/console/")).await.unwrap();
-    // Not signed in: the sign-in page.
+    // A link to a console page, followed while not signed in: the sign-in page.
+    b.client
+        .goto(&app.staff_url("/console/agreements"))
+        .await
+        .unwrap();
     assert_eq!(b.path().await, "/console/sign-in");
     b.screenshot("sign-in").await;
     b.click("#oidc-sign-in").await;
-    // Through the provider and back; the callback page moves on to the overview.
+    // Through the provider and back; the callback page moves on to the page asked for.
+    b.text("h1").await;
+    for _ in 0..50 {
+        if b.path().await == "/console/agreements" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.path().await, "/console/agreements");
+    b.client.goto(&app.staff_url("/console/")).await.unwrap();
     b.text("#totals").await;
     assert_eq!(b.path().await, "/console/");
     b.screenshot("overview").await;
@@ -673,7 +685,74 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
     ] {
         let r = client.get(app.staff_url(path)).send().await.unwrap();
         assert_eq!(r.status(), 303, "{path}");
-        assert_eq!(r.headers()["location"], "/console/sign-in", "{path}");
+        // The page asked for comes back after signing in.
+        assert_eq!(
+            r.headers()["location"],
+            format!("/console/sign-in?next={}", path.replace('/', "%2F")),
+            "{path}"
+        );
+    }
+    // A form sent without a session is not returned to.
+    let r = client
+        .post(app.staff_url("/console/audit"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/sign-in");
+    // The sign-in page keeps a console page to return to, and drops any other address.
+    let page = client
+        .get(app.staff_url("/console/sign-in?next=%2Fconsole%2Foverdue%3Fagency%3Dcoventry-cmht"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"name="next" value="/console/overdue?agency=coventry-cmht""#),
+        "{page}"
+    );
+    for elsewhere in [
+        "%2F%2Fevil.example%2F",
+        "https%3A%2F%2Fevil.example%2F",
+        "%2Fconsole%2Fsign-out",
+    ] {
+        let page = client
+            .get(app.staff_url(&format!("/console/sign-in?next={elsewhere}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!page.contains(r#"name="next""#), "{elsewhere}: {page}");
+        assert!(!page.contains("evil.example"), "{elsewhere}");
+    }
+    // The development sign-in goes on to the page asked for, and only to a console page.
+    for (next, to) in [
+        ("%2Fconsole%2Fagreements", "/console/agreements"),
+        ("%2F%2Fevil.example%2F", "/console/"),
+    ] {
+        let page = client
+            .get(app.staff_url("/console/sign-in"))
+            .send()
+            .await
+            .unwrap();
+        let pre = set_cookie(&page, "__Host-refgw-console-pre").expect("pre-session cookie");
+        let csrf = csrf_in(&page.text().await.unwrap());
+        let r = client
+            .post(app.staff_url("/console/auth/dev"))
+            .header("cookie", &pre)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&role=auditor&agency=&next={next}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next}");
+        assert_eq!(r.headers()["location"], to, "{next}");
     }
     // Headers on every page.
     let r = client
@@ -706,6 +785,42 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         get_page(&app, &auditor, "/console/audit").await.status(),
         200
     );
+    // The overdue list: the longest waiting first unless asked otherwise; an order it
+    // does not know is the error page.
+    let overdue = get_page(&app, &auditor, "/console/overdue?agency=coventry-cmht").await;
+    assert_eq!(overdue.status(), 200);
+    let listed = overdue.text().await.unwrap();
+    assert!(
+        listed.contains(r#"<option value="oldest" selected>"#),
+        "{listed}"
+    );
+    let newest = get_page(
+        &app,
+        &auditor,
+        "/console/overdue?agency=coventry-cmht&order=newest",
+    )
+    .await;
+    assert!(
+        newest
+            .text()
+            .await
+            .unwrap()
+            .contains(r#"<option value="newest" selected>"#)
+    );
+    let sideways = get_page(
+        &app,
+        &auditor,
+        "/console/overdue?agency=coventry-cmht&order=sideways",
+    )
+    .await;
+    assert_eq!(sideways.status(), 400);
+    assert!(
+        sideways
+            .text()
+            .await
+            .unwrap()
+            .contains("order&#39; must be newest or oldest")
+    );
     // A request another site started (Fetch Metadata) is served as if it had no session,
     // even with the genuine cookie: a page or a form action is neither shown nor done.
     for (path, post) in [
@@ -728,7 +843,15 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
             .await
             .unwrap();
         assert_eq!(r.status(), 303, "{path}");
-        assert_eq!(r.headers()["location"], "/console/sign-in", "{path}");
+        let location = r.headers()["location"].to_str().unwrap();
+        if post {
+            assert_eq!(location, "/console/sign-in", "{path}");
+        } else {
+            assert!(
+                location.starts_with("/console/sign-in?next=%2Fconsole%2F"),
+                "{location}"
+            );
+        }
     }
     let same_site = no_redirects()
         .get(app.staff_url("/console/audit"))
@@ -809,8 +932,9 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         get_page(&app, &auditor, "/console/audit").await.status(),
         303
     );
-    // Both recorded, as the development sign-in's staff member.
-    assert_eq!(app.count_action("staff.signed_in").await, 1);
+    // Both recorded, as the development sign-in's staff member (three sign-ins: two
+    // above went on to the page asked for).
+    assert_eq!(app.count_action("staff.signed_in").await, 3);
     assert_eq!(app.count_action("staff.signed_out").await, 1);
     assert_eq!(
         app.last_audit().await,

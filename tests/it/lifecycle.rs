@@ -137,6 +137,19 @@ async fn refusals_and_retries(backend: Backend) {
             .contains("accept the referral first"),
         "{body}"
     );
+    // A contact dated before the referral was received.
+    let before = event(
+        "first_contact",
+        json!({"contact": {"outcome": "attended", "date": "2020-01-01"}}),
+    );
+    let body = app.post_event_as("coventry-cmht", &id, &before, 422).await;
+    assert_eq!(body["errors"][0]["pointer"], "/contact/date", "{body}");
+    assert!(
+        body["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("before the day the referral was received")),
+        "{body}"
+    );
 
     // A third agency cannot tell the referral exists; a bad id is the same 404.
     app.post_event_as("coventry-iapt", &id, &event("acknowledged", json!({})), 404)
@@ -233,6 +246,11 @@ async fn refusals_and_retries(backend: Backend) {
             true,
             "illegal-transition:received:first_contact",
         ),
+        (
+            "agency:coventry-cmht",
+            true,
+            "schema-validation: /contact/date",
+        ),
         ("agency:coventry-iapt", true, "not-found"),
         ("agency:coventry-cmht", true, "not-found"),
         ("agency:coventry-cmht", false, "not-found"),
@@ -269,9 +287,10 @@ async fn refusals_and_retries(backend: Backend) {
 on_both_backends!(refusals_and_retries);
 
 /// An agency may post at most 200 events on a referral (its timeline is read whole): the
-/// 201st is refused with `409 too-many-events`, written nowhere; a retry of an event
-/// already recorded is still answered as its replay; the other agency's allowance is its
-/// own, so a sender's follow-ups never stop the recipient's status changes.
+/// 201st is refused with `409 too-many-events`, written nowhere, unless it is the event
+/// that ends the referral; a retry of an event already recorded is still answered as its
+/// replay; the other agency's allowance is its own, so a sender's follow-ups never stop
+/// the recipient's status changes.
 async fn events_per_referral_are_bounded(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let id = app.submit(example_text("cmht")).await;
@@ -301,22 +320,35 @@ async fn events_per_referral_are_bounded(backend: Backend) {
             .is_some_and(|d| d.contains("200 events")),
         "{body}"
     );
-    // Also the sender's withdrawal: the limit is on the agency's events, whatever they are.
-    let withdraw = event("withdrawn", json!({"withdrawal_reason": "other"}));
-    app.post_event_as("coventry-liaison", &id, &withdraw, 409)
-        .await;
     // The first note's retry is still its replay.
     app.post_event_as("coventry-liaison", &id, &note, 200).await;
     // The recipient's allowance is its own.
     app.post_event_as("coventry-cmht", &id, &event("acknowledged", json!({})), 201)
         .await;
+    // The event that ends the referral is taken even at the bound (there is only one):
+    // a referral must always be able to end.
+    let withdraw = event("withdrawn", json!({"withdrawal_reason": "other"}));
+    app.post_event_as("coventry-liaison", &id, &withdraw, 201)
+        .await;
+    let after = app
+        .post_event_as(
+            "coventry-liaison",
+            &id,
+            &event("follow_up", json!({"detail": "After the end."})),
+            409,
+        )
+        .await;
+    assert_eq!(
+        after["type"],
+        "urn:referral-gateway:problem:illegal-transition"
+    );
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM referral_events WHERE referral_id = $1",
             &id
         )
         .await,
-        201
+        202
     );
     app.stop().await;
 }
@@ -449,6 +481,16 @@ async fn a_full_last_page_has_no_cursor() {
     let second = page(format!("?limit=2&cursor={cursor}")).await;
     assert_eq!(referral_ids(&second), ids[2..]);
     assert!(second["next_cursor"].is_null(), "{second}");
+    // Oldest first: the same referrals the other way round, paged the same way.
+    let mut oldest: Vec<String> = ids.iter().rev().cloned().collect();
+    let first = page("?limit=3&order=oldest".into()).await;
+    assert_eq!(referral_ids(&first), oldest[..3]);
+    let cursor = first["next_cursor"].as_str().expect("a second page exists");
+    let second = page(format!("?limit=3&order=oldest&cursor={cursor}")).await;
+    assert_eq!(referral_ids(&second), oldest[3..]);
+    assert!(second["next_cursor"].is_null(), "{second}");
+    oldest.reverse();
+    assert_eq!(referral_ids(&page("?order=newest".into()).await), oldest);
     app.stop().await;
 }
 
@@ -521,6 +563,7 @@ async fn listing_filters_and_pages() {
         "?cursor=abc",
         "?from=soon",
         "?role=both",
+        "?order=sideways",
         "?status=queued&status=received",
     ] {
         app.get_as("coventry-liaison", &format!("/v1/referrals{bad}"), 400)

@@ -293,6 +293,12 @@ async fn adding_an_agency_and_agreement_needs_no_restart(backend: Backend) {
         details[2].ends_with("; needs restart: server"),
         "{details:?}"
     );
+    // The ops listener says which settings wait for a restart (what `reload` reports).
+    let metrics = app.ops_text("/metrics").await;
+    assert!(
+        metrics.contains("refgw_config_restart_needed{setting=\"server\"} 1"),
+        "{metrics}"
+    );
 
     app.wait_until_drained(Duration::from_secs(20)).await;
     app.stop().await;

@@ -983,6 +983,8 @@ async fn events_and_export(backend: Backend) {
     );
     app.staff_get("/v1/audit/export?format=xml", &auditor, 400)
         .await;
+    // Both exports pass the offline checks docs/governance.md gives, as written.
+    governance_checks_pass(&text, &csv);
 
     // Each query and export is itself in the log, and the whole log still verifies.
     assert_eq!(app.count_action("audit.exported").await, 2);
@@ -1002,6 +1004,43 @@ async fn events_and_export(backend: Backend) {
 }
 
 on_both_backends!(events_and_export);
+
+/// Runs the Python checks of docs/governance.md ("Checking an export away from the
+/// gateway"), the NDJSON one and then the CSV one, on these exports.
+fn governance_checks_pass(ndjson: &str, csv: &str) {
+    let doc = std::fs::read_to_string(root().join("docs/governance.md")).unwrap();
+    let section = doc
+        .split("### Checking an export away from the gateway")
+        .nth(1)
+        .expect("the section");
+    let scripts: Vec<&str> = section
+        .split("```python\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .take(2)
+        .collect();
+    assert_eq!(scripts.len(), 2, "an NDJSON and a CSV check");
+    let dir = tempfile::tempdir().unwrap();
+    for (script, (name, export)) in scripts
+        .iter()
+        .zip([("export.ndjson", ndjson), ("export.csv", csv)])
+    {
+        let file = dir.path().join(name);
+        std::fs::write(&file, export).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&file)
+            .output()
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("export chain intact"),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
 
 /// A stand-in identity provider's JWKS endpoint over HTTPS (the development server
 /// certificate), serving whatever document the test puts in it.

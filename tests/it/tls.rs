@@ -29,11 +29,20 @@ async fn no_client_certificate_fails_the_handshake() {
     ] {
         let client = http_client(client_tls(&ca(), None, versions));
         let result = healthz(&client, &app).await;
+        let error = result.expect_err("a request without a client certificate must fail");
+        // Refused in the handshake (or as the first read after it, TLS 1.3), not a listener
+        // that is not there.
+        assert!(!error.is_timeout(), "{error:?}");
         assert!(
-            result.is_err(),
-            "a request without a client certificate must fail: {result:?}"
+            !format!("{error:?}").contains("Connection refused"),
+            "{error:?}"
         );
     }
+    // The same listener serves a registered agency's certificate.
+    let ok = healthz(&agency_client("coventry-liaison"), &app)
+        .await
+        .expect("a registered agency's certificate is served");
+    assert_eq!(ok.status(), 200);
     app.stop().await;
 }
 
@@ -57,6 +66,11 @@ async fn certificate_from_another_ca_fails_the_handshake() {
         r.is_err(),
         "the rogue certificate carries a real sender's SAN, and still fails"
     );
+    // The same listener serves the real sender's certificate.
+    let ok = healthz(&agency_client("coventry-liaison"), &app)
+        .await
+        .expect("a registered agency's certificate is served");
+    assert_eq!(ok.status(), 200);
     app.stop().await;
 }
 

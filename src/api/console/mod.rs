@@ -239,7 +239,7 @@ impl FromRequest for SignedIn {
                 .get::<Session>()
                 .cloned()
                 .map(SignedIn)
-                .ok_or(ConsoleError::SignIn),
+                .ok_or_else(|| ConsoleError::SignIn(return_path(req))),
         )
     }
 }
@@ -260,10 +260,59 @@ impl SignedIn {
     }
 }
 
+/// The page to come back to after signing in: the address of a `GET` for a console page
+/// (not a sign-in step), when it is a safe one (`safe_return_path`).
+fn return_path(req: &HttpRequest) -> Option<String> {
+    if req.method() != actix_web::http::Method::GET {
+        return None;
+    }
+    let target = req.uri().path_and_query()?.as_str();
+    safe_return_path(target).map(str::to_owned)
+}
+
+/// A return address is kept only when it is a console page on this origin: it starts with
+/// `/console/` (so never `//host` or a scheme), its path has no `.` or `..` segment and no
+/// encoded slash or backslash (so it cannot climb out of `/console/`), it is at most 1,024
+/// visible ASCII characters with no backslash, and it is not a sign-in step or the
+/// sign-out. Anything else is
+/// dropped, and sign-in goes to the overview: the address comes from a link anybody can
+/// make, so it must never send a signed-in browser to another site.
+pub fn safe_return_path(target: &str) -> Option<&str> {
+    // The path, without its query or fragment: no `.` or `..` segment (a browser would
+    // resolve `/console/../x` to `/x`), written plainly or percent-encoded.
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let dot_segment = path.split('/').any(|segment| {
+        let plain = segment.to_ascii_lowercase().replace("%2e", ".");
+        plain == "." || plain == ".."
+    });
+    let kept = target.len() <= 1024
+        && target.starts_with("/console/")
+        && !dot_segment
+        && !path.to_ascii_lowercase().contains("%2f")
+        && !path.to_ascii_lowercase().contains("%5c")
+        && target.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && !["/console/sign-in", "/console/sign-out", "/console/auth/"]
+            .iter()
+            .any(|step| target.starts_with(step));
+    kept.then_some(target)
+}
+
+/// `/console/sign-in`, with the page to return to after signing in when there is one.
+pub fn sign_in_location(next: Option<&str>) -> String {
+    match next.and_then(safe_return_path) {
+        Some(next) => format!(
+            "/console/sign-in?next={}",
+            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        ),
+        None => "/console/sign-in".to_owned(),
+    }
+}
+
 /// Why a console page is not shown. Rendered as an HTML page (or a redirect to sign in).
 #[derive(Debug)]
 pub enum ConsoleError {
-    SignIn,
+    /// Not signed in; the page asked for, to return to afterwards.
+    SignIn(Option<String>),
     Csrf,
     Api(ApiError),
 }
@@ -274,10 +323,16 @@ impl From<ApiError> for ConsoleError {
     }
 }
 
+impl From<crate::store::StoreError> for ConsoleError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ConsoleError::Api(ApiError::from(e))
+    }
+}
+
 impl std::fmt::Display for ConsoleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConsoleError::SignIn => f.write_str("sign in first"),
+            ConsoleError::SignIn(_) => f.write_str("sign in first"),
             ConsoleError::Csrf => f.write_str("the form's security token is missing or stale"),
             ConsoleError::Api(e) => write!(f, "{}: {}", e.title, e.detail),
         }
@@ -287,7 +342,7 @@ impl std::fmt::Display for ConsoleError {
 impl ResponseError for ConsoleError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ConsoleError::SignIn => StatusCode::SEE_OTHER,
+            ConsoleError::SignIn(_) => StatusCode::SEE_OTHER,
             ConsoleError::Csrf => StatusCode::FORBIDDEN,
             ConsoleError::Api(e) => e.status,
         }
@@ -295,8 +350,8 @@ impl ResponseError for ConsoleError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ConsoleError::SignIn => HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, "/console/sign-in"))
+            ConsoleError::SignIn(next) => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, sign_in_location(next.as_deref())))
                 .finish(),
             ConsoleError::Csrf => pages::error_page(
                 StatusCode::FORBIDDEN,
@@ -305,5 +360,67 @@ impl ResponseError for ConsoleError {
             ),
             ConsoleError::Api(e) => pages::error_page(e.status, e.title, &e.detail),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{safe_return_path, sign_in_location};
+
+    #[test]
+    fn only_console_pages_on_this_origin_are_returned_to() {
+        for kept in [
+            "/console/",
+            "/console/overdue?agency=coventry-cmht",
+            "/console/referrals/01J0000000000000000000000",
+            "/console/audit?from=2026-01-01&to=2026-02-01",
+            "/console/overdue?agency=a&note=../..",
+            "/console/referrals/x#timeline",
+        ] {
+            assert_eq!(safe_return_path(kept), Some(kept), "{kept}");
+        }
+        let long = format!("/console/{}", "a".repeat(1020));
+        for dropped in [
+            "",
+            "/",
+            "//evil.example/",
+            "/\\evil.example",
+            "https://evil.example/console/",
+            "/consolex/",
+            "/console",
+            "/console/\\\\evil.example",
+            "/console/ overdue",
+            "/console/\u{e9}",
+            "/console/a\r\nSet-Cookie: x=1",
+            "/console/sign-in",
+            "/console/sign-in?next=/console/",
+            "/console/sign-out",
+            "/console/auth/oidc",
+            "/console/auth/callback?code=x",
+            "/console/../../evil",
+            "/console/..",
+            "/console/./../evil",
+            "/console/%2e%2e/evil",
+            "/console/%2E./evil",
+            "/console/.%2e/%2e%2e/evil",
+            "/console/x%2f..%2f..%2fevil",
+            "/console/x%5c..%5cevil",
+            long.as_str(),
+        ] {
+            assert_eq!(safe_return_path(dropped), None, "{dropped:?}");
+        }
+    }
+
+    #[test]
+    fn the_sign_in_address_carries_the_page_encoded() {
+        assert_eq!(sign_in_location(None), "/console/sign-in");
+        assert_eq!(
+            sign_in_location(Some("//evil.example/")),
+            "/console/sign-in"
+        );
+        assert_eq!(
+            sign_in_location(Some("/console/overdue?agency=a&x=1")),
+            "/console/sign-in?next=%2Fconsole%2Foverdue%3Fagency%3Da%26x%3D1"
+        );
     }
 }

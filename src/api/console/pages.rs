@@ -144,6 +144,19 @@ fn when(at: Timestamp) -> String {
         .unwrap_or_default()
 }
 
+/// To the second, where entries are many a minute (the audit log, the subject access
+/// statement) and are ordered or quoted by time.
+fn when_exact(at: Timestamp) -> String {
+    at.to_offset_date_time()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
 fn hours(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |h| format!("{h:.1}"))
 }
@@ -307,11 +320,16 @@ struct SignInPage {
     pre_csrf: String,
     agencies: Vec<Option2>,
     signed_out: bool,
+    /// The page to return to after signing in (checked), for the form and the link.
+    next: Option<String>,
+    /// The provider's sign-in link, carrying `next`.
+    oidc_href: String,
 }
 
 #[derive(Deserialize)]
 pub struct SignInQuery {
     signed_out: Option<String>,
+    next: Option<String>,
 }
 
 pub async fn sign_in(
@@ -336,6 +354,18 @@ pub async fn sign_in(
         })
         .collect();
     agencies.sort_by(|a, b| a.value.cmp(&b.value));
+    let next = query
+        .next
+        .as_deref()
+        .and_then(super::safe_return_path)
+        .map(str::to_owned);
+    let oidc_href = match &next {
+        Some(next) => format!(
+            "/console/auth/oidc?next={}",
+            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        ),
+        None => "/console/auth/oidc".to_owned(),
+    };
     let page = SignInPage {
         layout: Layout::new("Sign in", None, ""),
         provider: console.oidc.as_ref().map(|o| o.provider_name().to_owned()),
@@ -343,6 +373,8 @@ pub async fn sign_in(
         pre_csrf: pre.csrf.clone(),
         agencies,
         signed_out: query.signed_out.is_some(),
+        next,
+        oidc_href,
     };
     let mut res = render(&page);
     if console.dev_sign_in
@@ -385,6 +417,7 @@ pub struct DevForm {
     csrf: String,
     role: String,
     agency: Option<String>,
+    next: Option<String>,
 }
 
 /// Development sign-in (only routed when `[staff] dev_tokens = true`).
@@ -432,11 +465,13 @@ pub async fn dev_sign_in(
         }
     };
     let session = new_session(&console, &identity, "development", now);
-    signed_in(&state, &console, &session, false).await
+    let next = form.next.as_deref().and_then(super::safe_return_path);
+    signed_in(&state, &console, &session, false, next).await
 }
 
 /// Records the sign-in (no session without its audit entry), sets the session cookie and
-/// goes to the overview. After the identity provider's redirect (a cross-site navigation)
+/// goes to the page asked for before signing in (`next`, already checked), or else to the
+/// overview. After the identity provider's redirect (a cross-site navigation)
 /// a `SameSite=Strict` cookie would not be sent with an immediate redirect, so that case
 /// answers a page that moves on by itself.
 async fn signed_in(
@@ -444,7 +479,9 @@ async fn signed_in(
     console: &ConsoleState,
     session: &Session,
     cross_site: bool,
+    next: Option<&str>,
 ) -> Result<HttpResponse, ConsoleError> {
+    let to = next.unwrap_or("/console/").to_owned();
     let cookie = console
         .session_cookie(session)
         .ok_or(ConsoleError::Api(ApiError::internal()))?;
@@ -460,11 +497,12 @@ async fn signed_in(
     let mut res = if cross_site {
         let page = Continue {
             layout: Layout::new("Signed in", None, ""),
+            to,
         };
         render(&page)
     } else {
         HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/console/"))
+            .insert_header((header::LOCATION, to))
             .finish()
     };
     for value in [
@@ -483,10 +521,18 @@ async fn signed_in(
 #[template(path = "console/continue.html")]
 struct Continue {
     layout: Layout,
+    /// Where to go on: a checked console path.
+    to: String,
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    next: Option<String>,
 }
 
 pub async fn oidc_start(
     req: HttpRequest,
+    query: web::Query<StartQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
     let console = console(&req)?;
@@ -501,6 +547,11 @@ pub async fn oidc_start(
         nonce: auth.nonce,
         pkce_verifier: auth.pkce_verifier,
         started_at: now(&state),
+        next: query
+            .next
+            .as_deref()
+            .and_then(super::safe_return_path)
+            .map(str::to_owned),
     };
     let value = console
         .sealer
@@ -580,7 +631,8 @@ pub async fn oidc_callback(
         ));
     }
     let session = new_session(&console, &identity, "oidc", now);
-    signed_in(&state, &console, &session, true).await
+    let next = login.next.as_deref().and_then(super::safe_return_path);
+    signed_in(&state, &console, &session, true, next).await
 }
 
 #[derive(Deserialize)]
@@ -777,7 +829,12 @@ pub async fn overview(
     // Time to first contact, from the same facts as the report above (one read).
     let mut headers = vec!["Service type"];
     headers.extend(crate::sla::report::CONTACT_BUCKETS.iter().map(|(_, l)| *l));
-    headers.extend(["Not yet", "National standard", "Met"]);
+    headers.extend([
+        "Waiting",
+        "Ended without contact",
+        "National standard",
+        "Met",
+    ]);
     let mut contact = Table::new(
         "Time from referral to first contact (the chart's numbers)",
         &headers,
@@ -786,7 +843,8 @@ pub async fn overview(
     for d in &distribution {
         let mut row = vec![Cell::text(&d.service_type)];
         row.extend(d.counts.iter().map(|n| Cell::num(*n)));
-        row.push(Cell::num(d.not_yet));
+        row.push(Cell::num(d.waiting));
+        row.push(Cell::num(d.ended_without_contact));
         let (words, met) = d
             .standard
             .clone()
@@ -966,6 +1024,8 @@ fn trend_svg(labels: &[String], points: &[[Option<f64>; 3]]) -> String {
 #[derive(Deserialize)]
 pub struct OverdueQuery {
     agency: Option<String>,
+    /// `oldest` (the default here: the longest waiting first) or `newest`.
+    order: Option<String>,
     cursor: Option<String>,
 }
 
@@ -974,9 +1034,11 @@ pub struct OverdueQuery {
 struct OverduePage {
     layout: Layout,
     agencies: Vec<Option2>,
+    orders: Vec<Option2>,
     tables: Vec<Table>,
     next: Option<String>,
     agency: String,
+    order: &'static str,
 }
 
 pub async fn overdue(
@@ -1004,9 +1066,23 @@ pub async fn overdue(
         .agency_scope(&state, requested.as_deref(), "/console/overdue")
         .await?
         .unwrap_or_default();
+    // The longest waiting first unless newest first is asked for; anything else is the
+    // API's `400` (the same check as `GET /v1/referrals`).
+    let order = match empty_none(&query.order) {
+        None => "oldest",
+        Some("newest") => "newest",
+        Some("oldest") => "oldest",
+        Some(_) => {
+            return Err(ConsoleError::Api(ApiError::bad_request(
+                ProblemKind::BadQuery,
+                "'order' must be newest or oldest",
+            )));
+        }
+    };
     let list_query = crate::api::referrals::ListQuery {
         overdue: Some("true".into()),
         limit: Some("50".into()),
+        order: Some(order.to_owned()),
         cursor: empty_none(&query.cursor).map(str::to_owned),
         ..Default::default()
     };
@@ -1034,10 +1110,9 @@ pub async fn overdue(
     for c in state
         .store
         .clocks_of(&ids)
-        .await
-        .map_err(ApiError::from)?
+        .await?
         .into_iter()
-        .filter(|c| c.state(now) == "breached")
+        .filter(|c| c.state(now) == crate::domain::sla::ClockState::Breached)
     {
         late_by_referral
             .entry(c.referral_id)
@@ -1058,7 +1133,7 @@ pub async fn overdue(
                 format!("/console/referrals/{}", r.referral_id),
             ),
             Cell::text(r.status.to_string()),
-            Cell::text(format!("{:?}", r.priority).to_lowercase()),
+            Cell::text(r.priority.as_str()),
             Cell::text(&r.sender.agency_id),
             Cell::text(&r.recipient.agency_id),
             Cell::text(when(Timestamp::from(r.received_at))),
@@ -1068,9 +1143,21 @@ pub async fn overdue(
     let page = OverduePage {
         layout: Layout::new("Overdue referrals", Some(&user.0), "/console/overdue"),
         agencies: agency_options(&state, &caller.0, Some(&agency), false),
+        orders: [
+            ("oldest", "Received longest ago first"),
+            ("newest", "Received most recently first"),
+        ]
+        .into_iter()
+        .map(|(value, label)| Option2 {
+            value: value.to_owned(),
+            label: label.to_owned(),
+            selected: value == order,
+        })
+        .collect(),
         tables: vec![table],
         next,
         agency,
+        order,
     };
     Ok(render(&page))
 }
@@ -1121,10 +1208,7 @@ pub async fn referral(
     };
     let summary = vec![
         ("Status".to_owned(), r.status.to_string()),
-        (
-            "Priority".to_owned(),
-            format!("{:?}", r.priority).to_lowercase(),
-        ),
+        ("Priority".to_owned(), r.priority.as_str().to_owned()),
         ("Sender".to_owned(), agency_text(&r.sender)),
         ("Recipient".to_owned(), agency_text(&r.recipient)),
         ("Received".to_owned(), when(Timestamp::from(r.received_at))),
@@ -1150,7 +1234,7 @@ pub async fn referral(
         };
         clocks.rows.push(vec![
             Cell::text(c.clock.as_str()),
-            Cell::text(c.state),
+            Cell::text(c.state.as_str()),
             Cell::text(at(Some(&c.started_at))),
             Cell::text(at(Some(&c.due_at))),
             Cell::text(at(c.met_at.as_deref())),
@@ -1290,7 +1374,7 @@ fn entries_table(caption: &str, entries: &[(AuditEntry, String)]) -> Table {
     for (e, _) in entries {
         table.rows.push(vec![
             Cell::num(e.seq),
-            Cell::text(when(e.at)),
+            Cell::text(when_exact(e.at)),
             Cell::text(&e.actor),
             Cell::text(&e.action),
             match &e.referral_id {
@@ -1512,6 +1596,9 @@ struct Statement {
     consent: String,
     categories: String,
     withheld: String,
+    /// The entry's fixed reason code or note (a refusal's reason, the event posted, ...):
+    /// never personal data.
+    detail: String,
 }
 
 fn statement(e: &AuditEntry) -> Statement {
@@ -1519,25 +1606,45 @@ fn statement(e: &AuditEntry) -> Statement {
         Some(AuditAction::ReferralSubmitted) => ("Shared", "nhsuk-tag--blue"),
         // The referral itself reaching the recipient's queue is a disclosure; status
         // messages, follow-ups, withdrawals and escalations are delivered, not shared.
-        Some(AuditAction::MessageDelivered) if e.detail.starts_with("referral ") => {
+        Some(AuditAction::MessageDelivered)
+            if crate::domain::messages::MessageType::of_delivered_detail(&e.detail)
+                == Some(crate::domain::messages::MessageType::Referral) =>
+        {
             ("Shared", "nhsuk-tag--blue")
         }
         Some(AuditAction::MessageDelivered) => ("Delivered", "nhsuk-tag--grey"),
         Some(AuditAction::ReferralRefused) => ("Refused (not shared)", "nhsuk-tag--red"),
         Some(AuditAction::ReferralRead) => ("Read", "nhsuk-tag--grey"),
+        Some(AuditAction::EventPosted) => ("Event recorded", "nhsuk-tag--grey"),
         Some(AuditAction::AuditDisclosures) => {
             ("Subject access request answered", "nhsuk-tag--white")
         }
         _ => ("Recorded", "nhsuk-tag--grey"),
     };
-    let kind = format!("{kind} ({})", e.action);
+    let event = e.action() == Some(AuditAction::EventPosted);
+    let kind = if event {
+        // The detail of `event.posted` is the event's type.
+        format!("{kind}: {} ({})", e.detail.replace('_', " "), e.action)
+    } else {
+        format!("{kind} ({})", e.action)
+    };
     Statement {
         kind,
         tag,
-        when: when(e.at),
+        when: when_exact(e.at),
         referral: e.referral_id.clone().unwrap_or_default(),
         from: e.actor.clone(),
-        to: e.recipient.clone().unwrap_or_default(),
+        // An event's entry names the referral's recipient, whoever posted it: not a "to".
+        to: if event {
+            String::new()
+        } else {
+            e.recipient.clone().unwrap_or_default()
+        },
+        detail: if event {
+            String::new()
+        } else {
+            e.detail.clone()
+        },
         agreement: e.isa_id.clone().unwrap_or_default(),
         lawful_basis: e.lawful_basis.clone().unwrap_or_default(),
         consent: e.consent.clone().unwrap_or_default(),
@@ -1690,7 +1797,7 @@ pub async fn subject_access(
     let statements: Vec<Statement> = entries.iter().map(|(e, _)| statement(e)).collect();
     if form.format.as_deref() == Some("csv") {
         let mut csv = String::from(
-            "when,what,referral,from,to,agreement,lawful_basis,consent,categories_shared,fields_withheld\n",
+            "when,what,referral,from,to,agreement,lawful_basis,consent,categories_shared,fields_withheld,detail\n",
         );
         for s in &statements {
             let fields = [
@@ -1704,6 +1811,7 @@ pub async fn subject_access(
                 &s.consent,
                 &s.categories,
                 &s.withheld,
+                &s.detail,
             ];
             csv.push_str(
                 &fields
@@ -1821,11 +1929,7 @@ pub async fn agreements(
         .await?;
     let (from, to) =
         crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
-    let counts = state
-        .store
-        .referrals_per_agreement(from, to)
-        .await
-        .map_err(ApiError::from)?;
+    let counts = state.store.referrals_per_agreement(from, to).await?;
     crate::api::record_access(
         &state,
         AuditRecord::new(caller.0.actor(), AuditAction::AuditQueried)
@@ -1948,16 +2052,11 @@ pub async fn repeats(
         .await?;
     let (from, to) =
         crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
-    let submissions = state
-        .store
-        .submissions_by_person(from, to)
-        .await
-        .map_err(ApiError::from)?;
+    let submissions = state.store.submissions_by_person(from, to).await?;
     let declined: std::collections::HashMap<String, Timestamp> = state
         .store
         .declined_referrals(from, to)
-        .await
-        .map_err(ApiError::from)?
+        .await?
         .into_iter()
         .collect();
     crate::api::record_access(

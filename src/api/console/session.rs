@@ -154,6 +154,9 @@ pub struct LoginState {
     pub nonce: String,
     pub pkce_verifier: String,
     pub started_at: i64,
+    /// The console page to go to once signed in (`super::safe_return_path` checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// What the pre-session cookie holds.

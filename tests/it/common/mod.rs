@@ -318,6 +318,7 @@ impl TestApp {
         clock: Arc<dyn referral_gateway::clock::TimeSource>,
         source: Option<Box<dyn referral_gateway::reload::ConfigSource>>,
     ) -> Self {
+        init_logs();
         let app = Application::build_reloadable(config, clock, source)
             .await
             .expect("gateway starts");
@@ -946,4 +947,18 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+/// The gateway's warnings and errors, in the output of the test that caused them (shown
+/// when it fails): an unexpected `500` says why. `RUST_LOG` overrides the level.
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
