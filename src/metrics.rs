@@ -124,6 +124,8 @@ pub struct Metrics {
     pub config_loaded_timestamp: Gauge,
     /// Settings changed in the file whose new values wait for a restart (1 each).
     pub config_restart_needed: Family<SettingLabels, Gauge>,
+    /// Every setting `config_restart_needed` has named.
+    restart_settings: std::sync::Mutex<Vec<&'static str>>,
     /// Each registered agency's latest certificate expiry (Unix seconds), from
     /// `tls.issued_dir`; the gauge is computed from it at each scrape.
     certificate_expiries: std::sync::Mutex<Vec<(String, i64)>>,
@@ -266,7 +268,7 @@ impl Metrics {
         let config_restart_needed = Family::<SettingLabels, Gauge>::default();
         registry.register(
             "config_restart_needed",
-            "1 for each setting that the last applied reload found changed but cannot apply: its new value takes effect at the next restart",
+            "1 for each setting that the last applied reload found changed but could not apply (its new value takes effect at the next restart); 0 for one named by an earlier reload that no longer waits",
             config_restart_needed.clone(),
         );
         Self {
@@ -275,6 +277,7 @@ impl Metrics {
             config_generation,
             config_loaded_timestamp,
             config_restart_needed,
+            restart_settings: std::sync::Mutex::new(Vec::new()),
             tls_handshake_failures,
             auth_refused_unverified,
             agency_certificate_expiry_days,
@@ -352,13 +355,25 @@ impl Metrics {
         self.config_loaded_timestamp.set(at.unix_timestamp());
     }
 
-    /// The settings the last applied reload could not apply (empty: none wait).
+    /// The settings the last applied reload could not apply (empty: none wait). A
+    /// setting once named stays in the family, at 0 when it no longer waits, so that no
+    /// scrape sees the set half-updated.
     pub fn config_restart_needed(&self, settings: &[&'static str]) {
-        self.config_restart_needed.clear();
+        let Ok(mut named) = self.restart_settings.lock() else {
+            return;
+        };
         for &setting in settings {
             self.config_restart_needed
                 .get_or_create(&SettingLabels { setting })
                 .set(1);
+            if !named.contains(&setting) {
+                named.push(setting);
+            }
+        }
+        for &setting in named.iter().filter(|s| !settings.contains(s)) {
+            self.config_restart_needed
+                .get_or_create(&SettingLabels { setting })
+                .set(0);
         }
     }
 

@@ -518,8 +518,9 @@ impl Reloader {
                 restart_needed,
                 warnings,
             } => {
-                self.metrics.config_reload("applied");
+                // The settings first: `reload` reads them once the counter moves.
                 self.metrics.config_restart_needed(restart_needed);
+                self.metrics.config_reload("applied");
                 for warning in warnings {
                     tracing::warn!("{warning}");
                 }

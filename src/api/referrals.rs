@@ -233,7 +233,12 @@ fn status_filter_schema() -> utoipa::openapi::schema::Object {
 }
 
 fn order_filter_schema() -> utoipa::openapi::schema::Object {
-    super::query::filter_schema(["newest".to_owned(), "oldest".to_owned()])
+    let mut schema = super::query::filter_schema(["newest".to_owned(), "oldest".to_owned()]);
+    schema.description = Some(
+        "`newest` first (the default; also when empty) or `oldest` first, by when each referral was received; a cursor continues only the order it came from.".to_owned(),
+    );
+    schema.default = Some(serde_json::json!("newest"));
+    schema
 }
 
 fn role_filter_schema() -> utoipa::openapi::schema::Object {
@@ -258,9 +263,11 @@ pub(crate) struct ReferralPage {
     next_cursor: Option<String>,
 }
 
-/// A list's cursor: the received time (µs) and id of the last referral of a page.
-fn list_cursor(at: Timestamp, id: &ReferralId) -> String {
-    format!("{}_{id}", at.as_micros())
+/// A list's cursor: the received time (µs) and id of the last referral of a page, after
+/// `o` in an oldest-first list.
+fn list_cursor(at: Timestamp, id: &ReferralId, oldest_first: bool) -> String {
+    let order = if oldest_first { "o" } else { "" };
+    format!("{order}{}_{id}", at.as_micros())
 }
 
 /// Problems the referral lists answer with (besides those of every operation).
@@ -386,6 +393,17 @@ pub(crate) async fn list_referrals(
     let after = match query.cursor.as_deref() {
         None => None,
         Some(c) => {
+            // An oldest-first list's cursors start with `o`: a cursor continues only the
+            // order it came from (in the other it would repeat or skip rows).
+            let c = match (c.strip_prefix('o'), oldest_first) {
+                (Some(rest), true) => rest,
+                (None, false) => c,
+                _ => {
+                    return Err(bad(
+                        "'cursor' belongs to a list in the other order: give the 'order' it came with",
+                    ));
+                }
+            };
             let (at, id) = c
                 .split_once('_')
                 .ok_or_else(|| bad("'cursor' is not one this API gave"))?;
@@ -430,7 +448,7 @@ pub(crate) async fn list_referrals(
             if oldest_first { "oldest" } else { "newest" },
             crate::governance::export::period_bound(from),
             crate::governance::export::period_bound(to),
-            after.map_or(String::new(), |(at, id)| list_cursor(at, &id)),
+            after.map_or(String::new(), |(at, id)| list_cursor(at, &id, oldest_first)),
             records.first().map_or(String::new(), |r| r.id.to_string()),
             records.last().map_or(String::new(), |r| r.id.to_string()),
         )),
@@ -439,7 +457,7 @@ pub(crate) async fn list_referrals(
     let next_cursor = more
         .then(|| records.last())
         .flatten()
-        .map(|r| list_cursor(Timestamp::from(r.received_at), &r.id));
+        .map(|r| list_cursor(Timestamp::from(r.received_at), &r.id, oldest_first));
     let runtime = state.runtime.load();
     let items: Vec<ListItem> = records
         .iter()

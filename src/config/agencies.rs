@@ -204,6 +204,18 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_own_broker_user_names_are_refused_as_agency_ids() {
+        for reserved in ["referral-gateway", "referral-escalations"] {
+            let text = base().replace("id = \"cmht\"", &format!("id = \"{reserved}\""));
+            let err = load(&text, &NoEnv).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("'{reserved}' is reserved")),
+                "{reserved}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn fingerprints_parse_in_common_spellings() {
         let hex64 = "ab".repeat(32);
         assert_eq!(parse_fingerprint(&hex64).unwrap(), [0xab; 32]);

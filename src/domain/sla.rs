@@ -354,6 +354,29 @@ mod tests {
         assert!(!is_overdue(100, None, Some(90), 200), "stopped");
     }
 
+    #[test]
+    fn a_clock_met_after_a_recorded_breach_is_met_late() {
+        use ClockState::*;
+        // (due, met, met late, breach recorded, stopped, now)
+        assert_eq!(ClockState::of(100, None, false, false, None, 50), Running);
+        assert_eq!(ClockState::of(100, None, false, false, None, 150), Breached);
+        assert_eq!(ClockState::of(100, Some(90), false, false, None, 150), Met);
+        assert_eq!(
+            ClockState::of(100, Some(120), true, false, None, 150),
+            MetLate
+        );
+        // Met with an occurred_at before the deadline, after the breach was notified.
+        assert_eq!(
+            ClockState::of(100, Some(90), false, true, None, 150),
+            MetLate
+        );
+        assert_eq!(
+            ClockState::of(100, None, false, true, Some(120), 150),
+            Stopped
+        );
+        assert_eq!(MetLate.as_str(), "met_late");
+    }
+
     fn calendar() -> WorkingCalendar {
         WorkingCalendar {
             day_starts: time!(09:00),

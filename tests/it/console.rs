@@ -785,6 +785,13 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         get_page(&app, &auditor, "/console/audit").await.status(),
         200
     );
+    // The sign-in page says who is signed in already.
+    let again = get_page(&app, &auditor, "/console/sign-in").await;
+    let again = again.text().await.unwrap();
+    assert!(
+        again.contains("You are already signed in as <strong>dev-auditor (auditor)</strong>"),
+        "{again}"
+    );
     // The overdue list: the longest waiting first unless asked otherwise; an order it
     // does not know is the error page.
     let overdue = get_page(&app, &auditor, "/console/overdue?agency=coventry-cmht").await;
@@ -919,6 +926,19 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
     let page = unreadable.text().await.unwrap();
     assert!(page.contains("The form could not be read"), "{page}");
     assert!(!page.contains("2020-01-01"), "{page}");
+    // A search the API cannot read is the form again, with what is wrong and the input.
+    let bad = post_form(
+        &app,
+        &auditor,
+        "/console/audit",
+        &format!("csrf={}&from=yesterday&to=", auditor.csrf),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let page = bad.text().await.unwrap();
+    assert!(page.contains("nhsuk-error-summary"), "{page}");
+    assert!(page.contains(r##"<a href="#from">"##), "{page}");
+    assert!(page.contains(r#"value="yesterday""#), "{page}");
     // Sign-out ends the session even for a copy of the cookie.
     let r = post_form(
         &app,

@@ -491,6 +491,28 @@ async fn a_full_last_page_has_no_cursor() {
     assert!(second["next_cursor"].is_null(), "{second}");
     oldest.reverse();
     assert_eq!(referral_ids(&page("?order=newest".into()).await), oldest);
+    // A cursor continues only the order it came from.
+    let newest_cursor = page("?limit=2".into()).await["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for query in [
+        format!("?order=oldest&cursor={newest_cursor}"),
+        format!("?cursor={cursor}"),
+    ] {
+        let r = agency_client("coventry-liaison")
+            .get(app.url(&format!("/v1/referrals{query}")))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 400).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("other order")),
+            "{query}: {body}"
+        );
+    }
     app.stop().await;
 }
 

@@ -272,24 +272,24 @@ fn return_path(req: &HttpRequest) -> Option<String> {
 
 /// A return address is kept only when it is a console page on this origin: it starts with
 /// `/console/` (so never `//host` or a scheme), its path has no `.` or `..` segment and no
-/// encoded slash or backslash (so it cannot climb out of `/console/`), it is at most 1,024
+/// percent-escape (so it cannot climb out of `/console/` or hide a sign-in step), it is at most 1,024
 /// visible ASCII characters with no backslash, and it is not a sign-in step or the
 /// sign-out. Anything else is
 /// dropped, and sign-in goes to the overview: the address comes from a link anybody can
 /// make, so it must never send a signed-in browser to another site.
 pub fn safe_return_path(target: &str) -> Option<&str> {
     // The path, without its query or fragment: no `.` or `..` segment (a browser would
-    // resolve `/console/../x` to `/x`), written plainly or percent-encoded.
+    // resolve `/console/../x` to `/x`), and no percent-escape at all (no console page
+    // needs one, and an escaped `.`, `/`, `\` or letter could hide a dot segment or a
+    // sign-in step from the checks here while the browser or the router decodes it).
     let path = target.split(['?', '#']).next().unwrap_or_default();
-    let dot_segment = path.split('/').any(|segment| {
-        let plain = segment.to_ascii_lowercase().replace("%2e", ".");
-        plain == "." || plain == ".."
-    });
+    let dot_segment = path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
     let kept = target.len() <= 1024
         && target.starts_with("/console/")
         && !dot_segment
-        && !path.to_ascii_lowercase().contains("%2f")
-        && !path.to_ascii_lowercase().contains("%5c")
+        && !path.contains('%')
         && target.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
         && !["/console/sign-in", "/console/sign-out", "/console/auth/"]
             .iter()
@@ -405,6 +405,9 @@ mod tests {
             "/console/.%2e/%2e%2e/evil",
             "/console/x%2f..%2f..%2fevil",
             "/console/x%5c..%5cevil",
+            "/console/%73ign-in?next=/console/",
+            "/console/auth/%6fidc",
+            "/console/%61uth/callback?code=x",
             long.as_str(),
         ] {
             assert_eq!(safe_return_path(dropped), None, "{dropped:?}");

@@ -5,7 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
@@ -324,6 +324,8 @@ struct SignInPage {
     next: Option<String>,
     /// The provider's sign-in link, carrying `next`.
     oidc_href: String,
+    /// Who is signed in already in this browser (signing in again replaces them).
+    current: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +377,17 @@ pub async fn sign_in(
         signed_out: query.signed_out.is_some(),
         next,
         oidc_href,
+        current: req.extensions().get::<Session>().map(|s| {
+            format!(
+                "{} ({}{})",
+                s.subject,
+                s.roles.join(", ").replace('_', " "),
+                s.agency
+                    .as_deref()
+                    .map(|a| format!(", {a}"))
+                    .unwrap_or_default()
+            )
+        }),
     };
     let mut res = render(&page);
     if console.dev_sign_in
@@ -1069,6 +1082,9 @@ pub async fn overdue(
     // The longest waiting first unless newest first is asked for; anything else is the
     // API's `400` (the same check as `GET /v1/referrals`).
     let order = match empty_none(&query.order) {
+        // A link with a cursor but no order is a newest-first page's (made before the
+        // console listed the longest waiting first).
+        None if empty_none(&query.cursor).is_some() => "newest",
         None => "oldest",
         Some("newest") => "newest",
         Some("oldest") => "oldest",
@@ -1296,6 +1312,8 @@ struct AuditPage {
     next: Option<String>,
     /// The newest "verify now": (running?, verified?, what to say).
     verification: Option<(bool, bool, String)>,
+    /// A search the API refused: (the field's id, what is wrong), shown above the form.
+    errors: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -1402,6 +1420,7 @@ async fn audit_page(
         .await?;
     let mut tables = Vec::new();
     let mut next = None;
+    let mut errors = Vec::new();
     if searched {
         let query = crate::api::auditor::EventsQuery {
             from: form.from.clone().filter(|s| !s.is_empty()),
@@ -1412,9 +1431,22 @@ async fn audit_page(
             cursor: form.cursor.clone().filter(|s| !s.is_empty()),
             limit: Some("50".into()),
         };
-        let (entries, cursor) = crate::api::auditor::search_events(&caller, state, &query).await?;
-        tables.push(entries_table("Audit entries (oldest first)", &entries));
-        next = cursor;
+        match crate::api::auditor::search_events(&caller, state, &query).await {
+            Ok((entries, cursor)) => {
+                tables.push(entries_table("Audit entries (oldest first)", &entries));
+                next = cursor;
+            }
+            // A search that cannot be read: the form again, with what is wrong and what
+            // was typed, rather than an error page without it.
+            Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                let field = ["from", "to", "referral", "agency", "action"]
+                    .into_iter()
+                    .find(|f| e.detail.starts_with(&format!("'{f}'")))
+                    .unwrap_or("from");
+                errors.push((field.to_owned(), e.detail.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let page = AuditPage {
         layout: Layout::new("Audit log", Some(&user.0), "/console/audit"),
@@ -1430,8 +1462,13 @@ async fn audit_page(
         tables,
         next,
         verification: verification_state(verifications.state()),
+        errors,
     };
-    Ok(render(&page))
+    let mut res = render(&page);
+    if !page.errors.is_empty() {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
 }
 
 /// What the audit page says of the newest "verify now": (running, verified, words).
