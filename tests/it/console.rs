@@ -469,6 +469,16 @@ async fn browser_signs_in_with_openid_connect_and_walks_the_console() {
     b.click(&format!("a[href='/console/referrals/{cmht}']"))
         .await;
     assert_eq!(b.text("#referral-id").await, cmht);
+    // Statuses, clocks and their states in words, a breach as a red tag.
+    let clocks = b.text("table").await;
+    assert!(
+        clocks.contains("Acknowledge") && clocks.contains("Breached"),
+        "{clocks}"
+    );
+    assert!(
+        b.text(".nhsuk-tag--red").await.contains("Breached"),
+        "the breached clock is tagged"
+    );
     b.screenshot("referral").await;
 
     // Subject access for the examples' person.

@@ -76,6 +76,8 @@ pub struct Cell {
     pub text: String,
     pub href: Option<String>,
     pub numeric: bool,
+    /// Shown as an NHS tag of this colour class (`nhsuk-tag--red`...).
+    pub tag: Option<&'static str>,
 }
 
 impl Cell {
@@ -84,20 +86,25 @@ impl Cell {
             text: text.into(),
             href: None,
             numeric: false,
+            tag: None,
         }
     }
     fn num(text: impl ToString) -> Self {
         Self {
-            text: text.to_string(),
-            href: None,
             numeric: true,
+            ..Self::text(text.to_string())
         }
     }
     fn link(text: impl Into<String>, href: String) -> Self {
         Self {
-            text: text.into(),
             href: Some(href),
-            numeric: false,
+            ..Self::text(text)
+        }
+    }
+    fn tag(text: impl Into<String>, class: &'static str) -> Self {
+        Self {
+            tag: Some(class),
+            ..Self::text(text)
         }
     }
 }
@@ -115,6 +122,14 @@ impl Table {
     /// NHS table style shows it on narrow screens (the header row is hidden there).
     pub fn header(&self, i: &usize) -> &str {
         self.headers.get(*i).map_or("", String::as_str)
+    }
+
+    /// Whether column `i` holds numbers (its header is then aligned with them).
+    pub fn numeric(&self, i: &usize) -> bool {
+        self.rows
+            .first()
+            .and_then(|row| row.get(*i))
+            .is_some_and(|c| c.numeric)
     }
 
     fn new(caption: &str, headers: &[&str], empty: &str) -> Self {
@@ -1223,7 +1238,7 @@ pub async fn referral(
         None => a.agency_id.clone(),
     };
     let summary = vec![
-        ("Status".to_owned(), r.status.to_string()),
+        ("Status".to_owned(), status_words(r.status)),
         ("Priority".to_owned(), r.priority.as_str().to_owned()),
         ("Sender".to_owned(), agency_text(&r.sender)),
         ("Recipient".to_owned(), agency_text(&r.recipient)),
@@ -1248,9 +1263,14 @@ pub async fn referral(
                 .map(|t| when(Timestamp::from(t)))
                 .unwrap_or_default()
         };
+        let (state_words, tag) = clock_state_words(c.state);
         clocks.rows.push(vec![
-            Cell::text(c.clock.as_str()),
-            Cell::text(c.state.as_str()),
+            Cell::text(
+                c.clock
+                    .parse()
+                    .map_or_else(|_| c.clock.replace('_', " "), |k| clock_words(k).to_owned()),
+            ),
+            Cell::tag(state_words, tag),
             Cell::text(at(Some(&c.started_at))),
             Cell::text(at(Some(&c.due_at))),
             Cell::text(at(c.met_at.as_deref())),
@@ -1273,6 +1293,9 @@ pub async fn referral(
         let at = crate::api::query::parse_instant(&at, false)
             .map(|t| when(Timestamp::from(t)))
             .unwrap_or(at);
+        let kind = kind
+            .parse::<crate::domain::lifecycle::EventType>()
+            .map_or(kind.replace('_', " "), |t| event_words(t).to_owned());
         timeline.rows.push(vec![Cell::text(kind), Cell::text(at)]);
     }
     let page = ReferralPage {
@@ -1284,6 +1307,62 @@ pub async fn referral(
         tables: vec![clocks, timeline],
     };
     Ok(render(&page))
+}
+
+/// A referral's status in words, with its code (as the API and the exports give it).
+fn status_words(status: crate::domain::ReferralStatus) -> String {
+    use crate::domain::ReferralStatus::*;
+    let words = match status {
+        Received => "Received by the gateway, not yet on the recipient's queue",
+        Queued => "On the recipient's queue, not yet acknowledged",
+        Undelivered => {
+            "Undelivered: not acknowledged or decided in time (the gateway told the sender)"
+        }
+        Acknowledged => "Acknowledged by the recipient",
+        Accepted => "Accepted by the recipient",
+        Declined => "Declined by the recipient",
+        Redirected => "Redirected by the recipient to another service",
+        FirstContact => "First contact made",
+        Closed => "Closed",
+        Withdrawn => "Withdrawn by the sender",
+        Delivered => "Delivered",
+    };
+    format!("{words} ({status})")
+}
+
+fn clock_words(clock: crate::domain::sla::Clock) -> &'static str {
+    use crate::domain::sla::Clock::*;
+    match clock {
+        Acknowledge => "Acknowledge",
+        Decision => "Decide (accept, decline or redirect)",
+        FirstContact => "First contact",
+        Delivery => "Delivery (acknowledged or decided at all)",
+    }
+}
+
+fn clock_state_words(state: crate::domain::sla::ClockState) -> (&'static str, &'static str) {
+    use crate::domain::sla::ClockState::*;
+    match state {
+        Running => ("Running", "nhsuk-tag--blue"),
+        Met => ("Met", "nhsuk-tag--green"),
+        MetLate => ("Met late", "nhsuk-tag--orange"),
+        Breached => ("Breached", "nhsuk-tag--red"),
+        Stopped => ("Stopped", "nhsuk-tag--grey"),
+    }
+}
+
+fn event_words(event: crate::domain::lifecycle::EventType) -> &'static str {
+    use crate::domain::lifecycle::EventType::*;
+    match event {
+        Acknowledged => "Acknowledged",
+        Accepted => "Accepted",
+        Declined => "Declined",
+        Redirected => "Redirected",
+        FirstContact => "First contact",
+        Closed => "Closed",
+        FollowUp => "Follow-up from the sender",
+        Withdrawn => "Withdrawn by the sender",
+    }
 }
 
 // ---------------------------------------------------------------- audit log
