@@ -192,6 +192,9 @@ pub fn report_period_at(
     to: Option<&str>,
 ) -> Result<(Timestamp, Timestamp), ApiError> {
     let days = time::Duration::days(crate::sla::report::DEFAULT_PERIOD_DAYS);
+    // Whole seconds: the default period reads back as typed (a form shows it) and still
+    // ends after every referral received so far.
+    let now = now.ceil_to_second();
     // `to` alone: checked (and read) first, so the default `from` can count back from it.
     let (_, end) = period(None, to, Timestamp::MIN, now)?;
     let (from, to) = period(from, to, end.saturating_sub(days), now)?;

@@ -42,6 +42,15 @@ impl Timestamp {
             .unwrap_or_default()
     }
 
+    /// The next whole second at or after `self`.
+    pub fn ceil_to_second(self) -> Self {
+        const SECOND: i64 = 1_000_000;
+        match self.0.rem_euclid(SECOND) {
+            0 => self,
+            part => Self(self.0.saturating_add(SECOND - part)),
+        }
+    }
+
     /// Microseconds from `earlier` to `self` (negative when `earlier` is later).
     pub fn micros_since(self, earlier: Self) -> i64 {
         self.0.saturating_sub(earlier.0)
@@ -73,6 +82,15 @@ impl fmt::Display for Timestamp {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ceil_to_second_rounds_up_a_fraction_only() {
+        assert_eq!(Timestamp(2_000_000).ceil_to_second(), Timestamp(2_000_000));
+        assert_eq!(Timestamp(2_000_001).ceil_to_second(), Timestamp(3_000_000));
+        assert_eq!(Timestamp(-1).ceil_to_second(), Timestamp(0));
+        assert_eq!(Timestamp(i64::MAX).ceil_to_second(), Timestamp(i64::MAX));
+    }
+
     use super::*;
 
     #[test]

@@ -2202,7 +2202,7 @@ pub async fn repeats(
                 .map(|r| RepeatReferralView {
                     href: format!("/console/referrals/{}", r.referral_id),
                     id: r.referral_id,
-                    at: r.at.to_rfc3339(),
+                    at: when_exact(r.at),
                     note: match (r.remade_after_decline, r.declined) {
                         (true, true) => "re-made after a decline; declined",
                         (true, false) => "re-made after a decline",
