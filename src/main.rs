@@ -55,8 +55,10 @@ enum Command {
     /// Have the running gateway reload its configuration (agencies, permissions,
     /// sharing agreements, SLA targets and calendar, schemas, CRLs) without a restart:
     /// check it here first, then send the gateway SIGHUP and wait for the outcome on its
-    /// ops listener. Exit 0 when applied, 1 when the gateway refused it, 2 when the
-    /// configuration has problems (nothing is signalled).
+    /// ops listener. Exit 0 when applied, 3 when applied but some changed settings take
+    /// effect only at the next restart (named), 1 when the gateway refused it or no
+    /// outcome was seen in time, 2 when nothing was signalled (the configuration has
+    /// problems, or the gateway cannot be found or read).
     Reload {
         /// The gateway's process id (default: read from `[server] pid_file`).
         #[arg(long)]

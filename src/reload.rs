@@ -233,15 +233,16 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     note(differs(&old.database, &new.database), "database");
     note(differs(&old.amqp, &new.amqp), "amqp");
     note(old.tls.ca != new.tls.ca, "tls.ca");
-    note(
-        old.tls.cert != new.tls.cert || old.tls.key != new.tls.key,
-        "tls.cert, tls.key",
-    );
+    note(old.tls.cert != new.tls.cert, "tls.cert");
+    note(old.tls.key != new.tls.key, "tls.key");
     note(differs(&old.relay, &new.relay), "relay");
     note(
-        old.sla.scanner_enabled != new.sla.scanner_enabled
-            || old.sla.scan_interval != new.sla.scan_interval,
-        "sla.enabled, sla.scan_interval_secs",
+        old.sla.scanner_enabled != new.sla.scanner_enabled,
+        "sla.enabled",
+    );
+    note(
+        old.sla.scan_interval != new.sla.scan_interval,
+        "sla.scan_interval_secs",
     );
     // The Debug forms leave the secrets out: compare those themselves.
     note(
@@ -287,7 +288,8 @@ fn material_restart_needed(running: &Material, new: &Material) -> Vec<&'static s
         needed.push("tls.ca");
     }
     if running.tls_identity != new.tls_identity {
-        needed.push("tls.cert, tls.key");
+        // The pair is read as one identity: either file may have changed.
+        needed.extend(["tls.cert", "tls.key"]);
     }
     if running.signing_key != new.signing_key {
         needed.push("audit");
@@ -624,7 +626,7 @@ impl Reloader {
             self.shared.relay_wake.notify_one();
         }
         if let Some(dir) = &config.tls.issued_dir {
-            match crate::startup::certificate_expiries(dir, &config.registry) {
+            match crate::startup::certificate_expiries(dir, &config.registry, &config.tls.crls) {
                 Ok(expiries) => self.metrics.set_certificate_expiries(expiries),
                 Err(e) => tracing::warn!(error = %e, "cannot read tls.issued_dir"),
             }

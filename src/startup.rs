@@ -153,7 +153,11 @@ impl Application {
         let mut committer = committer.with_metrics(metrics.clone());
         let store = store.with_committer(commits);
         if let Some(dir) = &config.tls.issued_dir {
-            metrics.set_certificate_expiries(certificate_expiries(dir, &config.registry)?);
+            metrics.set_certificate_expiries(certificate_expiries(
+                dir,
+                &config.registry,
+                &config.tls.crls,
+            )?);
         }
         let (relay, relay_status, topology_updates) = if config.relay.enabled {
             let topology = Topology::new(&config.amqp.namespace, &config.registry);
@@ -644,14 +648,17 @@ fn response_headers(browsers: bool) -> middleware::DefaultHeaders {
 /// `LimitNOFILE=65536` in deploy/referral-gateway.service).
 const MAX_CONNECTIONS_PER_WORKER: usize = 4096;
 
-/// Each registered agency's latest certificate expiry in `dir` (tls.issued_dir).
+/// Each registered agency's latest certificate expiry in `dir` (tls.issued_dir), leaving
+/// out certificates the CRLs `crls` (tls.crls) revoke.
 pub(crate) fn certificate_expiries(
     dir: &std::path::Path,
     registry: &AgencyRegistry,
+    crls: &[std::path::PathBuf],
 ) -> anyhow::Result<Vec<(String, i64)>> {
+    let revoked = crate::security::certs::revoked_serials(crls).context("tls.crls")?;
     let mut latest: std::collections::BTreeMap<String, i64> = Default::default();
-    for (agency, cert) in
-        crate::security::certs::issued_certificates(dir, registry).context("tls.issued_dir")?
+    for (agency, cert) in crate::security::certs::issued_certificates(dir, registry, &revoked)
+        .context("tls.issued_dir")?
     {
         let not_after = cert.not_after.unix_timestamp();
         let entry = latest.entry(agency).or_insert(not_after);

@@ -13,9 +13,10 @@ use referral_gateway::delivery::topology::Topology;
 #[derive(Subcommand)]
 pub enum BrokerCommand {
     /// Write a definitions document (for `rabbitmqctl import_definitions`) with the
-    /// topology, one user per agency and one for the gateway, and their permissions.
+    /// topology, one user per agency, one for the escalation tooling and one for the
+    /// gateway, and their permissions.
     Definitions {
-        /// Directory of password files, one per user (`<agency-id>`, `referral-gateway`);
+        /// Directory of password files, one per user (`<agency-id>`, `referral-escalations`, `referral-gateway`);
         /// a missing one is generated (mode 0600). The document holds hashes only.
         #[arg(long)]
         passwords: PathBuf,

@@ -23,6 +23,10 @@ pub enum CertsCommand {
         /// Validity of every certificate, in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// The scheme CA's name (its subject's CN), e.g. "Warwickshire liaison and
+        /// diversion referral scheme CA". Without it the CA is the development CA.
+        #[arg(long)]
+        ca_name: Option<String>,
         /// Overwrite an existing set in --out.
         #[arg(long)]
         force: bool,
@@ -72,6 +76,10 @@ pub enum CertsCommand {
         dir: PathBuf,
         #[arg(long, default_value_t = 30)]
         days: i64,
+        /// A CRL file (PEM; repeat for several, as `tls.crls`): certificates it revokes
+        /// are not listed.
+        #[arg(long = "crl")]
+        crls: Vec<PathBuf>,
     },
 }
 
@@ -81,10 +89,18 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
             out,
             server_names,
             days,
+            ca_name,
             force,
         } => {
             if !(1..=3650).contains(&days) {
                 anyhow::bail!("--days must be between 1 and 3650");
+            }
+            if let Some(name) = &ca_name
+                && (name.trim().is_empty()
+                    || name.chars().count() > 64
+                    || name.chars().any(char::is_control))
+            {
+                anyhow::bail!("--ca-name must be 1 to 64 characters, without control characters");
             }
             // Only the registry is read (a client certificate per registered agency): a
             // scheme's keys are made before its secrets and database exist. Without a
@@ -102,14 +118,29 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
                 }
                 Err(e) => return Err(e.into()),
             };
-            let written = certs::init(&out, &registry, &server_names, days, force)?;
+            let written = certs::init(
+                &out,
+                &registry,
+                &server_names,
+                ca_name.as_deref(),
+                days,
+                force,
+            )?;
             for w in written {
                 println!("{:<60} {}", w.what, w.path.display());
                 if let Some(note) = w.note {
                     println!("    note: {note}");
                 }
             }
-            println!("\nDevelopment use only: keep ca.key offline in any real scheme.");
+            if ca_name.is_some() {
+                println!(
+                    "\nMove ca.key off this host now (it signs agency certificates: run `certs issue` where it is kept), and delete the test material (agencies/, rogue/, unregistered/, staff-dev.key, staff-jwks.json)."
+                );
+            } else {
+                println!(
+                    "\nDevelopment CA: for a real scheme give --ca-name, and keep ca.key offline."
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         CertsCommand::Issue {
@@ -127,7 +158,7 @@ pub fn run(config_path: &Path, command: CertsCommand) -> anyhow::Result<ExitCode
             next_update_days,
             cert,
         } => revoke(&ca_cert, &ca_key, &crl, next_update_days, &cert),
-        CertsCommand::Expiring { dir, days } => expiring(config_path, &dir, days),
+        CertsCommand::Expiring { dir, days, crls } => expiring(config_path, &dir, days, &crls),
         CertsCommand::Fingerprint { file } => {
             for cert in tls::load_certs("file", &file)? {
                 println!(
@@ -261,10 +292,16 @@ fn revoke(
     Ok(ExitCode::SUCCESS)
 }
 
-fn expiring(config_path: &Path, dir: &Path, days: i64) -> anyhow::Result<ExitCode> {
+fn expiring(
+    config_path: &Path,
+    dir: &Path,
+    days: i64,
+    crls: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
     let registry = Config::load_registry(config_path)?;
     let now = time::OffsetDateTime::now_utc();
-    let found = certs::issued_certificates(dir, &registry)?;
+    let revoked = certs::revoked_serials(crls)?;
+    let found = certs::issued_certificates(dir, &registry, &revoked)?;
     let mut any = false;
     for (agency, cert) in &found {
         let left = (cert.not_after - now).whole_days();

@@ -58,9 +58,12 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
     };
     same_program(pid)?;
     let ops = server.ops_listen;
-    let before = ops.map(reload_counts).transpose().context(
-        "nothing was signalled (an ops_listen changed in the file takes effect at the next restart)",
-    )?;
+    let before = ops.map(reload_counts).transpose().with_context(|| {
+        format!(
+            "nothing was signalled: the gateway's ops listener did not answer at {} (is the gateway hung? If the file changes [server] ops_listen, the running gateway still listens on its old address until a restart: send SIGHUP yourself, `kill -HUP {pid}`, and read the outcome in its log)",
+            ops.map(|a| a.to_string()).unwrap_or_default()
+        )
+    })?;
     signal_hangup(pid)?;
     let (Some(ops), Some(before)) = (ops, before.as_ref()) else {
         println!(
@@ -69,9 +72,18 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
         return Ok(ExitCode::SUCCESS);
     };
     let started = Instant::now();
+    // From here on the gateway has been signalled: a failed read is retried until the
+    // wait is over, and never reported as "nothing was signalled".
+    let mut last_error = None;
     while started.elapsed() < wait {
         std::thread::sleep(Duration::from_millis(100));
-        let now = reload_counts(ops)?;
+        let now = match reload_counts(ops) {
+            Ok(now) => now,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
         if now.applied > before.applied {
             println!(
                 "reloaded: configuration generation {} is in force (process {pid})",
@@ -94,8 +106,11 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
         }
     }
     eprintln!(
-        "sent SIGHUP to process {pid}, but no reload was counted within {} s",
-        wait.as_secs()
+        "sent SIGHUP to process {pid}, but no reload was counted within {} s; it may still be applied: see the gateway's log{}",
+        wait.as_secs(),
+        last_error
+            .map(|e| format!(" (the last read of http://{ops}/metrics failed: {e:#})"))
+            .unwrap_or_default()
     );
     Ok(ExitCode::FAILURE)
 }

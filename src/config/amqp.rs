@@ -37,6 +37,7 @@ pub(super) fn build_amqp_url(raw: &RawAmqp, env: &dyn Env, problems: &mut Proble
         raw.url.as_deref(),
         raw.url_file.as_deref(),
         "amqp",
+        env.var("REFGW_AMQP_URL").is_some(),
         problems,
     );
     let (amqp_url, amqp_key) = setting(

@@ -56,6 +56,7 @@ pub(super) fn build_database(
         raw.url.as_deref(),
         raw.url_file.as_deref(),
         "database",
+        env.var("REFGW_DATABASE_URL").is_some(),
         problems,
     );
     let (db_url, db_key) = setting(

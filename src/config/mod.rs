@@ -289,11 +289,14 @@ fn setting(
 }
 
 /// `[section] url_file`: the URL read from a file (surrounding whitespace trimmed), so
-/// a password in it need not sit in the configuration; exclusive with `url`.
+/// a password in it need not sit in the configuration; exclusive with `url`. When the
+/// environment gives the URL (`overridden`), the file is not read: the environment takes
+/// precedence, and a new host's file may not hold the URL yet.
 fn url_from_file(
     url: Option<&str>,
     url_file: Option<&Path>,
     section: &str,
+    overridden: bool,
     problems: &mut Problems,
 ) -> Option<String> {
     let path = url_file?;
@@ -303,6 +306,9 @@ fn url_from_file(
             &key,
             format!("set {section}.url or {section}.url_file, not both"),
         );
+        return None;
+    }
+    if overridden {
         return None;
     }
     match std::fs::read_to_string(path) {
@@ -513,6 +519,11 @@ mod tests {
         // The environment still wins.
         let env = MapEnv(vec![("REFGW_DATABASE_URL", "sqlite://x.db")]);
         assert_eq!(load(&text, &env).unwrap().database.url, "sqlite://x.db");
+        // ... and then the file is not read: a new host's may still be empty.
+        std::fs::write(&db, "").unwrap();
+        assert_eq!(load(&text, &env).unwrap().database.url, "sqlite://x.db");
+        assert!(load(&text, &NoEnv).is_err());
+        std::fs::write(&db, "postgres://app:s3cret@127.0.0.1:5432/gw\n").unwrap();
 
         let both = text.replace("[database]\n", "[database]\nurl = \"sqlite://y.db\"\n");
         let err = load(&both, &NoEnv).unwrap_err().to_string();

@@ -194,6 +194,10 @@ pub(super) fn build_sla(
                 format!("'{st}' is not a service type"),
             );
         }
+        // Whether the rule names any clock at all (one that does not parse is reported on
+        // its own, not also as missing).
+        let names_a_clock =
+            t.acknowledge.is_some() || t.decision.is_some() || t.first_contact.is_some();
         let mut clock = |value: Option<String>, name: &str| {
             value.and_then(|v| target(&v, &format!("{key}.{name}"), problems))
         };
@@ -205,7 +209,7 @@ pub(super) fn build_sla(
             decision: clock(t.decision, "decision"),
             first_contact: clock(t.first_contact, "first_contact"),
         };
-        if rule.acknowledge.is_none() && rule.decision.is_none() && rule.first_contact.is_none() {
+        if !names_a_clock {
             problems.push(&key, "sets none of acknowledge, decision, first_contact");
         }
         rules.push(rule);

@@ -89,12 +89,23 @@ fn base_params(
 }
 
 impl Authority {
+    /// A development CA (`O = Referral gateway (development)`), for tests and `certs init`
+    /// without `--ca-name`.
     pub fn new(common_name: &str, validity_days: i64) -> Result<Self, CertsError> {
-        let mut params = base_params(
+        Self::named(
             common_name,
             Some("Referral gateway (development)"),
             validity_days,
-        )?;
+        )
+    }
+
+    /// A new self-signed CA whose subject is `CN = common_name` (and `O = organisation`).
+    pub fn named(
+        common_name: &str,
+        organisation: Option<&str>,
+        validity_days: i64,
+    ) -> Result<Self, CertsError> {
+        let mut params = base_params(common_name, organisation, validity_days)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.use_authority_key_identifier_extension = false;
         params.key_usages = vec![
@@ -618,6 +629,7 @@ pub fn init(
     out: &Path,
     registry: &AgencyRegistry,
     server_names: &[String],
+    ca_name: Option<&str>,
     validity_days: i64,
     force: bool,
 ) -> Result<Vec<Written>, CertsError> {
@@ -629,7 +641,11 @@ pub fn init(
         write(&path, contents, private).map(|()| written.push(Written { what, path, note }))
     };
 
-    let ca = Authority::new("Referral gateway development CA", validity_days)?;
+    // A scheme's CA is named for the scheme; without a name, the development CA.
+    let ca = match ca_name {
+        Some(name) => Authority::named(name, None, validity_days)?,
+        None => Authority::new("Referral gateway development CA", validity_days)?,
+    };
     put(
         "scheme CA certificate".into(),
         out.join("ca.crt"),
@@ -810,9 +826,35 @@ const MAX_ISSUED_FILES: usize = 10_000;
 /// belong to a registered agency (by SAN or fingerprint, as the gateway identifies
 /// clients), sorted by agency and expiry. Files that are not certificates, and
 /// certificates of no agency, are skipped.
+/// The serial numbers (without leading zero bytes) revoked by the CRLs in these PEM
+/// files, each of which may hold several CRLs.
+pub fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CertsError> {
+    let mut serials = Vec::new();
+    for path in crls {
+        let text = std::fs::read(path).map_err(|source| CertsError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        for der in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&text) {
+            let der = der.map_err(|e| CertsError::Refused(format!("{}: {e}", path.display())))?;
+            let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+                .map_err(|e| CertsError::Refused(format!("{}: {e}", path.display())))?;
+            serials.extend(
+                crl.iter_revoked_certificates()
+                    .map(|entry| trim_serial(entry.raw_serial()).to_vec()),
+            );
+        }
+    }
+    Ok(serials)
+}
+
+/// The certificates in `dir` issued to registered agencies, oldest expiry first per agency;
+/// those whose serial is in `revoked` ([`revoked_serials`]) are left out: a revoked
+/// certificate will never be renewed.
 pub fn issued_certificates(
     dir: &Path,
     registry: &AgencyRegistry,
+    revoked: &[Vec<u8>],
 ) -> Result<Vec<(String, IssuedFile)>, CertsError> {
     let entries = std::fs::read_dir(dir).map_err(|source| CertsError::Write {
         path: dir.to_owned(),
@@ -830,6 +872,10 @@ pub fn issued_certificates(
         let Ok(facts) = certificate_facts(der.as_ref(), None) else {
             continue;
         };
+        let serial = trim_serial(&facts.serial);
+        if revoked.iter().any(|r| r.as_slice() == serial) {
+            continue;
+        }
         if let Some(agency) = registry.identify(&facts.presented) {
             found.push((
                 agency.id.to_string(),

@@ -404,8 +404,24 @@ fn the_production_template_starts_with_systemd_credentials() {
     // named as deploy/referral-gateway.service passes them with LoadCredential=.
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set");
-    let (code, out) = cli::output(cli::gateway().args(["certs", "init", "--out"]).arg(&set));
+    let (code, out) = cli::output(
+        cli::gateway()
+            .args(["certs", "init", "--ca-name", "Test scheme CA", "--out"])
+            .arg(&set),
+    );
     assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Move ca.key off this host"), "{out}");
+    // The scheme's CA is named for the scheme, not for development.
+    let pem = std::fs::read_to_string(set.join("ca.crt")).unwrap();
+    let der = {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    };
+    let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"Test scheme CA") && !has(b"development"));
     let credentials = dir.path().join("credentials");
     std::fs::create_dir(&credentials).unwrap();
     for (credential, file) in [

@@ -446,6 +446,21 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
         "{metrics}"
     );
     assert!(metrics.contains("refgw_config_generation 2\n"), "{metrics}");
+    // A revoked certificate will not be renewed: it leaves the expiry metric, and
+    // `certs expiring` given the CRL leaves it out too.
+    assert!(
+        !metrics.contains("refgw_agency_certificate_expiry_days{agency=\"coventry-liaison\"}"),
+        "{metrics}"
+    );
+    let (code, out) = output(
+        gateway()
+            .args(["certs", "expiring", "--dir"])
+            .arg(&issued)
+            .args(["--days", "400", "--crl"])
+            .arg(&crl),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("0 checked"), "{out}");
     // Nothing but the fixed fields: no certificate subject or SAN in the log.
     let log = std::fs::read_to_string(&served.log).unwrap();
     assert!(!log.contains(LIAISON_URI), "{log}");
@@ -498,6 +513,22 @@ async fn issued_certificates_work_revoked_ones_fail_and_refusals_are_visible() {
         "{details:?}"
     );
     assert!(details[0].contains("crls changed"), "{details:?}");
+
+    // A setting that needs a restart: applied otherwise, named, exit 3.
+    write(
+        &config,
+        &config_text
+            .replace("crls = []", &format!("crls = [\"{}\"]", crl.display()))
+            .replace("max_body_bytes = 262144", "max_body_bytes = 131072"),
+    );
+    let (code, out) = served.reload(&config);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("reloaded: configuration generation 3 is in force")
+            && out.contains("take effect only at the next restart")
+            && out.contains(": server"),
+        "{out}"
+    );
     served.stop();
 }
 

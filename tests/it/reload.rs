@@ -522,8 +522,8 @@ async fn a_new_profile_is_refused_and_a_new_trust_anchor_or_certificate_needs_a_
     // every reload until then (the running one is still the old one).
     let cert = std::fs::read_to_string(certs.join("server.crt")).unwrap();
     std::fs::write(certs.join("server.crt"), format!("# renewed\n{cert}")).unwrap();
-    assert_eq!(restart(applied(&app).await), ["tls.cert, tls.key"]);
-    assert_eq!(restart(applied(&app).await), ["tls.cert, tls.key"]);
+    assert_eq!(restart(applied(&app).await), ["tls.cert", "tls.key"]);
+    assert_eq!(restart(applied(&app).await), ["tls.cert", "tls.key"]);
     let details = reloaded_details(&app).await;
     assert!(
         details

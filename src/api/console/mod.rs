@@ -161,7 +161,7 @@ fn query_config() -> web::QueryConfig {
 /// request's extensions; the session cookie renewed (idle timeout) when it is used.
 async fn layer(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let console = req.app_data::<web::Data<ConsoleState>>().cloned();
     let now = req
@@ -169,6 +169,7 @@ async fn layer(
         .map(|s| s.clock.now().unix_timestamp())
         .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
     let mut renew = None;
+    let mut signed_in = None;
     if let Some(console) = &console
         && !cross_site(req.request())
         && let Some(value) = session::cookie(req.request(), SESSION_COOKIE)
@@ -178,9 +179,27 @@ async fn layer(
             session.last_seen = now;
             renew = console.session_cookie(&session);
         }
+        signed_in = Some(session.clone());
         req.extensions_mut().insert(session);
     }
-    let mut res = next.call(req).await?;
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    // An error page shown to a signed-in staff member keeps the navigation and who they
+    // are (the error itself was rendered without the session).
+    let info = res
+        .response()
+        .extensions()
+        .get::<pages::ErrorPageInfo>()
+        .cloned();
+    if let (Some(session), Some(info)) = (&signed_in, info) {
+        let page = pages::error_page_for(Some(session), &info);
+        let mut kept = res.response().headers().clone();
+        res = res.into_response(page);
+        // The handler's own headers (Allow, Retry-After...) stay; the page's own win.
+        for (name, value) in res.headers().iter() {
+            kept.insert(name.clone(), value.clone());
+        }
+        *res.headers_mut() = kept;
+    }
     let headers = res.headers_mut();
     let sets_session = headers.get_all(header::SET_COOKIE).any(|v| {
         v.as_bytes()

@@ -217,15 +217,37 @@ struct ErrorPage {
     detail: String,
 }
 
+/// What an error page says: kept in its response's extensions, so that the console's
+/// layer (which knows the session) can show it again with the navigation of a signed-in
+/// staff member ([`error_page_for`]).
+#[derive(Debug, Clone)]
+pub(super) struct ErrorPageInfo {
+    status: StatusCode,
+    heading: String,
+    detail: String,
+}
+
 pub(super) fn error_page(status: StatusCode, heading: &str, detail: &str) -> HttpResponse {
-    let page = ErrorPage {
-        layout: Layout::new(heading, None, ""),
-        status: status.as_u16(),
+    let info = ErrorPageInfo {
+        status,
         heading: heading.to_owned(),
         detail: detail.to_owned(),
     };
+    let mut res = error_page_for(None, &info);
+    res.extensions_mut().insert(info);
+    res
+}
+
+/// The error page, with the navigation and the "signed in as" of `session` when given.
+pub(super) fn error_page_for(session: Option<&Session>, info: &ErrorPageInfo) -> HttpResponse {
+    let page = ErrorPage {
+        layout: Layout::new(&info.heading, session, ""),
+        status: info.status.as_u16(),
+        heading: info.heading.clone(),
+        detail: info.detail.clone(),
+    };
     let mut res = render(&page);
-    *res.status_mut() = status;
+    *res.status_mut() = info.status;
     res
 }
 
