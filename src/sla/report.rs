@@ -61,7 +61,16 @@ pub async fn sla_overview(
     Ok(SlaOverview {
         rows: aggregate(&clocks, &contacts, as_of),
         contact_times: contact_distribution(&clocks, as_of),
-        trend: trend(&clocks, &contacts, from, to, as_of, step, max_steps),
+        // No weeks after now: nothing can have been received in them yet.
+        trend: trend(
+            &clocks,
+            &contacts,
+            from,
+            to.min(Timestamp::from_micros(as_of).ceil_to_second()),
+            as_of,
+            step,
+            max_steps,
+        ),
     })
 }
 

@@ -795,6 +795,20 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
         get_page(&app, &auditor, "/console/audit").await.status(),
         200
     );
+    // An error page shown to a signed-in auditor keeps the navigation and who they are.
+    let missing = get_page(
+        &app,
+        &auditor,
+        &format!("/console/referrals/{}", uuid::Uuid::now_v7()),
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+    let missing = missing.text().await.unwrap();
+    assert!(
+        missing.contains("Signed in as dev-auditor")
+            && missing.contains(r#"href="/console/audit""#),
+        "{missing}"
+    );
     // The sign-in page says who is signed in already.
     let again = get_page(&app, &auditor, "/console/sign-in").await;
     let again = again.text().await.unwrap();
@@ -1074,9 +1088,26 @@ async fn the_agreements_register_counts_referrals_and_flags_endings(backend: Bac
     assert!(
         agreement_section(&html, "coventry-ld-health-2026").contains("app-referral-count\">0<")
     );
-    // A period that does not parse is refused as on the other pages.
-    let r = get_page(&app, &auditor, "/console/agreements?from=yesterday").await;
-    assert_eq!(r.status(), 400);
+    // A period that does not parse: the period form again, with what is wrong and what
+    // was typed, as on the overview and repeats pages.
+    for page in ["/console/agreements", "/console/repeats", "/console/"] {
+        let r = get_page(
+            &app,
+            &auditor,
+            &format!("{page}?from=yesterday&to=2026-02-30"),
+        )
+        .await;
+        assert_eq!(r.status(), 400, "{page}");
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("There is a problem with the period")
+                && html.contains(r#"value="yesterday""#)
+                && html.contains(r#"value="2026-02-30""#)
+                && html.contains(&format!(r#"action="{page}""#))
+                && html.contains("Signed in as dev-auditor"),
+            "{page}: {html}"
+        );
+    }
     app.stop().await;
 }
 

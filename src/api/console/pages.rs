@@ -751,6 +751,53 @@ struct OverviewPage {
     backlog: Option<String>,
 }
 
+#[derive(Template)]
+#[template(path = "console/period_error.html")]
+struct PeriodErrorPage {
+    layout: Layout,
+    action: &'static str,
+    from: String,
+    to: String,
+    agency: Option<String>,
+    field: &'static str,
+    message: String,
+}
+
+/// A page's period as the report's rule reads it (the last 30 days by default), or, when
+/// the typed period cannot be read, that page's period form again with what is wrong and
+/// what was typed (`400`), rather than an error page without the form.
+fn period_or_form(
+    user: &SignedIn,
+    state: &AppState,
+    (title, action): (&str, &'static str),
+    from: &Option<String>,
+    to: &Option<String>,
+    agency: &Option<String>,
+) -> Result<Result<(Timestamp, Timestamp), HttpResponse>, ConsoleError> {
+    match crate::api::reports::report_period(state, empty_none(from), empty_none(to)) {
+        Ok(period) => Ok(Ok(period)),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            let page = PeriodErrorPage {
+                layout: Layout::new(title, Some(&user.0), action),
+                action,
+                from: from.clone().unwrap_or_default(),
+                to: to.clone().unwrap_or_default(),
+                agency: empty_none(agency).map(str::to_owned),
+                field: if e.detail.starts_with("'to'") {
+                    "to"
+                } else {
+                    "from"
+                },
+                message: e.detail.clone(),
+            };
+            let mut res = render(&page);
+            *res.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(Err(res))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn empty_none(text: &Option<String>) -> Option<&str> {
     text.as_deref().filter(|t| !t.is_empty())
 }
@@ -764,8 +811,17 @@ pub async fn overview(
     let agency = caller
         .agency_scope(&state, empty_none(&query.agency), "/console/")
         .await?;
-    let (from, to) =
-        crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
+    let (from, to) = match period_or_form(
+        &user,
+        &state,
+        ("Overview", "/console/"),
+        &query.from,
+        &query.to,
+        &query.agency,
+    )? {
+        Ok(period) => period,
+        Err(page) => return Ok(page),
+    };
     // The report, the time to first contact and the weekly trend (at most 26 weeks from
     // `from`): one read of the report's facts, one audit entry.
     let crate::sla::report::SlaOverview {
@@ -2065,8 +2121,17 @@ pub async fn agreements(
     caller
         .require(&state, &[Role::Auditor], "/console/agreements")
         .await?;
-    let (from, to) =
-        crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
+    let (from, to) = match period_or_form(
+        &user,
+        &state,
+        ("Sharing agreements", "/console/agreements"),
+        &query.from,
+        &query.to,
+        &None,
+    )? {
+        Ok(period) => period,
+        Err(page) => return Ok(page),
+    };
     let counts = state.store.referrals_per_agreement(from, to).await?;
     crate::api::record_access(
         &state,
@@ -2188,8 +2253,17 @@ pub async fn repeats(
     caller
         .require(&state, &[Role::Auditor], "/console/repeats")
         .await?;
-    let (from, to) =
-        crate::api::reports::report_period(&state, empty_none(&query.from), empty_none(&query.to))?;
+    let (from, to) = match period_or_form(
+        &user,
+        &state,
+        ("Repeat referrals", "/console/repeats"),
+        &query.from,
+        &query.to,
+        &None,
+    )? {
+        Ok(period) => period,
+        Err(page) => return Ok(page),
+    };
     let submissions = state.store.submissions_by_person(from, to).await?;
     let declined: std::collections::HashMap<String, Timestamp> = state
         .store
