@@ -395,24 +395,23 @@ pub(crate) async fn list_referrals(
         Some(c) => {
             // An oldest-first list's cursors start with `o`: a cursor continues only the
             // order it came from (in the other it would repeat or skip rows).
-            let c = match (c.strip_prefix('o'), oldest_first) {
-                (Some(rest), true) => rest,
-                (None, false) => c,
-                _ => {
+            let (rest, from_oldest) = match c.strip_prefix('o') {
+                Some(rest) => (rest, true),
+                None => (c, false),
+            };
+            let parsed = rest.split_once('_').and_then(|(at, id)| {
+                // The cursor's instant is written as its microseconds.
+                Some((at.parse::<i64>().ok()?, ReferralId::parse(id).ok()?))
+            });
+            match parsed {
+                None => return Err(bad("'cursor' is not one this API gave")),
+                Some(_) if from_oldest != oldest_first => {
                     return Err(bad(
                         "'cursor' belongs to a list in the other order: give the 'order' it came with",
                     ));
                 }
-            };
-            let (at, id) = c
-                .split_once('_')
-                .ok_or_else(|| bad("'cursor' is not one this API gave"))?;
-            // The cursor's instant is written as its microseconds.
-            let at = at
-                .parse::<i64>()
-                .map_err(|_| bad("'cursor' is not one this API gave"))?;
-            let id = ReferralId::parse(id).map_err(|_| bad("'cursor' is not one this API gave"))?;
-            Some((Timestamp::from_micros(at), id))
+                Some((at, id)) => Some((Timestamp::from_micros(at), id)),
+            }
         }
     };
     let filter = crate::store::ReferralFilter {

@@ -76,8 +76,8 @@ pub enum CertsCommand {
         dir: PathBuf,
         #[arg(long, default_value_t = 30)]
         days: i64,
-        /// A CRL file (PEM; repeat for several, as `tls.crls`): certificates it revokes
-        /// are not listed.
+        /// A CRL file (PEM; repeat for several): certificates it revokes are not listed.
+        /// Default: the configuration's `tls.crls`.
         #[arg(long = "crl")]
         crls: Vec<PathBuf>,
     },
@@ -300,6 +300,14 @@ fn expiring(
 ) -> anyhow::Result<ExitCode> {
     let registry = Config::load_registry(config_path)?;
     let now = time::OffsetDateTime::now_utc();
+    // The gateway's own CRLs unless others are given.
+    let configured;
+    let crls = if crls.is_empty() {
+        configured = Config::load_crl_paths(config_path)?;
+        &configured
+    } else {
+        crls
+    };
     let revoked = certs::revoked_serials(crls)?;
     let found = certs::issued_certificates(dir, &registry, &revoked)?;
     let mut any = false;

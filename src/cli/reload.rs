@@ -119,8 +119,22 @@ pub fn run(config_path: &Path, pid: Option<i32>, wait: Duration) -> anyhow::Resu
 /// stale pid file, or one the service's own user rewrote, must not make `reload` (often
 /// run as root) hang up some other process.
 fn same_program(pid: i32) -> anyhow::Result<()> {
+    // kill(2) reads 0 and negative ids as groups (-1: every process it may signal), and 1
+    // is init: never the gateway.
+    if pid <= 1 {
+        anyhow::bail!(
+            "process id {pid} cannot be the gateway's (it must be above 1); nothing was signalled"
+        );
+    }
     #[cfg(target_os = "linux")]
     {
+        if let Err(e) = std::fs::read_link(format!("/proc/{pid}/exe"))
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            anyhow::bail!(
+                "there is no process {pid} (is the gateway running? is the pid file stale?); nothing was signalled"
+            );
+        }
         let name = |path: &std::path::Path| {
             path.file_name().map(|n| {
                 n.to_string_lossy()

@@ -201,6 +201,30 @@ impl Config {
         }
     }
 
+    /// The CRL files of `[tls] crls` alone, for `certs expiring`, which runs where the
+    /// gateway's secrets need not be. The rest of the file is not read.
+    pub fn load_crl_paths(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let value = toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let crls = value
+            .get("tls")
+            .and_then(|tls| tls.get("crls"))
+            .cloned()
+            .map(|crls| crls.try_into::<Vec<PathBuf>>())
+            .transpose()
+            .map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("tls.crls: {e}"),
+            })?;
+        Ok(crls.unwrap_or_default())
+    }
+
     fn load_checked(path: &Path, env: &dyn Env, checks: FileChecks) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),

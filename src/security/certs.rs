@@ -23,6 +23,11 @@ pub enum CertsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} already exists; pass --force to overwrite the certificate set")]
     Exists(PathBuf),
     #[error("'{0}' cannot be put in a certificate name")]
@@ -822,20 +827,18 @@ pub struct IssuedFile {
 /// At most this many files of the directory are read.
 const MAX_ISSUED_FILES: usize = 10_000;
 
-/// The certificates (`*.crt`, PEM; the first certificate of each file) in `dir` that
-/// belong to a registered agency (by SAN or fingerprint, as the gateway identifies
-/// clients), sorted by agency and expiry. Files that are not certificates, and
-/// certificates of no agency, are skipped.
 /// The serial numbers (without leading zero bytes) revoked by the CRLs in these PEM
 /// files, each of which may hold several CRLs.
 pub fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CertsError> {
     let mut serials = Vec::new();
     for path in crls {
-        let text = std::fs::read(path).map_err(|source| CertsError::Write {
+        let text = std::fs::read(path).map_err(|source| CertsError::Read {
             path: path.clone(),
             source,
         })?;
+        let mut blocks = 0;
         for der in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&text) {
+            blocks += 1;
             let der = der.map_err(|e| CertsError::Refused(format!("{}: {e}", path.display())))?;
             let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
                 .map_err(|e| CertsError::Refused(format!("{}: {e}", path.display())))?;
@@ -844,19 +847,27 @@ pub fn revoked_serials(crls: &[PathBuf]) -> Result<Vec<Vec<u8>>, CertsError> {
                     .map(|entry| trim_serial(entry.raw_serial()).to_vec()),
             );
         }
+        if blocks == 0 {
+            return Err(CertsError::Refused(format!(
+                "{}: holds no PEM CRL (-----BEGIN X509 CRL-----)",
+                path.display()
+            )));
+        }
     }
     Ok(serials)
 }
 
-/// The certificates in `dir` issued to registered agencies, oldest expiry first per agency;
-/// those whose serial is in `revoked` ([`revoked_serials`]) are left out: a revoked
-/// certificate will never be renewed.
+/// The certificates (`*.crt`, PEM; the first certificate of each file) in `dir` that
+/// belong to a registered agency (by SAN or fingerprint, as the gateway identifies
+/// clients), sorted by agency and expiry. Files that are not certificates, certificates
+/// of no agency, and those whose serial is in `revoked` ([`revoked_serials`]: a revoked
+/// certificate will never be renewed) are skipped.
 pub fn issued_certificates(
     dir: &Path,
     registry: &AgencyRegistry,
     revoked: &[Vec<u8>],
 ) -> Result<Vec<(String, IssuedFile)>, CertsError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| CertsError::Write {
+    let entries = std::fs::read_dir(dir).map_err(|source| CertsError::Read {
         path: dir.to_owned(),
         source,
     })?;

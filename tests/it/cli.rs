@@ -904,6 +904,21 @@ fn reload_refuses_a_pid_that_is_not_a_gateway() {
         "{stderr}"
     );
     assert!(other.try_wait().unwrap().is_none(), "sleep was signalled");
+    // Group ids and init are never signalled (kill(-1) would reach every process).
+    for pid in ["--pid=-1", "--pid=0", "--pid=1"] {
+        let out = gateway()
+            .arg("--config")
+            .arg(root().join("config/gateway.toml"))
+            .args(["reload", pid])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{pid}: {stderr}");
+        assert!(
+            stderr.contains("cannot be the gateway's"),
+            "{pid}: {stderr}"
+        );
+    }
     let _ = other.kill();
     let _ = other.wait();
 }

@@ -884,6 +884,20 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
             );
         }
     }
+    // An error page for a cross-site request shows nothing of the session either.
+    let foreign = no_redirects()
+        .get(app.staff_url("/console/nope"))
+        .header("cookie", &auditor.cookie)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+    let foreign = foreign.text().await.unwrap();
+    assert!(
+        !foreign.contains("Signed in as") && !foreign.contains(&auditor.csrf),
+        "{foreign}"
+    );
     let same_site = no_redirects()
         .get(app.staff_url("/console/audit"))
         .header("cookie", &auditor.cookie)

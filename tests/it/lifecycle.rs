@@ -496,6 +496,25 @@ async fn a_full_last_page_has_no_cursor() {
         .as_str()
         .unwrap()
         .to_owned();
+    // A cursor that is not one at all says so, in either order.
+    for query in [
+        "?order=oldest&cursor=garbage",
+        "?cursor=oops",
+        "?order=oldest&cursor=",
+    ] {
+        let r = agency_client("coventry-liaison")
+            .get(app.url(&format!("/v1/referrals{query}")))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 400).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not one this API gave")),
+            "{query}: {body}"
+        );
+    }
     for query in [
         format!("?order=oldest&cursor={newest_cursor}"),
         format!("?cursor={cursor}"),

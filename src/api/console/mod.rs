@@ -194,7 +194,7 @@ async fn layer(
         let page = pages::error_page_for(Some(session), &info);
         let mut kept = res.response().headers().clone();
         res = res.into_response(page);
-        // The handler's own headers (Allow, Retry-After...) stay; the page's own win.
+        // The error response's headers stay (Set-Cookie...); the page's own win.
         for (name, value) in res.headers().iter() {
             kept.insert(name.clone(), value.clone());
         }

@@ -1596,10 +1596,11 @@ async fn audit_page(
             // A search that cannot be read: the form again, with what is wrong and what
             // was typed, rather than an error page without it.
             Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                // A problem with no field of its own (a stale cursor) links to the form.
                 let field = ["from", "to", "referral", "agency", "action"]
                     .into_iter()
                     .find(|f| e.detail.starts_with(&format!("'{f}'")))
-                    .unwrap_or("from");
+                    .unwrap_or("search");
                 errors.push((field.to_owned(), e.detail.clone()));
             }
             Err(e) => return Err(e.into()),
