@@ -977,6 +977,23 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
     assert!(page.contains("nhsuk-error-summary"), "{page}");
     assert!(page.contains(r##"<a href="#from">"##), "{page}");
     assert!(page.contains(r#"value="yesterday""#), "{page}");
+    // So is an export whose period cannot be read: the audit page again, the export's
+    // boxes holding what was typed.
+    let bad = post_form(
+        &app,
+        &auditor,
+        "/console/audit/export",
+        &format!("csrf={}&format=csv&from=yesterday&to=", auditor.csrf),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let page = bad.text().await.unwrap();
+    assert!(
+        page.contains("nhsuk-error-summary")
+            && page.contains(r##"<a href="#export-from">"##)
+            && page.contains(r#"id="export-from" name="from" type="text" value="yesterday""#),
+        "{page}"
+    );
     // Sign-out ends the session even for a copy of the cookie.
     let r = post_form(
         &app,
@@ -1101,6 +1118,23 @@ async fn the_agreements_register_counts_referrals_and_flags_endings(backend: Bac
     let html = r.text().await.unwrap();
     assert!(
         agreement_section(&html, "coventry-ld-health-2026").contains("app-referral-count\">0<")
+    );
+    // Dates typed into the period form read back as typed (the page's sentence gives the
+    // exact bounds).
+    let typed = get_page(
+        &app,
+        &auditor,
+        "/console/agreements?from=2026-01-01&to=2026-01-02",
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        typed.contains(r#"value="2026-01-01""#)
+            && typed.contains(r#"value="2026-01-02""#)
+            && typed.contains("to 2026-01-03T00:00:00Z"),
+        "{typed}"
     );
     // A period that does not parse: the period form again, with what is wrong and what
     // was typed, as on the overview and repeats pages.

@@ -736,6 +736,9 @@ pub struct PeriodQuery {
 #[derive(Template)]
 #[template(path = "console/overview.html")]
 struct OverviewPage {
+    /// The period form's values: what was typed, or the period's bounds when nothing was.
+    form_from: String,
+    form_to: String,
     layout: Layout,
     from: String,
     to: String,
@@ -754,10 +757,11 @@ struct OverviewPage {
 #[derive(Template)]
 #[template(path = "console/period_error.html")]
 struct PeriodErrorPage {
+    /// The period form's values: what was typed, or the period's bounds when nothing was.
+    form_from: String,
+    form_to: String,
     layout: Layout,
     action: &'static str,
-    from: String,
-    to: String,
     agency: Option<String>,
     field: &'static str,
     message: String,
@@ -780,8 +784,8 @@ fn period_or_form(
             let page = PeriodErrorPage {
                 layout: Layout::new(title, Some(&user.0), action),
                 action,
-                from: from.clone().unwrap_or_default(),
-                to: to.clone().unwrap_or_default(),
+                form_from: from.clone().unwrap_or_default(),
+                form_to: to.clone().unwrap_or_default(),
                 agency: empty_none(agency).map(str::to_owned),
                 field: if e.detail.starts_with("'to'") {
                     "to"
@@ -796,6 +800,11 @@ fn period_or_form(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A period form's value: what was typed (a date stays a date), or the bound itself.
+fn typed_or(typed: &Option<String>, bound: Timestamp) -> String {
+    empty_none(typed).map_or_else(|| bound.to_rfc3339(), str::to_owned)
 }
 
 fn empty_none(text: &Option<String>) -> Option<&str> {
@@ -982,6 +991,8 @@ pub async fn overview(
     };
     let page = OverviewPage {
         layout: Layout::new("Overview", Some(&user.0), "/console/"),
+        form_from: typed_or(&query.from, from),
+        form_to: typed_or(&query.to, to),
         from: from.to_rfc3339(),
         to: to.to_rfc3339(),
         agencies: agency_options(&state, &caller.0, agency.as_deref(), true),
@@ -1175,10 +1186,13 @@ pub async fn overdue(
     // The longest waiting first unless newest first is asked for; anything else is the
     // API's `400` (the same check as `GET /v1/referrals`).
     let order = match empty_none(&query.order) {
-        // A link with a cursor but no order is a newest-first page's (made before the
-        // console listed the longest waiting first).
-        None if empty_none(&query.cursor).is_some() => "newest",
-        None => "oldest",
+        // A link with a cursor but no order continues the order its cursor came from
+        // (oldest-first cursors start with `o`; a newest-first one is a link made before
+        // the console listed the longest waiting first).
+        None => match empty_none(&query.cursor) {
+            Some(c) if !c.starts_with('o') => "newest",
+            _ => "oldest",
+        },
         Some("newest") => "newest",
         Some("oldest") => "oldest",
         Some(_) => {
@@ -1241,7 +1255,7 @@ pub async fn overdue(
                 r.referral_id.to_string(),
                 format!("/console/referrals/{}", r.referral_id),
             ),
-            Cell::text(r.status.to_string()),
+            Cell::text(status_short(r.status)),
             Cell::text(r.priority.as_str()),
             Cell::text(&r.sender.agency_id),
             Cell::text(&r.recipient.agency_id),
@@ -1276,6 +1290,7 @@ fn lateness(micros: i64) -> String {
     let minutes = micros.max(0) / 60_000_000;
     let (days, hours, mins) = (minutes / (24 * 60), minutes / 60 % 24, minutes % 60);
     match (days, hours) {
+        (0, 0) if mins == 0 => "under 1 min".to_owned(),
         (0, 0) => format!("{mins} min"),
         (0, h) => format!("{h} h {mins} min"),
         (d, h) => format!("{d} day{} {h} h", if d == 1 { "" } else { "s" }),
@@ -1406,6 +1421,24 @@ fn status_words(status: crate::domain::ReferralStatus) -> String {
         Delivered => "Delivered",
     };
     format!("{words} ({status})")
+}
+
+/// A referral's status in a word or two, for tables.
+fn status_short(status: crate::domain::ReferralStatus) -> &'static str {
+    use crate::domain::ReferralStatus::*;
+    match status {
+        Received => "Received",
+        Queued => "On the queue",
+        Delivered => "Delivered",
+        Undelivered => "Undelivered",
+        Acknowledged => "Acknowledged",
+        Accepted => "Accepted",
+        Declined => "Declined",
+        Redirected => "Redirected",
+        FirstContact => "First contact made",
+        Closed => "Closed",
+        Withdrawn => "Withdrawn",
+    }
 }
 
 fn clock_words(clock: crate::domain::sla::Clock) -> &'static str {
@@ -1570,6 +1603,7 @@ async fn audit_page(
     form: &AuditForm,
     searched: bool,
     verifications: &super::verification::Verifications,
+    mut errors: Vec<(String, String)>,
 ) -> Result<HttpResponse, ConsoleError> {
     let caller = user.caller();
     caller
@@ -1577,7 +1611,6 @@ async fn audit_page(
         .await?;
     let mut tables = Vec::new();
     let mut next = None;
-    let mut errors = Vec::new();
     if searched {
         let query = crate::api::auditor::EventsQuery {
             from: form.from.clone().filter(|s| !s.is_empty()),
@@ -1676,6 +1709,7 @@ pub async fn audit_form(
         &AuditForm::default(),
         false,
         &console.verifications,
+        Vec::new(),
     )
     .await
 }
@@ -1688,7 +1722,15 @@ pub async fn audit_search(
 ) -> Result<HttpResponse, ConsoleError> {
     user.check_csrf(&form.csrf)?;
     let console = console(&req)?;
-    audit_page(&user, &state, &form, true, &console.verifications).await
+    audit_page(
+        &user,
+        &state,
+        &form,
+        true,
+        &console.verifications,
+        Vec::new(),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1700,6 +1742,7 @@ pub struct ExportForm {
 }
 
 pub async fn audit_export(
+    req: HttpRequest,
     user: SignedIn,
     form: web::Form<ExportForm>,
     state: web::Data<AppState>,
@@ -1710,7 +1753,38 @@ pub async fn audit_export(
         to: form.to.clone().filter(|s| !s.is_empty()),
         format: Some(form.format.clone()),
     };
-    Ok(crate::api::auditor::export_response(&user.caller(), &state, &query).await?)
+    match crate::api::auditor::export_response(&user.caller(), &state, &query).await {
+        Ok(res) => Ok(res),
+        // A period that cannot be read: the audit page again, the export's boxes holding
+        // what was typed, with an error summary pointing at them.
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            let console = console(&req)?;
+            let field = if e.detail.starts_with("'to'") {
+                "export-to"
+            } else if e.detail.starts_with("'format'") {
+                "export-csv"
+            } else {
+                "export-from"
+            };
+            let page = AuditForm {
+                from: form.from.clone(),
+                to: form.to.clone(),
+                ..AuditForm::default()
+            };
+            let mut res = audit_page(
+                &user,
+                &state,
+                &page,
+                false,
+                &console.verifications,
+                vec![(field.to_owned(), e.detail.clone())],
+            )
+            .await?;
+            *res.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(res)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Starts a verification of the whole chain in the background (unless one is running)
@@ -2072,6 +2146,9 @@ struct AgreementView {
 #[derive(Template)]
 #[template(path = "console/agreements.html")]
 struct AgreementsPage {
+    /// The period form's values: what was typed, or the period's bounds when nothing was.
+    form_from: String,
+    form_to: String,
     layout: Layout,
     from: String,
     to: String,
@@ -2195,6 +2272,8 @@ pub async fn agreements(
         .collect();
     Ok(render(&AgreementsPage {
         layout: Layout::new("Sharing agreements", Some(&user.0), "/console/agreements"),
+        form_from: typed_or(&query.from, from),
+        form_to: typed_or(&query.to, to),
         from: from.to_rfc3339(),
         to: to.to_rfc3339(),
         today: today.to_string(),
@@ -2227,6 +2306,9 @@ struct RepeatPersonView {
 #[derive(Template)]
 #[template(path = "console/repeats.html")]
 struct RepeatsPage {
+    /// The period form's values: what was typed, or the period's bounds when nothing was.
+    form_from: String,
+    form_to: String,
     layout: Layout,
     from: String,
     to: String,
@@ -2312,6 +2394,8 @@ pub async fn repeats(
         .collect();
     Ok(render(&RepeatsPage {
         layout: Layout::new("Repeat referrals", Some(&user.0), "/console/repeats"),
+        form_from: typed_or(&query.from, from),
+        form_to: typed_or(&query.to, to),
         from: from.to_rfc3339(),
         to: to.to_rfc3339(),
         buckets: crate::governance::repeats::BUCKETS,
@@ -2329,7 +2413,8 @@ mod tests {
     #[test]
     fn lateness_reads_at_a_glance() {
         let minute = 60_000_000;
-        assert_eq!(lateness(-5), "0 min");
+        assert_eq!(lateness(-5), "under 1 min");
+        assert_eq!(lateness(30_000_000), "under 1 min");
         assert_eq!(lateness(12 * minute), "12 min");
         assert_eq!(lateness((5 * 60 + 20) * minute), "5 h 20 min");
         assert_eq!(lateness((24 * 60 + 61) * minute), "1 day 1 h");
