@@ -1201,6 +1201,49 @@ async fn disclosures_are_audited(backend: Backend) {
             "{action} after {path}"
         );
     }
+    // The statement says when and by whom it was produced, and what it was searched by.
+    let html = post_form(
+        &app,
+        &auditor,
+        "/console/subject-access",
+        &format!("csrf={}&nhs_number=9434765919&format=html", auditor.csrf),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        html.contains("by staff:dev-auditor") && html.contains("NHS number"),
+        "{html}"
+    );
+    // Problems in the form's words, not the API's members.
+    for (body, words) in [
+        (
+            "",
+            "Enter an NHS number, or a name and date of birth, or both.",
+        ),
+        ("&nhs_number=123", "Enter a valid 10-digit NHS number"),
+        (
+            "&given=Alex&date_of_birth=1984-03-07",
+            "Enter both the given name and the family name.",
+        ),
+        (
+            "&given=Alex&family=Smith&date_of_birth=1984-02-30",
+            "Enter the date of birth as a real date",
+        ),
+    ] {
+        let r = post_form(
+            &app,
+            &auditor,
+            "/console/subject-access",
+            &format!("csrf={}{body}&format=html", auditor.csrf),
+        )
+        .await;
+        assert_eq!(r.status(), 422, "{body}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(words), "{body}: {html}");
+        assert!(!html.contains("&#39;nhs_number&#39;"), "{body}");
+    }
     // The statement as CSV holds the seeded referral.
     let r = post_form(
         &app,

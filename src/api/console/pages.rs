@@ -2010,21 +2010,32 @@ pub async fn subject_access(
                 "/name" => "given",
                 _ => "nhs_number",
             };
+            // The API's problems in the words of the form (its field names, not the JSON
+            // members the API reads).
+            let words = |pointer: &str, detail: &str| -> String {
+                match pointer {
+                    "" => "Enter an NHS number, or a name and date of birth, or both.".to_owned(),
+                    "/nhs_number" => {
+                        "Enter a valid 10-digit NHS number (spaces are allowed).".to_owned()
+                    }
+                    "/name" if detail.starts_with("is needed") => {
+                        "Enter the given and family names with the date of birth.".to_owned()
+                    }
+                    "/name" => "Enter both the given name and the family name.".to_owned(),
+                    "/date_of_birth" if detail.starts_with("is needed") => {
+                        "Enter the date of birth with the name.".to_owned()
+                    }
+                    "/date_of_birth" => {
+                        "Enter the date of birth as a real date, YYYY-MM-DD (for example 1984-03-07)."
+                            .to_owned()
+                    }
+                    other => format!("{} {detail}", other.trim_start_matches('/')),
+                }
+            };
             let errors = e
                 .errors
                 .iter()
-                .map(|v| {
-                    (
-                        field(&v.pointer).to_owned(),
-                        format!(
-                            "{} {}",
-                            v.pointer.trim_start_matches('/').replace('_', " "),
-                            v.detail
-                        )
-                        .trim()
-                        .to_owned(),
-                    )
-                })
+                .map(|v| (field(&v.pointer).to_owned(), words(&v.pointer, &v.detail)))
                 .collect::<Vec<_>>();
             let mut res = render(&SubjectPage {
                 layout: Layout::new("Subject access", Some(&user.0), "/console/subject-access"),
@@ -2105,11 +2116,24 @@ pub async fn subject_access(
             ))
             .body(csv));
     }
+    let searched_by: Vec<&str> = answer_searched_by
+        .iter()
+        .map(|by| match *by {
+            "nhs_number" => "NHS number",
+            "name_and_date_of_birth" => "name and date of birth",
+            _ => "other identifiers",
+        })
+        .collect();
     let summary = vec![
         (
-            "Searched by".to_owned(),
-            answer_searched_by.join(" and ").replace('_', " "),
+            "Produced".to_owned(),
+            format!(
+                "{} by {}",
+                when_exact(Timestamp::from(state.clock.now())),
+                user.0.identity().actor()
+            ),
         ),
+        ("Searched by".to_owned(), searched_by.join(" and ")),
         ("Referrals".to_owned(), answer_summary.referrals.join(", ")),
         ("Disclosures".to_owned(), answer_summary.shared.to_string()),
         ("Refusals".to_owned(), answer_summary.refused.to_string()),
