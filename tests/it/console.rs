@@ -806,7 +806,9 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
     let missing = missing.text().await.unwrap();
     assert!(
         missing.contains("Signed in as dev-auditor")
-            && missing.contains(r#"href="/console/audit""#),
+            && missing.contains(r#"href="/console/audit""#)
+            && missing.contains("not one your agency sent or received")
+            && !missing.contains("calling agency"),
         "{missing}"
     );
     // The sign-in page says who is signed in already.
@@ -837,6 +839,24 @@ async fn sessions_csrf_headers_and_the_development_sign_in() {
             .await
             .unwrap()
             .contains(r#"<option value="newest" selected>"#)
+    );
+    // A later page links back to the first, in the same order.
+    let later = get_page(
+        &app,
+        &auditor,
+        &format!(
+            "/console/overdue?agency=coventry-cmht&cursor=o0_{}",
+            uuid::Uuid::now_v7()
+        ),
+    )
+    .await;
+    assert_eq!(later.status(), 200);
+    assert!(
+        later
+            .text()
+            .await
+            .unwrap()
+            .contains(r#"href="/console/overdue?agency=coventry-cmht&amp;order=oldest""#)
     );
     let sideways = get_page(
         &app,

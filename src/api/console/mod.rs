@@ -377,8 +377,37 @@ impl ResponseError for ConsoleError {
                 "Your form has expired",
                 "The form was sent without this session's security token. Go back, reload the page and try again.",
             ),
-            ConsoleError::Api(e) => pages::error_page(e.status, e.title, &e.detail),
+            ConsoleError::Api(e) => {
+                let (heading, detail) = console_words(e);
+                pages::error_page(e.status, heading, &detail)
+            }
         }
+    }
+}
+
+/// An API problem in the words of a page (the API's own detail speaks of tokens, resources
+/// and calling agencies): the heading and what to say, for the problems a console page can
+/// meet; any other keeps the API's title and detail.
+fn console_words(e: &ApiError) -> (&'static str, String) {
+    use super::problem::ProblemKind::*;
+    match e.kind {
+        NotFound => (
+            "Not found",
+            "There is no such referral (or page), or it is not one your agency sent or received.".to_owned(),
+        ),
+        InsufficientRole => (
+            "You cannot see this page",
+            "This page is for auditors. Ask your organisation's identity administrator if you need that role.".to_owned(),
+        ),
+        OtherAgency => (
+            "You cannot see this agency's data",
+            format!("{} Choose your own agency.", e.detail),
+        ),
+        NoAgencyClaim => (
+            "Your agency is not known here",
+            "Your account names no agency registered in this gateway. Ask the scheme operator to check your account's agency.".to_owned(),
+        ),
+        _ => (e.title, e.detail.clone()),
     }
 }
 
@@ -443,6 +472,22 @@ mod tests {
         assert_eq!(
             sign_in_location(Some("/console/overdue?agency=a&x=1")),
             "/console/sign-in?next=%2Fconsole%2Foverdue%3Fagency%3Da%26x%3D1"
+        );
+    }
+}
+
+#[cfg(test)]
+mod words_tests {
+    use super::console_words;
+    use crate::api::problem::ApiError;
+
+    #[test]
+    fn api_problems_are_said_in_the_pages_words() {
+        let (heading, detail) = console_words(&ApiError::not_found());
+        assert_eq!(heading, "Not found");
+        assert!(
+            detail.contains("not one your agency sent or received"),
+            "{detail}"
         );
     }
 }

@@ -1156,6 +1156,8 @@ struct OverduePage {
     next: Option<String>,
     agency: String,
     order: &'static str,
+    /// A later page (a cursor was given): it links back to the first.
+    later_page: bool,
 }
 
 pub async fn overdue(
@@ -1281,6 +1283,7 @@ pub async fn overdue(
         next,
         agency,
         order,
+        later_page: empty_none(&query.cursor).is_some(),
     };
     Ok(render(&page))
 }
