@@ -62,6 +62,27 @@ pub struct BrokerUser {
     pub role: String,
 }
 
+impl BrokerUser {
+    /// A user that reads `queues` and configures and writes nothing: an agency, or the
+    /// escalation tooling. Named `<namespace>.<id>`, its password in `passwords/<id>`.
+    fn reader(
+        topology: &Topology,
+        id: &str,
+        passwords: &Path,
+        what: &str,
+        queues: &[String],
+    ) -> Self {
+        Self {
+            name: topology.prefixed(id),
+            password_file: passwords.join(id),
+            configure: "^$".to_owned(),
+            write: "^$".to_owned(),
+            role: format!("{what}: reads {}", queues.join(", ")),
+            read: exactly(queues),
+        }
+    }
+}
+
 /// `^(a|b|c)$` over the exact names (regex-escaped); `^$` (nothing) for none.
 pub fn exactly(names: &[String]) -> String {
     if names.is_empty() {
@@ -99,14 +120,13 @@ pub fn users(topology: &Topology, agencies: &[String], passwords: &Path) -> Vec<
         if senders.contains(&agency.as_str()) {
             reads.push(topology.status_queue(agency));
         }
-        users.push(BrokerUser {
-            name: topology.prefixed(agency),
-            password_file: passwords.join(agency),
-            configure: "^$".to_owned(),
-            write: "^$".to_owned(),
-            role: format!("agency {agency}: reads {}", reads.join(", ")),
-            read: exactly(&reads),
-        });
+        users.push(BrokerUser::reader(
+            topology,
+            agency,
+            passwords,
+            &format!("agency {agency}"),
+            &reads,
+        ));
     }
     let plan = topology.plan();
     let queues: Vec<String> = plan.queues.iter().map(|q| q.name.clone()).collect();
@@ -116,15 +136,13 @@ pub fn users(topology: &Topology, agencies: &[String], passwords: &Path) -> Vec<
         .map(|a| topology.dead_letter_queue(a))
         .collect();
     let reads: Vec<String> = plan.exchanges.iter().cloned().chain(dead).collect();
-    let escalations = vec![topology.escalations_queue()];
-    users.push(BrokerUser {
-        name: topology.prefixed(ESCALATIONS_USER),
-        password_file: passwords.join(ESCALATIONS_USER),
-        configure: "^$".to_owned(),
-        write: "^$".to_owned(),
-        role: format!("escalation tooling: reads {}", escalations.join(", ")),
-        read: exactly(&escalations),
-    });
+    users.push(BrokerUser::reader(
+        topology,
+        ESCALATIONS_USER,
+        passwords,
+        "escalation tooling",
+        &[topology.escalations_queue()],
+    ));
     users.push(BrokerUser {
         name: topology.prefixed(GATEWAY_USER),
         password_file: passwords.join(GATEWAY_USER),

@@ -148,28 +148,27 @@ pub struct Option2 {
     pub selected: bool,
 }
 
-fn when(at: Timestamp) -> String {
+/// An instant in UTC as the pages show it, in `format`.
+fn utc(at: Timestamp, format: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
     at.to_offset_date_time()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute] UTC"
-            ))
-            .ok()
-        })
+        .and_then(|t| t.format(format).ok())
         .unwrap_or_default()
+}
+
+fn when(at: Timestamp) -> String {
+    utc(
+        at,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"),
+    )
 }
 
 /// To the second, where entries are many a minute (the audit log, the subject access
 /// statement) and are ordered or quoted by time.
 fn when_exact(at: Timestamp) -> String {
-    at.to_offset_date_time()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_default()
+    utc(
+        at,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC"),
+    )
 }
 
 fn hours(value: Option<f64>) -> String {
